@@ -1,0 +1,487 @@
+//! Vigil's kernel/user event schema.
+//!
+//! The kernel programs write these `#[repr(C)]` records into the ring buffer; the daemon decodes
+//! each record exactly once, at the edge (`monitor::decode`), into owned Rust types. Every record
+//! starts with an [`EventHeader`] carrying the schema version, the record kind and the number of
+//! bytes that follow, so a decoder can reject anything it does not understand without guessing.
+//!
+//! Layout rules, checked by the tests at the bottom of this file:
+//! - no implicit padding (the kernel writes every byte, so nothing uninitialised leaks out, and the
+//!   userspace decoder can read fields at fixed offsets);
+//! - variable-length data (paths, argv, cwd) lives in a trailing `tail`, and the kernel only sends
+//!   the used prefix of it; the fixed part records how many tail bytes each string uses.
+#![no_std]
+
+/// Bumped whenever a record's layout changes. The daemon refuses records of another version.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Record kinds (`EventHeader::kind`). Plain constants rather than an enum: the value arrives from
+/// the kernel and must be validated, never transmuted.
+pub mod kind {
+    pub const EXEC: u16 = 1;
+    pub const EXIT: u16 = 2;
+    pub const OPEN: u16 = 3;
+    pub const FILE_READ: u16 = 4;
+    pub const CONNECT: u16 = 5;
+    pub const PRIV: u16 = 6;
+    pub const FORK: u16 = 7;
+    /// One past the largest kind; sizes the per-kind counter arrays.
+    pub const COUNT: u16 = 8;
+}
+
+/// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
+pub const fn kind_bit(kind: u16) -> u32 {
+    1u32 << kind
+}
+
+/// Counters kept per CPU in the kernel, one slot per (kind, outcome).
+pub mod counter {
+    /// A record was written to the ring buffer.
+    pub const EMITTED: u32 = 0;
+    /// The event was out of scope and nothing was written.
+    pub const FILTERED: u32 = 1;
+    /// The ring buffer was full: the event is lost.
+    pub const LOST: u32 = 2;
+    /// A record went out with a string cut short (argv, path or cwd longer than the limits).
+    pub const TRUNCATED: u32 = 3;
+    pub const OUTCOMES: u32 = 4;
+    /// Number of slots in the counters map.
+    pub const SLOTS: u32 = super::kind::COUNT as u32 * OUTCOMES;
+
+    pub const fn index(kind: u16, outcome: u32) -> u32 {
+        kind as u32 * OUTCOMES + outcome
+    }
+}
+
+/// `Policy::scope` values.
+pub mod scope {
+    /// Processes whose audit loginuid is set (interactive login sessions) and everything they
+    /// start, whatever its effective uid.
+    pub const LOGIN_SESSIONS: u32 = 0;
+    /// Every process on the host (for hosts where every process is interesting; noisy).
+    pub const ALL: u32 = 1;
+    /// Nothing: capture paused.
+    pub const NONE: u32 = 2;
+}
+
+/// The in-kernel scoping policy (single entry of the `POLICY` array map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// One of [`scope`].
+    pub scope: u32,
+    /// Bit set of [`kind_bit`] for the kinds to emit.
+    pub kinds: u32,
+    /// Most argv bytes copied per exec (at most [`EXEC_ARGV_MAX`]); beyond it the record is
+    /// flagged [`EXEC_ARGV_TRUNCATED`].
+    pub max_argv_bytes: u32,
+    /// Non-zero: also walk the cwd for relative opens (costs a dentry walk per relative open).
+    pub resolve_relative_opens: u32,
+}
+
+impl Policy {
+    pub const fn default_policy() -> Self {
+        Policy {
+            scope: scope::LOGIN_SESSIONS,
+            kinds: u32::MAX,
+            max_argv_bytes: 4096,
+            resolve_relative_opens: 1,
+        }
+    }
+}
+
+/// Header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`SCHEMA_VERSION`].
+    pub version: u16,
+    /// One of [`kind`].
+    pub kind: u16,
+    /// Bytes in the record, header included (the used prefix of the record struct).
+    pub size: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds. Userspace adds the realtime offset.
+    pub ktime_ns: u64,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Process id of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    /// Audit login uid (`u32::MAX` when unset).
+    pub loginuid: u32,
+    /// Audit session id (`u32::MAX` when unset).
+    pub sessionid: u32,
+    /// Task command name, NUL padded.
+    pub comm: [u8; 16],
+}
+
+pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+
+/// Unset audit ids (`AUDIT_UID_UNSET`, `AUDIT_SID_UNSET`).
+pub const AUDIT_UNSET: u32 = u32::MAX;
+
+// ---------------------------------------------------------------------------------------------
+// exec
+
+/// Largest argv copy per exec, in bytes.
+pub const EXEC_ARGV_MAX: u32 = 16383;
+/// Longest filename copied (bytes, NUL included).
+pub const EXEC_FILENAME_MAX: u32 = 512;
+/// Longest tty name copied (bytes, NUL included).
+pub const TTY_NAME_MAX: u32 = 64;
+/// cwd components stop being copied once this many bytes are used.
+pub const CWD_BYTES_MAX: u32 = 1024;
+/// Longest single path component copied (NAME_MAX + NUL).
+pub const COMPONENT_MAX: u32 = 256;
+/// Deepest cwd walked.
+pub const CWD_DEPTH_MAX: u32 = 32;
+/// Everything before argv (filename, tty, cwd) fits below this offset in the tail.
+pub const EXEC_PREFIX_SPAN: u32 = 2048;
+pub const EXEC_TAIL_CAP: usize = (EXEC_PREFIX_SPAN + EXEC_ARGV_MAX + 1) as usize;
+
+pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
+pub const EXEC_CWD_TRUNCATED: u32 = 1 << 2;
+pub const EXEC_CWD_UNAVAILABLE: u32 = 1 << 3;
+pub const EXEC_ARGV_UNAVAILABLE: u32 = 1 << 4;
+
+/// A successful exec (`sched_process_exec`).
+///
+/// Tail layout: `filename` (`filename_len` bytes, NUL included), `tty` (`tty_len`, NUL included,
+/// 0 when there is no controlling terminal), `cwd` (`cwd_len` bytes: NUL-terminated components,
+/// innermost first), then `argv` (`argv_len` bytes, the process's NUL-separated argument area).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub header: EventHeader,
+    /// Thread id that called exec (differs from `pid` when a non-leader thread exec'd).
+    pub old_pid: u32,
+    /// `EXEC_*` flags.
+    pub flags: u32,
+    pub filename_len: u16,
+    pub tty_len: u16,
+    pub cwd_len: u16,
+    pub argv_len: u16,
+    /// Size of the whole argument area, to report how much was cut.
+    pub argv_total: u32,
+    pub _pad: u32,
+    pub tail: [u8; EXEC_TAIL_CAP],
+}
+
+pub const EXEC_FIXED_SIZE: usize = core::mem::offset_of!(ExecRecord, tail);
+
+// ---------------------------------------------------------------------------------------------
+// exit
+
+/// The last thread of a process exited (`sched_process_exit` with `group_dead`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitRecord {
+    pub header: EventHeader,
+    /// Raw `task_struct.exit_code`: `(status << 8) | signal`, with 0x80 for a core dump.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// open
+
+pub const OPEN_PATH_MAX: u32 = 4096;
+pub const OPEN_CWD_SPAN: u32 = 8192;
+pub const OPEN_TAIL_CAP: usize = (OPEN_CWD_SPAN + CWD_BYTES_MAX + COMPONENT_MAX) as usize;
+
+pub const OPEN_PATH_TRUNCATED: u16 = 1 << 0;
+pub const OPEN_CWD_TRUNCATED: u16 = 1 << 1;
+pub const OPEN_PATH_UNAVAILABLE: u16 = 1 << 2;
+
+/// Which syscall opened the file.
+pub mod open_syscall {
+    pub const OPENAT: u16 = 1;
+    pub const OPEN: u16 = 2;
+    pub const OPENAT2: u16 = 3;
+    pub const CREAT: u16 = 4;
+}
+
+/// `AT_FDCWD` as it arrives in `dfd`.
+pub const AT_FDCWD: i32 = -100;
+
+/// A file open, reported at syscall exit so the user page holding the path has been read by the
+/// kernel (never empty because of a not-yet-faulted page).
+///
+/// Tail: `path` (`path_len` bytes, NUL included) then, for relative paths resolved against the
+/// cwd, `cwd` (`cwd_len` bytes, components innermost first).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenRecord {
+    pub header: EventHeader,
+    pub open_flags: u32,
+    pub mode: u32,
+    pub dfd: i32,
+    /// fd on success, `-errno` on failure.
+    pub ret: i32,
+    /// One of [`open_syscall`].
+    pub syscall: u16,
+    pub path_len: u16,
+    pub cwd_len: u16,
+    /// `OPEN_*` flags.
+    pub flags: u16,
+    pub tail: [u8; OPEN_TAIL_CAP],
+}
+
+pub const OPEN_FIXED_SIZE: usize = core::mem::offset_of!(OpenRecord, tail);
+
+// ---------------------------------------------------------------------------------------------
+// file read volume
+
+/// Key of the kernel's per-open-file read counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OpenFileKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Read volume of one open file, aggregated in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileReadStats {
+    pub bytes: u64,
+    pub reads: u64,
+    /// `header.ktime_ns` of the open that created the entry: joins the volume to its open.
+    pub open_ktime_ns: u64,
+}
+
+/// Read volume of a file, sent when it is closed (the daemon flushes the rest at process exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileReadRecord {
+    pub header: EventHeader,
+    pub fd: u32,
+    pub _pad: u32,
+    pub stats: FileReadStats,
+}
+
+// ---------------------------------------------------------------------------------------------
+// connect
+
+pub const UNIX_PATH_MAX: usize = 108;
+
+/// An outbound connect (`connect(2)` exit), with its destination as the process passed it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectRecord {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// 0, or `-errno` (`-EINPROGRESS` for a non-blocking connect under way).
+    pub ret: i32,
+    /// `AF_INET`, `AF_INET6`, `AF_UNIX` or whatever else the process passed.
+    pub family: u16,
+    /// Destination port in host byte order (IP families).
+    pub port: u16,
+    /// `addrlen` the process passed, capped.
+    pub addr_len: u16,
+    pub _pad: u16,
+    /// IPv4 in the first 4 bytes, or IPv6 (network byte order).
+    pub addr: [u8; 16],
+    /// `sun_path` for `AF_UNIX` (abstract names start with a NUL).
+    pub unix_path: [u8; UNIX_PATH_MAX],
+    pub _pad2: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// privilege changes
+
+/// `PrivRecord::op`: which call changed (or tried to change) the ids.
+pub mod priv_op {
+    pub const SETUID: u16 = 1;
+    pub const SETREUID: u16 = 2;
+    pub const SETRESUID: u16 = 3;
+    pub const SETFSUID: u16 = 4;
+    pub const SETGID: u16 = 5;
+    pub const SETREGID: u16 = 6;
+    pub const SETRESGID: u16 = 7;
+    pub const SETFSGID: u16 = 8;
+    /// An exec that changed ids (setuid/setgid binary, file capabilities).
+    pub const EXEC: u16 = 9;
+    pub const COUNT: u16 = 10;
+}
+
+/// The full set of task credentials ids.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CredIds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+}
+
+/// A privilege change: a set*id call (successful or not) or an exec that changed ids.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrivRecord {
+    pub header: EventHeader,
+    /// One of [`priv_op`].
+    pub op: u16,
+    pub _pad: u16,
+    /// Syscall result (0 or `-errno`); 0 for exec.
+    pub ret: i32,
+    /// Ids requested by the call (`u32::MAX` = "unchanged", as the syscalls take it).
+    pub requested: [u32; 3],
+    pub _pad2: u32,
+    pub old: CredIds,
+    pub new: CredIds,
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork
+
+/// A new process (not thread) was created. The header describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkRecord {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub child_tgid: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// load-time configuration
+
+/// Offsets of kernel struct members the programs read, found by the daemon in the kernel's BTF at
+/// start (there is no CO-RE relocation for Rust eBPF programs) and set as a read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_loginuid: u32,
+    pub task_sessionid: u32,
+    pub task_cred: u32,
+    pub task_mm: u32,
+    pub task_fs: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub cred_uid: u32,
+    pub cred_euid: u32,
+    pub cred_suid: u32,
+    pub cred_fsuid: u32,
+    pub cred_gid: u32,
+    pub cred_egid: u32,
+    pub cred_sgid: u32,
+    pub cred_fsgid: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub fs_pwd: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub qstr_name: u32,
+    pub vfsmount_root: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub signal_tty: u32,
+    pub tty_name: u32,
+}
+
+/// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start
+/// (layouts move between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointLayout {
+    /// `sched_process_exec`: `__data_loc char[] filename`, `pid`, `old_pid`.
+    pub exec_filename: u32,
+    pub exec_pid: u32,
+    pub exec_old_pid: u32,
+    /// `sched_process_exit`: `pid`, `group_dead` (`u32::MAX` when the kernel lacks the field).
+    pub exit_pid: u32,
+    pub exit_group_dead: u32,
+    /// `raw_syscalls`-style records: `__syscall_nr`, first argument, `ret`.
+    pub sys_nr: u32,
+    pub sys_args: u32,
+    pub sys_ret: u32,
+}
+
+/// Syscall numbers the programs dispatch on, and where each read-family call keeps its fd.
+/// Filled by the daemon (numbers differ per architecture).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallNumbers {
+    pub openat: u32,
+    pub open: u32,
+    pub openat2: u32,
+    pub creat: u32,
+    pub setuid: u32,
+    pub setreuid: u32,
+    pub setresuid: u32,
+    pub setfsuid: u32,
+    pub setgid: u32,
+    pub setregid: u32,
+    pub setresgid: u32,
+    pub setfsgid: u32,
+    /// `sendfile` keeps its input fd in the second argument, every other read-family call in the
+    /// first.
+    pub sendfile: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made of integers only, with no padding (checked by the
+    // layout tests below), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Policy {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::TracepointLayout {}
+    unsafe impl aya::Pod for super::SyscallNumbers {}
+    unsafe impl aya::Pod for super::OpenFileKey {}
+    unsafe impl aya::Pod for super::FileReadStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    /// Sum of field sizes equals struct size: no implicit padding anywhere.
+    #[test]
+    fn records_have_no_implicit_padding() {
+        assert_eq!(size_of::<EventHeader>(), 2 + 2 + 4 + 8 + 8 + 4 * 8 + 16);
+        assert_eq!(EXEC_FIXED_SIZE, HEADER_SIZE + 4 + 4 + 2 * 4 + 4 + 4);
+        assert_eq!(size_of::<ExecRecord>(), EXEC_FIXED_SIZE + EXEC_TAIL_CAP);
+        assert_eq!(size_of::<ExitRecord>(), HEADER_SIZE + 8);
+        assert_eq!(OPEN_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4);
+        assert_eq!(size_of::<OpenRecord>(), OPEN_FIXED_SIZE + OPEN_TAIL_CAP);
+        assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 24);
+        assert_eq!(
+            size_of::<ConnectRecord>(),
+            HEADER_SIZE + 4 + 4 + 2 * 4 + 16 + UNIX_PATH_MAX + 4
+        );
+        assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
+        assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
+        assert_eq!(size_of::<KernelOffsets>(), 32 * 4);
+        assert_eq!(size_of::<Policy>(), 16);
+        assert!(align_of::<EventHeader>() <= 8);
+    }
+
+    #[test]
+    fn counter_slots_cover_every_kind() {
+        assert_eq!(
+            counter::index(kind::COUNT - 1, counter::OUTCOMES - 1),
+            counter::SLOTS - 1
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! connect: outbound connections with their destination (IPv4, IPv6, unix), reported at exit with
+//! the result. The sockaddr is read at exit from the caller's buffer, which the kernel has just
+//! copied (so the page is present).
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use core::ffi::c_void;
+use vigil_common::{kind, ConnectRecord, CredIds, UNIX_PATH_MAX};
+
+use crate::{
+    emit::emit,
+    kernel::{current_tid, sys_arg, sys_nr, sys_ret},
+    maps::{Pending, PENDING},
+    scope,
+};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[tracepoint]
+pub fn vigil_connect_enter(ctx: TracePointContext) -> u32 {
+    if scope::check(kind::CONNECT).is_none() {
+        return 0;
+    }
+    let pending = Pending {
+        nr: sys_nr(&ctx),
+        _pad: 0,
+        args: [sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2), 0],
+        old: CredIds::default(),
+    };
+    let _ = PENDING.insert(&current_tid(), &pending, 0);
+    0
+}
+
+#[tracepoint]
+pub fn vigil_connect_exit(ctx: TracePointContext) -> u32 {
+    let tid = current_tid();
+    let Some(pending) = (unsafe { PENDING.get(&tid) }) else {
+        return 0;
+    };
+    if pending.nr != sys_nr(&ctx) {
+        return 0;
+    }
+    let args = pending.args;
+    let _ = PENDING.remove(&tid);
+    let Some((task, _)) = scope::check(kind::CONNECT) else {
+        return 0;
+    };
+    let ret = sys_ret(&ctx) as i32;
+    let addr = args[1] as *const u8;
+    let addr_len = args[2] as u32;
+    let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);
+    emit::<ConnectRecord>(kind::CONNECT, task, |rec| unsafe {
+        (*rec).fd = args[0] as i32;
+        (*rec).ret = ret;
+        (*rec).family = family;
+        (*rec).addr_len = if addr_len > u16::MAX as u32 { u16::MAX } else { addr_len as u16 };
+        (*rec)._pad = 0;
+        (*rec)._pad2 = 0;
+        (*rec).port = 0;
+        (*rec).addr = [0; 16];
+        (*rec).unix_path = [0; UNIX_PATH_MAX];
+        match family {
+            AF_INET => {
+                let port: u16 = bpf_probe_read_user(addr.wrapping_add(2) as *const u16).unwrap_or(0);
+                (*rec).port = u16::from_be(port);
+                let ip: [u8; 4] = bpf_probe_read_user(addr.wrapping_add(4) as *const [u8; 4]).unwrap_or([0; 4]);
+                (*rec).addr = [ip[0], ip[1], ip[2], ip[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            }
+            AF_INET6 => {
+                let port: u16 = bpf_probe_read_user(addr.wrapping_add(2) as *const u16).unwrap_or(0);
+                (*rec).port = u16::from_be(port);
+                (*rec).addr = bpf_probe_read_user(addr.wrapping_add(8) as *const [u8; 16]).unwrap_or([0; 16]);
+            }
+            AF_UNIX => {
+                // sun_path follows the 2-byte family; only addrlen - 2 bytes of it are the caller's.
+                let mut n = addr_len.saturating_sub(2);
+                if n > UNIX_PATH_MAX as u32 {
+                    n = UNIX_PATH_MAX as u32;
+                }
+                let n = n & 0x7f;
+                if n > 0 {
+                    generated::bpf_probe_read_user(
+                        core::ptr::addr_of_mut!((*rec).unix_path) as *mut c_void,
+                        n,
+                        addr.wrapping_add(2) as *const c_void,
+                    );
+                }
+            }
+            _ => {}
+        }
+    });
+    0
+}

@@ -1,0 +1,29 @@
+//! Sending fixed-size records.
+
+use vigil_common::{counter, EventHeader};
+
+use crate::{
+    kernel::{fill_header, Ptr},
+    maps::{count, EVENTS},
+};
+
+/// Reserves a `T` in the ring buffer, fills its header (every record starts with an
+/// `EventHeader`), lets `fill` write every other field, and submits it. A full ring buffer is
+/// counted as a lost `kind` event.
+#[inline(always)]
+pub fn emit<T: 'static>(kind: u16, task: Ptr, fill: impl FnOnce(*mut T)) {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        count(kind, counter::LOST);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    fill_header(
+        rec as *mut EventHeader,
+        kind,
+        core::mem::size_of::<T>() as u32,
+        task,
+    );
+    fill(rec);
+    entry.submit(0);
+    count(kind, counter::EMITTED);
+}

@@ -1,0 +1,165 @@
+//! exec: successful execs (`sched:sched_process_exec`), and the credentials kept at
+//! `sys_enter_execve(at)` to report execs that changed ids (setuid binaries, sudo, su).
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use vigil_common::{
+    counter, kind, priv_op, ExecRecord, PrivRecord, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
+    EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_MAX,
+    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, EXEC_PREFIX_SPAN, EXEC_TAIL_CAP, TTY_NAME_MAX,
+};
+
+use crate::{
+    kernel::{cred_ids, fill_header, koff, read, read_ptr, tp_layout, Ptr},
+    emit::emit,
+    maps::{count, Pending, EVENTS, EXEC_SCRATCH, PENDING},
+    scope,
+    tail::{Copied, Tail},
+};
+
+#[tracepoint]
+pub fn vigil_execve_enter(ctx: TracePointContext) -> u32 {
+    let Some((task, _)) = scope::check(kind::PRIV) else {
+        return 0;
+    };
+    let nr: u32 = unsafe { ctx.read_at::<i32>(tp_layout!(sys_nr)) }.unwrap_or(-1) as u32;
+    let pending = Pending {
+        nr,
+        _pad: 0,
+        args: [0; 4],
+        old: cred_ids(task),
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = PENDING.insert(&tid, &pending, 0);
+    0
+}
+
+#[tracepoint]
+pub fn vigil_exec(ctx: TracePointContext) -> u32 {
+    let old_pid: u32 = unsafe { ctx.read_at::<i32>(tp_layout!(exec_old_pid)) }.unwrap_or(0) as u32;
+    if let Some((task, _)) = scope::check(kind::PRIV) {
+        exec_priv_change(task, old_pid);
+    }
+    let Some((task, policy)) = scope::check(kind::EXEC) else {
+        return 0;
+    };
+    let Some(rec) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let rec: &mut ExecRecord = unsafe { &mut *rec };
+    let mut flags = 0u32;
+    let mut tail = Tail::new(rec.tail.as_mut_ptr(), EXEC_PREFIX_SPAN - 1);
+
+    // filename: __data_loc (offset in the low 16 bits) into the tracepoint record.
+    let loc: u32 = unsafe { ctx.read_at::<u32>(tp_layout!(exec_filename)) }.unwrap_or(0);
+    let filename = (ctx.as_ptr() as Ptr).wrapping_add((loc & 0xffff) as usize);
+    let filename_len = match tail.kernel_str::<EXEC_FILENAME_MAX>(filename) {
+        Copied::Whole(n) => n,
+        Copied::Cut(n) => {
+            flags |= EXEC_FILENAME_TRUNCATED;
+            n
+        }
+        Copied::Failed => 0,
+    };
+
+    // Controlling terminal: task->signal->tty->name.
+    let signal = read_ptr(task, koff!(task_signal));
+    let tty = read_ptr(signal, koff!(signal_tty));
+    let tty_len = if tty.is_null() {
+        0
+    } else {
+        match tail.kernel_str::<TTY_NAME_MAX>(tty.wrapping_add(koff!(tty_name))) {
+            Copied::Whole(n) | Copied::Cut(n) => n,
+            Copied::Failed => 0,
+        }
+    };
+
+    let (cwd_len, cwd_cut, cwd_missing) = tail.cwd(task);
+    if cwd_cut {
+        flags |= EXEC_CWD_TRUNCATED;
+    }
+    if cwd_missing {
+        flags |= EXEC_CWD_UNAVAILABLE;
+    }
+
+    // argv: the new image's argument area, NUL-separated, copied in one read.
+    let mm = read_ptr(task, koff!(task_mm));
+    let arg_start = read::<u64>(mm, koff!(mm_arg_start)).unwrap_or(0);
+    let arg_end = read::<u64>(mm, koff!(mm_arg_end)).unwrap_or(0);
+    let total = if arg_end > arg_start && !mm.is_null() {
+        arg_end - arg_start
+    } else {
+        0
+    };
+    let limit = if policy.max_argv_bytes < EXEC_ARGV_MAX {
+        policy.max_argv_bytes
+    } else {
+        EXEC_ARGV_MAX
+    };
+    let mut want = if total > limit as u64 {
+        flags |= EXEC_ARGV_TRUNCATED;
+        limit
+    } else {
+        total as u32
+    };
+    let argv_start = tail.pos;
+    if total == 0 || !tail.user_bytes::<EXEC_ARGV_MAX>(arg_start, want) {
+        flags |= EXEC_ARGV_UNAVAILABLE;
+        want = 0;
+    }
+    let argv_len = tail.pos - argv_start;
+    let _ = want;
+
+    rec.old_pid = old_pid;
+    rec.flags = flags;
+    rec.filename_len = filename_len as u16;
+    rec.tty_len = tty_len as u16;
+    rec.cwd_len = cwd_len as u16;
+    rec.argv_len = argv_len as u16;
+    rec.argv_total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    rec._pad = 0;
+
+    let used = tail.pos as usize;
+    if used > EXEC_TAIL_CAP {
+        return 0;
+    }
+    let size = EXEC_FIXED_SIZE + used;
+    fill_header(&mut rec.header, kind::EXEC, size as u32, task);
+    if flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED | EXEC_CWD_TRUNCATED) != 0 {
+        count(kind::EXEC, counter::TRUNCATED);
+    }
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const ExecRecord as *const u8, size) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => count(kind::EXEC, counter::EMITTED),
+        Err(_) => count(kind::EXEC, counter::LOST),
+    }
+    0
+}
+
+/// Reports an exec that changed the task's ids, comparing them with those kept at
+/// `sys_enter_execve` by the thread that called exec.
+#[inline(always)]
+fn exec_priv_change(task: Ptr, old_pid: u32) {
+    let Some(pending) = (unsafe { PENDING.get(&old_pid) }) else {
+        return;
+    };
+    let old = pending.old;
+    let _ = PENDING.remove(&old_pid);
+    let new = cred_ids(task);
+    if old == new {
+        return;
+    }
+    emit::<PrivRecord>(kind::PRIV, task, |rec| unsafe {
+        (*rec).op = priv_op::EXEC;
+        (*rec)._pad = 0;
+        (*rec).ret = 0;
+        (*rec).requested = [u32::MAX; 3];
+        (*rec)._pad2 = 0;
+        (*rec).old = old;
+        (*rec).new = new;
+    });
+}

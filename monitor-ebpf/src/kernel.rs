@@ -1,0 +1,219 @@
+//! Reading the current task through member offsets the daemon found in BTF.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
+};
+use core::ffi::c_void;
+use vigil_common::{
+    CredIds, EventHeader, KernelOffsets, SyscallNumbers, TracepointLayout, AUDIT_UNSET,
+    SCHEMA_VERSION,
+};
+
+// Load-time globals, set by the daemon with `EbpfLoader::set_global` (read-only, so the verifier
+// sees constants). Zero here only to give them storage.
+#[no_mangle]
+pub(crate) static KERNEL_OFFSETS: KernelOffsets = zeroed_offsets();
+#[no_mangle]
+pub(crate) static TP_LAYOUT: TracepointLayout = TracepointLayout {
+    exec_filename: 0,
+    exec_pid: 0,
+    exec_old_pid: 0,
+    exit_pid: 0,
+    exit_group_dead: 0,
+    sys_nr: 0,
+    sys_args: 0,
+    sys_ret: 0,
+};
+#[no_mangle]
+pub(crate) static SYSCALL_NRS: SyscallNumbers = SyscallNumbers {
+    openat: 0,
+    open: 0,
+    openat2: 0,
+    creat: 0,
+    setuid: 0,
+    setreuid: 0,
+    setresuid: 0,
+    setfsuid: 0,
+    setgid: 0,
+    setregid: 0,
+    setresgid: 0,
+    setfsgid: 0,
+    sendfile: 0,
+    _pad: 0,
+};
+
+const fn zeroed_offsets() -> KernelOffsets {
+    KernelOffsets {
+        task_pid: 0,
+        task_tgid: 0,
+        task_real_parent: 0,
+        task_loginuid: 0,
+        task_sessionid: 0,
+        task_cred: 0,
+        task_mm: 0,
+        task_fs: 0,
+        task_signal: 0,
+        task_exit_code: 0,
+        cred_uid: 0,
+        cred_euid: 0,
+        cred_suid: 0,
+        cred_fsuid: 0,
+        cred_gid: 0,
+        cred_egid: 0,
+        cred_sgid: 0,
+        cred_fsgid: 0,
+        mm_arg_start: 0,
+        mm_arg_end: 0,
+        fs_pwd: 0,
+        path_mnt: 0,
+        path_dentry: 0,
+        dentry_parent: 0,
+        dentry_name: 0,
+        qstr_name: 0,
+        vfsmount_root: 0,
+        mount_mnt: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        signal_tty: 0,
+        tty_name: 0,
+    }
+}
+
+/// A kernel struct member offset. Volatile so the compiler cannot fold the placeholder zero.
+macro_rules! koff {
+    ($field:ident) => {
+        {
+            #[allow(unused_unsafe)]
+            let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(crate::kernel::KERNEL_OFFSETS.$field)) };
+            value
+        }
+            as usize
+    };
+}
+pub(crate) use koff;
+
+macro_rules! tp_layout {
+    ($field:ident) => {
+        {
+            #[allow(unused_unsafe)]
+            let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(crate::kernel::TP_LAYOUT.$field)) };
+            value
+        }
+            as usize
+    };
+}
+pub(crate) use tp_layout;
+
+macro_rules! syscall_nr {
+    ($field:ident) => {
+        {
+            #[allow(unused_unsafe)]
+            let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(crate::kernel::SYSCALL_NRS.$field)) };
+            value
+        }
+    };
+}
+pub(crate) use syscall_nr;
+
+pub type Ptr = *const u8;
+
+#[inline(always)]
+pub fn current_task() -> Ptr {
+    unsafe { bpf_get_current_task() as Ptr }
+}
+
+/// Reads a `T` at `base + off` in kernel memory; `None` when the read faults.
+#[inline(always)]
+pub fn read<T: Copy>(base: Ptr, off: usize) -> Option<T> {
+    let mut out = core::mem::MaybeUninit::<T>::uninit();
+    let ret = unsafe {
+        generated::bpf_probe_read_kernel(
+            out.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(off) as *const c_void,
+        )
+    };
+    if ret == 0 {
+        Some(unsafe { out.assume_init() })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub fn read_ptr(base: Ptr, off: usize) -> Ptr {
+    read::<u64>(base, off).unwrap_or(0) as Ptr
+}
+
+#[inline(always)]
+pub fn loginuid(task: Ptr) -> u32 {
+    read::<u32>(task, koff!(task_loginuid)).unwrap_or(AUDIT_UNSET)
+}
+
+#[inline(always)]
+pub fn cred_ids(task: Ptr) -> CredIds {
+    let cred = read_ptr(task, koff!(task_cred));
+    CredIds {
+        uid: read::<u32>(cred, koff!(cred_uid)).unwrap_or(u32::MAX),
+        euid: read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX),
+        suid: read::<u32>(cred, koff!(cred_suid)).unwrap_or(u32::MAX),
+        fsuid: read::<u32>(cred, koff!(cred_fsuid)).unwrap_or(u32::MAX),
+        gid: read::<u32>(cred, koff!(cred_gid)).unwrap_or(u32::MAX),
+        egid: read::<u32>(cred, koff!(cred_egid)).unwrap_or(u32::MAX),
+        sgid: read::<u32>(cred, koff!(cred_sgid)).unwrap_or(u32::MAX),
+        fsgid: read::<u32>(cred, koff!(cred_fsgid)).unwrap_or(u32::MAX),
+    }
+}
+
+/// Fills every field of a record header for the current task.
+#[inline(always)]
+pub fn fill_header(h: *mut EventHeader, kind: u16, size: u32, task: Ptr) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let cred = read_ptr(task, koff!(task_cred));
+    let parent = read_ptr(task, koff!(task_real_parent));
+    let header = EventHeader {
+        version: SCHEMA_VERSION,
+        kind,
+        size,
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        ppid: read::<u32>(parent, koff!(task_tgid)).unwrap_or(0),
+        uid: uid_gid as u32,
+        euid: read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX),
+        gid: (uid_gid >> 32) as u32,
+        loginuid: loginuid(task),
+        sessionid: read::<u32>(task, koff!(task_sessionid)).unwrap_or(AUDIT_UNSET),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    unsafe { core::ptr::write(h, header) };
+}
+
+/// Syscall tracepoint records: `__syscall_nr`, then six 8-byte arguments (enter) or `ret` (exit).
+#[inline(always)]
+pub fn sys_nr(ctx: &aya_ebpf::programs::TracePointContext) -> u32 {
+    unsafe { ctx.read_at::<i32>(tp_layout!(sys_nr)) }.unwrap_or(-1) as u32
+}
+
+#[inline(always)]
+pub fn sys_arg(ctx: &aya_ebpf::programs::TracePointContext, n: usize) -> u64 {
+    unsafe { ctx.read_at::<u64>(tp_layout!(sys_args) + 8 * n) }.unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn sys_ret(ctx: &aya_ebpf::programs::TracePointContext) -> i64 {
+    unsafe { ctx.read_at::<i64>(tp_layout!(sys_ret)) }.unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}

@@ -1,0 +1,60 @@
+//! Maps shared by the programs. Sizes here are defaults; the daemon may resize the ring buffer.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use vigil_common::{counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy};
+
+/// Every record goes out through this ring buffer.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// The scoping policy: a single entry written by the daemon.
+#[map]
+pub static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
+
+/// Per-CPU counters, indexed by `counter::index(kind, outcome)`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
+
+/// Processes never monitored, whatever their session (the daemon itself).
+#[map]
+pub static IGNORED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// Read volume of files opened by monitored processes, until close (or the daemon's exit flush).
+/// A plain hash map, not LRU: when full, new opens are counted as lost rather than silently
+/// evicting the counts of files still open.
+#[map]
+pub static OPEN_FILES: HashMap<OpenFileKey, FileReadStats> = HashMap::with_max_entries(65536, 0);
+
+/// What a thread passed to the syscall it is in, kept from sys_enter to sys_exit. A thread is in
+/// one syscall at a time, so one entry per thread serves every syscall we follow. LRU because an
+/// exiting thread never reaches the sys_exit of its last syscall.
+#[map]
+pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Scratch space for the large records, built here and sent as their used prefix.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static OPEN_SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// Syscall number at entry; the exit program checks it matches its own.
+    pub nr: u32,
+    pub _pad: u32,
+    pub args: [u64; 4],
+    /// Credentials at entry (privilege-changing calls and execve).
+    pub old: CredIds,
+}
+
+#[inline(always)]
+pub fn count(kind: u16, outcome: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter::index(kind, outcome)) {
+        // Per-CPU slot: no other CPU touches it, and programs do not preempt each other on a CPU.
+        unsafe { *slot += 1 };
+    }
+}

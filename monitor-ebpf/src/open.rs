@@ -1,0 +1,144 @@
+//! open: `open`, `openat`, `openat2` and `creat`. The path pointer is kept at entry and the string
+//! read at exit, when the kernel has faulted the page in (reading at entry can see an empty path).
+
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use vigil_common::{
+    counter, kind, open_syscall, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
+    AT_FDCWD, CredIds, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
+    OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_TAIL_CAP,
+};
+
+use crate::{
+    emit::emit,
+    kernel::{current_tgid, current_tid, fill_header, sys_arg, sys_nr, sys_ret, syscall_nr, Ptr},
+    maps::{count, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
+    scope,
+    tail::{Copied, Tail},
+};
+
+#[tracepoint]
+pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
+    if scope::check(kind::OPEN).is_none() {
+        return 0;
+    }
+    let nr = sys_nr(&ctx);
+    // Normalised to (syscall, dfd, path, flags, mode).
+    let args = if nr == syscall_nr!(openat) {
+        [open_syscall::OPENAT as u64, sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2) | (sys_arg(&ctx, 3) << 32)]
+    } else if nr == syscall_nr!(open) {
+        [open_syscall::OPEN as u64, AT_FDCWD as u32 as u64, sys_arg(&ctx, 0), sys_arg(&ctx, 1) | (sys_arg(&ctx, 2) << 32)]
+    } else if nr == syscall_nr!(openat2) {
+        // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+        let how = sys_arg(&ctx, 2) as *const u64;
+        let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+        let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+        [open_syscall::OPENAT2 as u64, sys_arg(&ctx, 0), sys_arg(&ctx, 1), (flags & 0xffff_ffff) | (mode << 32)]
+    } else if nr == syscall_nr!(creat) {
+        // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+        [open_syscall::CREAT as u64, AT_FDCWD as u32 as u64, sys_arg(&ctx, 0), 0o1101 | (sys_arg(&ctx, 1) << 32)]
+    } else {
+        return 0;
+    };
+    let pending = Pending { nr, _pad: 0, args, old: CredIds::default() };
+    let _ = PENDING.insert(&current_tid(), &pending, 0);
+    0
+}
+
+#[tracepoint]
+pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
+    let tid = current_tid();
+    let Some(pending) = (unsafe { PENDING.get(&tid) }) else {
+        return 0;
+    };
+    let nr = sys_nr(&ctx);
+    if pending.nr != nr {
+        return 0;
+    }
+    let args = pending.args;
+    let _ = PENDING.remove(&tid);
+    let Some((task, policy)) = scope::check(kind::OPEN) else {
+        return 0;
+    };
+    let ret = sys_ret(&ctx);
+    let Some(rec) = OPEN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let rec: &mut OpenRecord = unsafe { &mut *rec };
+    let mut flags = 0u16;
+    let mut tail = Tail::new(rec.tail.as_mut_ptr(), OPEN_CWD_SPAN - 1);
+    let path_len = match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
+        Copied::Whole(n) => n,
+        Copied::Cut(n) => {
+            flags |= OPEN_PATH_TRUNCATED;
+            n
+        }
+        Copied::Failed => {
+            flags |= OPEN_PATH_UNAVAILABLE;
+            0
+        }
+    };
+    let dfd = args[1] as u32 as i32;
+    // A relative path against the cwd: add the cwd so the daemon can show the absolute path.
+    let mut cwd_len = 0;
+    if path_len > 1 && dfd == AT_FDCWD && policy.resolve_relative_opens != 0 {
+        let first: u8 = unsafe { *rec.tail.as_ptr() };
+        if first != b'/' {
+            let (n, cut, _) = tail.cwd(task);
+            cwd_len = n;
+            if cut {
+                flags |= OPEN_CWD_TRUNCATED;
+            }
+        }
+    }
+    rec.open_flags = args[3] as u32;
+    rec.mode = (args[3] >> 32) as u32;
+    rec.dfd = dfd;
+    rec.ret = ret as i32;
+    rec.syscall = args[0] as u16;
+    rec.path_len = path_len as u16;
+    rec.cwd_len = cwd_len as u16;
+    rec.flags = flags;
+    let used = tail.pos as usize;
+    if used > OPEN_TAIL_CAP {
+        return 0;
+    }
+    let size = OPEN_FIXED_SIZE + used;
+    fill_header(&mut rec.header, kind::OPEN, size as u32, task);
+    if flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0 {
+        count(kind::OPEN, counter::TRUNCATED);
+    }
+    let ktime = rec.header.ktime_ns;
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const OpenRecord as *const u8, size) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => count(kind::OPEN, counter::EMITTED),
+        Err(_) => count(kind::OPEN, counter::LOST),
+    }
+    if ret >= 0 {
+        track_read_volume(task, ret as u32, ktime);
+    }
+    0
+}
+
+/// Starts counting the bytes read from a newly opened fd. An entry still there for the same fd
+/// (closed without `close(2)`: `dup2` over it, `close_range`) is reported first, not overwritten.
+#[inline(always)]
+fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) {
+    let key = OpenFileKey { tgid: current_tgid(), fd };
+    if let Some(stale) = unsafe { OPEN_FILES.get(&key) } {
+        let stats = *stale;
+        report_read_volume(task, fd, stats);
+    }
+    let stats = FileReadStats { bytes: 0, reads: 0, open_ktime_ns };
+    if OPEN_FILES.insert(&key, &stats, 0).is_err() {
+        count(kind::FILE_READ, counter::LOST);
+    }
+}
+
+#[inline(always)]
+pub fn report_read_volume(task: Ptr, fd: u32, stats: FileReadStats) {
+    emit::<FileReadRecord>(kind::FILE_READ, task, |rec| unsafe {
+        (*rec).fd = fd;
+        (*rec)._pad = 0;
+        (*rec).stats = stats;
+    });
+}
