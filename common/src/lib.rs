@@ -143,7 +143,11 @@ pub const COMPONENT_MAX: u32 = 256;
 pub const CWD_DEPTH_MAX: u32 = 32;
 /// Everything before argv (filename, tty, cwd) fits below this offset in the tail.
 pub const EXEC_PREFIX_SPAN: u32 = 2048;
-pub const EXEC_TAIL_CAP: usize = (EXEC_PREFIX_SPAN + EXEC_ARGV_MAX + 1) as usize;
+/// A power of two at least `EXEC_PREFIX_SPAN + EXEC_ARGV_MAX`, so that the kernel can bound the
+/// used size with a mask, which the verifier tracks exactly.
+pub const EXEC_TAIL_CAP: usize = 32768;
+const _: () = assert!(EXEC_TAIL_CAP >= (EXEC_PREFIX_SPAN + EXEC_ARGV_MAX) as usize);
+const _: () = assert!(EXEC_TAIL_CAP.is_power_of_two());
 
 pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
@@ -194,7 +198,10 @@ pub struct ExitRecord {
 
 pub const OPEN_PATH_MAX: u32 = 4096;
 pub const OPEN_CWD_SPAN: u32 = 8192;
-pub const OPEN_TAIL_CAP: usize = (OPEN_CWD_SPAN + CWD_BYTES_MAX + COMPONENT_MAX) as usize;
+/// A power of two at least `OPEN_CWD_SPAN + CWD_BYTES_MAX + COMPONENT_MAX` (see `EXEC_TAIL_CAP`).
+pub const OPEN_TAIL_CAP: usize = 16384;
+const _: () = assert!(OPEN_TAIL_CAP >= (OPEN_CWD_SPAN + CWD_BYTES_MAX + COMPONENT_MAX) as usize);
+const _: () = assert!(OPEN_TAIL_CAP.is_power_of_two());
 
 pub const OPEN_PATH_TRUNCATED: u16 = 1 << 0;
 pub const OPEN_CWD_TRUNCATED: u16 = 1 << 1;

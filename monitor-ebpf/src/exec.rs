@@ -16,7 +16,7 @@ use vigil_common::{
 use crate::{
     kernel::{cred_ids, fill_header, koff, read, read_ptr, tp_layout, Ptr},
     emit::emit,
-    maps::{count, Pending, EVENTS, EXEC_SCRATCH, PENDING},
+    maps::{count, scratch, Pending, EVENTS, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
@@ -47,10 +47,9 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     let Some((task, policy)) = scope::check(kind::EXEC) else {
         return 0;
     };
-    let Some(rec) = EXEC_SCRATCH.get_ptr_mut(0) else {
+    let Some(rec) = scratch(&EXEC_SCRATCH) else {
         return 0;
     };
-    let rec: &mut ExecRecord = unsafe { &mut *rec };
     let mut flags = 0u32;
     let mut tail = Tail::new(rec.tail.as_mut_ptr(), EXEC_PREFIX_SPAN - 1);
 
@@ -123,10 +122,8 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     rec.argv_total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
     rec._pad = 0;
 
-    let used = tail.pos as usize;
-    if used > EXEC_TAIL_CAP {
-        return 0;
-    }
+    // Masked, not compared: the verifier keeps a mask's bound through register copies.
+    let used = tail.pos as usize & (EXEC_TAIL_CAP - 1);
     let size = EXEC_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::EXEC, size as u32, task);
     if flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED | EXEC_CWD_TRUNCATED) != 0 {

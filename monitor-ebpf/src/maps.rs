@@ -34,11 +34,20 @@ pub static OPEN_FILES: HashMap<OpenFileKey, FileReadStats> = HashMap::with_max_e
 #[map]
 pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
-/// Scratch space for the large records, built here and sent as their used prefix.
+/// Scratch space for the large records, built here and sent as their used prefix. One slot per
+/// CPU, indexed by CPU id (the daemon sizes them to the possible CPUs): per-CPU maps cap values
+/// at 32 KiB, smaller than an exec record. Tracing programs run with migration disabled and do
+/// not nest on a CPU, so a slot has one writer at a time.
 #[map]
-pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 #[map]
-pub static OPEN_SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
+pub static OPEN_SCRATCH: Array<OpenRecord> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn scratch<T>(map: &'static Array<T>) -> Option<&'static mut T> {
+    let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };
+    map.get_ptr_mut(cpu).map(|p| unsafe { &mut *p })
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]

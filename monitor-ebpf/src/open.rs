@@ -11,7 +11,7 @@ use vigil_common::{
 use crate::{
     emit::emit,
     kernel::{current_tgid, current_tid, fill_header, sys_arg, sys_nr, sys_ret, syscall_nr, Ptr},
-    maps::{count, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
+    maps::{count, scratch, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
@@ -60,10 +60,9 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ret = sys_ret(&ctx);
-    let Some(rec) = OPEN_SCRATCH.get_ptr_mut(0) else {
+    let Some(rec) = scratch(&OPEN_SCRATCH) else {
         return 0;
     };
-    let rec: &mut OpenRecord = unsafe { &mut *rec };
     let mut flags = 0u16;
     let mut tail = Tail::new(rec.tail.as_mut_ptr(), OPEN_CWD_SPAN - 1);
     let path_len = match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
@@ -98,10 +97,8 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
     rec.path_len = path_len as u16;
     rec.cwd_len = cwd_len as u16;
     rec.flags = flags;
-    let used = tail.pos as usize;
-    if used > OPEN_TAIL_CAP {
-        return 0;
-    }
+    // Masked, not compared: the verifier keeps a mask's bound through register copies.
+    let used = tail.pos as usize & (OPEN_TAIL_CAP - 1);
     let size = OPEN_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::OPEN, size as u32, task);
     if flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0 {

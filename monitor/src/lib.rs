@@ -1,0 +1,10 @@
+//! Vigil: kernel-level privileged-session monitor.
+//!
+//! The daemon reads like its data flow: [`kernel`] loads and attaches the programs, [`decode`]
+//! turns kernel records into [`event`] types once, and [`pipeline`] runs capture → enrich → sink.
+
+pub mod config;
+pub mod decode;
+pub mod event;
+pub mod kernel;
+pub mod pipeline;

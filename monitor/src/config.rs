@@ -1,0 +1,266 @@
+//! Daemon configuration: one YAML document, with the embedded default as the base.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+use vigil_common::{kind, kind_bit, scope, Policy, EXEC_ARGV_MAX};
+
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    LoginSessions,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Exec,
+    Exit,
+    Fork,
+    Open,
+    FileRead,
+    Connect,
+    Priv,
+}
+
+impl EventKind {
+    fn kernel_kind(self) -> u16 {
+        match self {
+            EventKind::Exec => kind::EXEC,
+            EventKind::Exit => kind::EXIT,
+            EventKind::Fork => kind::FORK,
+            EventKind::Open => kind::OPEN,
+            EventKind::FileRead => kind::FILE_READ,
+            EventKind::Connect => kind::CONNECT,
+            EventKind::Priv => kind::PRIV,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    pub scope: Scope,
+    pub events: Vec<EventKind>,
+    pub max_argv_bytes: u32,
+    pub resolve_relative_opens: bool,
+    pub ring_buffer_bytes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub channel_capacity: usize,
+    pub stats_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub stdout: bool,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub capture: CaptureConfig,
+    pub pipeline: PipelineConfig,
+    pub output: OutputConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+/// Overlays `over` onto `base`, key by key (mappings merge, everything else replaces).
+fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        // The embedded default is part of the binary and covered by tests; failing here is a
+        // build defect, not bad input.
+        Config::from_yaml(DEFAULT_CONFIG, "embedded default").expect("embedded default config is valid")
+    }
+
+    /// Reads a config file, layered over the embedded default.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, &path.display().to_string())
+    }
+
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let parse = |t: &str, origin: &str| {
+            serde_yaml::from_str::<serde_yaml::Value>(t).map_err(|e| ConfigError::Parse {
+                origin: origin.into(),
+                message: e.to_string(),
+            })
+        };
+        let mut value = parse(DEFAULT_CONFIG, "embedded default")?;
+        let over = parse(text, origin)?;
+        if !over.is_null() {
+            if !over.is_mapping() {
+                return Err(ConfigError::Parse {
+                    origin: origin.into(),
+                    message: "the configuration must be a YAML mapping".into(),
+                });
+            }
+            merge(&mut value, over);
+        }
+        let config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            origin: origin.into(),
+            key,
+            message,
+        };
+        let c = &self.capture;
+        if c.max_argv_bytes == 0 || c.max_argv_bytes > EXEC_ARGV_MAX {
+            return Err(invalid(
+                "capture.max_argv_bytes",
+                format!("{} is out of range 1..={EXEC_ARGV_MAX}", c.max_argv_bytes),
+            ));
+        }
+        if !c.ring_buffer_bytes.is_power_of_two() || c.ring_buffer_bytes < 64 * 1024 {
+            return Err(invalid(
+                "capture.ring_buffer_bytes",
+                format!("{} must be a power of two of at least 65536", c.ring_buffer_bytes),
+            ));
+        }
+        if c.events.is_empty() {
+            return Err(invalid("capture.events", "lists no event kind".into()));
+        }
+        if self.pipeline.channel_capacity == 0 || self.pipeline.channel_capacity > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "pipeline.channel_capacity",
+                format!("{} is out of range 1..=16777216", self.pipeline.channel_capacity),
+            ));
+        }
+        if self.pipeline.stats_interval_ms < 10 {
+            return Err(invalid(
+                "pipeline.stats_interval_ms",
+                format!("{} is below the 10 ms minimum", self.pipeline.stats_interval_ms),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", format!("`{}` is not a log filter", self.log.level)));
+        }
+        Ok(())
+    }
+
+    /// The kernel policy this configuration asks for.
+    pub fn policy(&self) -> Policy {
+        let c = &self.capture;
+        Policy {
+            scope: match c.scope {
+                Scope::LoginSessions => scope::LOGIN_SESSIONS,
+                Scope::All => scope::ALL,
+            },
+            kinds: c.events.iter().fold(0, |acc, k| acc | kind_bit(k.kernel_kind())),
+            max_argv_bytes: c.max_argv_bytes,
+            resolve_relative_opens: u32::from(c.resolve_relative_opens),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded();
+        assert_eq!(c.capture.scope, Scope::LoginSessions);
+        assert!(c.output.stdout);
+        let p = c.policy();
+        assert_eq!(p.scope, scope::LOGIN_SESSIONS);
+        assert_ne!(p.kinds & kind_bit(kind::EXEC), 0);
+    }
+
+    #[test]
+    fn partial_file_overrides_only_its_keys() {
+        let c = Config::from_yaml("capture:\n  max_argv_bytes: 100\noutput:\n  file: /tmp/x.jsonl\n", "t.yaml")
+            .unwrap();
+        assert_eq!(c.capture.max_argv_bytes, 100);
+        assert_eq!(c.capture.ring_buffer_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.output.file.as_deref(), Some(std::path::Path::new("/tmp/x.jsonl")));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = Config::from_yaml("capture:\n  max_argv_bytes: 0\n", "my.yaml").unwrap_err().to_string();
+        assert!(e.contains("my.yaml") && e.contains("capture.max_argv_bytes"), "{e}");
+        let e = Config::from_yaml("capture:\n  scop: all\n", "my.yaml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `scop`"), "{e}");
+        let e = Config::from_yaml("capture:\n  ring_buffer_bytes: 1000\n", "my.yaml").unwrap_err().to_string();
+        assert!(e.contains("power of two"), "{e}");
+        let e = Config::from_yaml("- a\n- b\n", "my.yaml").unwrap_err().to_string();
+        assert!(e.contains("mapping"), "{e}");
+        let e = Config::from_yaml("capture: [\n", "my.yaml").unwrap_err().to_string();
+        assert!(e.contains("my.yaml"), "{e}");
+    }
+}

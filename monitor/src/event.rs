@@ -1,0 +1,280 @@
+//! The owned event types every stage after the decoder speaks. They serialize to the JSON Lines
+//! output (and later to storage) as they are.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Bytes from the monitored system (paths, argv, names) that need not be UTF-8.
+///
+/// Serialized as a plain JSON string when they are valid UTF-8, otherwise as
+/// `{"base64": "..."}`: lossless and unambiguous, where a lossy conversion would let a hostile
+/// argument hide what it was.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct RawBytes(pub Vec<u8>);
+
+impl RawBytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// Readable form for logs and terminals (invalid UTF-8 replaced).
+    pub fn lossy(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+impl From<&[u8]> for RawBytes {
+    fn from(b: &[u8]) -> Self {
+        RawBytes(b.to_vec())
+    }
+}
+impl From<&str> for RawBytes {
+    fn from(s: &str) -> Self {
+        RawBytes(s.as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for RawBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.lossy())
+    }
+}
+
+impl Serialize for RawBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(&self.0),
+                )?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Encoded { base64: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(RawBytes(t.into_bytes())),
+            Repr::Encoded { base64 } => base64::engine::general_purpose::STANDARD
+                .decode(base64)
+                .map(RawBytes)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One event, as decoded from the kernel (or produced by the daemon, for loss records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds (kernel time).
+    pub mono_ns: u64,
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    /// Wall-clock time, RFC 3339.
+    pub time: String,
+    pub process: Process,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// Who did it: the task the event happened in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    /// Audit login uid; `None` when unset (not a login session).
+    pub loginuid: Option<u32>,
+    /// Audit session id; `None` when unset.
+    pub sessionid: Option<u32>,
+    pub cgroup_id: u64,
+    pub comm: RawBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    Exec(ExecEvent),
+    Exit(ExitEvent),
+    Open(OpenEvent),
+    FileRead(FileReadEvent),
+    Connect(ConnectEvent),
+    Priv(PrivEvent),
+    Fork(ForkEvent),
+    Loss(LossEvent),
+}
+
+impl EventBody {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::Exec(_) => "exec",
+            EventBody::Exit(_) => "exit",
+            EventBody::Open(_) => "open",
+            EventBody::FileRead(_) => "file_read",
+            EventBody::Connect(_) => "connect",
+            EventBody::Priv(_) => "priv",
+            EventBody::Fork(_) => "fork",
+            EventBody::Loss(_) => "loss",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecEvent {
+    /// The path passed to exec.
+    pub filename: RawBytes,
+    pub argv: Vec<RawBytes>,
+    /// argv was longer than the configured limit and is cut short.
+    pub argv_truncated: bool,
+    /// Size of the whole argument area in bytes.
+    pub argv_total_bytes: u32,
+    pub filename_truncated: bool,
+    /// Working directory at exec; `None` when the kernel could not provide it.
+    pub cwd: Option<RawBytes>,
+    pub cwd_truncated: bool,
+    /// Controlling terminal (`pts/3`, `tty1`), if any.
+    pub tty: Option<String>,
+    /// The thread that called exec, when not the leader.
+    pub old_pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitEvent {
+    /// Exit status for a normal exit.
+    pub exit_code: Option<i32>,
+    /// Terminating signal.
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+}
+
+/// A syscall's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallResult {
+    /// The raw return value (non-negative on success, `-errno` on failure).
+    pub ret: i64,
+    /// The errno name (`ENOENT`) on failure.
+    pub error: Option<String>,
+}
+
+impl SyscallResult {
+    pub fn from_ret(ret: i64) -> Self {
+        let error = (ret < 0).then(|| {
+            let errno = i32::try_from(-ret).unwrap_or(i32::MAX);
+            format!("{:?}", nix::errno::Errno::from_raw(errno))
+        });
+        SyscallResult { ret, error }
+    }
+    pub fn ok(&self) -> bool {
+        self.ret >= 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenEvent {
+    /// Absolute path when it could be resolved (relative paths joined to the cwd), otherwise the
+    /// path as passed.
+    pub path: RawBytes,
+    /// The path exactly as the process passed it.
+    pub requested_path: RawBytes,
+    pub syscall: String,
+    pub dfd: i32,
+    pub flags: u32,
+    /// `read`, `write` or `read_write`.
+    pub access: String,
+    pub mode: u32,
+    pub result: SyscallResult,
+    pub path_truncated: bool,
+}
+
+/// Why a read volume was reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadVolumeReason {
+    /// `close(2)`.
+    Close,
+    /// The process exited with the file still open.
+    Exit,
+    /// The daemon stopped with the file still open.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReadEvent {
+    pub fd: u32,
+    /// The file's path, from its open event.
+    pub path: Option<RawBytes>,
+    pub bytes: u64,
+    pub reads: u64,
+    /// `mono_ns` of the open event this volume belongs to.
+    pub open_mono_ns: u64,
+    pub reason: ReadVolumeReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectEvent {
+    pub fd: i32,
+    /// `ipv4`, `ipv6`, `unix`, or `family_N`.
+    pub family: String,
+    /// IP address, or unix socket path (abstract names start with `@`).
+    pub address: Option<RawBytes>,
+    pub port: Option<u16>,
+    pub result: SyscallResult,
+}
+
+/// Every id of a task's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ids {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivEvent {
+    /// `setuid`, `setresuid`, ..., or `exec` (a setuid/setgid binary).
+    pub op: String,
+    /// Ids the call asked for (`None` = "leave unchanged", i.e. -1).
+    pub requested: Vec<Option<u32>>,
+    pub old: Ids,
+    pub new: Ids,
+    pub result: SyscallResult,
+    /// The effective uid went to 0 from something else.
+    pub gained_root: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkEvent {
+    pub child_pid: u32,
+}
+
+/// Events that could not be delivered, written down where they would have been.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossEvent {
+    /// Where they were lost: `kernel_ring_buffer`, `decode`, `open_files_map`, ...
+    pub stage: String,
+    /// Event kind, when known.
+    pub kind: Option<String>,
+    pub count: u64,
+    pub reason: String,
+}

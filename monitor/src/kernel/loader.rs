@@ -1,0 +1,346 @@
+//! Loading the embedded kernel programs with this kernel's layouts and attaching them.
+//!
+//! Dropping [`KernelMonitor`] detaches every program and closes every map: nothing stays loaded.
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use vigil_common::{counter, kind, FileReadStats, OpenFileKey, Policy};
+
+use super::{btf::Btf, layout, tracefs::Tracefs, PreflightError};
+
+/// The kernel object built by monitor/build.rs.
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("loading the kernel object failed: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("kernel program `{program}` failed to load (verifier or kernel refused it): {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching `{program}` to {hook} failed: {source}")]
+    Attach {
+        program: &'static str,
+        hook: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map `{name}`: {detail}")]
+    Map { name: &'static str, detail: String },
+}
+
+/// What the daemon asks of the kernel side.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub policy: Policy,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Processes never monitored (the daemon itself).
+    pub ignore_tgids: Vec<u32>,
+}
+
+struct Hook {
+    category: &'static str,
+    name: &'static str,
+    /// Absent optional hooks (syscalls this architecture or kernel lacks) are skipped with a
+    /// warning; absent required ones stop the start.
+    required: bool,
+}
+
+const fn req(category: &'static str, name: &'static str) -> Hook {
+    Hook { category, name, required: true }
+}
+const fn opt(category: &'static str, name: &'static str) -> Hook {
+    Hook { category, name, required: false }
+}
+
+/// Program name and the tracepoints it attaches to.
+const TRACEPOINTS: &[(&str, &[Hook])] = &[
+    ("vigil_exec", &[req("sched", "sched_process_exec")]),
+    ("vigil_exit", &[req("sched", "sched_process_exit")]),
+    (
+        "vigil_execve_enter",
+        &[req("syscalls", "sys_enter_execve"), opt("syscalls", "sys_enter_execveat")],
+    ),
+    (
+        "vigil_open_enter",
+        &[
+            req("syscalls", "sys_enter_openat"),
+            opt("syscalls", "sys_enter_open"),
+            opt("syscalls", "sys_enter_openat2"),
+            opt("syscalls", "sys_enter_creat"),
+        ],
+    ),
+    (
+        "vigil_open_exit",
+        &[
+            req("syscalls", "sys_exit_openat"),
+            opt("syscalls", "sys_exit_open"),
+            opt("syscalls", "sys_exit_openat2"),
+            opt("syscalls", "sys_exit_creat"),
+        ],
+    ),
+    (
+        "vigil_read_enter",
+        &[
+            req("syscalls", "sys_enter_read"),
+            req("syscalls", "sys_enter_pread64"),
+            req("syscalls", "sys_enter_readv"),
+            req("syscalls", "sys_enter_preadv"),
+            opt("syscalls", "sys_enter_preadv2"),
+            opt("syscalls", "sys_enter_sendfile64"),
+            opt("syscalls", "sys_enter_copy_file_range"),
+            opt("syscalls", "sys_enter_splice"),
+        ],
+    ),
+    (
+        "vigil_read_exit",
+        &[
+            req("syscalls", "sys_exit_read"),
+            req("syscalls", "sys_exit_pread64"),
+            req("syscalls", "sys_exit_readv"),
+            req("syscalls", "sys_exit_preadv"),
+            opt("syscalls", "sys_exit_preadv2"),
+            opt("syscalls", "sys_exit_sendfile64"),
+            opt("syscalls", "sys_exit_copy_file_range"),
+            opt("syscalls", "sys_exit_splice"),
+        ],
+    ),
+    ("vigil_close", &[req("syscalls", "sys_enter_close")]),
+    ("vigil_connect_enter", &[req("syscalls", "sys_enter_connect")]),
+    ("vigil_connect_exit", &[req("syscalls", "sys_exit_connect")]),
+    (
+        "vigil_priv_enter",
+        &[
+            req("syscalls", "sys_enter_setuid"),
+            req("syscalls", "sys_enter_setreuid"),
+            req("syscalls", "sys_enter_setresuid"),
+            req("syscalls", "sys_enter_setfsuid"),
+            req("syscalls", "sys_enter_setgid"),
+            req("syscalls", "sys_enter_setregid"),
+            req("syscalls", "sys_enter_setresgid"),
+            req("syscalls", "sys_enter_setfsgid"),
+        ],
+    ),
+    (
+        "vigil_priv_exit",
+        &[
+            req("syscalls", "sys_exit_setuid"),
+            req("syscalls", "sys_exit_setreuid"),
+            req("syscalls", "sys_exit_setresuid"),
+            req("syscalls", "sys_exit_setfsuid"),
+            req("syscalls", "sys_exit_setgid"),
+            req("syscalls", "sys_exit_setregid"),
+            req("syscalls", "sys_exit_setresgid"),
+            req("syscalls", "sys_exit_setfsgid"),
+        ],
+    ),
+];
+
+/// Raw tracepoints: program name and tracepoint.
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[("vigil_fork", "sched_process_fork")];
+
+/// Totals of one kernel counter slot, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindCounters {
+    pub emitted: u64,
+    pub filtered: u64,
+    pub lost: u64,
+    pub truncated: u64,
+}
+
+/// The loaded and attached kernel side.
+pub struct KernelMonitor {
+    /// Owns the programs and their links.
+    _ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    open_files: HashMap<MapData, OpenFileKey, FileReadStats>,
+    policy: Array<MapData, Policy>,
+    /// Hooks attached, as `category/name`.
+    pub attached: Vec<String>,
+    /// Optional hooks this kernel lacks.
+    pub skipped: Vec<String>,
+}
+
+impl KernelMonitor {
+    /// Checks the host, finds layouts, loads and attaches everything.
+    pub fn load(opts: &LoadOptions) -> Result<KernelMonitor, LoadError> {
+        super::check_root()?;
+        let btf = Btf::from_kernel()?;
+        let tracefs = Tracefs::find_or_mount()?;
+        let offsets = layout::kernel_offsets(&btf)?;
+        let tp_layout = layout::tracepoint_layout(&tracefs)?;
+        let nrs = layout::syscall_numbers();
+        tracing::debug!(?offsets, ?tp_layout, "kernel layouts");
+
+        // One scratch slot per possible CPU (ids index the slots).
+        let scratch_slots = aya::util::nr_cpus()
+            .map_err(|(path, source)| LoadError::Map {
+                name: "EXEC_SCRATCH",
+                detail: format!("cannot count CPUs from {path}: {source}"),
+            })? as u32;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("TP_LAYOUT", &tp_layout, true)
+            .override_global("SYSCALL_NRS", &nrs, true)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .map_max_entries("EXEC_SCRATCH", scratch_slots)
+            .map_max_entries("OPEN_SCRATCH", scratch_slots)
+            .load(KERNEL_OBJECT)?;
+
+        let mut policy: Array<MapData, Policy> = take_map(&mut ebpf, "POLICY")?;
+        policy.set(0, opts.policy, 0).map_err(|e| LoadError::Map {
+            name: "POLICY",
+            detail: e.to_string(),
+        })?;
+        let mut ignored: HashMap<MapData, u32, u8> = take_map(&mut ebpf, "IGNORED_TGIDS")?;
+        for tgid in &opts.ignore_tgids {
+            ignored.insert(tgid, 1, 0).map_err(|e| LoadError::Map {
+                name: "IGNORED_TGIDS",
+                detail: e.to_string(),
+            })?;
+        }
+        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        let open_files = take_map(&mut ebpf, "OPEN_FILES")?;
+        let events = take_map(&mut ebpf, "EVENTS")?;
+
+        let mut attached = Vec::new();
+        let mut skipped = Vec::new();
+        for (program, hooks) in TRACEPOINTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Map {
+                    name: "programs",
+                    detail: format!("program `{program}` missing from the kernel object"),
+                })?
+                .try_into()
+                .map_err(|source| LoadError::Program { program, source })?;
+            prog.load().map_err(|source| LoadError::Program { program, source })?;
+            for hook in *hooks {
+                let label = format!("{}/{}", hook.category, hook.name);
+                if !tracefs.has_event(hook.category, hook.name) {
+                    if hook.required {
+                        return Err(PreflightError::MissingTracepoint {
+                            tracepoint: label,
+                            detail: "not present in tracefs events/".into(),
+                        }
+                        .into());
+                    }
+                    tracing::warn!(tracepoint = %label, "optional tracepoint absent on this kernel; skipped");
+                    skipped.push(label);
+                    continue;
+                }
+                prog.attach(hook.category, hook.name).map_err(|source| LoadError::Attach {
+                    program,
+                    hook: label.clone(),
+                    source,
+                })?;
+                attached.push(label);
+            }
+        }
+        for (program, tp) in RAW_TRACEPOINTS {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Map {
+                    name: "programs",
+                    detail: format!("program `{program}` missing from the kernel object"),
+                })?
+                .try_into()
+                .map_err(|source| LoadError::Program { program, source })?;
+            prog.load().map_err(|source| LoadError::Program { program, source })?;
+            prog.attach(tp).map_err(|source| LoadError::Attach {
+                program,
+                hook: format!("raw_tp/{tp}"),
+                source,
+            })?;
+            attached.push(format!("raw_tp/{tp}"));
+        }
+        Ok(KernelMonitor {
+            _ebpf: ebpf,
+            events: Some(events),
+            counters,
+            open_files,
+            policy,
+            attached,
+            skipped,
+        })
+    }
+
+    /// The ring buffer, handed to the capture stage once.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Replaces the scoping policy at run time.
+    pub fn set_policy(&mut self, policy: Policy) -> Result<(), LoadError> {
+        self.policy.set(0, policy, 0).map_err(|e| LoadError::Map {
+            name: "POLICY",
+            detail: e.to_string(),
+        })
+    }
+
+    /// Kernel counters per event kind, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(u16, KindCounters)>, LoadError> {
+        let mut out = Vec::new();
+        for k in 1..kind::COUNT {
+            let mut sum = [0u64; counter::OUTCOMES as usize];
+            for (outcome, total) in sum.iter_mut().enumerate() {
+                let values = self
+                    .counters
+                    .get(&counter::index(k, outcome as u32), 0)
+                    .map_err(|e| LoadError::Map {
+                        name: "COUNTERS",
+                        detail: e.to_string(),
+                    })?;
+                *total = values.iter().sum();
+            }
+            out.push((
+                k,
+                KindCounters {
+                    emitted: sum[counter::EMITTED as usize],
+                    filtered: sum[counter::FILTERED as usize],
+                    lost: sum[counter::LOST as usize],
+                    truncated: sum[counter::TRUNCATED as usize],
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes and returns the read volume still kept for an open file (process exit flush).
+    pub fn take_open_file(&mut self, key: OpenFileKey) -> Option<FileReadStats> {
+        let stats = self.open_files.get(&key, 0).ok()?;
+        // Removal can only fail if the kernel removed it first (a close raced us), in which case
+        // the close already reported it: report nothing then, or it would count twice.
+        self.open_files.remove(&key).ok()?;
+        Some(stats)
+    }
+
+    /// Keys of every open file the kernel is counting.
+    pub fn open_file_keys(&self) -> Vec<OpenFileKey> {
+        self.open_files.keys().filter_map(Result::ok).collect()
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| LoadError::Map {
+        name,
+        detail: "missing from the kernel object".into(),
+    })?;
+    T::try_from(map).map_err(|e| LoadError::Map {
+        name,
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,107 @@
+//! Capture stage: drains the kernel ring buffer, decodes each record once, and sends the events
+//! on. When the next stage is slow, this stage waits: the ring buffer absorbs the burst and the
+//! kernel counts whatever it cannot hold as lost, so backpressure never drops silently.
+
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
+
+use super::PipelineStats;
+use crate::{
+    decode::{decode, Clock},
+    event::{Event, EventBody, LossEvent},
+};
+
+/// Records taken from the ring buffer before they are handed on (bounds memory per wake-up).
+const BATCH: usize = 4096;
+
+pub async fn run(
+    ring: RingBuf<MapData>,
+    clock: Clock,
+    tx: mpsc::Sender<Event>,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<PipelineStats>,
+) -> anyhow::Result<()> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as the
+    // RingBuf lives, and the AsyncFd owns the RingBuf.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the kernel ring buffer: {e}"))?;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    let ring = guard.get_inner_mut();
+                    drain(ring, &clock, &mut batch);
+                    if batch.len() < BATCH {
+                        guard.clear_ready();
+                    }
+                }
+                _ = shutdown.changed() => {
+                    stopping = true;
+                }
+            }
+        }
+        if stopping {
+            // Final drain: everything already in the ring buffer goes out.
+            loop {
+                drain(fd.get_mut(), &clock, &mut batch);
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                forward(&mut batch, &tx, &stats).await?;
+            }
+        }
+        forward(&mut batch, &tx, &stats).await?;
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, clock: &Clock, batch: &mut Vec<Result<Event, (String, &'static str)>>) {
+    while batch.len() < BATCH {
+        let Some(item) = ring.next() else {
+            break;
+        };
+        batch.push(decode(&item, clock).map_err(|e| (e.to_string(), e.label())));
+    }
+}
+
+async fn forward(
+    batch: &mut Vec<Result<Event, (String, &'static str)>>,
+    tx: &mpsc::Sender<Event>,
+    stats: &PipelineStats,
+) -> anyhow::Result<()> {
+    for decoded in batch.drain(..) {
+        let event = match decoded {
+            Ok(event) => {
+                stats.decoded.inc();
+                event
+            }
+            Err((message, label)) => {
+                stats.decode_errors.inc();
+                tracing::warn!(error = %message, "kernel record rejected");
+                metrics::counter!("vigil_decode_errors_total", "reason" => label).increment(1);
+                loss_event(LossEvent {
+                    stage: "decode".into(),
+                    kind: None,
+                    count: 1,
+                    reason: message,
+                })
+            }
+        };
+        if tx.send(event).await.is_err() {
+            anyhow::bail!("the enrich stage stopped");
+        }
+    }
+    Ok(())
+}
+
+/// A daemon-made event reporting loss, stamped now.
+pub fn loss_event(loss: LossEvent) -> Event {
+    crate::decode::daemon_event(Default::default(), EventBody::Loss(loss))
+}

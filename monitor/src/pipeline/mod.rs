@@ -1,0 +1,162 @@
+//! The daemon: capture → enrich → sink, connected by bounded channels, plus a stats task.
+
+pub mod capture;
+pub mod enrich;
+pub mod sink;
+pub mod stats;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    config::Config,
+    decode::Clock,
+    kernel::{KernelMonitor, LoadOptions},
+};
+
+/// A counter shared between stages.
+#[derive(Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What went through the pipeline.
+#[derive(Default)]
+pub struct PipelineStats {
+    pub decoded: Count,
+    pub decode_errors: Count,
+    pub enriched: Count,
+    pub written: Count,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Written (with the daemon's pid) once every program is attached and the stages run.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM, then drains every stage and detaches.
+pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics.listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr} (metrics.listen)"))?;
+    }
+    let stats = Arc::new(PipelineStats::default());
+    let mut kernel = KernelMonitor::load(&LoadOptions {
+        policy: config.policy(),
+        ring_buffer_bytes: config.capture.ring_buffer_bytes,
+        ignore_tgids: vec![std::process::id()],
+    })?;
+    tracing::info!(
+        hooks = kernel.attached.len(),
+        skipped = ?kernel.skipped,
+        scope = ?config.capture.scope,
+        "kernel programs attached"
+    );
+    let ring = kernel.take_events().context("ring buffer already taken")?;
+    let kernel = Arc::new(Mutex::new(kernel));
+
+    let capacity = config.pipeline.channel_capacity;
+    let (capture_tx, capture_rx) = mpsc::channel(capacity);
+    let (sink_tx, sink_rx) = mpsc::channel(capacity);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let sink = sink::JsonLinesSink::open(config.output.stdout, config.output.file.as_deref())?;
+    let sink_stats = stats.clone();
+    let sink_thread = std::thread::Builder::new()
+        .name("vigil-sink".into())
+        .spawn(move || sink::run(sink_rx, sink, sink_stats))?;
+
+    let mut capture = tokio::spawn(capture::run(ring, Clock::now(), capture_tx, shutdown_rx.clone(), stats.clone()));
+    let enrich = tokio::spawn(enrich::run(capture_rx, sink_tx.clone(), kernel.clone(), stats.clone()));
+    let stats_task = tokio::spawn(stats::run(
+        kernel.clone(),
+        sink_tx,
+        Duration::from_millis(config.pipeline.stats_interval_ms),
+        shutdown_rx,
+        stats.clone(),
+    ));
+
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write ready file {}", path.display()))?;
+    }
+    tracing::info!("capturing; Ctrl-C to stop");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let early = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+        ended = &mut capture => Some(ended),
+    };
+    tracing::info!("stopping: draining the pipeline");
+    let _ = shutdown_tx.send(true);
+    let capture_result = match early {
+        Some(ended) => ended,
+        None => capture.await,
+    };
+    let mut failures = Vec::new();
+    for (stage, result) in [
+        ("capture", capture_result),
+        ("enrich", enrich.await),
+        ("stats", stats_task.await),
+    ] {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("{stage}: {e:#}")),
+            Err(e) => failures.push(format!("{stage}: {e}")),
+        }
+    }
+    match sink_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failures.push(format!("sink: {e:#}")),
+        Err(_) => failures.push("sink: thread panicked".into()),
+    }
+
+    let kernel = Arc::try_unwrap(kernel)
+        .map_err(|_| anyhow::anyhow!("kernel handle still shared at shutdown"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("kernel handle poisoned"))?;
+    for (k, c) in kernel.counters()? {
+        tracing::info!(
+            kind = stats::kind_name(k),
+            emitted = c.emitted,
+            filtered = c.filtered,
+            lost = c.lost,
+            truncated = c.truncated,
+            "kernel counters"
+        );
+    }
+    tracing::info!(
+        decoded = stats.decoded.get(),
+        decode_errors = stats.decode_errors.get(),
+        written = stats.written.get(),
+        "pipeline counters"
+    );
+    // Dropping the monitor detaches every program and frees every map.
+    drop(kernel);
+    tracing::info!("detached");
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("pipeline stages failed: {}", failures.join("; "))
+    }
+}

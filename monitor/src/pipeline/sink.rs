@@ -1,0 +1,85 @@
+//! Sink stage: events as JSON Lines, to standard output and/or a file. Runs on its own thread so
+//! blocking writes never stall the async stages; flushes whenever it has caught up.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::sync::mpsc;
+
+use super::PipelineStats;
+use crate::event::Event;
+
+pub struct JsonLinesSink {
+    stdout: Option<BufWriter<std::io::Stdout>>,
+    file: Option<(PathBuf, BufWriter<File>)>,
+    line: Vec<u8>,
+}
+
+impl JsonLinesSink {
+    pub fn open(stdout: bool, file: Option<&Path>) -> anyhow::Result<Self> {
+        let file = match file {
+            Some(path) => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open output file {}: {e}", path.display()))?;
+                Some((path.to_path_buf(), BufWriter::with_capacity(256 * 1024, f)))
+            }
+            None => None,
+        };
+        Ok(JsonLinesSink {
+            stdout: stdout.then(|| BufWriter::with_capacity(256 * 1024, std::io::stdout())),
+            file,
+            line: Vec::with_capacity(4096),
+        })
+    }
+
+    pub fn write(&mut self, event: &Event) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, event)?;
+        self.line.push(b'\n');
+        if let Some(out) = &mut self.stdout {
+            out.write_all(&self.line)?;
+        }
+        if let Some((path, out)) = &mut self.file {
+            out.write_all(&self.line)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(out) = &mut self.stdout {
+            out.flush()?;
+        }
+        if let Some((path, out)) = &mut self.file {
+            out.flush().map_err(|e| anyhow::anyhow!("flushing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Blocking loop: runs until every sender is gone, then flushes.
+pub fn run(mut rx: mpsc::Receiver<Event>, mut sink: JsonLinesSink, stats: Arc<PipelineStats>) -> anyhow::Result<()> {
+    while let Some(event) = rx.blocking_recv() {
+        write_one(&mut sink, &event, &stats)?;
+        // Drain what is already queued before paying for a flush.
+        while let Ok(event) = rx.try_recv() {
+            write_one(&mut sink, &event, &stats)?;
+        }
+        sink.flush()?;
+    }
+    sink.flush()
+}
+
+fn write_one(sink: &mut JsonLinesSink, event: &Event, stats: &PipelineStats) -> anyhow::Result<()> {
+    sink.write(event)?;
+    stats.written.inc();
+    metrics::counter!("vigil_events_written_total", "type" => event.body.type_name()).increment(1);
+    Ok(())
+}

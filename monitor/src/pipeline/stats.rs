@@ -1,0 +1,91 @@
+//! Stats task: reads the kernel's per-CPU counters, publishes them as metrics, and turns any new
+//! kernel-side loss into a loss record in the event stream itself.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch};
+use vigil_common::kind;
+
+use super::{capture::loss_event, PipelineStats};
+use crate::{
+    event::{Event, LossEvent},
+    kernel::{loader::KindCounters, KernelMonitor},
+};
+
+pub fn kind_name(k: u16) -> &'static str {
+    match k {
+        kind::EXEC => "exec",
+        kind::EXIT => "exit",
+        kind::OPEN => "open",
+        kind::FILE_READ => "file_read",
+        kind::CONNECT => "connect",
+        kind::PRIV => "priv",
+        kind::FORK => "fork",
+        _ => "unknown",
+    }
+}
+
+pub async fn run(
+    kernel: Arc<Mutex<KernelMonitor>>,
+    tx: mpsc::Sender<Event>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<PipelineStats>,
+) -> anyhow::Result<()> {
+    let mut seen_lost: HashMap<u16, u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let counters = match kernel.lock() {
+            Ok(k) => k.counters()?,
+            Err(_) => anyhow::bail!("kernel handle poisoned"),
+        };
+        for (k, c) in &counters {
+            publish(*k, c);
+            let before = seen_lost.entry(*k).or_insert(0);
+            if c.lost > *before {
+                let count = c.lost - *before;
+                *before = c.lost;
+                let reason = if *k == kind::FILE_READ {
+                    "the kernel's open-file table was full; read volumes of these opens are not counted"
+                } else {
+                    "the kernel ring buffer was full"
+                };
+                tracing::warn!(kind = kind_name(*k), count, "{reason}");
+                let event = loss_event(LossEvent {
+                    stage: "kernel".into(),
+                    kind: Some(kind_name(*k).into()),
+                    count,
+                    reason: reason.into(),
+                });
+                if tx.send(event).await.is_err() {
+                    anyhow::bail!("the sink stage stopped");
+                }
+            }
+        }
+        metrics::gauge!("vigil_pipeline_decoded").set(stats.decoded.get() as f64);
+        metrics::gauge!("vigil_pipeline_written").set(stats.written.get() as f64);
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+fn publish(k: u16, c: &KindCounters) {
+    let name = kind_name(k);
+    for (outcome, value) in [
+        ("emitted", c.emitted),
+        ("filtered", c.filtered),
+        ("lost", c.lost),
+        ("truncated", c.truncated),
+    ] {
+        metrics::counter!("vigil_kernel_events_total", "kind" => name, "outcome" => outcome).absolute(value);
+    }
+}
