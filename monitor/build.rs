@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let workspace = manifest_dir.parent().context("monitor/ has a parent")?;
     let ebpf_dir = workspace.join("monitor-ebpf");
 
@@ -19,11 +20,19 @@ fn main() -> anyhow::Result<()> {
         dirs.extend(std::env::split_paths(&path));
         let joined = std::env::join_paths(dirs).context("PATH with .tools/bpf-linker/bin")?;
         std::env::set_var("PATH", joined);
-        println!("cargo:rerun-if-changed={}", linker_bin.join("bpf-linker").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            linker_bin.join("bpf-linker").display()
+        );
     }
-    println!("cargo:rerun-if-changed={}", workspace.join("common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("common/src").display()
+    );
 
-    let root_dir = ebpf_dir.to_str().context("monitor-ebpf path is not UTF-8")?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("monitor-ebpf path is not UTF-8")?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "monitor-ebpf",

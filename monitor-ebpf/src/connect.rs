@@ -58,7 +58,11 @@ pub fn vigil_connect_exit(ctx: TracePointContext) -> u32 {
         (*rec).fd = args[0] as i32;
         (*rec).ret = ret;
         (*rec).family = family;
-        (*rec).addr_len = if addr_len > u16::MAX as u32 { u16::MAX } else { addr_len as u16 };
+        (*rec).addr_len = if addr_len > u16::MAX as u32 {
+            u16::MAX
+        } else {
+            addr_len as u16
+        };
         (*rec)._pad = 0;
         (*rec)._pad2 = 0;
         (*rec).port = 0;
@@ -66,15 +70,21 @@ pub fn vigil_connect_exit(ctx: TracePointContext) -> u32 {
         (*rec).unix_path = [0; UNIX_PATH_MAX];
         match family {
             AF_INET => {
-                let port: u16 = bpf_probe_read_user(addr.wrapping_add(2) as *const u16).unwrap_or(0);
+                let port: u16 =
+                    bpf_probe_read_user(addr.wrapping_add(2) as *const u16).unwrap_or(0);
                 (*rec).port = u16::from_be(port);
-                let ip: [u8; 4] = bpf_probe_read_user(addr.wrapping_add(4) as *const [u8; 4]).unwrap_or([0; 4]);
-                (*rec).addr = [ip[0], ip[1], ip[2], ip[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                let ip: [u8; 4] =
+                    bpf_probe_read_user(addr.wrapping_add(4) as *const [u8; 4]).unwrap_or([0; 4]);
+                (*rec).addr = [
+                    ip[0], ip[1], ip[2], ip[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ];
             }
             AF_INET6 => {
-                let port: u16 = bpf_probe_read_user(addr.wrapping_add(2) as *const u16).unwrap_or(0);
+                let port: u16 =
+                    bpf_probe_read_user(addr.wrapping_add(2) as *const u16).unwrap_or(0);
                 (*rec).port = u16::from_be(port);
-                (*rec).addr = bpf_probe_read_user(addr.wrapping_add(8) as *const [u8; 16]).unwrap_or([0; 16]);
+                (*rec).addr =
+                    bpf_probe_read_user(addr.wrapping_add(8) as *const [u8; 16]).unwrap_or([0; 16]);
             }
             AF_UNIX => {
                 // sun_path follows the 2-byte family; only addrlen - 2 bytes of it are the caller's.

@@ -2,10 +2,7 @@
 //! `sys_enter_execve(at)` to report execs that changed ids (setuid binaries, sudo, su).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::tracepoint,
-    programs::TracePointContext,
-    EbpfContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext, EbpfContext,
 };
 use vigil_common::{
     counter, kind, priv_op, ExecRecord, PrivRecord, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
@@ -14,8 +11,8 @@ use vigil_common::{
 };
 
 use crate::{
-    kernel::{cred_ids, fill_header, koff, read, read_ptr, tp_layout, Ptr},
     emit::emit,
+    kernel::{cred_ids, fill_header, koff, read, read_ptr, tp_layout, Ptr},
     maps::{count, scratch, Pending, EVENTS, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
@@ -119,7 +116,11 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     rec.tty_len = tty_len as u16;
     rec.cwd_len = cwd_len as u16;
     rec.argv_len = argv_len as u16;
-    rec.argv_total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    rec.argv_total = if total > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        total as u32
+    };
     rec._pad = 0;
 
     // Masked, not compared: the verifier keeps a mask's bound through register copies.

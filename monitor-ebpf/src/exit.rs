@@ -1,6 +1,8 @@
 //! exit: the last thread of a process exits (`sched:sched_process_exit`).
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 use vigil_common::{kind, ExitRecord};
 
 use crate::{

@@ -106,13 +106,13 @@ macro_rules! tp_layout {
 pub(crate) use tp_layout;
 
 macro_rules! syscall_nr {
-    ($field:ident) => {
-        {
-            #[allow(unused_unsafe)]
-            let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(crate::kernel::SYSCALL_NRS.$field)) };
-            value
-        }
-    };
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        let value = unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(crate::kernel::SYSCALL_NRS.$field))
+        };
+        value
+    }};
 }
 pub(crate) use syscall_nr;
 

@@ -3,8 +3,8 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use vigil_common::{
-    counter, kind, open_syscall, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
-    AT_FDCWD, CredIds, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
+    counter, kind, open_syscall, CredIds, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
+    AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
     OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_TAIL_CAP,
 };
 
@@ -24,22 +24,47 @@ pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
     let nr = sys_nr(&ctx);
     // Normalised to (syscall, dfd, path, flags, mode).
     let args = if nr == syscall_nr!(openat) {
-        [open_syscall::OPENAT as u64, sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2) | (sys_arg(&ctx, 3) << 32)]
+        [
+            open_syscall::OPENAT as u64,
+            sys_arg(&ctx, 0),
+            sys_arg(&ctx, 1),
+            sys_arg(&ctx, 2) | (sys_arg(&ctx, 3) << 32),
+        ]
     } else if nr == syscall_nr!(open) {
-        [open_syscall::OPEN as u64, AT_FDCWD as u32 as u64, sys_arg(&ctx, 0), sys_arg(&ctx, 1) | (sys_arg(&ctx, 2) << 32)]
+        [
+            open_syscall::OPEN as u64,
+            AT_FDCWD as u32 as u64,
+            sys_arg(&ctx, 0),
+            sys_arg(&ctx, 1) | (sys_arg(&ctx, 2) << 32),
+        ]
     } else if nr == syscall_nr!(openat2) {
         // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
         let how = sys_arg(&ctx, 2) as *const u64;
         let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
         let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-        [open_syscall::OPENAT2 as u64, sys_arg(&ctx, 0), sys_arg(&ctx, 1), (flags & 0xffff_ffff) | (mode << 32)]
+        [
+            open_syscall::OPENAT2 as u64,
+            sys_arg(&ctx, 0),
+            sys_arg(&ctx, 1),
+            (flags & 0xffff_ffff) | (mode << 32),
+        ]
     } else if nr == syscall_nr!(creat) {
         // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-        [open_syscall::CREAT as u64, AT_FDCWD as u32 as u64, sys_arg(&ctx, 0), 0o1101 | (sys_arg(&ctx, 1) << 32)]
+        [
+            open_syscall::CREAT as u64,
+            AT_FDCWD as u32 as u64,
+            sys_arg(&ctx, 0),
+            0o1101 | (sys_arg(&ctx, 1) << 32),
+        ]
     } else {
         return 0;
     };
-    let pending = Pending { nr, _pad: 0, args, old: CredIds::default() };
+    let pending = Pending {
+        nr,
+        _pad: 0,
+        args,
+        old: CredIds::default(),
+    };
     let _ = PENDING.insert(&current_tid(), &pending, 0);
     0
 }
@@ -120,19 +145,30 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
 /// (closed without `close(2)`: `dup2` over it, `close_range`) is reported first, not overwritten.
 #[inline(always)]
 fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) {
-    let key = OpenFileKey { tgid: current_tgid(), fd };
+    let key = OpenFileKey {
+        tgid: current_tgid(),
+        fd,
+    };
     if let Some(stale) = unsafe { OPEN_FILES.get(&key) } {
         let stats = *stale;
         report_read_volume(task, fd, stats);
     }
-    let stats = FileReadStats { bytes: 0, reads: 0, open_ktime_ns };
+    let stats = FileReadStats {
+        bytes: 0,
+        reads: 0,
+        open_ktime_ns,
+    };
     if OPEN_FILES.insert(&key, &stats, 0).is_err() {
         count(kind::FILE_READ, counter::LOST);
     }
 }
 
+/// Sends the read volume of a file; files never read (mmapped libraries, writes) send nothing.
 #[inline(always)]
 pub fn report_read_volume(task: Ptr, fd: u32, stats: FileReadStats) {
+    if stats.reads == 0 {
+        return;
+    }
     emit::<FileReadRecord>(kind::FILE_READ, task, |rec| unsafe {
         (*rec).fd = fd;
         (*rec)._pad = 0;

@@ -22,12 +22,24 @@ pub fn vigil_read_enter(ctx: TracePointContext) -> u32 {
     }
     let nr = sys_nr(&ctx);
     // sendfile(out_fd, in_fd, ...) reads from its second argument; the others from the first.
-    let fd = if nr == syscall_nr!(sendfile) { sys_arg(&ctx, 1) } else { sys_arg(&ctx, 0) } as u32;
-    let key = OpenFileKey { tgid: current_tgid(), fd };
+    let fd = if nr == syscall_nr!(sendfile) {
+        sys_arg(&ctx, 1)
+    } else {
+        sys_arg(&ctx, 0)
+    } as u32;
+    let key = OpenFileKey {
+        tgid: current_tgid(),
+        fd,
+    };
     if unsafe { OPEN_FILES.get(&key) }.is_none() {
         return 0;
     }
-    let pending = Pending { nr, _pad: 0, args: [fd as u64, 0, 0, 0], old: CredIds::default() };
+    let pending = Pending {
+        nr,
+        _pad: 0,
+        args: [fd as u64, 0, 0, 0],
+        old: CredIds::default(),
+    };
     let _ = PENDING.insert(&current_tid(), &pending, 0);
     0
 }
@@ -47,12 +59,21 @@ pub fn vigil_read_exit(ctx: TracePointContext) -> u32 {
     if ret <= 0 {
         return 0;
     }
-    let key = OpenFileKey { tgid: current_tgid(), fd };
+    let key = OpenFileKey {
+        tgid: current_tgid(),
+        fd,
+    };
     if let Some(stats) = OPEN_FILES.get_ptr_mut(&key) {
         // Threads of one process may read the same fd at once.
         unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(core::ptr::addr_of_mut!((*stats).bytes), ret as u64);
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(core::ptr::addr_of_mut!((*stats).reads), 1);
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                core::ptr::addr_of_mut!((*stats).bytes),
+                ret as u64,
+            );
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                core::ptr::addr_of_mut!((*stats).reads),
+                1,
+            );
         }
     }
     0
@@ -64,7 +85,10 @@ pub fn vigil_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let fd = sys_arg(&ctx, 0) as u32;
-    let key = OpenFileKey { tgid: current_tgid(), fd };
+    let key = OpenFileKey {
+        tgid: current_tgid(),
+        fd,
+    };
     let Some(stats) = (unsafe { OPEN_FILES.get(&key) }) else {
         return 0;
     };

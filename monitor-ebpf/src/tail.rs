@@ -71,8 +71,7 @@ impl Tail {
         if len == 0 {
             return true;
         }
-        let ret =
-            unsafe { generated::bpf_probe_read_user(self.dst(), len, src as *const c_void) };
+        let ret = unsafe { generated::bpf_probe_read_user(self.dst(), len, src as *const c_void) };
         if ret == 0 {
             self.pos += len;
             true

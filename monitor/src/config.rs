@@ -134,7 +134,8 @@ impl Config {
     pub fn embedded() -> Config {
         // The embedded default is part of the binary and covered by tests; failing here is a
         // build defect, not bad input.
-        Config::from_yaml(DEFAULT_CONFIG, "embedded default").expect("embedded default config is valid")
+        Config::from_yaml(DEFAULT_CONFIG, "embedded default")
+            .expect("embedded default config is valid")
     }
 
     /// Reads a config file, layered over the embedded default.
@@ -188,26 +189,39 @@ impl Config {
         if !c.ring_buffer_bytes.is_power_of_two() || c.ring_buffer_bytes < 64 * 1024 {
             return Err(invalid(
                 "capture.ring_buffer_bytes",
-                format!("{} must be a power of two of at least 65536", c.ring_buffer_bytes),
+                format!(
+                    "{} must be a power of two of at least 65536",
+                    c.ring_buffer_bytes
+                ),
             ));
         }
         if c.events.is_empty() {
             return Err(invalid("capture.events", "lists no event kind".into()));
         }
-        if self.pipeline.channel_capacity == 0 || self.pipeline.channel_capacity > 16 * 1024 * 1024 {
+        if self.pipeline.channel_capacity == 0 || self.pipeline.channel_capacity > 16 * 1024 * 1024
+        {
             return Err(invalid(
                 "pipeline.channel_capacity",
-                format!("{} is out of range 1..=16777216", self.pipeline.channel_capacity),
+                format!(
+                    "{} is out of range 1..=16777216",
+                    self.pipeline.channel_capacity
+                ),
             ));
         }
         if self.pipeline.stats_interval_ms < 10 {
             return Err(invalid(
                 "pipeline.stats_interval_ms",
-                format!("{} is below the 10 ms minimum", self.pipeline.stats_interval_ms),
+                format!(
+                    "{} is below the 10 ms minimum",
+                    self.pipeline.stats_interval_ms
+                ),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid("log.level", format!("`{}` is not a log filter", self.log.level)));
+            return Err(invalid(
+                "log.level",
+                format!("`{}` is not a log filter", self.log.level),
+            ));
         }
         Ok(())
     }
@@ -220,7 +234,10 @@ impl Config {
                 Scope::LoginSessions => scope::LOGIN_SESSIONS,
                 Scope::All => scope::ALL,
             },
-            kinds: c.events.iter().fold(0, |acc, k| acc | kind_bit(k.kernel_kind())),
+            kinds: c
+                .events
+                .iter()
+                .fold(0, |acc, k| acc | kind_bit(k.kernel_kind())),
             max_argv_bytes: c.max_argv_bytes,
             resolve_relative_opens: u32::from(c.resolve_relative_opens),
         }
@@ -243,24 +260,43 @@ mod tests {
 
     #[test]
     fn partial_file_overrides_only_its_keys() {
-        let c = Config::from_yaml("capture:\n  max_argv_bytes: 100\noutput:\n  file: /tmp/x.jsonl\n", "t.yaml")
-            .unwrap();
+        let c = Config::from_yaml(
+            "capture:\n  max_argv_bytes: 100\noutput:\n  file: /tmp/x.jsonl\n",
+            "t.yaml",
+        )
+        .unwrap();
         assert_eq!(c.capture.max_argv_bytes, 100);
         assert_eq!(c.capture.ring_buffer_bytes, 16 * 1024 * 1024);
-        assert_eq!(c.output.file.as_deref(), Some(std::path::Path::new("/tmp/x.jsonl")));
+        assert_eq!(
+            c.output.file.as_deref(),
+            Some(std::path::Path::new("/tmp/x.jsonl"))
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_key() {
-        let e = Config::from_yaml("capture:\n  max_argv_bytes: 0\n", "my.yaml").unwrap_err().to_string();
-        assert!(e.contains("my.yaml") && e.contains("capture.max_argv_bytes"), "{e}");
-        let e = Config::from_yaml("capture:\n  scop: all\n", "my.yaml").unwrap_err().to_string();
+        let e = Config::from_yaml("capture:\n  max_argv_bytes: 0\n", "my.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("my.yaml") && e.contains("capture.max_argv_bytes"),
+            "{e}"
+        );
+        let e = Config::from_yaml("capture:\n  scop: all\n", "my.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `scop`"), "{e}");
-        let e = Config::from_yaml("capture:\n  ring_buffer_bytes: 1000\n", "my.yaml").unwrap_err().to_string();
+        let e = Config::from_yaml("capture:\n  ring_buffer_bytes: 1000\n", "my.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("power of two"), "{e}");
-        let e = Config::from_yaml("- a\n- b\n", "my.yaml").unwrap_err().to_string();
+        let e = Config::from_yaml("- a\n- b\n", "my.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mapping"), "{e}");
-        let e = Config::from_yaml("capture: [\n", "my.yaml").unwrap_err().to_string();
+        let e = Config::from_yaml("capture: [\n", "my.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("my.yaml"), "{e}");
     }
 }

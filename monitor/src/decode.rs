@@ -167,7 +167,9 @@ fn tty_name(raw: &[u8]) -> String {
 pub fn decode(record: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
     let header: EventHeader = pod(record, 0)?;
     if header.version != SCHEMA_VERSION {
-        return Err(DecodeError::Version { got: header.version });
+        return Err(DecodeError::Version {
+            got: header.version,
+        });
     }
     let size = header.size as usize;
     if size > record.len() || size < HEADER_SIZE {
@@ -340,7 +342,11 @@ fn decode_connect(r: &ConnectRecord) -> ConnectEvent {
     let (family, address, port) = match r.family as i32 {
         libc::AF_INET => {
             let ip = Ipv4Addr::new(r.addr[0], r.addr[1], r.addr[2], r.addr[3]);
-            ("ipv4".to_string(), Some(RawBytes::from(ip.to_string().as_str())), Some(r.port))
+            (
+                "ipv4".to_string(),
+                Some(RawBytes::from(ip.to_string().as_str())),
+                Some(r.port),
+            )
         }
         libc::AF_INET6 => (
             "ipv6".to_string(),
@@ -348,7 +354,9 @@ fn decode_connect(r: &ConnectRecord) -> ConnectEvent {
             Some(r.port),
         ),
         libc::AF_UNIX => {
-            let path_len = (r.addr_len as usize).saturating_sub(2).min(r.unix_path.len());
+            let path_len = (r.addr_len as usize)
+                .saturating_sub(2)
+                .min(r.unix_path.len());
             let raw = &r.unix_path[..path_len];
             let address = if raw.first() == Some(&0) {
                 // Abstract socket: the name is every byte after the leading NUL, by length.
@@ -478,10 +486,7 @@ mod tests {
     #[test]
     fn decodes_exec_with_hostile_argv() {
         let argv: &[u8] = b"printf\0a b\0\xe2\x9c\x93\0\xff\xfe\0";
-        let rec = exec_record(
-            &[b"/usr/bin/printf\0", b"pts3\0", b"tmp\0home\0", argv],
-            0,
-        );
+        let rec = exec_record(&[b"/usr/bin/printf\0", b"pts3\0", b"tmp\0home\0", argv], 0);
         let ev = decode(&rec, &Clock::fixed(1_000)).unwrap();
         let EventBody::Exec(e) = ev.body else {
             panic!("not exec")
@@ -490,7 +495,10 @@ mod tests {
         assert_eq!(e.tty.as_deref(), Some("pts/3"));
         assert_eq!(e.cwd.unwrap().as_bytes(), b"/home/tmp");
         let args: Vec<&[u8]> = e.argv.iter().map(|a| a.as_bytes()).collect();
-        assert_eq!(args, vec![&b"printf"[..], b"a b", "✓".as_bytes(), b"\xff\xfe"]);
+        assert_eq!(
+            args,
+            vec![&b"printf"[..], b"a b", "✓".as_bytes(), b"\xff\xfe"]
+        );
         assert!(!e.argv_truncated);
         assert_eq!(ev.process.pid, 100);
         assert_eq!(ev.process.tid, 101);
@@ -537,7 +545,9 @@ mod tests {
         rec.dfd = vigil_common::AT_FDCWD;
         let size = OPEN_FIXED_SIZE + tail.len();
         rec.header = header(kind::OPEN, size);
-        let EventBody::Open(o) = decode(&bytes_of(&rec, size), &Clock::fixed(0)).unwrap().body
+        let EventBody::Open(o) = decode(&bytes_of(&rec, size), &Clock::fixed(0))
+            .unwrap()
+            .body
         else {
             panic!()
         };
@@ -559,14 +569,22 @@ mod tests {
     fn wrong_version_and_kind_are_rejected() {
         let mut h = header(kind::FORK, size_of::<ForkRecord>());
         h.version = 99;
-        let rec = ForkRecord { header: h, child_pid: 1, child_tgid: 1 };
+        let rec = ForkRecord {
+            header: h,
+            child_pid: 1,
+            child_tgid: 1,
+        };
         assert_eq!(
             decode(&bytes_of(&rec, size_of::<ForkRecord>()), &Clock::fixed(0)),
             Err(DecodeError::Version { got: 99 })
         );
         let mut h = header(77, size_of::<ForkRecord>());
         h.version = SCHEMA_VERSION;
-        let rec = ForkRecord { header: h, child_pid: 1, child_tgid: 1 };
+        let rec = ForkRecord {
+            header: h,
+            child_pid: 1,
+            child_tgid: 1,
+        };
         assert_eq!(
             decode(&bytes_of(&rec, size_of::<ForkRecord>()), &Clock::fixed(0)),
             Err(DecodeError::UnknownKind(77))
@@ -574,7 +592,13 @@ mod tests {
     }
 
     fn kinds() -> impl Strategy<Value = u16> {
-        prop_oneof![Just(kind::EXEC), Just(kind::OPEN), Just(kind::CONNECT), Just(kind::PRIV), 0u16..20]
+        prop_oneof![
+            Just(kind::EXEC),
+            Just(kind::OPEN),
+            Just(kind::CONNECT),
+            Just(kind::PRIV),
+            0u16..20
+        ]
     }
 
     proptest! {

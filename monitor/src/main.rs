@@ -9,7 +9,11 @@ use vigil::{
 };
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Kernel-level privileged-session monitor")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Kernel-level privileged-session monitor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,9 @@ enum ConfigCommand {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -1,0 +1,205 @@
+//! Harness for Vigil's end-to-end tests on the real kernel: starts the real `vigil` daemon,
+//! waits until its programs are attached, and collects what it wrote.
+//!
+//! These tests load eBPF programs and so must run as root; run them with `cargo xtask test`.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+/// Fails the test with a clear message when not root: skipping would prove nothing.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests load eBPF programs and must run as root (cargo xtask test as root)"
+    );
+}
+
+/// The daemon binary: $VIGIL_BIN (set by `cargo xtask test`) or target/release/vigil.
+pub fn vigil_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_BIN") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vigil")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running `vigil run`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub events_path: PathBuf,
+    pub metrics_port: u16,
+}
+
+impl Daemon {
+    /// Starts the daemon with `extra_yaml` layered over a test configuration (events to a file,
+    /// metrics on a free port) and waits until capture runs.
+    pub fn start(extra_yaml: &str) -> Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?;
+        let events_path = dir.path().join("events.jsonl");
+        let ready = dir.path().join("ready");
+        let metrics_port = free_port();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "output:\n  stdout: false\n  file: {}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
+                events_path.display()
+            ),
+        )?;
+        let bin = vigil_bin();
+        let child = Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log"))?)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {} (build it with cargo xtask build)",
+                    bin.display()
+                )
+            })?;
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir,
+            events_path,
+            metrics_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            if let Some(status) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("vigil exited early ({status}): {}", daemon.stderr());
+            }
+            if Instant::now() > deadline {
+                bail!("vigil did not become ready in 60 s: {}", daemon.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(daemon)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The Prometheus exposition, scraped over HTTP like Prometheus would.
+    pub fn scrape(&self) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        if !body.starts_with("HTTP/1.1 200") {
+            bail!(
+                "metrics endpoint answered: {}",
+                body.lines().next().unwrap_or("")
+            );
+        }
+        Ok(body)
+    }
+
+    /// Value of one sample, e.g. `vigil_kernel_events_total{kind="exec",outcome="lost"}`.
+    pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                if !series.starts_with(name) || series.as_bytes().get(name.len()) != Some(&b'{') {
+                    return None;
+                }
+                labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+                    .then(|| value.parse().ok())
+                    .flatten()
+            })
+    }
+
+    /// Stops the daemon as Ctrl-C would, waits for its drain, and returns every event written.
+    pub fn stop(mut self) -> Result<Vec<Value>> {
+        let mut child = self.child.take().context("daemon already stopped")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "vigil did not stop within 60 s of SIGINT: {}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            bail!("vigil exited with {status}: {}", self.stderr());
+        }
+        read_events(&self.events_path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn read_events(path: &Path) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad JSON line: {l}")))
+        .collect()
+}
+
+/// The bytes of a `RawBytes` field: a JSON string, or `{"base64": ...}` for non-UTF-8.
+pub fn raw_bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Object(o) => {
+            use base64::Engine as _;
+            let text = o.get("base64").and_then(Value::as_str).unwrap_or("");
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Events of one type.
+pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}

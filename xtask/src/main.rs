@@ -1,1 +1,153 @@
-fn main(){}
+//! `cargo xtask`: set-up, build, run, test and benchmark tasks for Vigil.
+//!
+//! Every command runs `setup` first, which installs what a fresh machine lacks and is a fast
+//! no-op when everything is there.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Vigil development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the nightly rust-src and bpf-linker (into .tools/) if missing.
+    Setup,
+    /// Build the daemon (with its kernel programs) and the test helpers, release profile.
+    Build,
+    /// Build, then run the daemon on the embedded default configuration (Ctrl-C to stop).
+    /// Arguments after `--` go to `vigil run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Lint (fmt, clippy) and run the whole test suite, including the root-only kernel tests.
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// fmt and clippy only.
+    Lint,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A cargo command in the workspace, with .tools/bpf-linker on PATH.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace());
+    cmd.env("PATH", setup::path_with_tools());
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn build() -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "vigil",
+        "-p",
+        "vigil-e2e",
+        "--bins",
+    ]))
+}
+
+pub fn vigil_bin() -> PathBuf {
+    workspace().join("target/release/vigil")
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
+    if !no_lint {
+        lint()?;
+    }
+    build()?;
+    // Unit and property tests of every crate, then the end-to-end tests on the real kernel, one
+    // at a time: each starts its own daemon, and the loss and detach checks want the host quiet.
+    let mut unit = cargo();
+    unit.args(["test", "--release", "--workspace", "--exclude", "vigil-e2e"]);
+    if let Some(f) = &filter {
+        unit.arg(f);
+    }
+    run(&mut unit)?;
+    let mut e2e = cargo();
+    e2e.args(["test", "--release", "-p", "vigil-e2e"]);
+    if let Some(f) = &filter {
+        e2e.arg(f);
+    }
+    e2e.args(["--", "--test-threads=1"]);
+    e2e.env("VIGIL_BIN", vigil_bin());
+    run(&mut e2e)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::setup()?;
+    match cli.command {
+        Task::Setup => Ok(()),
+        Task::Build => build(),
+        Task::Run { args } => {
+            build()?;
+            let mut cmd = Command::new(vigil_bin());
+            cmd.arg("run").args(args);
+            // Become the daemon, so Ctrl-C reaches it alone and the shell waits for its drain.
+            use std::os::unix::process::CommandExt as _;
+            let err = cmd.exec();
+            Err(err).context("cannot start target/release/vigil")
+        }
+        Task::Test { filter, no_lint } => test(filter, no_lint),
+        Task::Lint => lint(),
+        Task::Bench { which } => {
+            build()?;
+            bench::run(which)
+        }
+    }
+}

@@ -81,7 +81,9 @@ impl Btf {
     /// Parses raw BTF (little-endian, as on x86_64 and arm64).
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
         if u16_at(data, 0)? != BTF_MAGIC {
-            return Err(BtfError::Malformed("bad magic (not little-endian BTF)".into()));
+            return Err(BtfError::Malformed(
+                "bad magic (not little-endian BTF)".into(),
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let type_off = u32_at(data, 8)? as usize;
@@ -136,8 +138,8 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 other => {
                     return Err(BtfError::Malformed(format!(
                         "unknown BTF kind {other} at type {}",
@@ -147,7 +149,9 @@ impl Btf {
             };
             pos += extra;
             if pos > type_data.len() {
-                return Err(BtfError::Malformed("type section ends inside a type".into()));
+                return Err(BtfError::Malformed(
+                    "type section ends inside a type".into(),
+                ));
             }
             types.push(Type {
                 kind,
@@ -177,11 +181,9 @@ impl Btf {
 
     pub fn from_kernel() -> Result<Btf, crate::kernel::PreflightError> {
         let path = "/sys/kernel/btf/vmlinux";
-        let data = std::fs::read(path).map_err(|source| {
-            crate::kernel::PreflightError::NoBtf {
-                path: path.into(),
-                source,
-            }
+        let data = std::fs::read(path).map_err(|source| crate::kernel::PreflightError::NoBtf {
+            path: path.into(),
+            source,
         })?;
         Btf::parse(&data).map_err(crate::kernel::PreflightError::BadBtf)
     }
@@ -303,7 +305,13 @@ mod tests {
         let mut out = Vec::new();
         out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         out.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend_from_slice(&w.to_le_bytes());
         }
         out.extend_from_slice(&types);

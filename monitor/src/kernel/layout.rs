@@ -7,7 +7,10 @@ use super::{btf::Btf, tracefs::Tracefs, PreflightError};
 
 /// Offsets of every struct member the programs read.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
-    let off = |strukt: &str, member: &str| btf.member_offset(strukt, member).map_err(PreflightError::BadBtf);
+    let off = |strukt: &str, member: &str| {
+        btf.member_offset(strukt, member)
+            .map_err(PreflightError::BadBtf)
+    };
     let loginuid = off("task_struct", "loginuid").map_err(|e| {
         PreflightError::Layout(format!(
             "{e}: the kernel lacks CONFIG_AUDIT/CONFIG_AUDITSYSCALL, so login sessions cannot be told apart"
@@ -52,11 +55,16 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
 /// Record offsets of the tracepoints whose fields the programs read.
 pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, PreflightError> {
     let exec = tracefs.format("sched", "sched_process_exec")?;
-    let field = |fields: &std::collections::HashMap<String, super::tracefs::Field>, tp: &str, name: &str| {
-        fields.get(name).map(|f| f.offset).ok_or_else(|| PreflightError::MissingTracepoint {
-            tracepoint: tp.into(),
-            detail: format!("its record has no field `{name}`"),
-        })
+    let field = |fields: &std::collections::HashMap<String, super::tracefs::Field>,
+                 tp: &str,
+                 name: &str| {
+        fields
+            .get(name)
+            .map(|f| f.offset)
+            .ok_or_else(|| PreflightError::MissingTracepoint {
+                tracepoint: tp.into(),
+                detail: format!("its record has no field `{name}`"),
+            })
     };
     let exit = tracefs.format("sched", "sched_process_exit")?;
     // Syscall records share one layout; read it from one of them and check the others agree.
@@ -73,13 +81,20 @@ pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, Prefligh
         sys_args: field(&enter, "syscalls/sys_enter_openat", "dfd")?,
         sys_ret: field(&exit_rec, "syscalls/sys_exit_openat", "ret")?,
     };
-    for (tp, first_arg) in [("sys_enter_read", "fd"), ("sys_enter_connect", "fd"), ("sys_enter_setuid", "uid")] {
+    for (tp, first_arg) in [
+        ("sys_enter_read", "fd"),
+        ("sys_enter_connect", "fd"),
+        ("sys_enter_setuid", "uid"),
+    ] {
         let f = tracefs.format("syscalls", tp)?;
         let got = field(&f, tp, first_arg)?;
         if got != layout.sys_args {
             return Err(PreflightError::MissingTracepoint {
                 tracepoint: format!("syscalls/{tp}"),
-                detail: format!("first argument at offset {got}, expected {} like sys_enter_openat", layout.sys_args),
+                detail: format!(
+                    "first argument at offset {got}, expected {} like sys_enter_openat",
+                    layout.sys_args
+                ),
             });
         }
     }

@@ -56,10 +56,18 @@ struct Hook {
 }
 
 const fn req(category: &'static str, name: &'static str) -> Hook {
-    Hook { category, name, required: true }
+    Hook {
+        category,
+        name,
+        required: true,
+    }
 }
 const fn opt(category: &'static str, name: &'static str) -> Hook {
-    Hook { category, name, required: false }
+    Hook {
+        category,
+        name,
+        required: false,
+    }
 }
 
 /// Program name and the tracepoints it attaches to.
@@ -68,7 +76,10 @@ const TRACEPOINTS: &[(&str, &[Hook])] = &[
     ("vigil_exit", &[req("sched", "sched_process_exit")]),
     (
         "vigil_execve_enter",
-        &[req("syscalls", "sys_enter_execve"), opt("syscalls", "sys_enter_execveat")],
+        &[
+            req("syscalls", "sys_enter_execve"),
+            opt("syscalls", "sys_enter_execveat"),
+        ],
     ),
     (
         "vigil_open_enter",
@@ -115,7 +126,10 @@ const TRACEPOINTS: &[(&str, &[Hook])] = &[
         ],
     ),
     ("vigil_close", &[req("syscalls", "sys_enter_close")]),
-    ("vigil_connect_enter", &[req("syscalls", "sys_enter_connect")]),
+    (
+        "vigil_connect_enter",
+        &[req("syscalls", "sys_enter_connect")],
+    ),
     ("vigil_connect_exit", &[req("syscalls", "sys_exit_connect")]),
     (
         "vigil_priv_enter",
@@ -183,11 +197,10 @@ impl KernelMonitor {
         tracing::debug!(?offsets, ?tp_layout, "kernel layouts");
 
         // One scratch slot per possible CPU (ids index the slots).
-        let scratch_slots = aya::util::nr_cpus()
-            .map_err(|(path, source)| LoadError::Map {
-                name: "EXEC_SCRATCH",
-                detail: format!("cannot count CPUs from {path}: {source}"),
-            })? as u32;
+        let scratch_slots = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Map {
+            name: "EXEC_SCRATCH",
+            detail: format!("cannot count CPUs from {path}: {source}"),
+        })? as u32;
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("TP_LAYOUT", &tp_layout, true)
@@ -224,7 +237,8 @@ impl KernelMonitor {
                 })?
                 .try_into()
                 .map_err(|source| LoadError::Program { program, source })?;
-            prog.load().map_err(|source| LoadError::Program { program, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { program, source })?;
             for hook in *hooks {
                 let label = format!("{}/{}", hook.category, hook.name);
                 if !tracefs.has_event(hook.category, hook.name) {
@@ -239,11 +253,12 @@ impl KernelMonitor {
                     skipped.push(label);
                     continue;
                 }
-                prog.attach(hook.category, hook.name).map_err(|source| LoadError::Attach {
-                    program,
-                    hook: label.clone(),
-                    source,
-                })?;
+                prog.attach(hook.category, hook.name)
+                    .map_err(|source| LoadError::Attach {
+                        program,
+                        hook: label.clone(),
+                        source,
+                    })?;
                 attached.push(label);
             }
         }
@@ -256,7 +271,8 @@ impl KernelMonitor {
                 })?
                 .try_into()
                 .map_err(|source| LoadError::Program { program, source })?;
-            prog.load().map_err(|source| LoadError::Program { program, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { program, source })?;
             prog.attach(tp).map_err(|source| LoadError::Attach {
                 program,
                 hook: format!("raw_tp/{tp}"),

@@ -38,7 +38,10 @@ impl Tracefs {
             None::<&str>,
         )
         .map_err(|errno| PreflightError::NoTracefs {
-            detail: format!("not mounted, and mounting it at {} failed: {errno}", target.display()),
+            detail: format!(
+                "not mounted, and mounting it at {} failed: {errno}",
+                target.display()
+            ),
         })?;
         Self::find().ok_or_else(|| PreflightError::NoTracefs {
             detail: format!("mounted at {} but has no events/ folder", target.display()),
@@ -58,16 +61,31 @@ impl Tracefs {
     }
 
     pub fn has_event(&self, category: &str, name: &str) -> bool {
-        self.root.join("events").join(category).join(name).join("id").exists()
+        self.root
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("id")
+            .exists()
     }
 
     /// The fields of `category/name`, by name.
-    pub fn format(&self, category: &str, name: &str) -> Result<HashMap<String, Field>, PreflightError> {
-        let path = self.root.join("events").join(category).join(name).join("format");
-        let text = std::fs::read_to_string(&path).map_err(|source| PreflightError::MissingTracepoint {
-            tracepoint: format!("{category}/{name}"),
-            detail: format!("cannot read {}: {source}", path.display()),
-        })?;
+    pub fn format(
+        &self,
+        category: &str,
+        name: &str,
+    ) -> Result<HashMap<String, Field>, PreflightError> {
+        let path = self
+            .root
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| PreflightError::MissingTracepoint {
+                tracepoint: format!("{category}/{name}"),
+                detail: format!("cannot read {}: {source}", path.display()),
+            })?;
         parse_format(&text).map_err(|detail| PreflightError::MissingTracepoint {
             tracepoint: format!("{category}/{name}"),
             detail: format!("{}: {detail}", path.display()),
@@ -138,9 +156,27 @@ mod tests {
     fn parses_fields_with_data_loc_arrays_and_pointers() {
         let f = parse_format(EXEC).unwrap();
         assert_eq!(f["filename"], Field { offset: 8, size: 4 });
-        assert_eq!(f["pid"], Field { offset: 12, size: 4 });
-        assert_eq!(f["comm"], Field { offset: 24, size: 16 });
-        assert_eq!(f["name"], Field { offset: 40, size: 8 });
+        assert_eq!(
+            f["pid"],
+            Field {
+                offset: 12,
+                size: 4
+            }
+        );
+        assert_eq!(
+            f["comm"],
+            Field {
+                offset: 24,
+                size: 16
+            }
+        );
+        assert_eq!(
+            f["name"],
+            Field {
+                offset: 40,
+                size: 8
+            }
+        );
         assert_eq!(f["common_pid"].offset, 4);
     }
 

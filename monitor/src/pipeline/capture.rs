@@ -62,7 +62,11 @@ pub async fn run(
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, clock: &Clock, batch: &mut Vec<Result<Event, (String, &'static str)>>) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    clock: &Clock,
+    batch: &mut Vec<Result<Event, (String, &'static str)>>,
+) {
     while batch.len() < BATCH {
         let Some(item) = ring.next() else {
             break;

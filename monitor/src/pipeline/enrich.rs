@@ -32,11 +32,19 @@ pub struct Enricher {
 
 impl Enricher {
     /// Handles one event; appends it, and any events it causes, to `out` in order.
-    pub fn process(&mut self, mut event: Event, kernel: Option<&Mutex<KernelMonitor>>, out: &mut Vec<Event>) {
+    pub fn process(
+        &mut self,
+        mut event: Event,
+        kernel: Option<&Mutex<KernelMonitor>>,
+        out: &mut Vec<Event>,
+    ) {
         let tgid = event.process.pid;
         match &mut event.body {
             EventBody::Open(open) if open.result.ok() => {
-                let key = OpenFileKey { tgid, fd: open.result.ret as u32 };
+                let key = OpenFileKey {
+                    tgid,
+                    fd: open.result.ret as u32,
+                };
                 self.open.insert(
                     key,
                     OpenFile {
@@ -73,7 +81,12 @@ impl Enricher {
         kernel: &Mutex<KernelMonitor>,
         out: &mut Vec<Event>,
     ) {
-        let keys: Vec<OpenFileKey> = self.open.keys().filter(|k| k.tgid == tgid).copied().collect();
+        let keys: Vec<OpenFileKey> = self
+            .open
+            .keys()
+            .filter(|k| k.tgid == tgid)
+            .copied()
+            .collect();
         let Ok(mut kernel) = kernel.lock() else {
             return;
         };
@@ -82,8 +95,10 @@ impl Enricher {
                 continue;
             };
             if let Some(stats) = kernel.take_open_file(key) {
-                if stats.open_ktime_ns != file.open_mono_ns {
-                    continue; // a later open of the same fd whose event has not arrived yet
+                // Never read (as the kernel reports at close), or a later open of the same fd
+                // whose event has not arrived yet.
+                if stats.reads == 0 || stats.open_ktime_ns != file.open_mono_ns {
+                    continue;
                 }
                 let mut flushed = at.clone();
                 flushed.body = EventBody::FileRead(FileReadEvent {
@@ -168,5 +183,8 @@ fn process_marker(tgid: u32) -> Event {
         tid: tgid,
         ..Default::default()
     };
-    crate::decode::daemon_event(process, EventBody::Fork(crate::event::ForkEvent { child_pid: 0 }))
+    crate::decode::daemon_event(
+        process,
+        EventBody::Fork(crate::event::ForkEvent { child_pid: 0 }),
+    )
 }

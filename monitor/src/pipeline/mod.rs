@@ -85,8 +85,19 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         .name("vigil-sink".into())
         .spawn(move || sink::run(sink_rx, sink, sink_stats))?;
 
-    let mut capture = tokio::spawn(capture::run(ring, Clock::now(), capture_tx, shutdown_rx.clone(), stats.clone()));
-    let enrich = tokio::spawn(enrich::run(capture_rx, sink_tx.clone(), kernel.clone(), stats.clone()));
+    let mut capture = tokio::spawn(capture::run(
+        ring,
+        Clock::now(),
+        capture_tx,
+        shutdown_rx.clone(),
+        stats.clone(),
+    ));
+    let enrich = tokio::spawn(enrich::run(
+        capture_rx,
+        sink_tx.clone(),
+        kernel.clone(),
+        stats.clone(),
+    ));
     let stats_task = tokio::spawn(stats::run(
         kernel.clone(),
         sink_tx,

@@ -27,7 +27,9 @@ impl JsonLinesSink {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| anyhow::anyhow!("cannot open output file {}: {e}", path.display()))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open output file {}: {e}", path.display())
+                    })?;
                 Some((path.to_path_buf(), BufWriter::with_capacity(256 * 1024, f)))
             }
             None => None,
@@ -58,14 +60,19 @@ impl JsonLinesSink {
             out.flush()?;
         }
         if let Some((path, out)) = &mut self.file {
-            out.flush().map_err(|e| anyhow::anyhow!("flushing {}: {e}", path.display()))?;
+            out.flush()
+                .map_err(|e| anyhow::anyhow!("flushing {}: {e}", path.display()))?;
         }
         Ok(())
     }
 }
 
 /// Blocking loop: runs until every sender is gone, then flushes.
-pub fn run(mut rx: mpsc::Receiver<Event>, mut sink: JsonLinesSink, stats: Arc<PipelineStats>) -> anyhow::Result<()> {
+pub fn run(
+    mut rx: mpsc::Receiver<Event>,
+    mut sink: JsonLinesSink,
+    stats: Arc<PipelineStats>,
+) -> anyhow::Result<()> {
     while let Some(event) = rx.blocking_recv() {
         write_one(&mut sink, &event, &stats)?;
         // Drain what is already queued before paying for a flush.

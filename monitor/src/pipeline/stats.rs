@@ -86,6 +86,7 @@ fn publish(k: u16, c: &KindCounters) {
         ("lost", c.lost),
         ("truncated", c.truncated),
     ] {
-        metrics::counter!("vigil_kernel_events_total", "kind" => name, "outcome" => outcome).absolute(value);
+        metrics::counter!("vigil_kernel_events_total", "kind" => name, "outcome" => outcome)
+            .absolute(value);
     }
 }

@@ -1,1 +1,161 @@
-fn main(){}
+//! `vigil-test-helper`: small, precise actions for the end-to-end tests and benchmarks, so that
+//! what the kernel sees is exactly what a test asserts.
+//!
+//! ```text
+//! vigil-test-helper login <loginuid|unset> -- CMD...   set our audit loginuid, new session, exec CMD
+//! vigil-test-helper setuid <uid> -- CMD...             setuid(uid), then exec CMD
+//! vigil-test-helper connect <ip:port>                  TCP connect (IPv4 or IPv6) and close
+//! vigil-test-helper connect-unix <path>                unix stream connect and close
+//! vigil-test-helper storm <exec|open-read|connect> <count> <target>
+//!                                                       timed loop; prints elapsed nanoseconds
+//! ```
+
+use std::{
+    io::{Read, Write},
+    os::unix::process::CommandExt,
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: see the doc comment of tests/src/bin/helper.rs");
+    ExitCode::from(2)
+}
+
+fn exec_rest(rest: &[String]) -> ExitCode {
+    let Some((prog, args)) = rest.split_first() else {
+        return usage();
+    };
+    let err = Command::new(prog).args(args).exec();
+    eprintln!("vigil-test-helper: cannot exec {prog}: {err}");
+    ExitCode::from(127)
+}
+
+fn after_dashes(args: &[String]) -> &[String] {
+    match args.iter().position(|a| a == "--") {
+        Some(i) => &args[i + 1..],
+        None => &[],
+    }
+}
+
+fn set_loginuid(value: &str) -> std::io::Result<()> {
+    let raw = if value == "unset" {
+        "4294967295".to_string()
+    } else {
+        value.to_string()
+    };
+    std::fs::write("/proc/self/loginuid", raw)
+}
+
+fn storm(kind: &str, count: u64, target: &str) -> Result<u128, String> {
+    let start = Instant::now();
+    match kind {
+        "exec" => {
+            for _ in 0..count {
+                let status = Command::new(target)
+                    .status()
+                    .map_err(|e| format!("exec {target}: {e}"))?;
+                if !status.success() {
+                    return Err(format!("{target} failed: {status}"));
+                }
+            }
+        }
+        "open-read" => {
+            let mut buf = vec![0u8; 64 * 1024];
+            for _ in 0..count {
+                let mut f =
+                    std::fs::File::open(target).map_err(|e| format!("open {target}: {e}"))?;
+                while f.read(&mut buf).map_err(|e| e.to_string())? > 0 {}
+            }
+        }
+        "connect" => {
+            for _ in 0..count {
+                let mut s = std::net::TcpStream::connect(target)
+                    .map_err(|e| format!("connect {target}: {e}"))?;
+                let _ = s.write_all(b"x");
+            }
+        }
+        other => return Err(format!("unknown storm `{other}`")),
+    }
+    Ok(start.elapsed().as_nanos())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        return usage();
+    };
+    match cmd.as_str() {
+        "login" => {
+            let Some(uid) = args.get(1) else {
+                return usage();
+            };
+            if let Err(e) = set_loginuid(uid) {
+                eprintln!("vigil-test-helper: cannot set loginuid to {uid}: {e}");
+                return ExitCode::from(1);
+            }
+            // A new session, as a login would start; fails harmlessly if already a leader.
+            let _ = nix::unistd::setsid();
+            exec_rest(after_dashes(&args))
+        }
+        "setuid" => {
+            let Some(uid) = args.get(1).and_then(|u| u.parse::<u32>().ok()) else {
+                return usage();
+            };
+            if let Err(e) = nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)) {
+                eprintln!("vigil-test-helper: setuid({uid}): {e}");
+                return ExitCode::from(1);
+            }
+            let rest = after_dashes(&args);
+            if rest.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                exec_rest(rest)
+            }
+        }
+        "connect" => {
+            let Some(addr) = args.get(1) else {
+                return usage();
+            };
+            match std::net::TcpStream::connect(addr.as_str()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: connect {addr}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "connect-unix" => {
+            let Some(path) = args.get(1) else {
+                return usage();
+            };
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: connect {path}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "storm" => {
+            let (Some(kind), Some(count), Some(target)) = (
+                args.get(1),
+                args.get(2).and_then(|c| c.parse().ok()),
+                args.get(3),
+            ) else {
+                return usage();
+            };
+            match storm(kind, count, target) {
+                Ok(ns) => {
+                    println!("{ns}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vigil-test-helper: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        _ => usage(),
+    }
+}

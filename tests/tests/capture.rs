@@ -1,0 +1,372 @@
+//! End to end on the real kernel: a login session runs real commands, and the daemon's output
+//! holds exactly the events they caused, with the right ids, paths, byte counts and addresses.
+
+use std::{
+    net::TcpListener, os::unix::fs::PermissionsExt, os::unix::net::UnixListener, path::Path,
+    process::Command,
+};
+
+use serde_json::Value;
+use vigil_e2e::{of_type, raw_bytes, require_root, Daemon};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+/// Accepts (and drops) connections forever, so connects succeed.
+fn serve_tcp(listener: TcpListener) {
+    std::thread::spawn(move || for _ in listener.incoming() {});
+}
+
+fn serve_unix(listener: UnixListener) {
+    std::thread::spawn(move || for _ in listener.incoming() {});
+}
+
+fn session_events(events: &[Value], loginuid: u32) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["process"]["loginuid"] == loginuid)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn login_session_commands_files_connections_and_privilege_changes() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+
+    // A working directory whose name needs quoting and is not ASCII.
+    let base = tempfile::Builder::new()
+        .prefix("vigil-session-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = base.path().join("work dir ✓");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = work.join("secret.txt");
+    std::fs::write(&secret, vec![b's'; 12345]).unwrap();
+    let shadow_len = std::fs::metadata("/etc/shadow").unwrap().len();
+
+    // A setuid-root copy of the helper, for an exec that changes the effective uid.
+    let suid = work.join("suid-helper");
+    std::fs::copy(HELPER, &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p4 = v4.local_addr().unwrap().port();
+    serve_tcp(v4);
+    let v6 = TcpListener::bind("[::1]:0").unwrap();
+    let p6 = v6.local_addr().unwrap().port();
+    serve_tcp(v6);
+    let sock = base.path().join("agent.sock");
+    serve_unix(UnixListener::bind(&sock).unwrap());
+
+    let loginuid = 40_000 + std::process::id() % 20_000;
+    let script = format!(
+        r#"cd '{work}'
+/usr/bin/printf '%s|' 'arg with spaces' "$(printf '\377\376')" 'ünïcödé' > /dev/null
+cat secret.txt > /dev/null
+cat /etc/shadow > /dev/null
+{helper} connect 127.0.0.1:{p4}
+{helper} connect '[::1]:{p6}'
+{helper} connect-unix '{sock}'
+{helper} setuid 65534 -- '{suid}' setuid 0
+for i in $(seq 300); do /bin/true; done
+exit 7"#,
+        work = work.display(),
+        helper = HELPER,
+        sock = sock.display(),
+        suid = suid.display(),
+    );
+    // Outside any login session: must produce nothing.
+    let marker = format!("vigil-out-of-scope-{}", std::process::id());
+    let outside = Command::new(HELPER)
+        .args(["login", "unset", "--", "/bin/echo", &marker])
+        .output()
+        .unwrap();
+    assert!(outside.status.success());
+
+    let mut session = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/bash",
+            "-c",
+            &script,
+        ])
+        .spawn()
+        .unwrap();
+    let session_pid = session.id();
+    assert_eq!(
+        session.wait().unwrap().code(),
+        Some(7),
+        "the session script itself failed"
+    );
+
+    // Give the stats task a tick to publish the counters, then scrape them as Prometheus would.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let metrics = daemon.scrape().expect("metrics endpoint answers");
+    let stderr_before_stop = daemon.stderr();
+    let events = daemon.stop().expect("daemon stops cleanly");
+    let ours = session_events(&events, loginuid);
+    assert!(
+        !ours.is_empty(),
+        "no events of the session; daemon log:\n{stderr_before_stop}"
+    );
+
+    // Every event of the session carries the same audit session and the identity of its task.
+    let sessionid = ours[0]["process"]["sessionid"].clone();
+    assert!(sessionid.is_u64(), "audit sessionid set: {sessionid}");
+    for e in &ours {
+        assert_eq!(e["process"]["sessionid"], sessionid, "{e}");
+        assert!(
+            e["time"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{e}"
+        );
+        assert!(e["mono_ns"].as_u64().unwrap() > 0);
+    }
+
+    // exec with hostile argv, exact bytes, and the cwd.
+    let execs = of_type(&ours, "exec");
+    let printf = execs
+        .iter()
+        .find(|e| raw_bytes(&e["filename"]) == b"/usr/bin/printf")
+        .expect("printf exec captured");
+    let argv: Vec<Vec<u8>> = printf["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(raw_bytes)
+        .collect();
+    assert_eq!(
+        argv,
+        vec![
+            b"/usr/bin/printf".to_vec(),
+            b"%s|".to_vec(),
+            b"arg with spaces".to_vec(),
+            b"\xff\xfe".to_vec(),
+            "ünïcödé".as_bytes().to_vec(),
+        ]
+    );
+    assert_eq!(printf["argv_truncated"], false);
+    assert_eq!(
+        raw_bytes(&printf["cwd"]),
+        work.as_os_str().as_encoded_bytes()
+    );
+    assert_eq!(printf["process"]["uid"], 0);
+    assert_eq!(printf["process"]["euid"], 0);
+    assert_eq!(printf["process"]["loginuid"], loginuid);
+    assert_eq!(printf["process"]["ppid"], session_pid);
+
+    // The process tree: the session shell forked the printf process.
+    let printf_pid = printf["process"]["pid"].as_u64().unwrap();
+    assert!(
+        of_type(&ours, "fork")
+            .iter()
+            .any(|f| f["process"]["pid"] == session_pid && f["child_pid"] == printf_pid),
+        "fork of printf from the session shell"
+    );
+
+    // open (relative path resolved against the cwd) and the bytes read from it.
+    let secret_bytes = secret.as_os_str().as_encoded_bytes().to_vec();
+    let open = of_type(&ours, "open")
+        .into_iter()
+        .find(|e| raw_bytes(&e["path"]) == secret_bytes)
+        .expect("open of secret.txt");
+    assert_eq!(raw_bytes(&open["requested_path"]), b"secret.txt");
+    assert!(open["result"]["ret"].as_i64().unwrap() >= 0, "{open}");
+    assert_eq!(open["access"], "read");
+    let reads = of_type(&ours, "file_read");
+    let secret_read = reads
+        .iter()
+        .find(|e| e["path"].is_string() && raw_bytes(&e["path"]) == secret_bytes)
+        .expect("read volume of secret.txt");
+    assert_eq!(secret_read["bytes"], 12345);
+    assert_eq!(secret_read["reason"], "close");
+    assert_eq!(secret_read["open_mono_ns"], open["mono_ns"]);
+    let shadow = reads
+        .iter()
+        .find(|e| e["path"] == "/etc/shadow")
+        .expect("read volume of /etc/shadow");
+    assert_eq!(shadow["bytes"].as_u64().unwrap(), shadow_len);
+
+    // Connections over IPv4, IPv6 and unix sockets, with their results.
+    let connects = of_type(&ours, "connect");
+    let find = |family: &str, addr: &[u8]| {
+        connects
+            .iter()
+            .find(|c| c["family"] == family && raw_bytes(&c["address"]) == addr)
+            .copied()
+    };
+    let c4 = find("ipv4", b"127.0.0.1").expect("IPv4 connect");
+    assert_eq!(c4["port"], p4);
+    assert_eq!(c4["result"]["ret"], 0);
+    let c6 = find("ipv6", b"::1").expect("IPv6 connect");
+    assert_eq!(c6["port"], p6);
+    assert_eq!(c6["result"]["ret"], 0);
+    let cu = find("unix", sock.as_os_str().as_encoded_bytes()).expect("unix connect");
+    assert_eq!(cu["result"]["ret"], 0);
+    assert!(cu["port"].is_null());
+
+    // Privilege changes: setuid to nobody, an exec of a setuid-root binary, setuid back to root.
+    let privs = of_type(&ours, "priv");
+    let drop = privs
+        .iter()
+        .find(|p| p["op"] == "setuid" && p["requested"] == serde_json::json!([65534]))
+        .expect("setuid(65534)");
+    assert_eq!(drop["old"]["euid"], 0);
+    assert_eq!(drop["new"]["uid"], 65534);
+    assert_eq!(drop["new"]["euid"], 65534);
+    assert_eq!(drop["result"]["ret"], 0);
+    let gain = privs
+        .iter()
+        .find(|p| p["op"] == "exec")
+        .expect("setuid exec");
+    assert_eq!(gain["old"]["euid"], 65534);
+    assert_eq!(gain["new"]["euid"], 0);
+    assert_eq!(gain["new"]["uid"], 65534);
+    assert_eq!(gain["gained_root"], true);
+    let back = privs
+        .iter()
+        .find(|p| p["op"] == "setuid" && p["requested"] == serde_json::json!([0]))
+        .expect("setuid(0) from the setuid binary");
+    assert_eq!(back["old"]["uid"], 65534);
+    assert_eq!(back["new"]["uid"], 0);
+    assert_eq!(back["result"]["ret"], 0);
+
+    // Exit status of the session shell.
+    let exit = of_type(&ours, "exit")
+        .into_iter()
+        .find(|e| e["process"]["pid"] == session_pid)
+        .expect("session shell exit");
+    assert_eq!(exit["exit_code"], 7);
+    assert!(exit["signal"].is_null());
+
+    // Moderate load: all 300 execs captured, nothing lost anywhere.
+    let trues = execs
+        .iter()
+        .filter(|e| raw_bytes(&e["filename"]) == b"/bin/true")
+        .count();
+    assert_eq!(trues, 300, "captured = expected");
+    assert!(
+        of_type(&events, "loss").is_empty(),
+        "loss records in the stream"
+    );
+    for kind in [
+        "exec",
+        "exit",
+        "fork",
+        "open",
+        "file_read",
+        "connect",
+        "priv",
+    ] {
+        let lost = Daemon::metric(
+            &metrics,
+            "vigil_kernel_events_total",
+            &[("kind", kind), ("outcome", "lost")],
+        );
+        assert_eq!(lost, Some(0.0), "lost {kind} events; metrics:\n{metrics}");
+    }
+    let emitted = Daemon::metric(
+        &metrics,
+        "vigil_kernel_events_total",
+        &[("kind", "exec"), ("outcome", "emitted")],
+    );
+    assert!(
+        emitted.unwrap_or(0.0) >= 300.0,
+        "exec emitted counter: {emitted:?}"
+    );
+
+    // Nothing from outside the scope.
+    for e in of_type(&events, "exec") {
+        let argv: Vec<Vec<u8>> = e["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(raw_bytes)
+            .collect();
+        assert!(
+            !argv.iter().any(|a| a == marker.as_bytes()),
+            "out-of-scope exec captured: {e}"
+        );
+    }
+}
+
+#[test]
+fn stopping_detaches_every_program() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let ours = |name: &str| name.starts_with("vigil_");
+    let loaded: Vec<String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| ours(n))
+        .collect();
+    assert!(
+        loaded.len() >= 13,
+        "programs loaded while running: {loaded:?}"
+    );
+    daemon.stop().expect("daemon stops cleanly");
+    let left: Vec<String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| ours(n))
+        .collect();
+    assert!(left.is_empty(), "programs left after stop: {left:?}");
+    let maps: Vec<String> = aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter_map(|m| m.name_as_str().map(str::to_string))
+        .filter(|n| {
+            [
+                "EVENTS",
+                "OPEN_FILES",
+                "PENDING",
+                "EXEC_SCRATCH",
+                "OPEN_SCRATCH",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    assert!(maps.is_empty(), "maps left after stop: {maps:?}");
+}
+
+#[test]
+fn clear_errors_for_non_root_and_bad_configuration() {
+    require_root();
+    let bin = vigil_e2e::vigil_bin();
+    // Not root: drop to nobody, then run the daemon.
+    let out = Command::new(HELPER)
+        .args(["setuid", "65534", "--"])
+        .arg(&bin)
+        .args(["run", "--no-stdout"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("must run as root"), "{stderr}");
+
+    // A configuration mistake names the file and the key, and nothing starts.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "capture:\n  max_argv_bytes: 999999\n").unwrap();
+    let out = Command::new(&bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("capture.max_argv_bytes"),
+        "{stderr}"
+    );
+    let out = Command::new(&bin)
+        .args(["config", "check"])
+        .arg(Path::new("/nonexistent.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.yaml"));
+}

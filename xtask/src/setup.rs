@@ -1,0 +1,125 @@
+//! Installs what a fresh machine of the project's kind lacks, following ../shared/TOOLCHAIN.md:
+//! the nightly's rust-src (for -Z build-std=core) and bpf-linker built against the nightly's own
+//! LLVM, under the git-ignored .tools/. Each step checks first, so a ready machine pays a few
+//! milliseconds.
+
+use std::{
+    ffi::OsString,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::workspace;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const NIGHTLY: &str = "nightly";
+
+fn tools_bin() -> PathBuf {
+    workspace().join(".tools/bpf-linker/bin")
+}
+
+/// PATH with .tools/bpf-linker/bin first.
+pub fn path_with_tools() -> OsString {
+    let mut dirs = vec![tools_bin()];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn setup() -> Result<()> {
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()?;
+    Ok(())
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))
+        .context("the nightly toolchain is needed to build the kernel programs (rustup toolchain install nightly)")?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: adding rust-src to the nightly toolchain");
+    crate::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        NIGHTLY,
+    ]))
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let linker = tools_bin().join("bpf-linker");
+    if let Ok(out) = Command::new(&linker)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+    {
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+        {
+            return Ok(());
+        }
+    }
+    eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM (about a minute)");
+    let sysroot = PathBuf::from(
+        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+    );
+    let lib = sysroot.join("lib");
+    let llvm_so = std::fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("libLLVM.so"))
+        .with_context(|| format!("the nightly ships no libLLVM.so in {}", lib.display()))?;
+    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm_major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV reports no LLVM version")?
+        .to_string();
+
+    // bpf-linker's build looks for lib/libLLVM.so under LLVM_PREFIX: point one at the nightly's.
+    let prefix = workspace().join(".tools/llvm-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    std::os::unix::fs::symlink(lib.join(&llvm_so), prefix.join("lib/libLLVM.so"))
+        .context("cannot link the nightly's libLLVM")?;
+    let root = workspace().join(".tools/bpf-linker");
+    let result = crate::run(
+        Command::new("cargo")
+            .args([
+                "+stable",
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{llvm_major}")])
+            .arg("--root")
+            .arg(&root)
+            .env("LLVM_PREFIX", &prefix)
+            .env(
+                "RUSTFLAGS",
+                format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+            ),
+    );
+    let _ = std::fs::remove_dir_all(&prefix);
+    result
+}
