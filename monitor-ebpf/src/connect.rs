@@ -32,21 +32,21 @@ pub fn vigil_connect_enter(ctx: TracePointContext) -> u32 {
         args: [sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2), 0],
         old: CredIds::default(),
     };
-    let _ = PENDING.insert(&current_tid(), &pending, 0);
+    let _ = PENDING.insert(current_tid(), pending, 0);
     0
 }
 
 #[tracepoint]
 pub fn vigil_connect_exit(ctx: TracePointContext) -> u32 {
     let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(&tid) }) else {
+    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
         return 0;
     };
     if pending.nr != sys_nr(&ctx) {
         return 0;
     }
     let args = pending.args;
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     let Some((task, _)) = scope::check(kind::CONNECT) else {
         return 0;
     };

@@ -31,7 +31,7 @@ pub fn vigil_execve_enter(ctx: TracePointContext) -> u32 {
         old: cred_ids(task),
     };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = PENDING.insert(&tid, &pending, 0);
+    let _ = PENDING.insert(tid, pending, 0);
     0
 }
 
@@ -142,11 +142,11 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
 /// `sys_enter_execve` by the thread that called exec.
 #[inline(always)]
 fn exec_priv_change(task: Ptr, old_pid: u32) {
-    let Some(pending) = (unsafe { PENDING.get(&old_pid) }) else {
+    let Some(pending) = (unsafe { PENDING.get(old_pid) }) else {
         return;
     };
     let old = pending.old;
-    let _ = PENDING.remove(&old_pid);
+    let _ = PENDING.remove(old_pid);
     let new = cred_ids(task);
     if old == new {
         return;

@@ -43,6 +43,9 @@ pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static OPEN_SCRATCH: Array<OpenRecord> = Array::with_max_entries(1, 0);
 
+// The slot is memory the kernel owns, not borrowed from `map`; see the doc comment above for
+// why one writer at a time holds.
+#[allow(clippy::mut_from_ref)]
 #[inline(always)]
 pub fn scratch<T>(map: &'static Array<T>) -> Option<&'static mut T> {
     let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };

@@ -65,14 +65,14 @@ pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
         args,
         old: CredIds::default(),
     };
-    let _ = PENDING.insert(&current_tid(), &pending, 0);
+    let _ = PENDING.insert(current_tid(), pending, 0);
     0
 }
 
 #[tracepoint]
 pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
     let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(&tid) }) else {
+    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
         return 0;
     };
     let nr = sys_nr(&ctx);
@@ -80,7 +80,7 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let args = pending.args;
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     let Some((task, policy)) = scope::check(kind::OPEN) else {
         return 0;
     };
@@ -149,7 +149,7 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) {
         tgid: current_tgid(),
         fd,
     };
-    if let Some(stale) = unsafe { OPEN_FILES.get(&key) } {
+    if let Some(stale) = unsafe { OPEN_FILES.get(key) } {
         let stats = *stale;
         report_read_volume(task, fd, stats);
     }
@@ -158,7 +158,7 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) {
         reads: 0,
         open_ktime_ns,
     };
-    if OPEN_FILES.insert(&key, &stats, 0).is_err() {
+    if OPEN_FILES.insert(key, stats, 0).is_err() {
         count(kind::FILE_READ, counter::LOST);
     }
 }

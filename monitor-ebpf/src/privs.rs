@@ -21,14 +21,14 @@ pub fn vigil_priv_enter(ctx: TracePointContext) -> u32 {
         args: [sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2), 0],
         old: cred_ids(task),
     };
-    let _ = PENDING.insert(&current_tid(), &pending, 0);
+    let _ = PENDING.insert(current_tid(), pending, 0);
     0
 }
 
 #[tracepoint]
 pub fn vigil_priv_exit(ctx: TracePointContext) -> u32 {
     let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(&tid) }) else {
+    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
         return 0;
     };
     let nr = sys_nr(&ctx);
@@ -36,7 +36,7 @@ pub fn vigil_priv_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pending = *pending;
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     let Some((task, _)) = scope::check(kind::PRIV) else {
         return 0;
     };

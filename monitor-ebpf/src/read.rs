@@ -31,7 +31,7 @@ pub fn vigil_read_enter(ctx: TracePointContext) -> u32 {
         tgid: current_tgid(),
         fd,
     };
-    if unsafe { OPEN_FILES.get(&key) }.is_none() {
+    if unsafe { OPEN_FILES.get(key) }.is_none() {
         return 0;
     }
     let pending = Pending {
@@ -40,21 +40,21 @@ pub fn vigil_read_enter(ctx: TracePointContext) -> u32 {
         args: [fd as u64, 0, 0, 0],
         old: CredIds::default(),
     };
-    let _ = PENDING.insert(&current_tid(), &pending, 0);
+    let _ = PENDING.insert(current_tid(), pending, 0);
     0
 }
 
 #[tracepoint]
 pub fn vigil_read_exit(ctx: TracePointContext) -> u32 {
     let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(&tid) }) else {
+    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
         return 0;
     };
     if pending.nr != sys_nr(&ctx) {
         return 0;
     }
     let fd = pending.args[0] as u32;
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     let ret = sys_ret(&ctx);
     if ret <= 0 {
         return 0;
@@ -63,7 +63,7 @@ pub fn vigil_read_exit(ctx: TracePointContext) -> u32 {
         tgid: current_tgid(),
         fd,
     };
-    if let Some(stats) = OPEN_FILES.get_ptr_mut(&key) {
+    if let Some(stats) = OPEN_FILES.get_ptr_mut(key) {
         // Threads of one process may read the same fd at once.
         unsafe {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
@@ -89,11 +89,11 @@ pub fn vigil_close(ctx: TracePointContext) -> u32 {
         tgid: current_tgid(),
         fd,
     };
-    let Some(stats) = (unsafe { OPEN_FILES.get(&key) }) else {
+    let Some(stats) = (unsafe { OPEN_FILES.get(key) }) else {
         return 0;
     };
     let stats = *stats;
-    let _ = OPEN_FILES.remove(&key);
+    let _ = OPEN_FILES.remove(key);
     report_read_volume(task, fd, stats);
     0
 }

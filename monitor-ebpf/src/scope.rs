@@ -28,7 +28,7 @@ pub fn check(kind: u16) -> Option<(Ptr, &'static Policy)> {
         return None;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if unsafe { IGNORED_TGIDS.get(&tgid) }.is_some() {
+    if unsafe { IGNORED_TGIDS.get(tgid) }.is_some() {
         count(kind, counter::FILTERED);
         return None;
     }

@@ -57,7 +57,7 @@ impl Clock {
     pub fn now() -> Clock {
         let ns = |id| {
             nix::time::clock_gettime(id)
-                .map(|t| t.tv_sec() as i64 * 1_000_000_000 + t.tv_nsec() as i64)
+                .map(|t| t.tv_sec() * 1_000_000_000 + t.tv_nsec())
                 .unwrap_or(0)
         };
         let mono = ns(nix::time::ClockId::CLOCK_MONOTONIC);
