@@ -70,6 +70,7 @@ cat /etc/shadow > /dev/null
 {helper} connect '[::1]:{p6}'
 {helper} connect-unix '{sock}'
 {helper} setuid 65534 -- '{suid}' setuid 0
+script -qec /usr/bin/tty /dev/null > /dev/null
 for i in $(seq 300); do /bin/true; done
 exit 7"#,
         work = work.display(),
@@ -157,6 +158,18 @@ exit 7"#,
     assert_eq!(printf["process"]["euid"], 0);
     assert_eq!(printf["process"]["loginuid"], loginuid);
     assert_eq!(printf["process"]["ppid"], session_pid);
+
+    // The controlling terminal of a command run on a pty.
+    let tty = execs
+        .iter()
+        .find(|e| raw_bytes(&e["filename"]) == b"/usr/bin/tty")
+        .expect("tty exec captured");
+    let name = tty["tty"].as_str().unwrap_or_default();
+    assert!(
+        name.strip_prefix("pts/").is_some_and(|n| n.parse::<u32>().is_ok()),
+        "controlling terminal of a pty command: {tty}"
+    );
+    assert!(printf["tty"].is_null(), "no terminal in the session itself");
 
     // The process tree: the session shell forked the printf process.
     let printf_pid = printf["process"]["pid"].as_u64().unwrap();

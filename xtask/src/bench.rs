@@ -201,7 +201,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         Workload {
             name: "connect",
             storm: "connect",
-            count: scaled(8000),
+            count: scaled(3000),
             target: [1.10, 1.02],
         },
     ];
