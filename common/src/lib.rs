@@ -416,33 +416,55 @@ pub struct TracepointLayout {
     /// `sched_process_exit`: `pid`, `group_dead` (`u32::MAX` when the kernel lacks the field).
     pub exit_pid: u32,
     pub exit_group_dead: u32,
-    /// `raw_syscalls`-style records: `__syscall_nr`, first argument, `ret`.
-    pub sys_nr: u32,
-    pub sys_args: u32,
-    pub sys_ret: u32,
+    pub _pad: u32,
 }
 
-/// Syscall numbers the programs dispatch on, and where each read-family call keeps its fd.
-/// Filled by the daemon (numbers differ per architecture).
+/// What the syscall dispatcher does with a syscall number (`SyscallAbi::classes`).
+pub mod sys_class {
+    /// Not followed: the dispatcher returns after one table load.
+    pub const NONE: u8 = 0;
+    pub const OPENAT: u8 = 1;
+    pub const OPEN: u8 = 2;
+    pub const OPENAT2: u8 = 3;
+    pub const CREAT: u8 = 4;
+    /// Read family with the fd in the first argument (read, pread64, readv, preadv, preadv2,
+    /// copy_file_range, splice).
+    pub const READ_FD0: u8 = 5;
+    /// Read family with the fd in the second argument (sendfile).
+    pub const READ_FD1: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CONNECT: u8 = 8;
+    pub const EXECVE: u8 = 9;
+    /// `PRIV_BASE + priv_op::X` for the set*id family.
+    pub const PRIV_BASE: u8 = 16;
+}
+
+/// Syscall numbers covered by the class table.
+pub const SYSCALL_TABLE_SIZE: usize = 512;
+
+/// How to read syscalls on this architecture, filled by the daemon: where `pt_regs` keeps the
+/// arguments and the syscall number (from BTF), and what each syscall number is to Vigil.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyscallNumbers {
-    pub openat: u32,
-    pub open: u32,
-    pub openat2: u32,
-    pub creat: u32,
-    pub setuid: u32,
-    pub setreuid: u32,
-    pub setresuid: u32,
-    pub setfsuid: u32,
-    pub setgid: u32,
-    pub setregid: u32,
-    pub setresgid: u32,
-    pub setfsgid: u32,
-    /// `sendfile` keeps its input fd in the second argument, every other read-family call in the
-    /// first.
-    pub sendfile: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallAbi {
+    /// Offsets in `struct pt_regs` of the six syscall arguments.
+    pub arg_offsets: [u32; 6],
+    /// Offset in `struct pt_regs` of the syscall number at exit (`orig_ax` on x86_64).
+    pub nr_offset: u32,
     pub _pad: u32,
+    /// [`sys_class`] per syscall number.
+    pub classes: [u8; SYSCALL_TABLE_SIZE],
+}
+
+impl SyscallAbi {
+    pub const fn empty() -> Self {
+        SyscallAbi {
+            arg_offsets: [0; 6],
+            nr_offset: 0,
+            _pad: 0,
+            classes: [0; SYSCALL_TABLE_SIZE],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -452,7 +474,7 @@ mod pod {
     unsafe impl aya::Pod for super::Policy {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TracepointLayout {}
-    unsafe impl aya::Pod for super::SyscallNumbers {}
+    unsafe impl aya::Pod for super::SyscallAbi {}
     unsafe impl aya::Pod for super::OpenFileKey {}
     unsafe impl aya::Pod for super::FileReadStats {}
 }

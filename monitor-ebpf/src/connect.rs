@@ -2,17 +2,13 @@
 //! the result. The sockaddr is read at exit from the caller's buffer, which the kernel has just
 //! copied (so the page is present).
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use core::ffi::c_void;
 use vigil_common::{kind, ConnectRecord, CredIds, UNIX_PATH_MAX};
 
 use crate::{
     emit::emit,
-    kernel::{current_tid, sys_arg, sys_nr, sys_ret},
+    kernel::{current_tid, SysRegs},
     maps::{Pending, PENDING},
     scope,
 };
@@ -21,36 +17,35 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-#[tracepoint]
-pub fn vigil_connect_enter(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn on_enter(nr: u32, regs: SysRegs) {
     if scope::check(kind::CONNECT).is_none() {
-        return 0;
+        return;
     }
     let pending = Pending {
-        nr: sys_nr(&ctx),
+        nr: nr,
         _pad: 0,
-        args: [sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2), 0],
+        args: [regs.arg(0), regs.arg(1), regs.arg(2), 0],
         old: CredIds::default(),
     };
     let _ = PENDING.insert(current_tid(), pending, 0);
-    0
 }
 
-#[tracepoint]
-pub fn vigil_connect_exit(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn on_exit(nr: u32, ret: i64) {
     let tid = current_tid();
     let Some(pending) = (unsafe { PENDING.get(tid) }) else {
-        return 0;
+        return;
     };
-    if pending.nr != sys_nr(&ctx) {
-        return 0;
+    if pending.nr != nr {
+        return;
     }
     let args = pending.args;
     let _ = PENDING.remove(tid);
     let Some((task, _)) = scope::check(kind::CONNECT) else {
-        return 0;
+        return;
     };
-    let ret = sys_ret(&ctx) as i32;
+    let ret = ret as i32;
     let addr = args[1] as *const u8;
     let addr_len = args[2] as u32;
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);
@@ -104,5 +99,4 @@ pub fn vigil_connect_exit(ctx: TracePointContext) -> u32 {
             _ => {}
         }
     });
-    0
 }

@@ -1,9 +1,7 @@
 //! exec: successful execs (`sched:sched_process_exec`), and the credentials kept at
 //! `sys_enter_execve(at)` to report execs that changed ids (setuid binaries, sudo, su).
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext, EbpfContext,
-};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use vigil_common::{
     counter, kind, priv_op, ExecRecord, PrivRecord, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_MAX,
@@ -12,27 +10,26 @@ use vigil_common::{
 
 use crate::{
     emit::emit,
-    kernel::{cred_ids, fill_header, koff, read, read_ptr, tp_layout, Ptr},
+    kernel::{cred_ids, current_tid, fill_header, koff, read, read_ptr, tp_layout, Ptr},
     maps::{count, scratch, Pending, EVENTS, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
 
-#[tracepoint]
-pub fn vigil_execve_enter(ctx: TracePointContext) -> u32 {
+/// `sys_enter` of execve and execveat: keeps the credentials, to tell at `sched_process_exec`
+/// whether the exec changed them.
+#[inline(always)]
+pub fn on_execve_enter(nr: u32) {
     let Some((task, _)) = scope::check(kind::PRIV) else {
-        return 0;
+        return;
     };
-    let nr: u32 = unsafe { ctx.read_at::<i32>(tp_layout!(sys_nr)) }.unwrap_or(-1) as u32;
     let pending = Pending {
         nr,
         _pad: 0,
         args: [0; 4],
         old: cred_ids(task),
     };
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = PENDING.insert(tid, pending, 0);
-    0
+    let _ = PENDING.insert(current_tid(), pending, 0);
 }
 
 #[tracepoint]

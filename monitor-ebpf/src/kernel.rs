@@ -6,8 +6,8 @@ use aya_ebpf::helpers::{
 };
 use core::ffi::c_void;
 use vigil_common::{
-    CredIds, EventHeader, KernelOffsets, SyscallNumbers, TracepointLayout, AUDIT_UNSET,
-    SCHEMA_VERSION,
+    sys_class, CredIds, EventHeader, KernelOffsets, SyscallAbi, TracepointLayout, AUDIT_UNSET,
+    SCHEMA_VERSION, SYSCALL_TABLE_SIZE,
 };
 
 // Load-time globals, set by the daemon with `EbpfLoader::set_global` (read-only, so the verifier
@@ -21,27 +21,10 @@ pub(crate) static TP_LAYOUT: TracepointLayout = TracepointLayout {
     exec_old_pid: 0,
     exit_pid: 0,
     exit_group_dead: 0,
-    sys_nr: 0,
-    sys_args: 0,
-    sys_ret: 0,
-};
-#[no_mangle]
-pub(crate) static SYSCALL_NRS: SyscallNumbers = SyscallNumbers {
-    openat: 0,
-    open: 0,
-    openat2: 0,
-    creat: 0,
-    setuid: 0,
-    setreuid: 0,
-    setresuid: 0,
-    setfsuid: 0,
-    setgid: 0,
-    setregid: 0,
-    setresgid: 0,
-    setfsgid: 0,
-    sendfile: 0,
     _pad: 0,
 };
+#[no_mangle]
+pub(crate) static SYSCALL_ABI: SyscallAbi = SyscallAbi::empty();
 
 const fn zeroed_offsets() -> KernelOffsets {
     KernelOffsets {
@@ -104,17 +87,6 @@ macro_rules! tp_layout {
     };
 }
 pub(crate) use tp_layout;
-
-macro_rules! syscall_nr {
-    ($field:ident) => {{
-        #[allow(unused_unsafe)]
-        let value = unsafe {
-            core::ptr::read_volatile(core::ptr::addr_of!(crate::kernel::SYSCALL_NRS.$field))
-        };
-        value
-    }};
-}
-pub(crate) use syscall_nr;
 
 pub type Ptr = *const u8;
 
@@ -192,20 +164,45 @@ pub fn fill_header(h: *mut EventHeader, kind: u16, size: u32, task: Ptr) {
     unsafe { core::ptr::write(h, header) };
 }
 
-/// Syscall tracepoint records: `__syscall_nr`, then six 8-byte arguments (enter) or `ret` (exit).
+/// The dispatcher class of syscall `nr` (`sys_class::NONE` for anything not followed).
 #[inline(always)]
-pub fn sys_nr(ctx: &aya_ebpf::programs::TracePointContext) -> u32 {
-    unsafe { ctx.read_at::<i32>(tp_layout!(sys_nr)) }.unwrap_or(-1) as u32
+pub fn sys_class(nr: u64) -> u8 {
+    if nr >= SYSCALL_TABLE_SIZE as u64 {
+        return sys_class::NONE;
+    }
+    unsafe {
+        core::ptr::read_volatile(
+            core::ptr::addr_of!(SYSCALL_ABI.classes)
+                .cast::<u8>()
+                .add(nr as usize),
+        )
+    }
 }
 
-#[inline(always)]
-pub fn sys_arg(ctx: &aya_ebpf::programs::TracePointContext, n: usize) -> u64 {
-    unsafe { ctx.read_at::<u64>(tp_layout!(sys_args) + 8 * n) }.unwrap_or(0)
-}
+/// The user registers of a syscall, as the raw `sys_enter`/`sys_exit` tracepoints pass them.
+#[derive(Clone, Copy)]
+pub struct SysRegs(pub Ptr);
 
-#[inline(always)]
-pub fn sys_ret(ctx: &aya_ebpf::programs::TracePointContext) -> i64 {
-    unsafe { ctx.read_at::<i64>(tp_layout!(sys_ret)) }.unwrap_or(0)
+impl SysRegs {
+    /// Syscall argument `n` (0..6).
+    #[inline(always)]
+    pub fn arg(self, n: usize) -> u64 {
+        let off = unsafe {
+            core::ptr::read_volatile(
+                core::ptr::addr_of!(SYSCALL_ABI.arg_offsets)
+                    .cast::<u32>()
+                    .add(n & 7),
+            )
+        };
+        read::<u64>(self.0, off as usize).unwrap_or(0)
+    }
+
+    /// The syscall number, at exit.
+    #[inline(always)]
+    pub fn nr(self) -> u64 {
+        let off = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SYSCALL_ABI.nr_offset)) };
+        read::<u64>(self.0, off as usize).unwrap_or(u64::MAX)
+    }
 }
 
 #[inline(always)]

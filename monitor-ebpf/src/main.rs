@@ -21,6 +21,7 @@ mod open;
 mod privs;
 mod read;
 mod scope;
+mod syscalls;
 mod tail;
 
 #[cfg(not(test))]

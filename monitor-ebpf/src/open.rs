@@ -1,63 +1,60 @@
 //! open: `open`, `openat`, `openat2` and `creat`. The path pointer is kept at entry and the string
 //! read at exit, when the kernel has faulted the page in (reading at entry can see an empty path).
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::helpers::bpf_probe_read_user;
 use vigil_common::{
-    counter, kind, open_syscall, CredIds, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
-    AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
+    counter, kind, open_syscall, sys_class, CredIds, FileReadRecord, FileReadStats, OpenFileKey,
+    OpenRecord, AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
     OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_TAIL_CAP,
 };
 
 use crate::{
     emit::emit,
-    kernel::{current_tgid, current_tid, fill_header, sys_arg, sys_nr, sys_ret, syscall_nr, Ptr},
+    kernel::{current_tgid, current_tid, fill_header, Ptr, SysRegs},
     maps::{count, scratch, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
 
-#[tracepoint]
-pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
+/// `sys_enter` of open, openat, openat2 and creat.
+#[inline(always)]
+pub fn on_enter(nr: u32, class: u8, regs: SysRegs) {
     if scope::check(kind::OPEN).is_none() {
-        return 0;
+        return;
     }
-    let nr = sys_nr(&ctx);
-    // Normalised to (syscall, dfd, path, flags, mode).
-    let args = if nr == syscall_nr!(openat) {
-        [
+    // Normalised to (syscall, dfd, path, flags | mode << 32).
+    let args = match class {
+        sys_class::OPENAT => [
             open_syscall::OPENAT as u64,
-            sys_arg(&ctx, 0),
-            sys_arg(&ctx, 1),
-            sys_arg(&ctx, 2) | (sys_arg(&ctx, 3) << 32),
-        ]
-    } else if nr == syscall_nr!(open) {
-        [
+            regs.arg(0),
+            regs.arg(1),
+            regs.arg(2) | (regs.arg(3) << 32),
+        ],
+        sys_class::OPEN => [
             open_syscall::OPEN as u64,
             AT_FDCWD as u32 as u64,
-            sys_arg(&ctx, 0),
-            sys_arg(&ctx, 1) | (sys_arg(&ctx, 2) << 32),
-        ]
-    } else if nr == syscall_nr!(openat2) {
-        // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
-        let how = sys_arg(&ctx, 2) as *const u64;
-        let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
-        let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-        [
-            open_syscall::OPENAT2 as u64,
-            sys_arg(&ctx, 0),
-            sys_arg(&ctx, 1),
-            (flags & 0xffff_ffff) | (mode << 32),
-        ]
-    } else if nr == syscall_nr!(creat) {
-        // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-        [
+            regs.arg(0),
+            regs.arg(1) | (regs.arg(2) << 32),
+        ],
+        sys_class::OPENAT2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+            let how = regs.arg(2) as *const u64;
+            let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            [
+                open_syscall::OPENAT2 as u64,
+                regs.arg(0),
+                regs.arg(1),
+                (flags & 0xffff_ffff) | (mode << 32),
+            ]
+        }
+        _ => [
+            // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
             open_syscall::CREAT as u64,
             AT_FDCWD as u32 as u64,
-            sys_arg(&ctx, 0),
-            0o1101 | (sys_arg(&ctx, 1) << 32),
-        ]
-    } else {
-        return 0;
+            regs.arg(0),
+            0o1101 | (regs.arg(1) << 32),
+        ],
     };
     let pending = Pending {
         nr,
@@ -66,27 +63,25 @@ pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
         old: CredIds::default(),
     };
     let _ = PENDING.insert(current_tid(), pending, 0);
-    0
 }
 
-#[tracepoint]
-pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
+/// `sys_exit` of the open family: the path is read now, when the kernel has faulted it in.
+#[inline(always)]
+pub fn on_exit(nr: u32, ret: i64) {
     let tid = current_tid();
     let Some(pending) = (unsafe { PENDING.get(tid) }) else {
-        return 0;
+        return;
     };
-    let nr = sys_nr(&ctx);
     if pending.nr != nr {
-        return 0;
+        return;
     }
     let args = pending.args;
     let _ = PENDING.remove(tid);
     let Some((task, policy)) = scope::check(kind::OPEN) else {
-        return 0;
+        return;
     };
-    let ret = sys_ret(&ctx);
     let Some(rec) = scratch(&OPEN_SCRATCH) else {
-        return 0;
+        return;
     };
     let mut flags = 0u16;
     let mut tail = Tail::new(rec.tail.as_mut_ptr(), OPEN_CWD_SPAN - 1);
@@ -138,7 +133,6 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
     if ret >= 0 {
         track_read_volume(task, ret as u32, ktime);
     }
-    0
 }
 
 /// Starts counting the bytes read from a newly opened fd. An entry still there for the same fd

@@ -2,37 +2,35 @@
 //! `OPEN_FILES` entry of their fd, and `close(2)` sends the total (the daemon flushes what is
 //! left when a process exits).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use vigil_common::{kind, CredIds, OpenFileKey};
+use vigil_common::{kind, sys_class, CredIds, OpenFileKey};
 
 use crate::{
-    kernel::{current_tgid, current_tid, sys_arg, sys_nr, sys_ret, syscall_nr},
+    kernel::{current_tgid, current_tid, SysRegs},
     maps::{Pending, OPEN_FILES, PENDING},
     open::report_read_volume,
     scope,
 };
 
-/// Attached to sys_enter of read, pread64, readv, preadv, preadv2, sendfile64, copy_file_range
-/// and splice.
-#[tracepoint]
-pub fn vigil_read_enter(ctx: TracePointContext) -> u32 {
+/// `sys_enter` of read, pread64, readv, preadv, preadv2, sendfile64, copy_file_range and splice.
+#[inline(always)]
+pub fn on_enter(nr: u32, class: u8, regs: SysRegs) {
     if scope::check(kind::FILE_READ).is_none() {
-        return 0;
+        return;
     }
-    let nr = sys_nr(&ctx);
+    let nr = nr;
     // sendfile(out_fd, in_fd, ...) reads from its second argument; the others from the first.
-    let fd = if nr == syscall_nr!(sendfile) {
-        sys_arg(&ctx, 1)
+    let fd = if class == sys_class::READ_FD1 {
+        regs.arg(1)
     } else {
-        sys_arg(&ctx, 0)
+        regs.arg(0)
     } as u32;
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
     };
     if unsafe { OPEN_FILES.get(key) }.is_none() {
-        return 0;
+        return;
     }
     let pending = Pending {
         nr,
@@ -41,23 +39,21 @@ pub fn vigil_read_enter(ctx: TracePointContext) -> u32 {
         old: CredIds::default(),
     };
     let _ = PENDING.insert(current_tid(), pending, 0);
-    0
 }
 
-#[tracepoint]
-pub fn vigil_read_exit(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn on_exit(nr: u32, ret: i64) {
     let tid = current_tid();
     let Some(pending) = (unsafe { PENDING.get(tid) }) else {
-        return 0;
+        return;
     };
-    if pending.nr != sys_nr(&ctx) {
-        return 0;
+    if pending.nr != nr {
+        return;
     }
     let fd = pending.args[0] as u32;
     let _ = PENDING.remove(tid);
-    let ret = sys_ret(&ctx);
     if ret <= 0 {
-        return 0;
+        return;
     }
     let key = OpenFileKey {
         tgid: current_tgid(),
@@ -76,24 +72,22 @@ pub fn vigil_read_exit(ctx: TracePointContext) -> u32 {
             );
         }
     }
-    0
 }
 
-#[tracepoint]
-pub fn vigil_close(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+pub fn on_close(regs: SysRegs) {
     let Some((task, _)) = scope::check(kind::FILE_READ) else {
-        return 0;
+        return;
     };
-    let fd = sys_arg(&ctx, 0) as u32;
+    let fd = regs.arg(0) as u32;
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
     };
     let Some(stats) = (unsafe { OPEN_FILES.get(key) }) else {
-        return 0;
+        return;
     };
     let stats = *stats;
     let _ = OPEN_FILES.remove(key);
     report_read_volume(task, fd, stats);
-    0
 }

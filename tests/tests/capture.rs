@@ -166,7 +166,8 @@ exit 7"#,
         .expect("tty exec captured");
     let name = tty["tty"].as_str().unwrap_or_default();
     assert!(
-        name.strip_prefix("pts/").is_some_and(|n| n.parse::<u32>().is_ok()),
+        name.strip_prefix("pts/")
+            .is_some_and(|n| n.parse::<u32>().is_ok()),
         "controlling terminal of a pty command: {tty}"
     );
     assert!(printf["tty"].is_null(), "no terminal in the session itself");

@@ -1,9 +1,17 @@
 //! Layouts the kernel programs need, found on the running kernel: struct member offsets from BTF,
 //! tracepoint record offsets from tracefs, syscall numbers of this architecture.
 
-use vigil_common::{KernelOffsets, SyscallNumbers, TracepointLayout};
+use std::collections::HashMap;
 
-use super::{btf::Btf, tracefs::Tracefs, PreflightError};
+use vigil_common::{
+    priv_op, sys_class, KernelOffsets, SyscallAbi, TracepointLayout, SYSCALL_TABLE_SIZE,
+};
+
+use super::{
+    btf::Btf,
+    tracefs::{Field, Tracefs},
+    PreflightError,
+};
 
 /// Offsets of every struct member the programs read.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
@@ -54,10 +62,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
 
 /// Record offsets of the tracepoints whose fields the programs read.
 pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, PreflightError> {
-    let exec = tracefs.format("sched", "sched_process_exec")?;
-    let field = |fields: &std::collections::HashMap<String, super::tracefs::Field>,
-                 tp: &str,
-                 name: &str| {
+    let field = |fields: &HashMap<String, Field>, tp: &str, name: &str| {
         fields
             .get(name)
             .map(|f| f.offset)
@@ -66,62 +71,99 @@ pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, Prefligh
                 detail: format!("its record has no field `{name}`"),
             })
     };
+    let exec = tracefs.format("sched", "sched_process_exec")?;
     let exit = tracefs.format("sched", "sched_process_exit")?;
-    // Syscall records share one layout; read it from one of them and check the others agree.
-    let enter = tracefs.format("syscalls", "sys_enter_openat")?;
-    let exit_rec = tracefs.format("syscalls", "sys_exit_openat")?;
-    let layout = TracepointLayout {
+    Ok(TracepointLayout {
         exec_filename: field(&exec, "sched/sched_process_exec", "filename")?,
         exec_pid: field(&exec, "sched/sched_process_exec", "pid")?,
         exec_old_pid: field(&exec, "sched/sched_process_exec", "old_pid")?,
         exit_pid: field(&exit, "sched/sched_process_exit", "pid")?,
         // Added in 6.x; without it the program falls back to "the leader exited".
         exit_group_dead: exit.get("group_dead").map(|f| f.offset).unwrap_or(u32::MAX),
-        sys_nr: field(&enter, "syscalls/sys_enter_openat", "__syscall_nr")?,
-        sys_args: field(&enter, "syscalls/sys_enter_openat", "dfd")?,
-        sys_ret: field(&exit_rec, "syscalls/sys_exit_openat", "ret")?,
-    };
-    for (tp, first_arg) in [
-        ("sys_enter_read", "fd"),
-        ("sys_enter_connect", "fd"),
-        ("sys_enter_setuid", "uid"),
-    ] {
-        let f = tracefs.format("syscalls", tp)?;
-        let got = field(&f, tp, first_arg)?;
-        if got != layout.sys_args {
-            return Err(PreflightError::MissingTracepoint {
-                tracepoint: format!("syscalls/{tp}"),
-                detail: format!(
-                    "first argument at offset {got}, expected {} like sys_enter_openat",
-                    layout.sys_args
-                ),
-            });
-        }
-    }
-    Ok(layout)
+        _pad: 0,
+    })
 }
 
-/// Syscall numbers of this architecture (the programs dispatch on `__syscall_nr`).
-pub fn syscall_numbers() -> SyscallNumbers {
+/// The syscalls Vigil follows, by number on this architecture, with their dispatcher class.
+fn followed_syscalls() -> Vec<(i64, u8)> {
+    use sys_class::*;
+    let mut table = vec![
+        (libc::SYS_openat, OPENAT),
+        (libc::SYS_openat2, OPENAT2),
+        (libc::SYS_read, READ_FD0),
+        (libc::SYS_pread64, READ_FD0),
+        (libc::SYS_readv, READ_FD0),
+        (libc::SYS_preadv, READ_FD0),
+        (libc::SYS_preadv2, READ_FD0),
+        (libc::SYS_copy_file_range, READ_FD0),
+        (libc::SYS_splice, READ_FD0),
+        (libc::SYS_sendfile, READ_FD1),
+        (libc::SYS_close, CLOSE),
+        (libc::SYS_connect, CONNECT),
+        (libc::SYS_execve, EXECVE),
+        (libc::SYS_execveat, EXECVE),
+        (libc::SYS_setuid, PRIV_BASE + priv_op::SETUID as u8),
+        (libc::SYS_setreuid, PRIV_BASE + priv_op::SETREUID as u8),
+        (libc::SYS_setresuid, PRIV_BASE + priv_op::SETRESUID as u8),
+        (libc::SYS_setfsuid, PRIV_BASE + priv_op::SETFSUID as u8),
+        (libc::SYS_setgid, PRIV_BASE + priv_op::SETGID as u8),
+        (libc::SYS_setregid, PRIV_BASE + priv_op::SETREGID as u8),
+        (libc::SYS_setresgid, PRIV_BASE + priv_op::SETRESGID as u8),
+        (libc::SYS_setfsgid, PRIV_BASE + priv_op::SETFSGID as u8),
+    ];
+    // Only architectures with the legacy calls have them.
     #[cfg(target_arch = "x86_64")]
-    let (open, creat) = (libc::SYS_open as u32, libc::SYS_creat as u32);
-    // No open/creat on architectures that only have openat; u32::MAX matches nothing.
-    #[cfg(not(target_arch = "x86_64"))]
-    let (open, creat) = (u32::MAX, u32::MAX);
-    SyscallNumbers {
-        openat: libc::SYS_openat as u32,
-        open,
-        openat2: libc::SYS_openat2 as u32,
-        creat,
-        setuid: libc::SYS_setuid as u32,
-        setreuid: libc::SYS_setreuid as u32,
-        setresuid: libc::SYS_setresuid as u32,
-        setfsuid: libc::SYS_setfsuid as u32,
-        setgid: libc::SYS_setgid as u32,
-        setregid: libc::SYS_setregid as u32,
-        setresgid: libc::SYS_setresgid as u32,
-        setfsgid: libc::SYS_setfsgid as u32,
-        sendfile: libc::SYS_sendfile as u32,
-        _pad: 0,
+    table.extend([(libc::SYS_open, OPEN), (libc::SYS_creat, CREAT)]);
+    table
+}
+
+/// Where the syscall arguments live in `struct pt_regs` (BTF names), per architecture.
+#[cfg(target_arch = "x86_64")]
+const ARG_REGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
+#[cfg(target_arch = "x86_64")]
+const NR_REG: &str = "orig_ax";
+
+/// The syscall ABI table the dispatcher uses: register offsets from BTF, classes by number.
+#[cfg(target_arch = "x86_64")]
+pub fn syscall_abi(btf: &Btf) -> Result<SyscallAbi, PreflightError> {
+    let mut abi = SyscallAbi::empty();
+    for (slot, reg) in abi.arg_offsets.iter_mut().zip(ARG_REGS) {
+        *slot = btf.member_offset("pt_regs", reg)?;
+    }
+    abi.nr_offset = btf.member_offset("pt_regs", NR_REG)?;
+    for (nr, class) in followed_syscalls() {
+        let slot = usize::try_from(nr)
+            .ok()
+            .and_then(|n| abi.classes.get_mut(n))
+            .ok_or_else(|| {
+                PreflightError::Layout(format!(
+                    "syscall number {nr} is beyond the {SYSCALL_TABLE_SIZE}-entry class table"
+                ))
+            })?;
+        *slot = class;
+    }
+    Ok(abi)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn syscall_abi(_btf: &Btf) -> Result<SyscallAbi, PreflightError> {
+    Err(PreflightError::Layout(
+        "syscall argument registers are only mapped for x86_64 so far".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_followed_syscall_fits_the_table_once() {
+        let table = followed_syscalls();
+        let mut seen = std::collections::HashSet::new();
+        for (nr, class) in &table {
+            assert!((*nr as usize) < SYSCALL_TABLE_SIZE, "{nr}");
+            assert_ne!(*class, sys_class::NONE);
+            assert!(seen.insert(*nr), "syscall {nr} listed twice");
+        }
     }
 }

@@ -50,117 +50,25 @@ pub struct LoadOptions {
 struct Hook {
     category: &'static str,
     name: &'static str,
-    /// Absent optional hooks (syscalls this architecture or kernel lacks) are skipped with a
-    /// warning; absent required ones stop the start.
-    required: bool,
 }
 
 const fn req(category: &'static str, name: &'static str) -> Hook {
-    Hook {
-        category,
-        name,
-        required: true,
-    }
-}
-const fn opt(category: &'static str, name: &'static str) -> Hook {
-    Hook {
-        category,
-        name,
-        required: false,
-    }
+    Hook { category, name }
 }
 
 /// Program name and the tracepoints it attaches to.
 const TRACEPOINTS: &[(&str, &[Hook])] = &[
     ("vigil_exec", &[req("sched", "sched_process_exec")]),
     ("vigil_exit", &[req("sched", "sched_process_exit")]),
-    (
-        "vigil_execve_enter",
-        &[
-            req("syscalls", "sys_enter_execve"),
-            opt("syscalls", "sys_enter_execveat"),
-        ],
-    ),
-    (
-        "vigil_open_enter",
-        &[
-            req("syscalls", "sys_enter_openat"),
-            opt("syscalls", "sys_enter_open"),
-            opt("syscalls", "sys_enter_openat2"),
-            opt("syscalls", "sys_enter_creat"),
-        ],
-    ),
-    (
-        "vigil_open_exit",
-        &[
-            req("syscalls", "sys_exit_openat"),
-            opt("syscalls", "sys_exit_open"),
-            opt("syscalls", "sys_exit_openat2"),
-            opt("syscalls", "sys_exit_creat"),
-        ],
-    ),
-    (
-        "vigil_read_enter",
-        &[
-            req("syscalls", "sys_enter_read"),
-            req("syscalls", "sys_enter_pread64"),
-            req("syscalls", "sys_enter_readv"),
-            req("syscalls", "sys_enter_preadv"),
-            opt("syscalls", "sys_enter_preadv2"),
-            opt("syscalls", "sys_enter_sendfile64"),
-            opt("syscalls", "sys_enter_copy_file_range"),
-            opt("syscalls", "sys_enter_splice"),
-        ],
-    ),
-    (
-        "vigil_read_exit",
-        &[
-            req("syscalls", "sys_exit_read"),
-            req("syscalls", "sys_exit_pread64"),
-            req("syscalls", "sys_exit_readv"),
-            req("syscalls", "sys_exit_preadv"),
-            opt("syscalls", "sys_exit_preadv2"),
-            opt("syscalls", "sys_exit_sendfile64"),
-            opt("syscalls", "sys_exit_copy_file_range"),
-            opt("syscalls", "sys_exit_splice"),
-        ],
-    ),
-    ("vigil_close", &[req("syscalls", "sys_enter_close")]),
-    (
-        "vigil_connect_enter",
-        &[req("syscalls", "sys_enter_connect")],
-    ),
-    ("vigil_connect_exit", &[req("syscalls", "sys_exit_connect")]),
-    (
-        "vigil_priv_enter",
-        &[
-            req("syscalls", "sys_enter_setuid"),
-            req("syscalls", "sys_enter_setreuid"),
-            req("syscalls", "sys_enter_setresuid"),
-            req("syscalls", "sys_enter_setfsuid"),
-            req("syscalls", "sys_enter_setgid"),
-            req("syscalls", "sys_enter_setregid"),
-            req("syscalls", "sys_enter_setresgid"),
-            req("syscalls", "sys_enter_setfsgid"),
-        ],
-    ),
-    (
-        "vigil_priv_exit",
-        &[
-            req("syscalls", "sys_exit_setuid"),
-            req("syscalls", "sys_exit_setreuid"),
-            req("syscalls", "sys_exit_setresuid"),
-            req("syscalls", "sys_exit_setfsuid"),
-            req("syscalls", "sys_exit_setgid"),
-            req("syscalls", "sys_exit_setregid"),
-            req("syscalls", "sys_exit_setresgid"),
-            req("syscalls", "sys_exit_setfsgid"),
-        ],
-    ),
 ];
 
 /// Raw tracepoints: program name and tracepoint.
-const RAW_TRACEPOINTS: &[(&str, &str)] = &[("vigil_fork", "sched_process_fork")];
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("vigil_fork", "sched_process_fork"),
+    // Every followed syscall goes through these two (see monitor-ebpf/src/syscalls.rs).
+    ("vigil_sys_enter", "sys_enter"),
+    ("vigil_sys_exit", "sys_exit"),
+];
 
 /// Totals of one kernel counter slot, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,8 +89,6 @@ pub struct KernelMonitor {
     policy: Array<MapData, Policy>,
     /// Hooks attached, as `category/name`.
     pub attached: Vec<String>,
-    /// Optional hooks this kernel lacks.
-    pub skipped: Vec<String>,
 }
 
 impl KernelMonitor {
@@ -193,7 +99,7 @@ impl KernelMonitor {
         let tracefs = Tracefs::find_or_mount()?;
         let offsets = layout::kernel_offsets(&btf)?;
         let tp_layout = layout::tracepoint_layout(&tracefs)?;
-        let nrs = layout::syscall_numbers();
+        let syscall_abi = layout::syscall_abi(&btf)?;
         tracing::debug!(?offsets, ?tp_layout, "kernel layouts");
 
         // One scratch slot per possible CPU (ids index the slots).
@@ -204,7 +110,7 @@ impl KernelMonitor {
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("TP_LAYOUT", &tp_layout, true)
-            .override_global("SYSCALL_NRS", &nrs, true)
+            .override_global("SYSCALL_ABI", &syscall_abi, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .map_max_entries("EXEC_SCRATCH", scratch_slots)
             .map_max_entries("OPEN_SCRATCH", scratch_slots)
@@ -227,7 +133,6 @@ impl KernelMonitor {
         let events = take_map(&mut ebpf, "EVENTS")?;
 
         let mut attached = Vec::new();
-        let mut skipped = Vec::new();
         for (program, hooks) in TRACEPOINTS {
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -242,16 +147,11 @@ impl KernelMonitor {
             for hook in *hooks {
                 let label = format!("{}/{}", hook.category, hook.name);
                 if !tracefs.has_event(hook.category, hook.name) {
-                    if hook.required {
-                        return Err(PreflightError::MissingTracepoint {
-                            tracepoint: label,
-                            detail: "not present in tracefs events/".into(),
-                        }
-                        .into());
+                    return Err(PreflightError::MissingTracepoint {
+                        tracepoint: label,
+                        detail: "not present in tracefs events/".into(),
                     }
-                    tracing::warn!(tracepoint = %label, "optional tracepoint absent on this kernel; skipped");
-                    skipped.push(label);
-                    continue;
+                    .into());
                 }
                 prog.attach(hook.category, hook.name)
                     .map_err(|source| LoadError::Attach {
@@ -287,7 +187,6 @@ impl KernelMonitor {
             open_files,
             policy,
             attached,
-            skipped,
         })
     }
 

@@ -67,7 +67,6 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     })?;
     tracing::info!(
         hooks = kernel.attached.len(),
-        skipped = ?kernel.skipped,
         scope = ?config.capture.scope,
         "kernel programs attached"
     );

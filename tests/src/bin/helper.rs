@@ -75,8 +75,12 @@ fn storm(kind: &str, count: u64, target: &str) -> Result<u128, String> {
                 let _ = s.write_all(b"x");
                 // Close with a reset: thousands of TIME_WAIT sockets would exhaust the ephemeral
                 // ports and turn the storm into a measurement of port search.
-                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-                let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &linger);
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                let _ =
+                    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &linger);
             }
         }
         other => return Err(format!("unknown storm `{other}`")),
