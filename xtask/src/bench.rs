@@ -3,7 +3,6 @@
 //! on/off time ratio per workload and the events captured versus expected.
 
 use std::{
-    io::{Read as _, Write as _},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -175,14 +174,14 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
     std::fs::write(&file, vec![7u8; 4096])?;
     let file = file.to_string_lossy().into_owned();
     let listener = TcpListener::bind("127.0.0.1:0")?;
+    // A deep accept queue and an accept loop that does nothing else: a full queue drops SYNs,
+    // and each retransmit costs the client a second, which would swamp what is measured.
+    // SAFETY: listen(2) on a socket we own; calling it again only changes the backlog.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4096) } != 0 {
+        bail!("listen: {}", std::io::Error::last_os_error());
+    }
     let port = listener.local_addr()?.port();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let mut b = [0u8; 1];
-            let _ = s.read(&mut b);
-            let _ = s.write_all(b"");
-        }
-    });
+    std::thread::spawn(move || for _ in listener.incoming() {});
     let addr = format!("127.0.0.1:{port}");
     let scaled = |n: u64| ((n as f64 * scale).round() as u64).max(10);
     let workloads = [
@@ -254,9 +253,17 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
                     .count() as u64;
             }
         }
-        for wi in 0..workloads.len() {
+        for (wi, w) in workloads.iter().enumerate() {
             for ci in 0..2 {
-                ratios[wi][ci].push(times[wi][ci][1] / times[wi][ci][0]);
+                let [off, on] = times[wi][ci];
+                eprintln!(
+                    "  {:<10} {:<11} off {:>8.4} s  on {:>8.4} s",
+                    w.name,
+                    if ci == 0 { "monitored" } else { "unmonitored" },
+                    off,
+                    on
+                );
+                ratios[wi][ci].push(on / off);
             }
         }
         eprintln!("round {}/{rounds} done", round + 1);
