@@ -77,6 +77,10 @@ pub struct Policy {
     pub max_argv_bytes: u32,
     /// Non-zero: also walk the cwd for relative opens (costs a dentry walk per relative open).
     pub resolve_relative_opens: u32,
+    /// Wake the daemon only once this many bytes wait in the ring buffer; it also drains on a
+    /// short timer. Waking it per record would cost a context switch per event.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 impl Policy {
@@ -86,6 +90,8 @@ impl Policy {
             kinds: u32::MAX,
             max_argv_bytes: 4096,
             resolve_relative_opens: 1,
+            wakeup_bytes: 256 * 1024,
+            _pad: 0,
         }
     }
 }
@@ -502,7 +508,7 @@ mod tests {
         assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
         assert_eq!(size_of::<KernelOffsets>(), 32 * 4);
-        assert_eq!(size_of::<Policy>(), 16);
+        assert_eq!(size_of::<Policy>(), 24);
         assert!(align_of::<EventHeader>() <= 8);
     }
 

@@ -4,7 +4,7 @@ use vigil_common::{counter, EventHeader};
 
 use crate::{
     kernel::{fill_header, Ptr},
-    maps::{count, EVENTS},
+    maps::{count, wakeup_flags, EVENTS},
 };
 
 /// Reserves a `T` in the ring buffer, fills its header (every record starts with an
@@ -24,6 +24,6 @@ pub fn emit<T: 'static>(kind: u16, task: Ptr, fill: impl FnOnce(*mut T)) {
         task,
     );
     fill(rec);
-    entry.submit(0);
+    entry.submit(wakeup_flags());
     count(kind, counter::EMITTED);
 }

@@ -11,7 +11,7 @@ use vigil_common::{
 use crate::{
     emit::emit,
     kernel::{cred_ids, current_tid, fill_header, koff, read, read_ptr, tp_layout, Ptr},
-    maps::{count, scratch, Pending, EVENTS, EXEC_SCRATCH, PENDING},
+    maps::{count, scratch, wakeup_flags, Pending, EVENTS, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
@@ -128,7 +128,7 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         count(kind::EXEC, counter::TRUNCATED);
     }
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const ExecRecord as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
         Ok(()) => count(kind::EXEC, counter::EMITTED),
         Err(_) => count(kind::EXEC, counter::LOST),
     }

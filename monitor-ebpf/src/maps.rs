@@ -70,3 +70,17 @@ pub fn count(kind: u16, outcome: u32) {
         unsafe { *slot += 1 };
     }
 }
+
+/// Ring buffer flags for a record: no wakeup until `Policy::wakeup_bytes` are waiting.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    let threshold = POLICY.get(0).map(|p| p.wakeup_bytes).unwrap_or(0) as u64;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}

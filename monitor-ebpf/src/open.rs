@@ -11,7 +11,7 @@ use vigil_common::{
 use crate::{
     emit::emit,
     kernel::{current_tgid, current_tid, fill_header, Ptr, SysRegs},
-    maps::{count, scratch, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
+    maps::{count, scratch, wakeup_flags, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
@@ -126,7 +126,7 @@ pub fn on_exit(nr: u32, ret: i64) {
     }
     let ktime = rec.header.ktime_ns;
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const OpenRecord as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
         Ok(()) => count(kind::OPEN, counter::EMITTED),
         Err(_) => count(kind::OPEN, counter::LOST),
     }

@@ -66,6 +66,8 @@ pub struct CaptureConfig {
     pub max_argv_bytes: u32,
     pub resolve_relative_opens: bool,
     pub ring_buffer_bytes: u32,
+    pub wakeup_bytes: u32,
+    pub poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +197,22 @@ impl Config {
                 ),
             ));
         }
+        if c.wakeup_bytes == 0 || c.wakeup_bytes > c.ring_buffer_bytes / 2 {
+            return Err(invalid(
+                "capture.wakeup_bytes",
+                format!(
+                    "{} is out of range 1..={} (half of capture.ring_buffer_bytes)",
+                    c.wakeup_bytes,
+                    c.ring_buffer_bytes / 2
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&c.poll_interval_ms) {
+            return Err(invalid(
+                "capture.poll_interval_ms",
+                format!("{} is out of range 1..=10000", c.poll_interval_ms),
+            ));
+        }
         if c.events.is_empty() {
             return Err(invalid("capture.events", "lists no event kind".into()));
         }
@@ -240,6 +258,8 @@ impl Config {
                 .fold(0, |acc, k| acc | kind_bit(k.kernel_kind())),
             max_argv_bytes: c.max_argv_bytes,
             resolve_relative_opens: u32::from(c.resolve_relative_opens),
+            wakeup_bytes: c.wakeup_bytes,
+            _pad: 0,
         }
     }
 }

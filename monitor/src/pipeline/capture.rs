@@ -22,6 +22,7 @@ const BATCH: usize = 4096;
 pub async fn run(
     ring: RingBuf<MapData>,
     clock: Clock,
+    poll_interval: std::time::Duration,
     tx: mpsc::Sender<Event>,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
@@ -32,9 +33,13 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot poll the kernel ring buffer: {e}"))?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut stopping = false;
+    // The kernel wakes us only once enough is waiting; the tick picks up a quiet stream.
+    let mut tick = tokio::time::interval(poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if !stopping {
             tokio::select! {
+                _ = tick.tick() => drain(fd.get_mut(), &clock, &mut batch),
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();

@@ -87,6 +87,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let mut capture = tokio::spawn(capture::run(
         ring,
         Clock::now(),
+        Duration::from_millis(config.capture.poll_interval_ms),
         capture_tx,
         shutdown_rx.clone(),
         stats.clone(),
