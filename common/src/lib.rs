@@ -422,6 +422,9 @@ pub struct TracepointLayout {
     /// `sched_process_exit`: `pid`, `group_dead` (`u32::MAX` when the kernel lacks the field).
     pub exit_pid: u32,
     pub exit_group_dead: u32,
+    /// Syscall entry records (`syscalls:sys_enter_*`): `__syscall_nr` and the first argument.
+    pub sys_nr: u32,
+    pub sys_args: u32,
     pub _pad: u32,
 }
 

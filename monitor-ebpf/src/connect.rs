@@ -1,51 +1,25 @@
 //! connect: outbound connections with their destination (IPv4, IPv6, unix), reported at exit with
 //! the result. The sockaddr is read at exit from the caller's buffer, which the kernel has just
-//! copied (so the page is present).
+//! copied (so the page is present); the arguments come from the saved user registers.
 
 use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use core::ffi::c_void;
-use vigil_common::{kind, ConnectRecord, CredIds, UNIX_PATH_MAX};
+use vigil_common::{kind, ConnectRecord, UNIX_PATH_MAX};
 
-use crate::{
-    emit::emit,
-    kernel::{current_tid, SysRegs},
-    maps::{Pending, PENDING},
-    scope,
-};
+use crate::{emit::emit, kernel::SysRegs, scope};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
+/// `sys_exit` of connect: fd, sockaddr pointer and length from the saved user registers.
 #[inline(always)]
-pub fn on_enter(nr: u32, regs: SysRegs) {
-    if scope::check(kind::CONNECT).is_none() {
-        return;
-    }
-    let pending = Pending {
-        nr: nr,
-        _pad: 0,
-        args: [regs.arg(0), regs.arg(1), regs.arg(2), 0],
-        old: CredIds::default(),
-    };
-    let _ = PENDING.insert(current_tid(), pending, 0);
-}
-
-#[inline(always)]
-pub fn on_exit(nr: u32, ret: i64) {
-    let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
-        return;
-    };
-    if pending.nr != nr {
-        return;
-    }
-    let args = pending.args;
-    let _ = PENDING.remove(tid);
+pub fn on_exit(regs: SysRegs, ret: i64) {
     let Some((task, _)) = scope::check(kind::CONNECT) else {
         return;
     };
     let ret = ret as i32;
+    let args = [regs.arg(0), regs.arg(1), regs.arg(2)];
     let addr = args[1] as *const u8;
     let addr_len = args[2] as u32;
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);

@@ -29,7 +29,9 @@ pub fn on_execve_enter(nr: u32) {
         args: [0; 4],
         old: cred_ids(task),
     };
-    let _ = PENDING.insert(current_tid(), pending, 0);
+    if PENDING.insert(current_tid(), pending, 0).is_err() {
+        count(kind::PRIV, counter::LOST);
+    }
 }
 
 #[tracepoint]

@@ -7,7 +7,8 @@ use vigil_common::{kind, ExitRecord};
 
 use crate::{
     emit::emit,
-    kernel::{koff, read, tp_layout},
+    kernel::{current_tid, koff, read, tp_layout},
+    maps::PENDING,
     scope,
 };
 
@@ -16,6 +17,8 @@ const NO_FIELD: usize = u32::MAX as usize;
 
 #[tracepoint]
 pub fn vigil_exit(ctx: TracePointContext) -> u32 {
+    // Every exiting thread drops what it kept at a syscall entry (it may die inside the call).
+    let _ = PENDING.remove(current_tid());
     let group_dead_off = tp_layout!(exit_group_dead);
     let process_ends = if group_dead_off == NO_FIELD {
         // Older kernels: report when the thread-group leader exits.

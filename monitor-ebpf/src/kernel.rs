@@ -21,6 +21,8 @@ pub(crate) static TP_LAYOUT: TracepointLayout = TracepointLayout {
     exec_old_pid: 0,
     exit_pid: 0,
     exit_group_dead: 0,
+    sys_nr: 0,
+    sys_args: 0,
     _pad: 0,
 };
 #[no_mangle]

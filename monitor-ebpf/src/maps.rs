@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy};
 
@@ -28,11 +28,12 @@ pub static IGNORED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 #[map]
 pub static OPEN_FILES: HashMap<OpenFileKey, FileReadStats> = HashMap::with_max_entries(65536, 0);
 
-/// What a thread passed to the syscall it is in, kept from sys_enter to sys_exit. A thread is in
-/// one syscall at a time, so one entry per thread serves every syscall we follow. LRU because an
-/// exiting thread never reaches the sys_exit of its last syscall.
+/// Credentials of a thread at the entry of a call that may change them (the set*id family,
+/// execve), kept until its exit. A thread is in one syscall at a time, so one entry per thread.
+/// A plain hash map, not LRU, so nothing in flight is evicted; every thread exit removes its
+/// entry, and a full map is counted as lost privilege events.
 #[map]
-pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
 
 /// Scratch space for the large records, built here and sent as their used prefix. One slot per
 /// CPU, indexed by CPU id (the daemon sizes them to the possible CPUs): per-CPU maps cap values

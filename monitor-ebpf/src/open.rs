@@ -1,88 +1,32 @@
-//! open: `open`, `openat`, `openat2` and `creat`. The path pointer is kept at entry and the string
-//! read at exit, when the kernel has faulted the page in (reading at entry can see an empty path).
+//! open: `open`, `openat`, `openat2` and `creat`, reported at syscall exit with the result.
 
 use aya_ebpf::helpers::bpf_probe_read_user;
 use vigil_common::{
-    counter, kind, open_syscall, sys_class, CredIds, FileReadRecord, FileReadStats, OpenFileKey,
-    OpenRecord, AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
+    counter, kind, open_syscall, sys_class, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
+    AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
     OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_TAIL_CAP,
 };
 
 use crate::{
     emit::emit,
-    kernel::{current_tgid, current_tid, fill_header, Ptr, SysRegs},
-    maps::{count, scratch, wakeup_flags, Pending, EVENTS, OPEN_FILES, OPEN_SCRATCH, PENDING},
+    kernel::{current_tgid, fill_header, Ptr, SysRegs},
+    maps::{count, scratch, wakeup_flags, EVENTS, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
 };
 
-/// `sys_enter` of open, openat, openat2 and creat.
+/// `sys_exit` of open, openat, openat2 and creat. Everything is read now: the arguments from the
+/// saved user registers (unchanged by the call), the path from user memory, which the kernel has
+/// just faulted in (reading it at entry can see an empty path).
 #[inline(always)]
-pub fn on_enter(nr: u32, class: u8, regs: SysRegs) {
-    if scope::check(kind::OPEN).is_none() {
-        return;
-    }
-    // Normalised to (syscall, dfd, path, flags | mode << 32).
-    let args = match class {
-        sys_class::OPENAT => [
-            open_syscall::OPENAT as u64,
-            regs.arg(0),
-            regs.arg(1),
-            regs.arg(2) | (regs.arg(3) << 32),
-        ],
-        sys_class::OPEN => [
-            open_syscall::OPEN as u64,
-            AT_FDCWD as u32 as u64,
-            regs.arg(0),
-            regs.arg(1) | (regs.arg(2) << 32),
-        ],
-        sys_class::OPENAT2 => {
-            // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
-            let how = regs.arg(2) as *const u64;
-            let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
-            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            [
-                open_syscall::OPENAT2 as u64,
-                regs.arg(0),
-                regs.arg(1),
-                (flags & 0xffff_ffff) | (mode << 32),
-            ]
-        }
-        _ => [
-            // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
-            open_syscall::CREAT as u64,
-            AT_FDCWD as u32 as u64,
-            regs.arg(0),
-            0o1101 | (regs.arg(1) << 32),
-        ],
-    };
-    let pending = Pending {
-        nr,
-        _pad: 0,
-        args,
-        old: CredIds::default(),
-    };
-    let _ = PENDING.insert(current_tid(), pending, 0);
-}
-
-/// `sys_exit` of the open family: the path is read now, when the kernel has faulted it in.
-#[inline(always)]
-pub fn on_exit(nr: u32, ret: i64) {
-    let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
-        return;
-    };
-    if pending.nr != nr {
-        return;
-    }
-    let args = pending.args;
-    let _ = PENDING.remove(tid);
+pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     let Some((task, policy)) = scope::check(kind::OPEN) else {
         return;
     };
     let Some(rec) = scratch(&OPEN_SCRATCH) else {
         return;
     };
+    let args = open_args(class, regs);
     let mut flags = 0u16;
     let mut tail = Tail::new(rec.tail.as_mut_ptr(), OPEN_CWD_SPAN - 1);
     let path_len = match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
@@ -168,4 +112,42 @@ pub fn report_read_volume(task: Ptr, fd: u32, stats: FileReadStats) {
         (*rec)._pad = 0;
         (*rec).stats = stats;
     });
+}
+
+/// The call's arguments normalised to (syscall, dfd, path, flags | mode << 32).
+#[inline(always)]
+fn open_args(class: u8, regs: SysRegs) -> [u64; 4] {
+    match class {
+        sys_class::OPENAT => [
+            open_syscall::OPENAT as u64,
+            regs.arg(0),
+            regs.arg(1),
+            regs.arg(2) | (regs.arg(3) << 32),
+        ],
+        sys_class::OPEN => [
+            open_syscall::OPEN as u64,
+            AT_FDCWD as u32 as u64,
+            regs.arg(0),
+            regs.arg(1) | (regs.arg(2) << 32),
+        ],
+        sys_class::OPENAT2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+            let how = regs.arg(2) as *const u64;
+            let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            [
+                open_syscall::OPENAT2 as u64,
+                regs.arg(0),
+                regs.arg(1),
+                (flags & 0xffff_ffff) | (mode << 32),
+            ]
+        }
+        _ => [
+            // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
+            open_syscall::CREAT as u64,
+            AT_FDCWD as u32 as u64,
+            regs.arg(0),
+            0o1101 | (regs.arg(1) << 32),
+        ],
+    }
 }

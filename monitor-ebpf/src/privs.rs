@@ -1,26 +1,29 @@
 //! priv: the set*id family, with the credentials before (kept at entry) and after the call.
 
-use vigil_common::{kind, priv_op, PrivRecord};
+use vigil_common::{counter, kind, priv_op, PrivRecord};
 
 use crate::{
     emit::emit,
-    kernel::{cred_ids, current_tid, SysRegs},
-    maps::{Pending, PENDING},
+    kernel::{cred_ids, current_tid},
+    maps::{count, Pending, PENDING},
     scope,
 };
 
+/// Entry of a set*id call: keeps the credentials before it and the ids it asks for.
 #[inline(always)]
-pub fn on_enter(nr: u32, regs: SysRegs) {
+pub fn on_enter(nr: u32, args: [u64; 3]) {
     let Some((task, _)) = scope::check(kind::PRIV) else {
         return;
     };
     let pending = Pending {
         nr: nr,
         _pad: 0,
-        args: [regs.arg(0), regs.arg(1), regs.arg(2), 0],
+        args: [args[0], args[1], args[2], 0],
         old: cred_ids(task),
     };
-    let _ = PENDING.insert(current_tid(), pending, 0);
+    if PENDING.insert(current_tid(), pending, 0).is_err() {
+        count(kind::PRIV, counter::LOST);
+    }
 }
 
 /// `op` is one of `priv_op`, from the syscall's class.

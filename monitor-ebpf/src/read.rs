@@ -3,58 +3,28 @@
 //! left when a process exits).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use vigil_common::{kind, sys_class, CredIds, OpenFileKey};
+use vigil_common::{kind, sys_class, OpenFileKey};
 
 use crate::{
-    kernel::{current_tgid, current_tid, SysRegs},
-    maps::{Pending, OPEN_FILES, PENDING},
+    kernel::{current_tgid, SysRegs},
+    maps::OPEN_FILES,
     open::report_read_volume,
     scope,
 };
 
-/// `sys_enter` of read, pread64, readv, preadv, preadv2, sendfile64, copy_file_range and splice.
+/// `sys_exit` of read, pread64, readv, preadv, preadv2, sendfile64, copy_file_range and splice.
+/// The fd comes from the saved user registers, which the call leaves as they were.
 #[inline(always)]
-pub fn on_enter(nr: u32, class: u8, regs: SysRegs) {
-    if scope::check(kind::FILE_READ).is_none() {
+pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
+    if ret <= 0 || scope::check(kind::FILE_READ).is_none() {
         return;
     }
-    let nr = nr;
     // sendfile(out_fd, in_fd, ...) reads from its second argument; the others from the first.
     let fd = if class == sys_class::READ_FD1 {
         regs.arg(1)
     } else {
         regs.arg(0)
     } as u32;
-    let key = OpenFileKey {
-        tgid: current_tgid(),
-        fd,
-    };
-    if unsafe { OPEN_FILES.get(key) }.is_none() {
-        return;
-    }
-    let pending = Pending {
-        nr,
-        _pad: 0,
-        args: [fd as u64, 0, 0, 0],
-        old: CredIds::default(),
-    };
-    let _ = PENDING.insert(current_tid(), pending, 0);
-}
-
-#[inline(always)]
-pub fn on_exit(nr: u32, ret: i64) {
-    let tid = current_tid();
-    let Some(pending) = (unsafe { PENDING.get(tid) }) else {
-        return;
-    };
-    if pending.nr != nr {
-        return;
-    }
-    let fd = pending.args[0] as u32;
-    let _ = PENDING.remove(tid);
-    if ret <= 0 {
-        return;
-    }
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
@@ -74,6 +44,7 @@ pub fn on_exit(nr: u32, ret: i64) {
     }
 }
 
+/// `sys_exit` of close: the fd is gone, whatever the result (Linux releases it even on EINTR).
 #[inline(always)]
 pub fn on_close(regs: SysRegs) {
     let Some((task, _)) = scope::check(kind::FILE_READ) else {

@@ -1,63 +1,66 @@
-//! Syscall dispatch from the raw `sys_enter` and `sys_exit` tracepoints.
+//! Syscall dispatch: the raw `sys_exit` tracepoint for everything followed, and per-syscall entry
+//! tracepoints for the few calls that need the state before the call.
 //!
-//! One program for every syscall of every process, rather than a tracepoint per followed syscall:
-//! per-syscall tracepoints make the kernel set up a perf record and copy the arguments for each
-//! call before our program even runs, which unmonitored processes would pay on every open and
-//! read. Here a syscall nobody follows costs one load from the class table; a followed one is
-//! handed to its source module, which checks the scope first.
+//! Most work happens at exit, when the result is known; the arguments are read from the saved
+//! user registers then (x86_64 handlers take `const struct pt_regs *`). Entry only keeps the
+//! credentials of calls that may change them.
+//!
+//! Exits go through one raw-tracepoint program rather than a tracepoint per syscall: per-syscall
+//! tracepoints make the kernel set up a perf record and copy the arguments for each call before
+//! our program even runs, which unmonitored processes would pay on every open and read. Here a
+//! syscall nobody follows costs one register read and one load from the class table; a followed
+//! one is handed to its source module, which checks the scope first.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use vigil_common::sys_class;
 
 use crate::{
     connect, exec,
-    kernel::{sys_class, Ptr, SysRegs},
+    kernel::{sys_class, tp_layout, Ptr, SysRegs},
     open, privs, read,
 };
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn vigil_sys_enter(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(struct pt_regs *regs, long id)
-    let nr: u64 = ctx.arg(1);
-    let class = sys_class(nr);
-    if class == sys_class::NONE {
-        return 0;
-    }
-    let regs = SysRegs(ctx.arg::<u64>(0) as Ptr);
-    let nr = nr as u32;
-    match class {
-        sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
-            open::on_enter(nr, class, regs)
-        }
-        sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_enter(nr, class, regs),
-        sys_class::CLOSE => read::on_close(regs),
-        sys_class::CONNECT => connect::on_enter(nr, regs),
-        sys_class::EXECVE => exec::on_execve_enter(nr),
-        c if c > sys_class::PRIV_BASE => privs::on_enter(nr, regs),
-        _ => {}
+/// Entry of execve, execveat and the set*id family only (per-syscall tracepoints: the kernel
+/// runs this program for those calls alone, and every other syscall pays a bitmap test). It keeps
+/// the credentials before the call, which are gone by its exit.
+#[tracepoint]
+pub fn vigil_creds(ctx: TracePointContext) -> u32 {
+    let nr = unsafe { ctx.read_at::<i32>(tp_layout!(sys_nr)) }.unwrap_or(-1) as u32;
+    let class = sys_class(nr as u64);
+    if class == sys_class::EXECVE {
+        exec::on_execve_enter(nr);
+    } else if class > sys_class::PRIV_BASE {
+        let arg =
+            |n: usize| unsafe { ctx.read_at::<u64>(tp_layout!(sys_args) + 8 * n) }.unwrap_or(0);
+        privs::on_enter(nr, [arg(0), arg(1), arg(2)]);
     }
     0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(struct pt_regs *regs, long ret); the number is in the registers.
+    // TP_PROTO(struct pt_regs *regs, long ret); the number is in the registers, and so are the
+    // arguments, as the process passed them (syscalls do not write them back).
     let regs = SysRegs(ctx.arg::<u64>(0) as Ptr);
     let nr = regs.nr();
     let class = sys_class(nr);
-    // Only calls with work at exit go further.
-    if class == sys_class::NONE || class == sys_class::CLOSE || class == sys_class::EXECVE {
+    if class == sys_class::NONE || class == sys_class::EXECVE {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
-    let nr = nr as u32;
     match class {
         sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
-            open::on_exit(nr, ret)
+            open::on_exit(class, regs, ret)
         }
-        sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(nr, ret),
-        sys_class::CONNECT => connect::on_exit(nr, ret),
-        c if c > sys_class::PRIV_BASE => privs::on_exit(nr, (c - sys_class::PRIV_BASE) as u16, ret),
+        sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(class, regs, ret),
+        sys_class::CLOSE => read::on_close(regs),
+        sys_class::CONNECT => connect::on_exit(regs, ret),
+        c if c > sys_class::PRIV_BASE => {
+            privs::on_exit(nr as u32, (c - sys_class::PRIV_BASE) as u16, ret)
+        }
         _ => {}
     }
     0

@@ -324,10 +324,10 @@ fn stopping_detaches_every_program() {
     assert_eq!(
         names,
         [
+            "vigil_creds",
             "vigil_exec",
             "vigil_exit",
             "vigil_fork",
-            "vigil_sys_enter",
             "vigil_sys_exit"
         ],
         "programs loaded while running"

@@ -73,6 +73,25 @@ pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, Prefligh
     };
     let exec = tracefs.format("sched", "sched_process_exec")?;
     let exit = tracefs.format("sched", "sched_process_exit")?;
+    // Syscall entry records share one layout; take it from one and check the others agree.
+    let setuid = tracefs.format("syscalls", "sys_enter_setuid")?;
+    let sys_nr = field(&setuid, "syscalls/sys_enter_setuid", "__syscall_nr")?;
+    let sys_args = field(&setuid, "syscalls/sys_enter_setuid", "uid")?;
+    for (tp, first) in [
+        ("sys_enter_execve", "filename"),
+        ("sys_enter_setresuid", "ruid"),
+    ] {
+        let f = tracefs.format("syscalls", tp)?;
+        let (nr, arg) = (field(&f, tp, "__syscall_nr")?, field(&f, tp, first)?);
+        if (nr, arg) != (sys_nr, sys_args) {
+            return Err(PreflightError::MissingTracepoint {
+                tracepoint: format!("syscalls/{tp}"),
+                detail: format!(
+                    "record layout differs from sys_enter_setuid ({nr}/{arg} vs {sys_nr}/{sys_args})"
+                ),
+            });
+        }
+    }
     Ok(TracepointLayout {
         exec_filename: field(&exec, "sched/sched_process_exec", "filename")?,
         exec_pid: field(&exec, "sched/sched_process_exec", "pid")?,
@@ -80,6 +99,8 @@ pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, Prefligh
         exit_pid: field(&exit, "sched/sched_process_exit", "pid")?,
         // Added in 6.x; without it the program falls back to "the leader exited".
         exit_group_dead: exit.get("group_dead").map(|f| f.offset).unwrap_or(u32::MAX),
+        sys_nr,
+        sys_args,
         _pad: 0,
     })
 }

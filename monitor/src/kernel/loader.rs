@@ -60,13 +60,27 @@ const fn req(category: &'static str, name: &'static str) -> Hook {
 const TRACEPOINTS: &[(&str, &[Hook])] = &[
     ("vigil_exec", &[req("sched", "sched_process_exec")]),
     ("vigil_exit", &[req("sched", "sched_process_exit")]),
+    (
+        "vigil_creds",
+        &[
+            req("syscalls", "sys_enter_execve"),
+            req("syscalls", "sys_enter_execveat"),
+            req("syscalls", "sys_enter_setuid"),
+            req("syscalls", "sys_enter_setreuid"),
+            req("syscalls", "sys_enter_setresuid"),
+            req("syscalls", "sys_enter_setfsuid"),
+            req("syscalls", "sys_enter_setgid"),
+            req("syscalls", "sys_enter_setregid"),
+            req("syscalls", "sys_enter_setresgid"),
+            req("syscalls", "sys_enter_setfsgid"),
+        ],
+    ),
 ];
 
 /// Raw tracepoints: program name and tracepoint.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("vigil_fork", "sched_process_fork"),
-    // Every followed syscall goes through these two (see monitor-ebpf/src/syscalls.rs).
-    ("vigil_sys_enter", "sys_enter"),
+    // Every followed syscall's exit goes through this one (see monitor-ebpf/src/syscalls.rs).
     ("vigil_sys_exit", "sys_exit"),
 ];
 
