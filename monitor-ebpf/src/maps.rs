@@ -72,14 +72,20 @@ pub fn count(kind: u16, outcome: u32) {
     }
 }
 
-/// Ring buffer flags for a record: no wakeup until `Policy::wakeup_bytes` are waiting.
+/// Ring buffer flags for a record: wake the daemon only as the backlog crosses
+/// `Policy::wakeup_bytes`. Below it the daemon's drain timer collects; far above it the daemon
+/// has been woken already, and waking it again for every record (an irq_work each) would make a
+/// slow or stopped daemon slow down every monitored process.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
     const BPF_RB_AVAIL_DATA: u64 = 0;
+    /// Width of the crossing band: more than the largest record, so a crossing is never skipped.
+    const BAND: u64 = 64 * 1024;
     let threshold = POLICY.get(0).map(|p| p.wakeup_bytes).unwrap_or(0) as u64;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if waiting >= threshold && waiting < threshold + BAND {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -200,7 +200,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         Workload {
             name: "connect",
             storm: "connect",
-            count: scaled(3000),
+            count: scaled(10000),
             target: [1.10, 1.02],
         },
     ];
