@@ -408,6 +408,10 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     pub signal_tty: u32,
     pub tty_name: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
 }
 
 /// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start
@@ -444,6 +448,8 @@ pub mod sys_class {
     pub const CLOSE: u8 = 7;
     pub const CONNECT: u8 = 8;
     pub const EXECVE: u8 = 9;
+    /// dup2 and dup3: the target fd is replaced.
+    pub const DUP_ONTO: u8 = 10;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 16;
 }
@@ -510,7 +516,7 @@ mod tests {
         );
         assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 32 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 36 * 4);
         assert_eq!(size_of::<Policy>(), 24);
         assert!(align_of::<EventHeader>() <= 8);
     }

@@ -62,6 +62,10 @@ const fn zeroed_offsets() -> KernelOffsets {
         mount_mountpoint: 0,
         signal_tty: 0,
         tty_name: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_max_fds: 0,
+        fdtable_fd: 0,
     }
 }
 
@@ -215,4 +219,17 @@ pub fn current_tid() -> u32 {
 #[inline(always)]
 pub fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// The `struct file` behind `fd` in `task` (null when there is none): task->files->fdt->fd[fd].
+#[inline(always)]
+pub fn fd_file(task: Ptr, fd: u32) -> Ptr {
+    let files = read_ptr(task, koff!(task_files));
+    let fdt = read_ptr(files, koff!(files_fdt));
+    let max_fds = read::<u32>(fdt, koff!(fdtable_max_fds)).unwrap_or(0);
+    if fdt.is_null() || fd >= max_fds {
+        return core::ptr::null();
+    }
+    let array = read_ptr(fdt, koff!(fdtable_fd));
+    read_ptr(array, fd as usize * 8)
 }

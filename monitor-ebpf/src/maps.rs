@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy};
 
@@ -27,6 +27,14 @@ pub static IGNORED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 /// evicting the counts of files still open.
 #[map]
 pub static OPEN_FILES: HashMap<OpenFileKey, FileReadStats> = HashMap::with_max_entries(65536, 0);
+
+/// The open (its `ktime_ns`) that created each `struct file` a monitored process opened. Reads
+/// through another fd of the same open file description (`cat < file` after the shell's dup2, a
+/// child's inherited fd) are attributed to that open through it. LRU: an entry outlives its file
+/// (nothing reports the final release), so the oldest give way; a lost entry only loses that
+/// attribution, never an event already counted.
+#[map]
+pub static FILE_ORIGIN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Credentials of a thread at the entry of a call that may change them (the set*id family,
 /// execve), kept until its exit. A thread is in one syscall at a time, so one entry per thread.

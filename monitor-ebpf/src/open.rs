@@ -9,8 +9,8 @@ use vigil_common::{
 
 use crate::{
     emit::emit,
-    kernel::{current_tgid, fill_header, Ptr, SysRegs},
-    maps::{count, scratch, wakeup_flags, EVENTS, OPEN_FILES, OPEN_SCRATCH},
+    kernel::{current_tgid, fd_file, fill_header, Ptr, SysRegs},
+    maps::{count, scratch, wakeup_flags, EVENTS, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
 };
@@ -76,6 +76,10 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     }
     if ret >= 0 {
         track_read_volume(task, ret as u32, ktime);
+        let file = fd_file(task, ret as u32);
+        if !file.is_null() {
+            let _ = FILE_ORIGIN.insert(file as u64, ktime, 0);
+        }
     }
 }
 

@@ -3,11 +3,11 @@
 //! left when a process exits).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use vigil_common::{kind, sys_class, OpenFileKey};
+use vigil_common::{counter, kind, sys_class, FileReadStats, OpenFileKey};
 
 use crate::{
-    kernel::{current_tgid, SysRegs},
-    maps::OPEN_FILES,
+    kernel::{current_task, current_tgid, fd_file, SysRegs},
+    maps::{count, FILE_ORIGIN, OPEN_FILES},
     open::report_read_volume,
     scope,
 };
@@ -29,28 +29,60 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
         tgid: current_tgid(),
         fd,
     };
-    if let Some(stats) = OPEN_FILES.get_ptr_mut(key) {
-        // Threads of one process may read the same fd at once.
-        unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                core::ptr::addr_of_mut!((*stats).bytes),
-                ret as u64,
-            );
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                core::ptr::addr_of_mut!((*stats).reads),
-                1,
-            );
+    let Some(stats) = OPEN_FILES.get_ptr_mut(key) else {
+        // No entry for this fd: it may still lead to a file a monitored open created, reached
+        // through dup2 or inheritance. Start counting for this fd under that open.
+        let file = fd_file(current_task(), fd);
+        if file.is_null() {
+            return;
         }
+        let Some(open_ktime_ns) = (unsafe { FILE_ORIGIN.get(file as u64) }) else {
+            return;
+        };
+        let stats = FileReadStats {
+            bytes: ret as u64,
+            reads: 1,
+            open_ktime_ns: *open_ktime_ns,
+        };
+        if OPEN_FILES.insert(key, stats, 0).is_err() {
+            count(kind::FILE_READ, counter::LOST);
+        }
+        return;
+    };
+    // Threads of one process may read the same fd at once.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+            core::ptr::addr_of_mut!((*stats).bytes),
+            ret as u64,
+        );
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+            core::ptr::addr_of_mut!((*stats).reads),
+            1,
+        );
     }
 }
 
 /// `sys_exit` of close: the fd is gone, whatever the result (Linux releases it even on EINTR).
 #[inline(always)]
 pub fn on_close(regs: SysRegs) {
+    retire(regs.arg(0) as u32);
+}
+
+/// `sys_exit` of dup2 and dup3: the target fd now refers to another file.
+#[inline(always)]
+pub fn on_dup_onto(ret: i64) {
+    if ret >= 0 {
+        retire(ret as u32);
+    }
+}
+
+/// The fd no longer refers to the file it was counted for: report what was read and forget it.
+/// Reads through whatever the fd refers to next start a fresh entry.
+#[inline(always)]
+fn retire(fd: u32) {
     let Some((task, _)) = scope::check(kind::FILE_READ) else {
         return;
     };
-    let fd = regs.arg(0) as u32;
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,

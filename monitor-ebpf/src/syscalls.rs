@@ -57,6 +57,7 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
         }
         sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(class, regs, ret),
         sys_class::CLOSE => read::on_close(regs),
+        sys_class::DUP_ONTO => read::on_dup_onto(ret),
         sys_class::CONNECT => connect::on_exit(regs, ret),
         c if c > sys_class::PRIV_BASE => {
             privs::on_exit(nr as u32, (c - sys_class::PRIV_BASE) as u16, ret)

@@ -45,6 +45,10 @@ fn login_session_commands_files_connections_and_privilege_changes() {
     let secret = work.join("secret.txt");
     std::fs::write(&secret, vec![b's'; 12345]).unwrap();
     let shadow_len = std::fs::metadata("/etc/shadow").unwrap().len();
+    let redirected = work.join("redirected.txt");
+    std::fs::write(&redirected, vec![b'r'; 777]).unwrap();
+    let held = work.join("held.txt");
+    std::fs::write(&held, vec![b'h'; 5000]).unwrap();
 
     // A setuid-root copy of the helper, for an exec that changes the effective uid.
     let suid = work.join("suid-helper");
@@ -65,6 +69,8 @@ fn login_session_commands_files_connections_and_privilege_changes() {
         r#"cd '{work}'
 /usr/bin/printf '%s|' 'arg with spaces' "$(printf '\377\376')" 'ünïcödé' > /dev/null
 cat secret.txt > /dev/null
+/bin/cat < redirected.txt > /dev/null
+{helper} read-exit held.txt 1000
 cat /etc/shadow > /dev/null
 {helper} connect 127.0.0.1:{p4}
 {helper} connect '[::1]:{p6}'
@@ -203,6 +209,26 @@ exit 7"#,
         .find(|e| e["path"] == "/etc/shadow")
         .expect("read volume of /etc/shadow");
     assert_eq!(shadow["bytes"].as_u64().unwrap(), shadow_len);
+
+    // A shell redirection: the shell opens the file, dup2s it onto stdin and execs cat, whose
+    // reads through fd 0 count for that open.
+    let redirected_bytes = redirected.as_os_str().as_encoded_bytes().to_vec();
+    let via_stdin = reads
+        .iter()
+        .find(|e| e["path"].is_string() && raw_bytes(&e["path"]) == redirected_bytes)
+        .expect("read volume of the redirected file");
+    assert_eq!(via_stdin["bytes"], 777);
+    assert_eq!(via_stdin["fd"], 0);
+    assert_eq!(raw_bytes(&via_stdin["process"]["comm"]), b"cat");
+
+    // A file still open at exit is reported at exit.
+    let held_bytes = held.as_os_str().as_encoded_bytes().to_vec();
+    let at_exit = reads
+        .iter()
+        .find(|e| e["path"].is_string() && raw_bytes(&e["path"]) == held_bytes)
+        .expect("read volume of the file held at exit");
+    assert_eq!(at_exit["bytes"], 1000);
+    assert_eq!(at_exit["reason"], "exit");
 
     // Connections over IPv4, IPv6 and unix sockets, with their results.
     let connects = of_type(&ours, "connect");

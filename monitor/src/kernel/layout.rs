@@ -57,6 +57,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         mount_mountpoint: off("mount", "mnt_mountpoint")?,
         signal_tty: off("signal_struct", "tty")?,
         tty_name: off("tty_struct", "name")?,
+        task_files: off("task_struct", "files")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdtable_max_fds: off("fdtable", "max_fds")?,
+        fdtable_fd: off("fdtable", "fd")?,
     })
 }
 
@@ -120,6 +124,7 @@ fn followed_syscalls() -> Vec<(i64, u8)> {
         (libc::SYS_splice, READ_FD0),
         (libc::SYS_sendfile, READ_FD1),
         (libc::SYS_close, CLOSE),
+        (libc::SYS_dup3, DUP_ONTO),
         (libc::SYS_connect, CONNECT),
         (libc::SYS_execve, EXECVE),
         (libc::SYS_execveat, EXECVE),
@@ -134,7 +139,11 @@ fn followed_syscalls() -> Vec<(i64, u8)> {
     ];
     // Only architectures with the legacy calls have them.
     #[cfg(target_arch = "x86_64")]
-    table.extend([(libc::SYS_open, OPEN), (libc::SYS_creat, CREAT)]);
+    table.extend([
+        (libc::SYS_open, OPEN),
+        (libc::SYS_creat, CREAT),
+        (libc::SYS_dup2, DUP_ONTO),
+    ]);
     table
 }
 

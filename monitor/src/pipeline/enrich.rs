@@ -1,8 +1,8 @@
-//! Enrich stage: joins read volumes to the path of their open, and flushes the read volume of
-//! files a process still held when it exited.
+//! Enrich stage: joins read volumes to the path of the open they belong to, and flushes the read
+//! volume of files a process still held when it exited.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -12,22 +12,61 @@ use vigil_common::OpenFileKey;
 
 use super::PipelineStats;
 use crate::{
-    event::{Event, EventBody, FileReadEvent, RawBytes, ReadVolumeReason},
+    event::{Event, EventBody, FileReadEvent, Process, RawBytes, ReadVolumeReason},
     kernel::KernelMonitor,
 };
 
-/// How often processes that vanished without an exit event (lost) are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often the kernel's table is swept for processes that exited without us flushing them
+/// (entries made for inherited or dup'd fds, or an exit event that was lost).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-struct OpenFile {
-    open_mono_ns: u64,
-    path: RawBytes,
+/// Paths of recent opens, by the open's `mono_ns`. Bounded: the oldest are forgotten first.
+/// (A VecDeque beside a HashMap is all the LRU this needs: entries are never touched again.)
+struct OpenPaths {
+    by_open: HashMap<u64, RawBytes>,
+    order: VecDeque<u64>,
+    capacity: usize,
 }
 
-/// Files the kernel is counting reads for, as known from open events.
-#[derive(Default)]
+impl OpenPaths {
+    fn new(capacity: usize) -> Self {
+        OpenPaths {
+            by_open: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn insert(&mut self, open_mono_ns: u64, path: RawBytes) {
+        if self.by_open.insert(open_mono_ns, path).is_none() {
+            self.order.push_back(open_mono_ns);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.by_open.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, open_mono_ns: u64) -> Option<&RawBytes> {
+        self.by_open.get(&open_mono_ns)
+    }
+}
+
 pub struct Enricher {
-    open: HashMap<OpenFileKey, OpenFile>,
+    paths: OpenPaths,
+    /// fds each process opened (from open events), to flush at its exit without scanning the
+    /// kernel's table.
+    open_fds: HashMap<u32, HashSet<u32>>,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Enricher {
+            paths: OpenPaths::new(256 * 1024),
+            open_fds: HashMap::new(),
+        }
+    }
 }
 
 impl Enricher {
@@ -41,30 +80,23 @@ impl Enricher {
         let tgid = event.process.pid;
         match &mut event.body {
             EventBody::Open(open) if open.result.ok() => {
-                let key = OpenFileKey {
-                    tgid,
-                    fd: open.result.ret as u32,
-                };
-                self.open.insert(
-                    key,
-                    OpenFile {
-                        open_mono_ns: event.mono_ns,
-                        path: open.path.clone(),
-                    },
-                );
+                self.paths.insert(event.mono_ns, open.path.clone());
+                self.open_fds
+                    .entry(tgid)
+                    .or_default()
+                    .insert(open.result.ret as u32);
             }
             EventBody::FileRead(read) => {
-                let key = OpenFileKey { tgid, fd: read.fd };
-                if let Some(file) = self.open.get(&key) {
-                    if file.open_mono_ns == read.open_mono_ns {
-                        read.path = Some(file.path.clone());
-                        self.open.remove(&key);
-                    }
+                read.path = self.paths.get(read.open_mono_ns).cloned();
+                if let Some(fds) = self.open_fds.get_mut(&tgid) {
+                    fds.remove(&read.fd);
                 }
             }
             EventBody::Exit(_) => {
+                let fds = self.open_fds.remove(&tgid).unwrap_or_default();
                 if let Some(kernel) = kernel {
-                    self.flush_process(tgid, &event, ReadVolumeReason::Exit, kernel, out);
+                    let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
+                    self.flush(keys, &event, ReadVolumeReason::Exit, kernel, out);
                 }
             }
             _ => {}
@@ -72,74 +104,86 @@ impl Enricher {
         out.push(event);
     }
 
-    /// Reports and forgets the read volume of every file `tgid` still has open.
-    fn flush_process(
+    /// Reports and forgets the read volume the kernel still holds under `keys`.
+    fn flush(
         &mut self,
-        tgid: u32,
+        keys: impl Iterator<Item = OpenFileKey>,
         at: &Event,
         reason: ReadVolumeReason,
         kernel: &Mutex<KernelMonitor>,
         out: &mut Vec<Event>,
     ) {
-        let keys: Vec<OpenFileKey> = self
-            .open
-            .keys()
-            .filter(|k| k.tgid == tgid)
-            .copied()
-            .collect();
         let Ok(mut kernel) = kernel.lock() else {
             return;
         };
         for key in keys {
-            let Some(file) = self.open.remove(&key) else {
+            let Some(stats) = kernel.take_open_file(key) else {
                 continue;
             };
-            if let Some(stats) = kernel.take_open_file(key) {
-                // Never read (as the kernel reports at close), or a later open of the same fd
-                // whose event has not arrived yet.
-                if stats.reads == 0 || stats.open_ktime_ns != file.open_mono_ns {
-                    continue;
-                }
-                let mut flushed = at.clone();
-                flushed.body = EventBody::FileRead(FileReadEvent {
-                    fd: key.fd,
-                    path: Some(file.path),
-                    bytes: stats.bytes,
-                    reads: stats.reads,
-                    open_mono_ns: stats.open_ktime_ns,
-                    reason,
-                });
-                out.push(flushed);
+            if stats.reads == 0 {
+                continue; // never read: nothing to report, as at close
             }
+            let mut flushed = at.clone();
+            if flushed.process.pid != key.tgid {
+                flushed = process_marker(key.tgid);
+            }
+            flushed.body = EventBody::FileRead(FileReadEvent {
+                fd: key.fd,
+                path: self.paths.get(stats.open_ktime_ns).cloned(),
+                bytes: stats.bytes,
+                reads: stats.reads,
+                open_mono_ns: stats.open_ktime_ns,
+                reason,
+            });
+            out.push(flushed);
         }
     }
 
-    /// Flushes files of processes that no longer exist (their exit event was lost or filtered).
+    /// Flushes what the kernel holds for processes that no longer exist.
     fn sweep(&mut self, kernel: &Mutex<KernelMonitor>, out: &mut Vec<Event>) {
-        let mut gone: Vec<u32> = self
-            .open
-            .keys()
-            .map(|k| k.tgid)
-            .filter(|tgid| !std::path::Path::new(&format!("/proc/{tgid}")).exists())
+        let keys = match kernel.lock() {
+            Ok(k) => k.open_file_keys(),
+            Err(_) => return,
+        };
+        let gone: Vec<OpenFileKey> = keys
+            .into_iter()
+            .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tgid)).exists())
             .collect();
-        gone.sort_unstable();
-        gone.dedup();
-        for tgid in gone {
-            let at = process_marker(tgid);
-            self.flush_process(tgid, &at, ReadVolumeReason::Exit, kernel, out);
+        for key in &gone {
+            self.open_fds.remove(&key.tgid);
         }
+        let at = process_marker(0);
+        self.flush(gone.into_iter(), &at, ReadVolumeReason::Exit, kernel, out);
     }
 
     /// At shutdown: every volume still counted goes out, so nothing read is unreported.
     pub fn flush_all(&mut self, kernel: &Mutex<KernelMonitor>, out: &mut Vec<Event>) {
-        let mut tgids: Vec<u32> = self.open.keys().map(|k| k.tgid).collect();
-        tgids.sort_unstable();
-        tgids.dedup();
-        for tgid in tgids {
-            let at = process_marker(tgid);
-            self.flush_process(tgid, &at, ReadVolumeReason::Shutdown, kernel, out);
-        }
+        let keys = match kernel.lock() {
+            Ok(k) => k.open_file_keys(),
+            Err(_) => return,
+        };
+        let at = process_marker(0);
+        self.flush(
+            keys.into_iter(),
+            &at,
+            ReadVolumeReason::Shutdown,
+            kernel,
+            out,
+        );
     }
+}
+
+/// A stand-in for a process known only by its id (flushes without an exit event of its own).
+fn process_marker(tgid: u32) -> Event {
+    let process = Process {
+        pid: tgid,
+        tid: tgid,
+        ..Default::default()
+    };
+    crate::decode::daemon_event(
+        process,
+        EventBody::Fork(crate::event::ForkEvent { child_pid: 0 }),
+    )
 }
 
 pub async fn run(
@@ -174,17 +218,4 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// A stand-in event for a process known only by its id (flushes without an exit event).
-fn process_marker(tgid: u32) -> Event {
-    let process = crate::event::Process {
-        pid: tgid,
-        tid: tgid,
-        ..Default::default()
-    };
-    crate::decode::daemon_event(
-        process,
-        EventBody::Fork(crate::event::ForkEvent { child_pid: 0 }),
-    )
 }

@@ -6,6 +6,7 @@
 //! vigil-test-helper setuid <uid> -- CMD...             setuid(uid), then exec CMD
 //! vigil-test-helper connect <ip:port>                  TCP connect (IPv4 or IPv6) and close
 //! vigil-test-helper connect-unix <path>                unix stream connect and close
+//! vigil-test-helper read-exit <path> <n>               read n bytes, exit without closing
 //! vigil-test-helper storm <exec|open-read|connect> <count> <target>
 //!                                                       timed loop; prints elapsed nanoseconds
 //! ```
@@ -129,6 +130,27 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vigil-test-helper: connect {addr}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "read-exit" => {
+            // Read N bytes of a file and exit without closing it: the read volume must still be
+            // reported, at exit.
+            let (Some(path), Some(n)) = (
+                args.get(1),
+                args.get(2).and_then(|n| n.parse::<usize>().ok()),
+            ) else {
+                return usage();
+            };
+            let mut buf = vec![0u8; n];
+            match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut buf).map(|_| f)) {
+                Ok(f) => {
+                    std::mem::forget(f);
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("vigil-test-helper: read {path}: {e}");
                     ExitCode::from(1)
                 }
             }
