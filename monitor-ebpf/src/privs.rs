@@ -16,7 +16,7 @@ pub fn on_enter(nr: u32, args: [u64; 3]) {
         return;
     };
     let pending = Pending {
-        nr: nr,
+        nr,
         _pad: 0,
         args: [args[0], args[1], args[2], 0],
         old: cred_ids(task),
