@@ -109,6 +109,7 @@ pub struct LogConfig {
 pub struct Config {
     pub capture: CaptureConfig,
     pub pipeline: PipelineConfig,
+    pub spool: crate::spool::SpoolConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -234,6 +235,26 @@ impl Config {
                     self.pipeline.stats_interval_ms
                 ),
             ));
+        }
+        let sp = &self.spool;
+        if sp.segment_bytes < 4096 || sp.segment_bytes > 1 << 32 {
+            return Err(invalid(
+                "spool.segment_bytes",
+                format!("{} is out of range 4096..=4294967296", sp.segment_bytes),
+            ));
+        }
+        if sp.max_bytes < 2 * sp.segment_bytes {
+            return Err(invalid(
+                "spool.max_bytes",
+                format!(
+                    "{} must hold at least two segments ({} bytes)",
+                    sp.max_bytes,
+                    2 * sp.segment_bytes
+                ),
+            ));
+        }
+        if sp.dir.as_os_str().is_empty() {
+            return Err(invalid("spool.dir", "is empty".into()));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

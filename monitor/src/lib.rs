@@ -8,3 +8,5 @@ pub mod decode;
 pub mod event;
 pub mod kernel;
 pub mod pipeline;
+pub mod query;
+pub mod spool;

@@ -6,7 +6,19 @@ use clap::{Parser, Subcommand};
 use vigil::{
     config::{Config, LogFormat},
     pipeline::{run_daemon, RunOptions},
+    query::{self, parse_time, SessionFilter},
 };
+
+/// Exit status for a query: 0, or 2 with the message on stderr.
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -36,11 +48,159 @@ enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// List login sessions recorded in the spool, with what each did.
+    Sessions {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only sessions of this login user (name or uid).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions active since this time (RFC 3339, or a duration ago such as 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions started before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session: its timeline of commands, files, connections and privilege changes,
+    /// and its process tree.
+    Session {
+        /// The session id, as `vigil sessions` lists it.
+        id: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Configuration file whose spool.dir to read.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Read this spool directory (overrides the configuration).
+    #[arg(long)]
+    spool: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn spool_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.spool {
+            return Ok(dir.clone());
+        }
+        let config = match &self.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::embedded(),
+        };
+        Ok(config.spool.dir)
+    }
+}
+
+fn resolve_user(arg: &str) -> Result<u32, String> {
+    if let Ok(uid) = arg.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(arg) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no user named `{arg}` on this host")),
+        Err(e) => Err(format!("cannot look up user `{arg}`: {e}")),
+    }
+}
+
+fn run_sessions(
+    store: &StoreArgs,
+    user: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+    json: bool,
+) -> Result<(), String> {
+    let dir = store.spool_dir()?;
+    let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
+    let filter = SessionFilter {
+        loginuid: user.map(resolve_user).transpose()?,
+        since_ns: since.map(|t| parse_time(t, now)).transpose()?,
+        until_ns: until.map(|t| parse_time(t, now)).transpose()?,
+    };
+    let list = query::sessions(&dir, &filter).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:<12} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
+        "SESSION", "USER", "FIRST", "LAST", "CMDS", "FILES", "BYTES READ", "CONN", "PRIV"
+    );
+    for s in list {
+        let user = s.user.clone().unwrap_or_else(|| s.loginuid.to_string());
+        println!(
+            "{:>8}  {:<12} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}{}",
+            s.session,
+            user,
+            s.first,
+            s.last,
+            s.commands,
+            s.files_opened,
+            s.bytes_read,
+            s.connections,
+            s.privilege_changes,
+            if s.gained_root { "  gained root" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
+    let dir = store.spool_dir()?;
+    let timeline = query::session(&dir, id).map_err(|e| e.to_string())?;
+    if timeline.summary.is_none() {
+        return Err(format!("no session {id} in the spool at {}", dir.display()));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&timeline).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    if let Some(s) = &timeline.summary {
+        println!(
+            "session {} of {} ({}), {} → {}",
+            s.session,
+            s.user.clone().unwrap_or_default(),
+            s.loginuid,
+            s.first,
+            s.last
+        );
+    }
+    for d in &timeline.damage {
+        println!("warning: {}", query::describe(d));
+    }
+    println!("\nprocess tree:\n{}", query::process_tree(&timeline.events));
+    println!("timeline:");
+    for e in &timeline.events {
+        println!(
+            "{}  pid {:>7} uid {:>5} euid {:>5}  {}",
+            e.time,
+            e.process.pid,
+            e.process.uid,
+            e.process.euid,
+            query::describe(e)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -108,6 +268,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Sessions {
+            store,
+            user,
+            since,
+            until,
+            json,
+        } => report(run_sessions(
+            &store,
+            user.as_deref(),
+            since.as_deref(),
+            until.as_deref(),
+            json,
+        )),
+        Command::Session { id, store, json } => report(run_session(&store, id, json)),
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => match Config::load(&file) {
                 Ok(_) => {

@@ -50,16 +50,25 @@ impl Daemon {
     /// Starts the daemon with `extra_yaml` layered over a test configuration (events to a file,
     /// metrics on a free port) and waits until capture runs.
     pub fn start(extra_yaml: &str) -> Result<Daemon> {
+        Daemon::start_with_spool(None, extra_yaml)
+    }
+
+    /// As [`Daemon::start`], with the spool in `spool` (to restart on a previous one).
+    pub fn start_with_spool(spool: Option<&Path>, extra_yaml: &str) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?;
         let events_path = dir.path().join("events.jsonl");
+        let spool_dir = spool
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("spool"));
         let ready = dir.path().join("ready");
         let metrics_port = free_port();
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "output:\n  stdout: false\n  file: {}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
-                events_path.display()
+                "output:\n  stdout: false\n  file: {}\nspool:\n  dir: {}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
+                events_path.display(),
+                spool_dir.display()
             ),
         )?;
         let bin = vigil_bin();
@@ -137,6 +146,14 @@ impl Daemon {
                     .then(|| value.parse().ok())
                     .flatten()
             })
+    }
+
+    /// Kills the daemon with SIGKILL: no drain, no flush beyond what it already handed the OS.
+    pub fn kill(mut self) -> Result<()> {
+        let mut child = self.child.take().context("daemon already stopped")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
     }
 
     /// Stops the daemon as Ctrl-C would, waits for its drain, and returns every event written.

@@ -399,10 +399,16 @@ fn stopping_detaches_every_program() {
 fn clear_errors_for_non_root_and_bad_configuration() {
     require_root();
     let bin = vigil_e2e::vigil_bin();
-    // Not root: drop to nobody, then run the daemon.
+    // Not root: drop to nobody, then run the daemon (a copy nobody can reach: the checkout may
+    // sit in a directory only root can enter).
+    let reachable = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(reachable.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = reachable.path().join("vigil");
+    std::fs::copy(&bin, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new(HELPER)
         .args(["setuid", "65534", "--"])
-        .arg(&bin)
+        .arg(&copy)
         .args(["run", "--no-stdout"])
         .output()
         .unwrap();

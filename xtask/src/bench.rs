@@ -67,8 +67,9 @@ impl Monitor {
         std::fs::write(
             &config,
             format!(
-                "output:\n  stdout: false\n  file: {}\nmetrics:\n  listen: null\nlog:\n  level: warn\n",
-                events.display()
+                "output:\n  stdout: false\n  file: {}\nspool:\n  dir: {}\nmetrics:\n  listen: null\nlog:\n  level: warn\n",
+                events.display(),
+                dir.join("spool").display()
             ),
         )?;
         let child = Command::new(vigil_bin())

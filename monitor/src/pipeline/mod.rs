@@ -78,7 +78,18 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let (sink_tx, sink_rx) = mpsc::channel(capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let sink = sink::JsonLinesSink::open(config.output.stdout, config.output.file.as_deref())?;
+    let spool = crate::spool::Spool::open(config.spool.clone()).with_context(|| {
+        format!(
+            "cannot open the spool at {} (spool.dir)",
+            config.spool.dir.display()
+        )
+    })?;
+    tracing::info!(dir = %config.spool.dir.display(), next_seq = spool.next_seq(), "spool open");
+    let sink = sink::JsonLinesSink::open(
+        Some(spool),
+        config.output.stdout,
+        config.output.file.as_deref(),
+    )?;
     let sink_stats = stats.clone();
     let sink_thread = std::thread::Builder::new()
         .name("vigil-sink".into())

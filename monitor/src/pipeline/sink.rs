@@ -13,14 +13,20 @@ use tokio::sync::mpsc;
 use super::PipelineStats;
 use crate::event::Event;
 
+/// Every output of the pipeline: the spool (durable, first) and the JSON Lines outputs.
 pub struct JsonLinesSink {
+    spool: Option<crate::spool::Spool>,
     stdout: Option<BufWriter<std::io::Stdout>>,
     file: Option<(PathBuf, BufWriter<File>)>,
     line: Vec<u8>,
 }
 
 impl JsonLinesSink {
-    pub fn open(stdout: bool, file: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn open(
+        spool: Option<crate::spool::Spool>,
+        stdout: bool,
+        file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let file = match file {
             Some(path) => {
                 let f = OpenOptions::new()
@@ -35,6 +41,7 @@ impl JsonLinesSink {
             None => None,
         };
         Ok(JsonLinesSink {
+            spool,
             stdout: stdout.then(|| BufWriter::with_capacity(256 * 1024, std::io::stdout())),
             file,
             line: Vec::with_capacity(4096),
@@ -44,6 +51,9 @@ impl JsonLinesSink {
     pub fn write(&mut self, event: &Event) -> anyhow::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, event)?;
+        if let Some(spool) = &mut self.spool {
+            spool.append_json(&self.line)?;
+        }
         self.line.push(b'\n');
         if let Some(out) = &mut self.stdout {
             out.write_all(&self.line)?;
@@ -56,6 +66,9 @@ impl JsonLinesSink {
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(spool) = &mut self.spool {
+            spool.flush()?;
+        }
         if let Some(out) = &mut self.stdout {
             out.flush()?;
         }

@@ -1,0 +1,325 @@
+//! Session queries for security teams, over the local spool: `vigil sessions` lists login
+//! sessions with what they did, `vigil session <id>` shows one as a time-ordered timeline with its
+//! process tree.
+//!
+//! A session is identified, for now, by its audit session id (the kernel's, per boot).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    path::Path,
+};
+
+use serde::Serialize;
+
+use crate::{
+    event::{Event, EventBody},
+    spool::{read_all, SpoolError, SpoolItem},
+};
+
+/// Which sessions to list.
+#[derive(Debug, Default, Clone)]
+pub struct SessionFilter {
+    /// Login uid of the session.
+    pub loginuid: Option<u32>,
+    /// Sessions active at or after this wall-clock time (ns since the epoch).
+    pub since_ns: Option<i64>,
+    /// Sessions that started at or before this time.
+    pub until_ns: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub session: u32,
+    pub loginuid: u32,
+    pub user: Option<String>,
+    pub first: String,
+    pub last: String,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub commands: u64,
+    pub files_opened: u64,
+    pub bytes_read: u64,
+    pub connections: u64,
+    pub privilege_changes: u64,
+    pub gained_root: bool,
+    pub ttys: BTreeSet<String>,
+    pub events: u64,
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+/// Everything in the spool that belongs to a login session, with the damage notes.
+fn session_events(
+    spool: &Path,
+    mut keep: impl FnMut(u32, &Event) -> bool,
+) -> Result<(Vec<Event>, Vec<Event>), SpoolError> {
+    let mut events = Vec::new();
+    let mut damage = Vec::new();
+    read_all(spool, 0, |item| match item {
+        SpoolItem::Event { event, .. } => {
+            if let Some(sid) = event.process.sessionid {
+                if keep(sid, &event) {
+                    events.push(*event);
+                }
+            } else if matches!(event.body, EventBody::Loss(_)) {
+                damage.push(*event);
+            }
+        }
+        SpoolItem::Damaged(event) => damage.push(*event),
+    })?;
+    Ok((events, damage))
+}
+
+/// Lists the sessions in the spool matching `filter`, oldest first.
+pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSummary>, SpoolError> {
+    let (events, _) = session_events(spool, |_, e| {
+        filter.loginuid.is_none() || e.process.loginuid == filter.loginuid
+    })?;
+    let mut by_session: BTreeMap<u32, SessionSummary> = BTreeMap::new();
+    for e in &events {
+        let Some(sid) = e.process.sessionid else {
+            continue;
+        };
+        let s = by_session.entry(sid).or_insert_with(|| SessionSummary {
+            session: sid,
+            loginuid: e.process.loginuid.unwrap_or(u32::MAX),
+            user: e.process.loginuid.and_then(user_name),
+            first: e.time.clone(),
+            last: e.time.clone(),
+            first_ns: e.time_ns,
+            last_ns: e.time_ns,
+            commands: 0,
+            files_opened: 0,
+            bytes_read: 0,
+            connections: 0,
+            privilege_changes: 0,
+            gained_root: false,
+            ttys: BTreeSet::new(),
+            events: 0,
+        });
+        if e.time_ns < s.first_ns {
+            s.first_ns = e.time_ns;
+            s.first = e.time.clone();
+        }
+        if e.time_ns > s.last_ns {
+            s.last_ns = e.time_ns;
+            s.last = e.time.clone();
+        }
+        s.events += 1;
+        match &e.body {
+            EventBody::Exec(x) => {
+                s.commands += 1;
+                if let Some(t) = &x.tty {
+                    s.ttys.insert(t.clone());
+                }
+            }
+            EventBody::Open(o) if o.result.ok() => s.files_opened += 1,
+            EventBody::FileRead(r) => s.bytes_read += r.bytes,
+            EventBody::Connect(_) => s.connections += 1,
+            EventBody::Priv(p) => {
+                s.privilege_changes += 1;
+                s.gained_root |= p.gained_root;
+            }
+            _ => {}
+        }
+    }
+    Ok(by_session
+        .into_values()
+        .filter(|s| filter.since_ns.is_none_or(|t| s.last_ns >= t))
+        .filter(|s| filter.until_ns.is_none_or(|t| s.first_ns <= t))
+        .collect())
+}
+
+/// One session in time order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub summary: Option<SessionSummary>,
+    pub events: Vec<Event>,
+    /// Spool damage found while reading (loss records): a timeline may be incomplete.
+    pub damage: Vec<Event>,
+}
+
+pub fn session(spool: &Path, session: u32) -> Result<Timeline, SpoolError> {
+    let (mut events, damage) = session_events(spool, |sid, _| sid == session)?;
+    events.sort_by_key(|e| e.mono_ns);
+    let summary = sessions(spool, &SessionFilter::default())?
+        .into_iter()
+        .find(|s| s.session == session);
+    Ok(Timeline {
+        summary,
+        events,
+        damage,
+    })
+}
+
+fn bytes_text(b: &crate::event::RawBytes) -> String {
+    // Shown in a terminal: escape control characters so recorded data cannot drive it.
+    b.lossy().escape_debug().to_string()
+}
+
+/// One line describing an event for people.
+pub fn describe(e: &Event) -> String {
+    match &e.body {
+        EventBody::Exec(x) => {
+            let argv: Vec<String> = x.argv.iter().map(bytes_text).collect();
+            let mut line = format!("exec   {}", argv.join(" "));
+            if x.argv_truncated {
+                line.push_str(" …[argv truncated]");
+            }
+            if let Some(cwd) = &x.cwd {
+                let _ = write!(line, "   (cwd {})", bytes_text(cwd));
+            }
+            line
+        }
+        EventBody::Exit(x) => match (x.exit_code, x.signal) {
+            (Some(c), _) => format!("exit   code {c}"),
+            (_, Some(s)) => format!(
+                "exit   signal {s}{}",
+                if x.core_dumped { " (core)" } else { "" }
+            ),
+            _ => "exit".into(),
+        },
+        EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
+        EventBody::Open(o) => format!(
+            "open   {} ({}){}",
+            bytes_text(&o.path),
+            o.access,
+            o.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
+        EventBody::FileRead(r) => format!(
+            "read   {} bytes from {} ({} reads)",
+            r.bytes,
+            r.path
+                .as_ref()
+                .map(bytes_text)
+                .unwrap_or_else(|| format!("fd {}", r.fd)),
+            r.reads
+        ),
+        EventBody::Connect(c) => format!(
+            "conn   {} {}{}{}",
+            c.family,
+            c.address.as_ref().map(bytes_text).unwrap_or_default(),
+            c.port.map(|p| format!(" port {p}")).unwrap_or_default(),
+            c.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
+        EventBody::Priv(p) => format!(
+            "priv   {} uid {}→{} euid {}→{}{}{}",
+            p.op,
+            p.old.uid,
+            p.new.uid,
+            p.old.euid,
+            p.new.euid,
+            if p.gained_root { " GAINED ROOT" } else { "" },
+            p.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
+        EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
+    }
+}
+
+/// The process tree of a timeline: each process with the commands it ran, children indented.
+pub fn process_tree(events: &[Event]) -> String {
+    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut commands: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for e in events {
+        let pid = e.process.pid;
+        parent.entry(pid).or_insert(e.process.ppid);
+        match &e.body {
+            EventBody::Fork(f) => {
+                parent.insert(f.child_pid, pid);
+            }
+            EventBody::Exec(x) => {
+                let argv: Vec<String> = x.argv.iter().map(bytes_text).collect();
+                commands.entry(pid).or_default().push(argv.join(" "));
+            }
+            _ => {}
+        }
+    }
+    let pids: BTreeSet<u32> = parent.keys().copied().collect();
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let mut roots = Vec::new();
+    for (&pid, &pp) in &parent {
+        if pids.contains(&pp) && pp != pid {
+            children.entry(pp).or_default().push(pid);
+        } else {
+            roots.push(pid);
+        }
+    }
+    let mut out = String::new();
+    fn walk(
+        pid: u32,
+        depth: usize,
+        children: &BTreeMap<u32, Vec<u32>>,
+        commands: &BTreeMap<u32, Vec<String>>,
+        out: &mut String,
+        seen: &mut BTreeSet<u32>,
+    ) {
+        if !seen.insert(pid) || depth > 64 {
+            return;
+        }
+        let cmds = commands
+            .get(&pid)
+            .map(|c| c.join(" → "))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{}{pid} {cmds}", "  ".repeat(depth));
+        for &c in children.get(&pid).into_iter().flatten() {
+            walk(c, depth + 1, children, commands, out, seen);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for r in roots {
+        walk(r, 0, &children, &commands, &mut out, &mut seen);
+    }
+    out
+}
+
+/// Parses a time argument: RFC 3339 (`2026-11-25T10:00:00Z`), or a duration ago (`2h`, `3d`).
+pub fn parse_time(arg: &str, now_ns: i64) -> Result<i64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(arg) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .map_err(|_| format!("`{arg}` is before 1970"));
+    }
+    match humantime::parse_duration(arg) {
+        Ok(d) => Ok(now_ns - d.as_nanos() as i64),
+        Err(_) => Err(format!(
+            "`{arg}` is neither a time (2026-11-25T10:00:00Z) nor a duration ago (2h, 3d)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_absolute_and_relative() {
+        let now = 1_800_000_000_000_000_000;
+        assert_eq!(parse_time("2h", now).unwrap(), now - 7_200_000_000_000);
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00Z", now).unwrap(),
+            1_767_225_600_000_000_000
+        );
+        assert!(parse_time("yesterday-ish", now)
+            .unwrap_err()
+            .contains("neither"));
+    }
+}

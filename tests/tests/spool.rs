@@ -1,0 +1,148 @@
+//! The spool as the embedded store, end to end: sessions captured from the kernel are queryable
+//! with `vigil sessions` and `vigil session`, and a daemon killed with SIGKILL and restarted on
+//! the same spool keeps what it had, exactly once, and goes on appending.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_e2e::{raw_bytes, require_root, vigil_bin, Daemon};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+fn vigil(args: &[&str], spool: &Path) -> (i32, String, String) {
+    let out = Command::new(vigil_bin())
+        .args(args)
+        .arg("--spool")
+        .arg(spool)
+        .output()
+        .expect("vigil runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sessions(spool: &Path) -> Vec<Value> {
+    let (code, out, err) = vigil(&["sessions", "--json"], spool);
+    assert_eq!(code, 0, "vigil sessions failed: {err}");
+    serde_json::from_str(&out).expect("sessions JSON")
+}
+
+fn run_session(loginuid: u32, script: &str) {
+    let status = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/bash",
+            "-c",
+            script,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits until the spool shows a session of `loginuid` with at least `commands` commands.
+fn wait_for_session(spool: &Path, loginuid: u32, commands: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = sessions(spool)
+            .into_iter()
+            .find(|s| s["loginuid"] == loginuid && s["commands"].as_u64() >= Some(commands))
+        {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session of {loginuid} never reached the spool"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sessions_are_queryable_and_survive_sigkill() {
+    require_root();
+    let store = tempfile::tempdir().unwrap();
+    let spool = store.path().join("spool");
+    let base = 30_000 + std::process::id() % 5_000;
+    let (first, second) = (base, base + 5_000);
+
+    let daemon = Daemon::start_with_spool(Some(&spool), "").expect("daemon starts");
+    run_session(
+        first,
+        "/usr/bin/id > /dev/null; cat /etc/hostname > /dev/null; /bin/true",
+    );
+    let before = wait_for_session(&spool, first, 3);
+    daemon.kill().expect("SIGKILL");
+
+    // A new daemon on the same spool: what the first one wrote is still there, once.
+    let daemon = Daemon::start_with_spool(Some(&spool), "").expect("daemon restarts");
+    run_session(second, "/usr/bin/uname -a > /dev/null");
+    daemon.stop().expect("daemon stops cleanly");
+
+    let list = sessions(&spool);
+    let mine: Vec<&Value> = list
+        .iter()
+        .filter(|s| s["loginuid"] == first || s["loginuid"] == second)
+        .collect();
+    assert_eq!(mine.len(), 2, "both sessions listed once: {list:?}");
+    let after = mine.iter().find(|s| s["loginuid"] == first).unwrap();
+    assert_eq!(
+        after["commands"], before["commands"],
+        "no duplicates after restart"
+    );
+    assert_eq!(after["session"], before["session"]);
+
+    // Filter by user.
+    let (code, out, err) = vigil(
+        &["sessions", "--json", "--user", &second.to_string()],
+        &spool,
+    );
+    assert_eq!(code, 0, "{err}");
+    let filtered: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(filtered.iter().all(|s| s["loginuid"] == second) && !filtered.is_empty());
+
+    // One session's timeline: time ordered, the commands exactly once, the hostname read.
+    let id = after["session"].as_u64().unwrap().to_string();
+    let (code, out, err) = vigil(&["session", &id, "--json"], &spool);
+    assert_eq!(code, 0, "{err}");
+    let timeline: Value = serde_json::from_str(&out).unwrap();
+    let events = timeline["events"].as_array().unwrap();
+    let monos: Vec<u64> = events
+        .iter()
+        .map(|e| e["mono_ns"].as_u64().unwrap())
+        .collect();
+    assert!(monos.windows(2).all(|w| w[0] <= w[1]), "time ordered");
+    let ids: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "exec" && raw_bytes(&e["filename"]) == b"/usr/bin/id")
+        .collect();
+    assert_eq!(ids.len(), 1, "exec of id exactly once");
+    let hostname_len = std::fs::metadata("/etc/hostname").unwrap().len();
+    assert!(events.iter().any(|e| e["type"] == "file_read"
+        && e["path"] == "/etc/hostname"
+        && e["bytes"].as_u64() == Some(hostname_len)));
+
+    // The same for people: a timeline and a process tree.
+    let (code, out, _) = vigil(&["session", &id], &spool);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("process tree:") && out.contains("exec   /usr/bin/id"),
+        "{out}"
+    );
+
+    // Asking for what is not there is a clear error, not a crash.
+    let (code, _, err) = vigil(&["session", "4294967294"], &spool);
+    assert_eq!(code, 2);
+    assert!(err.contains("no session 4294967294"), "{err}");
+    let (code, _, err) = vigil(&["sessions", "--since", "last tuesday"], &spool);
+    assert_eq!(code, 2);
+    assert!(err.contains("neither a time"), "{err}");
+}
