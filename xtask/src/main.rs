@@ -131,6 +131,19 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
         unit.arg(f);
     }
     run(&mut unit)?;
+    // The ClickHouse-compatible endpoint over chdb, checked with the official Python client.
+    let mut pytest = Command::new(setup::python());
+    pytest
+        .current_dir(workspace())
+        .args(["-m", "pytest", "-q", "tests/clickhouse"]);
+    if let Some(f) = &filter {
+        pytest.args(["-k", f]);
+    }
+    let status = pytest.status().context("cannot start pytest")?;
+    // Exit 5 is "no test selected", which a filter for Rust tests makes normal.
+    if !(status.success() || filter.is_some() && status.code() == Some(5)) {
+        bail!("{pytest:?} failed: {status}");
+    }
     let mut e2e = cargo();
     e2e.args(["test", "--release", "-p", "vigil-e2e"]);
     if let Some(f) = &filter {

@@ -43,6 +43,44 @@ fn output(cmd: &mut Command) -> Result<String> {
 pub fn setup() -> Result<()> {
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_python_venv()?;
+    Ok(())
+}
+
+/// The project's Python interpreter (a venv under .tools/ with tests/clickhouse/requirements.txt).
+pub fn python() -> PathBuf {
+    workspace().join(".tools/venv/bin/python")
+}
+
+/// A venv with the pinned Python packages (chdb for a real ClickHouse engine in tests). The
+/// requirements file is copied into the venv once installed; an identical copy means done.
+fn ensure_python_venv() -> Result<()> {
+    let requirements = workspace().join("tests/clickhouse/requirements.txt");
+    let wanted = std::fs::read(&requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let venv = workspace().join(".tools/venv");
+    let stamp = venv.join("vigil-requirements.txt");
+    if python().exists() && std::fs::read(&stamp).ok().as_deref() == Some(&wanted[..]) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing the Python test packages into .tools/venv");
+    if !python().exists() {
+        crate::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("python3 -m venv failed (Debian: apt-get install python3-venv)")?;
+    }
+    crate::run(
+        Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements),
+    )?;
+    std::fs::write(&stamp, &wanted)?;
     Ok(())
 }
 
