@@ -69,6 +69,7 @@ HTTP_STATUS = {
 }
 FORMAT_RE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 INSERT_RE = re.compile(r"^\s*INSERT\s+INTO\s", re.IGNORECASE)
+SELECT_OR_VALUES_RE = re.compile(r"\b(SELECT|VALUES)\b", re.IGNORECASE)
 INSERT_BODY_RE = re.compile(rb"(?is)(\s*INSERT\s+INTO\s.*?\bFORMAT\s+[A-Za-z0-9_]+)[ \t]*\r?\n?")
 SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CODE_RE = re.compile(r"Code:\s*(\d+)")
@@ -87,8 +88,10 @@ class ClickHouseError(Exception):
 
 
 def _cityhash_bytes(data):
+    # ClickHouse stores the two 64-bit halves of CityHash128 (v1.0.2) as this package's high
+    # half first, each little-endian (as ClickHouse's own clients write it).
     h = CityHash128(data)
-    return struct.pack("<QQ", h & 0xFFFFFFFFFFFFFFFF, h >> 64)
+    return struct.pack("<QQ", h >> 64, h & 0xFFFFFFFFFFFFFFFF)
 
 
 def decompress_native(body):
@@ -211,8 +214,11 @@ def make_handler(engine, users):
                 self.send_header("Content-Encoding", encoding)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away (a killed daemon): nothing to answer
 
         def _error(self, err):
             text = err.message if err.message.startswith("Code:") else f"Code: {err.code}. DB::Exception: {err.message}"
@@ -294,7 +300,9 @@ def make_handler(engine, users):
             if os.environ.get("CHDB_HTTP_DEBUG"):
                 print(f"chdb-http: raw query={query!r} body={body[:60]!r}", file=sys.stderr, flush=True)
             data = None
-            if query and INSERT_RE.match(query):
+            if query and INSERT_RE.match(query) and (
+                FORMAT_RE.search(query) or not SELECT_OR_VALUES_RE.search(query)
+            ):
                 data = body  # statement in the URL, data in the body
             elif not query and INSERT_RE.match(body[:64].decode("latin-1")):
                 # INSERT ... FORMAT X, then the data, all in the body: split on bytes, the data

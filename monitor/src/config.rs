@@ -110,6 +110,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub pipeline: PipelineConfig,
     pub spool: crate::spool::SpoolConfig,
+    pub clickhouse: crate::store::ClickHouseConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -255,6 +256,44 @@ impl Config {
         }
         if sp.dir.as_os_str().is_empty() {
             return Err(invalid("spool.dir", "is empty".into()));
+        }
+        let ch = &self.clickhouse;
+        if let Some(url) = &ch.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "clickhouse.url",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if ch.database.is_empty()
+            || !ch
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                "clickhouse.database",
+                format!("`{}` must be letters, digits and underscores", ch.database),
+            ));
+        }
+        if ch.retention_days == 0 {
+            return Err(invalid(
+                "clickhouse.retention_days",
+                "must be at least 1".into(),
+            ));
+        }
+        if ch.batch_rows == 0 || ch.batch_rows > 1_000_000 {
+            return Err(invalid(
+                "clickhouse.batch_rows",
+                format!("{} is out of range 1..=1000000", ch.batch_rows),
+            ));
+        }
+        if ch.password.is_some() && ch.password_file.is_some() {
+            return Err(invalid(
+                "clickhouse.password",
+                "set either password or password_file, not both".into(),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -10,3 +10,4 @@ pub mod kernel;
 pub mod pipeline;
 pub mod query;
 pub mod spool;
+pub mod store;

@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// ClickHouse schema tools.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -93,17 +98,39 @@ struct StoreArgs {
     spool: Option<PathBuf>,
 }
 
+/// Where queries read from.
+enum Store {
+    Spool(PathBuf),
+    ClickHouse(Box<vigil::store::ClickHouseConfig>),
+}
+
 impl StoreArgs {
-    fn spool_dir(&self) -> Result<PathBuf, String> {
-        if let Some(dir) = &self.spool {
-            return Ok(dir.clone());
+    fn config(&self) -> Result<Config, String> {
+        match &self.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string()),
+            None => Ok(Config::embedded()),
         }
-        let config = match &self.config {
-            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-            None => Config::embedded(),
-        };
-        Ok(config.spool.dir)
     }
+
+    /// ClickHouse when configured, unless --spool asks for a spool; the spool otherwise.
+    fn store(&self) -> Result<Store, String> {
+        if let Some(dir) = &self.spool {
+            return Ok(Store::Spool(dir.clone()));
+        }
+        let config = self.config()?;
+        Ok(match config.clickhouse.url {
+            Some(_) => Store::ClickHouse(Box::new(config.clickhouse)),
+            None => Store::Spool(config.spool.dir),
+        })
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn resolve_user(arg: &str) -> Result<u32, String> {
@@ -124,14 +151,18 @@ fn run_sessions(
     until: Option<&str>,
     json: bool,
 ) -> Result<(), String> {
-    let dir = store.spool_dir()?;
     let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
     let filter = SessionFilter {
         loginuid: user.map(resolve_user).transpose()?,
         since_ns: since.map(|t| parse_time(t, now)).transpose()?,
         until_ns: until.map(|t| parse_time(t, now)).transpose()?,
     };
-    let list = query::sessions(&dir, &filter).map_err(|e| e.to_string())?;
+    let list = match store.store()? {
+        Store::Spool(dir) => query::sessions(&dir, &filter).map_err(|e| e.to_string())?,
+        Store::ClickHouse(ch) => {
+            block_on(vigil::store::sessions(&ch, &filter))?.map_err(|e| e.to_string())?
+        }
+    };
     if json {
         println!(
             "{}",
@@ -163,10 +194,30 @@ fn run_sessions(
 }
 
 fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
-    let dir = store.spool_dir()?;
-    let timeline = query::session(&dir, id).map_err(|e| e.to_string())?;
+    let (timeline, source) = match store.store()? {
+        Store::Spool(dir) => (
+            query::session(&dir, id).map_err(|e| e.to_string())?,
+            format!("the spool at {}", dir.display()),
+        ),
+        Store::ClickHouse(ch) => {
+            let events =
+                block_on(vigil::store::session_events(&ch, id))?.map_err(|e| e.to_string())?;
+            let summary = block_on(vigil::store::sessions(&ch, &SessionFilter::default()))?
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|s| s.session == id);
+            (
+                query::Timeline {
+                    summary,
+                    events,
+                    damage: Vec::new(),
+                },
+                format!("ClickHouse database {}", ch.database),
+            )
+        }
+    };
     if timeline.summary.is_none() {
-        return Err(format!("no session {id} in the spool at {}", dir.display()));
+        return Err(format!("no session {id} in {source}"));
     }
     if json {
         println!(
@@ -204,6 +255,40 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
 }
 
 #[derive(Subcommand)]
+enum DbCommand {
+    /// Create or update the ClickHouse schema (versioned migrations; the daemon also does this
+    /// at start).
+    Migrate {
+        /// Configuration file (its clickhouse: section is used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn run_migrate(config: Option<PathBuf>) -> Result<(), String> {
+    let config = StoreArgs {
+        config,
+        spool: None,
+    }
+    .config()?;
+    if config.clickhouse.url.is_none() {
+        return Err("clickhouse.url is not set in the configuration: nothing to migrate".into());
+    }
+    eprintln!(
+        "migrating ClickHouse database {} ...",
+        config.clickhouse.database
+    );
+    let applied =
+        block_on(vigil::store::migrate(&config.clickhouse))?.map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        println!("schema up to date");
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and report the first problem with its location.
     Check { file: PathBuf },
@@ -225,6 +310,12 @@ fn init_logging(config: &Config) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Query commands end quietly when their reader goes away (`vigil session 7 | head`),
+        // as Unix tools do. The daemon keeps SIGPIPE ignored and reports a closed output.
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run {
             config,
@@ -282,6 +373,9 @@ fn main() -> ExitCode {
             json,
         )),
         Command::Session { id, store, json } => report(run_session(&store, id, json)),
+        Command::Db {
+            command: DbCommand::Migrate { config },
+        } => report(run_migrate(config)),
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => match Config::load(&file) {
                 Ok(_) => {

@@ -31,6 +31,8 @@ pub struct SessionFilter {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionSummary {
     pub session: u32,
+    /// The host, when the store knows it (ClickHouse holds many hosts; the spool one).
+    pub host: Option<String>,
     pub loginuid: u32,
     pub user: Option<String>,
     pub first: String,
@@ -47,7 +49,7 @@ pub struct SessionSummary {
     pub events: u64,
 }
 
-fn user_name(uid: u32) -> Option<String> {
+pub fn user_name(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -88,6 +90,7 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
         };
         let s = by_session.entry(sid).or_insert_with(|| SessionSummary {
             session: sid,
+            host: None,
             loginuid: e.process.loginuid.unwrap_or(u32::MAX),
             user: e.process.loginuid.and_then(user_name),
             first: e.time.clone(),

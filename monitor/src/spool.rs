@@ -19,7 +19,7 @@
 use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
-    io::{BufReader, BufWriter, Read, Write},
+    io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -747,5 +747,246 @@ mod tests {
             panic!()
         };
         assert_eq!(l.count, refused);
+    }
+}
+
+/// Follows the spool from a sequence number, record by record, for a consumer (the ClickHouse
+/// shipper): keeps its place between calls, moves on to the next segment when one is complete,
+/// and treats an incomplete record at the very end as "not written yet".
+pub struct SpoolReader {
+    dir: PathBuf,
+    next_seq: u64,
+    /// Open segment: its first sequence, the file, and the offset of the record `next_seq`.
+    current: Option<(u64, BufReader<File>, u64)>,
+}
+
+/// What a read found besides records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadNote {
+    /// Events `from..to` are no longer in the spool (deleted when it was full, or damaged).
+    Gap { from: u64, to: u64, reason: String },
+}
+
+impl SpoolReader {
+    pub fn new(dir: &Path, from_seq: u64) -> SpoolReader {
+        SpoolReader {
+            dir: dir.to_path_buf(),
+            next_seq: from_seq,
+            current: None,
+        }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Opens the segment holding `next_seq` and positions on it. None when it is not written yet.
+    fn open_current(&mut self, notes: &mut Vec<ReadNote>) -> Result<bool, SpoolError> {
+        let listed = list_segments(&self.dir)?;
+        let Some(first) = listed.first().map(|s| s.0) else {
+            return Ok(false);
+        };
+        if self.next_seq < first {
+            notes.push(ReadNote::Gap {
+                from: self.next_seq,
+                to: first,
+                reason: "deleted from the spool before being read".into(),
+            });
+            self.next_seq = first;
+        }
+        let Some((first_seq, path)) = listed.iter().rev().find(|(f, _)| *f <= self.next_seq) else {
+            return Ok(false);
+        };
+        let file = File::open(path).map_err(io_err(path))?;
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let mut offset = SEGMENT_HEADER;
+        let mut header = [0u8; SEGMENT_HEADER as usize];
+        if r.read_exact(&mut header).is_err() {
+            return Ok(false); // being created
+        }
+        // Skip to next_seq (once, when the reader starts inside a segment).
+        let mut seq = *first_seq;
+        while seq < self.next_seq {
+            let mut rh = [0u8; RECORD_HEADER as usize];
+            if r.read_exact(&mut rh).is_err() {
+                return Ok(false);
+            }
+            let plen = u32::from_le_bytes([rh[0], rh[1], rh[2], rh[3]]) as u64;
+            if std::io::copy(&mut (&mut r).take(plen), &mut std::io::sink())
+                .map_err(io_err(path))?
+                != plen
+            {
+                return Ok(false);
+            }
+            offset += RECORD_HEADER + plen;
+            seq += 1;
+        }
+        self.current = Some((*first_seq, r, offset));
+        Ok(true)
+    }
+
+    /// Appends up to `max` records available now to `out` as (seq, payload).
+    pub fn read(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<Vec<ReadNote>, SpoolError> {
+        let mut notes = Vec::new();
+        let mut taken = 0;
+        while taken < max {
+            if self.current.is_none() && !self.open_current(&mut notes)? {
+                break;
+            }
+            let Some((first_seq, r, offset)) = self.current.as_mut() else {
+                break;
+            };
+            let mut rh = [0u8; RECORD_HEADER as usize];
+            let complete = match r.read_exact(&mut rh) {
+                Ok(()) => {
+                    let plen = u32::from_le_bytes([rh[0], rh[1], rh[2], rh[3]]);
+                    let sum = u32::from_le_bytes([rh[4], rh[5], rh[6], rh[7]]);
+                    let seq = u64::from_le_bytes(rh[8..16].try_into().unwrap_or_default());
+                    let mut payload = vec![0u8; plen.min(MAX_PAYLOAD) as usize];
+                    if plen <= MAX_PAYLOAD && r.read_exact(&mut payload).is_ok() {
+                        if crc(seq, &payload) == sum && seq == self.next_seq {
+                            *offset += RECORD_HEADER + plen as u64;
+                            out.push((seq, payload));
+                            self.next_seq += 1;
+                            taken += 1;
+                            continue;
+                        }
+                        Some(false) // whole but wrong: damage
+                    } else {
+                        None // not all there
+                    }
+                }
+                Err(_) => None,
+            };
+            // Not a good record here. If a later segment exists, this one is finished: what is
+            // left of it is damage (the writer never leaves a partial record behind a rotation).
+            let first_seq = *first_seq;
+            let offset = *offset;
+            let next_first = list_segments(&self.dir)?
+                .into_iter()
+                .map(|s| s.0)
+                .find(|f| *f > first_seq);
+            match (complete, next_first) {
+                (_, Some(next)) => {
+                    if next > self.next_seq {
+                        notes.push(ReadNote::Gap {
+                            from: self.next_seq,
+                            to: next,
+                            reason: format!("segment {first_seq} damaged at offset {offset}"),
+                        });
+                    }
+                    self.next_seq = next;
+                    self.current = None;
+                }
+                (Some(false), None) => {
+                    // Damage in the segment being written; the writer will have cut it at its
+                    // next start. Report once and stop reading this segment for now.
+                    notes.push(ReadNote::Gap {
+                        from: self.next_seq,
+                        to: self.next_seq,
+                        reason: format!("segment {first_seq} damaged at offset {offset}"),
+                    });
+                    self.current = None;
+                    break;
+                }
+                (_, None) => {
+                    // The tail being written: wait at the same place for the rest of it.
+                    if let Some((_, r, offset)) = self.current.as_mut() {
+                        if r.seek(SeekFrom::Start(*offset)).is_err() {
+                            self.current = None;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(notes)
+    }
+}
+
+/// A consumer's acknowledged position, kept in `acks/<name>` (written atomically).
+pub struct AckFile {
+    path: PathBuf,
+}
+
+impl AckFile {
+    pub fn new(dir: &Path, consumer: &str) -> AckFile {
+        AckFile {
+            path: dir.join("acks").join(consumer),
+        }
+    }
+
+    /// The next sequence to ship (one past the last acknowledged), 0 when nothing was.
+    pub fn next(&self) -> u64 {
+        std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|acked| acked + 1)
+            .unwrap_or(0)
+    }
+
+    /// Records that everything up to and including `seq` is acknowledged.
+    pub fn ack(&self, seq: u64) -> Result<(), SpoolError> {
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{seq}\n")).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+    use crate::event::{ForkEvent, Process};
+
+    fn event(n: u32) -> Event {
+        crate::decode::daemon_event(
+            Process {
+                pid: n,
+                ..Default::default()
+            },
+            EventBody::Fork(ForkEvent { child_pid: n }),
+        )
+    }
+
+    #[test]
+    fn reader_follows_appends_across_segments_and_resumes_from_an_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 4096,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::DropOldest,
+            fsync_interval_ms: 1000,
+        };
+        let mut spool = Spool::open(cfg).unwrap();
+        let mut reader = SpoolReader::new(dir.path(), 0);
+        let mut got = Vec::new();
+        for round in 0..5u32 {
+            for n in round * 50..(round + 1) * 50 {
+                spool.append(&event(n)).unwrap();
+            }
+            spool.flush().unwrap();
+            let notes = reader.read(1000, &mut got).unwrap();
+            assert!(notes.is_empty(), "{notes:?}");
+        }
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(seqs, (0..250).collect::<Vec<_>>());
+        // A consumer that acknowledged 99 resumes at 100, mid-segment.
+        let ack = AckFile::new(dir.path(), "test");
+        ack.ack(99).unwrap();
+        let mut resumed = SpoolReader::new(dir.path(), ack.next());
+        let mut rest = Vec::new();
+        resumed.read(10, &mut rest).unwrap();
+        assert_eq!(
+            rest.iter().map(|g| g.0).collect::<Vec<_>>(),
+            (100..110).collect::<Vec<_>>()
+        );
     }
 }

@@ -135,3 +135,13 @@ def test_deduplication_token_makes_resends_idempotent(client):
         client.insert("dd", [[1], [2], [3]], column_names=["id"],
                       settings={"insert_deduplication_token": "batch-1"})
     assert client.query("SELECT count() FROM dd").result_rows[0][0] == 3
+
+
+def test_insert_select_and_values_are_queries(endpoint):
+    auth = (USER, PASSWORD)
+    url = f"http://127.0.0.1:{endpoint}/"
+    assert requests.post(url, data=b"CREATE TABLE IF NOT EXISTS iv (x UInt32) ENGINE = Memory", auth=auth).ok
+    assert requests.post(url + "?query=INSERT+INTO+iv+SELECT+{v:UInt32}&param_v=7", auth=auth).ok
+    assert requests.post(url, data=b"INSERT INTO iv VALUES (8)", auth=auth).ok
+    assert requests.post(url + "?query=INSERT+INTO+iv+FORMAT+CSV", data=b"9\n", auth=auth).ok
+    assert requests.post(url, data=b"SELECT groupArray(x) FROM (SELECT x FROM iv ORDER BY x)", auth=auth).text == "[7,8,9]\n"

@@ -137,7 +137,8 @@ impl Daemon {
             .filter(|l| !l.starts_with('#'))
             .find_map(|line| {
                 let (series, value) = line.rsplit_once(' ')?;
-                if !series.starts_with(name) || series.as_bytes().get(name.len()) != Some(&b'{') {
+                let labelled = series.as_bytes().get(name.len()) == Some(&b'{');
+                if !series.starts_with(name) || !(labelled || series.len() == name.len()) {
                     return None;
                 }
                 labels
@@ -219,4 +220,88 @@ pub fn raw_bytes(v: &Value) -> Vec<u8> {
 /// Events of one type.
 pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == t).collect()
+}
+
+/// The project's Python (a venv made by `cargo xtask setup`): $VIGIL_PYTHON or .tools/venv.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python")
+}
+
+/// A running ClickHouse-compatible endpoint over chdb (deploy/dev/chdb_http.py): the real
+/// ClickHouse engine, with its data in `data` so it can be stopped and started again.
+pub struct ClickHouse {
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub port: u16,
+}
+
+pub const CLICKHOUSE_USER: &str = "vigil";
+pub const CLICKHOUSE_PASSWORD: &str = "e2e-secret";
+
+impl ClickHouse {
+    pub fn start(data: &Path, port: u16) -> Result<ClickHouse> {
+        let ready = data.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dev/chdb_http.py");
+        let child = Command::new(python())
+            .arg(server)
+            .arg("--data")
+            .arg(data)
+            .args(["--port", &port.to_string()])
+            .args(["--user", CLICKHOUSE_USER, "--password", CLICKHOUSE_PASSWORD])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start chdb_http.py with {}", python().display()))?;
+        let mut ch = ClickHouse {
+            child: Some(child),
+            data: data.to_path_buf(),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            if let Some(status) = ch.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("chdb_http.py exited early: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("chdb_http.py not ready in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(ch)
+    }
+
+    /// The `clickhouse:` configuration pointing at it.
+    pub fn config_yaml(&self) -> String {
+        format!(
+            "clickhouse:\n  url: http://127.0.0.1:{}\n  user: {CLICKHOUSE_USER}\n  password: {CLICKHOUSE_PASSWORD}\n  batch_ms: 100\n  retry_max_ms: 500\n",
+            self.port
+        )
+    }
+
+    /// Stops it (SIGTERM) and waits.
+    pub fn stop(mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

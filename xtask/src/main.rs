@@ -151,6 +151,7 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
     }
     e2e.args(["--", "--test-threads=1"]);
     e2e.env("VIGIL_BIN", vigil_bin());
+    e2e.env("VIGIL_PYTHON", setup::python());
     run(&mut e2e)
 }
 

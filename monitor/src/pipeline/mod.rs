@@ -113,9 +113,20 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         kernel.clone(),
         sink_tx,
         Duration::from_millis(config.pipeline.stats_interval_ms),
-        shutdown_rx,
+        shutdown_rx.clone(),
         stats.clone(),
     ));
+
+    // The shipper stops after the sink, so that its last pass sees every event spooled.
+    let (ship_stop_tx, ship_stop_rx) = watch::channel(false);
+    let shipper = config.clickhouse.url.is_some().then(|| {
+        tokio::spawn(crate::store::shipper::run(
+            config.clickhouse.clone(),
+            config.spool.dir.clone(),
+            crate::store::host_name(),
+            ship_stop_rx,
+        ))
+    });
 
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
@@ -151,6 +162,15 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         Ok(Ok(())) => {}
         Ok(Err(e)) => failures.push(format!("sink: {e:#}")),
         Err(_) => failures.push("sink: thread panicked".into()),
+    }
+    // After the sink: the spool is complete, and the shipper's last pass can take all of it.
+    let _ = ship_stop_tx.send(true);
+    if let Some(shipper) = shipper {
+        match shipper.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("clickhouse shipper: {e:#}")),
+            Err(e) => failures.push(format!("clickhouse shipper: {e}")),
+        }
     }
 
     let kernel = Arc::try_unwrap(kernel)

@@ -1,0 +1,355 @@
+//! ClickHouse storage: configuration, migrations, the row shape of events, and the shipper that
+//! moves events from the spool to ClickHouse (see [`shipper`]).
+
+pub mod schema;
+pub mod shipper;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{event::Event, event::EventBody, query::describe};
+use schema::SchemaOptions;
+
+/// `clickhouse:` in the configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// `http://host:8123`; null: no shipping, the spool is the store.
+    pub url: Option<String>,
+    pub database: String,
+    pub user: String,
+    /// Prefer `password_file` or the VIGIL_CLICKHOUSE_PASSWORD environment variable.
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Create the schema `ON CLUSTER` this cluster, with Replicated engines and Distributed
+    /// tables.
+    pub cluster: Option<String>,
+    pub retention_days: u32,
+    /// A batch is sent when it holds this many events, or after `batch_ms`.
+    pub batch_rows: usize,
+    pub batch_ms: u64,
+    /// Longest wait between retries while ClickHouse is away.
+    pub retry_max_ms: u64,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    // By hand so that no password ever reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("cluster", &self.cluster)
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ClickHouse is not configured (clickhouse.url is null)")]
+    NotConfigured,
+    #[error("cannot read the ClickHouse password from {path}: {source}")]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ClickHouse at {url}: {source}")]
+    ClickHouse {
+        url: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+}
+
+impl ClickHouseConfig {
+    fn password(&self) -> Result<String, StoreError> {
+        if let Ok(p) = std::env::var("VIGIL_CLICKHOUSE_PASSWORD") {
+            return Ok(p);
+        }
+        if let Some(path) = &self.password_file {
+            return std::fs::read_to_string(path)
+                .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|source| StoreError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                });
+        }
+        Ok(self.password.clone().unwrap_or_default())
+    }
+
+    pub fn schema(&self) -> SchemaOptions {
+        SchemaOptions {
+            database: self.database.clone(),
+            cluster: self.cluster.clone(),
+            retention_days: self.retention_days,
+        }
+    }
+
+    /// A client for the configured database (`with_database = false`: the server default, for
+    /// creating it).
+    pub fn client(&self, with_database: bool) -> Result<clickhouse::Client, StoreError> {
+        let url = self.url.clone().ok_or(StoreError::NotConfigured)?;
+        let mut client = clickhouse::Client::default()
+            .with_url(url)
+            .with_user(&self.user)
+            .with_password(self.password()?)
+            .with_compression(clickhouse::Compression::Lz4);
+        if with_database {
+            client = client.with_database(&self.database);
+        }
+        Ok(client)
+    }
+
+    pub fn error(&self, source: clickhouse::error::Error) -> StoreError {
+        StoreError::ClickHouse {
+            url: self.url.clone().unwrap_or_default(),
+            source,
+        }
+    }
+}
+
+/// Applies the migrations not yet applied; returns the versions it applied.
+pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
+    let opts = cfg.schema();
+    let server = cfg.client(false)?;
+    for stmt in opts.bootstrap() {
+        server
+            .query(&stmt)
+            .execute()
+            .await
+            .map_err(|e| cfg.error(e))?;
+    }
+    let db = cfg.client(true)?;
+    let applied: Vec<u32> = db
+        .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+        .fetch_all::<u32>()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    let mut done = Vec::new();
+    for m in opts.migrations() {
+        if applied.contains(&m.version) {
+            continue;
+        }
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applying ClickHouse migration"
+        );
+        for stmt in &m.statements {
+            db.query(stmt).execute().await.map_err(|e| cfg.error(e))?;
+        }
+        db.query("INSERT INTO schema_migrations (version, name) SELECT {v:UInt32}, {n:String}")
+            .param("v", m.version)
+            .param("n", m.name)
+            .execute()
+            .await
+            .map_err(|e| cfg.error(e))?;
+        done.push(m.version);
+    }
+    // Retention follows the configuration on every start.
+    for table in ["events", "alerts"] {
+        db.query(&format!("ALTER TABLE `{table}` MODIFY TTL {}", opts.ttl()))
+            .execute()
+            .await
+            .map_err(|e| cfg.error(e))?;
+    }
+    Ok(done)
+}
+
+/// One row of `events`: the fields people filter on, flattened, and the whole event as JSON in
+/// `detail` (lossless: non-UTF-8 bytes stay base64 there).
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq)]
+pub struct EventRow {
+    pub host: String,
+    pub seq: u64,
+    /// DateTime64(9): nanoseconds since the epoch.
+    pub time: i64,
+    pub mono_ns: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub session_id: u32,
+    pub loginuid: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+    pub path: String,
+    pub argv: Vec<String>,
+    pub bytes: u64,
+    pub port: u16,
+    pub ret: i64,
+    pub gained_root: bool,
+    pub summary: String,
+    pub detail: String,
+}
+
+impl EventRow {
+    pub fn new(host: &str, seq: u64, event: &Event, detail: String) -> EventRow {
+        let p = &event.process;
+        let (path, argv, bytes, port, ret, gained_root) = match &event.body {
+            EventBody::Exec(x) => (
+                x.filename.lossy(),
+                x.argv.iter().map(|a| a.lossy()).collect(),
+                0,
+                0,
+                0,
+                false,
+            ),
+            EventBody::Open(o) => (o.path.lossy(), Vec::new(), 0, 0, o.result.ret, false),
+            EventBody::FileRead(r) => (
+                r.path.as_ref().map(|p| p.lossy()).unwrap_or_default(),
+                Vec::new(),
+                r.bytes,
+                0,
+                0,
+                false,
+            ),
+            EventBody::Connect(c) => (
+                c.address.as_ref().map(|a| a.lossy()).unwrap_or_default(),
+                Vec::new(),
+                0,
+                c.port.unwrap_or(0),
+                c.result.ret,
+                false,
+            ),
+            EventBody::Priv(x) => (String::new(), Vec::new(), 0, 0, x.result.ret, x.gained_root),
+            EventBody::Exit(x) => (
+                String::new(),
+                Vec::new(),
+                0,
+                0,
+                x.exit_code.unwrap_or(0) as i64,
+                false,
+            ),
+            EventBody::Loss(l) => (String::new(), Vec::new(), l.count, 0, 0, false),
+            EventBody::Fork(_) => (String::new(), Vec::new(), 0, 0, 0, false),
+        };
+        EventRow {
+            host: host.to_string(),
+            seq,
+            time: event.time_ns,
+            mono_ns: event.mono_ns,
+            kind: event.body.type_name().to_string(),
+            session_id: p.sessionid.unwrap_or(0),
+            loginuid: p.loginuid.unwrap_or(u32::MAX),
+            pid: p.pid,
+            tid: p.tid,
+            ppid: p.ppid,
+            uid: p.uid,
+            euid: p.euid,
+            gid: p.gid,
+            cgroup_id: p.cgroup_id,
+            comm: p.comm.lossy(),
+            path,
+            argv,
+            bytes,
+            port,
+            ret,
+            gained_root,
+            summary: describe(event),
+            detail,
+        }
+    }
+}
+
+/// This host's name, as stored with every event.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct SessionRow {
+    host: String,
+    session_id: u32,
+    loginuid: u32,
+    first: i64,
+    last: i64,
+    events: u64,
+    commands: u64,
+    files_opened: u64,
+    bytes_read: u64,
+    connections: u64,
+    privilege_changes: u64,
+    gained_root: bool,
+}
+
+/// `vigil sessions` from ClickHouse. Every filter value goes to the server as a query parameter.
+pub async fn sessions(
+    cfg: &ClickHouseConfig,
+    filter: &crate::query::SessionFilter,
+) -> Result<Vec<crate::query::SessionSummary>, StoreError> {
+    let rows: Vec<SessionRow> = cfg
+        .client(true)?
+        .query(
+            "SELECT host, session_id, any(loginuid) AS loginuid,
+                toUnixTimestamp64Nano(min(first_seen)) AS first,
+                toUnixTimestamp64Nano(max(last_seen)) AS last,
+                sum(events) AS events, sum(commands) AS commands,
+                sum(files_opened) AS files_opened, sum(bytes_read) AS bytes_read,
+                sum(connections) AS connections, sum(privilege_changes) AS privilege_changes,
+                max(gained_root) AS gained_root
+             FROM sessions
+             GROUP BY host, session_id
+             HAVING ({uid:Int64} < 0 OR loginuid = {uid:Int64})
+                AND ({since:Int64} = 0 OR last >= {since:Int64})
+                AND ({until:Int64} = 0 OR first <= {until:Int64})
+             ORDER BY first",
+        )
+        .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
+        .param("since", filter.since_ns.unwrap_or(0))
+        .param("until", filter.until_ns.unwrap_or(0))
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| crate::query::SessionSummary {
+            session: r.session_id,
+            host: Some(r.host),
+            loginuid: r.loginuid,
+            user: crate::query::user_name(r.loginuid),
+            first: crate::decode::rfc3339(r.first),
+            last: crate::decode::rfc3339(r.last),
+            first_ns: r.first,
+            last_ns: r.last,
+            commands: r.commands,
+            files_opened: r.files_opened,
+            bytes_read: r.bytes_read,
+            connections: r.connections,
+            privilege_changes: r.privilege_changes,
+            gained_root: r.gained_root,
+            ttys: Default::default(),
+            events: r.events,
+        })
+        .collect())
+}
+
+/// One session's events from ClickHouse, in time order (duplicates collapsed by FINAL).
+pub async fn session_events(
+    cfg: &ClickHouseConfig,
+    session: u32,
+) -> Result<Vec<Event>, StoreError> {
+    let details: Vec<String> = cfg
+        .client(true)?
+        .query("SELECT detail FROM events FINAL WHERE session_id = {id:UInt32} ORDER BY time, seq")
+        .param("id", session)
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    Ok(details
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Event>(d).ok())
+        .collect())
+}

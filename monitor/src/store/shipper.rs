@@ -1,0 +1,196 @@
+//! Ships events from the spool to ClickHouse.
+//!
+//! It reads the spool from one past the last acknowledged sequence, sends batches (by size or
+//! age), and acknowledges a batch only once ClickHouse has taken it. Before sending, the batch's
+//! sequence range is written to `acks/clickhouse.inflight`; after a failure or a restart the same
+//! range is sent again with the same `insert_deduplication_token`, so ClickHouse keeps one copy
+//! (in `events` and in the `sessions` view alike). While ClickHouse is away the shipper retries
+//! with backoff and the spool absorbs what arrives; capture never waits for it.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+
+use super::{migrate, ClickHouseConfig, EventRow, StoreError};
+use crate::{
+    event::Event,
+    spool::{AckFile, ReadNote, SpoolReader},
+};
+
+const CONSUMER: &str = "clickhouse";
+
+/// The range being sent, kept on disk until acknowledged.
+struct Inflight {
+    path: PathBuf,
+}
+
+impl Inflight {
+    fn new(spool: &Path) -> Inflight {
+        Inflight {
+            path: spool.join("acks").join(format!("{CONSUMER}.inflight")),
+        }
+    }
+
+    fn load(&self) -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let (from, to) = text.trim().split_once('-')?;
+        Some((from.parse().ok()?, to.parse().ok()?))
+    }
+
+    fn store(&self, from: u64, to: u64) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{from}-{to}\n"))?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn token(host: &str, from: u64, to: u64) -> String {
+    format!("vigil:{host}:{from}-{to}")
+}
+
+async fn insert(
+    cfg: &ClickHouseConfig,
+    client: &clickhouse::Client,
+    rows: &[EventRow],
+    token: &str,
+) -> Result<(), StoreError> {
+    let mut insert = client
+        .insert::<EventRow>("events")
+        .await
+        .map_err(|e| cfg.error(e))?
+        .with_setting("insert_deduplication_token", token)
+        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
+    for row in rows {
+        insert.write(row).await.map_err(|e| cfg.error(e))?;
+    }
+    insert.end().await.map_err(|e| cfg.error(e))
+}
+
+/// Sleeps for `d` unless shutdown comes first; true when shutting down.
+async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Runs until shutdown. On shutdown it makes one last attempt to ship what the spool holds.
+pub async fn run(
+    cfg: ClickHouseConfig,
+    spool: PathBuf,
+    host: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let retry_max = Duration::from_millis(cfg.retry_max_ms.max(100));
+    let mut backoff = Duration::from_millis(100);
+    // Schema first; until ClickHouse answers, keep trying (the spool holds everything).
+    loop {
+        match migrate(&cfg).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "ClickHouse schema migrated");
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ClickHouse unavailable; events stay in the spool");
+                metrics::counter!("vigil_clickhouse_errors_total").increment(1);
+                if sleep_or_stop(backoff, &mut shutdown).await {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(retry_max);
+            }
+        }
+    }
+    let client = cfg.client(true)?;
+    let ack = AckFile::new(&spool, CONSUMER);
+    let inflight = Inflight::new(&spool);
+    let mut reader = SpoolReader::new(&spool, ack.next());
+    // A batch that was being sent when we stopped goes again, exactly as it was.
+    let mut resend = inflight
+        .load()
+        .filter(|(from, _)| *from == reader.next_seq());
+    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+    let batch_age = Duration::from_millis(cfg.batch_ms);
+    let mut stopping = false;
+    loop {
+        let want = match resend {
+            Some((from, to)) => (to - from + 1) as usize,
+            None => cfg.batch_rows,
+        };
+        let started = Instant::now();
+        loop {
+            let notes = reader.read(want - records.len(), &mut records)?;
+            for note in notes {
+                let ReadNote::Gap { from, to, reason } = note;
+                tracing::warn!(from, to, %reason, "spool gap while shipping");
+                metrics::counter!("vigil_clickhouse_spool_gaps_total").increment(1);
+            }
+            if records.len() >= want || (!records.is_empty() && started.elapsed() >= batch_age) {
+                break;
+            }
+            if stopping {
+                break;
+            }
+            if sleep_or_stop(Duration::from_millis(50), &mut shutdown).await {
+                stopping = true;
+            }
+        }
+        if records.is_empty() {
+            return Ok(()); // stopping, nothing left
+        }
+        let (from, to) = (records[0].0, records[records.len() - 1].0);
+        let rows: Vec<EventRow> = records
+            .iter()
+            .filter_map(|(seq, payload)| {
+                let event: Event = serde_json::from_slice(payload).ok()?;
+                let detail = String::from_utf8_lossy(payload).into_owned();
+                Some(EventRow::new(&host, *seq, &event, detail))
+            })
+            .collect();
+        inflight.store(from, to)?;
+        let token = token(&host, from, to);
+        let mut attempt_backoff = Duration::from_millis(100);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let sent = Instant::now();
+            match insert(&cfg, &client, &rows, &token).await {
+                Ok(()) => {
+                    metrics::counter!("vigil_clickhouse_rows_total").increment(rows.len() as u64);
+                    metrics::counter!("vigil_clickhouse_batches_total").increment(1);
+                    metrics::histogram!("vigil_clickhouse_insert_seconds")
+                        .record(sent.elapsed().as_secs_f64());
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("vigil_clickhouse_errors_total").increment(1);
+                    tracing::warn!(error = %e, from, to, "ClickHouse insert failed; will retry the same batch");
+                    // While stopping, give up after a short while: the batch stays in flight on
+                    // disk and goes first at the next start.
+                    if stopping && Instant::now() > deadline {
+                        return Ok(());
+                    }
+                    if sleep_or_stop(attempt_backoff, &mut shutdown).await {
+                        stopping = true;
+                    }
+                    attempt_backoff = (attempt_backoff * 2).min(retry_max);
+                }
+            }
+        }
+        ack.ack(to)?;
+        inflight.clear();
+        resend = None;
+        records.clear();
+        metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
+    }
+}

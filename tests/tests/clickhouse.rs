@@ -1,0 +1,206 @@
+//! Kernel → daemon → spool → ClickHouse → CLI, end to end, against the real ClickHouse engine
+//! (chdb behind deploy/dev/chdb_http.py): events arrive exactly once, through a ClickHouse outage
+//! in the middle of a stream and through the daemon being killed with SIGKILL while shipping.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_e2e::{free_port, raw_bytes, require_root, vigil_bin, ClickHouse, Daemon};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+/// `vigil <args> --config <config>`, parsed as JSON.
+fn vigil_json(args: &[&str], config: &Path) -> Value {
+    let out = Command::new(vigil_bin())
+        .args(args)
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("vigil runs");
+    assert!(
+        out.status.success(),
+        "vigil {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// A configuration file for the CLI, reading the same ClickHouse.
+fn cli_config(dir: &Path, ch: &ClickHouse) -> std::path::PathBuf {
+    let path = dir.join("cli.yaml");
+    std::fs::write(&path, ch.config_yaml()).unwrap();
+    path
+}
+
+fn run_trues(loginuid: u32, n: u32) {
+    let status = Command::new(HELPER)
+        .args(["login", &loginuid.to_string(), "--", "/bin/bash", "-c"])
+        .arg(format!("for i in $(seq {n}); do /bin/true; done"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The sessions of `loginuid` as ClickHouse's `sessions` table has them, once their commands
+/// add up to `want` (the shipper works in the background), within 60 s.
+fn wait_for_commands(config: &Path, loginuid: u32, want: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = vigil_json(&["sessions", "--user", &loginuid.to_string()], config);
+        let sessions = list.as_array().cloned().unwrap_or_default();
+        let commands: u64 = sessions.iter().filter_map(|s| s["commands"].as_u64()).sum();
+        if commands >= want {
+            return sessions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ClickHouse never reached {want} commands: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Commands of one run_trues(n): bash, seq and n × /bin/true.
+fn commands_of(n: u64) -> u64 {
+    n + 2
+}
+
+/// Exec events of `/bin/true` in the session, from `events FINAL`.
+fn trues_in_clickhouse(config: &Path, session: u64) -> usize {
+    let timeline = vigil_json(&["session", &session.to_string()], config);
+    timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "exec" && raw_bytes(&e["filename"]) == b"/bin/true")
+        .count()
+}
+
+#[test]
+fn session_reaches_clickhouse_and_the_cli_reads_it() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let daemon = Daemon::start(&ch.config_yaml()).expect("daemon starts");
+    let loginuid = 50_000 + std::process::id() % 5_000;
+    let status = Command::new(HELPER)
+        .args(["login", &loginuid.to_string(), "--", "/bin/bash", "-c"])
+        .arg("/usr/bin/id > /dev/null; cat /etc/hostname > /dev/null")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    daemon.stop().expect("daemon stops");
+    let config = cli_config(dir.path(), &ch);
+    let session = wait_for_commands(&config, loginuid, 3).remove(0);
+    assert_eq!(session["host"], vigil_e2e_host());
+    let hostname_len = std::fs::metadata("/etc/hostname").unwrap().len();
+    assert!(session["bytes_read"].as_u64().unwrap() >= hostname_len);
+    let id = session["session"].as_u64().unwrap();
+    let timeline = vigil_json(&["session", &id.to_string()], &config);
+    let events = timeline["events"].as_array().unwrap();
+    let ids: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "exec" && raw_bytes(&e["filename"]) == b"/usr/bin/id")
+        .collect();
+    assert_eq!(ids.len(), 1, "exec of id exactly once");
+    assert!(events.iter().any(|e| e["type"] == "file_read"
+        && e["path"] == "/etc/hostname"
+        && e["bytes"].as_u64() == Some(hostname_len)));
+    let monos: Vec<u64> = events
+        .iter()
+        .map(|e| e["mono_ns"].as_u64().unwrap())
+        .collect();
+    assert!(monos.windows(2).all(|w| w[0] <= w[1]), "time ordered");
+    ch.stop().unwrap();
+}
+
+fn vigil_e2e_host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn clickhouse_outage_mid_stream_loses_and_duplicates_nothing() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("ch");
+    let ch = ClickHouse::start(&data, port).expect("ClickHouse starts");
+    let config = cli_config(dir.path(), &ch);
+    let daemon = Daemon::start(&ch.config_yaml()).expect("daemon starts");
+    let loginuid = 55_000 + std::process::id() % 5_000;
+
+    run_trues(loginuid, 150);
+    wait_for_commands(&config, loginuid, commands_of(150));
+    // ClickHouse goes away in the middle of the stream...
+    ch.stop().unwrap();
+    run_trues(loginuid, 150);
+    std::thread::sleep(Duration::from_secs(2)); // the shipper fails and retries meanwhile
+                                                // ...and comes back on the same data.
+    let ch = ClickHouse::start(&data, port).expect("ClickHouse restarts");
+    wait_for_commands(&config, loginuid, 2 * commands_of(150));
+    let metrics = daemon.scrape().expect("metrics");
+    daemon.stop().expect("daemon stops");
+
+    // Two sessions (one per run): every /bin/true exactly once over both.
+    let list = vigil_json(&["sessions", "--user", &loginuid.to_string()], &config);
+    let sessions = list.as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    let total: usize = sessions
+        .iter()
+        .map(|s| trues_in_clickhouse(&config, s["session"].as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, 300, "every /bin/true exactly once");
+    for s in sessions {
+        assert_eq!(
+            s["commands"],
+            commands_of(150),
+            "sessions view counts each exec once: {s}"
+        );
+    }
+    let errors = Daemon::metric(&metrics, "vigil_clickhouse_errors_total", &[]).unwrap_or(0.0);
+    assert!(errors >= 1.0, "the outage was seen: {metrics}");
+    ch.stop().unwrap();
+}
+
+#[test]
+fn daemon_killed_while_shipping_resumes_exactly_once() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let config = cli_config(dir.path(), &ch);
+    let spool = dir.path().join("spool");
+    let loginuid = 60_000 + std::process::id() % 5_000;
+
+    let daemon = Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon starts");
+    run_trues(loginuid, 400);
+    // Killed with whatever it was doing: spooled, shipping, or acknowledging.
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill().expect("SIGKILL");
+
+    let daemon =
+        Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon restarts");
+    let session = wait_for_commands(&config, loginuid, commands_of(400)).remove(0);
+    daemon.stop().expect("daemon stops");
+    let id = session["session"].as_u64().unwrap();
+    assert_eq!(
+        trues_in_clickhouse(&config, id),
+        400,
+        "every /bin/true exactly once"
+    );
+    let list = vigil_json(&["sessions", "--user", &loginuid.to_string()], &config);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        list[0]["commands"],
+        commands_of(400),
+        "sessions view counts each exec once"
+    );
+    ch.stop().unwrap();
+}
