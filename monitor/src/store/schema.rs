@@ -30,7 +30,7 @@ impl SchemaOptions {
     /// `kind` is `MergeTree`, `ReplacingMergeTree` or `AggregatingMergeTree`.
     fn engine(&self, kind: &str, table: &str) -> String {
         match &self.cluster {
-            None => format!("{kind}"),
+            None => kind.to_string(),
             Some(_) => format!(
                 "Replicated{kind}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')",
                 db = self.database
