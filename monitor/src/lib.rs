@@ -3,6 +3,7 @@
 //! The daemon reads like its data flow: [`kernel`] loads and attaches the programs, [`decode`]
 //! turns kernel records into [`event`] types once, and [`pipeline`] runs capture → enrich → sink.
 
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod event;

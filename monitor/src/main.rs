@@ -76,6 +76,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ingest benchmark body (run by `cargo xtask bench ingest`).
+    #[command(hide = true)]
+    BenchIngest {
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Configuration whose clickhouse: section to ship to (optional).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// ClickHouse schema tools.
     Db {
         #[command(subcommand)]
@@ -376,6 +387,33 @@ fn main() -> ExitCode {
         Command::Db {
             command: DbCommand::Migrate { config },
         } => report(run_migrate(config)),
+        Command::BenchIngest {
+            spool,
+            events,
+            config,
+        } => report((|| {
+            let ch = match config {
+                Some(_) => Some(
+                    StoreArgs {
+                        config,
+                        spool: None,
+                    }
+                    .config()?
+                    .clickhouse,
+                ),
+                None => None,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let r = rt
+                .block_on(vigil::bench::ingest(&spool, events, ch))
+                .map_err(|e| format!("{e:#}"))?;
+            println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            Ok(())
+        })()),
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => match Config::load(&file) {
                 Ok(_) => {

@@ -25,11 +25,22 @@ pub enum Which {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
+    /// Ingest throughput: into the spool, into ClickHouse (chdb endpoint), and the whole daemon
+    /// under a sustained monitored storm, with CPU and peak RSS.
+    Ingest {
+        /// Synthetic events pushed through the spool and the shipper.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Seconds of monitored storm through the whole daemon.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Overhead { rounds, scale } => overhead(rounds, scale),
+        Which::Ingest { events, seconds } => ingest(events, seconds),
     }
 }
 
@@ -92,6 +103,19 @@ impl Monitor {
             child,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Stops the daemon; returns the path of its events file.
+    fn stop_raw(mut self) -> Result<PathBuf> {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+            bail!("vigil exited with {status}: {log}");
+        }
+        Ok(self.dir.join("events.jsonl"))
     }
 
     /// Stops the daemon and returns its events (as parsed JSON).
@@ -311,4 +335,179 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; here 11 and 12 (after pid, comm, state).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn ingest(events: u64, seconds: u64) -> Result<()> {
+    if !nix_is_root() {
+        bail!("the ingest benchmark runs the daemon: run it as root");
+    }
+    let dir = std::env::temp_dir().join(format!("vigil-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    // 1 and 2: synthetic events through the spool writer, then the shipper into ClickHouse.
+    let port = free_port()?;
+    let ready = dir.join("ch.ready");
+    let mut ch = Command::new(crate::setup::python())
+        .arg(workspace().join("deploy/dev/chdb_http.py"))
+        .arg("--data")
+        .arg(dir.join("ch"))
+        .args(["--port", &port.to_string(), "--ready-file"])
+        .arg(&ready)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the chdb endpoint")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if Instant::now() > deadline {
+            let _ = ch.kill();
+            bail!("chdb endpoint not ready in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = dir.join("ch.yaml");
+    std::fs::write(
+        &config,
+        format!("clickhouse:\n  url: http://127.0.0.1:{port}\n"),
+    )?;
+    let out = Command::new(vigil_bin())
+        .args(["bench-ingest", "--events", &events.to_string(), "--spool"])
+        .arg(dir.join("spool-synthetic"))
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    let _ = ch.kill();
+    let _ = ch.wait();
+    if !out.status.success() {
+        bail!(
+            "vigil bench-ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("bench-ingest output")?;
+
+    // 3: the whole daemon, kernel to spool, under a sustained monitored open+read storm.
+    let file = dir.join("data.bin");
+    std::fs::write(&file, vec![7u8; 4096])?;
+    let file = file.to_string_lossy().into_owned();
+    let monitor = Monitor::start(&dir)?;
+    let daemon_pid = monitor.child.id();
+    let cpu_before = cpu_seconds(daemon_pid);
+    let started = Instant::now();
+    let mut storms = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        storm(
+            Context::Monitored,
+            &Workload {
+                name: "open+read",
+                storm: "open-read",
+                count: 5000,
+                target: [0.0; 2],
+            },
+            5000,
+            &file,
+        )?;
+        storms += 1;
+    }
+    let storm_seconds = started.elapsed().as_secs_f64();
+    // Let the daemon catch up, then read its CPU and peak memory before it stops.
+    std::thread::sleep(Duration::from_secs(2));
+    let daemon_cpu = cpu_seconds(daemon_pid) - cpu_before;
+    let daemon_rss = peak_rss_mib(daemon_pid);
+    // Counted as a stream: millions of lines.
+    let events_file = monitor.stop_raw()?;
+    let mut captured = 0f64;
+    let mut lost = 0u64;
+    use std::io::BufRead as _;
+    for line in std::io::BufReader::new(std::fs::File::open(&events_file)?).lines() {
+        let line = line?;
+        if line.contains("\"type\":\"loss\"") {
+            let e: serde_json::Value = serde_json::from_str(&line)?;
+            lost += e["count"].as_u64().unwrap_or(0);
+        } else if line.contains("\"loginuid\":42424") {
+            captured += 1.0;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let f = |k: &str| report[k].as_f64().unwrap_or(0.0);
+    println!(
+        "Vigil ingest ({} synthetic events; {storm_seconds:.1} s of monitored storm)",
+        events
+    );
+    println!("{:<44} {:>14} {:>10}", "measure", "value", "target");
+    println!(
+        "{:<44} {:>14.0} {:>10}",
+        "spool: events/s (serialize + append)",
+        f("spool_events_per_second"),
+        "≥300000"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>10}",
+        "ClickHouse (chdb endpoint): rows/s",
+        f("clickhouse_rows_per_second"),
+        "≥150000"
+    );
+    println!(
+        "{:<44} {:>14.1} {:>10}",
+        "bench process: peak RSS MiB",
+        f("peak_rss_bytes") / 1048576.0,
+        "≤100"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>10}",
+        "daemon: events/s written, kernel to spool",
+        captured / storm_seconds,
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "daemon: events lost (ring buffer full)", lost, ""
+    );
+    println!(
+        "{:<44} {:>14.2} {:>10}",
+        "daemon: CPU cores used",
+        daemon_cpu / (storm_seconds + 2.0),
+        ""
+    );
+    println!(
+        "{:<44} {:>14.1} {:>10}",
+        "daemon: peak RSS MiB", daemon_rss, "≤100"
+    );
+    println!("({storms} storms of 5000 open+read iterations)");
+    Ok(())
 }

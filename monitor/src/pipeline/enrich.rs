@@ -63,7 +63,7 @@ pub struct Enricher {
 impl Default for Enricher {
     fn default() -> Self {
         Enricher {
-            paths: OpenPaths::new(256 * 1024),
+            paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
         }
     }

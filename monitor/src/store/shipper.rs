@@ -150,12 +150,14 @@ pub async fn run(
             return Ok(()); // stopping, nothing left
         }
         let (from, to) = (records[0].0, records[records.len() - 1].0);
+        // The payload moves into the row (as `detail`): one copy of each event in memory.
         let rows: Vec<EventRow> = records
-            .iter()
+            .drain(..)
             .filter_map(|(seq, payload)| {
-                let event: Event = serde_json::from_slice(payload).ok()?;
-                let detail = String::from_utf8_lossy(payload).into_owned();
-                Some(EventRow::new(&host, *seq, &event, detail))
+                let event: Event = serde_json::from_slice(&payload).ok()?;
+                let detail = String::from_utf8(payload)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                Some(EventRow::new(&host, seq, &event, detail))
             })
             .collect();
         inflight.store(from, to)?;
@@ -190,7 +192,6 @@ pub async fn run(
         ack.ack(to)?;
         inflight.clear();
         resend = None;
-        records.clear();
         metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
     }
 }

@@ -1,0 +1,187 @@
+//! Ingest benchmark body (`vigil bench-ingest`, run by `cargo xtask bench ingest`): realistic
+//! events through the real spool writer, then through the real shipper into ClickHouse.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::{
+    decode::daemon_event,
+    event::*,
+    spool::{AckFile, Spool, SpoolConfig, WhenFull},
+    store::ClickHouseConfig,
+};
+
+#[derive(Debug, Serialize)]
+pub struct IngestReport {
+    pub events: u64,
+    pub spool_seconds: f64,
+    pub spool_events_per_second: f64,
+    pub spool_bytes: u64,
+    pub clickhouse_seconds: Option<f64>,
+    pub clickhouse_rows_per_second: Option<f64>,
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// A mix like a busy admin session: exec with arguments, opens, read volumes, connects, exits.
+fn synthetic(i: u64) -> Event {
+    let process = Process {
+        pid: 10_000 + (i % 500) as u32,
+        tid: 10_000 + (i % 500) as u32,
+        ppid: 9_999,
+        uid: 0,
+        euid: 0,
+        gid: 0,
+        loginuid: Some(1000),
+        sessionid: Some(7 + (i % 3) as u32),
+        cgroup_id: 4242,
+        comm: "bash".into(),
+    };
+    let body = match i % 5 {
+        0 => EventBody::Exec(ExecEvent {
+            filename: "/usr/bin/grep".into(),
+            argv: [
+                "grep",
+                "-rn",
+                "password",
+                "/etc/app/config.d",
+                "--include=*.yaml",
+            ]
+            .iter()
+            .map(|a| (*a).into())
+            .collect(),
+            argv_truncated: false,
+            argv_total_bytes: 58,
+            filename_truncated: false,
+            cwd: Some("/home/alice/src/service".into()),
+            cwd_truncated: false,
+            tty: Some("pts/3".into()),
+            old_pid: 0,
+        }),
+        1 => EventBody::Open(OpenEvent {
+            path: "/etc/app/config.d/database.yaml".into(),
+            requested_path: "/etc/app/config.d/database.yaml".into(),
+            syscall: "openat".into(),
+            dfd: -100,
+            flags: 0o2000000,
+            access: "read".into(),
+            mode: 0,
+            result: SyscallResult::from_ret(3),
+            path_truncated: false,
+        }),
+        2 => EventBody::FileRead(FileReadEvent {
+            fd: 3,
+            path: Some("/etc/app/config.d/database.yaml".into()),
+            bytes: 4096 + i % 1000,
+            reads: 2,
+            open_mono_ns: i * 1000,
+            reason: ReadVolumeReason::Close,
+        }),
+        3 => EventBody::Connect(ConnectEvent {
+            fd: 4,
+            family: "ipv4".into(),
+            address: Some("10.20.30.40".into()),
+            port: Some(5432),
+            result: SyscallResult::from_ret(0),
+        }),
+        _ => EventBody::Exit(ExitEvent {
+            exit_code: Some(0),
+            signal: None,
+            core_dumped: false,
+        }),
+    };
+    let mut e = daemon_event(process, body);
+    e.mono_ns = 1_000_000_000 + i * 1000;
+    e.time_ns = 1_795_000_000_000_000_000 + (i * 1000) as i64;
+    e.time = crate::decode::rfc3339(e.time_ns);
+    e
+}
+
+fn rusage_cpu_seconds() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Peak resident set of this process (VmHWM), bytes.
+pub fn peak_rss_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub async fn ingest(
+    spool_dir: &Path,
+    events: u64,
+    clickhouse: Option<ClickHouseConfig>,
+) -> anyhow::Result<IngestReport> {
+    let cfg = SpoolConfig {
+        dir: spool_dir.to_path_buf(),
+        segment_bytes: 64 * 1024 * 1024,
+        max_bytes: 64 * 1024 * 1024 * 1024,
+        when_full: WhenFull::DropOldest,
+        fsync_interval_ms: 1000,
+    };
+    let mut spool = Spool::open(cfg)?;
+    let mut line = Vec::with_capacity(4096);
+    let started = Instant::now();
+    for i in 0..events {
+        // As the sink does it: serialize once, append the bytes.
+        line.clear();
+        serde_json::to_writer(&mut line, &synthetic(i))?;
+        spool.append_json(&line)?;
+        if i % 4096 == 4095 {
+            spool.flush()?;
+        }
+    }
+    spool.flush()?;
+    let spool_seconds = started.elapsed().as_secs_f64();
+    let spool_bytes = spool.counters().bytes;
+    drop(spool);
+
+    let mut clickhouse_seconds = None;
+    if let Some(ch) = clickhouse {
+        crate::store::migrate(&ch).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ack = AckFile::new(spool_dir, "clickhouse");
+        let started = Instant::now();
+        let shipper = tokio::spawn(crate::store::shipper::run(
+            ch,
+            spool_dir.to_path_buf(),
+            "bench".into(),
+            stop_rx,
+        ));
+        while ack.next() < events {
+            if shipper.is_finished() {
+                anyhow::bail!("the shipper stopped early");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        clickhouse_seconds = Some(started.elapsed().as_secs_f64());
+        let _ = stop_tx.send(true);
+        shipper.await??;
+    }
+    Ok(IngestReport {
+        events,
+        spool_seconds,
+        spool_events_per_second: events as f64 / spool_seconds,
+        spool_bytes,
+        clickhouse_seconds,
+        clickhouse_rows_per_second: clickhouse_seconds.map(|s| events as f64 / s),
+        cpu_seconds: rusage_cpu_seconds(),
+        peak_rss_bytes: peak_rss_bytes("self"),
+    })
+}
