@@ -87,6 +87,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Spool tools.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
     /// ClickHouse schema tools.
     Db {
         #[command(subcommand)]
@@ -266,6 +271,28 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
 }
 
 #[derive(Subcommand)]
+enum SpoolCommand {
+    /// What the spool holds: sequence range, events, and what was lost where.
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn run_spool_stats(store: &StoreArgs) -> Result<(), String> {
+    let dir = match &store.spool {
+        Some(dir) => dir.clone(),
+        None => store.config()?.spool.dir,
+    };
+    let stats = query::spool_stats(&dir).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+#[derive(Subcommand)]
 enum DbCommand {
     /// Create or update the ClickHouse schema (versioned migrations; the daemon also does this
     /// at start).
@@ -310,9 +337,12 @@ enum ConfigCommand {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colour only for a person at a terminal, never into files and journals.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -387,6 +417,9 @@ fn main() -> ExitCode {
         Command::Db {
             command: DbCommand::Migrate { config },
         } => report(run_migrate(config)),
+        Command::Spool {
+            command: SpoolCommand::Stats { store },
+        } => report(run_spool_stats(&store)),
         Command::BenchIngest {
             spool,
             events,

@@ -326,3 +326,34 @@ mod tests {
             .contains("neither"));
     }
 }
+
+/// What the spool holds: `vigil spool stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpoolStats {
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub events: u64,
+    pub loss_records: u64,
+    /// Sum of the counts of loss records, by the stage that lost them (`spool`, `kernel`, ...).
+    pub lost: BTreeMap<String, u64>,
+    pub damaged: u64,
+}
+
+pub fn spool_stats(spool: &Path) -> Result<SpoolStats, SpoolError> {
+    let mut st = SpoolStats::default();
+    read_all(spool, 0, |item| match item {
+        SpoolItem::Event { seq, event } => {
+            st.first_seq.get_or_insert(seq);
+            st.last_seq = Some(seq);
+            match event.body {
+                EventBody::Loss(l) => {
+                    st.loss_records += 1;
+                    *st.lost.entry(l.stage).or_default() += l.count;
+                }
+                _ => st.events += 1,
+            }
+        }
+        SpoolItem::Damaged(_) => st.damaged += 1,
+    })?;
+    Ok(st)
+}

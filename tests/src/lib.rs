@@ -60,15 +60,20 @@ impl Daemon {
         let spool_dir = spool
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.path().join("spool"));
+        // A test that configures the spool itself brings its own `spool:` block (with `dir`).
+        let spool_block = if extra_yaml.lines().any(|l| l.starts_with("spool:")) {
+            String::new()
+        } else {
+            format!("spool:\n  dir: {}\n", spool_dir.display())
+        };
         let ready = dir.path().join("ready");
         let metrics_port = free_port();
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "output:\n  stdout: false\n  file: {}\nspool:\n  dir: {}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
-                events_path.display(),
-                spool_dir.display()
+                "output:\n  stdout: false\n  file: {}\n{spool_block}metrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
+                events_path.display()
             ),
         )?;
         let bin = vigil_bin();
@@ -158,7 +163,12 @@ impl Daemon {
     }
 
     /// Stops the daemon as Ctrl-C would, waits for its drain, and returns every event written.
-    pub fn stop(mut self) -> Result<Vec<Value>> {
+    pub fn stop(self) -> Result<Vec<Value>> {
+        self.stop_with_log().map(|(events, _)| events)
+    }
+
+    /// As [`Daemon::stop`], with the daemon's log.
+    pub fn stop_with_log(mut self) -> Result<(Vec<Value>, String)> {
         let mut child = self.child.take().context("daemon already stopped")?;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -181,7 +191,7 @@ impl Daemon {
         if !status.success() {
             bail!("vigil exited with {status}: {}", self.stderr());
         }
-        read_events(&self.events_path)
+        Ok((read_events(&self.events_path)?, self.stderr()))
     }
 }
 

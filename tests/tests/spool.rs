@@ -146,3 +146,57 @@ fn sessions_are_queryable_and_survive_sigkill() {
     assert_eq!(code, 2);
     assert!(err.contains("neither a time"), "{err}");
 }
+
+#[test]
+fn a_full_spool_writes_down_exactly_what_it_dropped() {
+    require_root();
+    let store = tempfile::tempdir().unwrap();
+    let spool = store.path().join("spool");
+    let daemon = Daemon::start(&format!(
+        "spool:\n  dir: {}\n  segment_bytes: 16384\n  max_bytes: 65536\n  when_full: drop_oldest\n",
+        spool.display()
+    ))
+    .expect("daemon starts");
+    let loginuid = 36_000 + std::process::id() % 4_000;
+    run_session(loginuid, "for i in $(seq 200); do /bin/true; done");
+    let (_, log) = daemon.stop_with_log().expect("daemon stops cleanly");
+
+    // The daemon's own count of what the spool dropped...
+    let dropped: u64 = log
+        .lines()
+        .filter(|l| l.contains("spool counters"))
+        .find_map(|l| {
+            let rest = l.split("dropped").nth(1)?;
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        })
+        .expect("spool counters in the log");
+    assert!(dropped > 0, "a 64 KiB spool must drop something: {log}");
+    // ...is exactly what the loss records left in the spool say.
+    let out = Command::new(vigil_bin())
+        .args(["spool", "stats", "--spool"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["lost"]["spool"], dropped, "{stats}");
+    assert_eq!(stats["damaged"], 0);
+    assert!(
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum::<u64>()
+            <= 65536 + 16384
+    );
+}

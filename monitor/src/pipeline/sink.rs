@@ -94,7 +94,17 @@ pub fn run(
         }
         sink.flush()?;
     }
-    sink.flush()
+    sink.flush()?;
+    if let Some(spool) = &sink.spool {
+        let c = spool.counters();
+        tracing::info!(
+            appended = c.appended,
+            dropped = c.dropped,
+            bytes = c.bytes,
+            "spool counters"
+        );
+    }
+    Ok(())
 }
 
 fn write_one(sink: &mut JsonLinesSink, event: &Event, stats: &PipelineStats) -> anyhow::Result<()> {
