@@ -116,6 +116,13 @@ fn pod<T: Copy>(b: &[u8], off: usize) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(b.as_ptr().add(off) as *const T) })
 }
 
+fn at_least(b: &[u8], need: usize) -> Result<(), DecodeError> {
+    if b.len() < need {
+        return Err(DecodeError::TooShort { need, got: b.len() });
+    }
+    Ok(())
+}
+
 /// Splits `len` bytes off the front of `tail`.
 fn take<'a>(tail: &mut &'a [u8], len: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
     if len > tail.len() {
@@ -247,12 +254,7 @@ pub fn exit_status(raw: u32) -> ExitEvent {
 }
 
 fn decode_exec(b: &[u8]) -> Result<ExecEvent, DecodeError> {
-    if b.len() < EXEC_FIXED_SIZE {
-        return Err(DecodeError::TooShort {
-            need: EXEC_FIXED_SIZE,
-            got: b.len(),
-        });
-    }
+    at_least(b, EXEC_FIXED_SIZE)?;
     let flags: u32 = pod(b, offset_of!(ExecRecord, flags))?;
     let filename_len = pod::<u16>(b, offset_of!(ExecRecord, filename_len))? as usize;
     let tty_len = pod::<u16>(b, offset_of!(ExecRecord, tty_len))? as usize;
@@ -286,12 +288,7 @@ fn decode_exec(b: &[u8]) -> Result<ExecEvent, DecodeError> {
 }
 
 fn decode_open(b: &[u8]) -> Result<OpenEvent, DecodeError> {
-    if b.len() < OPEN_FIXED_SIZE {
-        return Err(DecodeError::TooShort {
-            need: OPEN_FIXED_SIZE,
-            got: b.len(),
-        });
-    }
+    at_least(b, OPEN_FIXED_SIZE)?;
     let flags: u16 = pod(b, offset_of!(OpenRecord, flags))?;
     let path_len = pod::<u16>(b, offset_of!(OpenRecord, path_len))? as usize;
     let cwd_len = pod::<u16>(b, offset_of!(OpenRecord, cwd_len))? as usize;

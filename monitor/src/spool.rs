@@ -626,181 +626,6 @@ pub fn read_all(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{ForkEvent, Process};
-
-    fn cfg(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolConfig {
-        SpoolConfig {
-            dir: dir.to_path_buf(),
-            segment_bytes: 4096,
-            max_bytes,
-            when_full,
-            fsync_interval_ms: 1000,
-        }
-    }
-
-    fn event(n: u32) -> Event {
-        crate::decode::daemon_event(
-            Process {
-                pid: n,
-                ..Default::default()
-            },
-            EventBody::Fork(ForkEvent { child_pid: n }),
-        )
-    }
-
-    fn read_back(dir: &Path) -> (Vec<(u64, u32)>, Vec<Event>) {
-        let mut events = Vec::new();
-        let mut losses = Vec::new();
-        read_all(dir, 0, |item| match item {
-            SpoolItem::Event { seq, event } => match event.body {
-                EventBody::Fork(f) => events.push((seq, f.child_pid)),
-                _ => losses.push(*event),
-            },
-            SpoolItem::Damaged(e) => losses.push(*e),
-        })
-        .unwrap();
-        (events, losses)
-    }
-
-    #[test]
-    fn appends_survive_reopen_with_contiguous_sequences() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
-            for n in 0..100 {
-                assert_eq!(s.append(&event(n)).unwrap(), Some(n as u64));
-            }
-            s.flush().unwrap();
-        }
-        let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
-        assert_eq!(s.next_seq(), 100);
-        s.append(&event(100)).unwrap();
-        s.flush().unwrap();
-        let (events, losses) = read_back(dir.path());
-        assert!(losses.is_empty(), "{losses:?}");
-        let expected: Vec<(u64, u32)> = (0..=100).map(|n| (n as u64, n)).collect();
-        assert_eq!(events, expected);
-        assert!(
-            list_segments(dir.path()).unwrap().len() > 1,
-            "small segments rotate"
-        );
-    }
-
-    #[test]
-    fn torn_tail_is_cut_and_written_down() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
-            for n in 0..5 {
-                s.append(&event(n)).unwrap();
-            }
-        }
-        let (_, last) = list_segments(dir.path()).unwrap().pop().unwrap();
-        let mut f = OpenOptions::new().append(true).open(&last).unwrap();
-        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap(); // half a record header
-        drop(f);
-        let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
-        s.append(&event(5)).unwrap();
-        drop(s);
-        let (events, losses) = read_back(dir.path());
-        assert_eq!(
-            events.iter().map(|e| e.1).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3, 4, 5]
-        );
-        assert_eq!(losses.len(), 1);
-        let EventBody::Loss(l) = &losses[0].body else {
-            panic!()
-        };
-        assert!(l.reason.contains("truncated record header"), "{}", l.reason);
-    }
-
-    #[test]
-    fn corrupt_record_skips_the_rest_of_its_segment_with_a_loss_record() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
-            for n in 0..200 {
-                s.append(&event(n)).unwrap();
-            }
-        }
-        let segs = list_segments(dir.path()).unwrap();
-        assert!(segs.len() >= 3);
-        // Flip a byte in the middle of the first segment's payloads.
-        let mut bytes = std::fs::read(&segs[0].1).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0xff;
-        std::fs::write(&segs[0].1, bytes).unwrap();
-        let (events, losses) = read_back(dir.path());
-        assert_eq!(losses.len(), 1, "{losses:?}");
-        // Everything from the second segment on is intact.
-        let second_first = segs[1].0;
-        assert!(events.iter().any(|e| e.0 == second_first));
-        assert_eq!(events.last().unwrap().1, 199);
-        // Reopening for writing does not crash and keeps appending.
-        let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
-        assert_eq!(s.append(&event(200)).unwrap(), Some(200));
-    }
-
-    #[test]
-    fn drop_oldest_writes_down_exactly_what_was_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(cfg(dir.path(), 16 * 1024, WhenFull::DropOldest)).unwrap();
-        for n in 0..1000 {
-            s.append(&event(n)).unwrap();
-        }
-        s.flush().unwrap();
-        let counters = s.counters();
-        assert!(counters.dropped > 0);
-        assert!(counters.bytes <= 16 * 1024);
-        drop(s);
-        let (events, losses) = read_back(dir.path());
-        // Exact: the events on disk plus the counts of the loss records on disk are every event
-        // appended, and the counter says the same.
-        let recorded: u64 = losses
-            .iter()
-            .map(|l| match &l.body {
-                EventBody::Loss(l) => l.count,
-                _ => 0,
-            })
-            .sum();
-        assert_eq!(events.len() as u64 + recorded, 1000);
-        assert_eq!(recorded, counters.dropped);
-        // The newest events survive, contiguously.
-        assert_eq!(events.last().unwrap().1, 999);
-        let first_kept = events.first().unwrap().1;
-        assert!(events.iter().map(|e| e.1).eq(first_kept..1000));
-    }
-
-    #[test]
-    fn stop_accepting_refuses_and_records_the_count_when_room_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(cfg(dir.path(), 8 * 1024, WhenFull::StopAccepting)).unwrap();
-        let mut accepted = 0;
-        for n in 0..500 {
-            if s.append(&event(n)).unwrap().is_some() {
-                accepted += 1;
-            }
-        }
-        let refused = 500 - accepted;
-        assert!(refused > 0);
-        assert_eq!(s.counters().dropped, refused);
-        // Room returns (a consumer shipped and the operator raised the bound): the next append
-        // first writes down how many were refused.
-        s.cfg.max_bytes = 1 << 30;
-        s.append(&event(1000)).unwrap();
-        drop(s);
-        let (events, losses) = read_back(dir.path());
-        assert_eq!(events.len() as u64, accepted + 1);
-        let EventBody::Loss(l) = &losses.last().unwrap().body else {
-            panic!()
-        };
-        assert_eq!(l.count, refused);
-    }
-}
-
 /// Follows the spool from a sequence number, record by record, for a consumer (the ClickHouse
 /// shipper): keeps its place between calls, moves on to the next segment when one is complete,
 /// and treats an incomplete record at the very end as "not written yet".
@@ -992,9 +817,19 @@ impl AckFile {
 }
 
 #[cfg(test)]
-mod reader_tests {
+mod tests {
     use super::*;
     use crate::event::{ForkEvent, Process};
+
+    fn cfg(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 4096,
+            max_bytes,
+            when_full,
+            fsync_interval_ms: 1000,
+        }
+    }
 
     fn event(n: u32) -> Event {
         crate::decode::daemon_event(
@@ -1004,6 +839,155 @@ mod reader_tests {
             },
             EventBody::Fork(ForkEvent { child_pid: n }),
         )
+    }
+
+    fn read_back(dir: &Path) -> (Vec<(u64, u32)>, Vec<Event>) {
+        let mut events = Vec::new();
+        let mut losses = Vec::new();
+        read_all(dir, 0, |item| match item {
+            SpoolItem::Event { seq, event } => match event.body {
+                EventBody::Fork(f) => events.push((seq, f.child_pid)),
+                _ => losses.push(*event),
+            },
+            SpoolItem::Damaged(e) => losses.push(*e),
+        })
+        .unwrap();
+        (events, losses)
+    }
+
+    #[test]
+    fn appends_survive_reopen_with_contiguous_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+            for n in 0..100 {
+                assert_eq!(s.append(&event(n)).unwrap(), Some(n as u64));
+            }
+            s.flush().unwrap();
+        }
+        let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+        assert_eq!(s.next_seq(), 100);
+        s.append(&event(100)).unwrap();
+        s.flush().unwrap();
+        let (events, losses) = read_back(dir.path());
+        assert!(losses.is_empty(), "{losses:?}");
+        let expected: Vec<(u64, u32)> = (0..=100).map(|n| (n as u64, n)).collect();
+        assert_eq!(events, expected);
+        assert!(
+            list_segments(dir.path()).unwrap().len() > 1,
+            "small segments rotate"
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_written_down() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+            for n in 0..5 {
+                s.append(&event(n)).unwrap();
+            }
+        }
+        let (_, last) = list_segments(dir.path()).unwrap().pop().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&last).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap(); // half a record header
+        drop(f);
+        let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+        s.append(&event(5)).unwrap();
+        drop(s);
+        let (events, losses) = read_back(dir.path());
+        assert_eq!(
+            events.iter().map(|e| e.1).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(losses.len(), 1);
+        let EventBody::Loss(l) = &losses[0].body else {
+            panic!()
+        };
+        assert!(l.reason.contains("truncated record header"), "{}", l.reason);
+    }
+
+    #[test]
+    fn corrupt_record_skips_the_rest_of_its_segment_with_a_loss_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+            for n in 0..200 {
+                s.append(&event(n)).unwrap();
+            }
+        }
+        let segs = list_segments(dir.path()).unwrap();
+        assert!(segs.len() >= 3);
+        // Flip a byte in the middle of the first segment's payloads.
+        let mut bytes = std::fs::read(&segs[0].1).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&segs[0].1, bytes).unwrap();
+        let (events, losses) = read_back(dir.path());
+        assert_eq!(losses.len(), 1, "{losses:?}");
+        // Everything from the second segment on is intact.
+        let second_first = segs[1].0;
+        assert!(events.iter().any(|e| e.0 == second_first));
+        assert_eq!(events.last().unwrap().1, 199);
+        // Reopening for writing does not crash and keeps appending.
+        let mut s = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+        assert_eq!(s.append(&event(200)).unwrap(), Some(200));
+    }
+
+    #[test]
+    fn drop_oldest_writes_down_exactly_what_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(cfg(dir.path(), 16 * 1024, WhenFull::DropOldest)).unwrap();
+        for n in 0..1000 {
+            s.append(&event(n)).unwrap();
+        }
+        s.flush().unwrap();
+        let counters = s.counters();
+        assert!(counters.dropped > 0);
+        assert!(counters.bytes <= 16 * 1024);
+        drop(s);
+        let (events, losses) = read_back(dir.path());
+        // Exact: the events on disk plus the counts of the loss records on disk are every event
+        // appended, and the counter says the same.
+        let recorded: u64 = losses
+            .iter()
+            .map(|l| match &l.body {
+                EventBody::Loss(l) => l.count,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(events.len() as u64 + recorded, 1000);
+        assert_eq!(recorded, counters.dropped);
+        // The newest events survive, contiguously.
+        assert_eq!(events.last().unwrap().1, 999);
+        let first_kept = events.first().unwrap().1;
+        assert!(events.iter().map(|e| e.1).eq(first_kept..1000));
+    }
+
+    #[test]
+    fn stop_accepting_refuses_and_records_the_count_when_room_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(cfg(dir.path(), 8 * 1024, WhenFull::StopAccepting)).unwrap();
+        let mut accepted = 0;
+        for n in 0..500 {
+            if s.append(&event(n)).unwrap().is_some() {
+                accepted += 1;
+            }
+        }
+        let refused = 500 - accepted;
+        assert!(refused > 0);
+        assert_eq!(s.counters().dropped, refused);
+        // Room returns (a consumer shipped and the operator raised the bound): the next append
+        // first writes down how many were refused.
+        s.cfg.max_bytes = 1 << 30;
+        s.append(&event(1000)).unwrap();
+        drop(s);
+        let (events, losses) = read_back(dir.path());
+        assert_eq!(events.len() as u64, accepted + 1);
+        let EventBody::Loss(l) = &losses.last().unwrap().body else {
+            panic!()
+        };
+        assert_eq!(l.count, refused);
     }
 
     #[test]

@@ -119,16 +119,8 @@ impl Monitor {
     }
 
     /// Stops the daemon and returns its events (as parsed JSON).
-    fn stop(mut self) -> Result<Vec<serde_json::Value>> {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()?;
-        let status = self.child.wait()?;
-        if !status.success() {
-            let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
-            bail!("vigil exited with {status}: {log}");
-        }
-        let text = std::fs::read_to_string(self.dir.join("events.jsonl"))?;
+    fn stop(self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.stop_raw()?)?;
         text.lines()
             .map(|l| serde_json::from_str(l).context("bad event line"))
             .collect()

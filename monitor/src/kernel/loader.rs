@@ -148,14 +148,7 @@ impl KernelMonitor {
 
         let mut attached = Vec::new();
         for (program, hooks) in TRACEPOINTS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| LoadError::Map {
-                    name: "programs",
-                    detail: format!("program `{program}` missing from the kernel object"),
-                })?
-                .try_into()
-                .map_err(|source| LoadError::Program { program, source })?;
+            let prog: &mut TracePoint = program_of(&mut ebpf, program)?;
             prog.load()
                 .map_err(|source| LoadError::Program { program, source })?;
             for hook in *hooks {
@@ -177,14 +170,7 @@ impl KernelMonitor {
             }
         }
         for (program, tp) in RAW_TRACEPOINTS {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| LoadError::Map {
-                    name: "programs",
-                    detail: format!("program `{program}` missing from the kernel object"),
-                })?
-                .try_into()
-                .map_err(|source| LoadError::Program { program, source })?;
+            let prog: &mut RawTracePoint = program_of(&mut ebpf, program)?;
             prog.load()
                 .map_err(|source| LoadError::Program { program, source })?;
             prog.attach(tp).map_err(|source| LoadError::Attach {
@@ -258,6 +244,20 @@ impl KernelMonitor {
     pub fn open_file_keys(&self) -> Vec<OpenFileKey> {
         self.open_files.keys().filter_map(Result::ok).collect()
     }
+}
+
+/// The program `name` of the kernel object, as its type `P`.
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(program)
+        .ok_or_else(|| LoadError::Map {
+            name: "programs",
+            detail: format!("program `{program}` missing from the kernel object"),
+        })?
+        .try_into()
+        .map_err(|source| LoadError::Program { program, source })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
