@@ -162,6 +162,7 @@ pub async fn ingest(
             ch,
             spool_dir.to_path_buf(),
             "bench".into(),
+            None,
             stop_rx,
         ));
         while ack.next() < events {

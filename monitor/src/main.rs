@@ -55,6 +55,9 @@ enum Command {
         /// Only sessions of this login user (name or uid).
         #[arg(long)]
         user: Option<String>,
+        /// Only sessions on this host.
+        #[arg(long)]
+        host: Option<String>,
         /// Only sessions active since this time (RFC 3339, or a duration ago such as 2h).
         #[arg(long)]
         since: Option<String>,
@@ -163,6 +166,7 @@ fn resolve_user(arg: &str) -> Result<u32, String> {
 fn run_sessions(
     store: &StoreArgs,
     user: Option<&str>,
+    host: Option<String>,
     since: Option<&str>,
     until: Option<&str>,
     json: bool,
@@ -170,6 +174,7 @@ fn run_sessions(
     let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
     let filter = SessionFilter {
         loginuid: user.map(resolve_user).transpose()?,
+        host,
         since_ns: since.map(|t| parse_time(t, now)).transpose()?,
         until_ns: until.map(|t| parse_time(t, now)).transpose()?,
     };
@@ -403,12 +408,14 @@ fn main() -> ExitCode {
         Command::Sessions {
             store,
             user,
+            host,
             since,
             until,
             json,
         } => report(run_sessions(
             &store,
             user.as_deref(),
+            host,
             since.as_deref(),
             until.as_deref(),
             json,

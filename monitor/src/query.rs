@@ -22,6 +22,8 @@ use crate::{
 pub struct SessionFilter {
     /// Login uid of the session.
     pub loginuid: Option<u32>,
+    /// Host name (a spool holds this host only).
+    pub host: Option<String>,
     /// Sessions active at or after this wall-clock time (ns since the epoch).
     pub since_ns: Option<i64>,
     /// Sessions that started at or before this time.
@@ -80,6 +82,10 @@ fn session_events(
 
 /// Lists the sessions in the spool matching `filter`, oldest first.
 pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSummary>, SpoolError> {
+    let this_host = crate::store::host_name();
+    if filter.host.as_ref().is_some_and(|h| *h != this_host) {
+        return Ok(Vec::new());
+    }
     let (events, _) = session_events(spool, |_, e| {
         filter.loginuid.is_none() || e.process.loginuid == filter.loginuid
     })?;
@@ -90,7 +96,7 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
         };
         let s = by_session.entry(sid).or_insert_with(|| SessionSummary {
             session: sid,
-            host: None,
+            host: Some(this_host.clone()),
             loginuid: e.process.loginuid.unwrap_or(u32::MAX),
             user: e.process.loginuid.and_then(user_name),
             first: e.time.clone(),

@@ -127,6 +127,8 @@ pub struct Spool {
     refused: u64,
     last_fsync: Instant,
     counters: SpoolCounters,
+    /// `next_seq`, readable by other threads (the shipper measures its lag against it).
+    position: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -332,6 +334,7 @@ impl Spool {
             refused: 0,
             last_fsync: Instant::now(),
             counters: SpoolCounters::default(),
+            position: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_seq)),
         };
         spool.counters.bytes = spool.segments.iter().map(|s| s.bytes).sum();
         for event in recovered {
@@ -347,6 +350,11 @@ impl Spool {
 
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// A live view of `next_seq` for other threads.
+    pub fn position(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.position.clone()
     }
 
     /// The smallest sequence every consumer has acknowledged (None when there is no consumer).
@@ -472,6 +480,8 @@ impl Spool {
         self.counters.bytes += written;
         self.counters.appended += 1;
         self.next_seq += 1;
+        self.position
+            .store(self.next_seq, std::sync::atomic::Ordering::Relaxed);
         Ok(seq)
     }
 

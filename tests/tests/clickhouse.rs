@@ -165,6 +165,8 @@ fn clickhouse_outage_mid_stream_loses_and_duplicates_nothing() {
             "sessions view counts each exec once: {s}"
         );
     }
+    let lag = Daemon::metric(&metrics, "vigil_clickhouse_lag_events", &[]);
+    assert!(lag.is_some(), "lag published: {metrics}");
     let errors = Daemon::metric(&metrics, "vigil_clickhouse_errors_total", &[]).unwrap_or(0.0);
     assert!(errors >= 1.0, "the outage was seen: {metrics}");
     ch.stop().unwrap();

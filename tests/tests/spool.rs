@@ -100,6 +100,15 @@ fn sessions_are_queryable_and_survive_sigkill() {
     );
     assert_eq!(after["session"], before["session"]);
 
+    // Filter by host: this one has them, another has none.
+    let (code, out, _) = vigil(&["sessions", "--json", "--host", "no-such-host"], &spool);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "[]");
+    let this_host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let (_, out, _) = vigil(&["sessions", "--json", "--host", &this_host], &spool);
+    let on_host: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(on_host.len() >= 2 && on_host.iter().all(|s| s["host"] == this_host.as_str()));
+
     // Filter by user.
     let (code, out, err) = vigil(
         &["sessions", "--json", "--user", &second.to_string()],

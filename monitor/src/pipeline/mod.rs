@@ -85,6 +85,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         )
     })?;
     tracing::info!(dir = %config.spool.dir.display(), next_seq = spool.next_seq(), "spool open");
+    let spool_position = spool.position();
     let sink = sink::JsonLinesSink::open(
         Some(spool),
         config.output.stdout,
@@ -124,6 +125,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             config.clickhouse.clone(),
             config.spool.dir.clone(),
             crate::store::host_name(),
+            Some(spool_position.clone()),
             ship_stop_rx,
         ))
     });

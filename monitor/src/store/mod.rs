@@ -303,11 +303,13 @@ pub async fn sessions(
              FROM sessions
              GROUP BY host, session_id
              HAVING ({uid:Int64} < 0 OR loginuid = {uid:Int64})
+                AND ({host:String} = '' OR host = {host:String})
                 AND ({since:Int64} = 0 OR last >= {since:Int64})
                 AND ({until:Int64} = 0 OR first <= {until:Int64})
              ORDER BY first",
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
+        .param("host", filter.host.clone().unwrap_or_default())
         .param("since", filter.since_ns.unwrap_or(0))
         .param("until", filter.until_ns.unwrap_or(0))
         .fetch_all()

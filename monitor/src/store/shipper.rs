@@ -85,10 +85,13 @@ async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> boo
 }
 
 /// Runs until shutdown. On shutdown it makes one last attempt to ship what the spool holds.
+/// `spool_position` is the spool writer's next sequence, to publish the lag (events written but
+/// not yet in ClickHouse).
 pub async fn run(
     cfg: ClickHouseConfig,
     spool: PathBuf,
     host: String,
+    spool_position: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let retry_max = Duration::from_millis(cfg.retry_max_ms.max(100));
@@ -193,5 +196,10 @@ pub async fn run(
         inflight.clear();
         resend = None;
         metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
+        if let Some(pos) = &spool_position {
+            let written = pos.load(std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("vigil_clickhouse_lag_events")
+                .set(written.saturating_sub(to + 1) as f64);
+        }
     }
 }
