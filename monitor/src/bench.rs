@@ -40,6 +40,7 @@ fn synthetic(i: u64) -> Event {
         sessionid: Some(7 + (i % 3) as u32),
         cgroup_id: 4242,
         comm: "bash".into(),
+        ..Default::default()
     };
     let body = match i % 5 {
         0 => EventBody::Exec(ExecEvent {
@@ -61,6 +62,7 @@ fn synthetic(i: u64) -> Event {
             cwd_truncated: false,
             tty: Some("pts/3".into()),
             old_pid: 0,
+            ancestry: Vec::new(),
         }),
         1 => EventBody::Open(OpenEvent {
             path: "/etc/app/config.d/database.yaml".into(),

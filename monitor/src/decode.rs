@@ -230,6 +230,7 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
             sessionid: audit_id(header.sessionid),
             cgroup_id: header.cgroup_id,
             comm: RawBytes(cstr(&header.comm).to_vec()),
+            ..Default::default()
         },
         body,
     })
@@ -284,6 +285,7 @@ fn decode_exec(b: &[u8]) -> Result<ExecEvent, DecodeError> {
         cwd_truncated: flags & EXEC_CWD_TRUNCATED != 0,
         tty: (!tty.is_empty()).then(|| tty_name(tty)),
         old_pid: pod(b, offset_of!(ExecRecord, old_pid))?,
+        ancestry: Vec::new(),
     })
 }
 

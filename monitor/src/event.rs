@@ -105,6 +105,21 @@ pub struct Process {
     pub sessionid: Option<u32>,
     pub cgroup_id: u64,
     pub comm: RawBytes,
+    /// Names of `uid`, `euid` and `loginuid` on the host, filled by the enrich stage: `alice →
+    /// sudo → root` shows as user root, login_user alice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euser: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_user: Option<String>,
+}
+
+/// One process of an exec's ancestry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +167,10 @@ pub struct ExecEvent {
     pub tty: Option<String>,
     /// The thread that called exec, when not the leader.
     pub old_pid: u32,
+    /// The processes above this one, from the top (`sshd`, `bash`, `sudo`, `bash`), filled by the
+    /// enrich stage from fork, exec and exit events and a /proc scan at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestry: Vec<Ancestor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod identity;
 pub mod kernel;
 pub mod pipeline;
 pub mod query;

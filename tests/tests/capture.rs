@@ -178,6 +178,27 @@ exit 7"#,
     );
     assert!(printf["tty"].is_null(), "no terminal in the session itself");
 
+    // Identity: names for the ids; the ancestry of the exec, ending in the session shell and
+    // the command itself.
+    assert_eq!(printf["process"]["user"], "root");
+    assert_eq!(printf["process"]["euser"], "root");
+    let ancestry: Vec<(u64, &str)> = printf["ancestry"]
+        .as_array()
+        .expect("ancestry")
+        .iter()
+        .map(|a| (a["pid"].as_u64().unwrap(), a["name"].as_str().unwrap()))
+        .collect();
+    let printf_pid_u = printf["process"]["pid"].as_u64().unwrap();
+    assert_eq!(
+        ancestry[ancestry.len() - 2..],
+        [(session_pid as u64, "bash"), (printf_pid_u, "printf")],
+        "{ancestry:?}"
+    );
+    assert!(
+        ancestry.len() > 3 && ancestry[0].0 == 1,
+        "reaches init: {ancestry:?}"
+    );
+
     // The process tree: the session shell forked the printf process.
     let printf_pid = printf["process"]["pid"].as_u64().unwrap();
     assert!(

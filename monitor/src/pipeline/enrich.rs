@@ -54,6 +54,8 @@ impl OpenPaths {
 }
 
 pub struct Enricher {
+    users: crate::identity::UserNames,
+    tree: crate::identity::ProcessTree,
     paths: OpenPaths,
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
@@ -63,6 +65,8 @@ pub struct Enricher {
 impl Default for Enricher {
     fn default() -> Self {
         Enricher {
+            users: Default::default(),
+            tree: crate::identity::ProcessTree::from_proc(),
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
         }
@@ -78,6 +82,19 @@ impl Enricher {
         out: &mut Vec<Event>,
     ) {
         let tgid = event.process.pid;
+        let p = &mut event.process;
+        p.user = self.users.name(p.uid);
+        p.euser = self.users.name(p.euid);
+        p.login_user = p.loginuid.and_then(|l| self.users.name(l));
+        match &mut event.body {
+            EventBody::Fork(f) => self.tree.fork(tgid, f.child_pid),
+            EventBody::Exec(x) => {
+                self.tree
+                    .exec(tgid, event.process.ppid, &x.filename.lossy());
+                x.ancestry = self.tree.ancestry(tgid);
+            }
+            _ => {}
+        }
         match &mut event.body {
             EventBody::Open(open) if open.result.ok() => {
                 self.paths.insert(event.mono_ns, open.path.clone());
@@ -93,6 +110,7 @@ impl Enricher {
                 }
             }
             EventBody::Exit(_) => {
+                self.tree.exit(tgid);
                 let fds = self.open_fds.remove(&tgid).unwrap_or_default();
                 if let Some(kernel) = kernel {
                     let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
@@ -141,6 +159,7 @@ impl Enricher {
 
     /// Flushes what the kernel holds for processes that no longer exist.
     fn sweep(&mut self, kernel: &Mutex<KernelMonitor>, out: &mut Vec<Event>) {
+        self.tree.prune();
         let keys = match kernel.lock() {
             Ok(k) => k.open_file_keys(),
             Err(_) => return,
