@@ -105,21 +105,20 @@ impl ProcessTree {
     /// A process the tree has not seen: ask /proc (it may have started between the scan and
     /// its first event).
     fn lookup(&mut self, pid: u32) -> Option<&Node> {
-        if !self.nodes.contains_key(&pid) {
-            let stat = procfs::process::Process::new(pid as i32)
-                .ok()?
-                .stat()
-                .ok()?;
-            self.nodes.insert(
-                pid,
-                Node {
+        match self.nodes.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let stat = procfs::process::Process::new(pid as i32)
+                    .ok()?
+                    .stat()
+                    .ok()?;
+                Some(e.insert(Node {
                     ppid: stat.ppid as u32,
                     name: stat.comm,
                     exited: None,
-                },
-            );
+                }))
+            }
         }
-        self.nodes.get(&pid)
     }
 
     pub fn fork(&mut self, parent: u32, child: u32) {
