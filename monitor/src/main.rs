@@ -262,13 +262,17 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
     }
     println!("\nprocess tree:\n{}", query::process_tree(&timeline.events));
     println!("timeline:");
+    let id = |n: u32, name: &Option<String>| match name {
+        Some(name) => format!("{n}({name})"),
+        None => n.to_string(),
+    };
     for e in &timeline.events {
         println!(
-            "{}  pid {:>7} uid {:>5} euid {:>5}  {}",
+            "{}  pid {:>7} uid {:<12} euid {:<12}  {}",
             e.time,
             e.process.pid,
-            e.process.uid,
-            e.process.euid,
+            id(e.process.uid, &e.process.user),
+            id(e.process.euid, &e.process.euser),
             query::describe(e)
         );
     }
