@@ -113,6 +113,11 @@ pub struct Process {
     pub euser: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_user: Option<String>,
+    /// Container and Kubernetes pod, from the task's cgroup path (enrich stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 /// One process of an exec's ancestry.

@@ -259,3 +259,154 @@ mod tests {
         assert_eq!(UserNames::default().name(0).as_deref(), Some("root"));
     }
 }
+
+/// What a cgroup path says about containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+/// Container id (the 64-hex id that docker, containerd, cri-o and podman put in their scope or
+/// directory names) and Kubernetes pod UID (`pod<uid>` in kubepods slices, `_` or `-` separated)
+/// in a cgroup path.
+pub fn parse_cgroup_path(path: &str) -> Workload {
+    static CONTAINER: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    static POD: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let container = CONTAINER.get_or_init(|| {
+        regex::Regex::new(r"(?:^|[^0-9a-f])([0-9a-f]{64})(?:[^0-9a-f]|$)").expect("valid regex")
+    });
+    let pod = POD.get_or_init(|| {
+        regex::Regex::new(
+            r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})",
+        )
+        .expect("valid regex")
+    });
+    Workload {
+        container_id: container
+            .captures_iter(path)
+            .last()
+            .map(|c| c[1].to_string()),
+        pod_uid: pod.captures(path).map(|c| c[1].replace('_', "-")),
+    }
+}
+
+/// Maps cgroup ids (the cgroup v2 directory inode the kernel reports) to their paths, by walking
+/// the cgroup2 hierarchy; walks again, at most once a second, when an id is not known.
+pub struct Cgroups {
+    root: Option<std::path::PathBuf>,
+    by_id: HashMap<u64, Workload>,
+    walked: Option<Instant>,
+}
+
+impl Default for Cgroups {
+    fn default() -> Self {
+        Cgroups {
+            root: cgroup2_root(),
+            by_id: HashMap::new(),
+            walked: None,
+        }
+    }
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
+    mounts
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
+}
+
+/// Directories walked at most (a bound for hosts with very many cgroups).
+const MAX_CGROUPS: usize = 200_000;
+
+impl Cgroups {
+    pub fn workload(&mut self, cgroup_id: u64) -> Workload {
+        if let Some(w) = self.by_id.get(&cgroup_id) {
+            return w.clone();
+        }
+        if self
+            .walked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.walk();
+        }
+        self.by_id.get(&cgroup_id).cloned().unwrap_or_default()
+    }
+
+    fn walk(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        self.walked = Some(Instant::now());
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        let mut stack = vec![root.clone()];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            seen += 1;
+            if seen > MAX_CGROUPS {
+                tracing::warn!("more than {MAX_CGROUPS} cgroups; container ids may be missing");
+                break;
+            }
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let relative = dir
+                .strip_prefix(&root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            self.by_id
+                .entry(meta.ino())
+                .or_insert_with(|| parse_cgroup_path(&relative));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::*;
+
+    #[test]
+    fn container_and_pod_ids_from_runtime_paths() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let k8s = format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1b4e28ba_2fa1_11d2_883f_0016d3cca427.slice/cri-containerd-{id}.scope"
+        );
+        assert_eq!(
+            parse_cgroup_path(&k8s),
+            Workload {
+                container_id: Some(id.into()),
+                pod_uid: Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427".into()),
+            }
+        );
+        let cgroupfs = format!("kubepods/burstable/pod1b4e28ba-2fa1-11d2-883f-0016d3cca427/{id}");
+        assert_eq!(
+            parse_cgroup_path(&cgroupfs).pod_uid.as_deref(),
+            Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("system.slice/docker-{id}.scope"))
+                .container_id
+                .as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            parse_cgroup_path("user.slice/user-1000.slice/session-3.scope"),
+            Workload::default()
+        );
+        // 65 hex digits is not an id.
+        assert_eq!(
+            parse_cgroup_path(&format!("docker-{id}f.scope")).container_id,
+            None
+        );
+    }
+}

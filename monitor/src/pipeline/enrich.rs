@@ -56,6 +56,7 @@ impl OpenPaths {
 pub struct Enricher {
     users: crate::identity::UserNames,
     tree: crate::identity::ProcessTree,
+    cgroups: crate::identity::Cgroups,
     paths: OpenPaths,
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
@@ -67,6 +68,7 @@ impl Default for Enricher {
         Enricher {
             users: Default::default(),
             tree: crate::identity::ProcessTree::from_proc(),
+            cgroups: Default::default(),
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
         }
@@ -86,6 +88,11 @@ impl Enricher {
         p.user = self.users.name(p.uid);
         p.euser = self.users.name(p.euid);
         p.login_user = p.loginuid.and_then(|l| self.users.name(l));
+        if p.cgroup_id != 0 {
+            let w = self.cgroups.workload(p.cgroup_id);
+            p.container_id = w.container_id;
+            p.pod_uid = w.pod_uid;
+        }
         match &mut event.body {
             EventBody::Fork(f) => self.tree.fork(tgid, f.child_pid),
             EventBody::Exec(x) => {
