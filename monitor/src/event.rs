@@ -138,6 +138,8 @@ pub enum EventBody {
     Priv(PrivEvent),
     Fork(ForkEvent),
     Loss(LossEvent),
+    SessionStart(SessionStartEvent),
+    SessionEnd(SessionEndEvent),
 }
 
 impl EventBody {
@@ -151,6 +153,8 @@ impl EventBody {
             EventBody::Priv(_) => "priv",
             EventBody::Fork(_) => "fork",
             EventBody::Loss(_) => "loss",
+            EventBody::SessionStart(_) => "session_start",
+            EventBody::SessionEnd(_) => "session_end",
         }
     }
 }
@@ -301,4 +305,50 @@ pub struct LossEvent {
     pub kind: Option<String>,
     pub count: u64,
     pub reason: String,
+}
+
+/// Where an SSH session came from (`SSH_CONNECTION` of the session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshOrigin {
+    pub source_address: String,
+    pub source_port: u16,
+    pub server_port: u16,
+    /// The authenticated key's fingerprint, when known.
+    pub key_fingerprint: Option<String>,
+}
+
+/// A login session began (its first event seen). The session is (host, boot_id, session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStartEvent {
+    pub session: u32,
+    pub host: String,
+    pub boot_id: String,
+    pub loginuid: u32,
+    pub login_user: Option<String>,
+    /// `ssh`, `console`, `cron`, `su`, `sudo`, `container` or `other`.
+    pub entry: String,
+    pub ssh: Option<SshOrigin>,
+    /// The processes above the session's first process.
+    pub ancestry: Vec<Ancestor>,
+}
+
+/// What a session did, counted as it went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    pub events: u64,
+    pub commands: u64,
+    pub files_opened: u64,
+    pub bytes_read: u64,
+    pub connections: u64,
+    pub privilege_changes: u64,
+}
+
+/// The last process of a login session exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEndEvent {
+    pub session: u32,
+    pub host: String,
+    pub boot_id: String,
+    pub duration_ms: u64,
+    pub counts: SessionCounts,
 }

@@ -11,5 +11,6 @@ pub mod identity;
 pub mod kernel;
 pub mod pipeline;
 pub mod query;
+pub mod sessions;
 pub mod spool;
 pub mod store;

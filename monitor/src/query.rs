@@ -240,6 +240,26 @@ pub fn describe(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
+        EventBody::SessionStart(s) => format!(
+            "START  session {} of {} via {}{}",
+            s.session,
+            s.login_user.clone().unwrap_or_else(|| s.loginuid.to_string()),
+            s.entry,
+            s.ssh
+                .as_ref()
+                .map(|o| format!(" from {}:{}", o.source_address, o.source_port))
+                .unwrap_or_default()
+        ),
+        EventBody::SessionEnd(s) => format!(
+            "END    session {} after {} ms: {} commands, {} files, {} bytes read, {} connections, {} privilege changes",
+            s.session,
+            s.duration_ms,
+            s.counts.commands,
+            s.counts.files_opened,
+            s.counts.bytes_read,
+            s.counts.connections,
+            s.counts.privilege_changes
+        ),
     }
 }
 

@@ -57,6 +57,7 @@ pub struct Enricher {
     users: crate::identity::UserNames,
     tree: crate::identity::ProcessTree,
     cgroups: crate::identity::Cgroups,
+    sessions: crate::sessions::SessionTracker,
     paths: OpenPaths,
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
@@ -69,6 +70,7 @@ impl Default for Enricher {
             users: Default::default(),
             tree: crate::identity::ProcessTree::from_proc(),
             cgroups: Default::default(),
+            sessions: crate::sessions::SessionTracker::new(crate::store::host_name()),
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
         }
@@ -102,6 +104,16 @@ impl Enricher {
             }
             _ => {}
         }
+        let tree = &mut self.tree;
+        let ev = &event;
+        self.sessions.before(
+            ev,
+            || match &ev.body {
+                EventBody::Exec(x) => x.ancestry.clone(),
+                _ => tree.ancestry(ev.process.pid),
+            },
+            out,
+        );
         match &mut event.body {
             EventBody::Open(open) if open.result.ok() => {
                 self.paths.insert(event.mono_ns, open.path.clone());
@@ -126,7 +138,10 @@ impl Enricher {
             }
             _ => {}
         }
+        let mut after = Vec::new();
+        self.sessions.after(&event, &mut after);
         out.push(event);
+        out.append(&mut after);
     }
 
     /// Reports and forgets the read volume the kernel still holds under `keys`.

@@ -231,7 +231,9 @@ impl EventRow {
                 false,
             ),
             EventBody::Loss(l) => (String::new(), Vec::new(), l.count, 0, 0, false),
-            EventBody::Fork(_) => (String::new(), Vec::new(), 0, 0, 0, false),
+            EventBody::Fork(_) | EventBody::SessionStart(_) | EventBody::SessionEnd(_) => {
+                (String::new(), Vec::new(), 0, 0, 0, false)
+            }
         };
         EventRow {
             host: host.to_string(),

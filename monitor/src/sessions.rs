@@ -1,0 +1,224 @@
+//! The session model: a login session is identified by host, boot id and audit session id. The
+//! tracker turns the event stream into `session_start` (who, from where, how they came in) and
+//! `session_end` (when its last process exits, with what it did) events.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::{
+    decode::daemon_event,
+    event::{
+        Ancestor, Event, EventBody, SessionCounts, SessionEndEvent, SessionStartEvent, SshOrigin,
+    },
+};
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): audit session ids restart at each boot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// How the session was entered, from the processes above its first one.
+pub fn entry_kind(ancestry: &[Ancestor], in_container: bool) -> &'static str {
+    let has = |names: &[&str]| ancestry.iter().any(|a| names.contains(&a.name.as_str()));
+    if has(&["sshd", "sshd-session"]) {
+        "ssh"
+    } else if has(&["cron", "crond", "anacron"]) {
+        "cron"
+    } else if in_container {
+        "container"
+    } else if has(&["login", "agetty", "getty"]) {
+        "console"
+    } else if has(&["su"]) {
+        "su"
+    } else if has(&["sudo"]) {
+        "sudo"
+    } else {
+        "other"
+    }
+}
+
+/// `SSH_CONNECTION` (client address, client port, server address, server port) from a process's
+/// environment.
+pub fn ssh_origin(pid: u32) -> Option<SshOrigin> {
+    let environ = procfs::process::Process::new(pid as i32)
+        .ok()?
+        .environ()
+        .ok()?;
+    let value = environ.get(std::ffi::OsStr::new("SSH_CONNECTION"))?;
+    let mut parts = value.to_str()?.split_whitespace();
+    let source_address = parts.next()?.to_string();
+    let source_port = parts.next()?.parse().ok()?;
+    let _server = parts.next()?;
+    let server_port = parts.next()?.parse().ok()?;
+    Some(SshOrigin {
+        source_address,
+        source_port,
+        server_port,
+        key_fingerprint: None,
+    })
+}
+
+/// Processes now in audit session `session` (read from /proc).
+fn live_members(session: u32) -> HashSet<u32> {
+    let mut members = HashSet::new();
+    if let Ok(all) = procfs::process::all_processes() {
+        for p in all.flatten() {
+            let sid = std::fs::read_to_string(format!("/proc/{}/sessionid", p.pid))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            if sid == Some(session) {
+                members.insert(p.pid as u32);
+            }
+        }
+    }
+    members
+}
+
+struct Session {
+    live: HashSet<u32>,
+    start_ns: i64,
+    counts: SessionCounts,
+}
+
+pub struct SessionTracker {
+    host: String,
+    boot_id: String,
+    sessions: HashMap<u32, Session>,
+}
+
+impl SessionTracker {
+    pub fn new(host: String) -> Self {
+        SessionTracker {
+            host,
+            boot_id: boot_id(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Called for every event, before it goes out: may emit a `session_start` before it.
+    /// `ancestry` is the ancestry of the event's process.
+    pub fn before(
+        &mut self,
+        event: &Event,
+        ancestry: impl FnOnce() -> Vec<Ancestor>,
+        out: &mut Vec<Event>,
+    ) {
+        let Some(sid) = event.process.sessionid else {
+            return;
+        };
+        if matches!(event.body, EventBody::Loss(_)) || self.sessions.contains_key(&sid) {
+            return;
+        }
+        let ancestry = ancestry();
+        let mut live = live_members(sid);
+        live.insert(event.process.pid);
+        let p = &event.process;
+        let start = SessionStartEvent {
+            session: sid,
+            host: self.host.clone(),
+            boot_id: self.boot_id.clone(),
+            loginuid: p.loginuid.unwrap_or(u32::MAX),
+            login_user: p.login_user.clone(),
+            entry: entry_kind(&ancestry, p.container_id.is_some()).into(),
+            ssh: ssh_origin(p.pid),
+            ancestry,
+        };
+        self.sessions.insert(
+            sid,
+            Session {
+                live,
+                start_ns: event.time_ns,
+                counts: SessionCounts::default(),
+            },
+        );
+        out.push(stamped(event, EventBody::SessionStart(start)));
+    }
+
+    /// Called for every event after it went out: counts it, follows the session's processes, and
+    /// emits `session_end` when the last one exits.
+    pub fn after(&mut self, event: &Event, out: &mut Vec<Event>) {
+        let Some(sid) = event.process.sessionid else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.counts.events += 1;
+        match &event.body {
+            EventBody::Exec(_) => {
+                s.counts.commands += 1;
+                s.live.insert(event.process.pid);
+            }
+            EventBody::Fork(f) => {
+                s.live.insert(f.child_pid);
+            }
+            EventBody::Open(o) if o.result.ok() => s.counts.files_opened += 1,
+            EventBody::FileRead(r) => s.counts.bytes_read += r.bytes,
+            EventBody::Connect(_) => s.counts.connections += 1,
+            EventBody::Priv(_) => s.counts.privilege_changes += 1,
+            EventBody::Exit(_) => {
+                s.live.remove(&event.process.pid);
+                if s.live.is_empty() {
+                    let duration_ms = ((event.time_ns - s.start_ns).max(0) / 1_000_000) as u64;
+                    let end = SessionEndEvent {
+                        session: sid,
+                        host: self.host.clone(),
+                        boot_id: self.boot_id.clone(),
+                        duration_ms,
+                        counts: s.counts.clone(),
+                    };
+                    self.sessions.remove(&sid);
+                    out.push(stamped(event, EventBody::SessionEnd(end)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A session event at the time of `at`, attributed to its process.
+fn stamped(at: &Event, body: EventBody) -> Event {
+    let mut e = daemon_event(at.process.clone(), body);
+    e.mono_ns = at.mono_ns;
+    e.time_ns = at.time_ns;
+    e.time = at.time.clone();
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(names: &[&str]) -> Vec<Ancestor> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Ancestor {
+                pid: i as u32 + 1,
+                name: (*n).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entry_kinds_from_ancestry() {
+        assert_eq!(
+            entry_kind(&chain(&["systemd", "sshd", "sshd", "bash"]), false),
+            "ssh"
+        );
+        assert_eq!(
+            entry_kind(&chain(&["systemd", "cron", "sh"]), false),
+            "cron"
+        );
+        assert_eq!(
+            entry_kind(&chain(&["systemd", "login", "bash"]), false),
+            "console"
+        );
+        assert_eq!(
+            entry_kind(&chain(&["containerd-shim", "sh"]), true),
+            "container"
+        );
+        assert_eq!(entry_kind(&chain(&["systemd", "bash"]), false), "other");
+    }
+}
