@@ -59,6 +59,50 @@ pub fn ssh_origin(pid: u32) -> Option<SshOrigin> {
     })
 }
 
+/// The client of an SSH session, from the TCP connection its nearest sshd ancestor holds (so it
+/// does not depend on a short-lived shell still being there to read its environment).
+pub fn ssh_origin_from_socket(ancestry: &[Ancestor]) -> Option<SshOrigin> {
+    use procfs::process::FDTarget;
+    let tcp: Vec<procfs::net::TcpNetEntry> = procfs::net::tcp()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(procfs::net::tcp6().unwrap_or_default())
+        .collect();
+    for a in ancestry.iter().rev().filter(|a| a.name.starts_with("sshd")) {
+        let Ok(process) = procfs::process::Process::new(a.pid as i32) else {
+            continue;
+        };
+        let Ok(fds) = process.fd() else { continue };
+        let inodes: HashSet<u64> = fds
+            .flatten()
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            })
+            .collect();
+        if let Some(conn) = tcp
+            .iter()
+            .find(|c| inodes.contains(&c.inode) && c.state == procfs::net::TcpState::Established)
+        {
+            let remote = conn.remote_address;
+            let ip = match remote.ip() {
+                std::net::IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map(std::net::IpAddr::V4)
+                    .unwrap_or(std::net::IpAddr::V6(v6)),
+                v4 => v4,
+            };
+            return Some(SshOrigin {
+                source_address: ip.to_string(),
+                source_port: remote.port(),
+                server_port: conn.local_address.port(),
+                key_fingerprint: None,
+            });
+        }
+    }
+    None
+}
+
 /// Processes now in audit session `session` (read from /proc).
 fn live_members(session: u32) -> HashSet<u32> {
     let mut members = HashSet::new();
@@ -121,7 +165,7 @@ impl SessionTracker {
             loginuid: p.loginuid.unwrap_or(u32::MAX),
             login_user: p.login_user.clone(),
             entry: entry_kind(&ancestry, p.container_id.is_some()).into(),
-            ssh: ssh_origin(p.pid),
+            ssh: ssh_origin(p.pid).or_else(|| ssh_origin_from_socket(&ancestry)),
             ancestry,
         };
         self.sessions.insert(

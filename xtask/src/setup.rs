@@ -44,7 +44,35 @@ pub fn setup() -> Result<()> {
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()?;
     ensure_python_venv()?;
+    ensure_debian_packages()?;
     Ok(())
+}
+
+/// Debian packages the end-to-end tests use: a real sshd and sudo for login sessions.
+const DEBIAN_PACKAGES: &[&str] = &["openssh-server", "openssh-client", "sudo"];
+
+fn ensure_debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing Debian packages {missing:?}");
+    crate::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// The project's Python interpreter (a venv under .tools/ with tests/clickhouse/requirements.txt).
