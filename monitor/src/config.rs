@@ -99,6 +99,16 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// CSV or YAML export from the identity provider (username → person, email, team, role,
+    /// peer group).
+    pub mapping_file: Option<PathBuf>,
+    /// sshd logs to take key fingerprints from (missing files are skipped).
+    pub sshd_logs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
@@ -108,6 +118,7 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub capture: CaptureConfig,
+    pub identity: IdentityConfig,
     pub pipeline: PipelineConfig,
     pub spool: crate::spool::SpoolConfig,
     pub clickhouse: crate::store::ClickHouseConfig,
@@ -294,6 +305,11 @@ impl Config {
                 "clickhouse.password",
                 "set either password or password_file, not both".into(),
             ));
+        }
+        if let Some(path) = &self.identity.mapping_file {
+            if let Err(e) = crate::directory::Directory::load(path) {
+                return Err(invalid("identity.mapping_file", e.to_string()));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -113,6 +113,9 @@ pub struct Process {
     pub euser: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_user: Option<String>,
+    /// Name of `gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Container and Kubernetes pod, from the task's cgroup path (enrich stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
@@ -313,7 +316,10 @@ pub struct SshOrigin {
     pub source_address: String,
     pub source_port: u16,
     pub server_port: u16,
-    /// The authenticated key's fingerprint, when known.
+    /// How sshd authenticated the login (`publickey`, `password`, ...), when its log tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
+    /// The authenticated key's fingerprint (`SHA256:...`), when known.
     pub key_fingerprint: Option<String>,
 }
 
@@ -328,6 +334,9 @@ pub struct SessionStartEvent {
     /// `ssh`, `console`, `cron`, `su`, `sudo`, `container` or `other`.
     pub entry: String,
     pub ssh: Option<SshOrigin>,
+    /// The login user's entry in the identity mapping file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::directory::CorporateIdentity>,
     /// The processes above the session's first process.
     pub ancestry: Vec<Ancestor>,
 }

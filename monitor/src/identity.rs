@@ -8,50 +8,68 @@ use std::{
 
 use crate::event::Ancestor;
 
-/// How often `/etc/passwd` is checked for changes.
+/// How often `/etc/passwd` and `/etc/group` are checked for changes.
 const PASSWD_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Names of uids, cached, forgotten whenever `/etc/passwd` changes (NSS lookups, so LDAP and
-/// sssd users resolve too).
+/// Names of uids and gids, cached, forgotten whenever `/etc/passwd` or `/etc/group` changes (NSS
+/// lookups, so LDAP and sssd users resolve too).
 pub struct UserNames {
-    names: HashMap<u32, Option<String>>,
-    passwd_mtime: Option<SystemTime>,
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+    mtimes: [Option<SystemTime>; 2],
     checked: Instant,
 }
 
 impl Default for UserNames {
     fn default() -> Self {
         UserNames {
-            names: HashMap::new(),
-            passwd_mtime: passwd_mtime(),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            mtimes: databases_mtimes(),
             checked: Instant::now(),
         }
     }
 }
 
-fn passwd_mtime() -> Option<SystemTime> {
-    std::fs::metadata("/etc/passwd")
-        .and_then(|m| m.modified())
-        .ok()
+fn databases_mtimes() -> [Option<SystemTime>; 2] {
+    ["/etc/passwd", "/etc/group"].map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
 }
 
 impl UserNames {
-    pub fn name(&mut self, uid: u32) -> Option<String> {
+    fn refresh(&mut self) {
         if self.checked.elapsed() >= PASSWD_CHECK_EVERY {
             self.checked = Instant::now();
-            let now = passwd_mtime();
-            if now != self.passwd_mtime {
-                self.passwd_mtime = now;
-                self.names.clear();
+            let now = databases_mtimes();
+            if now != self.mtimes {
+                self.mtimes = now;
+                self.users.clear();
+                self.groups.clear();
             }
         }
-        self.names
+    }
+
+    pub fn name(&mut self, uid: u32) -> Option<String> {
+        self.refresh();
+        self.users
             .entry(uid)
             .or_insert_with(|| {
                 nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                     .ok()
                     .flatten()
                     .map(|u| u.name)
+            })
+            .clone()
+    }
+
+    pub fn group(&mut self, gid: u32) -> Option<String> {
+        self.refresh();
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
             })
             .clone()
     }
@@ -118,6 +136,22 @@ impl ProcessTree {
                     exited: None,
                 }))
             }
+        }
+    }
+
+    /// Learns a process from one of its events when the tree does not know it: short-lived
+    /// processes whose fork was not captured (their parent was not monitored) may be gone from
+    /// /proc by the time their events are enriched, but each event names its parent.
+    pub fn observe(&mut self, pid: u32, ppid: u32, comm: impl FnOnce() -> String) {
+        if !self.nodes.contains_key(&pid) && self.lookup(pid).is_none() {
+            self.nodes.insert(
+                pid,
+                Node {
+                    ppid,
+                    name: comm(),
+                    exited: None,
+                },
+            );
         }
     }
 
@@ -193,6 +227,23 @@ mod tests {
 
     fn names(chain: &[Ancestor]) -> Vec<&str> {
         chain.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_process_gone_from_proc_is_placed_under_the_parent_its_event_names() {
+        let mut t = ProcessTree::default();
+        t.nodes.insert(
+            1,
+            Node {
+                ppid: 0,
+                name: "init".into(),
+                exited: None,
+            },
+        );
+        // No such pid in /proc (above pid_max).
+        let gone = 4_000_000_001;
+        t.observe(gone, 1, || "cron".into());
+        assert_eq!(names(&t.ancestry(gone)), ["init", "cron"]);
     }
 
     #[test]

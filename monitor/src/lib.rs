@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod config;
 pub mod decode;
+pub mod directory;
 pub mod event;
 pub mod identity;
 pub mod kernel;
@@ -13,4 +14,5 @@ pub mod pipeline;
 pub mod query;
 pub mod sessions;
 pub mod spool;
+pub mod sshd_log;
 pub mod store;

@@ -64,6 +64,12 @@ enum Command {
         /// Only sessions started before this time.
         #[arg(long)]
         until: Option<String>,
+        /// Only sessions of this person (name or email in the identity mapping).
+        #[arg(long)]
+        person: Option<String>,
+        /// Only sessions of people in this peer group (identity mapping).
+        #[arg(long)]
+        peer_group: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -163,20 +169,41 @@ fn resolve_user(arg: &str) -> Result<u32, String> {
     }
 }
 
-fn run_sessions(
-    store: &StoreArgs,
-    user: Option<&str>,
+/// `vigil sessions` arguments.
+struct SessionsQuery {
+    user: Option<String>,
     host: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    json: bool,
-) -> Result<(), String> {
+    since: Option<String>,
+    until: Option<String>,
+    person: Option<String>,
+    peer_group: Option<String>,
+}
+
+/// Where a session came from, for one table cell.
+fn origin_text(s: &query::SessionSummary) -> String {
+    let entry = s.entry.clone().unwrap_or_else(|| "?".into());
+    match &s.ssh {
+        Some(o) => format!("{entry} {}:{}", o.source_address, o.source_port),
+        None => entry,
+    }
+}
+
+fn ancestry_text(a: &[vigil::event::Ancestor]) -> String {
+    a.iter()
+        .map(|x| x.name.escape_debug().to_string())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), String> {
     let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
     let filter = SessionFilter {
-        loginuid: user.map(resolve_user).transpose()?,
-        host,
-        since_ns: since.map(|t| parse_time(t, now)).transpose()?,
-        until_ns: until.map(|t| parse_time(t, now)).transpose()?,
+        loginuid: q.user.as_deref().map(resolve_user).transpose()?,
+        host: q.host,
+        since_ns: q.since.map(|t| parse_time(&t, now)).transpose()?,
+        until_ns: q.until.map(|t| parse_time(&t, now)).transpose()?,
+        person: q.person,
+        peer_group: q.peer_group,
     };
     let list = match store.store()? {
         Store::Spool(dir) => query::sessions(&dir, &filter).map_err(|e| e.to_string())?,
@@ -192,15 +219,32 @@ fn run_sessions(
         return Ok(());
     }
     println!(
-        "{:>8}  {:<12} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
-        "SESSION", "USER", "FIRST", "LAST", "CMDS", "FILES", "BYTES READ", "CONN", "PRIV"
+        "{:>8}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
+        "SESSION",
+        "USER",
+        "PERSON",
+        "ORIGIN",
+        "FIRST",
+        "LAST",
+        "CMDS",
+        "FILES",
+        "BYTES READ",
+        "CONN",
+        "PRIV"
     );
     for s in list {
         let user = s.user.clone().unwrap_or_else(|| s.loginuid.to_string());
+        let person = s
+            .identity
+            .as_ref()
+            .map(|i| i.person.clone())
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:>8}  {:<12} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}{}",
+            "{:>8}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}{}",
             s.session,
             user,
+            person,
+            origin_text(&s),
             s.first,
             s.last,
             s.commands,
@@ -249,13 +293,40 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
     }
     if let Some(s) = &timeline.summary {
         println!(
-            "session {} of {} ({}), {} → {}",
+            "session {} on {} of {} ({}), {} → {}{}",
             s.session,
+            s.host.clone().unwrap_or_default(),
             s.user.clone().unwrap_or_default(),
             s.loginuid,
             s.first,
-            s.last
+            s.ended.clone().unwrap_or_else(|| s.last.clone()),
+            if s.ended.is_some() { "" } else { " (not ended)" }
         );
+        if let Some(i) = &s.identity {
+            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "person  {} <{}>, team {}, role {}, peer group {}",
+                i.person,
+                opt(&i.email),
+                opt(&i.team),
+                opt(&i.role),
+                opt(&i.peer_group)
+            );
+        }
+        println!("entry   {}", origin_text(s));
+        if let Some(o) = &s.ssh {
+            println!(
+                "ssh     from {} port {} to port {}, {} {}",
+                o.source_address,
+                o.source_port,
+                o.server_port,
+                o.auth_method.clone().unwrap_or_else(|| "auth unknown".into()),
+                o.key_fingerprint.clone().unwrap_or_default()
+            );
+        }
+        if !s.ancestry.is_empty() {
+            println!("via     {}", ancestry_text(&s.ancestry));
+        }
     }
     for d in &timeline.damage {
         println!("warning: {}", query::describe(d));
@@ -267,8 +338,14 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
         None => n.to_string(),
     };
     for e in &timeline.events {
+        let ancestry = match &e.body {
+            vigil::event::EventBody::Exec(x) if !x.ancestry.is_empty() => {
+                format!("   [{}]", ancestry_text(&x.ancestry))
+            }
+            _ => String::new(),
+        };
         println!(
-            "{}  pid {:>7} uid {:<12} euid {:<12}  {}",
+            "{}  pid {:>7} uid {:<12} euid {:<12}  {}{ancestry}",
             e.time,
             e.process.pid,
             id(e.process.uid, &e.process.user),
@@ -415,13 +492,19 @@ fn main() -> ExitCode {
             host,
             since,
             until,
+            person,
+            peer_group,
             json,
         } => report(run_sessions(
             &store,
-            user.as_deref(),
-            host,
-            since.as_deref(),
-            until.as_deref(),
+            SessionsQuery {
+                user,
+                host,
+                since,
+                until,
+                person,
+                peer_group,
+            },
             json,
         )),
         Command::Session { id, store, json } => report(run_session(&store, id, json)),

@@ -13,7 +13,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    event::{Event, EventBody},
+    directory::CorporateIdentity,
+    event::{Ancestor, Event, EventBody, SshOrigin},
     spool::{read_all, SpoolError, SpoolItem},
 };
 
@@ -28,6 +29,26 @@ pub struct SessionFilter {
     pub since_ns: Option<i64>,
     /// Sessions that started at or before this time.
     pub until_ns: Option<i64>,
+    /// Sessions of this person (name or email in the identity mapping; case does not matter).
+    pub person: Option<String>,
+    /// Sessions of people in this peer group.
+    pub peer_group: Option<String>,
+}
+
+impl SessionFilter {
+    /// Whether a session's corporate identity passes the person and peer-group filters.
+    pub fn identity_matches(&self, identity: Option<&CorporateIdentity>) -> bool {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let person_ok = self.person.as_deref().is_none_or(|want| {
+            identity.is_some_and(|i| {
+                same(&i.person, want) || i.email.as_deref().is_some_and(|e| same(e, want))
+            })
+        });
+        let group_ok = self.peer_group.as_deref().is_none_or(|want| {
+            identity.is_some_and(|i| i.peer_group.as_deref().is_some_and(|g| same(g, want)))
+        });
+        person_ok && group_ok
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -49,6 +70,15 @@ pub struct SessionSummary {
     pub gained_root: bool,
     pub ttys: BTreeSet<String>,
     pub events: u64,
+    /// How the session was entered (`ssh`, `console`, `cron`, ...), from its start event.
+    pub entry: Option<String>,
+    pub ssh: Option<SshOrigin>,
+    /// The login user's corporate identity (identity mapping file).
+    pub identity: Option<CorporateIdentity>,
+    /// The processes above the session's first process.
+    pub ancestry: Vec<Ancestor>,
+    /// When its last process exited; None while it is still going (or its end was not seen).
+    pub ended: Option<String>,
 }
 
 pub fn user_name(uid: u32) -> Option<String> {
@@ -111,6 +141,11 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
             gained_root: false,
             ttys: BTreeSet::new(),
             events: 0,
+            entry: None,
+            ssh: None,
+            identity: None,
+            ancestry: Vec::new(),
+            ended: None,
         });
         if e.time_ns < s.first_ns {
             s.first_ns = e.time_ns;
@@ -135,11 +170,22 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
                 s.privilege_changes += 1;
                 s.gained_root |= p.gained_root;
             }
+            EventBody::SessionStart(start) => {
+                s.entry = Some(start.entry.clone());
+                s.ssh = start.ssh.clone();
+                s.identity = start.identity.clone();
+                s.ancestry = start.ancestry.clone();
+                if s.user.is_none() {
+                    s.user = start.login_user.clone();
+                }
+            }
+            EventBody::SessionEnd(_) => s.ended = Some(e.time.clone()),
             _ => {}
         }
     }
     Ok(by_session
         .into_values()
+        .filter(|s| filter.identity_matches(s.identity.as_ref()))
         .filter(|s| filter.since_ns.is_none_or(|t| s.last_ns >= t))
         .filter(|s| filter.until_ns.is_none_or(|t| s.first_ns <= t))
         .collect())

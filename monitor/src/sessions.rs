@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::{
     decode::daemon_event,
+    directory::LiveDirectory,
+    sshd_log::SshdAuthLog,
     event::{
         Ancestor, Event, EventBody, SessionCounts, SessionEndEvent, SessionStartEvent, SshOrigin,
     },
@@ -51,11 +53,19 @@ pub fn ssh_origin(pid: u32) -> Option<SshOrigin> {
     let source_port = parts.next()?.parse().ok()?;
     let _server = parts.next()?;
     let server_port = parts.next()?.parse().ok()?;
+    // With `ExposeAuthInfo yes`, sshd names a file holding the key it accepted.
+    let exposed = environ
+        .get(std::ffi::OsStr::new("SSH_USER_AUTH"))
+        .and_then(|path| std::fs::read_to_string(path).ok());
+    let key_fingerprint = exposed
+        .as_deref()
+        .and_then(crate::sshd_log::fingerprint_from_user_auth);
     Some(SshOrigin {
         source_address,
         source_port,
         server_port,
-        key_fingerprint: None,
+        auth_method: key_fingerprint.as_ref().map(|_| "publickey".to_string()),
+        key_fingerprint,
     })
 }
 
@@ -96,6 +106,7 @@ pub fn ssh_origin_from_socket(ancestry: &[Ancestor]) -> Option<SshOrigin> {
                 source_address: ip.to_string(),
                 source_port: remote.port(),
                 server_port: conn.local_address.port(),
+                auth_method: None,
                 key_fingerprint: None,
             });
         }
@@ -129,15 +140,35 @@ pub struct SessionTracker {
     host: String,
     boot_id: String,
     sessions: HashMap<u32, Session>,
+    directory: LiveDirectory,
+    auth_log: SshdAuthLog,
 }
 
 impl SessionTracker {
-    pub fn new(host: String) -> Self {
+    pub fn new(host: String, directory: LiveDirectory, auth_log: SshdAuthLog) -> Self {
         SessionTracker {
             host,
             boot_id: boot_id(),
             sessions: HashMap::new(),
+            directory,
+            auth_log,
         }
+    }
+
+    /// Where an SSH session came from and how it authenticated: the environment of its process
+    /// (or the connection its sshd holds), completed from sshd's log.
+    fn ssh(&mut self, pid: u32, ancestry: &[Ancestor]) -> Option<SshOrigin> {
+        let mut origin = ssh_origin(pid).or_else(|| ssh_origin_from_socket(ancestry))?;
+        if origin.key_fingerprint.is_none() {
+            if let Some(accepted) = self
+                .auth_log
+                .accepted(&origin.source_address, origin.source_port)
+            {
+                origin.auth_method = Some(accepted.method);
+                origin.key_fingerprint = accepted.key_fingerprint;
+            }
+        }
+        Some(origin)
     }
 
     /// Called for every event, before it goes out: may emit a `session_start` before it.
@@ -158,6 +189,12 @@ impl SessionTracker {
         let mut live = live_members(sid);
         live.insert(event.process.pid);
         let p = &event.process;
+        let ssh = self.ssh(p.pid, &ancestry);
+        let identity = p
+            .login_user
+            .as_deref()
+            .and_then(|u| self.directory.get(u))
+            .map(|i| (*i).clone());
         let start = SessionStartEvent {
             session: sid,
             host: self.host.clone(),
@@ -165,7 +202,8 @@ impl SessionTracker {
             loginuid: p.loginuid.unwrap_or(u32::MAX),
             login_user: p.login_user.clone(),
             entry: entry_kind(&ancestry, p.container_id.is_some()).into(),
-            ssh: ssh_origin(p.pid).or_else(|| ssh_origin_from_socket(&ancestry)),
+            ssh,
+            identity,
             ancestry,
         };
         self.sessions.insert(

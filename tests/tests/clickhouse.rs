@@ -86,18 +86,44 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
-    let daemon = Daemon::start(&ch.config_yaml()).expect("daemon starts");
-    let loginuid = 50_000 + std::process::id() % 5_000;
+    // The session's login user is `nobody`, mapped to a person; its origin is an SSH client.
+    let mapping = dir.path().join("people.yaml");
+    std::fs::write(
+        &mapping,
+        "people:\n  - {username: nobody, person: Nora Body, email: nora@example.com, team: ops, peer_group: oncall}\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "{}identity:\n  mapping_file: {}\n",
+        ch.config_yaml(),
+        mapping.display()
+    ))
+    .expect("daemon starts");
+    let loginuid = 65_534;
     let status = Command::new(HELPER)
         .args(["login", &loginuid.to_string(), "--", "/bin/bash", "-c"])
-        .arg("/usr/bin/id > /dev/null; cat /etc/hostname > /dev/null")
+        .arg("sleep 0.5; /usr/bin/id > /dev/null; cat /etc/hostname > /dev/null")
+        .env("SSH_CONNECTION", "198.51.100.4 40022 10.0.0.1 22")
         .status()
         .unwrap();
     assert!(status.success());
     daemon.stop().expect("daemon stops");
     let config = cli_config(dir.path(), &ch);
-    let session = wait_for_commands(&config, loginuid, 3).remove(0);
+    let session = wait_for_commands(&config, loginuid, 4).remove(0);
     assert_eq!(session["host"], vigil_e2e_host());
+    // Identity and origin come back from ClickHouse, and filter the list.
+    assert_eq!(session["identity"]["person"], "Nora Body", "{session}");
+    assert_eq!(session["identity"]["peer_group"], "oncall");
+    assert_eq!(session["entry"], "other");
+    assert_eq!(session["ssh"]["source_address"], "198.51.100.4");
+    assert_eq!(session["ssh"]["source_port"], 40022);
+    assert_eq!(session["user"], "nobody");
+    assert!(session["ended"].is_string(), "{session}");
+    assert!(!session["ancestry"].as_array().unwrap().is_empty());
+    let listed = |args: &[&str]| vigil_json(args, &config).as_array().unwrap().len();
+    assert_eq!(listed(&["sessions", "--person", "NORA@example.com"]), 1);
+    assert_eq!(listed(&["sessions", "--peer-group", "oncall"]), 1);
+    assert_eq!(listed(&["sessions", "--peer-group", "data"]), 0);
     let hostname_len = std::fs::metadata("/etc/hostname").unwrap().len();
     assert!(session["bytes_read"].as_u64().unwrap() >= hostname_len);
     let id = session["session"].as_u64().unwrap();

@@ -49,7 +49,7 @@ pub fn setup() -> Result<()> {
 }
 
 /// Debian packages the end-to-end tests use: a real sshd and sudo for login sessions.
-const DEBIAN_PACKAGES: &[&str] = &["openssh-server", "openssh-client", "sudo"];
+const DEBIAN_PACKAGES: &[&str] = &["openssh-server", "openssh-client", "sudo", "cron"];
 
 fn ensure_debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES

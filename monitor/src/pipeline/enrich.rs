@@ -64,13 +64,13 @@ pub struct Enricher {
     open_fds: HashMap<u32, HashSet<u32>>,
 }
 
-impl Default for Enricher {
-    fn default() -> Self {
+impl Enricher {
+    pub fn new(sessions: crate::sessions::SessionTracker) -> Self {
         Enricher {
             users: Default::default(),
             tree: crate::identity::ProcessTree::from_proc(),
             cgroups: Default::default(),
-            sessions: crate::sessions::SessionTracker::new(crate::store::host_name()),
+            sessions,
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
         }
@@ -90,11 +90,14 @@ impl Enricher {
         p.user = self.users.name(p.uid);
         p.euser = self.users.name(p.euid);
         p.login_user = p.loginuid.and_then(|l| self.users.name(l));
+        p.group = self.users.group(p.gid);
         if p.cgroup_id != 0 {
             let w = self.cgroups.workload(p.cgroup_id);
             p.container_id = w.container_id;
             p.pod_uid = w.pod_uid;
         }
+        let comm = &event.process.comm;
+        self.tree.observe(tgid, event.process.ppid, || comm.lossy());
         match &mut event.body {
             EventBody::Fork(f) => self.tree.fork(tgid, f.child_pid),
             EventBody::Exec(x) => {
@@ -232,8 +235,9 @@ pub async fn run(
     tx: mpsc::Sender<Event>,
     kernel: Arc<Mutex<KernelMonitor>>,
     stats: Arc<PipelineStats>,
+    sessions: crate::sessions::SessionTracker,
 ) -> anyhow::Result<()> {
-    let mut enricher = Enricher::default();
+    let mut enricher = Enricher::new(sessions);
     let mut out = Vec::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.tick().await;

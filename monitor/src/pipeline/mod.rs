@@ -71,6 +71,16 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         "kernel programs attached"
     );
     let ring = kernel.take_events().context("ring buffer already taken")?;
+    let directory = match &config.identity.mapping_file {
+        Some(path) => crate::directory::LiveDirectory::open(path)
+            .context("cannot load the identity mapping (identity.mapping_file)")?,
+        None => crate::directory::LiveDirectory::none(),
+    };
+    let session_tracker = crate::sessions::SessionTracker::new(
+        crate::store::host_name(),
+        directory,
+        crate::sshd_log::SshdAuthLog::new(&config.identity.sshd_logs),
+    );
     let kernel = Arc::new(Mutex::new(kernel));
 
     let capacity = config.pipeline.channel_capacity;
@@ -109,6 +119,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         sink_tx.clone(),
         kernel.clone(),
         stats.clone(),
+        session_tracker,
     ));
     let stats_task = tokio::spawn(stats::run(
         kernel.clone(),

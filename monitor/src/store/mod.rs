@@ -285,6 +285,66 @@ struct SessionRow {
     connections: u64,
     privilege_changes: u64,
     gained_root: bool,
+    login_user: String,
+    entry: String,
+    source_address: String,
+    source_port: u16,
+    server_port: u16,
+    auth_method: String,
+    key_fingerprint: String,
+    person: String,
+    email: String,
+    team: String,
+    role: String,
+    peer_group: String,
+    ancestry: String,
+    ended: i64,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl SessionRow {
+    fn into_summary(self) -> crate::query::SessionSummary {
+        let ssh = (!self.source_address.is_empty()).then(|| crate::event::SshOrigin {
+            source_address: self.source_address,
+            source_port: self.source_port,
+            server_port: self.server_port,
+            auth_method: non_empty(self.auth_method),
+            key_fingerprint: non_empty(self.key_fingerprint),
+        });
+        let identity = (!self.person.is_empty()).then(|| crate::directory::CorporateIdentity {
+            person: self.person,
+            email: non_empty(self.email),
+            team: non_empty(self.team),
+            role: non_empty(self.role),
+            peer_group: non_empty(self.peer_group),
+        });
+        crate::query::SessionSummary {
+            session: self.session_id,
+            host: Some(self.host),
+            loginuid: self.loginuid,
+            user: non_empty(self.login_user).or_else(|| crate::query::user_name(self.loginuid)),
+            first: crate::decode::rfc3339(self.first),
+            last: crate::decode::rfc3339(self.last),
+            first_ns: self.first,
+            last_ns: self.last,
+            commands: self.commands,
+            files_opened: self.files_opened,
+            bytes_read: self.bytes_read,
+            connections: self.connections,
+            privilege_changes: self.privilege_changes,
+            gained_root: self.gained_root,
+            ttys: Default::default(),
+            events: self.events,
+            entry: non_empty(self.entry),
+            ssh,
+            identity,
+            ancestry: serde_json::from_str(&self.ancestry).unwrap_or_default(),
+            ended: (self.ended > 0).then(|| crate::decode::rfc3339(self.ended)),
+        }
+    }
 }
 
 /// `vigil sessions` from ClickHouse. Every filter value goes to the server as a query parameter.
@@ -295,49 +355,58 @@ pub async fn sessions(
     let rows: Vec<SessionRow> = cfg
         .client(true)?
         .query(
-            "SELECT host, session_id, any(loginuid) AS loginuid,
-                toUnixTimestamp64Nano(min(first_seen)) AS first,
-                toUnixTimestamp64Nano(max(last_seen)) AS last,
-                sum(events) AS events, sum(commands) AS commands,
-                sum(files_opened) AS files_opened, sum(bytes_read) AS bytes_read,
-                sum(connections) AS connections, sum(privilege_changes) AS privilege_changes,
-                max(gained_root) AS gained_root
-             FROM sessions
-             GROUP BY host, session_id
-             HAVING ({uid:Int64} < 0 OR loginuid = {uid:Int64})
-                AND ({host:String} = '' OR host = {host:String})
-                AND ({since:Int64} = 0 OR last >= {since:Int64})
-                AND ({until:Int64} = 0 OR first <= {until:Int64})
-             ORDER BY first",
+            "SELECT s.host AS host, s.session_id AS session_id, s.loginuid AS loginuid,
+                s.first AS first, s.last AS last, s.events AS events, s.commands AS commands,
+                s.files_opened AS files_opened, s.bytes_read AS bytes_read,
+                s.connections AS connections, s.privilege_changes AS privilege_changes,
+                s.gained_root AS gained_root,
+                i.login_user AS login_user, i.entry AS entry,
+                i.source_address AS source_address, i.source_port AS source_port,
+                i.server_port AS server_port, i.auth_method AS auth_method,
+                i.key_fingerprint AS key_fingerprint, i.person AS person, i.email AS email,
+                i.team AS team, i.role AS role, i.peer_group AS peer_group,
+                i.ancestry AS ancestry, i.ended AS ended
+             FROM (
+                SELECT host, session_id, any(loginuid) AS loginuid,
+                    toUnixTimestamp64Nano(min(first_seen)) AS first,
+                    toUnixTimestamp64Nano(max(last_seen)) AS last,
+                    sum(events) AS events, sum(commands) AS commands,
+                    sum(files_opened) AS files_opened, sum(bytes_read) AS bytes_read,
+                    sum(connections) AS connections, sum(privilege_changes) AS privilege_changes,
+                    max(gained_root) AS gained_root
+                FROM sessions
+                GROUP BY host, session_id
+             ) AS s
+             LEFT JOIN (
+                SELECT host, session_id, max(login_user) AS login_user, max(entry) AS entry,
+                    max(source_address) AS source_address, max(source_port) AS source_port,
+                    max(server_port) AS server_port, max(auth_method) AS auth_method,
+                    max(key_fingerprint) AS key_fingerprint, max(person) AS person,
+                    max(email) AS email, max(team) AS team, max(role) AS role,
+                    max(peer_group) AS peer_group, max(ancestry) AS ancestry,
+                    toUnixTimestamp64Nano(max(ended)) AS ended
+                FROM session_identity
+                GROUP BY host, session_id
+             ) AS i ON s.host = i.host AND s.session_id = i.session_id
+             WHERE ({uid:Int64} < 0 OR s.loginuid = {uid:Int64})
+                AND ({host:String} = '' OR s.host = {host:String})
+                AND ({since:Int64} = 0 OR s.last >= {since:Int64})
+                AND ({until:Int64} = 0 OR s.first <= {until:Int64})
+                AND ({person:String} = '' OR lower(i.person) = lower({person:String})
+                     OR lower(i.email) = lower({person:String}))
+                AND ({peer_group:String} = '' OR lower(i.peer_group) = lower({peer_group:String}))
+             ORDER BY s.first",
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
         .param("host", filter.host.clone().unwrap_or_default())
         .param("since", filter.since_ns.unwrap_or(0))
         .param("until", filter.until_ns.unwrap_or(0))
+        .param("person", filter.person.clone().unwrap_or_default())
+        .param("peer_group", filter.peer_group.clone().unwrap_or_default())
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| crate::query::SessionSummary {
-            session: r.session_id,
-            host: Some(r.host),
-            loginuid: r.loginuid,
-            user: crate::query::user_name(r.loginuid),
-            first: crate::decode::rfc3339(r.first),
-            last: crate::decode::rfc3339(r.last),
-            first_ns: r.first,
-            last_ns: r.last,
-            commands: r.commands,
-            files_opened: r.files_opened,
-            bytes_read: r.bytes_read,
-            connections: r.connections,
-            privilege_changes: r.privilege_changes,
-            gained_root: r.gained_root,
-            ttys: Default::default(),
-            events: r.events,
-        })
-        .collect())
+    Ok(rows.into_iter().map(SessionRow::into_summary).collect())
 }
 
 /// One session's events from ClickHouse, in time order (duplicates collapsed by FINAL).

@@ -160,6 +160,61 @@ TTL {ttl}",
         )];
         alerts.extend(self.distributed("alerts", "cityHash64(host, session_id)"));
 
+        // Who, how and from where, one row per session from its start and end events. A table of
+        // its own rather than more columns of `sessions`: two views inserting into one table with
+        // the same deduplication token could drop each other's blocks on resend.
+        let mut identity = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{db}`.`session_identity`{oc} (
+    host LowCardinality(String),
+    session_id UInt32,
+    boot_id SimpleAggregateFunction(max, String),
+    login_user SimpleAggregateFunction(max, String),
+    entry SimpleAggregateFunction(max, String),
+    source_address SimpleAggregateFunction(max, String),
+    source_port SimpleAggregateFunction(max, UInt16),
+    server_port SimpleAggregateFunction(max, UInt16),
+    auth_method SimpleAggregateFunction(max, String),
+    key_fingerprint SimpleAggregateFunction(max, String),
+    person SimpleAggregateFunction(max, String),
+    email SimpleAggregateFunction(max, String),
+    team SimpleAggregateFunction(max, String),
+    role SimpleAggregateFunction(max, String),
+    peer_group SimpleAggregateFunction(max, String),
+    ancestry SimpleAggregateFunction(max, String),
+    started SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
+    ended SimpleAggregateFunction(max, DateTime64(9, 'UTC'))
+) ENGINE = {engine}
+ORDER BY (host, session_id)
+SETTINGS non_replicated_deduplication_window = 1000",
+                engine = self.engine("AggregatingMergeTree", "session_identity")
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`session_identity_mv`{oc} TO `{db}`.`session_identity` AS
+SELECT host, session_id,
+    max(JSONExtractString(detail, 'boot_id')) AS boot_id,
+    max(JSONExtractString(detail, 'login_user')) AS login_user,
+    max(JSONExtractString(detail, 'entry')) AS entry,
+    max(JSONExtractString(detail, 'ssh', 'source_address')) AS source_address,
+    max(toUInt16(JSONExtractUInt(detail, 'ssh', 'source_port'))) AS source_port,
+    max(toUInt16(JSONExtractUInt(detail, 'ssh', 'server_port'))) AS server_port,
+    max(JSONExtractString(detail, 'ssh', 'auth_method')) AS auth_method,
+    max(JSONExtractString(detail, 'ssh', 'key_fingerprint')) AS key_fingerprint,
+    max(JSONExtractString(detail, 'identity', 'person')) AS person,
+    max(JSONExtractString(detail, 'identity', 'email')) AS email,
+    max(JSONExtractString(detail, 'identity', 'team')) AS team,
+    max(JSONExtractString(detail, 'identity', 'role')) AS role,
+    max(JSONExtractString(detail, 'identity', 'peer_group')) AS peer_group,
+    max(if(type = 'session_start', JSONExtractRaw(detail, 'ancestry'), '')) AS ancestry,
+    max(if(type = 'session_start', time, toDateTime64(0, 9, 'UTC'))) AS started,
+    max(if(type = 'session_end', time, toDateTime64(0, 9, 'UTC'))) AS ended
+FROM `{db}`.`events`
+WHERE type IN ('session_start', 'session_end') AND session_id != 0
+GROUP BY host, session_id"
+            ),
+        ];
+        identity.extend(self.distributed("session_identity", "cityHash64(host, session_id)"));
+
         vec![
             Migration {
                 version: 1,
@@ -175,6 +230,11 @@ TTL {ttl}",
                 version: 3,
                 name: "alerts",
                 statements: alerts,
+            },
+            Migration {
+                version: 4,
+                name: "session_identity",
+                statements: identity,
             },
         ]
     }
@@ -242,6 +302,6 @@ mod tests {
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
     }
 }
