@@ -105,6 +105,8 @@ pub struct IdentityConfig {
     pub mapping_file: Option<PathBuf>,
     /// sshd logs to take key fingerprints from (missing files are skipped).
     pub sshd_logs: Vec<PathBuf>,
+    /// The kubelet's pod log directory, which names the node's pods by UID.
+    pub pod_logs_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

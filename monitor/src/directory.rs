@@ -119,7 +119,10 @@ impl Directory {
     }
 
     /// Records with their place in the file ("line 4"), validated together.
-    fn build(records: Vec<(String, Record)>, mut problems: Vec<String>) -> Result<Self, Vec<String>> {
+    fn build(
+        records: Vec<(String, Record)>,
+        mut problems: Vec<String>,
+    ) -> Result<Self, Vec<String>> {
         let mut by_user = HashMap::new();
         let mut first_seen: HashMap<String, String> = HashMap::new();
         for (place, r) in records {
@@ -129,7 +132,10 @@ impl Directory {
                 problems.push(format!("{place}: username is missing"));
                 continue;
             };
-            if username.chars().any(|c| c.is_whitespace() || c == ':' || c == '/') {
+            if username
+                .chars()
+                .any(|c| c.is_whitespace() || c == ':' || c == '/')
+            {
                 problems.push(format!(
                     "{place}: username `{}` is not a valid account name",
                     username.escape_debug()
@@ -384,9 +390,14 @@ mod tests {
     #[test]
     fn csv_header_must_name_known_columns() {
         let err = Directory::from_csv("user,person,manager\nalice,Alice,bob\n").unwrap_err();
-        assert!(err.iter().any(|e| e.contains("unknown column `user`")), "{err:?}");
+        assert!(
+            err.iter().any(|e| e.contains("unknown column `user`")),
+            "{err:?}"
+        );
         assert!(err.iter().any(|e| e.contains("unknown column `manager`")));
-        assert!(err.iter().any(|e| e.contains("`username` column is missing")));
+        assert!(err
+            .iter()
+            .any(|e| e.contains("`username` column is missing")));
         let err = Directory::from_csv("username,person\nalice,Alice,extra\n").unwrap_err();
         assert!(err[0].starts_with("line 2:"), "{err:?}");
     }
@@ -400,11 +411,13 @@ mod tests {
         assert_eq!(d.get("alice").unwrap().peer_group.as_deref(), Some("sre"));
         let d = Directory::from_yaml("- {username: bob, person: Bob, team: data}\n").unwrap();
         assert_eq!(d.get("bob").unwrap().team.as_deref(), Some("data"));
-        let err = Directory::from_yaml(
-            "- {username: bob, person: Bob, tema: data}\n- {username: eve}\n",
-        )
-        .unwrap_err();
-        assert!(err[0].starts_with("entry 1 (username bob): unknown field `tema`"), "{err:?}");
+        let err =
+            Directory::from_yaml("- {username: bob, person: Bob, tema: data}\n- {username: eve}\n")
+                .unwrap_err();
+        assert!(
+            err[0].starts_with("entry 1 (username bob): unknown field `tema`"),
+            "{err:?}"
+        );
         assert!(err[1].starts_with("entry 2 (username eve): person is missing"));
         assert!(Directory::from_yaml("just text").is_err());
     }
@@ -421,6 +434,9 @@ mod tests {
         let p = dir.path().join("people.csv");
         std::fs::write(&p, "username,person\nalice,\n").unwrap();
         let msg = Directory::load(&p).unwrap_err().to_string();
-        assert!(msg.contains("people.csv") && msg.contains("line 2"), "{msg}");
+        assert!(
+            msg.contains("people.csv") && msg.contains("line 2"),
+            "{msg}"
+        );
     }
 }

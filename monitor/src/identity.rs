@@ -461,3 +461,88 @@ mod cgroup_tests {
         );
     }
 }
+
+/// A pod's name and namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodName {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Names of the pods on this node by UID, from the kubelet's pod log directories
+/// (`/var/log/pods/<namespace>_<name>_<uid>`): every pod the kubelet runs has one, it needs no
+/// API access, and it names exactly the node-local pods. Names and namespaces are DNS labels, so
+/// they hold no `_`. Read again, at most once a second, when a UID is not known.
+pub struct PodNames {
+    dir: std::path::PathBuf,
+    by_uid: HashMap<String, PodName>,
+    scanned: Option<Instant>,
+}
+
+impl PodNames {
+    pub fn new(dir: std::path::PathBuf) -> Self {
+        PodNames {
+            dir,
+            by_uid: HashMap::new(),
+            scanned: None,
+        }
+    }
+
+    pub fn get(&mut self, pod_uid: &str) -> Option<PodName> {
+        if let Some(p) = self.by_uid.get(pod_uid) {
+            return Some(p.clone());
+        }
+        if self
+            .scanned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.scan();
+        }
+        self.by_uid.get(pod_uid).cloned()
+    }
+
+    fn scan(&mut self) {
+        self.scanned = Some(Instant::now());
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        self.by_uid.clear();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let mut parts = name.splitn(3, '_');
+            if let (Some(ns), Some(pod), Some(uid)) = (parts.next(), parts.next(), parts.next()) {
+                if !ns.is_empty() && !pod.is_empty() && !uid.is_empty() {
+                    self.by_uid.insert(
+                        uid.to_string(),
+                        PodName {
+                            namespace: ns.to_string(),
+                            name: pod.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pod_tests {
+    use super::*;
+
+    #[test]
+    fn pod_names_come_from_the_kubelet_log_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("kube-system_coredns-5d78c9869d-abcde_0f3c")).unwrap();
+        std::fs::create_dir(dir.path().join("not-a-pod")).unwrap();
+        let mut pods = PodNames::new(dir.path().to_path_buf());
+        assert_eq!(
+            pods.get("0f3c"),
+            Some(PodName {
+                namespace: "kube-system".into(),
+                name: "coredns-5d78c9869d-abcde".into()
+            })
+        );
+        assert_eq!(pods.get("nope"), None);
+    }
+}

@@ -300,7 +300,11 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
             s.loginuid,
             s.first,
             s.ended.clone().unwrap_or_else(|| s.last.clone()),
-            if s.ended.is_some() { "" } else { " (not ended)" }
+            if s.ended.is_some() {
+                ""
+            } else {
+                " (not ended)"
+            }
         );
         if let Some(i) = &s.identity {
             let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -320,7 +324,9 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
                 o.source_address,
                 o.source_port,
                 o.server_port,
-                o.auth_method.clone().unwrap_or_else(|| "auth unknown".into()),
+                o.auth_method
+                    .clone()
+                    .unwrap_or_else(|| "auth unknown".into()),
                 o.key_fingerprint.clone().unwrap_or_default()
             );
         }

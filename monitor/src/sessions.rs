@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use crate::{
     decode::daemon_event,
     directory::LiveDirectory,
-    sshd_log::SshdAuthLog,
     event::{
         Ancestor, Event, EventBody, SessionCounts, SessionEndEvent, SessionStartEvent, SshOrigin,
     },
+    sshd_log::SshdAuthLog,
 };
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`): audit session ids restart at each boot.

@@ -123,7 +123,8 @@ impl SshdAuthLog {
         let Some(c) = self.line.captures(line) else {
             return;
         };
-        let (Some(method), Some(user), Some(addr), Some(port)) = (c.get(1), c.get(2), c.get(3), c.get(4))
+        let (Some(method), Some(user), Some(addr), Some(port)) =
+            (c.get(1), c.get(2), c.get(3), c.get(4))
         else {
             return;
         };
@@ -158,7 +159,9 @@ pub fn fingerprint_from_user_auth(text: &str) -> Option<String> {
     use sha2::Digest;
     let line = text.lines().find(|l| l.starts_with("publickey "))?;
     let blob = line.split_whitespace().nth(2)?;
-    let blob = base64::engine::general_purpose::STANDARD.decode(blob).ok()?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .ok()?;
     let digest = sha2::Sha256::digest(&blob);
     Some(format!(
         "SHA256:{}",
@@ -178,9 +181,16 @@ mod tests {
         std::fs::write(&path, "old line\n").unwrap();
         let mut log = SshdAuthLog::new(std::slice::from_ref(&path));
         assert_eq!(log.accepted("192.0.2.7", 50022), None);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         writeln!(f, "Nov 25 10:00:00 host sshd[123]: Accepted publickey for alice from 192.0.2.7 port 50022 ssh2: ED25519 SHA256:abcDEF+/0123").unwrap();
-        write!(f, "Nov 25 10:00:01 host sshd[124]: Accepted password for bob from 2001:db8::1 port 4").unwrap();
+        write!(
+            f,
+            "Nov 25 10:00:01 host sshd[124]: Accepted password for bob from 2001:db8::1 port 4"
+        )
+        .unwrap();
         let a = log.accepted("192.0.2.7", 50022).unwrap();
         assert_eq!(a.user, "alice");
         assert_eq!(a.method, "publickey");
@@ -192,7 +202,11 @@ mod tests {
         assert_eq!((b.method.as_str(), b.key_fingerprint), ("password", None));
         // Rotation: a new file under the same name is read from its start.
         std::fs::remove_file(&path).unwrap();
-        std::fs::write(&path, "sshd[9]: Accepted publickey for carol from 10.0.0.9 port 1 ssh2: RSA SHA256:xyz\n").unwrap();
+        std::fs::write(
+            &path,
+            "sshd[9]: Accepted publickey for carol from 10.0.0.9 port 1 ssh2: RSA SHA256:xyz\n",
+        )
+        .unwrap();
         assert_eq!(log.accepted("10.0.0.9", 1).unwrap().user, "carol");
     }
 

@@ -51,7 +51,19 @@ fn commands_in_a_pod_carry_its_container_and_pod_ids() {
     }
     let _cleanup = CgroupDirs(dirs);
 
-    let daemon = Daemon::start("").expect("daemon starts");
+    // The kubelet's log directory of the pod names it.
+    let pod_logs = tempfile::tempdir().unwrap();
+    std::fs::create_dir(
+        pod_logs
+            .path()
+            .join(format!("payments_api-7c9f8d-x2k4q_{pod_uid}")),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "identity:\n  pod_logs_dir: {}\n",
+        pod_logs.path().display()
+    ))
+    .expect("daemon starts");
     let loginuid = 45_000 + std::process::id() % 4_000;
     let script = format!(
         "echo $$ > '{}/cgroup.procs' && /usr/bin/id > /dev/null; /bin/true",
@@ -82,6 +94,8 @@ fn commands_in_a_pod_carry_its_container_and_pod_ids() {
         .expect("exec of id");
     assert_eq!(id["process"]["container_id"], container.as_str(), "{id}");
     assert_eq!(id["process"]["pod_uid"], pod_uid.as_str(), "{id}");
+    assert_eq!(id["process"]["pod_namespace"], "payments", "{id}");
+    assert_eq!(id["process"]["pod_name"], "api-7c9f8d-x2k4q", "{id}");
     // The shell's own exec happened before it moved: no container.
     let bash = execs
         .iter()

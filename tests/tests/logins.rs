@@ -201,7 +201,11 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
         .unwrap()
         .to_string();
     assert!(fingerprint.starts_with("SHA256:"));
-    assert_eq!(start["ssh"]["key_fingerprint"], fingerprint.as_str(), "{start}");
+    assert_eq!(
+        start["ssh"]["key_fingerprint"],
+        fingerprint.as_str(),
+        "{start}"
+    );
     assert_eq!(start["ssh"]["auth_method"], "publickey");
     // The corporate identity from the mapping file.
     assert_eq!(start["identity"]["person"], "Erin Example", "{start}");
@@ -269,7 +273,11 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let by_person = sessions(&["--person", "erin example"]);
@@ -293,9 +301,16 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
         .arg(&spool)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("person  Erin Example <erin@example.com>"), "{text}");
+    assert!(
+        text.contains("person  Erin Example <erin@example.com>"),
+        "{text}"
+    );
     assert!(text.contains("ssh     from 127.0.0.1 port"), "{text}");
     assert!(text.contains(&fingerprint), "{text}");
     assert!(
@@ -356,7 +371,10 @@ fn a_cron_job_is_a_session_entered_by_cron() {
     // Cron runs jobs at the start of each minute.
     let deadline = Instant::now() + Duration::from_secs(150);
     while !Path::new(&marker).exists() {
-        assert!(Instant::now() < deadline, "the cron job did not run in 150 s");
+        assert!(
+            Instant::now() < deadline,
+            "the cron job did not run in 150 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(1500));

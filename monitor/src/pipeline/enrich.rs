@@ -58,6 +58,7 @@ pub struct Enricher {
     tree: crate::identity::ProcessTree,
     cgroups: crate::identity::Cgroups,
     sessions: crate::sessions::SessionTracker,
+    pods: crate::identity::PodNames,
     paths: OpenPaths,
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
@@ -65,12 +66,13 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(sessions: crate::sessions::SessionTracker) -> Self {
+    pub fn new(sessions: crate::sessions::SessionTracker, pods: crate::identity::PodNames) -> Self {
         Enricher {
             users: Default::default(),
             tree: crate::identity::ProcessTree::from_proc(),
             cgroups: Default::default(),
             sessions,
+            pods,
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
         }
@@ -94,6 +96,10 @@ impl Enricher {
         if p.cgroup_id != 0 {
             let w = self.cgroups.workload(p.cgroup_id);
             p.container_id = w.container_id;
+            if let Some(pod) = w.pod_uid.as_deref().and_then(|u| self.pods.get(u)) {
+                p.pod_namespace = Some(pod.namespace);
+                p.pod_name = Some(pod.name);
+            }
             p.pod_uid = w.pod_uid;
         }
         let comm = &event.process.comm;
@@ -236,8 +242,9 @@ pub async fn run(
     kernel: Arc<Mutex<KernelMonitor>>,
     stats: Arc<PipelineStats>,
     sessions: crate::sessions::SessionTracker,
+    pods: crate::identity::PodNames,
 ) -> anyhow::Result<()> {
-    let mut enricher = Enricher::new(sessions);
+    let mut enricher = Enricher::new(sessions, pods);
     let mut out = Vec::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.tick().await;

@@ -120,6 +120,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         kernel.clone(),
         stats.clone(),
         session_tracker,
+        crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()),
     ));
     let stats_task = tokio::spawn(stats::run(
         kernel.clone(),
