@@ -25,8 +25,12 @@ pub mod kind {
     pub const CONNECT: u16 = 5;
     pub const PRIV: u16 = 6;
     pub const FORK: u16 = 7;
+    /// Bytes a session's process wrote to a terminal (what the terminal showed).
+    pub const TTY_OUT: u16 = 8;
+    /// Bytes a session's process read from a terminal with echo on (what was typed).
+    pub const TTY_IN: u16 = 9;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = 8;
+    pub const COUNT: u16 = 10;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -80,6 +84,12 @@ pub struct Policy {
     /// Wake the daemon only once this many bytes wait in the ring buffer; it also drains on a
     /// short timer. Waking it per record would cost a context switch per event.
     pub wakeup_bytes: u32,
+    /// Most terminal bytes copied per write or read (at most [`TTY_DATA_CAP`]); beyond it the
+    /// record is flagged [`TTY_TRUNCATED`].
+    pub max_tty_bytes: u32,
+    /// Terminal bytes copied per session (KiB) before records carry only lengths
+    /// ([`TTY_OVER_BUDGET`]).
+    pub tty_session_budget_kib: u32,
     pub _pad: u32,
 }
 
@@ -91,6 +101,8 @@ impl Policy {
             max_argv_bytes: 4096,
             resolve_relative_opens: 1,
             wakeup_bytes: 256 * 1024,
+            max_tty_bytes: 8192,
+            tty_session_budget_kib: 64 * 1024,
             _pad: 0,
         }
     }
@@ -248,6 +260,46 @@ pub struct OpenRecord {
 }
 
 pub const OPEN_FIXED_SIZE: usize = core::mem::offset_of!(OpenRecord, tail);
+
+// ---------------------------------------------------------------------------------------------
+// terminal I/O
+
+/// Largest terminal data copied per record (a power of two, for the verifier's mask).
+pub const TTY_DATA_CAP: usize = 16384;
+/// The call moved more bytes than were copied.
+pub const TTY_TRUNCATED: u16 = 1;
+/// The session's terminal budget is spent: lengths only, no data.
+pub const TTY_OVER_BUDGET: u16 = 2;
+/// The data could not be read from user memory.
+pub const TTY_UNREADABLE: u16 = 4;
+
+/// Terminal output (`write`, `writev` to a tty) or input (`read` from a tty with echo on) of a
+/// monitored process, with the terminal's state at that moment.
+///
+/// Tail: `len` bytes of data.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TtyRecord {
+    pub header: EventHeader,
+    /// Bytes the call moved.
+    pub total: u32,
+    /// Bytes copied into `data`.
+    pub len: u32,
+    pub fd: u32,
+    /// The terminal's device number (`i_rdev`).
+    pub dev: u32,
+    /// `TTY_*` flags.
+    pub flags: u16,
+    pub rows: u16,
+    pub cols: u16,
+    pub _pad: u16,
+    /// The terminal's `c_oflag` and `c_lflag` (ONLCR, ECHO...).
+    pub oflag: u32,
+    pub lflag: u32,
+    pub data: [u8; TTY_DATA_CAP],
+}
+
+pub const TTY_FIXED_SIZE: usize = core::mem::offset_of!(TtyRecord, data);
 
 // ---------------------------------------------------------------------------------------------
 // file read volume
@@ -412,6 +464,12 @@ pub struct KernelOffsets {
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_rdev: u32,
+    pub tty_file_private_tty: u32,
+    pub tty_termios: u32,
+    pub tty_winsize: u32,
 }
 
 /// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start
@@ -450,6 +508,11 @@ pub mod sys_class {
     pub const EXECVE: u8 = 9;
     /// dup2 and dup3: the target fd is replaced.
     pub const DUP_ONTO: u8 = 10;
+    /// read(2): read volume, and terminal input when the fd is a terminal.
+    pub const READ_TTY: u8 = 11;
+    /// write(2) and writev(2): terminal output when the fd is a terminal.
+    pub const WRITE: u8 = 12;
+    pub const WRITEV: u8 = 13;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 16;
 }
@@ -516,8 +579,10 @@ mod tests {
         );
         assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 36 * 4);
-        assert_eq!(size_of::<Policy>(), 24);
+        assert_eq!(size_of::<KernelOffsets>(), 42 * 4);
+        assert_eq!(size_of::<Policy>(), 32);
+        assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
+        assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);
         assert!(align_of::<EventHeader>() <= 8);
     }
 

@@ -66,6 +66,12 @@ const fn zeroed_offsets() -> KernelOffsets {
         files_fdt: 0,
         fdtable_max_fds: 0,
         fdtable_fd: 0,
+        file_inode: 0,
+        file_private_data: 0,
+        inode_rdev: 0,
+        tty_file_private_tty: 0,
+        tty_termios: 0,
+        tty_winsize: 0,
     }
 }
 

@@ -23,6 +23,7 @@ mod read;
 mod scope;
 mod syscalls;
 mod tail;
+mod tty;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use vigil_common::{counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy};
+use vigil_common::{
+    counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy, TtyRecord,
+};
 
 /// Every record goes out through this ring buffer.
 #[map]
@@ -51,6 +53,13 @@ pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
 pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static OPEN_SCRATCH: Array<OpenRecord> = Array::with_max_entries(1, 0);
+#[map]
+pub static TTY_SCRATCH: Array<TtyRecord> = Array::with_max_entries(1, 0);
+
+/// Terminal bytes copied per audit session, against `Policy::tty_session_budget_kib`. LRU: a
+/// forgotten session starts a fresh budget, which only lets more through.
+#[map]
+pub static TTY_BUDGET: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
 // The slot is memory the kernel owns, not borrowed from `map`; see the doc comment above for
 // why one writer at a time holds.

@@ -20,7 +20,7 @@ use vigil_common::sys_class;
 use crate::{
     connect, exec,
     kernel::{sys_class, tp_layout, Ptr, SysRegs},
-    open, privs, read,
+    open, privs, read, tty,
 };
 
 /// Entry of execve, execveat and the set*id family only (per-syscall tracepoints: the kernel
@@ -56,6 +56,12 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
             open::on_exit(class, regs, ret)
         }
         sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(class, regs, ret),
+        sys_class::READ_TTY | sys_class::WRITE | sys_class::WRITEV => {
+            if class == sys_class::READ_TTY {
+                read::on_exit(sys_class::READ_FD0, regs, ret);
+            }
+            tty::on_exit(class, regs, ret);
+        }
         sys_class::CLOSE => read::on_close(regs),
         sys_class::DUP_ONTO => read::on_dup_onto(ret),
         sys_class::CONNECT => connect::on_exit(regs, ret),

@@ -42,6 +42,10 @@ pub enum EventKind {
     FileRead,
     Connect,
     Priv,
+    /// What the session's terminals showed.
+    TtyOutput,
+    /// What was typed at them (never while echo is off).
+    TtyInput,
 }
 
 impl EventKind {
@@ -54,6 +58,8 @@ impl EventKind {
             EventKind::FileRead => kind::FILE_READ,
             EventKind::Connect => kind::CONNECT,
             EventKind::Priv => kind::PRIV,
+            EventKind::TtyOutput => kind::TTY_OUT,
+            EventKind::TtyInput => kind::TTY_IN,
         }
     }
 }
@@ -68,6 +74,10 @@ pub struct CaptureConfig {
     pub ring_buffer_bytes: u32,
     pub wakeup_bytes: u32,
     pub poll_interval_ms: u64,
+    /// Most bytes kept per terminal write or read.
+    pub max_tty_bytes: u32,
+    /// Terminal bytes kept per session, in MiB; beyond it only lengths are recorded.
+    pub max_tty_session_mib: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +238,22 @@ impl Config {
                 format!("{} is out of range 1..=10000", c.poll_interval_ms),
             ));
         }
+        if c.max_tty_bytes == 0 || c.max_tty_bytes as usize >= vigil_common::TTY_DATA_CAP {
+            return Err(invalid(
+                "capture.max_tty_bytes",
+                format!(
+                    "{} is out of range 1..={}",
+                    c.max_tty_bytes,
+                    vigil_common::TTY_DATA_CAP - 1
+                ),
+            ));
+        }
+        if c.max_tty_session_mib > 4 * 1024 * 1024 {
+            return Err(invalid(
+                "capture.max_tty_session_mib",
+                format!("{} is above 4194304", c.max_tty_session_mib),
+            ));
+        }
         if c.events.is_empty() {
             return Err(invalid("capture.events", "lists no event kind".into()));
         }
@@ -337,6 +363,8 @@ impl Config {
             max_argv_bytes: c.max_argv_bytes,
             resolve_relative_opens: u32::from(c.resolve_relative_opens),
             wakeup_bytes: c.wakeup_bytes,
+            max_tty_bytes: c.max_tty_bytes,
+            tty_session_budget_kib: c.max_tty_session_mib.saturating_mul(1024),
             _pad: 0,
         }
     }

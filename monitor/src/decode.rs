@@ -11,10 +11,11 @@ use std::{
 
 use vigil_common::{
     kind, open_syscall, priv_op, ConnectRecord, CredIds, EventHeader, ExecRecord, ExitRecord,
-    FileReadRecord, ForkRecord, OpenRecord, PrivRecord, AUDIT_UNSET, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_TRUNCATED,
-    EXEC_FIXED_SIZE, HEADER_SIZE, OPEN_FIXED_SIZE, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE,
-    SCHEMA_VERSION,
+    FileReadRecord, ForkRecord, OpenRecord, PrivRecord, TtyRecord, AUDIT_UNSET,
+    EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE,
+    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, HEADER_SIZE, OPEN_FIXED_SIZE, OPEN_PATH_TRUNCATED,
+    OPEN_PATH_UNAVAILABLE, SCHEMA_VERSION, TTY_FIXED_SIZE, TTY_OVER_BUDGET, TTY_TRUNCATED,
+    TTY_UNREADABLE,
 };
 
 use crate::event::*;
@@ -212,6 +213,8 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                 child_pid: r.child_tgid,
             })
         }
+        kind::TTY_OUT => EventBody::TtyOutput(decode_tty(b)?),
+        kind::TTY_IN => EventBody::TtyInput(decode_tty(b)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     let wall = clock.wall_ns(header.ktime_ns);
@@ -251,6 +254,45 @@ pub fn exit_status(raw: u32) -> ExitEvent {
             signal: Some(signal),
             core_dumped: raw & 0x80 != 0,
         }
+    }
+}
+
+fn decode_tty(b: &[u8]) -> Result<TtyEvent, DecodeError> {
+    at_least(b, TTY_FIXED_SIZE)?;
+    let len = pod::<u32>(b, offset_of!(TtyRecord, len))? as usize;
+    let data = b
+        .get(TTY_FIXED_SIZE..TTY_FIXED_SIZE.saturating_add(len))
+        .ok_or(DecodeError::TailOverflow { field: "data", len })?;
+    let flags: u16 = pod(b, offset_of!(TtyRecord, flags))?;
+    let dev: u32 = pod(b, offset_of!(TtyRecord, dev))?;
+    let oflag: u32 = pod(b, offset_of!(TtyRecord, oflag))?;
+    let lflag: u32 = pod(b, offset_of!(TtyRecord, lflag))?;
+    // OPOST | ONLCR: the terminal receives "\r\n" for every "\n" written.
+    const OPOST: u32 = 0o1;
+    const ONLCR: u32 = 0o4;
+    const ECHO: u32 = 0o10;
+    Ok(TtyEvent {
+        tty: tty_device_name(dev),
+        data: RawBytes(data.to_vec()),
+        total_bytes: pod::<u32>(b, offset_of!(TtyRecord, total))? as u64,
+        truncated: flags & TTY_TRUNCATED != 0,
+        over_budget: flags & TTY_OVER_BUDGET != 0,
+        unreadable: flags & TTY_UNREADABLE != 0,
+        rows: pod(b, offset_of!(TtyRecord, rows))?,
+        cols: pod(b, offset_of!(TtyRecord, cols))?,
+        onlcr: oflag & (OPOST | ONLCR) == OPOST | ONLCR,
+        echo: lflag & ECHO != 0,
+    })
+}
+
+/// `pts/N`, `ttyN` or `ttySN` from a terminal's device number.
+fn tty_device_name(dev: u32) -> String {
+    let (major, minor) = (dev >> 20, dev & 0xfffff);
+    match major {
+        136..=143 => format!("pts/{}", (major - 136) * 256 + minor),
+        4 if minor < 64 => format!("tty{minor}"),
+        4 => format!("ttyS{}", minor - 64),
+        _ => format!("{major}:{minor}"),
     }
 }
 
@@ -596,6 +638,7 @@ mod tests {
             Just(kind::OPEN),
             Just(kind::CONNECT),
             Just(kind::PRIV),
+            Just(kind::TTY_OUT),
             0u16..20
         ]
     }

@@ -148,6 +148,10 @@ pub enum EventBody {
     Loss(LossEvent),
     SessionStart(SessionStartEvent),
     SessionEnd(SessionEndEvent),
+    /// What a terminal of the session showed: bytes a process wrote to it.
+    TtyOutput(TtyEvent),
+    /// What was typed: bytes a process read from a terminal while it echoed.
+    TtyInput(TtyEvent),
 }
 
 impl EventBody {
@@ -163,6 +167,8 @@ impl EventBody {
             EventBody::Loss(_) => "loss",
             EventBody::SessionStart(_) => "session_start",
             EventBody::SessionEnd(_) => "session_end",
+            EventBody::TtyOutput(_) => "tty_output",
+            EventBody::TtyInput(_) => "tty_input",
         }
     }
 }
@@ -313,6 +319,29 @@ pub struct LossEvent {
     pub kind: Option<String>,
     pub count: u64,
     pub reason: String,
+}
+
+/// Terminal bytes, as the process wrote or read them, with the terminal's state then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyEvent {
+    /// The terminal (`pts/3`).
+    pub tty: String,
+    pub data: RawBytes,
+    /// Bytes the call moved; more than `data` holds when truncated or over budget.
+    pub total_bytes: u64,
+    /// The call moved more than the per-event limit (capture.max_tty_bytes).
+    pub truncated: bool,
+    /// The session's terminal budget was spent: length only.
+    pub over_budget: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+    /// Window size then (0 when unknown).
+    pub rows: u16,
+    pub cols: u16,
+    /// The terminal turned "\n" into "\r\n" on output (OPOST|ONLCR).
+    pub onlcr: bool,
+    /// The terminal echoed input.
+    pub echo: bool,
 }
 
 /// Where an SSH session came from (`SSH_CONNECTION` of the session).

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod kernel;
 pub mod pipeline;
 pub mod query;
+pub mod replay;
 pub mod sessions;
 pub mod spool;
 pub mod sshd_log;

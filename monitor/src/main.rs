@@ -85,6 +85,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Play a session's terminal in real time (scaled by --speed), with what it did shown as
+    /// markers. Recorded output is filtered so that it can only draw.
+    Replay {
+        /// The session id, as `vigil sessions` lists it.
+        id: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Playback speed factor (2 plays twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Pauses longer than this many seconds are shortened to it.
+        #[arg(long, default_value_t = 2.0)]
+        max_idle: f64,
+        /// Print everything at once, without waiting.
+        #[arg(long)]
+        instant: bool,
+        /// Do not show commands, files, connections and privilege changes as markers.
+        #[arg(long)]
+        no_markers: bool,
+    },
+    /// Export a session: asciicast v2 (plays in asciinema) or its full JSON timeline.
+    Export {
+        id: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value = "asciicast")]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Ingest benchmark body (run by `cargo xtask bench ingest`).
     #[command(hide = true)]
     BenchIngest {
@@ -258,7 +289,8 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
     Ok(())
 }
 
-fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
+/// One session's timeline from the configured store, and a name for that store.
+fn load_timeline(store: &StoreArgs, id: u32) -> Result<(query::Timeline, String), String> {
     let (timeline, source) = match store.store()? {
         Store::Spool(dir) => (
             query::session(&dir, id).map_err(|e| e.to_string())?,
@@ -284,6 +316,11 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
     if timeline.summary.is_none() {
         return Err(format!("no session {id} in {source}"));
     }
+    Ok((timeline, source))
+}
+
+fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
+    let (timeline, _) = load_timeline(store, id)?;
     if json {
         println!(
             "{}",
@@ -358,6 +395,73 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
             id(e.process.euid, &e.process.euser),
             query::describe(e)
         );
+    }
+    Ok(())
+}
+
+fn recording(store: &StoreArgs, id: u32) -> Result<vigil::replay::Recording, String> {
+    let (timeline, source) = load_timeline(store, id)?;
+    let rec =
+        vigil::replay::Recording::from_events(timeline.summary.as_ref(), id, &timeline.events);
+    if !rec.has_output() {
+        eprintln!(
+            "vigil: session {id} in {source} has no recorded terminal output (no terminal, or \
+             tty_output not in capture.events); showing its markers only"
+        );
+    }
+    for d in &timeline.damage {
+        eprintln!("vigil: warning: {}", query::describe(d));
+    }
+    Ok(rec)
+}
+
+fn run_replay(store: &StoreArgs, id: u32, opts: vigil::replay::PlayOptions) -> Result<(), String> {
+    if !(opts.speed.is_finite() && opts.speed > 0.0) {
+        return Err(format!("--speed {} must be a positive number", opts.speed));
+    }
+    let rec = recording(store, id)?;
+    let stdout = std::io::stdout();
+    vigil::replay::play(&rec, &opts, &mut stdout.lock())
+        .map_err(|e| format!("cannot write the replay: {e}"))
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// asciicast v2, as asciinema plays it.
+    Asciicast,
+    /// The full timeline: summary, every event, damage notes.
+    Json,
+}
+
+fn run_export(
+    store: &StoreArgs,
+    id: u32,
+    format: ExportFormat,
+    output: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut out: Box<dyn std::io::Write> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let written = match format {
+        ExportFormat::Asciicast => {
+            let rec = recording(store, id)?;
+            vigil::replay::write_asciicast(&rec, &mut out)
+        }
+        ExportFormat::Json => {
+            let (timeline, _) = load_timeline(store, id)?;
+            serde_json::to_writer(&mut out, &timeline)
+                .map_err(std::io::Error::other)
+                .and_then(|_| writeln!(out))
+                .and_then(|_| out.flush())
+        }
+    };
+    written.map_err(|e| format!("cannot write the export: {e}"))?;
+    if let Some(path) = output {
+        eprintln!("vigil: session {id} written to {}", path.display());
     }
     Ok(())
 }
@@ -514,6 +618,38 @@ fn main() -> ExitCode {
             json,
         )),
         Command::Session { id, store, json } => report(run_session(&store, id, json)),
+        Command::Replay {
+            id,
+            store,
+            speed,
+            max_idle,
+            instant,
+            no_markers,
+        } => report(
+            (if max_idle.is_finite() && max_idle >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--max-idle {max_idle} must be 0 or more seconds"))
+            })
+            .and_then(|_| {
+                run_replay(
+                    &store,
+                    id,
+                    vigil::replay::PlayOptions {
+                        speed,
+                        max_idle: std::time::Duration::from_secs_f64(max_idle.min(1e9)),
+                        instant,
+                        markers: !no_markers,
+                    },
+                )
+            }),
+        ),
+        Command::Export {
+            id,
+            store,
+            format,
+            output,
+        } => report(run_export(&store, id, format, output)),
         Command::Db {
             command: DbCommand::Migrate { config },
         } => report(run_migrate(config)),

@@ -296,6 +296,23 @@ pub fn describe(e: &Event) -> String {
                 .map(|o| format!(" from {}:{}", o.source_address, o.source_port))
                 .unwrap_or_default()
         ),
+        EventBody::TtyOutput(t) | EventBody::TtyInput(t) => format!(
+            "{}  {} bytes on {}{}",
+            if matches!(e.body, EventBody::TtyOutput(_)) {
+                "tty>  "
+            } else {
+                "tty<  "
+            },
+            t.total_bytes,
+            t.tty,
+            if t.over_budget {
+                " (session budget spent: not kept)"
+            } else if t.truncated {
+                " (cut)"
+            } else {
+                ""
+            }
+        ),
         EventBody::SessionEnd(s) => format!(
             "END    session {} after {} ms: {} commands, {} files, {} bytes read, {} connections, {} privilege changes",
             s.session,

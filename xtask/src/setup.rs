@@ -75,7 +75,7 @@ fn ensure_debian_packages() -> Result<()> {
     )
 }
 
-/// The project's Python interpreter (a venv under .tools/ with tests/clickhouse/requirements.txt).
+/// The project's Python interpreter (a venv under .tools/ with tests/requirements.txt).
 pub fn python() -> PathBuf {
     workspace().join(".tools/venv/bin/python")
 }
@@ -83,7 +83,7 @@ pub fn python() -> PathBuf {
 /// A venv with the pinned Python packages (chdb for a real ClickHouse engine in tests). The
 /// requirements file is copied into the venv once installed; an identical copy means done.
 fn ensure_python_venv() -> Result<()> {
-    let requirements = workspace().join("tests/clickhouse/requirements.txt");
+    let requirements = workspace().join("tests/requirements.txt");
     let wanted = std::fs::read(&requirements)
         .with_context(|| format!("cannot read {}", requirements.display()))?;
     let venv = workspace().join(".tools/venv");

@@ -61,6 +61,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         files_fdt: off("files_struct", "fdt")?,
         fdtable_max_fds: off("fdtable", "max_fds")?,
         fdtable_fd: off("fdtable", "fd")?,
+        file_inode: off("file", "f_inode")?,
+        file_private_data: off("file", "private_data")?,
+        inode_rdev: off("inode", "i_rdev")?,
+        tty_file_private_tty: off("tty_file_private", "tty")?,
+        tty_termios: off("tty_struct", "termios")?,
+        tty_winsize: off("tty_struct", "winsize")?,
     })
 }
 
@@ -115,7 +121,9 @@ fn followed_syscalls() -> Vec<(i64, u8)> {
     let mut table = vec![
         (libc::SYS_openat, OPENAT),
         (libc::SYS_openat2, OPENAT2),
-        (libc::SYS_read, READ_FD0),
+        (libc::SYS_read, READ_TTY),
+        (libc::SYS_write, WRITE),
+        (libc::SYS_writev, WRITEV),
         (libc::SYS_pread64, READ_FD0),
         (libc::SYS_readv, READ_FD0),
         (libc::SYS_preadv, READ_FD0),

@@ -25,6 +25,8 @@ pub fn kind_name(k: u16) -> &'static str {
         kind::CONNECT => "connect",
         kind::PRIV => "priv",
         kind::FORK => "fork",
+        kind::TTY_OUT => "tty_output",
+        kind::TTY_IN => "tty_input",
         _ => "unknown",
     }
 }

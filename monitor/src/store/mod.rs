@@ -231,6 +231,9 @@ impl EventRow {
                 false,
             ),
             EventBody::Loss(l) => (String::new(), Vec::new(), l.count, 0, 0, false),
+            EventBody::TtyOutput(t) | EventBody::TtyInput(t) => {
+                (t.tty.clone(), Vec::new(), t.total_bytes, 0, 0, false)
+            }
             EventBody::Fork(_) | EventBody::SessionStart(_) | EventBody::SessionEnd(_) => {
                 (String::new(), Vec::new(), 0, 0, 0, false)
             }

@@ -105,6 +105,10 @@ fn main() -> ExitCode {
             }
             // A new session, as a login would start; fails harmlessly if already a leader.
             let _ = nix::unistd::setsid();
+            // With a terminal on stdin, make it the session's controlling terminal, as login
+            // and sshd do (fails harmlessly otherwise).
+            // SAFETY: TIOCSCTTY on fd 0 with an integer argument; no memory is passed.
+            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
             exec_rest(after_dashes(&args))
         }
         "setuid" => {
