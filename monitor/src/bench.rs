@@ -188,3 +188,63 @@ pub async fn ingest(
         peak_rss_bytes: peak_rss_bytes("self"),
     })
 }
+
+/// The session the replay benchmark writes (`vigil bench-session`).
+pub const REPLAY_SESSION: u32 = 77;
+
+/// Writes one session of `events` events into a spool, as an interactive admin session looks
+/// to replay: mostly terminal output (coloured listings, 1 ms apart), with commands, file reads
+/// and exits between them. Events of other sessions are interleaved, as on a shared host.
+pub fn write_replay_session(spool_dir: &Path, events: u64) -> anyhow::Result<u64> {
+    let cfg = SpoolConfig {
+        dir: spool_dir.to_path_buf(),
+        segment_bytes: 64 * 1024 * 1024,
+        max_bytes: 64 * 1024 * 1024 * 1024,
+        when_full: WhenFull::DropOldest,
+        fsync_interval_ms: 1000,
+    };
+    let mut spool = Spool::open(cfg)?;
+    let mut line = Vec::with_capacity(4096);
+    let mut written = 0;
+    for i in 0..events {
+        let mut e = synthetic(i);
+        e.process.sessionid = Some(REPLAY_SESSION);
+        if i % 10 < 6 {
+            e.body = EventBody::TtyOutput(TtyEvent {
+                tty: "pts/3".into(),
+                data: format!(
+                    "-rw-r--r-- 1 root root {:>8} Nov 25 10:{:02} \x1b[01;34mfile-{i}.conf\x1b[0m\n",
+                    i * 37 % 100_000,
+                    i % 60
+                )
+                .as_str()
+                .into(),
+                total_bytes: 64,
+                truncated: false,
+                over_budget: false,
+                unreadable: false,
+                rows: 40,
+                cols: 120,
+                onlcr: true,
+                echo: false,
+            });
+        }
+        e.mono_ns = 1_000_000_000 + i * 1_000_000;
+        e.time_ns = 1_795_000_000_000_000_000 + (i * 1_000_000) as i64;
+        e.time = crate::decode::rfc3339(e.time_ns);
+        line.clear();
+        serde_json::to_writer(&mut line, &e)?;
+        spool.append_json(&line)?;
+        written += 1;
+        // Another session's event between two of this one's.
+        if i % 4 == 0 {
+            let mut other = synthetic(i);
+            other.process.sessionid = Some(REPLAY_SESSION + 1);
+            line.clear();
+            serde_json::to_writer(&mut line, &other)?;
+            spool.append_json(&line)?;
+        }
+    }
+    spool.flush()?;
+    Ok(written)
+}

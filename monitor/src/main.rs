@@ -116,6 +116,27 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// HTML report of the privileged sessions of a period (who, when, from where, what they ran
+    /// as root, files, connections, how to replay each), for audit evidence.
+    Report {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Start of the period (RFC 3339, or a duration ago such as 7d).
+        #[arg(long)]
+        since: String,
+        /// End of the period (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only sessions on this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Write the report here (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The report's data as JSON instead of HTML.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ingest benchmark body (run by `cargo xtask bench ingest`).
     #[command(hide = true)]
     BenchIngest {
@@ -126,6 +147,14 @@ enum Command {
         /// Configuration whose clickhouse: section to ship to (optional).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Replay benchmark set-up (run by `cargo xtask bench replay`): one long session in a spool.
+    #[command(hide = true)]
+    BenchSession {
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
     },
     /// Spool tools.
     Spool {
@@ -466,6 +495,103 @@ fn run_export(
     Ok(())
 }
 
+struct ReportArgs {
+    since: String,
+    until: Option<String>,
+    host: Option<String>,
+    output: Option<PathBuf>,
+    json: bool,
+}
+
+fn run_report(store: &StoreArgs, args: ReportArgs) -> Result<(), String> {
+    let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
+    let since_ns = parse_time(&args.since, now)?;
+    let until_ns = match &args.until {
+        Some(t) => parse_time(t, now)?,
+        None => now,
+    };
+    if until_ns < since_ns {
+        return Err(format!(
+            "--until {} is before --since {}",
+            vigil::decode::rfc3339(until_ns),
+            vigil::decode::rfc3339(since_ns)
+        ));
+    }
+    let filter = SessionFilter {
+        host: args.host.clone(),
+        since_ns: Some(since_ns),
+        until_ns: Some(until_ns),
+        ..Default::default()
+    };
+    let progress = vigil::progress::Progress::new("report");
+    let (all, mut events, source) = match store.store()? {
+        Store::Spool(dir) => {
+            progress.note("reading the spool");
+            let all = query::sessions(&dir, &filter).map_err(|e| e.to_string())?;
+            let ids = all
+                .iter()
+                .filter(|s| vigil::report::is_privileged(s))
+                .map(|s| s.session)
+                .collect();
+            let events = query::events_of_sessions(&dir, &ids).map_err(|e| e.to_string())?;
+            (all, events, format!("the spool at {}", dir.display()))
+        }
+        Store::ClickHouse(ch) => {
+            progress.note("listing sessions in ClickHouse");
+            let all = block_on(vigil::store::sessions(&ch, &filter))?.map_err(|e| e.to_string())?;
+            let privileged: Vec<u32> = all
+                .iter()
+                .filter(|s| vigil::report::is_privileged(s))
+                .map(|s| s.session)
+                .collect();
+            let mut events = std::collections::BTreeMap::new();
+            for (i, id) in privileged.iter().enumerate() {
+                progress.step(i + 1, privileged.len(), "sessions read");
+                let list =
+                    block_on(vigil::store::session_events(&ch, *id))?.map_err(|e| e.to_string())?;
+                events.insert(*id, list);
+            }
+            (all, events, format!("ClickHouse database {}", ch.database))
+        }
+    };
+    let sessions_in_period = all.len();
+    let privileged = all
+        .into_iter()
+        .filter(vigil::report::is_privileged)
+        .map(|s| {
+            let ev = events.remove(&s.session).unwrap_or_default();
+            vigil::report::evidence(s, &ev)
+        })
+        .collect();
+    let report = vigil::report::Report {
+        since: vigil::decode::rfc3339(since_ns),
+        until: vigil::decode::rfc3339(until_ns),
+        generated: vigil::decode::rfc3339(now),
+        source,
+        sessions_in_period,
+        privileged,
+    };
+    let body = if args.json {
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    } else {
+        vigil::report::render_html(&report)
+    };
+    progress.done();
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, body)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!(
+                "vigil: report of {} privileged sessions written to {}",
+                report.privileged.len(),
+                path.display()
+            );
+        }
+        None => println!("{body}"),
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum SpoolCommand {
     /// What the spool holds: sequence range, events, and what was lost where.
@@ -650,6 +776,28 @@ fn main() -> ExitCode {
             format,
             output,
         } => report(run_export(&store, id, format, output)),
+        Command::BenchSession { spool, events } => report(
+            vigil::bench::write_replay_session(&spool, events)
+                .map(|n| println!("session {} with {n} events", vigil::bench::REPLAY_SESSION))
+                .map_err(|e| format!("{e:#}")),
+        ),
+        Command::Report {
+            store,
+            since,
+            until,
+            host,
+            output,
+            json,
+        } => report(run_report(
+            &store,
+            ReportArgs {
+                since,
+                until,
+                host,
+                output,
+                json,
+            },
+        )),
         Command::Db {
             command: DbCommand::Migrate { config },
         } => report(run_migrate(config)),

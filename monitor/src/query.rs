@@ -191,6 +191,24 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
         .collect())
 }
 
+/// The events of each of `sessions` (ids), in time order, in one pass over the spool.
+pub fn events_of_sessions(
+    spool: &Path,
+    sessions: &BTreeSet<u32>,
+) -> Result<BTreeMap<u32, Vec<Event>>, SpoolError> {
+    let (events, _) = session_events(spool, |sid, _| sessions.contains(&sid))?;
+    let mut by: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
+    for e in events {
+        if let Some(sid) = e.process.sessionid {
+            by.entry(sid).or_default().push(e);
+        }
+    }
+    for v in by.values_mut() {
+        v.sort_by_key(|e| e.mono_ns);
+    }
+    Ok(by)
+}
+
 /// One session in time order.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timeline {

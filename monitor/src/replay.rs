@@ -250,9 +250,14 @@ fn as_received(t: &TtyEvent) -> Vec<u8> {
 fn routine_read(path: &[u8]) -> bool {
     let p = String::from_utf8_lossy(path);
     p.contains(".so")
-        || ["/usr/share/locale/", "/usr/lib/locale/", "/lib/terminfo/", "/usr/share/terminfo/"]
-            .iter()
-            .any(|prefix| p.starts_with(prefix))
+        || [
+            "/usr/share/locale/",
+            "/usr/lib/locale/",
+            "/lib/terminfo/",
+            "/usr/share/terminfo/",
+        ]
+        .iter()
+        .any(|prefix| p.starts_with(prefix))
 }
 
 /// Whether an event becomes a marker in replay.

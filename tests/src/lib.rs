@@ -315,3 +315,57 @@ impl Drop for ClickHouse {
         }
     }
 }
+
+/// Where tests leave files for people to look at (screenshots): target/test-artifacts.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Opens `page` in headless Chromium (Debian's, installed by `cargo xtask setup`): the DOM it
+/// built must hold every one of `texts`, and a screenshot goes to the test artifacts as
+/// `screenshot`. Returns the screenshot's path.
+pub fn browser_check(page: &Path, screenshot: &str, texts: &[&str]) -> PathBuf {
+    let url = format!("file://{}", page.display());
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs (cargo xtask setup installs it)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for t in texts {
+        assert!(dom.contains(t), "{t} not in the page Chromium rendered");
+    }
+    let shot = artifacts_dir().join(screenshot);
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,1600",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot looks empty"
+    );
+    shot
+}

@@ -318,6 +318,38 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
             .any(|l| l.contains("/usr/bin/head") && l.contains("sudo → su")),
         "{text}"
     );
+
+    // The audit report lists the session as privileged, with what ran as root and how to
+    // replay it, and renders in a real browser.
+    let report = dir.path().join("report.html");
+    let out = Command::new(vigil_bin())
+        .args(["report", "--since", "1h", "--spool"])
+        .arg(&spool)
+        .arg("-o")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    let id = start["session"].to_string();
+    for needle in [
+        format!("vigil replay {id}"),
+        "Erin Example".to_string(),
+        "/usr/bin/cat /etc/shadow".to_string(),
+        "/usr/bin/head -c 1 /etc/gshadow".to_string(),
+        fingerprint.clone(),
+    ] {
+        assert!(html.contains(&needle), "{needle} not in the report");
+    }
+    vigil_e2e::browser_check(
+        &report,
+        "report.png",
+        &[&format!("vigil replay {id}"), "Erin Example"],
+    );
 }
 
 /// Kills the cron daemon the test started (none when the host already runs one).

@@ -35,12 +35,23 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Replay start time and memory for one long session, beside reading the same session's
+    /// timeline (`vigil session --json`) from the same spool.
+    Replay {
+        /// Events in the session.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Runs of each command (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Overhead { rounds, scale } => overhead(rounds, scale),
         Which::Ingest { events, seconds } => ingest(events, seconds),
+        Which::Replay { events, runs } => replay(events, runs),
     }
 }
 
@@ -501,5 +512,104 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
         "daemon: peak RSS MiB", daemon_rss, "≤100"
     );
     println!("({storms} storms of 5000 open+read iterations)");
+    Ok(())
+}
+
+/// One run of a CLI command: seconds to its first byte of output, seconds in all, peak RSS.
+fn measure_cli(args: &[&str]) -> Result<(f64, f64, u64)> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = Command::new(vigil_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first)?;
+    let first_byte = started.elapsed().as_secs_f64();
+    std::io::copy(&mut stdout, &mut std::io::sink())?;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, into structs we own; std's wait cannot report rusage.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    if pid < 0 || status != 0 {
+        bail!("vigil {args:?} failed (status {status})");
+    }
+    Ok((
+        first_byte,
+        started.elapsed().as_secs_f64(),
+        usage.ru_maxrss as u64 * 1024,
+    ))
+}
+
+
+fn replay(events: u64, runs: usize) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("vigil-replay-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spool = dir.join("spool");
+    let out = Command::new(vigil_bin())
+        .args(["bench-session", "--events", &events.to_string(), "--spool"])
+        .arg(&spool)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "bench-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let spool_arg = spool.to_string_lossy().into_owned();
+    let session = "77";
+    let replay_args = ["replay", session, "--spool", &spool_arg, "--instant"];
+    let timeline_args = ["session", session, "--spool", &spool_arg, "--json"];
+    let (mut r_first, mut r_all, mut r_rss) = (Vec::new(), Vec::new(), 0u64);
+    let (mut t_first, mut t_all, mut t_rss) = (Vec::new(), Vec::new(), 0u64);
+    for _ in 0..runs.max(1) {
+        // Side by side, alternating, so both see the same machine state.
+        let (f, a, m) = measure_cli(&replay_args)?;
+        r_first.push(f);
+        r_all.push(a);
+        r_rss = r_rss.max(m);
+        let (f, a, m) = measure_cli(&timeline_args)?;
+        t_first.push(f);
+        t_all.push(a);
+        t_rss = t_rss.max(m);
+    }
+    let spool_bytes: u64 = std::fs::read_dir(&spool)?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let (rf, ra, tf, ta) = (
+        median(&mut r_first),
+        median(&mut r_all),
+        median(&mut t_first),
+        median(&mut t_all),
+    );
+    println!("replay benchmark: one session of {events} events (60% terminal output) in a spool of {:.1} MiB, {runs} runs, medians", spool_bytes as f64 / 1048576.0);
+    println!(
+        "{:<34} {:>14} {:>10} {:>14}",
+        "", "first byte (s)", "total (s)", "peak RSS (MiB)"
+    );
+    println!(
+        "{:<34} {:>14.3} {:>10.3} {:>14.1}",
+        "vigil replay --instant",
+        rf,
+        ra,
+        r_rss as f64 / 1048576.0
+    );
+    println!(
+        "{:<34} {:>14.3} {:>10.3} {:>14.1}",
+        "vigil session --json (baseline)",
+        tf,
+        ta,
+        t_rss as f64 / 1048576.0
+    );
+    println!(
+        "ratio replay/baseline: start {:.2}, memory {:.2}",
+        rf / tf,
+        r_rss as f64 / t_rss as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

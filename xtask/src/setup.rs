@@ -49,7 +49,13 @@ pub fn setup() -> Result<()> {
 }
 
 /// Debian packages the end-to-end tests use: a real sshd and sudo for login sessions.
-const DEBIAN_PACKAGES: &[&str] = &["openssh-server", "openssh-client", "sudo", "cron"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "openssh-server",
+    "openssh-client",
+    "sudo",
+    "cron",
+    "chromium",
+];
 
 fn ensure_debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
