@@ -543,7 +543,6 @@ fn measure_cli(args: &[&str]) -> Result<(f64, f64, u64)> {
     ))
 }
 
-
 fn replay(events: u64, runs: usize) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vigil-replay-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
