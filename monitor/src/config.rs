@@ -121,6 +121,21 @@ pub struct IdentityConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Use the built-in rules (a file's rule with the same id replaces one).
+    pub builtin_rules: bool,
+    /// Your rules files (YAML), reloaded when they change.
+    pub rules_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<crate::detect::webhook::WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
@@ -131,6 +146,8 @@ pub struct LogConfig {
 pub struct Config {
     pub capture: CaptureConfig,
     pub identity: IdentityConfig,
+    pub detection: DetectionConfig,
+    pub alerts: AlertsConfig,
     pub pipeline: PipelineConfig,
     pub spool: crate::spool::SpoolConfig,
     pub clickhouse: crate::store::ClickHouseConfig,
@@ -337,6 +354,16 @@ impl Config {
         if let Some(path) = &self.identity.mapping_file {
             if let Err(e) = crate::directory::Directory::load(path) {
                 return Err(invalid("identity.mapping_file", e.to_string()));
+            }
+        }
+        if let Err(e) =
+            crate::detect::rules::load(self.detection.builtin_rules, &self.detection.rules_files)
+        {
+            return Err(invalid("detection.rules_files", format!("\n{e}")));
+        }
+        for (i, w) in self.alerts.webhooks.iter().enumerate() {
+            if let Err(e) = w.check() {
+                return Err(invalid("alerts.webhooks", format!("[{i}]: {e}")));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

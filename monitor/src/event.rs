@@ -152,6 +152,8 @@ pub enum EventBody {
     TtyOutput(TtyEvent),
     /// What was typed: bytes a process read from a terminal while it echoed.
     TtyInput(TtyEvent),
+    /// A detection rule matched an event.
+    Alert(AlertEvent),
 }
 
 impl EventBody {
@@ -169,6 +171,7 @@ impl EventBody {
             EventBody::SessionEnd(_) => "session_end",
             EventBody::TtyOutput(_) => "tty_output",
             EventBody::TtyInput(_) => "tty_input",
+            EventBody::Alert(_) => "alert",
         }
     }
 }
@@ -319,6 +322,29 @@ pub struct LossEvent {
     pub kind: Option<String>,
     pub count: u64,
     pub reason: String,
+}
+
+/// A rule hit, with the session's risk after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// Stable for the same hit (host, session, rule, time), so re-sends are recognisable.
+    pub alert_id: String,
+    pub rule: String,
+    pub title: String,
+    /// MITRE ATT&CK technique.
+    pub technique: String,
+    pub severity: String,
+    /// Points this rule adds to its session (once per session).
+    pub risk: u32,
+    /// The session's risk (0-100) with this alert counted.
+    pub session_risk: u32,
+    /// Every rule that raised the session's risk so far.
+    pub reasons: Vec<String>,
+    /// The event that matched: its type, time and description.
+    pub evidence_type: String,
+    pub evidence_mono_ns: u64,
+    pub evidence: String,
+    pub host: String,
 }
 
 /// Terminal bytes, as the process wrote or read them, with the terminal's state then.

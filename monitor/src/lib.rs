@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod config;
 pub mod decode;
+pub mod detect;
 pub mod directory;
 pub mod event;
 pub mod identity;

@@ -2,6 +2,8 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+mod rules_cli;
+
 use clap::{Parser, Subcommand};
 use vigil::{
     config::{Config, LogFormat},
@@ -70,7 +72,36 @@ enum Command {
         /// Only sessions of people in this peer group (identity mapping).
         #[arg(long)]
         peer_group: Option<String>,
+        /// Only sessions whose risk score reached this (0-100).
+        #[arg(long)]
+        min_risk: Option<u32>,
         /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List alerts: which rule fired, when, in which session, why and on what evidence.
+    Alerts {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only alerts of this login user (name or uid).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only alerts of this session.
+        #[arg(long)]
+        session: Option<u32>,
+        /// Only alerts of this rule (its id).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only alerts of this severity or higher.
+        #[arg(long, value_enum)]
+        min_severity: Option<vigil::detect::rules::Severity>,
+        /// Only alerts since this time (RFC 3339, or a duration ago such as 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only alerts until this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON output (each alert whole).
         #[arg(long)]
         json: bool,
     },
@@ -166,6 +197,11 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Detection rules: list those in force, check files, import Sigma rules.
+    Rules {
+        #[command(subcommand)]
+        command: rules_cli::RulesCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -237,6 +273,7 @@ struct SessionsQuery {
     until: Option<String>,
     person: Option<String>,
     peer_group: Option<String>,
+    min_risk: Option<u32>,
 }
 
 /// Where a session came from, for one table cell.
@@ -264,6 +301,7 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
         until_ns: q.until.map(|t| parse_time(&t, now)).transpose()?,
         person: q.person,
         peer_group: q.peer_group,
+        min_risk: q.min_risk,
     };
     let list = match store.store()? {
         Store::Spool(dir) => query::sessions(&dir, &filter).map_err(|e| e.to_string())?,
@@ -312,7 +350,58 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
             s.bytes_read,
             s.connections,
             s.privilege_changes,
-            if s.gained_root { "  gained root" } else { "" }
+            match (s.gained_root, s.risk) {
+                (_, Some(r)) => format!("  RISK {r}: {}", s.risk_reasons.join("; ")),
+                (true, None) => "  gained root".into(),
+                (false, None) => String::new(),
+            }
+        );
+    }
+    Ok(())
+}
+
+fn run_alerts(store: &StoreArgs, filter: &query::AlertFilter, json: bool) -> Result<(), String> {
+    let alerts = match store.store()? {
+        Store::Spool(dir) => query::alerts(&dir, filter).map_err(|e| e.to_string())?,
+        Store::ClickHouse(ch) => {
+            block_on(vigil::store::alerts(&ch, filter))?.map_err(|e| e.to_string())?
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&alerts).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<30}  {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
+        "TIME", "SESSION", "USER", "SEVERITY", "TECHNIQUE", "RISK", "RULE"
+    );
+    for e in &alerts {
+        let vigil::event::EventBody::Alert(a) = &e.body else {
+            continue;
+        };
+        let user = e
+            .process
+            .login_user
+            .clone()
+            .or_else(|| e.process.loginuid.map(|u| u.to_string()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<30}  {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} {}",
+            e.time,
+            e.process
+                .sessionid
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            user,
+            a.severity,
+            a.technique,
+            a.session_risk,
+            a.rule,
+            // The evidence quotes recorded data: keep control characters off the terminal.
+            a.evidence.escape_debug()
         );
     }
     Ok(())
@@ -398,6 +487,9 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
         }
         if !s.ancestry.is_empty() {
             println!("via     {}", ancestry_text(&s.ancestry));
+        }
+        if let Some(r) = s.risk {
+            println!("risk    {r}/100: {}", s.risk_reasons.join("; "));
         }
     }
     for d in &timeline.damage {
@@ -730,6 +822,7 @@ fn main() -> ExitCode {
             until,
             person,
             peer_group,
+            min_risk,
             json,
         } => report(run_sessions(
             &store,
@@ -740,9 +833,31 @@ fn main() -> ExitCode {
                 until,
                 person,
                 peer_group,
+                min_risk,
             },
             json,
         )),
+        Command::Alerts {
+            store,
+            user,
+            session,
+            rule,
+            min_severity,
+            since,
+            until,
+            json,
+        } => report((|| {
+            let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
+            let filter = query::AlertFilter {
+                loginuid: user.as_deref().map(resolve_user).transpose()?,
+                session,
+                rule,
+                min_severity,
+                since_ns: since.map(|t| parse_time(&t, now)).transpose()?,
+                until_ns: until.map(|t| parse_time(&t, now)).transpose()?,
+            };
+            run_alerts(&store, &filter, json)
+        })()),
         Command::Session { id, store, json } => report(run_session(&store, id, json)),
         Command::Replay {
             id,
@@ -831,6 +946,7 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
             Ok(())
         })()),
+        Command::Rules { command } => report(rules_cli::run(command)),
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => match Config::load(&file) {
                 Ok(_) => {

@@ -33,6 +33,8 @@ pub struct SessionFilter {
     pub person: Option<String>,
     /// Sessions of people in this peer group.
     pub peer_group: Option<String>,
+    /// Sessions whose risk reached at least this.
+    pub min_risk: Option<u32>,
 }
 
 impl SessionFilter {
@@ -79,6 +81,9 @@ pub struct SessionSummary {
     pub ancestry: Vec<Ancestor>,
     /// When its last process exited; None while it is still going (or its end was not seen).
     pub ended: Option<String>,
+    /// Risk (0-100) from detection, with the reasons; None when no rule matched.
+    pub risk: Option<u32>,
+    pub risk_reasons: Vec<String>,
 }
 
 pub fn user_name(uid: u32) -> Option<String> {
@@ -146,6 +151,8 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
             identity: None,
             ancestry: Vec::new(),
             ended: None,
+            risk: None,
+            risk_reasons: Vec::new(),
         });
         if e.time_ns < s.first_ns {
             s.first_ns = e.time_ns;
@@ -180,15 +187,54 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
                 }
             }
             EventBody::SessionEnd(_) => s.ended = Some(e.time.clone()),
+            EventBody::Alert(a) if s.risk.is_none_or(|r| a.session_risk >= r) => {
+                s.risk = Some(a.session_risk);
+                s.risk_reasons = a.reasons.clone();
+            }
             _ => {}
         }
     }
     Ok(by_session
         .into_values()
         .filter(|s| filter.identity_matches(s.identity.as_ref()))
+        .filter(|s| filter.min_risk.is_none_or(|m| s.risk.unwrap_or(0) >= m))
         .filter(|s| filter.since_ns.is_none_or(|t| s.last_ns >= t))
         .filter(|s| filter.until_ns.is_none_or(|t| s.first_ns <= t))
         .collect())
+}
+
+/// Which alerts to list.
+#[derive(Debug, Default, Clone)]
+pub struct AlertFilter {
+    pub loginuid: Option<u32>,
+    pub session: Option<u32>,
+    pub rule: Option<String>,
+    pub min_severity: Option<crate::detect::rules::Severity>,
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+}
+
+impl AlertFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        let EventBody::Alert(a) = &e.body else {
+            return false;
+        };
+        self.loginuid.is_none_or(|u| e.process.loginuid == Some(u))
+            && self.session.is_none_or(|s| e.process.sessionid == Some(s))
+            && self.rule.as_deref().is_none_or(|r| a.rule == r)
+            && self
+                .min_severity
+                .is_none_or(|m| crate::detect::rules::Severity::of_alert(&a.severity) >= m)
+            && self.since_ns.is_none_or(|t| e.time_ns >= t)
+            && self.until_ns.is_none_or(|t| e.time_ns <= t)
+    }
+}
+
+/// The alerts in the spool matching `filter`, oldest first.
+pub fn alerts(spool: &Path, filter: &AlertFilter) -> Result<Vec<Event>, SpoolError> {
+    let (mut events, _) = session_events(spool, |_, e| filter.matches(e))?;
+    events.sort_by_key(|e| e.time_ns);
+    Ok(events)
 }
 
 /// The events of each of `sessions` (ids), in time order, in one pass over the spool.
@@ -313,6 +359,10 @@ pub fn describe(e: &Event) -> String {
                 .as_ref()
                 .map(|o| format!(" from {}:{}", o.source_address, o.source_port))
                 .unwrap_or_default()
+        ),
+        EventBody::Alert(a) => format!(
+            "ALERT  [{}] {} ({}, {}): {} — session risk {}",
+            a.severity, a.title, a.rule, a.technique, a.evidence, a.session_risk
         ),
         EventBody::TtyOutput(t) | EventBody::TtyInput(t) => format!(
             "{}  {} bytes on {}{}",

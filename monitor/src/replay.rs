@@ -263,7 +263,9 @@ fn routine_read(path: &[u8]) -> bool {
 /// Whether an event becomes a marker in replay.
 fn marker(e: &Event) -> Option<String> {
     let text = match &e.body {
-        EventBody::Exec(_) | EventBody::Connect(_) | EventBody::Priv(_) => describe(e),
+        EventBody::Exec(_) | EventBody::Connect(_) | EventBody::Priv(_) | EventBody::Alert(_) => {
+            describe(e)
+        }
         EventBody::FileRead(r) if !r.path.as_ref().is_some_and(|p| routine_read(&p.0)) => {
             describe(e)
         }

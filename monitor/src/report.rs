@@ -100,6 +100,9 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
             _ => {}
         }
     }
+    let summary_risk = summary
+        .risk
+        .map(|r| (r as f64, summary.risk_reasons.clone()));
     let mut files_read: Vec<(String, u64)> = read.into_iter().collect();
     files_read.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     SessionEvidence {
@@ -109,7 +112,7 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
         files_written: written.into_iter().collect(),
         connections: connections.into_iter().collect(),
         privilege_changes,
-        risk: None,
+        risk: summary_risk,
     }
 }
 

@@ -6,6 +6,7 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -368,4 +369,42 @@ pub fn browser_check(page: &Path, screenshot: &str, texts: &[&str]) -> PathBuf {
         "screenshot looks empty"
     );
     shot
+}
+
+/// The unprivileged test user (`vigil-e2e`).
+pub const USER: &str = "vigil-e2e";
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test user (created once and left in place), allowed to sudo without a password.
+pub fn ensure_user() -> u32 {
+    if Command::new("id")
+        .arg(USER)
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        run_ok(Command::new("useradd").args(["-m", "-s", "/bin/bash", USER]));
+    }
+    // Not locked (sshd refuses keys for "!" passwords), but no password either.
+    run_ok(Command::new("usermod").args(["-p", "*", USER]));
+    std::fs::write(
+        format!("/etc/sudoers.d/{USER}"),
+        format!("{USER} ALL=(ALL) NOPASSWD: ALL\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        format!("/etc/sudoers.d/{USER}"),
+        std::fs::Permissions::from_mode(0o440),
+    )
+    .unwrap();
+    let out = Command::new("id").args(["-u", USER]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }

@@ -102,14 +102,14 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
     let loginuid = 65_534;
     let status = Command::new(HELPER)
         .args(["login", &loginuid.to_string(), "--", "/bin/bash", "-c"])
-        .arg("sleep 0.5; /usr/bin/id > /dev/null; cat /etc/hostname > /dev/null")
+        .arg("sleep 0.5; /usr/bin/id > /dev/null; cat /etc/hostname > /dev/null; cat /etc/shadow > /dev/null")
         .env("SSH_CONNECTION", "198.51.100.4 40022 10.0.0.1 22")
         .status()
         .unwrap();
     assert!(status.success());
     daemon.stop().expect("daemon stops");
     let config = cli_config(dir.path(), &ch);
-    let session = wait_for_commands(&config, loginuid, 4).remove(0);
+    let session = wait_for_commands(&config, loginuid, 5).remove(0);
     assert_eq!(session["host"], vigil_e2e_host());
     // Identity and origin come back from ClickHouse, and filter the list.
     assert_eq!(session["identity"]["person"], "Nora Body", "{session}");
@@ -124,6 +124,21 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
     assert_eq!(listed(&["sessions", "--person", "NORA@example.com"]), 1);
     assert_eq!(listed(&["sessions", "--peer-group", "oncall"]), 1);
     assert_eq!(listed(&["sessions", "--peer-group", "data"]), 0);
+    // The alert is stored, and scores the session.
+    assert_eq!(session["risk"], 40, "{session}");
+    assert_eq!(listed(&["sessions", "--min-risk", "40"]), 1);
+    assert_eq!(listed(&["sessions", "--min-risk", "41"]), 0);
+    let alerts = vigil_json(&["alerts", "--min-severity", "high"], &config);
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["rule"], "credential-store-read");
+    assert_eq!(alerts[0]["technique"], "T1003.008");
+    assert_eq!(alerts[0]["process"]["sessionid"], session["session"]);
+    assert!(alerts[0]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("/etc/shadow"));
+    assert_eq!(listed(&["alerts", "--min-severity", "critical"]), 0);
     let hostname_len = std::fs::metadata("/etc/hostname").unwrap().len();
     assert!(session["bytes_read"].as_u64().unwrap() >= hostname_len);
     let id = session["session"].as_u64().unwrap();

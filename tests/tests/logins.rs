@@ -14,9 +14,9 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_e2e::{free_port, of_type, raw_bytes, require_root, vigil_bin, Daemon};
-
-const USER: &str = "vigil-e2e";
+use vigil_e2e::{
+    ensure_user, free_port, of_type, raw_bytes, require_root, vigil_bin, Daemon, USER,
+};
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("command runs");
@@ -37,32 +37,6 @@ fn prepare_user(key_pub: &Path) -> u32 {
     run(Command::new("chown").args(["-R", &format!("{USER}:{USER}"), &ssh_dir]));
     std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     uid
-}
-
-/// The test user (created once and left in place), allowed to sudo without a password.
-fn ensure_user() -> u32 {
-    if Command::new("id")
-        .arg(USER)
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        run(Command::new("useradd").args(["-m", "-s", "/bin/bash", USER]));
-    }
-    // Not locked (sshd refuses keys for "!" passwords), but no password either.
-    run(Command::new("usermod").args(["-p", "*", USER]));
-    std::fs::write(
-        format!("/etc/sudoers.d/{USER}"),
-        format!("{USER} ALL=(ALL) NOPASSWD: ALL\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        format!("/etc/sudoers.d/{USER}"),
-        std::fs::Permissions::from_mode(0o440),
-    )
-    .unwrap();
-    let out = Command::new("id").args(["-u", USER]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 struct Sshd(Child);

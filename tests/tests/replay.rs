@@ -6,7 +6,7 @@
 
 use std::{
     io::{Read, Write},
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::OwnedFd,
     path::Path,
     process::{Command, Stdio},
     sync::{Arc, Mutex},

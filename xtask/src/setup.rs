@@ -55,6 +55,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "sudo",
     "cron",
     "chromium",
+    "curl",
 ];
 
 fn ensure_debian_packages() -> Result<()> {

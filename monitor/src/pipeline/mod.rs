@@ -1,6 +1,7 @@
 //! The daemon: capture → enrich → sink, connected by bounded channels, plus a stats task.
 
 pub mod capture;
+pub mod detect;
 pub mod enrich;
 pub mod sink;
 pub mod stats;
@@ -114,9 +115,19 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         shutdown_rx.clone(),
         stats.clone(),
     ));
+    let rules = crate::detect::rules::LiveRules::open(
+        config.detection.builtin_rules,
+        &config.detection.rules_files,
+    )
+    .context("cannot load the detection rules (detection.rules_files)")?;
+    let detector = crate::detect::Detector::new(rules, crate::store::host_name());
+    let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (detect_tx, detect_rx) = mpsc::channel(capacity);
+    let detect = tokio::spawn(detect::run(detect_rx, sink_tx.clone(), detector, webhooks));
     let enrich = tokio::spawn(enrich::run(
         capture_rx,
-        sink_tx.clone(),
+        detect_tx,
         kernel.clone(),
         stats.clone(),
         session_tracker,
@@ -164,6 +175,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     for (stage, result) in [
         ("capture", capture_result),
         ("enrich", enrich.await),
+        ("detect", detect.await),
         ("stats", stats_task.await),
     ] {
         match result {

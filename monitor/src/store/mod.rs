@@ -231,6 +231,14 @@ impl EventRow {
                 false,
             ),
             EventBody::Loss(l) => (String::new(), Vec::new(), l.count, 0, 0, false),
+            EventBody::Alert(a) => (
+                a.rule.clone(),
+                Vec::new(),
+                0,
+                0,
+                a.session_risk as i64,
+                false,
+            ),
             EventBody::TtyOutput(t) | EventBody::TtyInput(t) => {
                 (t.tty.clone(), Vec::new(), t.total_bytes, 0, 0, false)
             }
@@ -302,6 +310,8 @@ struct SessionRow {
     peer_group: String,
     ancestry: String,
     ended: i64,
+    risk: f32,
+    risk_reasons: Vec<String>,
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -346,6 +356,8 @@ impl SessionRow {
             identity,
             ancestry: serde_json::from_str(&self.ancestry).unwrap_or_default(),
             ended: (self.ended > 0).then(|| crate::decode::rfc3339(self.ended)),
+            risk: (self.risk > 0.0 || !self.risk_reasons.is_empty()).then_some(self.risk as u32),
+            risk_reasons: self.risk_reasons,
         }
     }
 }
@@ -368,7 +380,8 @@ pub async fn sessions(
                 i.server_port AS server_port, i.auth_method AS auth_method,
                 i.key_fingerprint AS key_fingerprint, i.person AS person, i.email AS email,
                 i.team AS team, i.role AS role, i.peer_group AS peer_group,
-                i.ancestry AS ancestry, i.ended AS ended
+                i.ancestry AS ancestry, i.ended AS ended,
+                a.max_risk AS risk, a.risk_reasons AS risk_reasons
              FROM (
                 SELECT host, session_id, any(loginuid) AS loginuid,
                     toUnixTimestamp64Nano(min(first_seen)) AS first,
@@ -391,6 +404,12 @@ pub async fn sessions(
                 FROM session_identity
                 GROUP BY host, session_id
              ) AS i ON s.host = i.host AND s.session_id = i.session_id
+             LEFT JOIN (
+                SELECT host, session_id, max(risk) AS max_risk,
+                    argMax(reasons, risk) AS risk_reasons
+                FROM alerts
+                GROUP BY host, session_id
+             ) AS a ON s.host = a.host AND s.session_id = a.session_id
              WHERE ({uid:Int64} < 0 OR s.loginuid = {uid:Int64})
                 AND ({host:String} = '' OR s.host = {host:String})
                 AND ({since:Int64} = 0 OR s.last >= {since:Int64})
@@ -398,6 +417,7 @@ pub async fn sessions(
                 AND ({person:String} = '' OR lower(i.person) = lower({person:String})
                      OR lower(i.email) = lower({person:String}))
                 AND ({peer_group:String} = '' OR lower(i.peer_group) = lower({peer_group:String}))
+                AND a.max_risk >= {min_risk:Float32}
              ORDER BY s.first",
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
@@ -406,10 +426,44 @@ pub async fn sessions(
         .param("until", filter.until_ns.unwrap_or(0))
         .param("person", filter.person.clone().unwrap_or_default())
         .param("peer_group", filter.peer_group.clone().unwrap_or_default())
+        .param("min_risk", filter.min_risk.unwrap_or(0) as f32)
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
     Ok(rows.into_iter().map(SessionRow::into_summary).collect())
+}
+
+/// `vigil alerts` from ClickHouse: the stored alerts (each its whole alert event) matching
+/// `filter`, oldest first. The same filter as the spool's is applied to what comes back, so
+/// both stores answer alike.
+pub async fn alerts(
+    cfg: &ClickHouseConfig,
+    filter: &crate::query::AlertFilter,
+) -> Result<Vec<Event>, StoreError> {
+    let details: Vec<String> = cfg
+        .client(true)?
+        .query(
+            "SELECT detail FROM alerts FINAL
+             WHERE ({uid:Int64} < 0 OR loginuid = {uid:Int64})
+                AND ({session:Int64} < 0 OR session_id = {session:Int64})
+                AND ({rule:String} = '' OR rule = {rule:String})
+                AND ({since:Int64} = 0 OR time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC'))
+                AND ({until:Int64} = 0 OR time <= fromUnixTimestamp64Nano({until:Int64}, 'UTC'))
+             ORDER BY time, alert_id",
+        )
+        .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
+        .param("session", filter.session.map(i64::from).unwrap_or(-1))
+        .param("rule", filter.rule.clone().unwrap_or_default())
+        .param("since", filter.since_ns.unwrap_or(0))
+        .param("until", filter.until_ns.unwrap_or(0))
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    Ok(details
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Event>(d).ok())
+        .filter(|e| filter.matches(e))
+        .collect())
 }
 
 /// One session's events from ClickHouse, in time order (duplicates collapsed by FINAL).

@@ -215,6 +215,23 @@ GROUP BY host, session_id"
         ];
         identity.extend(self.distributed("session_identity", "cityHash64(host, session_id)"));
 
+        // Alerts from the event stream into `alerts` (the detail JSON holds the whole alert).
+        let alerts_feed = vec![format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`alerts_mv`{oc} TO `{db}`.`alerts` AS
+SELECT host, time,
+    toUUIDOrZero(JSONExtractString(detail, 'alert_id')) AS alert_id,
+    session_id, loginuid,
+    JSONExtractString(detail, 'rule') AS rule,
+    JSONExtractString(detail, 'technique') AS technique,
+    JSONExtractString(detail, 'severity') AS severity,
+    toFloat32(JSONExtractUInt(detail, 'session_risk')) AS risk,
+    JSONExtract(detail, 'reasons', 'Array(String)') AS reasons,
+    [toUInt64(seq)] AS evidence_seqs,
+    detail
+FROM `{db}`.`events`
+WHERE type = 'alert'"
+        )];
+
         vec![
             Migration {
                 version: 1,
@@ -235,6 +252,11 @@ GROUP BY host, session_id"
                 version: 4,
                 name: "session_identity",
                 statements: identity,
+            },
+            Migration {
+                version: 5,
+                name: "alerts_feed",
+                statements: alerts_feed,
             },
         ]
     }
@@ -302,6 +324,6 @@ mod tests {
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     }
 }

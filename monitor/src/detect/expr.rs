@@ -1,0 +1,658 @@
+//! The rule expression language: comparisons of event and session fields, combined with `and`,
+//! `or`, `not` and parentheses.
+//!
+//! ```text
+//! type == "file_read" and (path in ["/etc/shadow", "/etc/gshadow"] or path matches "^/root/\.ssh/id_")
+//! type == "exec" and filename endswith "/crontab" and not argv contains "-l"
+//! ```
+//!
+//! Operators: `==` `!=` `<` `<=` `>` `>=` `in` `contains` `startswith` `endswith` `matches`
+//! (a regular expression). On a list field (argv, ancestry), `contains` tests for an element
+//! and `startswith`/`endswith`/`matches` for any element. A field the event does not have makes
+//! its comparison false. Fields are checked when the rule is loaded (see [`FIELDS`]).
+//!
+//! Hand-written rather than an embedded language (CEL, Rhai): rules must be checked against the
+//! event schema at load, with the line and column of each mistake, and evaluated per event
+//! without allocation for the common comparisons.
+
+use std::borrow::Cow;
+
+use regex::Regex;
+
+/// Every field a rule can use, with its type.
+pub const FIELDS: &[(&str, Kind)] = &[
+    ("type", Kind::Str),
+    ("process.pid", Kind::Num),
+    ("process.ppid", Kind::Num),
+    ("process.uid", Kind::Num),
+    ("process.euid", Kind::Num),
+    ("process.loginuid", Kind::Num),
+    ("process.user", Kind::Str),
+    ("process.euser", Kind::Str),
+    ("process.login_user", Kind::Str),
+    ("process.comm", Kind::Str),
+    ("process.container_id", Kind::Str),
+    ("filename", Kind::Str),
+    ("argv", Kind::List),
+    ("cmdline", Kind::Str),
+    ("cwd", Kind::Str),
+    ("ancestry", Kind::List),
+    ("parent", Kind::Str),
+    ("stdin", Kind::Str),
+    ("stdout", Kind::Str),
+    ("path", Kind::Str),
+    ("access", Kind::Str),
+    ("truncate", Kind::Bool),
+    ("ok", Kind::Bool),
+    ("bytes", Kind::Num),
+    ("family", Kind::Str),
+    ("address", Kind::Str),
+    ("port", Kind::Num),
+    ("op", Kind::Str),
+    ("gained_root", Kind::Bool),
+    ("session.entry", Kind::Str),
+    ("session.bytes_read", Kind::Num),
+    ("session.sensitive_bytes_read", Kind::Num),
+    ("session.download_then_shell", Kind::Bool),
+    ("session.written_then_executed", Kind::Bool),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Num,
+    Bool,
+    List,
+}
+
+/// A field's value for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Str(Cow<'a, str>),
+    Num(f64),
+    Bool(bool),
+    List(Vec<Cow<'a, str>>),
+    Missing,
+}
+
+/// Gives field values; implemented by the detector over an event and its session.
+pub trait Fields {
+    fn get(&self, field: &str) -> Value<'_>;
+}
+
+#[derive(Debug, Clone)]
+pub enum Literal {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    Contains,
+    StartsWith,
+    EndsWith,
+    Matches,
+}
+
+#[derive(Debug, Clone)]
+pub enum Expr {
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    /// A boolean field on its own.
+    Flag(&'static str),
+    Cmp {
+        field: &'static str,
+        op: Op,
+        value: Literal,
+        /// Compiled once, for `matches`.
+        regex: Option<Regex>,
+    },
+}
+
+/// A mistake in an expression, at a column (1-based) of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "column {}: {}", self.column, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    Sym(&'static str),
+    End,
+}
+
+struct Lexer {
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
+    let chars: Vec<(usize, char)> = src.char_indices().collect();
+    let col = |byte: usize| src[..byte].chars().count() + 1;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = col(at);
+        if c == '"' || c == '\'' {
+            let quote = c;
+            let mut s = String::new();
+            i += 1;
+            loop {
+                let Some(&(_, d)) = chars.get(i) else {
+                    return Err(ParseError {
+                        column: start,
+                        message: "string is not closed".into(),
+                    });
+                };
+                i += 1;
+                if d == quote {
+                    break;
+                }
+                if d == '\\' {
+                    // Escapes: the quote and the backslash; anything else keeps its backslash
+                    // (regular expressions need them).
+                    match chars.get(i).map(|&(_, e)| e) {
+                        Some(e) if e == quote || e == '\\' => {
+                            s.push(e);
+                            i += 1;
+                        }
+                        _ => s.push('\\'),
+                    }
+                } else {
+                    s.push(d);
+                }
+            }
+            out.push((Tok::Str(s), start));
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(|&(_, d)| d.is_ascii_digit()))
+        {
+            let from = at;
+            i += 1;
+            while chars
+                .get(i)
+                .is_some_and(|&(_, d)| d.is_ascii_digit() || d == '.' || d == '_')
+            {
+                i += 1;
+            }
+            let end = chars.get(i).map(|&(b, _)| b).unwrap_or(src.len());
+            let text = src[from..end].replace('_', "");
+            let n = text.parse::<f64>().map_err(|_| ParseError {
+                column: start,
+                message: format!("`{text}` is not a number"),
+            })?;
+            out.push((Tok::Num(n), start));
+        } else if c.is_alphabetic() || c == '_' {
+            let from = at;
+            while chars
+                .get(i)
+                .is_some_and(|&(_, d)| d.is_alphanumeric() || d == '_' || d == '.')
+            {
+                i += 1;
+            }
+            let end = chars.get(i).map(|&(b, _)| b).unwrap_or(src.len());
+            out.push((Tok::Ident(src[from..end].to_string()), start));
+        } else {
+            let two: String = chars[i..].iter().take(2).map(|&(_, c)| c).collect();
+            let sym = ["==", "!=", "<=", ">="]
+                .into_iter()
+                .find(|s| two == *s)
+                .or_else(|| {
+                    ["<", ">", "(", ")", "[", "]", ","]
+                        .into_iter()
+                        .find(|s| s.starts_with(c))
+                });
+            let Some(sym) = sym else {
+                return Err(ParseError {
+                    column: start,
+                    message: format!("unexpected character `{c}`"),
+                });
+            };
+            i += sym.len();
+            out.push((Tok::Sym(sym), start));
+        }
+    }
+    out.push((Tok::End, src.chars().count() + 1));
+    Ok(out)
+}
+
+/// Parses and checks an expression.
+pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    let mut p = Lexer {
+        toks: lex(src)?,
+        pos: 0,
+    };
+    let e = p.or()?;
+    match p.peek() {
+        (Tok::End, _) => Ok(e),
+        (t, col) => Err(ParseError {
+            column: col,
+            message: format!("unexpected {} after a complete expression", describe(&t)),
+        }),
+    }
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => format!("`{s}`"),
+        Tok::Str(s) => format!("string \"{s}\""),
+        Tok::Num(n) => format!("number {n}"),
+        Tok::Sym(s) => format!("`{s}`"),
+        Tok::End => "end of expression".into(),
+    }
+}
+
+fn field(name: &str, column: usize) -> Result<(&'static str, Kind), ParseError> {
+    if let Some(&(f, k)) = FIELDS.iter().find(|(f, _)| *f == name) {
+        return Ok((f, k));
+    }
+    // The closest known name, for typos.
+    let suggestion = FIELDS
+        .iter()
+        .map(|(f, _)| (*f, strsim(name, f)))
+        .min_by_key(|&(_, d)| d)
+        .filter(|&(_, d)| d <= 3)
+        .map(|(f, _)| format!(" (did you mean `{f}`?)"))
+        .unwrap_or_default();
+    Err(ParseError {
+        column,
+        message: format!("unknown field `{name}`{suggestion}"),
+    })
+}
+
+/// Edit distance, for suggestions (a dozen lines; not worth a crate).
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+impl Lexer {
+    fn peek(&self) -> (Tok, usize) {
+        self.toks[self.pos.min(self.toks.len() - 1)].clone()
+    }
+
+    fn next(&mut self) -> (Tok, usize) {
+        let t = self.peek();
+        self.pos += 1;
+        t
+    }
+
+    fn keyword(&mut self, word: &str) -> bool {
+        if matches!(self.peek().0, Tok::Ident(ref s) if s == word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut e = self.and()?;
+        while self.keyword("or") {
+            e = Expr::Or(Box::new(e), Box::new(self.and()?));
+        }
+        Ok(e)
+    }
+
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut e = self.not()?;
+        while self.keyword("and") {
+            e = Expr::And(Box::new(e), Box::new(self.not()?));
+        }
+        Ok(e)
+    }
+
+    fn not(&mut self) -> Result<Expr, ParseError> {
+        if self.keyword("not") {
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Expr, ParseError> {
+        let (tok, col) = self.next();
+        let name = match tok {
+            Tok::Sym("(") => {
+                let e = self.or()?;
+                return match self.next() {
+                    (Tok::Sym(")"), _) => Ok(e),
+                    (t, c) => Err(ParseError {
+                        column: c,
+                        message: format!("expected `)`, found {}", describe(&t)),
+                    }),
+                };
+            }
+            Tok::Ident(name) => name,
+            t => {
+                return Err(ParseError {
+                    column: col,
+                    message: format!("expected a field, `not` or `(`, found {}", describe(&t)),
+                })
+            }
+        };
+        let (field, kind) = field(&name, col)?;
+        let (op_tok, op_col) = self.peek();
+        let op = match &op_tok {
+            Tok::Sym("==") => Op::Eq,
+            Tok::Sym("!=") => Op::Ne,
+            Tok::Sym("<") => Op::Lt,
+            Tok::Sym("<=") => Op::Le,
+            Tok::Sym(">") => Op::Gt,
+            Tok::Sym(">=") => Op::Ge,
+            Tok::Ident(w) if w == "in" => Op::In,
+            Tok::Ident(w) if w == "contains" => Op::Contains,
+            Tok::Ident(w) if w == "startswith" => Op::StartsWith,
+            Tok::Ident(w) if w == "endswith" => Op::EndsWith,
+            Tok::Ident(w) if w == "matches" => Op::Matches,
+            _ if kind == Kind::Bool => return Ok(Expr::Flag(field)),
+            t => {
+                return Err(ParseError {
+                    column: op_col,
+                    message: format!(
+                        "expected an operator after `{field}`, found {}",
+                        describe(t)
+                    ),
+                })
+            }
+        };
+        self.pos += 1;
+        let (val_tok, val_col) = self.next();
+        let value = match val_tok {
+            Tok::Str(s) => Literal::Str(s),
+            Tok::Num(n) => Literal::Num(n),
+            Tok::Ident(w) if w == "true" || w == "false" => Literal::Bool(w == "true"),
+            Tok::Sym("[") => {
+                let mut items = Vec::new();
+                loop {
+                    match self.next() {
+                        (Tok::Sym("]"), _) if items.is_empty() => break,
+                        (Tok::Str(s), _) => items.push(s),
+                        (Tok::Num(n), _) => items.push(n.to_string()),
+                        (t, c) => {
+                            return Err(ParseError {
+                                column: c,
+                                message: format!(
+                                    "expected a string in the list, found {}",
+                                    describe(&t)
+                                ),
+                            })
+                        }
+                    }
+                    match self.next() {
+                        (Tok::Sym(","), _) => continue,
+                        (Tok::Sym("]"), _) => break,
+                        (t, c) => {
+                            return Err(ParseError {
+                                column: c,
+                                message: format!("expected `,` or `]`, found {}", describe(&t)),
+                            })
+                        }
+                    }
+                }
+                Literal::List(items)
+            }
+            t => {
+                return Err(ParseError {
+                    column: val_col,
+                    message: format!("expected a value, found {}", describe(&t)),
+                })
+            }
+        };
+        check_types(field, kind, op, &value, op_col, val_col)?;
+        let regex = match (&op, &value) {
+            (Op::Matches, Literal::Str(pattern)) => {
+                Some(Regex::new(pattern).map_err(|e| ParseError {
+                    column: val_col,
+                    message: format!("bad regular expression: {e}"),
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Expr::Cmp {
+            field,
+            op,
+            value,
+            regex,
+        })
+    }
+}
+
+fn check_types(
+    field: &str,
+    kind: Kind,
+    op: Op,
+    value: &Literal,
+    op_col: usize,
+    val_col: usize,
+) -> Result<(), ParseError> {
+    let bad = |column, message: String| Err(ParseError { column, message });
+    match (op, value) {
+        (Op::In, Literal::List(_)) => Ok(()),
+        (Op::In, _) => bad(val_col, "`in` needs a list: [\"a\", \"b\"]".into()),
+        (_, Literal::List(_)) => bad(val_col, "a list only goes after `in`".into()),
+        (Op::Lt | Op::Le | Op::Gt | Op::Ge, Literal::Num(_)) if kind == Kind::Num => Ok(()),
+        (Op::Lt | Op::Le | Op::Gt | Op::Ge, _) => bad(
+            op_col,
+            format!("`{field}` is not a number field compared with a number"),
+        ),
+        (Op::Contains | Op::StartsWith | Op::EndsWith | Op::Matches, Literal::Str(_))
+            if matches!(kind, Kind::Str | Kind::List) =>
+        {
+            Ok(())
+        }
+        (Op::Contains | Op::StartsWith | Op::EndsWith | Op::Matches, _) => bad(
+            op_col,
+            format!("text operators need a text field and a string; `{field}` is {kind:?}"),
+        ),
+        (Op::Eq | Op::Ne, Literal::Num(_)) if kind == Kind::Num => Ok(()),
+        (Op::Eq | Op::Ne, Literal::Str(_)) if kind == Kind::Str => Ok(()),
+        (Op::Eq | Op::Ne, Literal::Bool(_)) if kind == Kind::Bool => Ok(()),
+        (Op::Eq | Op::Ne, _) => bad(val_col, format!("`{field}` is {kind:?}; the value is not")),
+    }
+}
+
+impl Expr {
+    pub fn eval(&self, f: &dyn Fields) -> bool {
+        match self {
+            Expr::And(a, b) => a.eval(f) && b.eval(f),
+            Expr::Or(a, b) => a.eval(f) || b.eval(f),
+            Expr::Not(a) => !a.eval(f),
+            Expr::Flag(name) => f.get(name) == Value::Bool(true),
+            Expr::Cmp {
+                field,
+                op,
+                value,
+                regex,
+            } => compare(&f.get(field), *op, value, regex.as_ref()),
+        }
+    }
+
+    /// The event type the expression requires (`type == "x"` at the top of a chain of `and`),
+    /// so the detector only evaluates it for such events.
+    pub fn required_type(&self) -> Option<&str> {
+        match self {
+            Expr::Cmp {
+                field: "type",
+                op: Op::Eq,
+                value: Literal::Str(t),
+                ..
+            } => Some(t),
+            Expr::And(a, b) => a.required_type().or_else(|| b.required_type()),
+            _ => None,
+        }
+    }
+
+    /// Every field the expression reads.
+    pub fn fields(&self, out: &mut Vec<&'static str>) {
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.fields(out);
+                b.fields(out);
+            }
+            Expr::Not(a) => a.fields(out),
+            Expr::Flag(f) | Expr::Cmp { field: f, .. } => out.push(f),
+        }
+    }
+}
+
+fn text_test(s: &str, op: Op, v: &str, regex: Option<&Regex>) -> bool {
+    match op {
+        Op::Eq => s == v,
+        Op::Ne => s != v,
+        Op::Contains => s.contains(v),
+        Op::StartsWith => s.starts_with(v),
+        Op::EndsWith => s.ends_with(v),
+        Op::Matches => regex.is_some_and(|r| r.is_match(s)),
+        _ => false,
+    }
+}
+
+fn compare(got: &Value<'_>, op: Op, want: &Literal, regex: Option<&Regex>) -> bool {
+    match (got, want) {
+        (Value::Missing, _) => false,
+        (Value::Str(s), Literal::List(items)) if op == Op::In => items.iter().any(|i| i == s),
+        (Value::Num(n), Literal::List(items)) if op == Op::In => {
+            items.iter().any(|i| i.parse::<f64>().ok() == Some(*n))
+        }
+        (Value::Str(s), Literal::Str(v)) => text_test(s, op, v, regex),
+        (Value::List(items), Literal::Str(v)) => match op {
+            Op::Contains => items.iter().any(|i| i == v),
+            Op::Ne => !items.iter().any(|i| i == v),
+            _ => items.iter().any(|i| text_test(i, op, v, regex)),
+        },
+        (Value::List(items), Literal::List(list)) if op == Op::In => {
+            items.iter().any(|i| list.iter().any(|l| l == i))
+        }
+        (Value::Num(n), Literal::Num(v)) => match op {
+            Op::Eq => n == v,
+            Op::Ne => n != v,
+            Op::Lt => n < v,
+            Op::Le => n <= v,
+            Op::Gt => n > v,
+            Op::Ge => n >= v,
+            _ => false,
+        },
+        (Value::Bool(b), Literal::Bool(v)) => match op {
+            Op::Eq => b == v,
+            Op::Ne => b != v,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<&'static str, Value<'static>>);
+    impl Fields for Map {
+        fn get(&self, field: &str) -> Value<'_> {
+            self.0.get(field).cloned().unwrap_or(Value::Missing)
+        }
+    }
+
+    fn event() -> Map {
+        Map(HashMap::from([
+            ("type", Value::Str("exec".into())),
+            ("filename", Value::Str("/usr/bin/crontab".into())),
+            ("argv", Value::List(vec!["crontab".into(), "-e".into()])),
+            ("process.euid", Value::Num(0.0)),
+            ("gained_root", Value::Bool(true)),
+        ]))
+    }
+
+    #[test]
+    fn evaluates_comparisons_and_logic() {
+        let e = event();
+        for (src, want) in [
+            (r#"type == "exec" and filename endswith "/crontab""#, true),
+            (r#"type == "exec" and not argv contains "-l""#, true),
+            (r#"argv contains "-l" or process.euid >= 1"#, false),
+            (r#"filename in ["/usr/bin/crontab", "/bin/crontab"]"#, true),
+            (r#"filename matches "^/usr/(s)?bin/cron""#, true),
+            (r#"argv startswith "-""#, true),
+            (r#"gained_root and process.euid == 0"#, true),
+            (r#"not (gained_root == true)"#, false),
+            (r#"path == "/etc/shadow""#, false),
+            (r#"not path == "/etc/shadow""#, true),
+        ] {
+            let expr = parse(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(expr.eval(&e), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_column() {
+        for (src, col, msg) in [
+            (
+                r#"type == "exec" and pth == "/x""#,
+                20,
+                "unknown field `pth` (did you mean `path`?)",
+            ),
+            (r#"type = "exec""#, 6, "unexpected character `=`"),
+            (r#"bytes > "big""#, 7, "not a number field"),
+            (r#"path in "/etc""#, 9, "`in` needs a list"),
+            (r#"path matches "([""#, 14, "bad regular expression"),
+            (r#"(type == "exec""#, 16, "expected `)`"),
+            (r#"type == "exec" path"#, 16, "unexpected `path`"),
+            (r#"path == "/etc"#, 9, "string is not closed"),
+            (
+                r#"port contains "2""#,
+                6,
+                "text operators need a text field",
+            ),
+        ] {
+            let err = parse(src).unwrap_err();
+            assert_eq!(err.column, col, "{src}: {err}");
+            assert!(err.message.contains(msg), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn type_prefilter() {
+        let e = parse(r#"type == "connect" and port == 22"#).unwrap();
+        assert_eq!(e.required_type(), Some("connect"));
+        assert_eq!(
+            parse(r#"type == "a" or type == "b""#)
+                .unwrap()
+                .required_type(),
+            None
+        );
+    }
+}

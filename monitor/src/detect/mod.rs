@@ -1,0 +1,399 @@
+//! Detection: rules evaluated on every enriched event with its session's context, alerts as
+//! events in the stream (so they are spooled, shipped and replayed like the rest), and a risk
+//! score per session with its reasons.
+
+pub mod expr;
+pub mod rules;
+pub mod sigma;
+pub mod webhook;
+
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet, VecDeque},
+};
+
+use crate::{
+    decode::daemon_event,
+    event::{AlertEvent, Event, EventBody},
+    query::describe,
+};
+use expr::{Fields, Value};
+use rules::{LiveRules, Rule};
+
+/// Paths whose reads count as sensitive (for exfiltration: sensitive reads, then a connection).
+fn is_sensitive(path: &[u8]) -> bool {
+    let p = String::from_utf8_lossy(path);
+    ["/etc/shadow", "/etc/gshadow"].contains(&p.as_ref())
+        || (p.contains("/.ssh/id_") && !p.ends_with(".pub"))
+        || p.ends_with("/.aws/credentials")
+        || p.ends_with("/.kube/config")
+        || p.ends_with("/serviceaccount/token")
+}
+
+const DOWNLOADERS: &[&str] = &["curl", "wget", "fetch", "aria2c"];
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "python3", "python", "perl",
+];
+/// How close in time a download and a shell of the same pipeline are.
+const PIPELINE_WINDOW_NS: u64 = 10_000_000_000;
+
+/// What detection keeps per session.
+#[derive(Default)]
+struct SessionState {
+    bytes_read: u64,
+    sensitive_bytes_read: u64,
+    /// Rules that fired already (each adds its risk once).
+    fired: HashSet<String>,
+    risk: u32,
+    reasons: Vec<String>,
+    /// Recent downloader and shell execs: (parent pid, time).
+    downloads: VecDeque<(u32, u64)>,
+    shells: VecDeque<(u32, u64)>,
+    /// Files written after a download in this session.
+    written_after_download: HashSet<Vec<u8>>,
+    entry: Option<String>,
+}
+
+/// Per-event facts computed once for the rules.
+struct View<'a> {
+    event: &'a Event,
+    session: Option<&'a SessionState>,
+    download_then_shell: bool,
+    written_then_executed: bool,
+    /// `/proc/<pid>/fd/0` and `/fd/1` of an exec'd process, when a rule asks.
+    stdio: Option<(String, String)>,
+}
+
+fn lossy(b: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+impl Fields for View<'_> {
+    fn get(&self, field: &str) -> Value<'_> {
+        let e = self.event;
+        let p = &e.process;
+        let num = |n: u32| Value::Num(n as f64);
+        fn opt_str(s: &Option<String>) -> Value<'_> {
+            match s {
+                Some(s) => Value::Str(Cow::Borrowed(s.as_str())),
+                None => Value::Missing,
+            }
+        }
+        match field {
+            "type" => Value::Str(Cow::Borrowed(e.body.type_name())),
+            "process.pid" => num(p.pid),
+            "process.ppid" => num(p.ppid),
+            "process.uid" => num(p.uid),
+            "process.euid" => num(p.euid),
+            "process.loginuid" => p.loginuid.map(num).unwrap_or(Value::Missing),
+            "process.user" => opt_str(&p.user),
+            "process.euser" => opt_str(&p.euser),
+            "process.login_user" => opt_str(&p.login_user),
+            "process.comm" => Value::Str(lossy(&p.comm.0)),
+            "process.container_id" => opt_str(&p.container_id),
+            "session.entry" => self
+                .session
+                .and_then(|s| s.entry.as_deref())
+                .map(|s| Value::Str(Cow::Borrowed(s)))
+                .unwrap_or(Value::Missing),
+            "session.bytes_read" => {
+                Value::Num(self.session.map(|s| s.bytes_read).unwrap_or(0) as f64)
+            }
+            "session.sensitive_bytes_read" => {
+                Value::Num(self.session.map(|s| s.sensitive_bytes_read).unwrap_or(0) as f64)
+            }
+            "session.download_then_shell" => Value::Bool(self.download_then_shell),
+            "session.written_then_executed" => Value::Bool(self.written_then_executed),
+            _ => match &e.body {
+                EventBody::Exec(x) => match field {
+                    "filename" => Value::Str(lossy(&x.filename.0)),
+                    "argv" => Value::List(x.argv.iter().map(|a| lossy(&a.0)).collect()),
+                    "cmdline" => Value::Str(Cow::Owned(
+                        x.argv
+                            .iter()
+                            .map(|a| a.lossy())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )),
+                    "cwd" => x
+                        .cwd
+                        .as_ref()
+                        .map(|c| Value::Str(lossy(&c.0)))
+                        .unwrap_or(Value::Missing),
+                    "ancestry" => Value::List(
+                        x.ancestry
+                            .iter()
+                            .map(|a| Cow::Borrowed(a.name.as_str()))
+                            .collect(),
+                    ),
+                    "parent" => x
+                        .ancestry
+                        .iter()
+                        .rev()
+                        .nth(1)
+                        .map(|a| Value::Str(Cow::Borrowed(a.name.as_str())))
+                        .unwrap_or(Value::Missing),
+                    "stdin" => self
+                        .stdio
+                        .as_ref()
+                        .map(|s| Value::Str(Cow::Borrowed(s.0.as_str())))
+                        .unwrap_or(Value::Missing),
+                    "stdout" => self
+                        .stdio
+                        .as_ref()
+                        .map(|s| Value::Str(Cow::Borrowed(s.1.as_str())))
+                        .unwrap_or(Value::Missing),
+                    _ => Value::Missing,
+                },
+                EventBody::Open(o) => match field {
+                    "path" => Value::Str(lossy(&o.path.0)),
+                    "access" => Value::Str(Cow::Borrowed(o.access.as_str())),
+                    "truncate" => Value::Bool(o.flags & (libc::O_TRUNC as u32) != 0),
+                    "ok" => Value::Bool(o.result.ok()),
+                    _ => Value::Missing,
+                },
+                EventBody::FileRead(r) => match field {
+                    "path" => r
+                        .path
+                        .as_ref()
+                        .map(|x| Value::Str(lossy(&x.0)))
+                        .unwrap_or(Value::Missing),
+                    "bytes" => Value::Num(r.bytes as f64),
+                    _ => Value::Missing,
+                },
+                EventBody::Connect(c) => match field {
+                    "family" => Value::Str(Cow::Borrowed(c.family.as_str())),
+                    "address" => c
+                        .address
+                        .as_ref()
+                        .map(|a| Value::Str(lossy(&a.0)))
+                        .unwrap_or(Value::Missing),
+                    "port" => c
+                        .port
+                        .map(|p| Value::Num(p as f64))
+                        .unwrap_or(Value::Missing),
+                    // A non-blocking connect in progress is on its way.
+                    "ok" => Value::Bool(
+                        c.result.ok() || c.result.error.as_deref() == Some("EINPROGRESS"),
+                    ),
+                    _ => Value::Missing,
+                },
+                EventBody::Priv(x) => match field {
+                    "op" => Value::Str(Cow::Borrowed(x.op.as_str())),
+                    "gained_root" => Value::Bool(x.gained_root),
+                    "ok" => Value::Bool(x.result.ok()),
+                    _ => Value::Missing,
+                },
+                _ => Value::Missing,
+            },
+        }
+    }
+}
+
+fn stdio_of(pid: u32) -> (String, String) {
+    let link = |fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    (link(0), link(1))
+}
+
+/// Deterministic alert id (a UUID in form), so a re-sent alert is the same alert.
+fn alert_id(host: &str, session: u32, rule: &str, mono_ns: u64) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("{host}\0{session}\0{rule}\0{mono_ns}"));
+    let h: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+pub struct Detector {
+    rules: LiveRules,
+    host: String,
+    sessions: HashMap<u32, SessionState>,
+    /// Rule indexes by the event type they require; rules without one are in `any`.
+    by_type: HashMap<String, Vec<usize>>,
+    any: Vec<usize>,
+    wants_stdio: bool,
+}
+
+impl Detector {
+    pub fn new(rules: LiveRules, host: String) -> Self {
+        let mut d = Detector {
+            rules,
+            host,
+            sessions: HashMap::new(),
+            by_type: HashMap::new(),
+            any: Vec::new(),
+            wants_stdio: false,
+        };
+        d.index();
+        d
+    }
+
+    fn index(&mut self) {
+        self.by_type.clear();
+        self.any.clear();
+        let mut fields = Vec::new();
+        for (i, r) in self.rules.rules.iter().enumerate() {
+            r.when.fields(&mut fields);
+            match r.when.required_type() {
+                Some(t) => self.by_type.entry(t.to_string()).or_default().push(i),
+                None => self.any.push(i),
+            }
+        }
+        self.wants_stdio = fields.iter().any(|f| *f == "stdin" || *f == "stdout");
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.rules.len()
+    }
+
+    /// Evaluates the rules on `event` (already enriched); alerts follow it in `out`.
+    pub fn process(&mut self, event: &Event, out: &mut Vec<Event>) {
+        if self.rules.refresh() {
+            self.index();
+        }
+        let sid = event.process.sessionid;
+        // Session context, updated before the rules see the event.
+        let mut download_then_shell = false;
+        let mut written_then_executed = false;
+        if let Some(sid) = sid {
+            let s = self.sessions.entry(sid).or_default();
+            match &event.body {
+                EventBody::SessionStart(st) => s.entry = Some(st.entry.clone()),
+                EventBody::FileRead(r) => {
+                    s.bytes_read += r.bytes;
+                    if r.path.as_ref().is_some_and(|p| is_sensitive(&p.0)) {
+                        s.sensitive_bytes_read += r.bytes;
+                    }
+                }
+                EventBody::Open(o)
+                    if o.result.ok()
+                        && o.access != "read"
+                        && !s.downloads.is_empty()
+                        && s.written_after_download.len() < 4096 =>
+                {
+                    s.written_after_download.insert(o.path.0.clone());
+                }
+                EventBody::Exec(x) => {
+                    let name = event.process.comm.lossy();
+                    let now = event.mono_ns;
+                    let ppid = event.process.ppid;
+                    let recent = |q: &VecDeque<(u32, u64)>| {
+                        q.iter()
+                            .any(|&(p, t)| p == ppid && now.saturating_sub(t) <= PIPELINE_WINDOW_NS)
+                    };
+                    if DOWNLOADERS.contains(&name.as_str()) {
+                        download_then_shell = recent(&s.shells);
+                        s.downloads.push_back((ppid, now));
+                    } else if SHELLS.contains(&name.as_str()) {
+                        download_then_shell = recent(&s.downloads);
+                        s.shells.push_back((ppid, now));
+                    }
+                    for q in [&mut s.downloads, &mut s.shells] {
+                        while q.len() > 64
+                            || q.front()
+                                .is_some_and(|&(_, t)| now.saturating_sub(t) > PIPELINE_WINDOW_NS)
+                        {
+                            q.pop_front();
+                        }
+                    }
+                    written_then_executed = s.written_after_download.contains(&x.filename.0)
+                        || x.argv.get(1).is_some_and(|a| {
+                            s.written_after_download.contains(&a.0)
+                                && SHELLS.contains(&name.as_str())
+                        });
+                }
+                _ => {}
+            }
+        }
+        let stdio = (self.wants_stdio && matches!(event.body, EventBody::Exec(_)))
+            .then(|| stdio_of(event.process.pid));
+        let view = View {
+            event,
+            session: sid.and_then(|s| self.sessions.get(&s)),
+            download_then_shell,
+            written_then_executed,
+            stdio,
+        };
+        let candidates = self
+            .by_type
+            .get(event.body.type_name())
+            .into_iter()
+            .flatten()
+            .chain(self.any.iter());
+        let mut hits: Vec<usize> = Vec::new();
+        for &i in candidates {
+            let started = std::time::Instant::now();
+            let hit = self.rules.rules[i].when.eval(&view);
+            metrics::histogram!("vigil_rule_eval_seconds").record(started.elapsed().as_secs_f64());
+            if hit {
+                hits.push(i);
+            }
+        }
+        for i in hits {
+            let rule = &self.rules.rules[i];
+            out.push(alert(rule, &mut self.sessions, &self.host, event));
+        }
+        if let (Some(sid), EventBody::SessionEnd(_)) = (sid, &event.body) {
+            self.sessions.remove(&sid);
+        }
+    }
+}
+
+/// The alert for `rule` matching `event`, counting the rule into its session's risk.
+fn alert(
+    rule: &Rule,
+    sessions: &mut HashMap<u32, SessionState>,
+    host: &str,
+    event: &Event,
+) -> Event {
+    let sid = event.process.sessionid;
+    let (session_risk, reasons) = match sid.map(|s| sessions.entry(s).or_default()) {
+        Some(s) => {
+            if s.fired.insert(rule.id.clone()) {
+                s.risk = (s.risk + rule.risk).min(100);
+                s.reasons.push(format!(
+                    "{} ({}, +{})",
+                    rule.title, rule.technique, rule.risk
+                ));
+            }
+            (s.risk, s.reasons.clone())
+        }
+        None => (
+            rule.risk.min(100),
+            vec![format!(
+                "{} ({}, +{})",
+                rule.title, rule.technique, rule.risk
+            )],
+        ),
+    };
+    metrics::counter!("vigil_alerts_total", "rule" => rule.id.clone(), "severity" => rule.severity.as_str()).increment(1);
+    let body = EventBody::Alert(AlertEvent {
+        alert_id: alert_id(host, sid.unwrap_or(0), &rule.id, event.mono_ns),
+        rule: rule.id.clone(),
+        title: rule.title.clone(),
+        technique: rule.technique.clone(),
+        severity: rule.severity.as_str().into(),
+        risk: rule.risk,
+        session_risk,
+        reasons,
+        evidence_type: event.body.type_name().into(),
+        evidence_mono_ns: event.mono_ns,
+        evidence: describe(event),
+        host: host.to_string(),
+    });
+    let mut alert = daemon_event(event.process.clone(), body);
+    alert.mono_ns = event.mono_ns;
+    alert.time_ns = event.time_ns;
+    alert.time = event.time.clone();
+    alert
+}

@@ -1,0 +1,172 @@
+//! `vigil rules`: list the rules in force, check rules files, import Sigma rules.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use vigil::{
+    config::Config,
+    detect::{rules, sigma::SigmaImport},
+};
+
+#[derive(Subcommand)]
+pub enum RulesCommand {
+    /// The detection rules a configuration puts in force (built-ins and rules files).
+    List {
+        /// Configuration file (its detection: section is used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check rules files: every problem with its file, line and what is wrong.
+    Check {
+        /// Rules files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Convert Sigma rules (files or directories of .yml/.yaml) into a Vigil rules file, and
+    /// report each rule that cannot be expressed and why.
+    ImportSigma {
+        /// Sigma rule files or directories (searched recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the rules file here (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Write the import report (JSON) here; a summary goes to standard error regardless.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: RulesCommand) -> Result<(), String> {
+    match command {
+        RulesCommand::List { config, json } => list(config.as_deref(), json),
+        RulesCommand::Check { files } => check(&files),
+        RulesCommand::ImportSigma {
+            paths,
+            output,
+            report,
+        } => import_sigma(&paths, output.as_deref(), report.as_deref()),
+    }
+}
+
+fn list(config: Option<&Path>, json: bool) -> Result<(), String> {
+    let config = match config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::embedded(),
+    };
+    let d = &config.detection;
+    let rules = rules::load(d.builtin_rules, &d.rules_files).map_err(|e| e.to_string())?;
+    if json {
+        let list: Vec<serde_json::Value> = rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "title": r.title, "technique": r.technique,
+                    "severity": r.severity.as_str(), "risk": r.risk, "origin": r.origin,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<10} {:<9} {:>4}  TITLE",
+        "ID", "TECHNIQUE", "SEVERITY", "RISK"
+    );
+    for r in &rules {
+        println!(
+            "{:<34} {:<10} {:<9} {:>4}  {}",
+            r.id,
+            r.technique,
+            r.severity.as_str(),
+            r.risk,
+            r.title
+        );
+    }
+    Ok(())
+}
+
+fn check(files: &[PathBuf]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for file in files {
+        match rules::load(false, std::slice::from_ref(file)) {
+            Ok(rules) => println!("{}: ok ({} rules)", file.display(), rules.len()),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Every .yml/.yaml file under `path` (or `path` itself), in a stable order.
+fn sigma_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            sigma_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn import_sigma(
+    paths: &[PathBuf],
+    output: Option<&Path>,
+    report: Option<&Path>,
+) -> Result<(), String> {
+    let mut files = Vec::new();
+    for p in paths {
+        sigma_files(p, &mut files)?;
+    }
+    let mut import = SigmaImport::default();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        import.add_file(&f.display().to_string(), &text);
+    }
+    let yaml = import.rules_yaml()?;
+    match output {
+        Some(p) => std::fs::write(p, &yaml).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => print!("{yaml}"),
+    }
+    if let Some(p) = report {
+        let text = serde_json::to_string_pretty(&import).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    eprintln!(
+        "imported {} Sigma rules, {} not importable",
+        import.imported.len(),
+        import.skipped.len()
+    );
+    for s in &import.skipped {
+        eprintln!(
+            "  {}{}: {}",
+            s.source,
+            s.title
+                .as_deref()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default(),
+            s.reason
+        );
+    }
+    Ok(())
+}

