@@ -126,6 +126,8 @@ pub struct DetectionConfig {
     pub builtin_rules: bool,
     /// Your rules files (YAML), reloaded when they change.
     pub rules_files: Vec<PathBuf>,
+    /// Per-user and per-peer-group behavioural baselines.
+    pub baseline: crate::detect::baseline::BaselineConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +362,27 @@ impl Config {
             crate::detect::rules::load(self.detection.builtin_rules, &self.detection.rules_files)
         {
             return Err(invalid("detection.rules_files", format!("\n{e}")));
+        }
+        let b = &self.detection.baseline;
+        b.learning()
+            .map_err(|e| invalid("detection.baseline.learning_period", e))?;
+        b.save_interval()
+            .map_err(|e| invalid("detection.baseline.save_every", e))?;
+        if !(b.volume_factor.is_finite() && b.volume_factor >= 1.0) {
+            return Err(invalid(
+                "detection.baseline.volume_factor",
+                format!("{} must be a number of at least 1", b.volume_factor),
+            ));
+        }
+        if let Some(p) = b
+            .sensitive_paths
+            .iter()
+            .find(|p| p.trim_start_matches('*').is_empty())
+        {
+            return Err(invalid(
+                "detection.baseline.sensitive_paths",
+                format!("`{p}` would match every path"),
+            ));
         }
         for (i, w) in self.alerts.webhooks.iter().enumerate() {
             if let Err(e) = w.check() {

@@ -408,3 +408,25 @@ pub fn ensure_user() -> u32 {
     let out = Command::new("id").args(["-u", USER]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+/// Runs `script` with bash in a new login session of `loginuid` through the test helper
+/// (`helper`: its path, `env!("CARGO_BIN_EXE_vigil-test-helper")`), HOME in `home`, and waits
+/// for it. The script's own exit status does not matter; the helper's failing to run does.
+pub fn login_session(helper: &str, loginuid: u32, home: &Path, script: &str) {
+    let status = Command::new(helper)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/bash",
+            "-c",
+            script,
+        ])
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("test helper runs");
+    assert!(status.code().is_some(), "{script}: {status}");
+}

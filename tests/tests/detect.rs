@@ -7,7 +7,7 @@ use std::{
     io::{Read, Write},
     net::TcpListener,
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -18,22 +18,7 @@ const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
 /// Runs `script` with bash in a new login session of `loginuid`, HOME in `home`.
 fn session(loginuid: u32, home: &Path, script: &str) {
-    let status = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/bash",
-            "-c",
-            script,
-        ])
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success() || status.code().is_some(), "{script}");
+    vigil_e2e::login_session(HELPER, loginuid, home, script);
 }
 
 /// A tiny HTTP server: every request gets `body`.

@@ -2,6 +2,7 @@
 //! events in the stream (so they are spooled, shipped and replayed like the rest), and a risk
 //! score per session with its reasons.
 
+pub mod baseline;
 pub mod expr;
 pub mod rules;
 pub mod sigma;
@@ -18,7 +19,7 @@ use crate::{
     query::describe,
 };
 use expr::{Fields, Value};
-use rules::{LiveRules, Rule};
+use rules::LiveRules;
 
 /// Paths whose reads count as sensitive (for exfiltration: sensitive reads, then a connection).
 fn is_sensitive(path: &[u8]) -> bool {
@@ -222,13 +223,17 @@ pub struct Detector {
     by_type: HashMap<String, Vec<usize>>,
     any: Vec<usize>,
     wants_stdio: bool,
+    baselines: Option<baseline::Baselines>,
+    anomalies: Vec<baseline::Anomaly>,
 }
 
 impl Detector {
-    pub fn new(rules: LiveRules, host: String) -> Self {
+    pub fn new(rules: LiveRules, host: String, baselines: Option<baseline::Baselines>) -> Self {
         let mut d = Detector {
             rules,
             host,
+            baselines,
+            anomalies: Vec::new(),
             sessions: HashMap::new(),
             by_type: HashMap::new(),
             any: Vec::new(),
@@ -250,6 +255,15 @@ impl Detector {
             }
         }
         self.wants_stdio = fields.iter().any(|f| *f == "stdin" || *f == "stdout");
+    }
+
+    /// Saves what the baselines learnt (at shutdown).
+    pub fn shutdown(&mut self) {
+        if let Some(b) = &mut self.baselines {
+            if let Err(e) = b.save() {
+                tracing::error!("{e}");
+            }
+        }
     }
 
     pub fn rule_count(&self) -> usize {
@@ -341,7 +355,27 @@ impl Detector {
         }
         for i in hits {
             let rule = &self.rules.rules[i];
-            out.push(alert(rule, &mut self.sessions, &self.host, event));
+            let finding = Finding {
+                id: &rule.id,
+                title: &rule.title,
+                technique: &rule.technique,
+                severity: rule.severity,
+                risk: rule.risk,
+            };
+            out.push(alert(&finding, &mut self.sessions, &self.host, event));
+        }
+        if let Some(b) = &mut self.baselines {
+            b.observe(event, &mut self.anomalies);
+            for a in self.anomalies.drain(..) {
+                let finding = Finding {
+                    id: a.id,
+                    title: &a.title,
+                    technique: "",
+                    severity: a.severity,
+                    risk: a.risk,
+                };
+                out.push(alert(&finding, &mut self.sessions, &self.host, event));
+            }
         }
         if let (Some(sid), EventBody::SessionEnd(_)) = (sid, &event.body) {
             self.sessions.remove(&sid);
@@ -349,9 +383,30 @@ impl Detector {
     }
 }
 
-/// The alert for `rule` matching `event`, counting the rule into its session's risk.
+/// What raised an alert: a rule, or an anomaly against a baseline (which has no technique).
+struct Finding<'a> {
+    id: &'a str,
+    title: &'a str,
+    technique: &'a str,
+    severity: rules::Severity,
+    risk: u32,
+}
+
+impl Finding<'_> {
+    fn reason(&self) -> String {
+        let kind = if self.technique.is_empty() {
+            "anomaly"
+        } else {
+            self.technique
+        };
+        format!("{} ({kind}, +{})", self.title, self.risk)
+    }
+}
+
+/// The alert for `rule` matching `event`, counting it into its session's risk (once per rule
+/// id and session).
 fn alert(
-    rule: &Rule,
+    rule: &Finding,
     sessions: &mut HashMap<u32, SessionState>,
     host: &str,
     event: &Event,
@@ -359,29 +414,20 @@ fn alert(
     let sid = event.process.sessionid;
     let (session_risk, reasons) = match sid.map(|s| sessions.entry(s).or_default()) {
         Some(s) => {
-            if s.fired.insert(rule.id.clone()) {
+            if s.fired.insert(rule.id.to_string()) {
                 s.risk = (s.risk + rule.risk).min(100);
-                s.reasons.push(format!(
-                    "{} ({}, +{})",
-                    rule.title, rule.technique, rule.risk
-                ));
+                s.reasons.push(rule.reason());
             }
             (s.risk, s.reasons.clone())
         }
-        None => (
-            rule.risk.min(100),
-            vec![format!(
-                "{} ({}, +{})",
-                rule.title, rule.technique, rule.risk
-            )],
-        ),
+        None => (rule.risk.min(100), vec![rule.reason()]),
     };
-    metrics::counter!("vigil_alerts_total", "rule" => rule.id.clone(), "severity" => rule.severity.as_str()).increment(1);
+    metrics::counter!("vigil_alerts_total", "rule" => rule.id.to_string(), "severity" => rule.severity.as_str()).increment(1);
     let body = EventBody::Alert(AlertEvent {
-        alert_id: alert_id(host, sid.unwrap_or(0), &rule.id, event.mono_ns),
-        rule: rule.id.clone(),
-        title: rule.title.clone(),
-        technique: rule.technique.clone(),
+        alert_id: alert_id(host, sid.unwrap_or(0), rule.id, event.mono_ns),
+        rule: rule.id.to_string(),
+        title: rule.title.to_string(),
+        technique: rule.technique.to_string(),
         severity: rule.severity.as_str().into(),
         risk: rule.risk,
         session_risk,

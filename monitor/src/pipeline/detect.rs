@@ -29,5 +29,7 @@ pub async fn run(
             }
         }
     }
+    // The input closed: the daemon is stopping. Keep what the baselines learnt.
+    detector.shutdown();
     Ok(())
 }

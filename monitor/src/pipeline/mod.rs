@@ -120,7 +120,19 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         &config.detection.rules_files,
     )
     .context("cannot load the detection rules (detection.rules_files)")?;
-    let detector = crate::detect::Detector::new(rules, crate::store::host_name());
+    let baselines = if config.detection.baseline.enabled {
+        Some(
+            crate::detect::baseline::Baselines::open(
+                config.detection.baseline.clone(),
+                &config.spool.dir,
+                crate::store::host_name(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
+    let detector = crate::detect::Detector::new(rules, crate::store::host_name(), baselines);
     let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
         .map_err(|e| anyhow::anyhow!(e))?;
     let (detect_tx, detect_rx) = mpsc::channel(capacity);

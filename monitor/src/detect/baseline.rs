@@ -1,0 +1,588 @@
+//! Behavioural baselines: what each user (and each peer group) normally does on this host, learnt
+//! from the event stream, and anomalies scored against it once the learning period is over.
+//!
+//! A profile holds the hours of the week the user is active, the binaries they run, the
+//! destinations they connect to, the sensitive paths they touch, the hosts they use and the bytes
+//! they read per day. A profile learns for `learning_period` from its first observation; after
+//! that every event is scored (first-seen and rare activity, volume far above the norm, activity
+//! at unusual hours) and then learnt too, so a first-seen binary is first-seen once.
+//!
+//! State is kept in a JSON file (written atomically, every `save_every` and at shutdown) so a
+//! restart neither forgets the baselines nor starts learning again. Hours are UTC hours of the
+//! week, Monday 00:00 first.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::rules::Severity;
+use crate::event::{Event, EventBody};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineConfig {
+    pub enabled: bool,
+    /// Where the learnt state lives; empty: `baseline.json` in the spool directory.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    /// How long a new profile only learns (`14d`, `36h`, ...).
+    pub learning_period: String,
+    /// How often the state is written (it is also written at shutdown).
+    pub save_every: String,
+    /// Paths counted as sensitive: a prefix, or with a leading `*` a fragment anywhere.
+    pub sensitive_paths: Vec<String>,
+    /// A day's reads are anomalous above this many times the user's daily mean ...
+    pub volume_factor: f64,
+    /// ... and above this many bytes.
+    pub volume_min_bytes: u64,
+    /// Days of history needed before volume is scored.
+    pub volume_min_days: u32,
+    /// A binary run once before is rare once the user has run this many commands.
+    pub rare_min_commands: u64,
+}
+
+impl BaselineConfig {
+    pub fn learning(&self) -> Result<Duration, String> {
+        humantime::parse_duration(&self.learning_period)
+            .map_err(|e| format!("`{}`: {e}", self.learning_period))
+    }
+
+    pub fn save_interval(&self) -> Result<Duration, String> {
+        humantime::parse_duration(&self.save_every)
+            .map_err(|e| format!("`{}`: {e}", self.save_every))
+            .and_then(|d| {
+                if d < Duration::from_millis(100) {
+                    Err(format!("`{}` is below 100ms", self.save_every))
+                } else {
+                    Ok(d)
+                }
+            })
+    }
+
+    pub fn state_path(&self, spool_dir: &Path) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| spool_dir.join("baseline.json"))
+    }
+
+    fn is_sensitive(&self, path: &str) -> bool {
+        self.sensitive_paths
+            .iter()
+            .any(|p| match p.strip_prefix('*') {
+                Some(fragment) => path.contains(fragment),
+                None => path.starts_with(p.as_str()),
+            })
+    }
+}
+
+/// Entries kept per profile and dimension; beyond this nothing new is learnt (counted in
+/// `vigil_baseline_full_total`), so a hostile user cannot grow the state without bound.
+const MAX_ENTRIES: usize = 4096;
+/// Days of read volume kept.
+const VOLUME_DAYS: i64 = 60;
+/// Alerts per anomaly kind and session (the risk counts once anyway).
+const MAX_PER_SESSION: usize = 5;
+const STATE_VERSION: u32 = 1;
+const NS_PER_DAY: i64 = 86_400_000_000_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    /// Wall time of the first observation (ns since the epoch).
+    pub since_ns: i64,
+    /// Commands per UTC hour of the week (Monday 00:00 = 0).
+    pub hours: Vec<u64>,
+    pub commands: u64,
+    pub binaries: BTreeMap<String, u64>,
+    pub destinations: BTreeMap<String, u64>,
+    pub sensitive_paths: BTreeMap<String, u64>,
+    pub hosts: BTreeMap<String, u64>,
+    /// Bytes read per day (days since the epoch).
+    pub daily_bytes: BTreeMap<i64, u64>,
+}
+
+impl Profile {
+    fn new(now_ns: i64) -> Profile {
+        Profile {
+            since_ns: now_ns,
+            hours: vec![0; 168],
+            ..Default::default()
+        }
+    }
+
+    fn ready(&self, now_ns: i64, learning: Duration) -> bool {
+        now_ns.saturating_sub(self.since_ns) >= learning.as_nanos().min(i64::MAX as u128) as i64
+    }
+
+    /// The mean bytes read per active day before `today`, and how many such days.
+    fn volume_norm(&self, today: i64) -> (f64, u32) {
+        let past: Vec<u64> = self
+            .daily_bytes
+            .range(..today)
+            .map(|(_, &b)| b)
+            .filter(|&b| b > 0)
+            .collect();
+        if past.is_empty() {
+            return (0.0, 0);
+        }
+        (
+            past.iter().sum::<u64>() as f64 / past.len() as f64,
+            past.len() as u32,
+        )
+    }
+}
+
+fn learn(map: &mut BTreeMap<String, u64>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n += 1;
+    } else if map.len() < MAX_ENTRIES {
+        map.insert(key.to_string(), 1);
+    } else {
+        metrics::counter!("vigil_baseline_full_total").increment(1);
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    users: BTreeMap<String, Profile>,
+    groups: BTreeMap<String, Profile>,
+}
+
+/// An anomaly found against a baseline, to become an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    pub id: &'static str,
+    pub title: String,
+    pub severity: Severity,
+    pub risk: u32,
+}
+
+#[derive(Default)]
+struct SessionView {
+    user: Option<String>,
+    group: Option<String>,
+    /// (anomaly id, value) already reported, and reports per id.
+    reported: HashSet<(&'static str, String)>,
+    per_id: HashMap<&'static str, usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("baseline: {key}: {message}")]
+    Config { key: &'static str, message: String },
+    #[error("cannot write the baseline state {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Baselines {
+    cfg: BaselineConfig,
+    learning: Duration,
+    save_every: Duration,
+    path: PathBuf,
+    host: String,
+    state: State,
+    sessions: HashMap<u32, SessionView>,
+    dirty: bool,
+    saved: Instant,
+}
+
+/// Which of a user's facts an event carries.
+enum Fact {
+    Binary(String),
+    Destination(String),
+    SensitivePath(String),
+    Bytes(u64),
+    Host,
+}
+
+impl Baselines {
+    /// Loads the state at `cfg.state_path(spool_dir)`. A state file that cannot be read as
+    /// state is set aside (renamed `.corrupt`) with an error logged, and learning starts over.
+    pub fn open(
+        cfg: BaselineConfig,
+        spool_dir: &Path,
+        host: String,
+    ) -> Result<Self, BaselineError> {
+        let learning = cfg.learning().map_err(|message| BaselineError::Config {
+            key: "detection.baseline.learning_period",
+            message,
+        })?;
+        let save_every = cfg
+            .save_interval()
+            .map_err(|message| BaselineError::Config {
+                key: "detection.baseline.save_every",
+                message,
+            })?;
+        let path = cfg.state_path(spool_dir);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s)
+                    if s.version == STATE_VERSION
+                        && s.users
+                            .values()
+                            .chain(s.groups.values())
+                            .all(|p| p.hours.len() == 168) =>
+                {
+                    tracing::info!(path = %path.display(), users = s.users.len(), groups = s.groups.len(), "baselines loaded");
+                    s
+                }
+                other => {
+                    let why = match other {
+                        Ok(_) => "unknown version or shape".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let aside = path.with_extension("json.corrupt");
+                    let _ = std::fs::rename(&path, &aside);
+                    metrics::counter!("vigil_baseline_state_corrupt_total").increment(1);
+                    tracing::error!(path = %path.display(), aside = %aside.display(), "baseline state unreadable ({why}); kept aside, learning starts over");
+                    State::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "cannot read the baseline state ({e}); learning starts over");
+                State::default()
+            }
+        };
+        Ok(Baselines {
+            cfg,
+            learning,
+            save_every,
+            path,
+            host,
+            state: State {
+                version: STATE_VERSION,
+                ..state
+            },
+            sessions: HashMap::new(),
+            dirty: false,
+            saved: Instant::now(),
+        })
+    }
+
+    /// Scores `event` against its user's and peer group's baselines, then learns from it.
+    pub fn observe(&mut self, event: &Event, out: &mut Vec<Anomaly>) {
+        let (Some(sid), Some(loginuid)) = (event.process.sessionid, event.process.loginuid) else {
+            return;
+        };
+        let view = self.sessions.entry(sid).or_default();
+        match &event.body {
+            EventBody::SessionStart(s) => {
+                view.user = s.login_user.clone();
+                view.group = s.identity.as_ref().and_then(|i| i.peer_group.clone());
+            }
+            EventBody::SessionEnd(_) => {
+                self.sessions.remove(&sid);
+                self.maybe_save();
+                return;
+            }
+            _ => {}
+        }
+        let user = view
+            .user
+            .clone()
+            .or_else(|| event.process.login_user.clone())
+            .unwrap_or_else(|| format!("uid:{loginuid}"));
+        let group = view.group.clone();
+        let fact = match &event.body {
+            EventBody::Exec(x) => Some(Fact::Binary(x.filename.lossy())),
+            EventBody::Connect(c)
+                if c.family != "unix"
+                    && (c.result.ok() || c.result.error.as_deref() == Some("EINPROGRESS")) =>
+            {
+                c.address
+                    .as_ref()
+                    .map(|a| a.lossy())
+                    .filter(|a| !a.starts_with("127.") && a != "::1")
+                    .map(|a| {
+                        Fact::Destination(match c.port {
+                            Some(p) if a.contains(':') => format!("[{a}]:{p}"),
+                            Some(p) => format!("{a}:{p}"),
+                            None => a,
+                        })
+                    })
+            }
+            EventBody::Open(o) if o.result.ok() => {
+                let p = o.path.lossy();
+                self.cfg.is_sensitive(&p).then_some(Fact::SensitivePath(p))
+            }
+            EventBody::FileRead(r) if r.bytes > 0 => Some(Fact::Bytes(r.bytes)),
+            EventBody::SessionStart(_) => Some(Fact::Host),
+            _ => None,
+        };
+        let Some(fact) = fact else {
+            return;
+        };
+        let now = event.time_ns;
+        let found = self.score(&user, group.as_deref(), &fact, now);
+        let view = self.sessions.entry(sid).or_default();
+        for (a, value) in found {
+            let n = view.per_id.entry(a.id).or_default();
+            if *n < MAX_PER_SESSION && view.reported.insert((a.id, value)) {
+                *n += 1;
+                metrics::counter!("vigil_baseline_anomalies_total", "kind" => a.id).increment(1);
+                out.push(a);
+            }
+        }
+        let host = self.host.clone();
+        let hour = hour_of_week(now);
+        let learn_into = |p: &mut Profile| match &fact {
+            Fact::Binary(b) => {
+                learn(&mut p.binaries, b);
+                p.commands += 1;
+                p.hours[hour] += 1;
+            }
+            Fact::Destination(d) => learn(&mut p.destinations, d),
+            Fact::SensitivePath(s) => learn(&mut p.sensitive_paths, s),
+            Fact::Host => learn(&mut p.hosts, &host),
+            Fact::Bytes(b) => {
+                let day = now.div_euclid(NS_PER_DAY);
+                *p.daily_bytes.entry(day).or_default() += b;
+                while p.daily_bytes.len() > VOLUME_DAYS as usize {
+                    p.daily_bytes.pop_first();
+                }
+            }
+        };
+        learn_into(
+            self.state
+                .users
+                .entry(user)
+                .or_insert_with(|| Profile::new(now)),
+        );
+        if let Some(g) = group {
+            learn_into(
+                self.state
+                    .groups
+                    .entry(g)
+                    .or_insert_with(|| Profile::new(now)),
+            );
+        }
+        self.dirty = true;
+        self.maybe_save();
+    }
+
+    /// Anomalies of `fact` for `user` (with the value that makes each distinct).
+    fn score(
+        &self,
+        user: &str,
+        group: Option<&str>,
+        fact: &Fact,
+        now: i64,
+    ) -> Vec<(Anomaly, String)> {
+        let mut found = Vec::new();
+        let Some(profile) = self
+            .state
+            .users
+            .get(user)
+            .filter(|p| p.ready(now, self.learning))
+        else {
+            return found;
+        };
+        let peers = group.and_then(|g| {
+            self.state
+                .groups
+                .get(g)
+                .filter(|p| p.ready(now, self.learning))
+                .map(|p| (g, p))
+        });
+        // First seen for the user: lower when the peer group knows it.
+        let mut first_seen = |id: &'static str,
+                              what: &str,
+                              value: &str,
+                              known: fn(&Profile) -> &BTreeMap<String, u64>,
+                              risk: u32| {
+            if known(profile).contains_key(value) {
+                return;
+            }
+            let (title, severity, risk) = match peers {
+                Some((g, p)) if known(p).contains_key(value) => (
+                    format!(
+                        "{user} used {what} {value} for the first time (known in peer group {g})"
+                    ),
+                    Severity::Low,
+                    risk / 3,
+                ),
+                _ => (
+                    format!("First-seen {what} for {user}: {value}"),
+                    Severity::Medium,
+                    risk,
+                ),
+            };
+            found.push((
+                Anomaly {
+                    id,
+                    title,
+                    severity,
+                    risk,
+                },
+                value.to_string(),
+            ));
+        };
+        match fact {
+            Fact::Binary(b) => {
+                first_seen("anomaly-new-binary", "binary", b, |p| &p.binaries, 15);
+                if profile.binaries.get(b) == Some(&1)
+                    && profile.commands >= self.cfg.rare_min_commands
+                {
+                    found.push((
+                        Anomaly {
+                            id: "anomaly-rare-binary",
+                            title: format!(
+                                "Rare binary for {user}: {b} (once in {} commands)",
+                                profile.commands
+                            ),
+                            severity: Severity::Low,
+                            risk: 5,
+                        },
+                        b.clone(),
+                    ));
+                }
+                let h = hour_of_week(now);
+                let near = [(h + 167) % 168, h, (h + 1) % 168];
+                if profile.commands > 0 && near.iter().all(|&i| profile.hours[i] == 0) {
+                    found.push((
+                        Anomaly {
+                            id: "anomaly-off-hours",
+                            title: format!(
+                                "{user} active outside their usual hours ({})",
+                                hour_name(h)
+                            ),
+                            severity: Severity::Medium,
+                            risk: 15,
+                        },
+                        String::new(),
+                    ));
+                }
+            }
+            Fact::Destination(d) => first_seen(
+                "anomaly-new-destination",
+                "destination",
+                d,
+                |p| &p.destinations,
+                10,
+            ),
+            Fact::SensitivePath(s) => first_seen(
+                "anomaly-new-sensitive-path",
+                "sensitive path",
+                s,
+                |p| &p.sensitive_paths,
+                15,
+            ),
+            Fact::Bytes(b) => {
+                let day = now.div_euclid(NS_PER_DAY);
+                let today = profile.daily_bytes.get(&day).copied().unwrap_or(0) + b;
+                let (mean, days) = profile.volume_norm(day);
+                let limit = (mean * self.cfg.volume_factor).max(self.cfg.volume_min_bytes as f64);
+                if days >= self.cfg.volume_min_days && today as f64 > limit {
+                    found.push((
+                        Anomaly {
+                            id: "anomaly-volume",
+                            title: format!(
+                                "{user} read {} today, {:.0}× their daily mean of {} ({days} days)",
+                                human_bytes(today),
+                                today as f64 / mean.max(1.0),
+                                human_bytes(mean as u64)
+                            ),
+                            severity: Severity::High,
+                            risk: 25,
+                        },
+                        day.to_string(),
+                    ));
+                }
+            }
+            Fact::Host => {}
+        }
+        found
+    }
+
+    fn maybe_save(&mut self) {
+        if self.dirty && self.saved.elapsed() >= self.save_every {
+            if let Err(e) = self.save() {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// Writes the state now (atomically: a temporary file renamed over the old one).
+    pub fn save(&mut self) -> Result<(), BaselineError> {
+        let err = |source| BaselineError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec(&self.state).map_err(|e| err(e.into()))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, &text).map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        self.dirty = false;
+        self.saved = Instant::now();
+        metrics::gauge!("vigil_baseline_profiles")
+            .set((self.state.users.len() + self.state.groups.len()) as f64);
+        Ok(())
+    }
+
+    pub fn profile(&self, user: &str) -> Option<&Profile> {
+        self.state.users.get(user)
+    }
+}
+
+/// UTC hour of the week, Monday 00:00 = 0 (1970-01-01 was a Thursday).
+fn hour_of_week(ns: i64) -> usize {
+    let hours = ns.div_euclid(3_600_000_000_000);
+    ((hours + 3 * 24).rem_euclid(168)) as usize
+}
+
+fn hour_name(h: usize) -> String {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    format!("{} {:02}:00 UTC", DAYS[h / 24], h % 24)
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_of_the_week_start_on_monday_utc() {
+        // 2026-11-23 was a Monday.
+        let monday = 1_795_392_000i64 * 1_000_000_000;
+        assert_eq!(hour_of_week(monday), 0);
+        assert_eq!(hour_of_week(monday + 3_600_000_000_000 * 25), 25);
+        assert_eq!(hour_name(25), "Tue 01:00 UTC");
+        assert_eq!(hour_of_week(0), 3 * 24);
+    }
+
+    #[test]
+    fn volume_norm_ignores_today_and_idle_days() {
+        let mut p = Profile::new(0);
+        p.daily_bytes.insert(10, 100);
+        p.daily_bytes.insert(11, 300);
+        p.daily_bytes.insert(12, 0);
+        p.daily_bytes.insert(13, 1_000_000);
+        assert_eq!(p.volume_norm(13), (200.0, 2));
+    }
+}
