@@ -105,6 +105,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fleet-wide anomalies from the baselines in ClickHouse: first-seen binaries, hosts,
+    /// destinations, sensitive paths and hours, read volume far above a user's norm, binaries
+    /// unique in a peer group.
+    Anomalies {
+        /// Configuration file (its clickhouse: section is used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Report what first happened since this time (RFC 3339, or a duration ago such as 1d).
+        #[arg(long, default_value = "1d")]
+        since: String,
+        /// A user's first this-long of history only teaches (14d, 36h, ...).
+        #[arg(long, default_value = "14d")]
+        learning: String,
+        /// Only these kinds (repeatable): new-binary, new-host, new-destination,
+        /// new-sensitive-path, new-hour-of-week, volume, peer-unique-binary.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Volume: a day above this many times the user's daily mean ...
+        #[arg(long, default_value_t = 10.0)]
+        factor: f64,
+        /// ... and above this many bytes ...
+        #[arg(long, default_value_t = 100 * 1024 * 1024)]
+        min_bytes: u64,
+        /// ... with at least this many earlier active days.
+        #[arg(long, default_value_t = 3)]
+        min_days: u32,
+        /// Print the queries (to run in clickhouse-client or Grafana) instead of running them.
+        #[arg(long)]
+        sql: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one session: its timeline of commands, files, connections and privilege changes,
     /// and its process tree.
     Session {
@@ -857,6 +890,86 @@ fn main() -> ExitCode {
                 until_ns: until.map(|t| parse_time(&t, now)).transpose()?,
             };
             run_alerts(&store, &filter, json)
+        })()),
+        Command::Anomalies {
+            config,
+            since,
+            learning,
+            kinds,
+            factor,
+            min_bytes,
+            min_days,
+            sql,
+            json,
+        } => report((|| {
+            use vigil::store::anomalies::{AnomalyParams, QUERIES};
+            if let Some(k) = kinds.iter().find(|k| !QUERIES.iter().any(|q| q.kind == *k)) {
+                let known: Vec<&str> = QUERIES.iter().map(|q| q.kind).collect();
+                return Err(format!("--kind {k}: not one of {}", known.join(", ")));
+            }
+            if sql {
+                for q in QUERIES {
+                    if kinds.is_empty() || kinds.contains(&q.kind.to_string()) {
+                        println!("-- {}: {}\n{};\n", q.kind, q.about, q.sql);
+                    }
+                }
+                return Ok(());
+            }
+            if !(factor.is_finite() && factor >= 1.0) {
+                return Err(format!("--factor {factor} must be a number of at least 1"));
+            }
+            let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
+            let learning_ns = humantime::parse_duration(&learning)
+                .map_err(|e| format!("--learning {learning}: {e}"))?
+                .as_nanos()
+                .min(i64::MAX as u128) as i64;
+            let params = AnomalyParams {
+                since_ns: parse_time(&since, now)?,
+                learning_ns,
+                factor,
+                min_bytes,
+                min_days,
+            };
+            let store = StoreArgs {
+                config,
+                spool: None,
+            };
+            let cfg = store.config()?;
+            if cfg.clickhouse.url.is_none() {
+                return Err(
+                    "fleet-wide anomalies are queried in ClickHouse: set clickhouse.url \
+                     (on a single host the daemon scores its own baselines as anomaly-* alerts)"
+                        .into(),
+                );
+            }
+            let rows = block_on(vigil::store::anomalies::run(
+                &cfg.clickhouse,
+                &kinds,
+                &params,
+            ))?
+            .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<30}  {:<16} {:<20} {:<40} DETAIL",
+                "FIRST SEEN", "USER", "KIND", "VALUE"
+            );
+            for r in rows {
+                println!(
+                    "{:<30}  {:<16} {:<20} {:<40} {}",
+                    vigil::decode::rfc3339(r.first_seen),
+                    r.user.escape_debug(),
+                    r.kind,
+                    r.value.escape_debug(),
+                    r.detail.escape_debug()
+                );
+            }
+            Ok(())
         })()),
         Command::Session { id, store, json } => report(run_session(&store, id, json)),
         Command::Replay {

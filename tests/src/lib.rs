@@ -295,6 +295,33 @@ impl ClickHouse {
         )
     }
 
+    /// Runs one SQL statement over HTTP (with curl, as an operator would) and returns its output.
+    pub fn query(&self, sql: &str) -> Result<String> {
+        let mut child = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--data-binary", "@-", "-u"])
+            .arg(format!("{CLICKHOUSE_USER}:{CLICKHOUSE_PASSWORD}"))
+            .arg(format!("http://127.0.0.1:{}/?database=vigil", self.port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run curl")?;
+        child
+            .stdin
+            .take()
+            .context("curl stdin")?
+            .write_all(sql.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "{sql}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stops it (SIGTERM) and waits.
     pub fn stop(mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

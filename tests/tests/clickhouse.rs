@@ -247,3 +247,123 @@ fn daemon_killed_while_shipping_resumes_exactly_once() {
     );
     ch.stop().unwrap();
 }
+
+#[test]
+fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let config = cli_config(dir.path(), &ch);
+    let migrate = Command::new(vigil_bin())
+        .args(["db", "migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    // A month of history from other days: nobody ran id and bash at another hour of the week,
+    // read about a kilobyte a day; a peer (daemon, same peer group, another host) ran id.
+    let host = vigil_e2e_host();
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let hour = ((now_ns.div_euclid(3_600_000_000_000) + 72).rem_euclid(168) + 84) % 168;
+    ch.query(&format!(
+        "INSERT INTO user_baseline VALUES
+            ('nobody', 'binary', '/usr/bin/id', now64(9) - INTERVAL 30 DAY, now64(9) - INTERVAL 1 DAY, 20),
+            ('nobody', 'binary', '/bin/bash', now64(9) - INTERVAL 30 DAY, now64(9) - INTERVAL 1 DAY, 20),
+            ('nobody', 'hour_of_week', '{hour}', now64(9) - INTERVAL 30 DAY, now64(9) - INTERVAL 1 DAY, 40),
+            ('nobody', 'host', '{host}', now64(9) - INTERVAL 30 DAY, now64(9) - INTERVAL 1 DAY, 40),
+            ('daemon', 'binary', '/usr/bin/id', now64(9) - INTERVAL 30 DAY, now64(9) - INTERVAL 1 DAY, 5)"
+    ))
+    .unwrap();
+    ch.query(
+        "INSERT INTO user_daily_volume VALUES
+            ('nobody', today() - 3, 'h', 1000, 1), ('nobody', today() - 2, 'h', 1200, 1),
+            ('nobody', today() - 1, 'h', 800, 1)",
+    )
+    .unwrap();
+    ch.query("INSERT INTO session_identity (host, session_id, login_user, peer_group) VALUES ('other-host', 7, 'daemon', 'oncall')")
+        .unwrap();
+    let mapping = dir.path().join("people.csv");
+    std::fs::write(
+        &mapping,
+        "username,person,peer_group\nnobody,Nora Body,oncall\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "{}identity:\n  mapping_file: {}\n",
+        ch.config_yaml(),
+        mapping.display()
+    ))
+    .expect("daemon starts");
+    let status = Command::new(HELPER)
+        .args(["login", "65534", "--", "/bin/bash", "-c"])
+        .arg("/usr/bin/id > /dev/null; /usr/bin/base64 /dev/null; /usr/bin/head -c 5000000 /dev/zero > /dev/null")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    daemon.stop().expect("daemon stops");
+    wait_for_commands(&config, 65_534, 4);
+
+    let anomalies = |kind: &str| -> Vec<String> {
+        let rows = vigil_json(
+            &[
+                "anomalies",
+                "--since",
+                "1h",
+                "--min-bytes",
+                "1048576",
+                "--kind",
+                kind,
+            ],
+            &config,
+        );
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["user"] == "nobody")
+            .map(|r| r["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut bins = anomalies("new-binary");
+    bins.sort();
+    assert_eq!(bins, vec!["/usr/bin/base64", "/usr/bin/head"]);
+    let current = ((now_ns.div_euclid(3_600_000_000_000) + 72).rem_euclid(168)).to_string();
+    let hours = anomalies("new-hour-of-week");
+    assert!(
+        hours == vec![current.clone()] || hours.len() == 2,
+        "{hours:?} (now {current})"
+    );
+    assert!(anomalies("new-host").is_empty());
+    let days = anomalies("volume");
+    assert_eq!(days.len(), 1, "{days:?}");
+    let mut unique = anomalies("peer-unique-binary");
+    unique.sort();
+    assert_eq!(unique, vec!["/usr/bin/base64", "/usr/bin/head"]);
+    // A shorter learning period than the history makes nothing of id; one longer than the
+    // user's history makes everything "still learning".
+    let rows = vigil_json(
+        &["anomalies", "--since", "1h", "--learning", "400d"],
+        &config,
+    );
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["kind"] == "volume" || r["kind"] == "peer-unique-binary"),
+        "{rows}"
+    );
+    // The queries are there to read.
+    let sql = Command::new(vigil_bin())
+        .args(["anomalies", "--sql"])
+        .output()
+        .unwrap();
+    assert!(sql.status.success());
+    assert!(String::from_utf8_lossy(&sql.stdout).contains("FROM user_daily_volume"));
+    ch.stop().unwrap();
+}

@@ -1,6 +1,7 @@
 //! ClickHouse storage: configuration, migrations, the row shape of events, and the shipper that
 //! moves events from the spool to ClickHouse (see [`shipper`]).
 
+pub mod anomalies;
 pub mod schema;
 pub mod shipper;
 

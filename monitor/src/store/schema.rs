@@ -232,6 +232,81 @@ FROM `{db}`.`events`
 WHERE type = 'alert'"
         )];
 
+        // Fleet-wide baselines: what each login user has done, by dimension, over every host.
+        // The daemon scores its host against its own copy; these answer the same questions
+        // across the fleet (see `vigil anomalies` and store/anomalies.rs).
+        let user = "if(JSONExtractString(detail, 'process', 'login_user') != '', \
+            JSONExtractString(detail, 'process', 'login_user'), concat('uid:', toString(loginuid)))";
+        let mut baselines = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{db}`.`user_baseline`{oc} (
+    user LowCardinality(String),
+    dimension LowCardinality(String),
+    value String CODEC(ZSTD(1)),
+    first_seen SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
+    last_seen SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
+    events SimpleAggregateFunction(sum, UInt64)
+) ENGINE = {engine}
+ORDER BY (user, dimension, value)
+TTL toDateTime(last_seen) + INTERVAL {days} DAY",
+                engine = self.engine("AggregatingMergeTree", "user_baseline"),
+                days = self.retention_days
+            ),
+            // One row per (user, dimension, value) an event shows: the binary and the host of a
+            // command and its UTC hour of the week (Monday 00:00 = 0), the destination of an
+            // outbound connection, a sensitive path opened (the daemon's default list).
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`user_baseline_mv`{oc} TO `{db}`.`user_baseline` AS
+SELECT user, d.1 AS dimension, d.2 AS value,
+    min(time) AS first_seen, max(time) AS last_seen, count() AS events
+FROM (
+    SELECT {user} AS user, time,
+        arrayJoin(multiIf(
+            type = 'exec', [('binary', path), ('host', host),
+                ('hour_of_week', toString((toDayOfWeek(time) - 1) * 24 + toHour(time)))],
+            type = 'connect' AND (ret >= 0 OR ret = -115) AND port != 0
+                AND NOT startsWith(path, '127.') AND path != '::1',
+                [('destination', if(position(path, ':') > 0,
+                    concat('[', path, ']:', toString(port)), concat(path, ':', toString(port))))],
+            type = 'open' AND ret >= 0 AND (
+                path IN ('/etc/shadow', '/etc/gshadow')
+                OR startsWith(path, '/etc/sudoers') OR startsWith(path, '/etc/ssh/')
+                OR startsWith(path, '/etc/kubernetes/') OR startsWith(path, '/root/')
+                OR startsWith(path, '/var/lib/kubelet/') OR startsWith(path, '/run/secrets/')
+                OR startsWith(path, '/var/run/secrets/')
+                OR match(path, '/\\\\.(ssh|aws|kube|gnupg)/') OR endsWith(path, '/.docker/config.json')),
+                [('sensitive_path', path)],
+            [])) AS d
+    FROM `{db}`.`events`
+    WHERE session_id != 0 AND loginuid != 4294967295 AND type IN ('exec', 'connect', 'open')
+)
+GROUP BY user, dimension, value"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{db}`.`user_daily_volume`{oc} (
+    user LowCardinality(String),
+    day Date,
+    host LowCardinality(String),
+    bytes SimpleAggregateFunction(sum, UInt64),
+    reads SimpleAggregateFunction(sum, UInt64)
+) ENGINE = {engine}
+ORDER BY (user, day, host)
+TTL day + INTERVAL {days} DAY",
+                engine = self.engine("AggregatingMergeTree", "user_daily_volume"),
+                days = self.retention_days
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`user_daily_volume_mv`{oc} TO `{db}`.`user_daily_volume` AS
+SELECT {user} AS user, toDate(time) AS day, host,
+    sum(bytes) AS bytes, count() AS reads
+FROM `{db}`.`events`
+WHERE type = 'file_read' AND session_id != 0 AND loginuid != 4294967295
+GROUP BY user, day, host"
+            ),
+        ];
+        baselines.extend(self.distributed("user_baseline", "cityHash64(user)"));
+        baselines.extend(self.distributed("user_daily_volume", "cityHash64(user)"));
+
         vec![
             Migration {
                 version: 1,
@@ -257,6 +332,11 @@ WHERE type = 'alert'"
                 version: 5,
                 name: "alerts_feed",
                 statements: alerts_feed,
+            },
+            Migration {
+                version: 6,
+                name: "baselines",
+                statements: baselines,
             },
         ]
     }
@@ -324,6 +404,6 @@ mod tests {
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
     }
 }
