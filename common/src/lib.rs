@@ -192,8 +192,21 @@ pub struct ExecRecord {
     pub argv_len: u16,
     /// Size of the whole argument area, to report how much was cut.
     pub argv_total: u32,
-    pub _pad: u32,
+    /// What the new image's fds 0, 1 and 2 are (`stdio_kind::*`), read at exec: a shell whose
+    /// input is a socket is a reverse shell; one whose input is a pipe may run a download.
+    pub stdio: [u8; 3],
+    pub _pad: u8,
     pub tail: [u8; EXEC_TAIL_CAP],
+}
+
+/// What an exec'd process's standard fds are (`ExecRecord::stdio`).
+pub mod stdio_kind {
+    pub const NONE: u8 = 0;
+    pub const TTY: u8 = 1;
+    pub const PIPE: u8 = 2;
+    pub const SOCKET: u8 = 3;
+    pub const FILE: u8 = 4;
+    pub const OTHER: u8 = 5;
 }
 
 pub const EXEC_FIXED_SIZE: usize = core::mem::offset_of!(ExecRecord, tail);
@@ -467,6 +480,7 @@ pub struct KernelOffsets {
     pub file_inode: u32,
     pub file_private_data: u32,
     pub inode_rdev: u32,
+    pub inode_mode: u32,
     pub tty_file_private_tty: u32,
     pub tty_termios: u32,
     pub tty_winsize: u32,
@@ -579,7 +593,7 @@ mod tests {
         );
         assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 42 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 43 * 4);
         assert_eq!(size_of::<Policy>(), 32);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

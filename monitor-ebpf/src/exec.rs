@@ -3,14 +3,14 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use vigil_common::{
-    counter, kind, priv_op, ExecRecord, PrivRecord, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
+    counter, kind, priv_op, stdio_kind, ExecRecord, PrivRecord, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_MAX,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, EXEC_PREFIX_SPAN, EXEC_TAIL_CAP, TTY_NAME_MAX,
 };
 
 use crate::{
     emit::emit,
-    kernel::{cred_ids, current_tid, fill_header, koff, read, read_ptr, tp_layout, Ptr},
+    kernel::{cred_ids, current_tid, fd_file, fill_header, koff, read, read_ptr, tp_layout, Ptr},
     maps::{count, scratch, wakeup_flags, Pending, EVENTS, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
@@ -120,6 +120,7 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     } else {
         total as u32
     };
+    rec.stdio = [fd_kind(task, 0), fd_kind(task, 1), fd_kind(task, 2)];
     rec._pad = 0;
 
     // Masked, not compared: the verifier keeps a mask's bound through register copies.
@@ -135,6 +136,24 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         Err(_) => count(kind::EXEC, counter::LOST),
     }
     0
+}
+
+/// What `fd` of `task` is, from its inode's file type.
+#[inline(never)]
+fn fd_kind(task: Ptr, fd: u32) -> u8 {
+    let file = fd_file(task, fd);
+    if file.is_null() {
+        return stdio_kind::NONE;
+    }
+    let inode = read_ptr(file, koff!(file_inode));
+    match read::<u16>(inode, koff!(inode_mode)).map(|m| m & 0o170000) {
+        Some(0o010000) => stdio_kind::PIPE,
+        Some(0o140000) => stdio_kind::SOCKET,
+        Some(0o020000) => stdio_kind::TTY,
+        Some(0o100000) => stdio_kind::FILE,
+        Some(_) => stdio_kind::OTHER,
+        None => stdio_kind::NONE,
+    }
 }
 
 /// Reports an exec that changed the task's ids, comparing them with those kept at

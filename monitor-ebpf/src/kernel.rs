@@ -69,6 +69,7 @@ const fn zeroed_offsets() -> KernelOffsets {
         file_inode: 0,
         file_private_data: 0,
         inode_rdev: 0,
+        inode_mode: 0,
         tty_file_private_tty: 0,
         tty_termios: 0,
         tty_winsize: 0,

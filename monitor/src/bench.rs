@@ -63,6 +63,9 @@ fn synthetic(i: u64) -> Event {
             tty: Some("pts/3".into()),
             old_pid: 0,
             ancestry: Vec::new(),
+            stdin: Some(StdioKind::Tty),
+            stdout: Some(StdioKind::Tty),
+            stderr: Some(StdioKind::Tty),
         }),
         1 => EventBody::Open(OpenEvent {
             path: "/etc/app/config.d/database.yaml".into(),

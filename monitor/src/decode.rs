@@ -328,6 +328,9 @@ fn decode_exec(b: &[u8]) -> Result<ExecEvent, DecodeError> {
         tty: (!tty.is_empty()).then(|| tty_name(tty)),
         old_pid: pod(b, offset_of!(ExecRecord, old_pid))?,
         ancestry: Vec::new(),
+        stdin: StdioKind::from_code(pod(b, offset_of!(ExecRecord, stdio))?),
+        stdout: StdioKind::from_code(pod(b, offset_of!(ExecRecord, stdio) + 1)?),
+        stderr: StdioKind::from_code(pod(b, offset_of!(ExecRecord, stdio) + 2)?),
     })
 }
 
@@ -466,7 +469,9 @@ fn decode_priv(r: &PrivRecord) -> PrivEvent {
     PrivEvent {
         op: op.into(),
         requested,
-        gained_root: old.euid != 0 && new.euid == 0,
+        // Effective root gained (setuid binaries, sudo), or real root taken by a process that
+        // only had it effectively (setuid(0) in a setuid-root program).
+        gained_root: (old.euid != 0 && new.euid == 0) || (old.uid != 0 && new.uid == 0),
         old,
         new,
         result: SyscallResult::from_ret(ret),

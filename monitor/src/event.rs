@@ -197,6 +197,49 @@ pub struct ExecEvent {
     /// enrich stage from fork, exec and exit events and a /proc scan at start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestry: Vec<Ancestor>,
+    /// What its standard input, output and error were at exec (`None`: closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<StdioKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<StdioKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<StdioKind>,
+}
+
+/// The kind of file behind a standard fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StdioKind {
+    Tty,
+    Pipe,
+    Socket,
+    File,
+    Other,
+}
+
+impl StdioKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StdioKind::Tty => "tty",
+            StdioKind::Pipe => "pipe",
+            StdioKind::Socket => "socket",
+            StdioKind::File => "file",
+            StdioKind::Other => "other",
+        }
+    }
+
+    /// From the kernel's `stdio_kind` code.
+    pub fn from_code(code: u8) -> Option<StdioKind> {
+        use vigil_common::stdio_kind as k;
+        match code {
+            k::NONE => None,
+            k::TTY => Some(StdioKind::Tty),
+            k::PIPE => Some(StdioKind::Pipe),
+            k::SOCKET => Some(StdioKind::Socket),
+            k::FILE => Some(StdioKind::File),
+            _ => Some(StdioKind::Other),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,7 +347,7 @@ pub struct PrivEvent {
     pub old: Ids,
     pub new: Ids,
     pub result: SyscallResult,
-    /// The effective uid went to 0 from something else.
+    /// The effective uid went to 0 from something else, or the real uid did.
     pub gained_root: bool,
 }
 

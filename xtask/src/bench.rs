@@ -35,6 +35,13 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Detection rate per built-in detection over attack scenarios, and false-positive alerts
+    /// per 100 benign administration sessions, on the real kernel.
+    Detect {
+        /// Benign administration sessions to run.
+        #[arg(long, default_value_t = 200)]
+        benign: usize,
+    },
     /// Replay start time and memory for one long session, beside reading the same session's
     /// timeline (`vigil session --json`) from the same spool.
     Replay {
@@ -52,7 +59,22 @@ pub fn run(which: Which) -> Result<()> {
         Which::Overhead { rounds, scale } => overhead(rounds, scale),
         Which::Ingest { events, seconds } => ingest(events, seconds),
         Which::Replay { events, runs } => replay(events, runs),
+        Which::Detect { benign } => detect(benign),
     }
+}
+
+/// Runs the scenario suite (tests/src/bin/detect_bench.rs) against the built daemon.
+fn detect(benign: usize) -> Result<()> {
+    let bench = workspace().join("target/release/vigil-detect-bench");
+    let status = Command::new(&bench)
+        .args(["--benign", &benign.to_string()])
+        .env("VIGIL_BIN", vigil_bin())
+        .status()
+        .with_context(|| format!("cannot run {} (cargo xtask build)", bench.display()))?;
+    if !status.success() {
+        bail!("detection targets missed ({status})");
+    }
+    Ok(())
 }
 
 fn helper_bin() -> PathBuf {

@@ -56,6 +56,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "cron",
     "chromium",
     "curl",
+    // The detection scenarios attach a debugger (cargo xtask bench detect).
+    "gdb",
 ];
 
 fn ensure_debian_packages() -> Result<()> {

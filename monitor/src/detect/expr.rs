@@ -40,6 +40,7 @@ pub const FIELDS: &[(&str, Kind)] = &[
     ("parent", Kind::Str),
     ("stdin", Kind::Str),
     ("stdout", Kind::Str),
+    ("stderr", Kind::Str),
     ("path", Kind::Str),
     ("access", Kind::Str),
     ("truncate", Kind::Bool),

@@ -35,8 +35,9 @@ const DOWNLOADERS: &[&str] = &["curl", "wget", "fetch", "aria2c"];
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "python3", "python", "perl",
 ];
-/// How close in time a download and a shell of the same pipeline are.
-const PIPELINE_WINDOW_NS: u64 = 10_000_000_000;
+/// How close in time a download and a shell of the same pipeline start: the shell forks both
+/// sides of `curl … | sh` at once.
+const PIPELINE_WINDOW_NS: u64 = 2_000_000_000;
 
 /// What detection keeps per session.
 #[derive(Default)]
@@ -61,8 +62,10 @@ struct View<'a> {
     session: Option<&'a SessionState>,
     download_then_shell: bool,
     written_then_executed: bool,
-    /// `/proc/<pid>/fd/0` and `/fd/1` of an exec'd process, when a rule asks.
-    stdio: Option<(String, String)>,
+}
+
+fn stdio(kind: Option<crate::event::StdioKind>) -> Value<'static> {
+    Value::Str(Cow::Borrowed(kind.map(|k| k.as_str()).unwrap_or("closed")))
 }
 
 fn lossy(b: &[u8]) -> Cow<'_, str> {
@@ -134,16 +137,9 @@ impl Fields for View<'_> {
                         .nth(1)
                         .map(|a| Value::Str(Cow::Borrowed(a.name.as_str())))
                         .unwrap_or(Value::Missing),
-                    "stdin" => self
-                        .stdio
-                        .as_ref()
-                        .map(|s| Value::Str(Cow::Borrowed(s.0.as_str())))
-                        .unwrap_or(Value::Missing),
-                    "stdout" => self
-                        .stdio
-                        .as_ref()
-                        .map(|s| Value::Str(Cow::Borrowed(s.1.as_str())))
-                        .unwrap_or(Value::Missing),
+                    "stdin" => stdio(x.stdin),
+                    "stdout" => stdio(x.stdout),
+                    "stderr" => stdio(x.stderr),
                     _ => Value::Missing,
                 },
                 EventBody::Open(o) => match field {
@@ -191,15 +187,6 @@ impl Fields for View<'_> {
     }
 }
 
-fn stdio_of(pid: u32) -> (String, String) {
-    let link = |fd: u32| {
-        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-            .map(|t| t.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    (link(0), link(1))
-}
-
 /// Deterministic alert id (a UUID in form), so a re-sent alert is the same alert.
 fn alert_id(host: &str, session: u32, rule: &str, mono_ns: u64) -> String {
     use sha2::Digest;
@@ -222,7 +209,6 @@ pub struct Detector {
     /// Rule indexes by the event type they require; rules without one are in `any`.
     by_type: HashMap<String, Vec<usize>>,
     any: Vec<usize>,
-    wants_stdio: bool,
     baselines: Option<baseline::Baselines>,
     anomalies: Vec<baseline::Anomaly>,
 }
@@ -237,7 +223,6 @@ impl Detector {
             sessions: HashMap::new(),
             by_type: HashMap::new(),
             any: Vec::new(),
-            wants_stdio: false,
         };
         d.index();
         d
@@ -246,15 +231,12 @@ impl Detector {
     fn index(&mut self) {
         self.by_type.clear();
         self.any.clear();
-        let mut fields = Vec::new();
         for (i, r) in self.rules.rules.iter().enumerate() {
-            r.when.fields(&mut fields);
             match r.when.required_type() {
                 Some(t) => self.by_type.entry(t.to_string()).or_default().push(i),
                 None => self.any.push(i),
             }
         }
-        self.wants_stdio = fields.iter().any(|f| *f == "stdin" || *f == "stdout");
     }
 
     /// Saves what the baselines learnt (at shutdown).
@@ -308,7 +290,10 @@ impl Detector {
                     if DOWNLOADERS.contains(&name.as_str()) {
                         download_then_shell = recent(&s.shells);
                         s.downloads.push_back((ppid, now));
-                    } else if SHELLS.contains(&name.as_str()) {
+                    } else if SHELLS.contains(&name.as_str())
+                        && x.stdin == Some(crate::event::StdioKind::Pipe)
+                    {
+                        // Only a shell reading its script from a pipe can be the end of one.
                         download_then_shell = recent(&s.downloads);
                         s.shells.push_back((ppid, now));
                     }
@@ -329,14 +314,11 @@ impl Detector {
                 _ => {}
             }
         }
-        let stdio = (self.wants_stdio && matches!(event.body, EventBody::Exec(_)))
-            .then(|| stdio_of(event.process.pid));
         let view = View {
             event,
             session: sid.and_then(|s| self.sessions.get(&s)),
             download_then_shell,
             written_then_executed,
-            stdio,
         };
         let candidates = self
             .by_type

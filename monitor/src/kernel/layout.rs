@@ -64,6 +64,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         file_inode: off("file", "f_inode")?,
         file_private_data: off("file", "private_data")?,
         inode_rdev: off("inode", "i_rdev")?,
+        inode_mode: off("inode", "i_mode")?,
         tty_file_private_tty: off("tty_file_private", "tty")?,
         tty_termios: off("tty_struct", "termios")?,
         tty_winsize: off("tty_struct", "winsize")?,
