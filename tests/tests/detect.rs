@@ -4,8 +4,6 @@
 //! receiver signed, retried and de-duplicated.
 
 use std::{
-    io::{Read, Write},
-    net::TcpListener,
     path::Path,
     process::Command,
     time::{Duration, Instant},
