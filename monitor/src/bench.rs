@@ -168,6 +168,7 @@ pub async fn ingest(
             spool_dir.to_path_buf(),
             "bench".into(),
             None,
+            Default::default(),
             stop_rx,
         ));
         while ack.next() < events {

@@ -17,13 +17,35 @@ pub enum ConfigError {
     },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("{origin}: {key}: {message}")]
+    /// Every problem found, each with its location (`file: key: message`, one per line).
+    #[error("{}", problems.iter().map(|p| format!("{origin}: {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         origin: String,
-        key: &'static str,
-        message: String,
+        problems: Vec<Problem>,
     },
 }
+
+/// One problem in a configuration: where (a key path, and the line when it is known) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Environment variables that override configuration keys: `VIGIL_<SECTION>__<KEY>` (a double
+/// underscore between levels; `VIGIL_CLICKHOUSE__URL`, `VIGIL_CAPTURE__MAX_ARGV_BYTES`), the
+/// value read as YAML (`true`, `4096`, `[exec, open]`).
+pub const ENV_PREFIX: &str = "VIGIL_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -175,6 +197,117 @@ fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
     }
 }
 
+/// Reports keys of `over` that `base` (the embedded default, which names every setting) does not
+/// have, with their line in `text` when found there.
+fn unknown_keys(
+    base: &serde_yaml::Value,
+    over: &serde_yaml::Value,
+    prefix: &str,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let (Some(b), Some(o)) = (base.as_mapping(), over.as_mapping()) else {
+        return;
+    };
+    for (k, v) in o {
+        let name = match k.as_str() {
+            Some(n) => n.to_string(),
+            None => format!("{k:?}"),
+        };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match b.get(k) {
+            // Free-form mappings in the default (none yet) would be empty and skipped.
+            Some(bv) if bv.as_mapping().is_some_and(|m| !m.is_empty()) => {
+                unknown_keys(bv, v, &path, text, problems)
+            }
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = b.keys().filter_map(|k| k.as_str()).collect();
+                let hint = known
+                    .iter()
+                    .min_by_key(|c| crate::detect::expr::strsim(&name, c))
+                    .filter(|c| crate::detect::expr::strsim(&name, c) <= 3)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                problems.push(Problem {
+                    line: line_of_key(text, &path),
+                    key: path,
+                    message: format!("unknown setting{hint}; known here: {}", known.join(", ")),
+                });
+            }
+        }
+    }
+}
+
+/// Replaces the values of secret keys (`password`, `secret`, `token`) for display.
+fn redact(value: &mut serde_yaml::Value) {
+    if let Some(map) = value.as_mapping_mut() {
+        for (k, v) in map.iter_mut() {
+            let secret = k
+                .as_str()
+                .is_some_and(|k| ["password", "secret", "token"].contains(&k));
+            if secret && !v.is_null() {
+                *v = serde_yaml::Value::String("<redacted>".into());
+            } else {
+                redact(v);
+            }
+        }
+    } else if let Some(list) = value.as_sequence_mut() {
+        list.iter_mut().for_each(redact);
+    }
+}
+
+/// Sets `keys` (a path of lower-case names) in `value` to `new`, for an environment override;
+/// only settings the default has can be set.
+fn set_path(
+    value: &mut serde_yaml::Value,
+    keys: &[String],
+    new: serde_yaml::Value,
+) -> Result<(), String> {
+    let Some((first, rest)) = keys.split_first() else {
+        return Err("names no setting".into());
+    };
+    let Some(map) = value.as_mapping_mut() else {
+        return Err(format!(
+            "`{first}` is below a setting that is not a section"
+        ));
+    };
+    let Some(slot) = map.get_mut(first.as_str()) else {
+        return Err(format!("`{first}` is not a setting"));
+    };
+    if rest.is_empty() {
+        merge(slot, new);
+        Ok(())
+    } else {
+        set_path(slot, rest, new)
+    }
+}
+
+/// The line (1-based) where the dotted `key` is written in a YAML `text`: each level's name
+/// found in turn, deeper indented than its parent. Best effort, for messages.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut indent: Option<usize> = None;
+    let mut found = None;
+    for part in key.split('.') {
+        let at = lines.iter().enumerate().skip(from).find_map(|(i, l)| {
+            let trimmed = l.trim_start();
+            let ind = l.len() - trimmed.len();
+            let deeper = indent.is_none_or(|p| ind > p);
+            (deeper && (trimmed.starts_with(&format!("{part}:")))).then_some((i, ind))
+        })?;
+        from = at.0 + 1;
+        indent = Some(at.1);
+        found = Some(at.0 + 1);
+    }
+    found
+}
+
 impl Config {
     /// The embedded default.
     pub fn embedded() -> Config {
@@ -184,16 +317,68 @@ impl Config {
             .expect("embedded default config is valid")
     }
 
-    /// Reads a config file, layered over the embedded default.
+    /// Reads a config file, layered over the embedded default, with the process's
+    /// `VIGIL_<SECTION>__<KEY>` environment overrides on top.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_yaml(&text, &path.display().to_string())
+        Config::from_yaml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// The embedded default with the environment's overrides.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_yaml_with_env("", "embedded default", std::env::vars())
     }
 
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_with_env(text, origin, std::iter::empty())
+    }
+
+    /// `text` (named `origin` in messages) over the embedded default, then `env` overrides.
+    /// Every problem is reported, each with its location.
+    pub fn from_yaml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let value = Config::layered(text, origin, env)?;
+        let config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        let problems = config.problems(text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.into(),
+                problems,
+            })
+        }
+    }
+
+    /// The effective configuration as YAML (default, file, environment), with every secret
+    /// value replaced, for `vigil config show`.
+    pub fn effective_yaml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<String, ConfigError> {
+        let mut value = Config::layered(text, origin, env)?;
+        redact(&mut value);
+        serde_yaml::to_string(&value).map_err(|e| ConfigError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn layered(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<serde_yaml::Value, ConfigError> {
         let parse = |t: &str, origin: &str| {
             serde_yaml::from_str::<serde_yaml::Value>(t).map_err(|e| ConfigError::Parse {
                 origin: origin.into(),
@@ -202,6 +387,7 @@ impl Config {
         };
         let mut value = parse(DEFAULT_CONFIG, "embedded default")?;
         let over = parse(text, origin)?;
+        let mut problems = Vec::new();
         if !over.is_null() {
             if !over.is_mapping() {
                 return Err(ConfigError::Parse {
@@ -209,119 +395,156 @@ impl Config {
                     message: "the configuration must be a YAML mapping".into(),
                 });
             }
+            unknown_keys(&value, &over, "", text, &mut problems);
             merge(&mut value, over);
         }
-        let config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Parse {
-            origin: origin.into(),
-            message: e.to_string(),
-        })?;
-        config.validate(origin)?;
-        Ok(config)
+        for (name, raw) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            // Variables without a level separator (VIGIL_CLICKHOUSE_PASSWORD, VIGIL_BIN) are
+            // not overrides.
+            if !path.contains("__") {
+                continue;
+            }
+            let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            let shown = format!("{} (environment {name})", keys.join("."));
+            let parsed: serde_yaml::Value = match serde_yaml::from_str(&raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(Problem {
+                        key: shown,
+                        line: None,
+                        message: format!("not a YAML value: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if let Err(message) = set_path(&mut value, &keys, parsed) {
+                problems.push(Problem {
+                    key: shown,
+                    line: None,
+                    message,
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                problems,
+            });
+        }
+        Ok(value)
     }
 
-    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| ConfigError::Invalid {
-            origin: origin.into(),
-            key,
-            message,
+    /// Every problem of a parsed configuration, located by key (and by line in `text`, the
+    /// file's text, where the key is written there).
+    fn problems(&self, text: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut invalid = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.to_string(),
+                line: line_of_key(text, key),
+                message,
+            })
         };
         let c = &self.capture;
         if c.max_argv_bytes == 0 || c.max_argv_bytes > EXEC_ARGV_MAX {
-            return Err(invalid(
+            invalid(
                 "capture.max_argv_bytes",
                 format!("{} is out of range 1..={EXEC_ARGV_MAX}", c.max_argv_bytes),
-            ));
+            );
         }
         if !c.ring_buffer_bytes.is_power_of_two() || c.ring_buffer_bytes < 64 * 1024 {
-            return Err(invalid(
+            invalid(
                 "capture.ring_buffer_bytes",
                 format!(
                     "{} must be a power of two of at least 65536",
                     c.ring_buffer_bytes
                 ),
-            ));
+            );
         }
         if c.wakeup_bytes == 0 || c.wakeup_bytes > c.ring_buffer_bytes / 2 {
-            return Err(invalid(
+            invalid(
                 "capture.wakeup_bytes",
                 format!(
                     "{} is out of range 1..={} (half of capture.ring_buffer_bytes)",
                     c.wakeup_bytes,
                     c.ring_buffer_bytes / 2
                 ),
-            ));
+            );
         }
         if !(1..=10_000).contains(&c.poll_interval_ms) {
-            return Err(invalid(
+            invalid(
                 "capture.poll_interval_ms",
                 format!("{} is out of range 1..=10000", c.poll_interval_ms),
-            ));
+            );
         }
         if c.max_tty_bytes == 0 || c.max_tty_bytes as usize >= vigil_common::TTY_DATA_CAP {
-            return Err(invalid(
+            invalid(
                 "capture.max_tty_bytes",
                 format!(
                     "{} is out of range 1..={}",
                     c.max_tty_bytes,
                     vigil_common::TTY_DATA_CAP - 1
                 ),
-            ));
+            );
         }
         if c.max_tty_session_mib > 4 * 1024 * 1024 {
-            return Err(invalid(
+            invalid(
                 "capture.max_tty_session_mib",
                 format!("{} is above 4194304", c.max_tty_session_mib),
-            ));
+            );
         }
         if c.events.is_empty() {
-            return Err(invalid("capture.events", "lists no event kind".into()));
+            invalid("capture.events", "lists no event kind".into());
         }
         if self.pipeline.channel_capacity == 0 || self.pipeline.channel_capacity > 16 * 1024 * 1024
         {
-            return Err(invalid(
+            invalid(
                 "pipeline.channel_capacity",
                 format!(
                     "{} is out of range 1..=16777216",
                     self.pipeline.channel_capacity
                 ),
-            ));
+            );
         }
         if self.pipeline.stats_interval_ms < 10 {
-            return Err(invalid(
+            invalid(
                 "pipeline.stats_interval_ms",
                 format!(
                     "{} is below the 10 ms minimum",
                     self.pipeline.stats_interval_ms
                 ),
-            ));
+            );
         }
         let sp = &self.spool;
         if sp.segment_bytes < 4096 || sp.segment_bytes > 1 << 32 {
-            return Err(invalid(
+            invalid(
                 "spool.segment_bytes",
                 format!("{} is out of range 4096..=4294967296", sp.segment_bytes),
-            ));
+            );
         }
         if sp.max_bytes < 2 * sp.segment_bytes {
-            return Err(invalid(
+            invalid(
                 "spool.max_bytes",
                 format!(
                     "{} must hold at least two segments ({} bytes)",
                     sp.max_bytes,
                     2 * sp.segment_bytes
                 ),
-            ));
+            );
         }
         if sp.dir.as_os_str().is_empty() {
-            return Err(invalid("spool.dir", "is empty".into()));
+            invalid("spool.dir", "is empty".into());
         }
         let ch = &self.clickhouse;
         if let Some(url) = &ch.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
+                invalid(
                     "clickhouse.url",
                     format!("`{url}` is not an http:// or https:// URL"),
-                ));
+                );
             }
         }
         if ch.database.is_empty()
@@ -330,72 +553,71 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(invalid(
+            invalid(
                 "clickhouse.database",
                 format!("`{}` must be letters, digits and underscores", ch.database),
-            ));
+            );
         }
         if ch.retention_days == 0 {
-            return Err(invalid(
-                "clickhouse.retention_days",
-                "must be at least 1".into(),
-            ));
+            invalid("clickhouse.retention_days", "must be at least 1".into());
         }
         if ch.batch_rows == 0 || ch.batch_rows > 1_000_000 {
-            return Err(invalid(
+            invalid(
                 "clickhouse.batch_rows",
                 format!("{} is out of range 1..=1000000", ch.batch_rows),
-            ));
+            );
         }
         if ch.password.is_some() && ch.password_file.is_some() {
-            return Err(invalid(
+            invalid(
                 "clickhouse.password",
                 "set either password or password_file, not both".into(),
-            ));
+            );
         }
         if let Some(path) = &self.identity.mapping_file {
             if let Err(e) = crate::directory::Directory::load(path) {
-                return Err(invalid("identity.mapping_file", e.to_string()));
+                invalid("identity.mapping_file", e.to_string());
             }
         }
         if let Err(e) =
             crate::detect::rules::load(self.detection.builtin_rules, &self.detection.rules_files)
         {
-            return Err(invalid("detection.rules_files", format!("\n{e}")));
+            invalid("detection.rules_files", format!("\n{e}"));
         }
         let b = &self.detection.baseline;
-        b.learning()
-            .map_err(|e| invalid("detection.baseline.learning_period", e))?;
-        b.save_interval()
-            .map_err(|e| invalid("detection.baseline.save_every", e))?;
+        if let Err(e) = b.learning() {
+            invalid("detection.baseline.learning_period", e);
+        }
+        if let Err(e) = b.save_interval() {
+            invalid("detection.baseline.save_every", e);
+        }
         if !(b.volume_factor.is_finite() && b.volume_factor >= 1.0) {
-            return Err(invalid(
+            invalid(
                 "detection.baseline.volume_factor",
                 format!("{} must be a number of at least 1", b.volume_factor),
-            ));
+            );
         }
         if let Some(p) = b
             .sensitive_paths
             .iter()
             .find(|p| p.trim_start_matches('*').is_empty())
         {
-            return Err(invalid(
+            invalid(
                 "detection.baseline.sensitive_paths",
                 format!("`{p}` would match every path"),
-            ));
+            );
         }
         for (i, w) in self.alerts.webhooks.iter().enumerate() {
             if let Err(e) = w.check() {
-                return Err(invalid("alerts.webhooks", format!("[{i}]: {e}")));
+                invalid("alerts.webhooks", format!("[{i}]: {e}"));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
+            invalid(
                 "log.level",
                 format!("`{}` is not a log filter", self.log.level),
-            ));
+            );
         }
-        Ok(())
+        problems
     }
 
     /// The kernel policy this configuration asks for.
@@ -461,7 +683,10 @@ mod tests {
         let e = Config::from_yaml("capture:\n  scop: all\n", "my.yaml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown field `scop`"), "{e}");
+        assert!(
+            e.contains("my.yaml: line 2: capture.scop: unknown setting (did you mean `scope`?)"),
+            "{e}"
+        );
         let e = Config::from_yaml("capture:\n  ring_buffer_bytes: 1000\n", "my.yaml")
             .unwrap_err()
             .to_string();
@@ -474,5 +699,91 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("my.yaml"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_location() {
+        let text = "capture:\n  max_argv_bytes: 0\n  ring_buffer_bytes: 1000\nspool:\n  dir: \"\"\nclickhouse:\n  url: ftp://x\n  database: \"bad-name\"\ndetection:\n  baseline:\n    learning_period: soon\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(text, "c.yaml") else {
+            panic!("accepted")
+        };
+        let keys: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("capture.max_argv_bytes", Some(2)),
+                ("capture.ring_buffer_bytes", Some(3)),
+                // A consequence of the ring buffer's size; the default is not in the file.
+                ("capture.wakeup_bytes", None),
+                ("spool.dir", Some(5)),
+                ("clickhouse.url", Some(7)),
+                ("clickhouse.database", Some(8)),
+                ("detection.baseline.learning_period", Some(11)),
+            ],
+            "{problems:#?}"
+        );
+        // Unknown keys are all reported too, before anything else.
+        let Err(ConfigError::Invalid { problems, .. }) =
+            Config::from_yaml("capture:\n  scop: all\nmetrix:\n  listen: null\n", "c.yaml")
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_eq!(problems[1].key, "metrix");
+        assert!(problems[1].message.contains("did you mean `metrics`"));
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_names_itself_in_errors() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = Config::from_yaml_with_env(
+            "capture:\n  max_argv_bytes: 100\n",
+            "c.yaml",
+            env(&[
+                ("VIGIL_CAPTURE__MAX_ARGV_BYTES", "200"),
+                ("VIGIL_CLICKHOUSE__URL", "http://ch:8123"),
+                ("VIGIL_CAPTURE__EVENTS", "[exec, open]"),
+                ("VIGIL_BIN", "/not/an/override"),
+                ("VIGIL_CLICKHOUSE_PASSWORD", "read by the store, not here"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.capture.max_argv_bytes, 200);
+        assert_eq!(c.clickhouse.url.as_deref(), Some("http://ch:8123"));
+        assert_eq!(c.capture.events, vec![EventKind::Exec, EventKind::Open]);
+        let e = Config::from_yaml_with_env(
+            "",
+            "c.yaml",
+            env(&[
+                ("VIGIL_CAPTUR__SCOPE", "all"),
+                ("VIGIL_CAPTURE__MAX_ARGV_BYTES", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("captur.scope (environment VIGIL_CAPTUR__SCOPE): `captur` is not a setting"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shown_configuration_hides_secrets() {
+        let shown = Config::effective_yaml(
+            "clickhouse:\n  url: http://ch:8123\n  password: hunter2\n",
+            "c.yaml",
+            vec![("VIGIL_CLICKHOUSE__USER".to_string(), "vigil".to_string())],
+        )
+        .unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("password: <redacted>"), "{shown}");
+        assert!(shown.contains("user: vigil"), "{shown}");
     }
 }

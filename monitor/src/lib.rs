@@ -9,6 +9,7 @@ pub mod decode;
 pub mod detect;
 pub mod directory;
 pub mod event;
+pub mod health;
 pub mod identity;
 pub mod kernel;
 pub mod pipeline;

@@ -262,7 +262,7 @@ impl StoreArgs {
     fn config(&self) -> Result<Config, String> {
         match &self.config {
             Some(path) => Config::load(path).map_err(|e| e.to_string()),
-            None => Ok(Config::embedded()),
+            None => Config::from_env().map_err(|e| e.to_string()),
         }
     }
 
@@ -775,8 +775,11 @@ fn run_migrate(config: Option<PathBuf>) -> Result<(), String> {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file and report the first problem with its location.
-    Check { file: PathBuf },
+    /// Validate a configuration file (with the VIGIL_<SECTION>__<KEY> environment overrides)
+    /// and report every problem with its location.
+    Check { file: Option<PathBuf> },
+    /// Print the effective configuration (default, file, environment) with secrets redacted.
+    Show { file: Option<PathBuf> },
     /// Print the embedded default configuration.
     Default,
 }
@@ -819,7 +822,13 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
-                None => Config::embedded(),
+                None => match Config::from_env() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("vigil: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
             };
             if output.is_some() {
                 config.output.file = output;
@@ -1061,16 +1070,40 @@ fn main() -> ExitCode {
         })()),
         Command::Rules { command } => report(rules_cli::run(command)),
         Command::Config { command } => match command {
-            ConfigCommand::Check { file } => match Config::load(&file) {
-                Ok(_) => {
-                    println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
+            ConfigCommand::Check { file } => {
+                let result = match &file {
+                    Some(f) => Config::load(f),
+                    None => Config::from_env(),
+                };
+                let name = file
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_else(|| "embedded default".into());
+                match result {
+                    Ok(_) => {
+                        println!("{name}: ok");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(2)
+                    }
                 }
-                Err(e) => {
-                    eprintln!("vigil: {e}");
-                    ExitCode::from(2)
-                }
-            },
+            }
+            ConfigCommand::Show { file } => report((|| {
+                let (text, origin) = match &file {
+                    Some(f) => (
+                        std::fs::read_to_string(f)
+                            .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+                        f.display().to_string(),
+                    ),
+                    None => (String::new(), "embedded default".to_string()),
+                };
+                let yaml = Config::effective_yaml(&text, &origin, std::env::vars())
+                    .map_err(|e| e.to_string())?;
+                print!("{yaml}");
+                Ok(())
+            })()),
             ConfigCommand::Default => {
                 print!("{}", vigil::config::DEFAULT_CONFIG);
                 ExitCode::SUCCESS

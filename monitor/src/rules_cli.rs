@@ -55,7 +55,7 @@ pub fn run(command: RulesCommand) -> Result<(), String> {
 fn list(config: Option<&Path>, json: bool) -> Result<(), String> {
     let config = match config {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => Config::embedded(),
+        None => Config::from_env().map_err(|e| e.to_string())?,
     };
     let d = &config.detection;
     let rules = rules::load(d.builtin_rules, &d.rules_files).map_err(|e| e.to_string())?;

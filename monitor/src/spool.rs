@@ -126,6 +126,8 @@ pub struct Spool {
     /// Events refused (stop_accepting) and not yet written down as a loss record.
     refused: u64,
     last_fsync: Instant,
+    /// When the age gauge was last published.
+    age_published: Instant,
     counters: SpoolCounters,
     /// `next_seq`, readable by other threads (the shipper measures its lag against it).
     position: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -333,6 +335,9 @@ impl Spool {
             next_seq,
             refused: 0,
             last_fsync: Instant::now(),
+            age_published: Instant::now()
+                .checked_sub(Duration::from_secs(2))
+                .unwrap_or_else(Instant::now),
             counters: SpoolCounters::default(),
             position: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next_seq)),
         };
@@ -538,6 +543,20 @@ impl Spool {
             }
         }
         metrics::gauge!("vigil_spool_bytes").set(self.counters.bytes as f64);
+        if self.age_published.elapsed() >= Duration::from_secs(1) {
+            self.age_published = Instant::now();
+            // The age of the oldest data the spool holds: its first segment's creation.
+            let oldest = self.segments.first().and_then(|s| {
+                let m = std::fs::metadata(&s.path).ok()?;
+                m.created().or_else(|_| m.modified()).ok()
+            });
+            let age = oldest
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            metrics::gauge!("vigil_spool_age_seconds").set(age);
+            metrics::gauge!("vigil_spool_segments").set(self.segments.len() as f64);
+        }
         Ok(())
     }
 }

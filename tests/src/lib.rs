@@ -125,18 +125,33 @@ impl Daemon {
 
     /// The Prometheus exposition, scraped over HTTP like Prometheus would.
     pub fn scrape(&self) -> Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        if !body.starts_with("HTTP/1.1 200") {
-            bail!(
-                "metrics endpoint answered: {}",
-                body.lines().next().unwrap_or("")
-            );
+        let (status, body) = self.get("/metrics")?;
+        if status != 200 {
+            bail!("metrics endpoint answered {status}: {body}");
         }
         Ok(body)
+    }
+
+    /// GET `path` on the daemon's HTTP endpoint: (status, body).
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("not an HTTP answer")?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
     }
 
     /// Value of one sample, e.g. `vigil_kernel_events_total{kind="exec",outcome="lost"}`.

@@ -286,7 +286,7 @@ fn field(name: &str, column: usize) -> Result<(&'static str, Kind), ParseError> 
 }
 
 /// Edit distance, for suggestions (a dozen lines; not worth a crate).
-fn strsim(a: &str, b: &str) -> usize {
+pub fn strsim(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

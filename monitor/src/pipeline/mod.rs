@@ -54,11 +54,9 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM, then drains every stage and detaches.
 pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    let health = Arc::new(crate::health::Health::default());
     if let Some(addr) = config.metrics.listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("cannot serve metrics on {addr} (metrics.listen)"))?;
+        crate::health::serve(addr, health.clone()).await?;
     }
     let stats = Arc::new(PipelineStats::default());
     let mut kernel = KernelMonitor::load(&LoadOptions {
@@ -97,23 +95,39 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     })?;
     tracing::info!(dir = %config.spool.dir.display(), next_seq = spool.next_seq(), "spool open");
     let spool_position = spool.position();
+    health.watch_spool(spool_position.clone());
     let sink = sink::JsonLinesSink::open(
         Some(spool),
         config.output.stdout,
         config.output.file.as_deref(),
     )?;
     let sink_stats = stats.clone();
+    let sink_health = health.clone();
+    sink_health.set_stage("sink", crate::health::StageState::Running);
     let sink_thread = std::thread::Builder::new()
         .name("vigil-sink".into())
-        .spawn(move || sink::run(sink_rx, sink, sink_stats))?;
+        .spawn(move || {
+            let result = sink::run(sink_rx, sink, sink_stats);
+            sink_health.set_stage(
+                "sink",
+                match &result {
+                    Ok(()) => crate::health::StageState::Stopped,
+                    Err(e) => crate::health::StageState::Failed(format!("{e:#}")),
+                },
+            );
+            result
+        })?;
 
-    let mut capture = tokio::spawn(capture::run(
-        ring,
-        Clock::now(),
-        Duration::from_millis(config.capture.poll_interval_ms),
-        capture_tx,
-        shutdown_rx.clone(),
-        stats.clone(),
+    let mut capture = tokio::spawn(health.clone().track(
+        "capture",
+        capture::run(
+            ring,
+            Clock::now(),
+            Duration::from_millis(config.capture.poll_interval_ms),
+            capture_tx,
+            shutdown_rx.clone(),
+            stats.clone(),
+        ),
     ));
     let rules = crate::detect::rules::LiveRules::open(
         config.detection.builtin_rules,
@@ -136,32 +150,47 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
         .map_err(|e| anyhow::anyhow!(e))?;
     let (detect_tx, detect_rx) = mpsc::channel(capacity);
-    let detect = tokio::spawn(detect::run(detect_rx, sink_tx.clone(), detector, webhooks));
-    let enrich = tokio::spawn(enrich::run(
-        capture_rx,
-        detect_tx,
-        kernel.clone(),
-        stats.clone(),
-        session_tracker,
-        crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()),
+    let detect = tokio::spawn(health.clone().track(
+        "detect",
+        detect::run(detect_rx, sink_tx.clone(), detector, webhooks),
     ));
-    let stats_task = tokio::spawn(stats::run(
-        kernel.clone(),
-        sink_tx,
-        Duration::from_millis(config.pipeline.stats_interval_ms),
-        shutdown_rx.clone(),
-        stats.clone(),
+    let enrich = tokio::spawn(health.clone().track(
+        "enrich",
+        enrich::run(
+            capture_rx,
+            detect_tx,
+            kernel.clone(),
+            stats.clone(),
+            session_tracker,
+            crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()),
+        ),
+    ));
+    let stats_task = tokio::spawn(health.clone().track(
+        "stats",
+        stats::run(
+            kernel.clone(),
+            sink_tx,
+            Duration::from_millis(config.pipeline.stats_interval_ms),
+            shutdown_rx.clone(),
+            stats.clone(),
+        ),
     ));
 
     // The shipper stops after the sink, so that its last pass sees every event spooled.
     let (ship_stop_tx, ship_stop_rx) = watch::channel(false);
     let shipper = config.clickhouse.url.is_some().then(|| {
-        tokio::spawn(crate::store::shipper::run(
-            config.clickhouse.clone(),
-            config.spool.dir.clone(),
-            crate::store::host_name(),
-            Some(spool_position.clone()),
-            ship_stop_rx,
+        let status = Arc::new(crate::store::shipper::ShipperStatus::default());
+        health.watch_shipper(status.clone());
+        tokio::spawn(health.clone().track(
+            "clickhouse_shipper",
+            crate::store::shipper::run(
+                config.clickhouse.clone(),
+                config.spool.dir.clone(),
+                crate::store::host_name(),
+                Some(spool_position.clone()),
+                status,
+                ship_stop_rx,
+            ),
         ))
     });
 
@@ -169,6 +198,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write ready file {}", path.display()))?;
     }
+    health.set_ready();
     tracing::info!("capturing; Ctrl-C to stop");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -178,6 +208,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         ended = &mut capture => Some(ended),
     };
     tracing::info!("stopping: draining the pipeline");
+    health.set_stopping();
     let _ = shutdown_tx.send(true);
     let capture_result = match early {
         Some(ended) => ended,

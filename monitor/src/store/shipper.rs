@@ -84,6 +84,38 @@ async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> boo
     }
 }
 
+/// What the shipper reports to the health endpoint and the lag gauges.
+#[derive(Debug, Default)]
+pub struct ShipperStatus {
+    /// The next spool sequence to ship (everything below is in ClickHouse).
+    pub next_seq: std::sync::atomic::AtomicU64,
+    /// When a batch was last acknowledged (ms since the epoch; 0: never).
+    pub last_ack_unix_ms: std::sync::atomic::AtomicU64,
+    /// The last failure, cleared by the next success.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ShipperStatus {
+    fn failed(&self, e: &dyn std::fmt::Display) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(e.to_string());
+        }
+    }
+
+    fn acked(&self, next: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.next_seq.store(next, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_ack_unix_ms.store(now, Relaxed);
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = None;
+        }
+    }
+}
+
 /// Runs until shutdown. On shutdown it makes one last attempt to ship what the spool holds.
 /// `spool_position` is the spool writer's next sequence, to publish the lag (events written but
 /// not yet in ClickHouse).
@@ -92,6 +124,7 @@ pub async fn run(
     spool: PathBuf,
     host: String,
     spool_position: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    status: std::sync::Arc<ShipperStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let retry_max = Duration::from_millis(cfg.retry_max_ms.max(100));
@@ -108,6 +141,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(error = %e, "ClickHouse unavailable; events stay in the spool");
                 metrics::counter!("vigil_clickhouse_errors_total").increment(1);
+                status.failed(&e);
                 if sleep_or_stop(backoff, &mut shutdown).await {
                     return Ok(());
                 }
@@ -117,6 +151,9 @@ pub async fn run(
     }
     let client = cfg.client(true)?;
     let ack = AckFile::new(&spool, CONSUMER);
+    status
+        .next_seq
+        .store(ack.next(), std::sync::atomic::Ordering::Relaxed);
     let inflight = Inflight::new(&spool);
     let mut reader = SpoolReader::new(&spool, ack.next());
     // A batch that was being sent when we stopped goes again, exactly as it was.
@@ -179,6 +216,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     metrics::counter!("vigil_clickhouse_errors_total").increment(1);
+                    status.failed(&e);
                     tracing::warn!(error = %e, from, to, "ClickHouse insert failed; will retry the same batch");
                     // While stopping, give up after a short while: the batch stays in flight on
                     // disk and goes first at the next start.
@@ -193,13 +231,12 @@ pub async fn run(
             }
         }
         ack.ack(to)?;
+        status.acked(to + 1);
         inflight.clear();
         resend = None;
         metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
-        if let Some(pos) = &spool_position {
-            let written = pos.load(std::sync::atomic::Ordering::Relaxed);
-            metrics::gauge!("vigil_clickhouse_lag_events")
-                .set(written.saturating_sub(to + 1) as f64);
-        }
+        // The lag gauges are computed at each scrape from `status` (see health.rs), so they
+        // also move while ClickHouse is away.
+        let _ = &spool_position;
     }
 }

@@ -1,0 +1,235 @@
+//! The daemon's HTTP endpoint (`metrics.listen`): Prometheus metrics at `/metrics`, liveness at
+//! `/healthz` (every pipeline stage still running) and readiness at `/readyz` (kernel programs
+//! attached and the stages running, not stopping). Both health answers carry a JSON body saying
+//! why. ClickHouse being away does not make the daemon unready: the spool absorbs it; the body
+//! and the lag metrics show it.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::store::shipper::ShipperStatus;
+
+/// A pipeline stage's state, as the health endpoint reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageState {
+    Running,
+    Stopped,
+    Failed(String),
+}
+
+/// What the daemon knows about its own health, shared with the HTTP endpoint.
+#[derive(Default)]
+pub struct Health {
+    ready: AtomicBool,
+    stopping: AtomicBool,
+    stages: Mutex<BTreeMap<&'static str, StageState>>,
+    /// The spool writer's next sequence.
+    spool_position: Mutex<Option<Arc<AtomicU64>>>,
+    shipper: Mutex<Option<Arc<ShipperStatus>>>,
+}
+
+impl Health {
+    pub fn set_ready(&self) {
+        self.ready.store(true, Relaxed);
+    }
+
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
+    pub fn watch_spool(&self, position: Arc<AtomicU64>) {
+        if let Ok(mut slot) = self.spool_position.lock() {
+            *slot = Some(position);
+        }
+    }
+
+    pub fn watch_shipper(&self, status: Arc<ShipperStatus>) {
+        if let Ok(mut slot) = self.shipper.lock() {
+            *slot = Some(status);
+        }
+    }
+
+    pub fn set_stage(&self, name: &'static str, state: StageState) {
+        if let Ok(mut stages) = self.stages.lock() {
+            stages.insert(name, state);
+        }
+    }
+
+    /// Runs `stage`, recording that it runs and how it ended.
+    pub async fn track<T, E: std::fmt::Display>(
+        self: Arc<Self>,
+        name: &'static str,
+        stage: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.set_stage(name, StageState::Running);
+        let result = stage.await;
+        self.set_stage(
+            name,
+            match &result {
+                Ok(_) => StageState::Stopped,
+                Err(e) => StageState::Failed(e.to_string()),
+            },
+        );
+        result
+    }
+
+    fn stages(&self) -> BTreeMap<&'static str, StageState> {
+        self.stages.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Alive: no stage stopped or failed while the daemon is not stopping.
+    fn alive(&self) -> bool {
+        self.stopping.load(Relaxed) || self.stages().values().all(|s| *s == StageState::Running)
+    }
+
+    /// ClickHouse lag: (events written but not shipped, seconds since the last shipped batch
+    /// while that is above zero). `None` without ClickHouse.
+    fn lag(&self) -> Option<(u64, f64, Option<String>)> {
+        let shipper = self.shipper.lock().ok()?.clone()?;
+        let written = self
+            .spool_position
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(|p| p.load(Relaxed))
+            .unwrap_or(0);
+        let events = written.saturating_sub(shipper.next_seq.load(Relaxed));
+        let last_ack = shipper.last_ack_unix_ms.load(Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let seconds = if events == 0 {
+            0.0
+        } else if last_ack == 0 {
+            f64::NAN
+        } else {
+            now_ms.saturating_sub(last_ack) as f64 / 1000.0
+        };
+        let error = shipper.last_error.lock().ok().and_then(|e| e.clone());
+        Some((events, seconds, error))
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let stages: BTreeMap<&str, String> = self
+            .stages()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    match v {
+                        StageState::Running => "running".to_string(),
+                        StageState::Stopped => "stopped".to_string(),
+                        StageState::Failed(e) => format!("failed: {e}"),
+                    },
+                )
+            })
+            .collect();
+        let clickhouse = match self.lag() {
+            None => json!({"configured": false}),
+            Some((events, seconds, error)) => json!({
+                "configured": true,
+                "lag_events": events,
+                "lag_seconds": if seconds.is_finite() { json!(seconds) } else { json!(null) },
+                "last_error": error,
+            }),
+        };
+        json!({
+            "ready": self.ready.load(Relaxed) && !self.stopping.load(Relaxed),
+            "alive": self.alive(),
+            "stopping": self.stopping.load(Relaxed),
+            "stages": stages,
+            "clickhouse": clickhouse,
+        })
+    }
+
+    /// Publishes the gauges computed from shared state (lag), for each scrape to see fresh.
+    fn publish_gauges(&self) {
+        if let Some((events, seconds, error)) = self.lag() {
+            metrics::gauge!("vigil_clickhouse_lag_events").set(events as f64);
+            metrics::gauge!("vigil_clickhouse_lag_seconds").set(if seconds.is_finite() {
+                seconds
+            } else {
+                -1.0
+            });
+            metrics::gauge!("vigil_clickhouse_up").set(if error.is_none() { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("vigil_ready").set(if self.ready.load(Relaxed) { 1.0 } else { 0.0 });
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    health: Arc<Health>,
+    prometheus: PrometheusHandle,
+}
+
+async fn metrics_page(State(s): State<Shared>) -> impl IntoResponse {
+    s.health.publish_gauges();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.prometheus.render(),
+    )
+}
+
+async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
+    let status = if s.health.alive() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(s.health.report()))
+}
+
+async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
+    let h = &s.health;
+    let ready = h.ready.load(Relaxed) && !h.stopping.load(Relaxed) && h.alive();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h.report()))
+}
+
+/// Installs the Prometheus recorder and serves the endpoint on `addr` until the runtime ends.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr} (metrics.listen)"))?;
+    // Histograms and summaries need periodic upkeep when the exporter does not run its own
+    // listener.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Shared { health, prometheus });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Operating the daemon: a real Prometheus scrape of the running daemon, its health and
+//! readiness endpoints, JSON logs that never carry a secret, environment overrides, and
+//! `vigil config check` naming every problem.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_e2e::{free_port, login_session, require_root, vigil_bin, Daemon};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    Daemon::metric(text, name, labels)
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
+}
+
+#[test]
+fn metrics_health_and_readiness_of_the_running_daemon() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cret-never-logged";
+    // ClickHouse configured but away: the spool holds everything, lag grows, errors count.
+    let daemon = Daemon::start(&format!(
+        "clickhouse:\n  url: http://127.0.0.1:{}\n  password: {secret}\n  retry_max_ms: 200\nlog:\n  format: json\n  level: info\n",
+        free_port()
+    ))
+    .expect("daemon starts");
+    let uid = 37_000 + std::process::id() % 1000;
+    login_session(
+        HELPER,
+        uid,
+        dir.path(),
+        "/bin/true; cat /etc/shadow > /dev/null",
+    );
+    // Scrape until the session's events and the alert are counted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = daemon.scrape().expect("scrape");
+        let alerts = Daemon::metric(
+            &text,
+            "vigil_alerts_total",
+            &[("rule", "credential-store-read")],
+        );
+        if alerts.is_some() && Daemon::metric(&text, "vigil_spool_age_seconds", &[]).is_some() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the alert:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Events by type and outcome, from the kernel and out of the pipeline.
+    assert!(
+        metric(
+            &text,
+            "vigil_kernel_events_total",
+            &[("kind", "exec"), ("outcome", "emitted")]
+        ) >= 2.0
+    );
+    assert!(Daemon::metric(
+        &text,
+        "vigil_kernel_events_total",
+        &[("kind", "exec"), ("outcome", "filtered")]
+    )
+    .is_some());
+    assert!(Daemon::metric(
+        &text,
+        "vigil_kernel_events_total",
+        &[("kind", "exec"), ("outcome", "lost")]
+    )
+    .is_some());
+    assert!(metric(&text, "vigil_events_written_total", &[("type", "exec")]) >= 2.0);
+    assert!(metric(&text, "vigil_spool_bytes", &[]) > 0.0);
+    assert!(metric(&text, "vigil_spool_age_seconds", &[]) >= 0.0);
+    assert!(metric(&text, "vigil_clickhouse_lag_events", &[]) > 0.0);
+    assert!(metric(&text, "vigil_clickhouse_errors_total", &[]) >= 1.0);
+    assert_eq!(metric(&text, "vigil_clickhouse_up", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &text,
+            "vigil_alerts_total",
+            &[("rule", "credential-store-read"), ("severity", "high")]
+        ),
+        1.0
+    );
+    assert!(metric(&text, "vigil_rule_eval_seconds_count", &[]) > 0.0);
+    assert_eq!(metric(&text, "vigil_ready", &[]), 1.0);
+
+    // Alive and ready, with the reason in the body: every stage running, ClickHouse away.
+    let (status, body) = daemon.get("/healthz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    for stage in [
+        "capture",
+        "enrich",
+        "detect",
+        "sink",
+        "stats",
+        "clickhouse_shipper",
+    ] {
+        assert_eq!(health["stages"][stage], "running", "{health}");
+    }
+    assert_eq!(health["clickhouse"]["configured"], true);
+    assert!(health["clickhouse"]["lag_events"].as_u64().unwrap() > 0);
+    assert!(health["clickhouse"]["last_error"].is_string(), "{health}");
+    let (status, body) = daemon.get("/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = daemon.get("/nothing-here").unwrap();
+    assert_eq!(status, 404);
+
+    // JSON logs, and the password in none of them.
+    let (_, log) = daemon.stop_with_log().expect("daemon stops");
+    assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "kernel programs attached"),
+        "{log}"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+}
+
+#[test]
+fn environment_overrides_reach_the_daemon_and_config_check_names_every_problem() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // The override moves the metrics endpoint: the daemon answers where the environment says.
+    let port = free_port();
+    let out = Command::new(vigil_bin())
+        .args(["config", "show"])
+        .env("VIGIL_METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .env("VIGIL_CLICKHOUSE__PASSWORD", "from-env-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!("listen: 127.0.0.1:{port}")),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("from-env-secret") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+
+    let spool = dir.path().join("spool");
+    let ready = dir.path().join("ready");
+    let mut child = Command::new(vigil_bin())
+        .args(["run", "--no-stdout", "--ready-file"])
+        .arg(&ready)
+        .env("VIGIL_METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .env("VIGIL_SPOOL__DIR", &spool)
+        .env("VIGIL_DETECTION__BUILTIN_RULES", "false")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "daemon not ready");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("metrics where the environment put them");
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(spool.exists(), "the spool went where VIGIL_SPOOL__DIR said");
+
+    // Every problem, with the file, line and key.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "capture:\n  max_argv_bytes: 0\n  scop: all\nclickhouse:\n  url: ftp://x\n",
+    )
+    .unwrap();
+    let out = Command::new(vigil_bin())
+        .args(["config", "check"])
+        .arg(&bad)
+        .env("VIGIL_SPOOL__MAX_BYTEZ", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    let b = bad.display();
+    assert!(
+        msg.contains(&format!(
+            "{b}: line 3: capture.scop: unknown setting (did you mean `scope`?)"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "spool.max_bytez (environment VIGIL_SPOOL__MAX_BYTEZ): `max_bytez` is not a setting"
+        ),
+        "{msg}"
+    );
+    // Once the keys are right, the values are checked, all of them.
+    std::fs::write(
+        &bad,
+        "capture:\n  max_argv_bytes: 0\nclickhouse:\n  url: ftp://x\n",
+    )
+    .unwrap();
+    let out = Command::new(vigil_bin())
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains(&format!(
+            "{b}: line 2: capture.max_argv_bytes: 0 is out of range"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "{b}: line 4: clickhouse.url: `ftp://x` is not an http:// or https:// URL"
+        )),
+        "{msg}"
+    );
+}
