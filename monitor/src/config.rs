@@ -139,6 +139,8 @@ pub struct IdentityConfig {
     pub sshd_logs: Vec<PathBuf>,
     /// The kubelet's pod log directory, which names the node's pods by UID.
     pub pod_logs_dir: PathBuf,
+    /// In a container: where the host's /etc is mounted, for host user and group names.
+    pub host_etc: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

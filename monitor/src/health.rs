@@ -203,12 +203,86 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     (status, Json(h.report()))
 }
 
+/// HELP texts, and the unlabelled counters at zero so that a scrape (and a dashboard) sees them
+/// before the first increment.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "vigil_kernel_events_total",
+        "Kernel events by kind and outcome (emitted, filtered, lost, truncated)."
+    );
+    describe_counter!(
+        "vigil_events_written_total",
+        "Events written to the spool and outputs, by type."
+    );
+    describe_counter!(
+        "vigil_decode_errors_total",
+        "Kernel records that could not be decoded (each is also a loss event)."
+    );
+    describe_counter!(
+        "vigil_spool_dropped_total",
+        "Events the full spool could not keep (written down as loss events)."
+    );
+    describe_gauge!("vigil_spool_bytes", "Bytes in the spool.");
+    describe_gauge!(
+        "vigil_spool_age_seconds",
+        "Age of the oldest data the spool holds."
+    );
+    describe_gauge!(
+        "vigil_clickhouse_lag_events",
+        "Events spooled but not yet in ClickHouse."
+    );
+    describe_gauge!(
+        "vigil_clickhouse_lag_seconds",
+        "Seconds since the last batch reached ClickHouse while events wait (-1: none ever did)."
+    );
+    describe_gauge!(
+        "vigil_clickhouse_up",
+        "1 when the last ClickHouse call succeeded."
+    );
+    describe_counter!(
+        "vigil_clickhouse_errors_total",
+        "Failed ClickHouse calls (retried; the spool keeps the events)."
+    );
+    describe_counter!(
+        "vigil_clickhouse_batches_total",
+        "Batches inserted into ClickHouse."
+    );
+    describe_counter!("vigil_alerts_total", "Alerts raised, by rule and severity.");
+    describe_histogram!(
+        "vigil_rule_eval_seconds",
+        "Time to evaluate one rule on one event."
+    );
+    describe_counter!(
+        "vigil_webhook_alerts_total",
+        "Webhook deliveries by webhook and outcome."
+    );
+    describe_counter!(
+        "vigil_webhook_dropped_total",
+        "Alerts a webhook could not take (queue full, rate limit)."
+    );
+    describe_gauge!(
+        "vigil_ready",
+        "1 when the kernel programs are attached and the stages run."
+    );
+    for name in [
+        "vigil_decode_errors_total",
+        "vigil_spool_dropped_total",
+        "vigil_clickhouse_errors_total",
+        "vigil_clickhouse_batches_total",
+        "vigil_rules_reload_errors_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// Installs the Prometheus recorder and serves the endpoint on `addr` until the runtime ends.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    describe_metrics();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot serve metrics on {addr} (metrics.listen)"))?;

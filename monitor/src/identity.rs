@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -11,35 +12,64 @@ use crate::event::Ancestor;
 /// How often `/etc/passwd` and `/etc/group` are checked for changes.
 const PASSWD_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Names of uids and gids, cached, forgotten whenever `/etc/passwd` or `/etc/group` changes (NSS
-/// lookups, so LDAP and sssd users resolve too).
+/// Names of uids and gids, cached, forgotten whenever `passwd` or `group` changes. On the host,
+/// NSS lookups (so LDAP and sssd users resolve too); in a container, the host's `/etc` mounted
+/// somewhere (`identity.host_etc`) is read directly, since the container's NSS knows only the
+/// image's users.
 pub struct UserNames {
     users: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
     mtimes: [Option<SystemTime>; 2],
     checked: Instant,
+    host_etc: Option<PathBuf>,
 }
 
 impl Default for UserNames {
     fn default() -> Self {
-        UserNames {
-            users: HashMap::new(),
-            groups: HashMap::new(),
-            mtimes: databases_mtimes(),
-            checked: Instant::now(),
-        }
+        UserNames::new(None)
     }
 }
 
-fn databases_mtimes() -> [Option<SystemTime>; 2] {
-    ["/etc/passwd", "/etc/group"].map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+/// The `name` (first field) of the line of `file` whose third field is `id` (`passwd` and
+/// `group` share that shape). Hand-written: the two files' format is three fields deep here.
+fn name_in(file: &Path, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let found: u32 = fields.next()?.parse().ok()?;
+        (found == id && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 impl UserNames {
+    pub fn new(host_etc: Option<PathBuf>) -> Self {
+        let mut names = UserNames {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            mtimes: [None, None],
+            checked: Instant::now(),
+            host_etc,
+        };
+        names.mtimes = names.databases_mtimes();
+        names
+    }
+
+    fn databases(&self) -> [PathBuf; 2] {
+        let etc = self.host_etc.as_deref().unwrap_or(Path::new("/etc"));
+        [etc.join("passwd"), etc.join("group")]
+    }
+
+    fn databases_mtimes(&self) -> [Option<SystemTime>; 2] {
+        self.databases()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    }
+
     fn refresh(&mut self) {
         if self.checked.elapsed() >= PASSWD_CHECK_EVERY {
             self.checked = Instant::now();
-            let now = databases_mtimes();
+            let now = self.databases_mtimes();
             if now != self.mtimes {
                 self.mtimes = now;
                 self.users.clear();
@@ -50,26 +80,30 @@ impl UserNames {
 
     pub fn name(&mut self, uid: u32) -> Option<String> {
         self.refresh();
+        let passwd = self.host_etc.is_some().then(|| self.databases()[0].clone());
         self.users
             .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .or_insert_with(|| match passwd {
+                Some(file) => name_in(&file, uid),
+                None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                     .ok()
                     .flatten()
-                    .map(|u| u.name)
+                    .map(|u| u.name),
             })
             .clone()
     }
 
     pub fn group(&mut self, gid: u32) -> Option<String> {
         self.refresh();
+        let group = self.host_etc.is_some().then(|| self.databases()[1].clone());
         self.groups
             .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+            .or_insert_with(|| match group {
+                Some(file) => name_in(&file, gid),
+                None => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
                     .ok()
                     .flatten()
-                    .map(|g| g.name)
+                    .map(|g| g.name),
             })
             .clone()
     }
@@ -308,6 +342,18 @@ mod tests {
     #[test]
     fn root_has_a_name() {
         assert_eq!(UserNames::default().name(0).as_deref(), Some("root"));
+        // A host's /etc mounted elsewhere, as in a container.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nalice:x:1500:1500::/home/alice:/bin/bash\nbroken line\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("group"), "root:x:0:\nops:x:1500:alice\n").unwrap();
+        let mut host = UserNames::new(Some(dir.path().to_path_buf()));
+        assert_eq!(host.name(1500).as_deref(), Some("alice"));
+        assert_eq!(host.group(1500).as_deref(), Some("ops"));
+        assert_eq!(host.name(4242), None);
     }
 }
 

@@ -58,6 +58,16 @@ impl Daemon {
 
     /// As [`Daemon::start`], with the spool in `spool` (to restart on a previous one).
     pub fn start_with_spool(spool: Option<&Path>, extra_yaml: &str) -> Result<Daemon> {
+        Daemon::start_wrapped(&[], spool, extra_yaml)
+    }
+
+    /// As [`Daemon::start_with_spool`], started through `wrapper` (a command such as
+    /// `setpriv ...` that then runs the daemon).
+    pub fn start_wrapped(
+        wrapper: &[String],
+        spool: Option<&Path>,
+        extra_yaml: &str,
+    ) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?;
         let events_path = dir.path().join("events.jsonl");
         let spool_dir = spool
@@ -80,7 +90,15 @@ impl Daemon {
             ),
         )?;
         let bin = vigil_bin();
-        let child = Command::new(&bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&config)
@@ -117,6 +135,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(daemon)
+    }
+
+    /// The daemon's pid (the wrapper, if any, has exec'd into it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn stderr(&self) -> String {

@@ -89,6 +89,34 @@ fn metrics_health_and_readiness_of_the_running_daemon() {
     );
     assert!(metric(&text, "vigil_rule_eval_seconds_count", &[]) > 0.0);
     assert_eq!(metric(&text, "vigil_ready", &[]), 1.0);
+    // Every metric the Grafana dashboard charts is served (webhook ones once a webhook exists).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/grafana/vigil-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut charted = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or("");
+            for part in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if part.starts_with("vigil_") && !charted.contains(&part.to_string()) {
+                    charted.push(part.to_string());
+                }
+            }
+        }
+    }
+    assert!(charted.len() >= 10, "{charted:?}");
+    for name in charted.iter().filter(|n| !n.starts_with("vigil_webhook_")) {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "the dashboard charts {name}, which the daemon does not serve"
+        );
+    }
 
     // Alive and ready, with the reason in the body: every stage running, ClickHouse away.
     let (status, body) = daemon.get("/healthz").unwrap();
@@ -238,4 +266,117 @@ fn environment_overrides_reach_the_daemon_and_config_check_names_every_problem()
         )),
         "{msg}"
     );
+}
+
+/// The capability names of `CapabilityBoundingSet=` in the systemd unit.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/vigil.service"),
+    )
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities");
+    let mut caps: Vec<String> = line
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_string())
+        .collect();
+    caps.sort();
+    caps
+}
+
+/// The capabilities the chart's DaemonSet adds.
+fn daemonset_capabilities() -> Vec<String> {
+    let ds = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/helm/vigil/templates/daemonset.yaml"),
+    )
+    .unwrap();
+    let mut caps = Vec::new();
+    let mut inside = false;
+    for line in ds.lines() {
+        let t = line.trim();
+        if t == "add:" {
+            inside = true;
+        } else if inside && t.starts_with("- ") {
+            caps.push(t.trim_start_matches("- ").to_string());
+        } else if inside && !t.starts_with('#') {
+            inside = false;
+        }
+    }
+    caps.sort();
+    caps
+}
+
+#[test]
+fn the_daemon_works_with_only_the_capabilities_the_deploy_files_grant() {
+    require_root();
+    let caps = unit_capabilities();
+    assert_eq!(
+        caps,
+        daemonset_capabilities(),
+        "the unit and the DaemonSet grant the same"
+    );
+    let bounding = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{}", c.to_ascii_lowercase())))
+        .collect::<Vec<_>>()
+        .join(",");
+    let wrapper: Vec<String> = [
+        "setpriv",
+        "--bounding-set",
+        &bounding,
+        "--inh-caps=-all",
+        "--no-new-privs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let daemon = Daemon::start_wrapped(&wrapper, None, "")
+        .expect("daemon starts with those capabilities alone");
+    // It holds exactly those.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().unwrap())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    let bit = |name: &str| match name {
+        "DAC_READ_SEARCH" => 2,
+        "SYS_PTRACE" => 19,
+        "SYS_RESOURCE" => 24,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("unexpected capability {other}"),
+    };
+    // What was granted, less what this machine's own bounding set lacks (a container may not
+    // have SYS_RESOURCE, which kernels from 5.11 do not need for maps anyway).
+    let own_bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    let want = caps.iter().fold(0u64, |m, c| m | 1 << bit(c)) & own_bounding;
+    assert_eq!(eff, want, "CapEff {eff:#x}");
+    let dir = tempfile::tempdir().unwrap();
+    let uid = 38_000 + std::process::id() % 1000;
+    login_session(
+        HELPER,
+        uid,
+        dir.path(),
+        "/usr/bin/id > /dev/null; cat /etc/shadow > /dev/null",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let events = daemon.stop().expect("daemon stops");
+    let ours = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == t && e["process"]["loginuid"] == uid)
+            .count()
+    };
+    assert!(ours("exec") >= 3, "commands captured");
+    assert!(ours("file_read") >= 1, "file reads captured");
+    assert_eq!(ours("alert"), 1, "the shadow read detected");
 }

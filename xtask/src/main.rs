@@ -4,6 +4,7 @@
 //! no-op when everything is there.
 
 mod bench;
+mod deploy;
 mod setup;
 
 use std::{
@@ -43,6 +44,14 @@ enum Task {
     },
     /// fmt and clippy only.
     Lint,
+    /// Check deploy/ offline: render the Helm chart, validate every manifest against the
+    /// Kubernetes schemas, check the rendered daemon configuration, the systemd unit, the
+    /// Dockerfile and the Grafana dashboard.
+    DeployCheck {
+        /// Regenerate deploy/kubernetes/vigil.yaml from the chart.
+        #[arg(long)]
+        write: bool,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -144,6 +153,10 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
     if !(status.success() || filter.is_some() && status.code() == Some(5)) {
         bail!("{pytest:?} failed: {status}");
     }
+    // deploy/: the chart, the manifests, the rendered configuration, unit, image, dashboard.
+    if filter.is_none() {
+        deploy::check(false)?;
+    }
     let mut e2e = cargo();
     e2e.args(["test", "--release", "-p", "vigil-e2e"]);
     if let Some(f) = &filter {
@@ -157,10 +170,18 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    setup::setup()?;
+    // Each task installs what it needs: building needs the toolchain only.
+    match cli.command {
+        Task::Build | Task::Run { .. } | Task::Lint => setup::setup_build()?,
+        _ => setup::setup()?,
+    }
     match cli.command {
         Task::Setup => Ok(()),
         Task::Build => build(),
+        Task::DeployCheck { write } => {
+            build()?;
+            deploy::check(write)
+        }
         Task::Run { args } => {
             build()?;
             let mut cmd = Command::new(vigil_bin());

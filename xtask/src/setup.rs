@@ -40,12 +40,18 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Everything: the build tools, then what the tests and benchmarks use.
 pub fn setup() -> Result<()> {
-    ensure_nightly_rust_src()?;
-    ensure_bpf_linker()?;
+    setup_build()?;
     ensure_python_venv()?;
     ensure_debian_packages()?;
     Ok(())
+}
+
+/// What building the daemon needs, and nothing else (a container image build runs only this).
+pub fn setup_build() -> Result<()> {
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()
 }
 
 /// Debian packages the end-to-end tests use: a real sshd and sudo for login sessions.
@@ -87,6 +93,11 @@ fn ensure_debian_packages() -> Result<()> {
 /// The project's Python interpreter (a venv under .tools/ with tests/requirements.txt).
 pub fn python() -> PathBuf {
     workspace().join(".tools/venv/bin/python")
+}
+
+/// A program installed in that venv.
+pub fn venv_bin(name: &str) -> PathBuf {
+    workspace().join(".tools/venv/bin").join(name)
 }
 
 /// A venv with the pinned Python packages (chdb for a real ClickHouse engine in tests). The

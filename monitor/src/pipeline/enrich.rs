@@ -66,9 +66,13 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(sessions: crate::sessions::SessionTracker, pods: crate::identity::PodNames) -> Self {
+    pub fn new(
+        sessions: crate::sessions::SessionTracker,
+        pods: crate::identity::PodNames,
+        users: crate::identity::UserNames,
+    ) -> Self {
         Enricher {
-            users: Default::default(),
+            users,
             tree: crate::identity::ProcessTree::from_proc(),
             cgroups: Default::default(),
             sessions,
@@ -243,8 +247,9 @@ pub async fn run(
     stats: Arc<PipelineStats>,
     sessions: crate::sessions::SessionTracker,
     pods: crate::identity::PodNames,
+    users: crate::identity::UserNames,
 ) -> anyhow::Result<()> {
-    let mut enricher = Enricher::new(sessions, pods);
+    let mut enricher = Enricher::new(sessions, pods, users);
     let mut out = Vec::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.tick().await;

@@ -163,6 +163,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             stats.clone(),
             session_tracker,
             crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()),
+            crate::identity::UserNames::new(config.identity.host_etc.clone()),
         ),
     ));
     let stats_task = tokio::spawn(health.clone().track(

@@ -276,7 +276,15 @@ impl EventRow {
 }
 
 /// This host's name, as stored with every event.
+/// This host's name as events carry it: `VIGIL_NODE_NAME` when set (a container's own hostname
+/// is its pod's; the DaemonSet passes the node's name), the system's hostname otherwise.
 pub fn host_name() -> String {
+    if let Some(node) = std::env::var("VIGIL_NODE_NAME")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+    {
+        return node.trim().to_string();
+    }
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
