@@ -600,19 +600,24 @@ fn run_export(
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
+    let progress = vigil::progress::Progress::new("export");
+    progress.note(&format!("reading session {id}"));
     let written = match format {
         ExportFormat::Asciicast => {
             let rec = recording(store, id)?;
+            progress.note(&format!("writing {} frames", rec.frames.len()));
             vigil::replay::write_asciicast(&rec, &mut out)
         }
         ExportFormat::Json => {
             let (timeline, _) = load_timeline(store, id)?;
+            progress.note(&format!("writing {} events", timeline.events.len()));
             serde_json::to_writer(&mut out, &timeline)
                 .map_err(std::io::Error::other)
                 .and_then(|_| writeln!(out))
                 .and_then(|_| out.flush())
         }
     };
+    progress.done();
     written.map_err(|e| format!("cannot write the export: {e}"))?;
     if let Some(path) = output {
         eprintln!("vigil: session {id} written to {}", path.display());
@@ -763,8 +768,13 @@ fn run_migrate(config: Option<PathBuf>) -> Result<(), String> {
         "migrating ClickHouse database {} ...",
         config.clickhouse.database
     );
-    let applied =
-        block_on(vigil::store::migrate(&config.clickhouse))?.map_err(|e| e.to_string())?;
+    let progress = vigil::progress::Progress::new("migrate");
+    let applied = block_on(vigil::store::migrate_with_progress(
+        &config.clickhouse,
+        &mut |step, of, name| progress.note(&format!("{step}/{of} {name}")),
+    ))?
+    .map_err(|e| e.to_string())?;
+    progress.done();
     if applied.is_empty() {
         println!("schema up to date");
     } else {

@@ -254,15 +254,24 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let config = cli_config(dir.path(), &ch);
-    let migrate = Command::new(vigil_bin())
-        .args(["db", "migrate", "--config"])
-        .arg(&config)
+    // On a terminal (script(1) gives it one), the migration shows its progress.
+    let migrate = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} db migrate --config {}",
+            vigil_bin().display(),
+            config.display()
+        ))
+        .arg("/dev/null")
         .output()
         .unwrap();
+    let shown = String::from_utf8_lossy(&migrate.stdout);
+    assert!(migrate.status.success(), "{shown}");
+    assert!(shown.contains("migrate: 1/6 events"), "{shown:?}");
+    assert!(shown.contains("migrate: 6/6 baselines"), "{shown:?}");
     assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
+        shown.contains("applied migrations [1, 2, 3, 4, 5, 6]"),
+        "{shown:?}"
     );
     // A month of history from other days: nobody ran id and bash at another hour of the week,
     // read about a kilobyte a day; a peer (daemon, same peer group, another host) ran id.

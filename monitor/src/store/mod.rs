@@ -116,6 +116,14 @@ impl ClickHouseConfig {
 
 /// Applies the migrations not yet applied; returns the versions it applied.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
+    migrate_with_progress(cfg, &mut |_, _, _| {}).await
+}
+
+/// As [`migrate`], calling `progress(step, of, migration name)` before each migration.
+pub async fn migrate_with_progress(
+    cfg: &ClickHouseConfig,
+    progress: &mut (dyn FnMut(usize, usize, &str) + Send),
+) -> Result<Vec<u32>, StoreError> {
     let opts = cfg.schema();
     let server = cfg.client(false)?;
     for stmt in opts.bootstrap() {
@@ -132,10 +140,14 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
         .await
         .map_err(|e| cfg.error(e))?;
     let mut done = Vec::new();
-    for m in opts.migrations() {
-        if applied.contains(&m.version) {
-            continue;
-        }
+    let pending: Vec<_> = opts
+        .migrations()
+        .into_iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect();
+    let total = pending.len();
+    for (i, m) in pending.into_iter().enumerate() {
+        progress(i + 1, total, m.name);
         tracing::info!(
             version = m.version,
             name = m.name,
