@@ -402,6 +402,9 @@ pub struct CredIds {
     pub egid: u32,
     pub sgid: u32,
     pub fsgid: u32,
+    /// `cred->cap_effective` (bit n = capability n): an exec that raises it without changing
+    /// ids is a file-capability program.
+    pub cap_effective: u64,
 }
 
 /// A privilege change: a set*id call (successful or not) or an exec that changed ids.
@@ -459,6 +462,7 @@ pub struct KernelOffsets {
     pub cred_egid: u32,
     pub cred_sgid: u32,
     pub cred_fsgid: u32,
+    pub cred_cap_effective: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub fs_pwd: u32,
@@ -593,7 +597,7 @@ mod tests {
         );
         assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 43 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 44 * 4);
         assert_eq!(size_of::<Policy>(), 32);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

@@ -48,6 +48,7 @@ const fn zeroed_offsets() -> KernelOffsets {
         cred_egid: 0,
         cred_sgid: 0,
         cred_fsgid: 0,
+        cred_cap_effective: 0,
         mm_arg_start: 0,
         mm_arg_end: 0,
         fs_pwd: 0,
@@ -148,6 +149,8 @@ pub fn cred_ids(task: Ptr) -> CredIds {
         egid: read::<u32>(cred, koff!(cred_egid)).unwrap_or(u32::MAX),
         sgid: read::<u32>(cred, koff!(cred_sgid)).unwrap_or(u32::MAX),
         fsgid: read::<u32>(cred, koff!(cred_fsgid)).unwrap_or(u32::MAX),
+        // kernel_cap_t: one u64 since 6.3, two u32 (low first) before; the same bytes.
+        cap_effective: read::<u64>(cred, koff!(cred_cap_effective)).unwrap_or(0),
     }
 }
 

@@ -433,7 +433,66 @@ fn ids(c: &CredIds) -> Ids {
         egid: c.egid,
         sgid: c.sgid,
         fsgid: c.fsgid,
+        cap_effective: c.cap_effective,
     }
+}
+
+/// Capability names by number (linux/capability.h).
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Names of the capabilities in `bits` (unknown ones as `CAP_<n>`).
+pub fn capability_names(bits: u64) -> Vec<String> {
+    (0..64)
+        .filter(|i| bits & (1u64 << i) != 0)
+        .map(|i| {
+            CAPABILITIES
+                .get(i)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("CAP_{i}"))
+        })
+        .collect()
 }
 
 fn decode_priv(r: &PrivRecord) -> PrivEvent {
@@ -472,6 +531,11 @@ fn decode_priv(r: &PrivRecord) -> PrivEvent {
         // Effective root gained (setuid binaries, sudo), or real root taken by a process that
         // only had it effectively (setuid(0) in a setuid-root program).
         gained_root: (old.euid != 0 && new.euid == 0) || (old.uid != 0 && new.uid == 0),
+        gained_caps: if new.euid == 0 {
+            Vec::new()
+        } else {
+            capability_names(new.cap_effective & !old.cap_effective)
+        },
         old,
         new,
         result: SyscallResult::from_ret(ret),

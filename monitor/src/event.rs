@@ -336,6 +336,9 @@ pub struct Ids {
     pub egid: u32,
     pub sgid: u32,
     pub fsgid: u32,
+    /// Effective capabilities (bit n = capability n).
+    #[serde(default)]
+    pub cap_effective: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,6 +352,10 @@ pub struct PrivEvent {
     pub result: SyscallResult,
     /// The effective uid went to 0 from something else, or the real uid did.
     pub gained_root: bool,
+    /// Effective capabilities it did not have before (`CAP_NET_RAW`, ...), when ids stayed
+    /// short of root: file capabilities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gained_caps: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

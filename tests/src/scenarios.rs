@@ -28,6 +28,10 @@ pub struct Fixtures {
     pub suid: PathBuf,
     /// A setuid-root copy of the Python interpreter (a process that makes itself root).
     pub suid_python: PathBuf,
+    /// A copy of cat with CAP_DAC_READ_SEARCH, and of Python with CAP_SETUID (file
+    /// capabilities, set with setcap).
+    pub cap_reader: PathBuf,
+    pub cap_python: PathBuf,
     pub web_port: u16,
     pub sink_port: u16,
     pub shell_port: u16,
@@ -108,6 +112,25 @@ impl Fixtures {
                 .status()
                 .expect("chmod");
         }
+        let cap_reader = dir.join("cap-reader");
+        std::fs::copy("/usr/bin/cat", &cap_reader).expect("copy cat");
+        let cap_python = dir.join("cap-py");
+        std::fs::copy(
+            std::fs::canonicalize("/usr/bin/python3").expect("python3"),
+            &cap_python,
+        )
+        .expect("copy python3");
+        for (caps, path) in [
+            ("cap_dac_read_search+ep", &cap_reader),
+            ("cap_setuid+ep", &cap_python),
+        ] {
+            let ok = Command::new("setcap")
+                .arg(caps)
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "setcap {caps} (Debian: libcap2-bin)");
+        }
         let sink = TcpListener::bind("0.0.0.0:0").expect("bind");
         let sink_port = sink.local_addr().map(|a| a.port()).unwrap_or(0);
         std::thread::spawn(move || for _c in sink.incoming() {});
@@ -116,6 +139,8 @@ impl Fixtures {
             home,
             suid,
             suid_python,
+            cap_reader,
+            cap_python,
             web_port: serve("#!/bin/sh\necho downloaded-and-run\n"),
             sink_port,
             shell_port: attacker(),
@@ -134,6 +159,8 @@ impl Fixtures {
         );
         let suid = self.suid.display();
         let suid_py = self.suid_python.display();
+        let cap_reader = self.cap_reader.display();
+        let cap_py = self.cap_python.display();
         let mut all = vec![
             s("shadow", "cat /etc/shadow > /dev/null", "credential-store-read", "T1003.008"),
             s("ssh key", "mkdir -p ~/.ssh && echo KEY > ~/.ssh/id_ed25519 && cat ~/.ssh/id_ed25519 > /dev/null", "ssh-private-key-read", "T1552.004"),
@@ -143,6 +170,7 @@ impl Fixtures {
             s("sudo shell", &format!("su {USER} -s /bin/sh -c 'sudo -n -s /bin/true'"), "sudo-root-shell", "T1548.003"),
             s("setuid", &format!("su {USER} -s /bin/sh -c '{suid}'"), "unexpected-setuid-root", "T1548.001"),
             s("setuid(0)", &format!("su {USER} -s /bin/sh -c '{suid_py} -c \"import os; os.setuid(0)\"'"), "setuid-syscall-to-root", "T1548.001"),
+            s("file capability", &format!("su {USER} -s /bin/sh -c '{cap_reader} /etc/hostname > /dev/null'"), "unexpected-capability-gain", "T1548"),
             s("crontab", &format!("crontab -u {USER} /dev/null"), "crontab-modified", "T1053.003"),
             s("systemd", "touch /etc/systemd/system/vigil-e2e-test.service; rm -f /etc/systemd/system/vigil-e2e-test.service", "systemd-unit-written", "T1543.002"),
             s("authorized_keys", "mkdir -p ~/.ssh && echo 'ssh-ed25519 AAAA x' >> ~/.ssh/authorized_keys", "authorized-keys-modified", "T1098.004"),
@@ -167,6 +195,7 @@ impl Fixtures {
                 s("sudo su", &format!("su {USER} -s /bin/sh -c 'sudo -n su -c true'"), "sudo-root-shell", "T1548.003"),
                 s("setuid shell-ish", &format!("su {USER} -s /bin/sh -c '{suid} -u'"), "unexpected-setuid-root", "T1548.001"),
                 s("setresuid(0)", &format!("su {USER} -s /bin/sh -c '{suid_py} -c \"import os; os.setresuid(0, 0, 0)\"'"), "setuid-syscall-to-root", "T1548.001"),
+                s("cap_setuid python", &format!("su {USER} -s /bin/sh -c '{cap_py} -c \"import os; os.setuid(0)\"'"), "unexpected-capability-gain", "T1548"),
                 s("cron.d", "echo '* * * * * root true' > /etc/cron.d/vigil-e2e-test; rm -f /etc/cron.d/vigil-e2e-test", "crontab-modified", "T1053.003"),
                 s("user unit", "mkdir -p ~/.config/systemd/user && echo '[Service]' > ~/.config/systemd/user/x.service", "systemd-unit-written", "T1543.002"),
                 s("authorized_keys via tee", "mkdir -p ~/.ssh && echo 'ssh-rsa AAAA y' | tee -a ~/.ssh/authorized_keys > /dev/null", "authorized-keys-modified", "T1098.004"),

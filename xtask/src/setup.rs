@@ -64,6 +64,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     // The detection scenarios attach a debugger (cargo xtask bench detect).
     "gdb",
+    // setcap, for the file-capability scenarios.
+    "libcap2-bin",
 ];
 
 fn ensure_debian_packages() -> Result<()> {

@@ -51,6 +51,7 @@ pub const FIELDS: &[(&str, Kind)] = &[
     ("port", Kind::Num),
     ("op", Kind::Str),
     ("gained_root", Kind::Bool),
+    ("gained_caps", Kind::List),
     ("session.entry", Kind::Str),
     ("session.bytes_read", Kind::Num),
     ("session.sensitive_bytes_read", Kind::Num),

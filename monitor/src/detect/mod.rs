@@ -178,6 +178,12 @@ impl Fields for View<'_> {
                 EventBody::Priv(x) => match field {
                     "op" => Value::Str(Cow::Borrowed(x.op.as_str())),
                     "gained_root" => Value::Bool(x.gained_root),
+                    "gained_caps" => Value::List(
+                        x.gained_caps
+                            .iter()
+                            .map(|c| Cow::Borrowed(c.as_str()))
+                            .collect(),
+                    ),
                     "ok" => Value::Bool(x.result.ok()),
                     _ => Value::Missing,
                 },

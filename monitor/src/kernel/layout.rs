@@ -43,6 +43,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         cred_egid: off("cred", "egid")?,
         cred_sgid: off("cred", "sgid")?,
         cred_fsgid: off("cred", "fsgid")?,
+        cred_cap_effective: off("cred", "cap_effective")?,
         mm_arg_start: off("mm_struct", "arg_start")?,
         mm_arg_end: off("mm_struct", "arg_end")?,
         fs_pwd: off("fs_struct", "pwd")?,
