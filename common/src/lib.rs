@@ -595,7 +595,11 @@ mod tests {
             size_of::<ConnectRecord>(),
             HEADER_SIZE + 4 + 4 + 2 * 4 + 16 + UNIX_PATH_MAX + 4
         );
-        assert_eq!(size_of::<PrivRecord>(), HEADER_SIZE + 4 + 4 + 12 + 4 + 64);
+        assert_eq!(size_of::<CredIds>(), 8 * 4 + 8);
+        assert_eq!(
+            size_of::<PrivRecord>(),
+            HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
+        );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
         assert_eq!(size_of::<KernelOffsets>(), 44 * 4);
         assert_eq!(size_of::<Policy>(), 32);

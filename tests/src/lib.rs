@@ -478,8 +478,13 @@ pub fn ensure_user() -> u32 {
 
 /// Runs `script` with bash in a new login session of `loginuid` through the test helper
 /// (`helper`: its path, `env!("CARGO_BIN_EXE_vigil-test-helper")`), HOME in `home`, and waits
-/// for it. The script's own exit status does not matter; the helper's failing to run does.
-pub fn login_session(helper: &str, loginuid: u32, home: &Path, script: &str) {
+/// for it, returning the script's exit status (the helper's failing to run fails the test).
+pub fn login_session(
+    helper: &str,
+    loginuid: u32,
+    home: &Path,
+    script: &str,
+) -> std::process::ExitStatus {
     let status = Command::new(helper)
         .args([
             "login",
@@ -496,4 +501,5 @@ pub fn login_session(helper: &str, loginuid: u32, home: &Path, script: &str) {
         .status()
         .expect("test helper runs");
     assert!(status.code().is_some(), "{script}: {status}");
+    status
 }

@@ -81,24 +81,28 @@ fn trues_in_clickhouse(config: &Path, session: u64) -> usize {
         .count()
 }
 
+/// A daemon shipping to `ch`, with the identity mapping `text` written to `mapping`.
+fn daemon_with_mapping(ch: &ClickHouse, mapping: &Path, text: &str) -> Daemon {
+    std::fs::write(mapping, text).unwrap();
+    Daemon::start(&format!(
+        "{}identity:\n  mapping_file: {}\n",
+        ch.config_yaml(),
+        mapping.display()
+    ))
+    .expect("daemon starts")
+}
+
 #[test]
 fn session_reaches_clickhouse_and_the_cli_reads_it() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     // The session's login user is `nobody`, mapped to a person; its origin is an SSH client.
-    let mapping = dir.path().join("people.yaml");
-    std::fs::write(
-        &mapping,
+    let daemon = daemon_with_mapping(
+        &ch,
+        &dir.path().join("people.yaml"),
         "people:\n  - {username: nobody, person: Nora Body, email: nora@example.com, team: ops, peer_group: oncall}\n",
-    )
-    .unwrap();
-    let daemon = Daemon::start(&format!(
-        "{}identity:\n  mapping_file: {}\n",
-        ch.config_yaml(),
-        mapping.display()
-    ))
-    .expect("daemon starts");
+    );
     let loginuid = 65_534;
     let status = Command::new(HELPER)
         .args(["login", &loginuid.to_string(), "--", "/bin/bash", "-c"])
@@ -298,18 +302,11 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
     .unwrap();
     ch.query("INSERT INTO session_identity (host, session_id, login_user, peer_group) VALUES ('other-host', 7, 'daemon', 'oncall')")
         .unwrap();
-    let mapping = dir.path().join("people.csv");
-    std::fs::write(
-        &mapping,
+    let daemon = daemon_with_mapping(
+        &ch,
+        &dir.path().join("people.csv"),
         "username,person,peer_group\nnobody,Nora Body,oncall\n",
-    )
-    .unwrap();
-    let daemon = Daemon::start(&format!(
-        "{}identity:\n  mapping_file: {}\n",
-        ch.config_yaml(),
-        mapping.display()
-    ))
-    .expect("daemon starts");
+    );
     let status = Command::new(HELPER)
         .args(["login", "65534", "--", "/bin/bash", "-c"])
         .arg("/usr/bin/id > /dev/null; /usr/bin/base64 /dev/null; /usr/bin/head -c 5000000 /dev/zero > /dev/null")
@@ -367,6 +364,46 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
             .all(|r| r["kind"] == "volume" || r["kind"] == "peer-unique-binary"),
         "{rows}"
     );
+    // The Grafana dashboard's ClickHouse panels run against this schema (its time macros
+    // expanded as the Grafana ClickHouse data source expands them).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/vigil-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut panels = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let Some(sql) = target["rawSql"].as_str() else {
+                continue;
+            };
+            let expand = |sql: &str, macro_: &str, with: &dyn Fn(&str) -> String| {
+                let mut out = String::new();
+                let mut rest = sql;
+                while let Some(i) = rest.find(macro_) {
+                    out.push_str(&rest[..i]);
+                    let after = &rest[i + macro_.len()..];
+                    let close = after.find(')').unwrap();
+                    out.push_str(&with(&after[..close]));
+                    rest = &after[close + 1..];
+                }
+                out.push_str(rest);
+                out
+            };
+            let sql = expand(sql, "$__timeFilter(", &|c| {
+                format!("{c} >= now() - INTERVAL 1 DAY AND {c} <= now() + INTERVAL 1 HOUR")
+            });
+            let sql = expand(&sql, "$__timeInterval(", &|c| {
+                format!("toStartOfInterval({c}, INTERVAL 60 second)")
+            });
+            ch.query(&sql)
+                .unwrap_or_else(|e| panic!("dashboard panel {}: {e}", panel["title"]));
+            panels += 1;
+        }
+    }
+    assert!(panels >= 4, "{panels} ClickHouse panels");
     // The queries are there to read.
     let sql = Command::new(vigil_bin())
         .args(["anomalies", "--sql"])

@@ -34,18 +34,8 @@ fn sessions(spool: &Path) -> Vec<Value> {
 }
 
 fn run_session(loginuid: u32, script: &str) {
-    let status = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/bash",
-            "-c",
-            script,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let home = std::env::temp_dir();
+    assert!(vigil_e2e::login_session(HELPER, loginuid, &home, script).success());
 }
 
 /// Waits until the spool shows a session of `loginuid` with at least `commands` commands.

@@ -259,6 +259,8 @@ pub fn render_chart(overrides: Option<&Path>) -> Result<String> {
     Ok(out)
 }
 
+/// Values over values.yaml, map by map, as Helm coalesces them (the daemon layers its
+/// configuration the same way in monitor/src/config.rs; xtask does not link the daemon).
 fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
     match (base, over) {
         (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
