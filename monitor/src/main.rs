@@ -440,6 +440,101 @@ fn run_alerts(store: &StoreArgs, filter: &query::AlertFilter, json: bool) -> Res
     Ok(())
 }
 
+/// `vigil anomalies` arguments.
+struct AnomaliesQuery {
+    config: Option<PathBuf>,
+    since: String,
+    learning: String,
+    kinds: Vec<String>,
+    factor: f64,
+    min_bytes: u64,
+    min_days: u32,
+    sql: bool,
+    json: bool,
+}
+
+fn run_anomalies(q: AnomaliesQuery) -> Result<(), String> {
+    let AnomaliesQuery {
+        config,
+        since,
+        learning,
+        kinds,
+        factor,
+        min_bytes,
+        min_days,
+        sql,
+        json,
+    } = q;
+    use vigil::store::anomalies::{AnomalyParams, QUERIES};
+    if let Some(k) = kinds.iter().find(|k| !QUERIES.iter().any(|q| q.kind == *k)) {
+        let known: Vec<&str> = QUERIES.iter().map(|q| q.kind).collect();
+        return Err(format!("--kind {k}: not one of {}", known.join(", ")));
+    }
+    if sql {
+        for q in QUERIES {
+            if kinds.is_empty() || kinds.contains(&q.kind.to_string()) {
+                println!("-- {}: {}\n{};\n", q.kind, q.about, q.sql);
+            }
+        }
+        return Ok(());
+    }
+    if !(factor.is_finite() && factor >= 1.0) {
+        return Err(format!("--factor {factor} must be a number of at least 1"));
+    }
+    let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
+    let learning_ns = humantime::parse_duration(&learning)
+        .map_err(|e| format!("--learning {learning}: {e}"))?
+        .as_nanos()
+        .min(i64::MAX as u128) as i64;
+    let params = AnomalyParams {
+        since_ns: parse_time(&since, now)?,
+        learning_ns,
+        factor,
+        min_bytes,
+        min_days,
+    };
+    let store = StoreArgs {
+        config,
+        spool: None,
+    };
+    let cfg = store.config()?;
+    if cfg.clickhouse.url.is_none() {
+        return Err(
+            "fleet-wide anomalies are queried in ClickHouse: set clickhouse.url \
+             (on a single host the daemon scores its own baselines as anomaly-* alerts)"
+                .into(),
+        );
+    }
+    let rows = block_on(vigil::store::anomalies::run(
+        &cfg.clickhouse,
+        &kinds,
+        &params,
+    ))?
+    .map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<30}  {:<16} {:<20} {:<40} DETAIL",
+        "FIRST SEEN", "USER", "KIND", "VALUE"
+    );
+    for r in rows {
+        println!(
+            "{:<30}  {:<16} {:<20} {:<40} {}",
+            vigil::decode::rfc3339(r.first_seen),
+            r.user.escape_debug(),
+            r.kind,
+            r.value.escape_debug(),
+            r.detail.escape_debug()
+        );
+    }
+    Ok(())
+}
+
 /// One session's timeline from the configured store, and a name for that store.
 fn load_timeline(store: &StoreArgs, id: u32) -> Result<(query::Timeline, String), String> {
     let (timeline, source) = match store.store()? {
@@ -920,76 +1015,17 @@ fn main() -> ExitCode {
             min_days,
             sql,
             json,
-        } => report((|| {
-            use vigil::store::anomalies::{AnomalyParams, QUERIES};
-            if let Some(k) = kinds.iter().find(|k| !QUERIES.iter().any(|q| q.kind == *k)) {
-                let known: Vec<&str> = QUERIES.iter().map(|q| q.kind).collect();
-                return Err(format!("--kind {k}: not one of {}", known.join(", ")));
-            }
-            if sql {
-                for q in QUERIES {
-                    if kinds.is_empty() || kinds.contains(&q.kind.to_string()) {
-                        println!("-- {}: {}\n{};\n", q.kind, q.about, q.sql);
-                    }
-                }
-                return Ok(());
-            }
-            if !(factor.is_finite() && factor >= 1.0) {
-                return Err(format!("--factor {factor} must be a number of at least 1"));
-            }
-            let now = vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns());
-            let learning_ns = humantime::parse_duration(&learning)
-                .map_err(|e| format!("--learning {learning}: {e}"))?
-                .as_nanos()
-                .min(i64::MAX as u128) as i64;
-            let params = AnomalyParams {
-                since_ns: parse_time(&since, now)?,
-                learning_ns,
-                factor,
-                min_bytes,
-                min_days,
-            };
-            let store = StoreArgs {
-                config,
-                spool: None,
-            };
-            let cfg = store.config()?;
-            if cfg.clickhouse.url.is_none() {
-                return Err(
-                    "fleet-wide anomalies are queried in ClickHouse: set clickhouse.url \
-                     (on a single host the daemon scores its own baselines as anomaly-* alerts)"
-                        .into(),
-                );
-            }
-            let rows = block_on(vigil::store::anomalies::run(
-                &cfg.clickhouse,
-                &kinds,
-                &params,
-            ))?
-            .map_err(|e| e.to_string())?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
-                );
-                return Ok(());
-            }
-            println!(
-                "{:<30}  {:<16} {:<20} {:<40} DETAIL",
-                "FIRST SEEN", "USER", "KIND", "VALUE"
-            );
-            for r in rows {
-                println!(
-                    "{:<30}  {:<16} {:<20} {:<40} {}",
-                    vigil::decode::rfc3339(r.first_seen),
-                    r.user.escape_debug(),
-                    r.kind,
-                    r.value.escape_debug(),
-                    r.detail.escape_debug()
-                );
-            }
-            Ok(())
-        })()),
+        } => report(run_anomalies(AnomaliesQuery {
+            config,
+            since,
+            learning,
+            kinds,
+            factor,
+            min_bytes,
+            min_days,
+            sql,
+            json,
+        })),
         Command::Session { id, store, json } => report(run_session(&store, id, json)),
         Command::Replay {
             id,
