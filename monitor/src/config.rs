@@ -141,6 +141,8 @@ pub struct IdentityConfig {
     pub pod_logs_dir: PathBuf,
     /// In a container: where the host's /etc is mounted, for host user and group names.
     pub host_etc: Option<PathBuf>,
+    /// Pod names from the Kubernetes API server, for pods the log directory does not name.
+    pub kubernetes_api: crate::kube_api::KubernetesApiConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -584,6 +586,21 @@ impl Config {
             crate::detect::rules::load(self.detection.builtin_rules, &self.detection.rules_files)
         {
             invalid("detection.rules_files", format!("\n{e}"));
+        }
+        let k = &self.identity.kubernetes_api;
+        if k.refresh_seconds == 0 {
+            invalid(
+                "identity.kubernetes_api.refresh_seconds",
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(url) = &k.url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                invalid(
+                    "identity.kubernetes_api.url",
+                    format!("`{url}` is not an http(s) URL"),
+                );
+            }
         }
         let b = &self.detection.baseline;
         if let Err(e) = b.learning() {

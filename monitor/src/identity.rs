@@ -523,6 +523,8 @@ pub struct PodNames {
     dir: std::path::PathBuf,
     by_uid: HashMap<String, PodName>,
     scanned: Option<Instant>,
+    /// The API server, for pods the log directory does not name.
+    api: Option<crate::kube_api::PodApiLookup>,
 }
 
 impl PodNames {
@@ -531,7 +533,13 @@ impl PodNames {
             dir,
             by_uid: HashMap::new(),
             scanned: None,
+            api: None,
         }
+    }
+
+    pub fn with_api(mut self, api: Option<crate::kube_api::PodApiLookup>) -> Self {
+        self.api = api;
+        self
     }
 
     pub fn get(&mut self, pod_uid: &str) -> Option<PodName> {
@@ -544,7 +552,10 @@ impl PodNames {
         {
             self.scan();
         }
-        self.by_uid.get(pod_uid).cloned()
+        if let Some(p) = self.by_uid.get(pod_uid) {
+            return Some(p.clone());
+        }
+        self.api.as_ref().and_then(|api| api.get(pod_uid))
     }
 
     fn scan(&mut self) {

@@ -12,6 +12,7 @@ pub mod event;
 pub mod health;
 pub mod identity;
 pub mod kernel;
+pub mod kube_api;
 pub mod pipeline;
 pub mod progress;
 pub mod query;

@@ -66,6 +66,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "gdb",
     // setcap, for the file-capability scenarios.
     "libcap2-bin",
+    // Certificates for the HTTPS endpoint of the Kubernetes API lookup test.
+    "openssl",
 ];
 
 fn ensure_debian_packages() -> Result<()> {

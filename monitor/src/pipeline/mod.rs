@@ -154,6 +154,18 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         "detect",
         detect::run(detect_rx, sink_tx.clone(), detector, webhooks),
     ));
+    let pod_api = crate::kube_api::PodApiClient::from_config(
+        &config.identity.kubernetes_api,
+        &crate::store::host_name(),
+        |key| std::env::var(key).ok(),
+    )
+    .context("identity.kubernetes_api")?
+    .map(|client| {
+        let refresh = Duration::from_secs(config.identity.kubernetes_api.refresh_seconds);
+        crate::kube_api::PodApiLookup::spawn(client, refresh)
+    });
+    let pod_names =
+        crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()).with_api(pod_api);
     let enrich = tokio::spawn(health.clone().track(
         "enrich",
         enrich::run(
@@ -162,7 +174,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             kernel.clone(),
             stats.clone(),
             session_tracker,
-            crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()),
+            pod_names,
             crate::identity::UserNames::new(config.identity.host_etc.clone()),
         ),
     ));
