@@ -142,6 +142,44 @@ fn commands_in_a_pod_carry_its_container_and_pod_ids() {
 /// The pod-list endpoint, stopped whatever happens to the test.
 struct Endpoint(std::process::Child);
 
+impl Endpoint {
+    /// Serves `dir`'s pods.json with its server certificate for `token` on node `node-e2e`, at
+    /// most `max_page` pods a page, logging requests to `<name>.jsonl` in `dir`.
+    fn start(dir: &Path, port: u16, token: &str, max_page: u32, name: &str) -> Endpoint {
+        let ready = dir.join(format!("{name}.ready"));
+        let endpoint = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pod_list_endpoint.py"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--token",
+                token,
+                "--node",
+                "node-e2e",
+            ])
+            .args(["--max-page", &max_page.to_string()])
+            .arg("--cert")
+            .arg(dir.join("server.crt"))
+            .arg("--key")
+            .arg(dir.join("server.key"))
+            .arg("--pods")
+            .arg(dir.join("pods.json"))
+            .arg("--log")
+            .arg(dir.join(format!("{name}.jsonl")))
+            .arg("--ready-file")
+            .arg(&ready)
+            .spawn()
+            .map(Endpoint)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "endpoint not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        endpoint
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -149,16 +187,16 @@ impl Drop for Endpoint {
     }
 }
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl` with the whitespace-separated `args` in `dir`.
+fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
         .current_dir(dir)
-        .args(args)
+        .args(args.split_whitespace())
         .output()
         .expect("openssl runs");
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "openssl {args}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -166,42 +204,14 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A CA and a server certificate for 127.0.0.1 signed by it (rustls refuses a self-signed CA
 /// certificate as the server's own).
 fn tls_files(dir: &Path) {
+    const KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=e2e-kube-ca",
-        ],
+        &format!("req -x509 {KEY} -keyout ca.key -out ca.crt -days 2 -subj /CN=e2e-kube-ca"),
     );
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=kube-apiserver",
-        ],
+        &format!("req {KEY} -keyout server.key -out server.csr -subj /CN=kube-apiserver"),
     );
     std::fs::write(
         dir.join("server.ext"),
@@ -210,23 +220,7 @@ fn tls_files(dir: &Path) {
     .unwrap();
     openssl(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext",
     );
 }
 
@@ -247,36 +241,7 @@ fn pods_the_log_directory_does_not_name_are_named_by_the_api_server() {
     std::fs::write(dir.path().join("pods.json"), pods.to_string()).unwrap();
     let port = free_port();
     let log = dir.path().join("requests.jsonl");
-    let ready = dir.path().join("endpoint.ready");
-    let endpoint = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pod_list_endpoint.py"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--token",
-            &token,
-            "--node",
-            "node-e2e",
-        ])
-        .args(["--max-page", "1"])
-        .arg("--cert")
-        .arg(dir.path().join("server.crt"))
-        .arg("--key")
-        .arg(dir.path().join("server.key"))
-        .arg("--pods")
-        .arg(dir.path().join("pods.json"))
-        .arg("--log")
-        .arg(&log)
-        .arg("--ready-file")
-        .arg(&ready)
-        .spawn()
-        .map(Endpoint)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "endpoint not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let endpoint = Endpoint::start(dir.path(), port, &token, 1, "requests");
     let empty_logs = tempfile::tempdir().unwrap();
     let config = format!(
         "identity:\n  pod_logs_dir: {}\n  kubernetes_api:\n    mode: always\n    url: https://127.0.0.1:{port}\n    token_file: {}\n    ca_file: {}\n    refresh_seconds: 1\n",
@@ -329,34 +294,7 @@ fn pods_the_log_directory_does_not_name_are_named_by_the_api_server() {
         dir.path().join("token").display(),
         empty_logs.path().join("ca.crt").display(),
     );
-    let endpoint = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pod_list_endpoint.py"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--token",
-            &token,
-            "--node",
-            "node-e2e",
-        ])
-        .arg("--cert")
-        .arg(dir.path().join("server.crt"))
-        .arg("--key")
-        .arg(dir.path().join("server.key"))
-        .arg("--pods")
-        .arg(dir.path().join("pods.json"))
-        .arg("--log")
-        .arg(dir.path().join("requests-2.jsonl"))
-        .arg("--ready-file")
-        .arg(dir.path().join("endpoint-2.ready"))
-        .spawn()
-        .map(Endpoint)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join("endpoint-2.ready").exists() {
-        assert!(Instant::now() < deadline, "endpoint not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let endpoint = Endpoint::start(dir.path(), port, &token, 500, "requests-2");
     let daemon = Daemon::start_wrapped(&wrapper, None, &wrong_ca).expect("daemon starts");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.stderr().contains("Kubernetes API") {
