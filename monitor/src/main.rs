@@ -279,6 +279,13 @@ impl StoreArgs {
     }
 }
 
+/// Prints `value` as pretty JSON on standard output (the `--json` form of the listings).
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -343,11 +350,7 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
         }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return print_json(&list);
     }
     println!(
         "{:>8}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
@@ -401,11 +404,7 @@ fn run_alerts(store: &StoreArgs, filter: &query::AlertFilter, json: bool) -> Res
         }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&alerts).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return print_json(&alerts);
     }
     println!(
         "{:<30}  {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
@@ -512,11 +511,7 @@ fn run_anomalies(q: AnomaliesQuery) -> Result<(), String> {
     ))?
     .map_err(|e| e.to_string())?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return print_json(&rows);
     }
     println!(
         "{:<30}  {:<16} {:<20} {:<40} DETAIL",
@@ -568,11 +563,7 @@ fn load_timeline(store: &StoreArgs, id: u32) -> Result<(query::Timeline, String)
 fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
     let (timeline, _) = load_timeline(store, id)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&timeline).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return print_json(&timeline);
     }
     if let Some(s) = &timeline.summary {
         println!(
@@ -832,11 +823,7 @@ fn run_spool_stats(store: &StoreArgs) -> Result<(), String> {
         None => store.config()?.spool.dir,
     };
     let stats = query::spool_stats(&dir).map_err(|e| e.to_string())?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
-    );
-    Ok(())
+    print_json(&stats)
 }
 
 #[derive(Subcommand)]

@@ -69,11 +69,7 @@ fn list(config: Option<&Path>, json: bool) -> Result<(), String> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return crate::print_json(&list);
     }
     println!(
         "{:<34} {:<10} {:<9} {:>4}  TITLE",

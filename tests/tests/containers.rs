@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vigil_e2e::{free_port, of_type, python, raw_bytes, require_root, Daemon};
+use vigil_e2e::{free_port, login_session, of_type, python, raw_bytes, require_root, Daemon};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -80,18 +80,8 @@ fn session_in_pod(daemon: Daemon, pod: &PodCgroup, loginuid: u32) -> Vec<serde_j
         "echo $$ > '{}/cgroup.procs' && /usr/bin/id > /dev/null; /bin/true",
         pod.path.display()
     );
-    let status = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/bash",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let status = login_session(HELPER, loginuid, &std::env::temp_dir(), &script);
+    assert!(status.success(), "{script}: {status}");
     let events = daemon.stop().expect("daemon stops");
     events
         .into_iter()

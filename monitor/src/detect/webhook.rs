@@ -55,8 +55,15 @@ fn default_timeout() -> u64 {
 }
 
 impl WebhookConfig {
-    /// Problems with this webhook's settings (checked with the configuration).
+    /// Problems with this webhook's settings (checked with the configuration), its secret
+    /// included.
     pub fn check(&self) -> Result<(), String> {
+        self.check_settings()?;
+        self.secret().map(|_| ())
+    }
+
+    /// Problems with the settings other than the secret.
+    fn check_settings(&self) -> Result<(), String> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(format!("url `{}` is not http:// or https://", self.url));
         }
@@ -66,7 +73,7 @@ impl WebhookConfig {
         if self.max_per_minute == 0 {
             return Err("max_per_minute must be at least 1".into());
         }
-        self.secret().map(|_| ())
+        Ok(())
     }
 
     fn secret(&self) -> Result<Option<Vec<u8>>, String> {
@@ -92,9 +99,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
         Err(_) => return String::new(),
     };
     mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The senders of every configured webhook.
@@ -108,10 +113,9 @@ impl Webhooks {
     pub fn start(configs: &[WebhookConfig]) -> Result<Webhooks, String> {
         let mut queues = Vec::new();
         for (i, cfg) in configs.iter().enumerate() {
-            cfg.check()
-                .map_err(|e| format!("alerts.webhooks[{i}]: {e}"))?;
             let secret = cfg
-                .secret()
+                .check_settings()
+                .and_then(|()| cfg.secret())
                 .map_err(|e| format!("alerts.webhooks[{i}]: {e}"))?;
             let (tx, rx) = sync_channel(QUEUE);
             let c = cfg.clone();

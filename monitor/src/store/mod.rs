@@ -480,9 +480,8 @@ pub async fn alerts(
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
-    Ok(details
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Event>(d).ok())
+    Ok(events_from_details(&details)
+        .into_iter()
         .filter(|e| filter.matches(e))
         .collect())
 }
@@ -499,8 +498,14 @@ pub async fn session_events(
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
-    Ok(details
+    Ok(events_from_details(&details))
+}
+
+/// Events from their `detail` JSON column; a row that does not decode (written by a newer
+/// daemon, or damaged) is left out.
+fn events_from_details(details: &[String]) -> Vec<Event> {
+    details
         .iter()
         .filter_map(|d| serde_json::from_str::<Event>(d).ok())
-        .collect())
+        .collect()
 }
