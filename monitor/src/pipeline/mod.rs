@@ -59,6 +59,40 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         crate::health::serve(addr, health.clone()).await?;
     }
     let stats = Arc::new(PipelineStats::default());
+    // What the configuration names (rules, baselines, webhooks, the identity mapping, the
+    // Kubernetes API) is opened before the kernel programs load: a mistake there stops the
+    // daemon before it captures anything.
+    let host = crate::store::host_name();
+    let rules = crate::detect::rules::LiveRules::open(
+        config.detection.builtin_rules,
+        &config.detection.rules_files,
+    )
+    .context("cannot load the detection rules (detection.rules_files)")?;
+    let baselines = if config.detection.baseline.enabled {
+        Some(
+            crate::detect::baseline::Baselines::open(
+                config.detection.baseline.clone(),
+                &config.spool.dir,
+                host.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
+    let detector = crate::detect::Detector::new(rules, host.clone(), baselines);
+    let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let pod_api =
+        crate::kube_api::PodApiClient::from_config(&config.identity.kubernetes_api, &host, |key| {
+            std::env::var(key).ok()
+        })
+        .context("identity.kubernetes_api")?;
+    let directory = match &config.identity.mapping_file {
+        Some(path) => crate::directory::LiveDirectory::open(path)
+            .context("cannot load the identity mapping (identity.mapping_file)")?,
+        None => crate::directory::LiveDirectory::none(),
+    };
     let mut kernel = KernelMonitor::load(&LoadOptions {
         policy: config.policy(),
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
@@ -70,13 +104,8 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         "kernel programs attached"
     );
     let ring = kernel.take_events().context("ring buffer already taken")?;
-    let directory = match &config.identity.mapping_file {
-        Some(path) => crate::directory::LiveDirectory::open(path)
-            .context("cannot load the identity mapping (identity.mapping_file)")?,
-        None => crate::directory::LiveDirectory::none(),
-    };
     let session_tracker = crate::sessions::SessionTracker::new(
-        crate::store::host_name(),
+        host.clone(),
         directory,
         crate::sshd_log::SshdAuthLog::new(&config.identity.sshd_logs),
     );
@@ -129,38 +158,12 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             stats.clone(),
         ),
     ));
-    let rules = crate::detect::rules::LiveRules::open(
-        config.detection.builtin_rules,
-        &config.detection.rules_files,
-    )
-    .context("cannot load the detection rules (detection.rules_files)")?;
-    let baselines = if config.detection.baseline.enabled {
-        Some(
-            crate::detect::baseline::Baselines::open(
-                config.detection.baseline.clone(),
-                &config.spool.dir,
-                crate::store::host_name(),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        )
-    } else {
-        None
-    };
-    let detector = crate::detect::Detector::new(rules, crate::store::host_name(), baselines);
-    let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
-        .map_err(|e| anyhow::anyhow!(e))?;
     let (detect_tx, detect_rx) = mpsc::channel(capacity);
     let detect = tokio::spawn(health.clone().track(
         "detect",
         detect::run(detect_rx, sink_tx.clone(), detector, webhooks),
     ));
-    let pod_api = crate::kube_api::PodApiClient::from_config(
-        &config.identity.kubernetes_api,
-        &crate::store::host_name(),
-        |key| std::env::var(key).ok(),
-    )
-    .context("identity.kubernetes_api")?
-    .map(|client| {
+    let pod_api = pod_api.map(|client| {
         let refresh = Duration::from_secs(config.identity.kubernetes_api.refresh_seconds);
         crate::kube_api::PodApiLookup::spawn(client, refresh)
     });
@@ -199,7 +202,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             crate::store::shipper::run(
                 config.clickhouse.clone(),
                 config.spool.dir.clone(),
-                crate::store::host_name(),
+                host.clone(),
                 Some(spool_position.clone()),
                 status,
                 ship_stop_rx,
