@@ -555,7 +555,10 @@ impl PodNames {
         if let Some(p) = self.by_uid.get(pod_uid) {
             return Some(p.clone());
         }
-        self.api.as_ref().and_then(|api| api.get(pod_uid))
+        // Kept here too, so the pod's later events take the fast path above.
+        let named = self.api.as_ref()?.get(pod_uid)?;
+        self.by_uid.insert(pod_uid.to_string(), named.clone());
+        Some(named)
     }
 
     fn scan(&mut self) {

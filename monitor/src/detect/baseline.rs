@@ -286,12 +286,6 @@ impl Baselines {
             }
             _ => {}
         }
-        let user = view
-            .user
-            .clone()
-            .or_else(|| event.process.login_user.clone())
-            .unwrap_or_else(|| format!("uid:{loginuid}"));
-        let group = view.group.clone();
         let fact = match &event.body {
             EventBody::Exec(x) => Some(Fact::Binary(x.filename.lossy())),
             EventBody::Connect(c)
@@ -321,6 +315,13 @@ impl Baselines {
         let Some(fact) = fact else {
             return;
         };
+        // Who it counts for, worked out only for events that are facts.
+        let user = view
+            .user
+            .clone()
+            .or_else(|| event.process.login_user.clone())
+            .unwrap_or_else(|| format!("uid:{loginuid}"));
+        let group = view.group.clone();
         let now = event.time_ns;
         let found = self.score(&user, group.as_deref(), &fact, now);
         let view = self.sessions.entry(sid).or_default();
@@ -332,7 +333,7 @@ impl Baselines {
                 out.push(a);
             }
         }
-        let host = self.host.clone();
+        let host = &self.host;
         let hour = hour_of_week(now);
         let learn_into = |p: &mut Profile| match &fact {
             Fact::Binary(b) => {
@@ -342,7 +343,7 @@ impl Baselines {
             }
             Fact::Destination(d) => learn(&mut p.destinations, d),
             Fact::SensitivePath(s) => learn(&mut p.sensitive_paths, s),
-            Fact::Host => learn(&mut p.hosts, &host),
+            Fact::Host => learn(&mut p.hosts, host),
             Fact::Bytes(b) => {
                 let day = now.div_euclid(NS_PER_DAY);
                 *p.daily_bytes.entry(day).or_default() += b;
