@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use vigil_e2e::{free_port, login_session, require_root, vigil_bin, Daemon};
 
@@ -15,6 +16,108 @@ const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     Daemon::metric(text, name, labels)
         .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
+}
+
+/// systemd and the kubelet may stop the daemon while it is still starting or the moment it
+/// reports ready: the stop signal must drain the pipeline and exit cleanly, never take the
+/// default action and kill the process. The ready file is a FIFO here, so the daemon is held
+/// exactly at the point of announcing readiness while the signal arrives.
+#[test]
+fn a_stop_signal_while_the_daemon_announces_readiness_drains_and_exits_cleanly() {
+    require_root();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        nix::unistd::mkfifo(&ready, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let log_path = dir.path().join("stderr.log");
+        let child = Command::new(vigil_bin())
+            .args(["run", "--no-stdout", "--ready-file"])
+            .arg(&ready)
+            .env("VIGIL_SPOOL__DIR", dir.path().join("spool"))
+            .env(
+                "VIGIL_METRICS__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+        // Wait until the daemon blocks opening the FIFO to announce readiness.
+        let wchan = format!("/proc/{pid}/wchan");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
+            assert!(Instant::now() < deadline, "daemon never reached readiness");
+            assert!(child.0.try_wait().unwrap().is_none(), "daemon exited early");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Handlers first: a default action here would kill the process, kernel programs and all.
+        let caught = caught_signals(pid);
+        for s in [Signal::SIGTERM, Signal::SIGINT] {
+            assert!(
+                caught & (1 << (s as i32 - 1)) != 0,
+                "no handler for {s} while announcing readiness"
+            );
+        }
+        nix::sys::signal::kill(pid, signal).unwrap();
+        // Reading the FIFO lets the start finish; the daemon then sees the pending signal.
+        let announced = read_fifo(&ready, &mut child.0);
+        assert_eq!(announced.trim(), pid.to_string());
+        let status = child.0.wait().unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            status.success(),
+            "{signal}: vigil exited with {status}:\n{log}"
+        );
+        assert!(log.contains("stopping: draining the pipeline"), "{log}");
+    }
+}
+
+/// The mask of signals `pid` has handlers for (`SigCgt` in /proc/<pid>/status).
+fn caught_signals(pid: nix::unistd::Pid) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .expect("SigCgt in /proc/<pid>/status");
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// Everything the daemon writes to the FIFO at `path`, read without ever blocking on a writer
+/// that might not come (the read side is opened non-blocking).
+fn read_fifo(path: &std::path::Path, child: &mut std::process::Child) -> String {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut buf = [0u8; 64];
+        match fifo.read(&mut buf) {
+            Ok(0) if !text.is_empty() => return text,
+            Ok(n) => text.push_str(std::str::from_utf8(&buf[..n]).unwrap()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("reading the ready FIFO: {e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon exited ({status}) before announcing readiness");
+        }
+        assert!(Instant::now() < deadline, "nothing announced in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child process killed however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

@@ -16,7 +16,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, watch},
+};
 
 use crate::{
     config::Config,
@@ -54,6 +57,12 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM, then drains every stage and detaches.
 pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    // Stop signals are caught from the first moment: one that arrives while the daemon starts
+    // (or the instant it announces readiness) is remembered and drains the pipeline once it
+    // runs, instead of taking the default action and killing the process mid-start
+    // (`tokio::signal::ctrl_c()` would only install its handler when first polled).
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let health = Arc::new(crate::health::Health::default());
     if let Some(addr) = config.metrics.listen {
         crate::health::serve(addr, health.clone()).await?;
@@ -217,9 +226,8 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     health.set_ready();
     tracing::info!("capturing; Ctrl-C to stop");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let early = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
+        _ = sigint.recv() => None,
         _ = sigterm.recv() => None,
         ended = &mut capture => Some(ended),
     };
