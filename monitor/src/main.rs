@@ -86,7 +86,11 @@ enum Command {
         /// Only alerts of this login user (name or uid).
         #[arg(long)]
         user: Option<String>,
-        /// Only alerts of this session.
+        /// Only alerts raised on this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only alerts of this session (session ids are per host: combine with --host in a
+        /// fleet's ClickHouse).
         #[arg(long)]
         session: Option<u32>,
         /// Only alerts of this rule (its id).
@@ -141,8 +145,8 @@ enum Command {
     /// Show one session: its timeline of commands, files, connections and privilege changes,
     /// and its process tree.
     Session {
-        /// The session id, as `vigil sessions` lists it.
-        id: u32,
+        #[command(flatten)]
+        session: SessionRef,
         #[command(flatten)]
         store: StoreArgs,
         /// JSON output.
@@ -152,8 +156,8 @@ enum Command {
     /// Play a session's terminal in real time (scaled by --speed), with what it did shown as
     /// markers. Recorded output is filtered so that it can only draw.
     Replay {
-        /// The session id, as `vigil sessions` lists it.
-        id: u32,
+        #[command(flatten)]
+        session: SessionRef,
         #[command(flatten)]
         store: StoreArgs,
         /// Playback speed factor (2 plays twice as fast).
@@ -171,7 +175,8 @@ enum Command {
     },
     /// Export a session: asciicast v2 (plays in asciinema) or its full JSON timeline.
     Export {
-        id: u32,
+        #[command(flatten)]
+        session: SessionRef,
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long, value_enum, default_value = "asciicast")]
@@ -240,6 +245,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// Which session: its id, and its host where the store holds several hosts' sessions.
+#[derive(clap::Args, Clone)]
+struct SessionRef {
+    /// The session id, as `vigil sessions` lists it.
+    id: u32,
+    /// The session's host. Session ids are numbered per host: needed when ClickHouse holds a
+    /// session with this id from several hosts.
+    #[arg(long)]
+    host: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -344,7 +360,11 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
         min_risk: q.min_risk,
     };
     let list = match store.store()? {
-        Store::Spool(dir) => query::sessions(&dir, &filter).map_err(|e| e.to_string())?,
+        Store::Spool(dir) => {
+            let (list, damage) = query::sessions(&dir, &filter).map_err(|e| e.to_string())?;
+            warn_damage(&damage);
+            list
+        }
         Store::ClickHouse(ch) => {
             block_on(vigil::store::sessions(&ch, &filter))?.map_err(|e| e.to_string())?
         }
@@ -397,18 +417,19 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
 }
 
 fn run_alerts(store: &StoreArgs, filter: &query::AlertFilter, json: bool) -> Result<(), String> {
-    let alerts = match store.store()? {
+    let (alerts, damage) = match store.store()? {
         Store::Spool(dir) => query::alerts(&dir, filter).map_err(|e| e.to_string())?,
         Store::ClickHouse(ch) => {
             block_on(vigil::store::alerts(&ch, filter))?.map_err(|e| e.to_string())?
         }
     };
+    warn_damage(&damage);
     if json {
         return print_json(&alerts);
     }
     println!(
-        "{:<30}  {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
-        "TIME", "SESSION", "USER", "SEVERITY", "TECHNIQUE", "RISK", "RULE"
+        "{:<30}  {:<16} {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
+        "TIME", "HOST", "SESSION", "USER", "SEVERITY", "TECHNIQUE", "RISK", "RULE"
     );
     for e in &alerts {
         let vigil::event::EventBody::Alert(a) = &e.body else {
@@ -421,8 +442,9 @@ fn run_alerts(store: &StoreArgs, filter: &query::AlertFilter, json: bool) -> Res
             .or_else(|| e.process.loginuid.map(|u| u.to_string()))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<30}  {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} {}",
+            "{:<30}  {:<16} {:>8}  {:<12} {:<9} {:<10} {:>4}  {:<30} {}",
             e.time,
+            a.host.escape_debug().to_string(),
             e.process
                 .sessionid
                 .map(|s| s.to_string())
@@ -531,16 +553,33 @@ fn run_anomalies(q: AnomaliesQuery) -> Result<(), String> {
 }
 
 /// One session's timeline from the configured store, and a name for that store.
-fn load_timeline(store: &StoreArgs, id: u32) -> Result<(query::Timeline, String), String> {
+fn load_timeline(
+    store: &StoreArgs,
+    which: &SessionRef,
+) -> Result<(query::Timeline, String), String> {
+    let id = which.id;
     let (timeline, source) = match store.store()? {
-        Store::Spool(dir) => (
-            query::session(&dir, id).map_err(|e| e.to_string())?,
-            format!("the spool at {}", dir.display()),
-        ),
+        Store::Spool(dir) => {
+            let source = format!("the spool at {}", dir.display());
+            let this_host = vigil::store::host_name();
+            if let Some(host) = which.host.as_ref().filter(|h| **h != this_host) {
+                return Err(format!(
+                    "{source} holds this host's sessions ({this_host}), not {host}'s: read \
+                     ClickHouse for other hosts"
+                ));
+            }
+            (query::session(&dir, id).map_err(|e| e.to_string())?, source)
+        }
         Store::ClickHouse(ch) => {
-            let events =
-                block_on(vigil::store::session_events(&ch, id))?.map_err(|e| e.to_string())?;
-            let summary = block_on(vigil::store::sessions(&ch, &SessionFilter::default()))?
+            let source = format!("ClickHouse database {}", ch.database);
+            let host = session_host(&ch, which, &source)?;
+            let (events, damage) = block_on(vigil::store::session_events(&ch, &host, id))?
+                .map_err(|e| e.to_string())?;
+            let filter = SessionFilter {
+                host: Some(host.clone()),
+                ..Default::default()
+            };
+            let summary = block_on(vigil::store::sessions(&ch, &filter))?
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .find(|s| s.session == id);
@@ -548,9 +587,9 @@ fn load_timeline(store: &StoreArgs, id: u32) -> Result<(query::Timeline, String)
                 query::Timeline {
                     summary,
                     events,
-                    damage: Vec::new(),
+                    damage,
                 },
-                format!("ClickHouse database {}", ch.database),
+                source,
             )
         }
     };
@@ -560,8 +599,49 @@ fn load_timeline(store: &StoreArgs, id: u32) -> Result<(query::Timeline, String)
     Ok((timeline, source))
 }
 
-fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
-    let (timeline, _) = load_timeline(store, id)?;
+/// The host of the session `which` names in ClickHouse. Session ids are numbered per host, so
+/// an id that several hosts have needs `--host`; one that a single host has needs nothing.
+fn session_host(
+    ch: &vigil::store::ClickHouseConfig,
+    which: &SessionRef,
+    source: &str,
+) -> Result<String, String> {
+    let hosts = block_on(vigil::store::session_hosts(ch, which.id))?.map_err(|e| e.to_string())?;
+    let id = which.id;
+    match (&which.host, hosts.as_slice()) {
+        (Some(host), _) if hosts.contains(host) => Ok(host.clone()),
+        (Some(host), []) => Err(format!("no session {id} on {host} in {source}")),
+        (Some(host), others) => Err(format!(
+            "no session {id} on {host} in {source} (hosts with a session {id}: {})",
+            others.join(", ")
+        )),
+        (None, []) => Err(format!("no session {id} in {source}")),
+        (None, [one]) => Ok(one.clone()),
+        (None, several) => Err(format!(
+            "session {id} exists on {} hosts in {source} ({}): name one with --host",
+            several.len(),
+            several.join(", ")
+        )),
+    }
+}
+
+/// Prints on standard error what a read found damaged (output stays clean for pipes): the
+/// answer may be incomplete, and the reader must know.
+fn warn_damage(damage: &[vigil::event::Event]) {
+    const SHOWN: usize = 5;
+    for d in damage.iter().take(SHOWN) {
+        eprintln!("vigil: warning: {}", query::describe(d));
+    }
+    if damage.len() > SHOWN {
+        eprintln!(
+            "vigil: warning: and {} more loss records",
+            damage.len() - SHOWN
+        );
+    }
+}
+
+fn run_session(store: &StoreArgs, which: &SessionRef, json: bool) -> Result<(), String> {
+    let (timeline, _) = load_timeline(store, which)?;
     if json {
         return print_json(&timeline);
     }
@@ -639,8 +719,9 @@ fn run_session(store: &StoreArgs, id: u32, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn recording(store: &StoreArgs, id: u32) -> Result<vigil::replay::Recording, String> {
-    let (timeline, source) = load_timeline(store, id)?;
+fn recording(store: &StoreArgs, which: &SessionRef) -> Result<vigil::replay::Recording, String> {
+    let id = which.id;
+    let (timeline, source) = load_timeline(store, which)?;
     let rec =
         vigil::replay::Recording::from_events(timeline.summary.as_ref(), id, &timeline.events);
     if !rec.has_output() {
@@ -655,11 +736,15 @@ fn recording(store: &StoreArgs, id: u32) -> Result<vigil::replay::Recording, Str
     Ok(rec)
 }
 
-fn run_replay(store: &StoreArgs, id: u32, opts: vigil::replay::PlayOptions) -> Result<(), String> {
+fn run_replay(
+    store: &StoreArgs,
+    which: &SessionRef,
+    opts: vigil::replay::PlayOptions,
+) -> Result<(), String> {
     if !(opts.speed.is_finite() && opts.speed > 0.0) {
         return Err(format!("--speed {} must be a positive number", opts.speed));
     }
-    let rec = recording(store, id)?;
+    let rec = recording(store, which)?;
     let stdout = std::io::stdout();
     vigil::replay::play(&rec, &opts, &mut stdout.lock())
         .map_err(|e| format!("cannot write the replay: {e}"))
@@ -675,7 +760,7 @@ enum ExportFormat {
 
 fn run_export(
     store: &StoreArgs,
-    id: u32,
+    which: &SessionRef,
     format: ExportFormat,
     output: Option<PathBuf>,
 ) -> Result<(), String> {
@@ -687,15 +772,16 @@ fn run_export(
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let progress = vigil::progress::Progress::new("export");
+    let id = which.id;
     progress.note(&format!("reading session {id}"));
     let written = match format {
         ExportFormat::Asciicast => {
-            let rec = recording(store, id)?;
+            let rec = recording(store, which)?;
             progress.note(&format!("writing {} frames", rec.frames.len()));
             vigil::replay::write_asciicast(&rec, &mut out)
         }
         ExportFormat::Json => {
-            let (timeline, _) = load_timeline(store, id)?;
+            let (timeline, _) = load_timeline(store, which)?;
             progress.note(&format!("writing {} events", timeline.events.len()));
             serde_json::to_writer(&mut out, &timeline)
                 .map_err(std::io::Error::other)
@@ -740,42 +826,64 @@ fn run_report(store: &StoreArgs, args: ReportArgs) -> Result<(), String> {
         ..Default::default()
     };
     let progress = vigil::progress::Progress::new("report");
-    let (all, mut events, source) = match store.store()? {
+    // Events keyed by (host, session): session ids are numbered per host.
+    let (all, mut events, damage, source) = match store.store()? {
         Store::Spool(dir) => {
             progress.note("reading the spool");
-            let all = query::sessions(&dir, &filter).map_err(|e| e.to_string())?;
+            let (all, damage) = query::sessions(&dir, &filter).map_err(|e| e.to_string())?;
             let ids = all
                 .iter()
                 .filter(|s| vigil::report::is_privileged(s))
                 .map(|s| s.session)
                 .collect();
-            let events = query::events_of_sessions(&dir, &ids).map_err(|e| e.to_string())?;
-            (all, events, format!("the spool at {}", dir.display()))
+            // The second pass meets the same damage as the first: report it once.
+            let (by_id, _) = query::events_of_sessions(&dir, &ids).map_err(|e| e.to_string())?;
+            let host = vigil::store::host_name();
+            let events = by_id
+                .into_iter()
+                .map(|(id, list)| ((host.clone(), id), list))
+                .collect();
+            (
+                all,
+                events,
+                damage,
+                format!("the spool at {}", dir.display()),
+            )
         }
         Store::ClickHouse(ch) => {
             progress.note("listing sessions in ClickHouse");
             let all = block_on(vigil::store::sessions(&ch, &filter))?.map_err(|e| e.to_string())?;
-            let privileged: Vec<u32> = all
+            let privileged: Vec<(String, u32)> = all
                 .iter()
                 .filter(|s| vigil::report::is_privileged(s))
-                .map(|s| s.session)
+                .map(|s| (s.host.clone().unwrap_or_default(), s.session))
                 .collect();
             let mut events = std::collections::BTreeMap::new();
-            for (i, id) in privileged.iter().enumerate() {
-                progress.step(i + 1, privileged.len(), "sessions read");
-                let list =
-                    block_on(vigil::store::session_events(&ch, *id))?.map_err(|e| e.to_string())?;
-                events.insert(*id, list);
+            let mut damage = Vec::new();
+            let total = privileged.len();
+            for (i, (host, id)) in privileged.into_iter().enumerate() {
+                progress.step(i + 1, total, "sessions read");
+                let (list, lost) = block_on(vigil::store::session_events(&ch, &host, id))?
+                    .map_err(|e| e.to_string())?;
+                damage.extend(lost);
+                events.insert((host, id), list);
             }
-            (all, events, format!("ClickHouse database {}", ch.database))
+            (
+                all,
+                events,
+                damage,
+                format!("ClickHouse database {}", ch.database),
+            )
         }
     };
+    warn_damage(&damage);
     let sessions_in_period = all.len();
     let privileged = all
         .into_iter()
         .filter(vigil::report::is_privileged)
         .map(|s| {
-            let ev = events.remove(&s.session).unwrap_or_default();
+            let key = (s.host.clone().unwrap_or_default(), s.session);
+            let ev = events.remove(&key).unwrap_or_default();
             vigil::report::evidence(s, &ev)
         })
         .collect();
@@ -786,6 +894,7 @@ fn run_report(store: &StoreArgs, args: ReportArgs) -> Result<(), String> {
         source,
         sessions_in_period,
         privileged,
+        warnings: damage.iter().map(query::describe).collect(),
     };
     let body = if args.json {
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
@@ -974,6 +1083,7 @@ fn main() -> ExitCode {
         Command::Alerts {
             store,
             user,
+            host,
             session,
             rule,
             min_severity,
@@ -985,6 +1095,7 @@ fn main() -> ExitCode {
             let filter = query::AlertFilter {
                 loginuid: user.as_deref().map(resolve_user).transpose()?,
                 session,
+                host,
                 rule,
                 min_severity,
                 since_ns: since.map(|t| parse_time(&t, now)).transpose()?,
@@ -1013,9 +1124,13 @@ fn main() -> ExitCode {
             sql,
             json,
         })),
-        Command::Session { id, store, json } => report(run_session(&store, id, json)),
+        Command::Session {
+            session,
+            store,
+            json,
+        } => report(run_session(&store, &session, json)),
         Command::Replay {
-            id,
+            session,
             store,
             speed,
             max_idle,
@@ -1030,7 +1145,7 @@ fn main() -> ExitCode {
             .and_then(|_| {
                 run_replay(
                     &store,
-                    id,
+                    &session,
                     vigil::replay::PlayOptions {
                         speed,
                         max_idle: std::time::Duration::from_secs_f64(max_idle.min(1e9)),
@@ -1041,11 +1156,11 @@ fn main() -> ExitCode {
             }),
         ),
         Command::Export {
-            id,
+            session,
             store,
             format,
             output,
-        } => report(run_export(&store, id, format, output)),
+        } => report(run_export(&store, &session, format, output)),
         Command::BenchSession { spool, events } => report(
             vigil::bench::write_replay_session(&spool, events)
                 .map(|n| println!("session {} with {n} events", vigil::bench::REPLAY_SESSION))

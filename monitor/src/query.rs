@@ -115,23 +115,42 @@ fn session_events(
     Ok((events, damage))
 }
 
+/// What a read of a store found, and the damage seen on the way: loss records (kernel or
+/// spool losses, rows that did not decode) that say the answer may be incomplete.
+pub type WithDamage<T> = (T, Vec<Event>);
+
 /// Lists the sessions in the spool matching `filter`, oldest first.
-pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSummary>, SpoolError> {
+pub fn sessions(
+    spool: &Path,
+    filter: &SessionFilter,
+) -> Result<WithDamage<Vec<SessionSummary>>, SpoolError> {
     let this_host = crate::store::host_name();
     if filter.host.as_ref().is_some_and(|h| *h != this_host) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let (events, _) = session_events(spool, |_, e| {
+    let (events, damage) = session_events(spool, |_, e| {
         filter.loginuid.is_none() || e.process.loginuid == filter.loginuid
     })?;
+    let listed = summaries(&events, &this_host)
+        .into_values()
+        .filter(|s| filter.identity_matches(s.identity.as_ref()))
+        .filter(|s| filter.min_risk.is_none_or(|m| s.risk.unwrap_or(0) >= m))
+        .filter(|s| filter.since_ns.is_none_or(|t| s.last_ns >= t))
+        .filter(|s| filter.until_ns.is_none_or(|t| s.first_ns <= t))
+        .collect();
+    Ok((listed, damage))
+}
+
+/// The summary of each session among `events` (all of them from `this_host`).
+fn summaries(events: &[Event], this_host: &str) -> BTreeMap<u32, SessionSummary> {
     let mut by_session: BTreeMap<u32, SessionSummary> = BTreeMap::new();
-    for e in &events {
+    for e in events {
         let Some(sid) = e.process.sessionid else {
             continue;
         };
         let s = by_session.entry(sid).or_insert_with(|| SessionSummary {
             session: sid,
-            host: Some(this_host.clone()),
+            host: Some(this_host.to_string()),
             loginuid: e.process.loginuid.unwrap_or(u32::MAX),
             user: e.process.loginuid.and_then(user_name),
             first: e.time.clone(),
@@ -194,19 +213,14 @@ pub fn sessions(spool: &Path, filter: &SessionFilter) -> Result<Vec<SessionSumma
             _ => {}
         }
     }
-    Ok(by_session
-        .into_values()
-        .filter(|s| filter.identity_matches(s.identity.as_ref()))
-        .filter(|s| filter.min_risk.is_none_or(|m| s.risk.unwrap_or(0) >= m))
-        .filter(|s| filter.since_ns.is_none_or(|t| s.last_ns >= t))
-        .filter(|s| filter.until_ns.is_none_or(|t| s.first_ns <= t))
-        .collect())
+    by_session
 }
 
 /// Which alerts to list.
 #[derive(Debug, Default, Clone)]
 pub struct AlertFilter {
     pub loginuid: Option<u32>,
+    pub host: Option<String>,
     pub session: Option<u32>,
     pub rule: Option<String>,
     pub min_severity: Option<crate::detect::rules::Severity>,
@@ -220,6 +234,7 @@ impl AlertFilter {
             return false;
         };
         self.loginuid.is_none_or(|u| e.process.loginuid == Some(u))
+            && self.host.as_deref().is_none_or(|h| a.host == h)
             && self.session.is_none_or(|s| e.process.sessionid == Some(s))
             && self.rule.as_deref().is_none_or(|r| a.rule == r)
             && self
@@ -231,18 +246,18 @@ impl AlertFilter {
 }
 
 /// The alerts in the spool matching `filter`, oldest first.
-pub fn alerts(spool: &Path, filter: &AlertFilter) -> Result<Vec<Event>, SpoolError> {
-    let (mut events, _) = session_events(spool, |_, e| filter.matches(e))?;
+pub fn alerts(spool: &Path, filter: &AlertFilter) -> Result<WithDamage<Vec<Event>>, SpoolError> {
+    let (mut events, damage) = session_events(spool, |_, e| filter.matches(e))?;
     events.sort_by_key(|e| e.time_ns);
-    Ok(events)
+    Ok((events, damage))
 }
 
 /// The events of each of `sessions` (ids), in time order, in one pass over the spool.
 pub fn events_of_sessions(
     spool: &Path,
     sessions: &BTreeSet<u32>,
-) -> Result<BTreeMap<u32, Vec<Event>>, SpoolError> {
-    let (events, _) = session_events(spool, |sid, _| sessions.contains(&sid))?;
+) -> Result<WithDamage<BTreeMap<u32, Vec<Event>>>, SpoolError> {
+    let (events, damage) = session_events(spool, |sid, _| sessions.contains(&sid))?;
     let mut by: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
     for e in events {
         if let Some(sid) = e.process.sessionid {
@@ -252,7 +267,7 @@ pub fn events_of_sessions(
     for v in by.values_mut() {
         v.sort_by_key(|e| e.mono_ns);
     }
-    Ok(by)
+    Ok((by, damage))
 }
 
 /// One session in time order.
@@ -267,9 +282,7 @@ pub struct Timeline {
 pub fn session(spool: &Path, session: u32) -> Result<Timeline, SpoolError> {
     let (mut events, damage) = session_events(spool, |sid, _| sid == session)?;
     events.sort_by_key(|e| e.mono_ns);
-    let summary = sessions(spool, &SessionFilter::default())?
-        .into_iter()
-        .find(|s| s.session == session);
+    let summary = summaries(&events, &crate::store::host_name()).remove(&session);
     Ok(Timeline {
         summary,
         events,

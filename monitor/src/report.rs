@@ -48,6 +48,26 @@ pub struct Report {
     pub source: String,
     pub sessions_in_period: usize,
     pub privileged: Vec<SessionEvidence>,
+    /// Damage the store reported while the report was read (losses, rows that did not
+    /// decode): the evidence may be incomplete, and the report says so.
+    pub warnings: Vec<String>,
+}
+
+/// The page anchor of a session: ids are numbered per host, so the host is part of it.
+fn anchor(s: &SessionSummary) -> String {
+    format!(
+        "session-{}-{}",
+        s.host.as_deref().unwrap_or_default(),
+        s.session
+    )
+}
+
+/// ` --host <host>` for the commands the report shows (ids are numbered per host).
+fn host_option(s: &SessionSummary) -> String {
+    s.host
+        .as_deref()
+        .map(|h| format!(" --host {h}"))
+        .unwrap_or_default()
 }
 
 fn text(b: &crate::event::RawBytes) -> String {
@@ -126,6 +146,7 @@ th { background: #eef; }
 section { border-top: 3px solid #335; margin-top: 2em; padding-top: .5em; }
 code { font: 12px ui-monospace, monospace; word-break: break-all; }
 .none { color: #888; font-style: italic; }
+.warning { border: 2px solid #b50; background: #fff4ec; padding: .5em .8em; margin-bottom: 1.5em; }
 .replay { background: #f4f4f8; padding: .4em .6em; display: inline-block; }
 @media print { section { page-break-inside: avoid; } }
 ";
@@ -153,6 +174,12 @@ pub fn render_html(r: &Report) -> String {
                     "Generated " (r.generated) " from " (r.source) ". "
                     (r.privileged.len()) " privileged of " (r.sessions_in_period) " sessions in the period."
                 }
+                @if !r.warnings.is_empty() {
+                    div.warning {
+                        strong { "The store reported damage while this report was read; the evidence may be incomplete:" }
+                        ul { @for w in &r.warnings { li { (w) } } }
+                    }
+                }
                 table id="summary" {
                     thead { tr {
                         th { "Session" } th { "Host" } th { "Who" } th { "From" }
@@ -161,7 +188,7 @@ pub fn render_html(r: &Report) -> String {
                     tbody {
                         @for s in &r.privileged {
                             tr {
-                                td { a href=(format!("#session-{}", s.summary.session)) { (s.summary.session) } }
+                                td { a href=(format!("#{}", anchor(&s.summary))) { (s.summary.session) } }
                                 td { (s.summary.host.clone().unwrap_or_default()) }
                                 td { (who(&s.summary)) }
                                 td { (origin(&s.summary)) }
@@ -175,7 +202,7 @@ pub fn render_html(r: &Report) -> String {
                 }
                 @if r.privileged.is_empty() { p.none { "No privileged sessions in this period." } }
                 @for s in &r.privileged {
-                    section id=(format!("session-{}", s.summary.session)) {
+                    section id=(anchor(&s.summary)) {
                         h2 { "Session " (s.summary.session) " — " (who(&s.summary)) }
                         table {
                             tr { th { "Host" } td { (s.summary.host.clone().unwrap_or_default()) } }
@@ -190,7 +217,7 @@ pub fn render_html(r: &Report) -> String {
                             tr { th { "Time" } td { (s.summary.first) " to " (s.summary.ended.clone().unwrap_or_else(|| s.summary.last.clone())) } }
                             tr { th { "Activity" } td { (s.summary.commands) " commands, " (s.summary.files_opened) " files opened, " (s.summary.bytes_read) " bytes read, " (s.summary.connections) " connections, " (s.summary.privilege_changes) " privilege changes" } }
                             tr { th { "Risk" } td { (risk(s)) } }
-                            tr { th { "Replay" } td { code.replay { "vigil replay " (s.summary.session) } " or " code.replay { "vigil export " (s.summary.session) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
+                            tr { th { "Replay" } td { code.replay { "vigil replay " (s.summary.session) (host_option(&s.summary)) } " or " code.replay { "vigil export " (s.summary.session) (host_option(&s.summary)) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
                         }
                         h3 { "Commands run as root" }
                         @if s.root_commands.is_empty() { p.none { "none" } } @else {

@@ -111,9 +111,13 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
         .status()
         .unwrap();
     assert!(status.success());
+    // And a root login: a privileged session for the audit report.
+    run_trues(0, 2);
     daemon.stop().expect("daemon stops");
     let config = cli_config(dir.path(), &ch);
     let session = wait_for_commands(&config, loginuid, 5).remove(0);
+    let root_session = wait_for_commands(&config, 0, commands_of(2)).remove(0);
+    let root_id = root_session["session"].as_u64().unwrap();
     assert_eq!(session["host"], vigil_e2e_host());
     // Identity and origin come back from ClickHouse, and filter the list.
     assert_eq!(session["identity"]["person"], "Nora Body", "{session}");
@@ -161,6 +165,108 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
         .map(|e| e["mono_ns"].as_u64().unwrap())
         .collect();
     assert!(monos.windows(2).all(|w| w[0] <= w[1]), "time ordered");
+
+    // A fleet's store: session ids are numbered per host, and another host has this id too.
+    let ours = vigil_e2e_host();
+    // (Columns named one by one: chdb's INSERT ... SELECT * REPLACE inserts nothing.)
+    let columns = ch
+        .query(
+            "SELECT name FROM system.columns WHERE database = 'vigil' AND table = 'events' \
+             ORDER BY position FORMAT TSV",
+        )
+        .unwrap();
+    let copied: Vec<String> = columns
+        .lines()
+        .map(|c| match c {
+            "host" => "'other-host'".to_string(),
+            "detail" => {
+                format!("replaceAll(detail, '\"host\":\"{ours}\"', '\"host\":\"other-host\"')")
+            }
+            other => format!("`{other}`"),
+        })
+        .collect();
+    ch.query(&format!(
+        "INSERT INTO events ({}) SELECT {} FROM events WHERE host = '{ours}' AND session_id IN ({id}, {root_id})",
+        columns.lines().collect::<Vec<_>>().join(", "),
+        copied.join(", ")
+    ))
+    .unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(vigil_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("vigil runs")
+    };
+    let out = cli(&["session", &id.to_string()]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains(&format!("session {id} exists on 2 hosts"))
+            && msg.contains(&ours)
+            && msg.contains("other-host")
+            && msg.contains("--host"),
+        "{msg}"
+    );
+    for host in [ours.as_str(), "other-host"] {
+        let timeline = vigil_json(&["session", &id.to_string(), "--host", host], &config);
+        assert_eq!(timeline["summary"]["host"], host);
+        let ids = timeline["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "exec" && raw_bytes(&e["filename"]) == b"/usr/bin/id")
+            .count();
+        assert_eq!(ids, 1, "{host}: its own exec of id, not both hosts'");
+    }
+    let out = cli(&["session", &id.to_string(), "--host", "nowhere"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("no session {id} on nowhere")),
+        "{out:?}"
+    );
+    let alerts = vigil_json(&["alerts", "--host", "other-host"], &config);
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["host"], "other-host");
+    // The audit report keeps the two hosts' sessions apart, each with its own evidence.
+    let report = vigil_json(&["report", "--since", "1h"], &config);
+    let mut reported: Vec<(String, usize)> = report["privileged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["summary"]["session"] == root_id)
+        .map(|s| {
+            let host = s["summary"]["host"].as_str().unwrap().to_string();
+            (host, s["root_commands"].as_array().unwrap().len())
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(reported.len(), 2, "{report}");
+    assert_eq!(reported[0].1, reported[1].1, "{reported:?}");
+    assert!(reported[0].1 > 0);
+
+    // A stored row that does not decode is left out with a warning, never silently.
+    ch.query(&format!(
+        "INSERT INTO events (host, session_id, seq, time, type, detail)
+         VALUES ('{ours}', {id}, 999999999, now64(9), 'exec', '{{\"from\":\"the future\"}}')"
+    ))
+    .unwrap();
+    let timeline = vigil_json(&["session", &id.to_string(), "--host", &ours], &config);
+    let damage = timeline["damage"].as_array().unwrap();
+    assert_eq!(damage.len(), 1, "{damage:?}");
+    assert_eq!(damage[0]["count"], 1);
+    assert!(damage[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("rows of `events` left out"));
+    let out = cli(&["export", &id.to_string(), "--host", &ours]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("vigil: warning: ")
+            && String::from_utf8_lossy(&out.stderr).contains("left out"),
+        "{out:?}"
+    );
     ch.stop().unwrap();
 }
 

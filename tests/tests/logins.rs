@@ -319,6 +319,17 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
     ] {
         assert!(html.contains(&needle), "{needle} not in the report");
     }
+    // Session ids are numbered per host: the spool answers for this host only.
+    let out = Command::new(vigil_bin())
+        .args(["session", &id, "--host", "elsewhere", "--spool"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds this host's sessions"),
+        "{out:?}"
+    );
     vigil_e2e::browser_check(
         &report,
         "report.png",

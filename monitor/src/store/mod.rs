@@ -455,17 +455,18 @@ pub async fn sessions(
 }
 
 /// `vigil alerts` from ClickHouse: the stored alerts (each its whole alert event) matching
-/// `filter`, oldest first. The same filter as the spool's is applied to what comes back, so
-/// both stores answer alike.
+/// `filter`, oldest first, and a loss record for stored rows that did not decode. The same
+/// filter as the spool's is applied to what comes back, so both stores answer alike.
 pub async fn alerts(
     cfg: &ClickHouseConfig,
     filter: &crate::query::AlertFilter,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<crate::query::WithDamage<Vec<Event>>, StoreError> {
     let details: Vec<String> = cfg
         .client(true)?
         .query(
             "SELECT detail FROM alerts FINAL
              WHERE ({uid:Int64} < 0 OR loginuid = {uid:Int64})
+                AND ({host:String} = '' OR host = {host:String})
                 AND ({session:Int64} < 0 OR session_id = {session:Int64})
                 AND ({rule:String} = '' OR rule = {rule:String})
                 AND ({since:Int64} = 0 OR time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC'))
@@ -473,6 +474,7 @@ pub async fn alerts(
              ORDER BY time, alert_id",
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
+        .param("host", filter.host.clone().unwrap_or_default())
         .param("session", filter.session.map(i64::from).unwrap_or(-1))
         .param("rule", filter.rule.clone().unwrap_or_default())
         .param("since", filter.since_ns.unwrap_or(0))
@@ -480,32 +482,72 @@ pub async fn alerts(
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
-    Ok(events_from_details(&details)
-        .into_iter()
-        .filter(|e| filter.matches(e))
-        .collect())
+    let (mut alerts, damage) = events_from_details("alerts", &details);
+    alerts.retain(|e| filter.matches(e));
+    Ok((alerts, damage))
 }
 
-/// One session's events from ClickHouse, in time order (duplicates collapsed by FINAL).
+/// The hosts with a session `id` in ClickHouse, in name order. Session ids are numbered per
+/// host (the kernel's audit session id), so a fleet's store can hold the same id many times.
+pub async fn session_hosts(cfg: &ClickHouseConfig, id: u32) -> Result<Vec<String>, StoreError> {
+    cfg.client(true)?
+        .query("SELECT DISTINCT host FROM sessions WHERE session_id = {id:UInt32} ORDER BY host")
+        .param("id", id)
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))
+}
+
+/// One session's events from ClickHouse (`session` on `host`), in time order (duplicates
+/// collapsed by FINAL), and a loss record for stored rows that did not decode.
 pub async fn session_events(
     cfg: &ClickHouseConfig,
+    host: &str,
     session: u32,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<crate::query::WithDamage<Vec<Event>>, StoreError> {
     let details: Vec<String> = cfg
         .client(true)?
-        .query("SELECT detail FROM events FINAL WHERE session_id = {id:UInt32} ORDER BY time, seq")
+        .query(
+            "SELECT detail FROM events FINAL
+             WHERE host = {host:String} AND session_id = {id:UInt32}
+             ORDER BY time, seq",
+        )
+        .param("host", host)
         .param("id", session)
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
-    Ok(events_from_details(&details))
+    Ok(events_from_details("events", &details))
 }
 
-/// Events from their `detail` JSON column; a row that does not decode (written by a newer
-/// daemon, or damaged) is left out.
-fn events_from_details(details: &[String]) -> Vec<Event> {
-    details
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Event>(d).ok())
-        .collect()
+/// Events from their `detail` JSON column. A row that does not decode (written by a newer
+/// daemon, or damaged) is not dropped silently: the rows left out come back as one loss record,
+/// with the first decoding error, for the reader to show.
+fn events_from_details(table: &str, details: &[String]) -> crate::query::WithDamage<Vec<Event>> {
+    let mut events = Vec::with_capacity(details.len());
+    let mut undecodable = 0u64;
+    let mut first_error = None;
+    for detail in details {
+        match serde_json::from_str::<Event>(detail) {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                undecodable += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let damage = first_error
+        .map(|e| {
+            crate::spool::loss(
+                "clickhouse",
+                undecodable,
+                format!(
+                    "{undecodable} stored rows of `{table}` left out: their detail does not \
+                     decode (written by a newer daemon, or damaged; first error: {e})"
+                ),
+            )
+        })
+        .into_iter()
+        .collect();
+    (events, damage)
 }
