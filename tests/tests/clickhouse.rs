@@ -415,7 +415,7 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
     );
     let status = Command::new(HELPER)
         .args(["login", "65534", "--", "/bin/bash", "-c"])
-        .arg("/usr/bin/id > /dev/null; /usr/bin/base64 /dev/null; /usr/bin/head -c 5000000 /dev/zero > /dev/null")
+        .arg("/usr/bin/id > /dev/null; /usr/bin/base64 /dev/null; /usr/bin/head -c 5000000 /dev/zero > /dev/null; /usr/bin/id < /etc/ssh/sshd_config > /dev/null; /usr/bin/id < /etc/hostname > /dev/null")
         .status()
         .unwrap();
     assert!(status.success());
@@ -452,6 +452,11 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
         "{hours:?} (now {current})"
     );
     assert!(anomalies("new-host").is_empty());
+    // The daemon's default sensitive patterns: /etc/ssh/ is one, /etc/hostname is not.
+    assert_eq!(
+        anomalies("new-sensitive-path"),
+        vec!["/etc/ssh/sshd_config"]
+    );
     let days = anomalies("volume");
     assert_eq!(days.len(), 1, "{days:?}");
     let mut unique = anomalies("peer-unique-binary");

@@ -21,8 +21,10 @@ use crate::{
 use expr::{Fields, Value};
 use rules::LiveRules;
 
-/// Paths whose reads count as sensitive (for exfiltration: sensitive reads, then a connection).
-fn is_sensitive(path: &[u8]) -> bool {
+/// Credential files, whose bytes read count toward exfiltration (credential reads, then a
+/// connection). Deliberately narrower than the baselines' `sensitive_paths` (which also cover
+/// configuration such as /etc/ssh/ and /root/): reading sshd_config and connecting out is routine.
+fn is_credential_file(path: &[u8]) -> bool {
     let p = String::from_utf8_lossy(path);
     ["/etc/shadow", "/etc/gshadow"].contains(&p.as_ref())
         || (p.contains("/.ssh/id_") && !p.ends_with(".pub"))
@@ -273,7 +275,7 @@ impl Detector {
                 EventBody::SessionStart(st) => s.entry = Some(st.entry.clone()),
                 EventBody::FileRead(r) => {
                     s.bytes_read += r.bytes;
-                    if r.path.as_ref().is_some_and(|p| is_sensitive(&p.0)) {
+                    if r.path.as_ref().is_some_and(|p| is_credential_file(&p.0)) {
                         s.sensitive_bytes_read += r.bytes;
                     }
                 }

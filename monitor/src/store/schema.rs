@@ -237,6 +237,7 @@ WHERE type = 'alert'"
         // across the fleet (see `vigil anomalies` and store/anomalies.rs).
         let user = "if(JSONExtractString(detail, 'process', 'login_user') != '', \
             JSONExtractString(detail, 'process', 'login_user'), concat('uid:', toString(loginuid)))";
+        let sensitive = sensitive_path_condition();
         let mut baselines = vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS `{db}`.`user_baseline`{oc} (
@@ -268,13 +269,7 @@ FROM (
                 AND NOT startsWith(path, '127.') AND path != '::1',
                 [('destination', if(position(path, ':') > 0,
                     concat('[', path, ']:', toString(port)), concat(path, ':', toString(port))))],
-            type = 'open' AND ret >= 0 AND (
-                path IN ('/etc/shadow', '/etc/gshadow')
-                OR startsWith(path, '/etc/sudoers') OR startsWith(path, '/etc/ssh/')
-                OR startsWith(path, '/etc/kubernetes/') OR startsWith(path, '/root/')
-                OR startsWith(path, '/var/lib/kubelet/') OR startsWith(path, '/run/secrets/')
-                OR startsWith(path, '/var/run/secrets/')
-                OR match(path, '/\\\\.(ssh|aws|kube|gnupg)/') OR endsWith(path, '/.docker/config.json')),
+            type = 'open' AND ret >= 0 AND ({sensitive}),
                 [('sensitive_path', path)],
             [])) AS d
     FROM `{db}`.`events`
@@ -359,6 +354,28 @@ GROUP BY user, day, host"
     }
 }
 
+/// "`path` is sensitive" in ClickHouse, built from the daemon's own default patterns
+/// (`detection.baseline.sensitive_paths` of the embedded configuration: a prefix, or with a
+/// leading `*` a fragment anywhere), so the fleet-wide view and each daemon count the same paths.
+fn sensitive_path_condition() -> String {
+    crate::config::Config::embedded()
+        .detection
+        .baseline
+        .sensitive_paths
+        .iter()
+        .map(|p| match p.strip_prefix('*') {
+            Some(fragment) => format!("position(path, {}) > 0", sql_string(fragment)),
+            None => format!("startsWith(path, {})", sql_string(p)),
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// A ClickHouse string literal.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +403,20 @@ mod tests {
             .iter()
             .any(|s| s.contains("`events_all`") && s.contains("Distributed(`prod`")));
         assert!(all.iter().any(|s| s.contains("INTERVAL 30 DAY")));
+    }
+
+    #[test]
+    fn the_fleet_sensitive_paths_are_the_daemons_defaults_quoted() {
+        let condition = sensitive_path_condition();
+        assert!(
+            condition.contains("startsWith(path, '/etc/shadow')"),
+            "{condition}"
+        );
+        assert!(
+            condition.contains("position(path, '/.ssh/') > 0"),
+            "{condition}"
+        );
+        assert_eq!(sql_string(r"it's a\b"), r"'it\'s a\\b'");
     }
 
     #[test]
