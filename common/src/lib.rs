@@ -48,7 +48,10 @@ pub mod counter {
     pub const LOST: u32 = 2;
     /// A record went out with a string cut short (argv, path or cwd longer than the limits).
     pub const TRUNCATED: u32 = 3;
-    pub const OUTCOMES: u32 = 4;
+    /// A table the kernel side keeps between syscalls was full (pending set*id calls, open
+    /// files whose reads are counted): the event could not be followed and is lost.
+    pub const UNTRACKED: u32 = 4;
+    pub const OUTCOMES: u32 = 5;
     /// Number of slots in the counters map.
     pub const SLOTS: u32 = super::kind::COUNT as u32 * OUTCOMES;
 
@@ -237,6 +240,8 @@ const _: () = assert!(OPEN_TAIL_CAP.is_power_of_two());
 pub const OPEN_PATH_TRUNCATED: u16 = 1 << 0;
 pub const OPEN_CWD_TRUNCATED: u16 = 1 << 1;
 pub const OPEN_PATH_UNAVAILABLE: u16 = 1 << 2;
+/// The kernel's open-file table had no room: reads from this open are not followed.
+pub const OPEN_READS_UNTRACKED: u16 = 1 << 3;
 
 /// Which syscall opened the file.
 pub mod open_syscall {

@@ -30,7 +30,7 @@ pub fn on_execve_enter(nr: u32) {
         old: cred_ids(task),
     };
     if PENDING.insert(current_tid(), pending, 0).is_err() {
-        count(kind::PRIV, counter::LOST);
+        count(kind::PRIV, counter::UNTRACKED);
     }
 }
 

@@ -4,7 +4,7 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use vigil_common::{
     counter, kind, open_syscall, sys_class, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
     AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
-    OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_TAIL_CAP,
+    OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_READS_UNTRACKED, OPEN_TAIL_CAP,
 };
 
 use crate::{
@@ -69,13 +69,19 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
         count(kind::OPEN, counter::TRUNCATED);
     }
     let ktime = rec.header.ktime_ns;
+    // Following starts before the record goes out, so the record can say when the table had no
+    // room. Such a file is counted once, here: it gets no origin either, so its reads do not
+    // try (and count) again.
+    let followed = ret >= 0 && track_read_volume(task, ret as u32, ktime);
+    if ret >= 0 && !followed {
+        rec.flags |= OPEN_READS_UNTRACKED;
+    }
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const OpenRecord as *const u8, size) };
     match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
         Ok(()) => count(kind::OPEN, counter::EMITTED),
         Err(_) => count(kind::OPEN, counter::LOST),
     }
-    if ret >= 0 {
-        track_read_volume(task, ret as u32, ktime);
+    if followed {
         let file = fd_file(task, ret as u32);
         if !file.is_null() {
             let _ = FILE_ORIGIN.insert(file as u64, ktime, 0);
@@ -83,10 +89,11 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     }
 }
 
-/// Starts counting the bytes read from a newly opened fd. An entry still there for the same fd
-/// (closed without `close(2)`: `dup2` over it, `close_range`) is reported first, not overwritten.
+/// Starts counting the bytes read from a newly opened fd; false when the table is full (counted
+/// as untracked). An entry still there for the same fd (closed without `close(2)`: `dup2` over
+/// it, `close_range`) is reported first, not overwritten.
 #[inline(always)]
-fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) {
+fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
@@ -101,8 +108,10 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) {
         open_ktime_ns,
     };
     if OPEN_FILES.insert(key, stats, 0).is_err() {
-        count(kind::FILE_READ, counter::LOST);
+        count(kind::FILE_READ, counter::UNTRACKED);
+        return false;
     }
+    true
 }
 
 /// Sends the read volume of a file; files never read (mmapped libraries, writes) send nothing.

@@ -22,7 +22,7 @@ pub fn on_enter(nr: u32, args: [u64; 3]) {
         old: cred_ids(task),
     };
     if PENDING.insert(current_tid(), pending, 0).is_err() {
-        count(kind::PRIV, counter::LOST);
+        count(kind::PRIV, counter::UNTRACKED);
     }
 }
 

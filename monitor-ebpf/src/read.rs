@@ -45,7 +45,7 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
             open_ktime_ns: *open_ktime_ns,
         };
         if OPEN_FILES.insert(key, stats, 0).is_err() {
-            count(kind::FILE_READ, counter::LOST);
+            count(kind::FILE_READ, counter::UNTRACKED);
         }
         return;
     };

@@ -77,6 +77,7 @@ fn synthetic(i: u64) -> Event {
             mode: 0,
             result: SyscallResult::from_ret(3),
             path_truncated: false,
+            reads_untracked: false,
         }),
         2 => EventBody::FileRead(FileReadEvent {
             fd: 3,

@@ -14,8 +14,8 @@ use vigil_common::{
     FileReadRecord, ForkRecord, OpenRecord, PrivRecord, TtyRecord, AUDIT_UNSET,
     EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, HEADER_SIZE, OPEN_FIXED_SIZE, OPEN_PATH_TRUNCATED,
-    OPEN_PATH_UNAVAILABLE, SCHEMA_VERSION, TTY_FIXED_SIZE, TTY_OVER_BUDGET, TTY_TRUNCATED,
-    TTY_UNREADABLE,
+    OPEN_PATH_UNAVAILABLE, OPEN_READS_UNTRACKED, SCHEMA_VERSION, TTY_FIXED_SIZE, TTY_OVER_BUDGET,
+    TTY_TRUNCATED, TTY_UNREADABLE,
 };
 
 use crate::event::*;
@@ -379,6 +379,7 @@ fn decode_open(b: &[u8]) -> Result<OpenEvent, DecodeError> {
         mode: pod(b, offset_of!(OpenRecord, mode))?,
         result: SyscallResult::from_ret(pod::<i32>(b, offset_of!(OpenRecord, ret))? as i64),
         path_truncated: flags & OPEN_PATH_TRUNCATED != 0,
+        reads_untracked: flags & OPEN_READS_UNTRACKED != 0,
     })
 }
 

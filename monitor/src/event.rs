@@ -288,6 +288,10 @@ pub struct OpenEvent {
     pub mode: u32,
     pub result: SyscallResult,
     pub path_truncated: bool,
+    /// The kernel's open-file table was full: this open's read volume is not followed (the
+    /// loss is counted). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reads_untracked: bool,
 }
 
 /// Why a read volume was reported.

@@ -354,6 +354,71 @@ exit 7"#,
     }
 }
 
+/// The kernel side follows the bytes read per open file in a table of 65,536 entries. Files
+/// opened past it are not followed, and the loss says why (a full table), never that the ring
+/// buffer was full, so an operator raises the right limit.
+#[test]
+fn files_past_the_open_file_table_are_reported_as_such() {
+    require_root();
+    // Four processes of 17,500: one may not hold more than its fd limit.
+    const PER_PROCESS: u64 = 17_500;
+    const HELD: u64 = 4 * PER_PROCESS;
+    let loginuid = 37_000 + std::process::id() % 1000;
+    let daemon = Daemon::start("").expect("daemon starts");
+    let status = Command::new(HELPER)
+        .args(["login", &loginuid.to_string(), "--", HELPER, "hold-open"])
+        .arg("/etc/hostname")
+        .args([PER_PROCESS.to_string(), "4".to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let events = daemon.stop().expect("daemon stops");
+    let losses = of_type(&events, "loss");
+    let untracked: u64 = losses
+        .iter()
+        .filter(|l| l["kind"] == "file_read")
+        .filter(|l| {
+            l["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("open-file table was full")
+        })
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    // Other processes' open files only take room: at least this many did not fit.
+    assert!(untracked >= HELD - 65_536, "{untracked}: {losses:#?}");
+    assert!(untracked <= HELD, "{untracked}: {losses:#?}");
+    // What did fit is reported at exit, one volume (one read of one byte) per file.
+    let reported: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "file_read" && e["process"]["loginuid"] == loginuid)
+        .filter(|e| e["bytes"] == 1 && e["reads"] == 1)
+        .collect();
+    let followed = reported.len() as u64;
+    // The opens that did not fit say so.
+    let marked = of_type(&events, "open")
+        .iter()
+        .filter(|e| e["process"]["loginuid"] == loginuid && e["reads_untracked"] == true)
+        .count() as u64;
+    assert_eq!(marked, untracked);
+    // Each file is either followed or counted as not followed, once.
+    assert_eq!(
+        followed + untracked,
+        HELD,
+        "{followed} + {untracked}: {losses:#?}"
+    );
+    // The daemon keeps the paths of as many opens as the kernel follows; the session's other
+    // opens (the helpers' own libraries) take a few of those places.
+    let with_path = reported
+        .iter()
+        .filter(|e| e["path"] == "/etc/hostname")
+        .count() as u64;
+    assert!(
+        with_path + 64 >= followed,
+        "{with_path} of {followed} with their path"
+    );
+}
+
 #[test]
 fn stopping_detaches_every_program() {
     require_root();

@@ -91,6 +91,8 @@ pub struct KindCounters {
     pub filtered: u64,
     pub lost: u64,
     pub truncated: u64,
+    /// Lost because a kernel-side table was full (see `counter::UNTRACKED`).
+    pub untracked: u64,
 }
 
 /// The loaded and attached kernel side.
@@ -226,6 +228,7 @@ impl KernelMonitor {
                     filtered: sum[counter::FILTERED as usize],
                     lost: sum[counter::LOST as usize],
                     truncated: sum[counter::TRUNCATED as usize],
+                    untracked: sum[counter::UNTRACKED as usize],
                 },
             ));
         }

@@ -128,7 +128,9 @@ impl Enricher {
             out,
         );
         match &mut event.body {
-            EventBody::Open(open) if open.result.ok() => {
+            // Paths are kept for the opens whose read volume the kernel follows: only those
+            // come back as file_read reports.
+            EventBody::Open(open) if open.result.ok() && !open.reads_untracked => {
                 self.paths.insert(event.mono_ns, open.path.clone());
                 self.open_fds
                     .entry(tgid)

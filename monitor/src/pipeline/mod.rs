@@ -277,6 +277,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             filtered = c.filtered,
             lost = c.lost,
             truncated = c.truncated,
+            untracked = c.untracked,
             "kernel counters"
         );
     }

@@ -38,7 +38,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<()> {
-    let mut seen_lost: HashMap<u16, u64> = HashMap::new();
+    // Per kind, the losses already written down: (ring buffer full, kernel table full).
+    let mut seen_lost: HashMap<u16, (u64, u64)> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     loop {
         let last = tokio::select! {
@@ -51,15 +52,17 @@ pub async fn run(
         };
         for (k, c) in &counters {
             publish(*k, c);
-            let before = seen_lost.entry(*k).or_insert(0);
-            if c.lost > *before {
-                let count = c.lost - *before;
-                *before = c.lost;
-                let reason = if *k == kind::FILE_READ {
-                    "the kernel's open-file table was full; read volumes of these opens are not counted"
-                } else {
-                    "the kernel ring buffer was full"
-                };
+            let (ring_before, table_before) = seen_lost.entry(*k).or_insert((0, 0));
+            let losses = [
+                (c.lost, ring_before, "the kernel ring buffer was full"),
+                (c.untracked, table_before, untracked_reason(*k)),
+            ];
+            for (now, before, reason) in losses {
+                if now <= *before {
+                    continue;
+                }
+                let count = now - *before;
+                *before = now;
                 tracing::warn!(kind = kind_name(*k), count, "{reason}");
                 let event = loss_event(LossEvent {
                     stage: "kernel".into(),
@@ -80,6 +83,19 @@ pub async fn run(
     }
 }
 
+/// Why events of kind `k` could not be followed when a kernel table was full.
+fn untracked_reason(k: u16) -> &'static str {
+    match k {
+        kind::FILE_READ => {
+            "the kernel's open-file table was full; read volumes of these opens are not counted"
+        }
+        kind::PRIV => {
+            "the kernel's table of pending privilege changes was full; these changes are not seen"
+        }
+        _ => "a kernel table was full",
+    }
+}
+
 fn publish(k: u16, c: &KindCounters) {
     let name = kind_name(k);
     for (outcome, value) in [
@@ -87,6 +103,7 @@ fn publish(k: u16, c: &KindCounters) {
         ("filtered", c.filtered),
         ("lost", c.lost),
         ("truncated", c.truncated),
+        ("untracked", c.untracked),
     ] {
         metrics::counter!("vigil_kernel_events_total", "kind" => name, "outcome" => outcome)
             .absolute(value);

@@ -7,6 +7,9 @@
 //! vigil-test-helper connect <ip:port>                  TCP connect (IPv4 or IPv6) and close
 //! vigil-test-helper connect-unix <path>                unix stream connect and close
 //! vigil-test-helper read-exit <path> <n>               read n bytes, exit without closing
+//! vigil-test-helper hold-open <path> <n> <procs>       procs children each open path n times and
+//!                                                       read a byte from each; all exit together
+//!                                                       with their files open
 //! vigil-test-helper storm <exec|open-read|connect> <count> <target>
 //!                                                       timed loop; prints elapsed nanoseconds
 //! ```
@@ -89,6 +92,41 @@ fn storm(kind: &str, count: u64, target: &str) -> Result<u128, String> {
     Ok(start.elapsed().as_nanos())
 }
 
+fn hold_open(path: &str, n: u64, processes: u64) -> Result<(), String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        let mut child = Command::new(&exe)
+            .args(["hold-open-child", path, &n.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start a child: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no child stdout")?;
+        children.push((child, std::io::BufReader::new(stdout)));
+    }
+    for (child, out) in &mut children {
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "holding" {
+            let _ = child.kill();
+            return Err(format!("a child did not hold its files: {line:?}"));
+        }
+    }
+    let mut failed = 0;
+    for (mut child, _) in children {
+        drop(child.stdin.take());
+        if !child.wait().map_err(|e| e.to_string())?.success() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(format!("{failed} children failed"));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
@@ -158,6 +196,49 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        "hold-open" => {
+            // More files open and read at once than the kernel side's open-file table holds:
+            // `processes` children (a process may hold only so many fds) each open and read
+            // `n`, then all exit together once every one of them holds its files.
+            let (Some(path), Some(n), Some(processes)) = (
+                args.get(1),
+                args.get(2).and_then(|n| n.parse::<u64>().ok()),
+                args.get(3).and_then(|n| n.parse::<u64>().ok()),
+            ) else {
+                return usage();
+            };
+            match hold_open(path, n, processes) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: hold-open: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "hold-open-child" => {
+            let (Some(path), Some(n)) =
+                (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
+            else {
+                return usage();
+            };
+            let mut files = Vec::new();
+            for _ in 0..n {
+                let mut byte = [0u8; 1];
+                match std::fs::File::open(path).and_then(|mut f| f.read(&mut byte).map(|_| f)) {
+                    Ok(f) => files.push(f),
+                    Err(e) => {
+                        eprintln!("vigil-test-helper: open {path}: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            // Ready; hold everything until the parent closes our stdin, then exit with the
+            // files still open (their read volumes are reported at exit).
+            println!("holding");
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            std::process::exit(0)
         }
         "connect-unix" => {
             let Some(path) = args.get(1) else {
