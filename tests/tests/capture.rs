@@ -419,6 +419,53 @@ fn files_past_the_open_file_table_are_reported_as_such() {
     );
 }
 
+/// A file read over a long stretch keeps its path however many other files come and go in the
+/// meantime (more than the daemon keeps paths for): their volumes were reported and make room.
+#[test]
+fn a_long_read_keeps_its_path_through_a_storm_of_other_opens() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, [0u8; 64]).unwrap();
+    let loginuid = 38_000 + std::process::id() % 1000;
+    let daemon = Daemon::start("").expect("daemon starts");
+    let script = format!(
+        "exec 3< /etc/hostname; read -r -n 1 -u 3 _; {HELPER} storm open-read 80000 {} > /dev/null; \
+         read -r -n 1 -u 3 _; exec 3<&-",
+        other.display()
+    );
+    let status = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/bash",
+            "-c",
+            &script,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let events = daemon.stop().expect("daemon stops");
+    // The shell's `exec 3< /etc/hostname`, and the volume reported for that open at its close.
+    let opened = events
+        .iter()
+        .find(|e| {
+            e["type"] == "open"
+                && e["process"]["loginuid"] == loginuid
+                && e["process"]["comm"] == "bash"
+                && e["path"] == "/etc/hostname"
+        })
+        .expect("the shell's open");
+    let reported: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "file_read" && e["open_mono_ns"] == opened["mono_ns"])
+        .collect();
+    assert_eq!(reported.len(), 1, "{reported:#?}");
+    assert_eq!(reported[0]["reason"], "close");
+    assert_eq!(reported[0]["path"], "/etc/hostname", "{:#}", reported[0]);
+}
+
 #[test]
 fn stopping_detaches_every_program() {
     require_root();

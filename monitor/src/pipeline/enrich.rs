@@ -2,7 +2,7 @@
 //! volume of files a process still held when it exited.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,37 +20,52 @@ use crate::{
 /// (entries made for inherited or dup'd fds, or an exit event that was lost).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Paths of recent opens, by the open's `mono_ns`. Bounded: the oldest are forgotten first.
-/// (A VecDeque beside a HashMap is all the LRU this needs: entries are never touched again.)
+/// Paths of opens whose read volume may still be reported, by the open's `mono_ns`, bounded.
+///
+/// An open whose volume was reported (at close or exit) usually needs its path no more, but a
+/// file inherited by several processes is reported once per process; so reported paths stay
+/// while there is room and are the first forgotten. An open never reported yet (a file read for
+/// hours) is forgotten only when the table holds nothing else, oldest first.
 struct OpenPaths {
-    by_open: HashMap<u64, RawBytes>,
-    order: VecDeque<u64>,
+    pending: BTreeMap<u64, RawBytes>,
+    reported: BTreeMap<u64, RawBytes>,
     capacity: usize,
 }
 
 impl OpenPaths {
     fn new(capacity: usize) -> Self {
         OpenPaths {
-            by_open: HashMap::new(),
-            order: VecDeque::new(),
+            pending: BTreeMap::new(),
+            reported: BTreeMap::new(),
             capacity,
         }
     }
 
     fn insert(&mut self, open_mono_ns: u64, path: RawBytes) {
-        if self.by_open.insert(open_mono_ns, path).is_none() {
-            self.order.push_back(open_mono_ns);
-        }
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.by_open.remove(&old);
+        self.reported.remove(&open_mono_ns);
+        self.pending.insert(open_mono_ns, path);
+        while self.pending.len() + self.reported.len() > self.capacity {
+            if self.reported.pop_first().is_none() {
+                self.pending.pop_first();
             }
         }
     }
 
-    fn get(&self, open_mono_ns: u64) -> Option<&RawBytes> {
-        self.by_open.get(&open_mono_ns)
+    /// The path of the open at `open_mono_ns`, for a report of its read volume.
+    fn reported(&mut self, open_mono_ns: u64) -> Option<RawBytes> {
+        if let Some(path) = self.pending.remove(&open_mono_ns) {
+            self.reported.insert(open_mono_ns, path.clone());
+            return Some(path);
+        }
+        self.reported.get(&open_mono_ns).cloned()
     }
+}
+
+/// Whether reads from an open can ever be counted: not a write-only, `O_PATH` or directory
+/// open (read(2) on those fails), whose path would only take room.
+fn may_be_read(open: &crate::event::OpenEvent) -> bool {
+    let flags = open.flags as i32;
+    open.access != "write" && flags & (libc::O_PATH | libc::O_DIRECTORY) == 0
 }
 
 pub struct Enricher {
@@ -131,14 +146,16 @@ impl Enricher {
             // Paths are kept for the opens whose read volume the kernel follows: only those
             // come back as file_read reports.
             EventBody::Open(open) if open.result.ok() && !open.reads_untracked => {
-                self.paths.insert(event.mono_ns, open.path.clone());
+                if may_be_read(open) {
+                    self.paths.insert(event.mono_ns, open.path.clone());
+                }
                 self.open_fds
                     .entry(tgid)
                     .or_default()
                     .insert(open.result.ret as u32);
             }
             EventBody::FileRead(read) => {
-                read.path = self.paths.get(read.open_mono_ns).cloned();
+                read.path = self.paths.reported(read.open_mono_ns);
                 if let Some(fds) = self.open_fds.get_mut(&tgid) {
                     fds.remove(&read.fd);
                 }
@@ -184,7 +201,7 @@ impl Enricher {
             }
             flushed.body = EventBody::FileRead(FileReadEvent {
                 fd: key.fd,
-                path: self.paths.get(stats.open_ktime_ns).cloned(),
+                path: self.paths.reported(stats.open_ktime_ns),
                 bytes: stats.bytes,
                 reads: stats.reads,
                 open_mono_ns: stats.open_ktime_ns,
@@ -277,4 +294,42 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(s: &str) -> RawBytes {
+        RawBytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_file_still_open_keeps_its_path_while_reported_ones_make_room() {
+        let mut paths = OpenPaths::new(3);
+        paths.insert(1, path("/var/log/long-read"));
+        paths.insert(2, path("/etc/a"));
+        assert_eq!(paths.reported(2), Some(path("/etc/a")));
+        paths.insert(3, path("/etc/b"));
+        assert_eq!(paths.reported(3), Some(path("/etc/b")));
+        // Full: the reported ones go first, oldest first; the open one stays.
+        paths.insert(4, path("/etc/c"));
+        paths.insert(5, path("/etc/d"));
+        assert_eq!(paths.reported(2), None);
+        assert_eq!(paths.reported(3), None);
+        assert_eq!(paths.reported(1), Some(path("/var/log/long-read")));
+        // A second report of the same open (an inherited fd) still finds it.
+        assert_eq!(paths.reported(1), Some(path("/var/log/long-read")));
+    }
+
+    #[test]
+    fn with_nothing_reported_the_oldest_open_is_forgotten() {
+        let mut paths = OpenPaths::new(2);
+        paths.insert(1, path("/a"));
+        paths.insert(2, path("/b"));
+        paths.insert(3, path("/c"));
+        assert_eq!(paths.reported(1), None);
+        assert_eq!(paths.reported(2), Some(path("/b")));
+        assert_eq!(paths.reported(3), Some(path("/c")));
+    }
 }
