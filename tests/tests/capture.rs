@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_e2e::{of_type, raw_bytes, require_root, Daemon};
+use vigil_e2e::{login_session, of_type, raw_bytes, require_root, Daemon};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -434,18 +434,7 @@ fn a_long_read_keeps_its_path_through_a_storm_of_other_opens() {
          read -r -n 1 -u 3 _; exec 3<&-",
         other.display()
     );
-    let status = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/bash",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(login_session(HELPER, loginuid, dir.path(), &script).success());
     let events = daemon.stop().expect("daemon stops");
     // The shell's `exec 3< /etc/hostname`, and the volume reported for that open at its close.
     let opened = events
