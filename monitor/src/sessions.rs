@@ -73,11 +73,10 @@ pub fn ssh_origin(pid: u32) -> Option<SshOrigin> {
 /// does not depend on a short-lived shell still being there to read its environment).
 pub fn ssh_origin_from_socket(ancestry: &[Ancestor]) -> Option<SshOrigin> {
     use procfs::process::FDTarget;
-    let tcp: Vec<procfs::net::TcpNetEntry> = procfs::net::tcp()
-        .unwrap_or_default()
-        .into_iter()
-        .chain(procfs::net::tcp6().unwrap_or_default())
-        .collect();
+    // The TCP tables are read only for a session with an sshd above it, and once: reading them
+    // walks every socket on the host, which a session started by cron or a container's
+    // entrypoint must not pay for (this runs in the enrich stage).
+    let mut tcp: Option<Vec<procfs::net::TcpNetEntry>> = None;
     for a in ancestry.iter().rev().filter(|a| a.name.starts_with("sshd")) {
         let Ok(process) = procfs::process::Process::new(a.pid as i32) else {
             continue;
@@ -90,6 +89,16 @@ pub fn ssh_origin_from_socket(ancestry: &[Ancestor]) -> Option<SshOrigin> {
                 _ => None,
             })
             .collect();
+        if inodes.is_empty() {
+            continue;
+        }
+        let tcp = tcp.get_or_insert_with(|| {
+            procfs::net::tcp()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(procfs::net::tcp6().unwrap_or_default())
+                .collect()
+        });
         if let Some(conn) = tcp
             .iter()
             .find(|c| inodes.contains(&c.inode) && c.state == procfs::net::TcpState::Established)

@@ -93,9 +93,8 @@ struct Segment {
 /// records are not loss records).
 fn loss_count(payload: &[u8]) -> Option<u64> {
     const MARK: &[u8] = b"\"type\":\"loss\"";
-    if !payload.windows(MARK.len()).any(|w| w == MARK) {
-        return None;
-    }
+    // Every record written and read passes here: a SIMD substring search, not a window scan.
+    memchr::memmem::find(payload, MARK)?;
     let event: Event = serde_json::from_slice(payload).ok()?;
     match event.body {
         EventBody::Loss(l) => Some(l.count),

@@ -65,7 +65,7 @@ pub fn run(which: Which) -> Result<()> {
 
 /// Runs the scenario suite (tests/src/bin/detect_bench.rs) against the built daemon.
 fn detect(benign: usize) -> Result<()> {
-    let bench = workspace().join("target/release/vigil-detect-bench");
+    let bench = crate::release_bin("vigil-detect-bench");
     let status = Command::new(&bench)
         .args(["--benign", &benign.to_string()])
         .env("VIGIL_BIN", vigil_bin())
@@ -78,7 +78,17 @@ fn detect(benign: usize) -> Result<()> {
 }
 
 fn helper_bin() -> PathBuf {
-    workspace().join("target/release/vigil-test-helper")
+    crate::release_bin("vigil-test-helper")
+}
+
+/// A child process (the chdb endpoint) killed however the benchmark ends, errors included.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -124,7 +134,12 @@ impl Monitor {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr.log"))?)
             .spawn()
-            .context("cannot start vigil")?;
+            .with_context(|| format!("cannot start {}", vigil_bin().display()))?;
+        // Owned from here, so an error below still stops it (see Drop).
+        let monitor = Monitor {
+            child,
+            dir: dir.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
             if Instant::now() > deadline {
@@ -132,10 +147,7 @@ impl Monitor {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Monitor {
-            child,
-            dir: dir.to_path_buf(),
-        })
+        Ok(monitor)
     }
 
     /// Stops the daemon; returns the path of its events file.
@@ -157,6 +169,16 @@ impl Monitor {
         text.lines()
             .map(|l| serde_json::from_str(l).context("bad event line"))
             .collect()
+    }
+}
+
+/// A benchmark that fails half-way must not leave a daemon capturing: killed if not stopped.
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -406,7 +428,7 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
     // 1 and 2: synthetic events through the spool writer, then the shipper into ClickHouse.
     let port = free_port()?;
     let ready = dir.join("ch.ready");
-    let mut ch = Command::new(crate::setup::python())
+    let ch = Command::new(crate::setup::python())
         .arg(workspace().join("deploy/dev/chdb_http.py"))
         .arg("--data")
         .arg(dir.join("ch"))
@@ -415,10 +437,10 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start the chdb endpoint")?;
+    let ch = KillOnDrop(ch);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ready.exists() {
         if Instant::now() > deadline {
-            let _ = ch.kill();
             bail!("chdb endpoint not ready in 60 s");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -433,9 +455,9 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
         .arg(dir.join("spool-synthetic"))
         .arg("--config")
         .arg(&config)
-        .output()?;
-    let _ = ch.kill();
-    let _ = ch.wait();
+        .output()
+        .with_context(|| format!("cannot run {}", vigil_bin().display()))?;
+    drop(ch);
     if !out.status.success() {
         bail!(
             "vigil bench-ingest failed: {}",
@@ -545,7 +567,8 @@ fn measure_cli(args: &[&str]) -> Result<(f64, f64, u64)> {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()?;
+        .spawn()
+        .with_context(|| format!("cannot run {}", vigil_bin().display()))?;
     let mut stdout = child.stdout.take().context("no stdout")?;
     let mut first = [0u8; 1];
     stdout.read_exact(&mut first)?;
@@ -572,7 +595,8 @@ fn replay(events: u64, runs: usize) -> Result<()> {
     let out = Command::new(vigil_bin())
         .args(["bench-session", "--events", &events.to_string(), "--spool"])
         .arg(&spool)
-        .output()?;
+        .output()
+        .with_context(|| format!("cannot run {}", vigil_bin().display()))?;
     if !out.status.success() {
         bail!(
             "bench-session failed: {}",

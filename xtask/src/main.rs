@@ -97,8 +97,17 @@ pub fn build() -> Result<()> {
     ]))
 }
 
+/// A release binary of the workspace, where cargo puts it (`CARGO_TARGET_DIR` when set).
+pub fn release_bin(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("release")
+        .join(name)
+}
+
 pub fn vigil_bin() -> PathBuf {
-    workspace().join("target/release/vigil")
+    release_bin("vigil")
 }
 
 fn lint() -> Result<()> {
@@ -189,7 +198,7 @@ fn main() -> Result<()> {
             // Become the daemon, so Ctrl-C reaches it alone and the shell waits for its drain.
             use std::os::unix::process::CommandExt as _;
             let err = cmd.exec();
-            Err(err).context("cannot start target/release/vigil")
+            Err(err).with_context(|| format!("cannot start {}", vigil_bin().display()))
         }
         Task::Test { filter, no_lint } => test(filter, no_lint),
         Task::Lint => lint(),
