@@ -74,14 +74,31 @@ impl Health {
     ) -> Result<T, E> {
         self.set_stage(name, StageState::Running);
         let result = stage.await;
+        self.finished(name, &result);
+        result
+    }
+
+    /// As [`Health::track`], for a stage that runs on a thread of its own.
+    pub fn track_blocking<T, E: std::fmt::Display>(
+        &self,
+        name: &'static str,
+        stage: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.set_stage(name, StageState::Running);
+        let result = stage();
+        self.finished(name, &result);
+        result
+    }
+
+    fn finished<T, E: std::fmt::Display>(&self, name: &'static str, result: &Result<T, E>) {
         self.set_stage(
             name,
-            match &result {
+            match result {
                 Ok(_) => StageState::Stopped,
-                Err(e) => StageState::Failed(e.to_string()),
+                // The alternate form: an anyhow error with its causes.
+                Err(e) => StageState::Failed(format!("{e:#}")),
             },
         );
-        result
     }
 
     fn stages(&self) -> BTreeMap<&'static str, StageState> {

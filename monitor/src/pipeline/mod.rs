@@ -141,19 +141,10 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     )?;
     let sink_stats = stats.clone();
     let sink_health = health.clone();
-    sink_health.set_stage("sink", crate::health::StageState::Running);
     let sink_thread = std::thread::Builder::new()
         .name("vigil-sink".into())
         .spawn(move || {
-            let result = sink::run(sink_rx, sink, sink_stats);
-            sink_health.set_stage(
-                "sink",
-                match &result {
-                    Ok(()) => crate::health::StageState::Stopped,
-                    Err(e) => crate::health::StageState::Failed(format!("{e:#}")),
-                },
-            );
-            result
+            sink_health.track_blocking("sink", || sink::run(sink_rx, sink, sink_stats))
         })?;
 
     let mut capture = tokio::spawn(health.clone().track(
