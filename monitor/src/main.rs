@@ -373,8 +373,9 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
         return print_json(&list);
     }
     println!(
-        "{:>8}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
+        "{:>8}  {:<16} {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
         "SESSION",
+        "HOST",
         "USER",
         "PERSON",
         "ORIGIN",
@@ -394,8 +395,10 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
             .map(|i| i.person.clone())
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:>8}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}{}",
+            "{:>8}  {:<16} {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}{}",
             s.session,
+            // Session ids are per host: the host says which one `vigil session --host` wants.
+            s.host.as_deref().unwrap_or("-").escape_debug().to_string(),
             user,
             person,
             origin_text(&s),

@@ -199,6 +199,18 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
             .output()
             .expect("vigil runs")
     };
+    // The listing says which host each is on.
+    let listing = cli(&["sessions"]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for host in [ours.as_str(), "other-host"] {
+        assert!(
+            listing.lines().any(|l| {
+                let mut cols = l.split_whitespace();
+                cols.next() == Some(id.to_string().as_str()) && cols.next() == Some(host)
+            }),
+            "{host}:\n{listing}"
+        );
+    }
     let out = cli(&["session", &id.to_string()]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{msg}");
