@@ -441,13 +441,27 @@ pub fn browser_check(page: &Path, screenshot: &str, texts: &[&str]) -> PathBuf {
 /// The unprivileged test user (`vigil-e2e`).
 pub const USER: &str = "vigil-e2e";
 
-fn run_ok(cmd: &mut Command) {
+/// Runs `cmd` to its end, failing the test (with the command and its stderr) unless it
+/// succeeds; returns its output.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().expect("command runs");
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// A helper process a test started (an endpoint, sshd, the daemon under a FIFO), killed and
+/// reaped however the test ends, panics included.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The test user (created once and left in place), allowed to sudo without a password.

@@ -9,23 +9,18 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_e2e::{free_port, raw_bytes, require_root, vigil_bin, ClickHouse, Daemon};
+use vigil_e2e::{free_port, raw_bytes, require_root, run_ok, vigil_bin, ClickHouse, Daemon};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
 /// `vigil <args> --config <config>`, parsed as JSON.
 fn vigil_json(args: &[&str], config: &Path) -> Value {
-    let out = Command::new(vigil_bin())
-        .args(args)
-        .arg("--json")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("vigil runs");
-    assert!(
-        out.status.success(),
-        "vigil {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(vigil_bin())
+            .args(args)
+            .arg("--json")
+            .arg("--config")
+            .arg(config),
     );
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }

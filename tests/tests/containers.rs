@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vigil_e2e::{free_port, login_session, of_type, python, raw_bytes, require_root, Daemon};
+use vigil_e2e::{
+    free_port, login_session, of_type, python, raw_bytes, require_root, run_ok, Daemon, KillOnDrop,
+};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -129,65 +131,49 @@ fn commands_in_a_pod_carry_its_container_and_pod_ids() {
     assert!(bash["process"]["container_id"].is_null(), "{bash}");
 }
 
-/// The pod-list endpoint, stopped whatever happens to the test.
-struct Endpoint(std::process::Child);
-
-impl Endpoint {
-    /// Serves `dir`'s pods.json with its server certificate for `token` on node `node-e2e`, at
-    /// most `max_page` pods a page, logging requests to `<name>.jsonl` in `dir`.
-    fn start(dir: &Path, port: u16, token: &str, max_page: u32, name: &str) -> Endpoint {
-        let ready = dir.join(format!("{name}.ready"));
-        let endpoint = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pod_list_endpoint.py"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--token",
-                token,
-                "--node",
-                "node-e2e",
-            ])
-            .args(["--max-page", &max_page.to_string()])
-            .arg("--cert")
-            .arg(dir.join("server.crt"))
-            .arg("--key")
-            .arg(dir.join("server.key"))
-            .arg("--pods")
-            .arg(dir.join("pods.json"))
-            .arg("--log")
-            .arg(dir.join(format!("{name}.jsonl")))
-            .arg("--ready-file")
-            .arg(&ready)
-            .spawn()
-            .map(Endpoint)
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() {
-            assert!(Instant::now() < deadline, "endpoint not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        endpoint
+/// Starts the pod-list endpoint (stopped whatever happens to the test): serves `dir`'s
+/// pods.json with its server certificate for `token` on node `node-e2e`, at most `max_page` pods
+/// a page, logging requests to `<name>.jsonl` in `dir`.
+fn start_endpoint(dir: &Path, port: u16, token: &str, max_page: u32, name: &str) -> KillOnDrop {
+    let ready = dir.join(format!("{name}.ready"));
+    let endpoint = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pod_list_endpoint.py"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--token",
+            token,
+            "--node",
+            "node-e2e",
+        ])
+        .args(["--max-page", &max_page.to_string()])
+        .arg("--cert")
+        .arg(dir.join("server.crt"))
+        .arg("--key")
+        .arg(dir.join("server.key"))
+        .arg("--pods")
+        .arg(dir.join("pods.json"))
+        .arg("--log")
+        .arg(dir.join(format!("{name}.jsonl")))
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "endpoint not ready");
+        std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    endpoint
 }
 
 /// Runs `openssl` with the whitespace-separated `args` in `dir`.
 fn openssl(dir: &Path, args: &str) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args.split_whitespace())
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(args.split_whitespace()),
     );
 }
 
@@ -231,7 +217,7 @@ fn pods_the_log_directory_does_not_name_are_named_by_the_api_server() {
     std::fs::write(dir.path().join("pods.json"), pods.to_string()).unwrap();
     let port = free_port();
     let log = dir.path().join("requests.jsonl");
-    let endpoint = Endpoint::start(dir.path(), port, &token, 1, "requests");
+    let endpoint = start_endpoint(dir.path(), port, &token, 1, "requests");
     let empty_logs = tempfile::tempdir().unwrap();
     let config = format!(
         "identity:\n  pod_logs_dir: {}\n  kubernetes_api:\n    mode: always\n    url: https://127.0.0.1:{port}\n    token_file: {}\n    ca_file: {}\n    refresh_seconds: 1\n",
@@ -284,7 +270,7 @@ fn pods_the_log_directory_does_not_name_are_named_by_the_api_server() {
         dir.path().join("token").display(),
         empty_logs.path().join("ca.crt").display(),
     );
-    let endpoint = Endpoint::start(dir.path(), port, &token, 500, "requests-2");
+    let endpoint = start_endpoint(dir.path(), port, &token, 500, "requests-2");
     let daemon = Daemon::start_wrapped(&wrapper, None, &wrong_ca).expect("daemon starts");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.stderr().contains("Kubernetes API") {

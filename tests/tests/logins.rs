@@ -15,17 +15,9 @@ use std::{
 
 use serde_json::Value;
 use vigil_e2e::{
-    ensure_user, free_port, of_type, raw_bytes, require_root, vigil_bin, Daemon, USER,
+    ensure_user, free_port, of_type, raw_bytes, require_root, run_ok, vigil_bin, Daemon,
+    KillOnDrop, USER,
 };
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The test user (see [`ensure_user`]) with `key` authorized for SSH.
 fn prepare_user(key_pub: &Path) -> u32 {
@@ -34,25 +26,18 @@ fn prepare_user(key_pub: &Path) -> u32 {
     let ssh_dir = format!("{home}/.ssh");
     std::fs::create_dir_all(&ssh_dir).unwrap();
     std::fs::copy(key_pub, format!("{ssh_dir}/authorized_keys")).unwrap();
-    run(Command::new("chown").args(["-R", &format!("{USER}:{USER}"), &ssh_dir]));
+    run_ok(Command::new("chown").args(["-R", &format!("{USER}:{USER}"), &ssh_dir]));
     std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     uid
 }
 
-struct Sshd(Child);
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sshd(dir: &Path, port: u16) -> Sshd {
+fn start_sshd(dir: &Path, port: u16) -> KillOnDrop {
     let host_key = dir.join("host_key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key),
+    );
     std::fs::create_dir_all("/run/sshd").unwrap();
     let child = Command::new("/usr/sbin/sshd")
         .args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string()])
@@ -76,7 +61,7 @@ fn start_sshd(dir: &Path, port: u16) -> Sshd {
         assert!(Instant::now() < deadline, "sshd did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Sshd(child)
+    KillOnDrop(child)
 }
 
 fn names(ancestry: &Value) -> Vec<String> {
@@ -95,9 +80,11 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
     let uid = prepare_user(&key.with_extension("pub"));
     let port = free_port();
     let _sshd = start_sshd(dir.path(), port);
@@ -365,7 +352,7 @@ fn a_cron_job_is_a_session_entered_by_cron() {
     .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&tab, std::fs::Permissions::from_mode(0o644)).unwrap();
-    run(Command::new("crontab").args(["-u", USER]).arg(&tab));
+    run_ok(Command::new("crontab").args(["-u", USER]).arg(&tab));
 
     let daemon = Daemon::start("").expect("daemon starts");
     let running = Command::new("pgrep")

@@ -9,7 +9,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use vigil_e2e::{free_port, login_session, require_root, vigil_bin, Daemon};
+use vigil_e2e::{free_port, login_session, require_root, vigil_bin, Daemon, KillOnDrop};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -107,16 +107,6 @@ fn read_fifo(path: &std::path::Path, child: &mut std::process::Child) -> String 
         }
         assert!(Instant::now() < deadline, "nothing announced in 60 s");
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A child process killed however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 use vigil_e2e::{
-    free_port, of_type, python, raw_bytes, require_root, vigil_bin, ClickHouse, Daemon,
+    free_port, of_type, python, raw_bytes, require_root, run_ok, vigil_bin, ClickHouse, Daemon,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
@@ -135,16 +135,7 @@ fn screen(bytes: &[u8]) -> String {
 }
 
 fn vigil(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(vigil_bin())
-        .args(args)
-        .output()
-        .expect("vigil runs");
-    assert!(
-        out.status.success(),
-        "vigil {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run_ok(Command::new(vigil_bin()).args(args)).stdout
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
