@@ -353,6 +353,7 @@ fn run_sessions(store: &StoreArgs, q: SessionsQuery, json: bool) -> Result<(), S
     let filter = SessionFilter {
         loginuid: q.user.as_deref().map(resolve_user).transpose()?,
         host: q.host,
+        session: None,
         since_ns: q.since.map(|t| parse_time(&t, now)).transpose()?,
         until_ns: q.until.map(|t| parse_time(&t, now)).transpose()?,
         person: q.person,
@@ -578,8 +579,11 @@ fn load_timeline(
             let host = session_host(&ch, which, &source)?;
             let (events, damage) = block_on(vigil::store::session_events(&ch, &host, id))?
                 .map_err(|e| e.to_string())?;
+            // The summary of this one session, filtered in the query rather than by listing
+            // every session of the host.
             let filter = SessionFilter {
                 host: Some(host.clone()),
+                session: Some(id),
                 ..Default::default()
             };
             let summary = block_on(vigil::store::sessions(&ch, &filter))?

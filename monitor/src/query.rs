@@ -25,6 +25,8 @@ pub struct SessionFilter {
     pub loginuid: Option<u32>,
     /// Host name (a spool holds this host only).
     pub host: Option<String>,
+    /// This session id only (one host's, with `host`).
+    pub session: Option<u32>,
     /// Sessions active at or after this wall-clock time (ns since the epoch).
     pub since_ns: Option<i64>,
     /// Sessions that started at or before this time.
@@ -128,8 +130,9 @@ pub fn sessions(
     if filter.host.as_ref().is_some_and(|h| *h != this_host) {
         return Ok((Vec::new(), Vec::new()));
     }
-    let (events, damage) = session_events(spool, |_, e| {
-        filter.loginuid.is_none() || e.process.loginuid == filter.loginuid
+    let (events, damage) = session_events(spool, |sid, e| {
+        filter.session.is_none_or(|s| s == sid)
+            && (filter.loginuid.is_none() || e.process.loginuid == filter.loginuid)
     })?;
     let listed = summaries(&events, &this_host)
         .into_values()

@@ -433,6 +433,7 @@ pub async fn sessions(
              ) AS a ON s.host = a.host AND s.session_id = a.session_id
              WHERE ({uid:Int64} < 0 OR s.loginuid = {uid:Int64})
                 AND ({host:String} = '' OR s.host = {host:String})
+                AND ({session:Int64} < 0 OR s.session_id = {session:Int64})
                 AND ({since:Int64} = 0 OR s.last >= {since:Int64})
                 AND ({until:Int64} = 0 OR s.first <= {until:Int64})
                 AND ({person:String} = '' OR lower(i.person) = lower({person:String})
@@ -443,6 +444,7 @@ pub async fn sessions(
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
         .param("host", filter.host.clone().unwrap_or_default())
+        .param("session", filter.session.map(i64::from).unwrap_or(-1))
         .param("since", filter.since_ns.unwrap_or(0))
         .param("until", filter.until_ns.unwrap_or(0))
         .param("person", filter.person.clone().unwrap_or_default())
