@@ -160,12 +160,17 @@ pub async fn ingest(
 
     let mut clickhouse_seconds = None;
     if let Some(ch) = clickhouse {
-        crate::store::migrate(&ch).await?;
+        let sensitive = crate::config::Config::embedded()
+            .detection
+            .baseline
+            .sensitive_paths;
+        crate::store::migrate(&ch, &sensitive).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let ack = AckFile::new(spool_dir, "clickhouse");
         let started = Instant::now();
         let shipper = tokio::spawn(crate::store::shipper::run(
             ch,
+            sensitive,
             spool_dir.to_path_buf(),
             "bench".into(),
             None,

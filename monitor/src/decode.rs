@@ -93,14 +93,17 @@ pub fn rfc3339(wall_ns: i64) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
-/// An event made by the daemon itself (loss records, flushes), stamped now.
+/// An event made by the daemon itself (loss records, flushes), stamped now, on this host and boot.
 pub fn daemon_event(process: Process, body: EventBody) -> Event {
     let mono = Clock::mono_now_ns();
     let wall = Clock::now().wall_ns(mono);
+    let origin = Origin::this_process();
     Event {
         mono_ns: mono,
         time_ns: wall,
         time: rfc3339(wall),
+        host: origin.host.clone(),
+        boot_id: origin.boot_id.clone(),
         process,
         body,
     }
@@ -218,10 +221,14 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         other => return Err(DecodeError::UnknownKind(other)),
     };
     let wall = clock.wall_ns(header.ktime_ns);
+    // The kernel that wrote the record is this boot's: records never outlive it in the ring.
+    let origin = Origin::this_process();
     Ok(Event {
         mono_ns: header.ktime_ns,
         time_ns: wall,
         time: rfc3339(wall),
+        host: origin.host.clone(),
+        boot_id: origin.boot_id.clone(),
         process: Process {
             pid: header.tgid,
             tid: header.pid,

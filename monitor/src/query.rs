@@ -2,7 +2,8 @@
 //! sessions with what they did, `vigil session <id>` shows one as a time-ordered timeline with its
 //! process tree.
 //!
-//! A session is identified, for now, by its audit session id (the kernel's, per boot).
+//! A session is identified by its [`SessionKey`] (host, boot id, audit session id): ids restart
+//! at every boot, so two boots' session 1 are two sessions even in one spool.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     directory::CorporateIdentity,
-    event::{Ancestor, Event, EventBody, SshOrigin},
+    event::{Ancestor, Event, EventBody, SessionKey, SessionSelector, SshOrigin},
     spool::{read_all, SpoolError, SpoolItem},
 };
 
@@ -25,8 +26,8 @@ pub struct SessionFilter {
     pub loginuid: Option<u32>,
     /// Host name (a spool holds this host only).
     pub host: Option<String>,
-    /// This session id only (one host's, with `host`).
-    pub session: Option<u32>,
+    /// The sessions this names only (an id, with or without its host and boot).
+    pub session: Option<SessionSelector>,
     /// Sessions active at or after this wall-clock time (ns since the epoch).
     pub since_ns: Option<i64>,
     /// Sessions that started at or before this time.
@@ -57,10 +58,16 @@ impl SessionFilter {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionSummary {
+    /// The audit session id: with `host` and `boot_id`, the session's key.
     pub session: u32,
-    /// The host, when the store knows it (ClickHouse holds many hosts; the spool one).
-    pub host: Option<String>,
+    pub host: String,
+    /// Empty for sessions recorded before boot ids were kept.
+    pub boot_id: String,
+    /// `host/boot/session`, as `vigil session` takes it back.
+    pub key: String,
     pub loginuid: u32,
+    /// The login user's name as recorded on the host (never looked up where it is read: a uid
+    /// can belong to someone else there).
     pub user: Option<String>,
     pub first: String,
     pub last: String,
@@ -88,24 +95,32 @@ pub struct SessionSummary {
     pub risk_reasons: Vec<String>,
 }
 
-pub fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
+impl SessionSummary {
+    pub fn session_key(&self) -> SessionKey {
+        SessionKey {
+            host: self.host.as_str().into(),
+            boot_id: self.boot_id.as_str().into(),
+            session: self.session,
+        }
+    }
 }
 
-/// Everything in the spool that belongs to a login session, with the damage notes.
+/// Everything in the spool that belongs to a login session, with the damage notes. A spool
+/// holds one host's events: records written before events carried their host get this one's.
 fn session_events(
     spool: &Path,
-    mut keep: impl FnMut(u32, &Event) -> bool,
+    mut keep: impl FnMut(&SessionKey, &Event) -> bool,
 ) -> Result<(Vec<Event>, Vec<Event>), SpoolError> {
+    let this_host: std::sync::Arc<str> = crate::event::Origin::this_process().host.clone();
     let mut events = Vec::new();
     let mut damage = Vec::new();
     read_all(spool, 0, |item| match item {
-        SpoolItem::Event { event, .. } => {
-            if let Some(sid) = event.process.sessionid {
-                if keep(sid, &event) {
+        SpoolItem::Event { mut event, .. } => {
+            if event.host.is_empty() {
+                event.host = this_host.clone();
+            }
+            if let Some(key) = event.session_key() {
+                if keep(&key, &event) {
                     events.push(*event);
                 }
             } else if matches!(event.body, EventBody::Loss(_)) {
@@ -126,56 +141,59 @@ pub fn sessions(
     spool: &Path,
     filter: &SessionFilter,
 ) -> Result<WithDamage<Vec<SessionSummary>>, SpoolError> {
-    let this_host = crate::store::host_name();
-    if filter.host.as_ref().is_some_and(|h| *h != this_host) {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let (events, damage) = session_events(spool, |sid, e| {
-        filter.session.is_none_or(|s| s == sid)
+    let (events, damage) = session_events(spool, |key, e| {
+        filter.session.as_ref().is_none_or(|s| s.matches(key))
+            && filter.host.as_deref().is_none_or(|h| *key.host == *h)
             && (filter.loginuid.is_none() || e.process.loginuid == filter.loginuid)
     })?;
-    let listed = summaries(&events, &this_host)
+    let mut listed: Vec<SessionSummary> = summaries(&events)
         .into_values()
         .filter(|s| filter.identity_matches(s.identity.as_ref()))
         .filter(|s| filter.min_risk.is_none_or(|m| s.risk.unwrap_or(0) >= m))
         .filter(|s| filter.since_ns.is_none_or(|t| s.last_ns >= t))
         .filter(|s| filter.until_ns.is_none_or(|t| s.first_ns <= t))
         .collect();
+    // Oldest first, as ClickHouse lists them; the key breaks ties the same way there.
+    listed.sort_by(|a, b| (a.first_ns, &a.key).cmp(&(b.first_ns, &b.key)));
     Ok((listed, damage))
 }
 
-/// The summary of each session among `events` (all of them from `this_host`).
-fn summaries(events: &[Event], this_host: &str) -> BTreeMap<u32, SessionSummary> {
-    let mut by_session: BTreeMap<u32, SessionSummary> = BTreeMap::new();
+/// The summary of each session among `events`.
+pub fn summaries(events: &[Event]) -> BTreeMap<SessionKey, SessionSummary> {
+    let mut by_session: BTreeMap<SessionKey, SessionSummary> = BTreeMap::new();
     for e in events {
-        let Some(sid) = e.process.sessionid else {
+        let Some(key) = e.session_key() else {
             continue;
         };
-        let s = by_session.entry(sid).or_insert_with(|| SessionSummary {
-            session: sid,
-            host: Some(this_host.to_string()),
-            loginuid: e.process.loginuid.unwrap_or(u32::MAX),
-            user: e.process.loginuid.and_then(user_name),
-            first: e.time.clone(),
-            last: e.time.clone(),
-            first_ns: e.time_ns,
-            last_ns: e.time_ns,
-            commands: 0,
-            files_opened: 0,
-            bytes_read: 0,
-            connections: 0,
-            privilege_changes: 0,
-            gained_root: false,
-            ttys: BTreeSet::new(),
-            events: 0,
-            entry: None,
-            ssh: None,
-            identity: None,
-            ancestry: Vec::new(),
-            ended: None,
-            risk: None,
-            risk_reasons: Vec::new(),
-        });
+        let s = by_session
+            .entry(key)
+            .or_insert_with_key(|key| SessionSummary {
+                session: key.session,
+                host: key.host.to_string(),
+                boot_id: key.boot_id.to_string(),
+                key: key.to_string(),
+                loginuid: e.process.loginuid.unwrap_or(u32::MAX),
+                user: None,
+                first: e.time.clone(),
+                last: e.time.clone(),
+                first_ns: e.time_ns,
+                last_ns: e.time_ns,
+                commands: 0,
+                files_opened: 0,
+                bytes_read: 0,
+                connections: 0,
+                privilege_changes: 0,
+                gained_root: false,
+                ttys: BTreeSet::new(),
+                events: 0,
+                entry: None,
+                ssh: None,
+                identity: None,
+                ancestry: Vec::new(),
+                ended: None,
+                risk: None,
+                risk_reasons: Vec::new(),
+            });
         if e.time_ns < s.first_ns {
             s.first_ns = e.time_ns;
             s.first = e.time.clone();
@@ -185,6 +203,9 @@ fn summaries(events: &[Event], this_host: &str) -> BTreeMap<u32, SessionSummary>
             s.last = e.time.clone();
         }
         s.events += 1;
+        if s.user.is_none() {
+            s.user = e.process.login_user.clone();
+        }
         match &e.body {
             EventBody::Exec(x) => {
                 s.commands += 1;
@@ -224,7 +245,7 @@ fn summaries(events: &[Event], this_host: &str) -> BTreeMap<u32, SessionSummary>
 pub struct AlertFilter {
     pub loginuid: Option<u32>,
     pub host: Option<String>,
-    pub session: Option<u32>,
+    pub session: Option<SessionKey>,
     pub rule: Option<String>,
     pub min_severity: Option<crate::detect::rules::Severity>,
     pub since_ns: Option<i64>,
@@ -237,8 +258,11 @@ impl AlertFilter {
             return false;
         };
         self.loginuid.is_none_or(|u| e.process.loginuid == Some(u))
-            && self.host.as_deref().is_none_or(|h| a.host == h)
-            && self.session.is_none_or(|s| e.process.sessionid == Some(s))
+            && self.host.as_deref().is_none_or(|h| *e.host == *h)
+            && self
+                .session
+                .as_ref()
+                .is_none_or(|s| e.session_key().as_ref() == Some(s))
             && self.rule.as_deref().is_none_or(|r| a.rule == r)
             && self
                 .min_severity
@@ -255,16 +279,16 @@ pub fn alerts(spool: &Path, filter: &AlertFilter) -> Result<WithDamage<Vec<Event
     Ok((events, damage))
 }
 
-/// The events of each of `sessions` (ids), in time order, in one pass over the spool.
+/// The events of each of `sessions`, in time order, in one pass over the spool.
 pub fn events_of_sessions(
     spool: &Path,
-    sessions: &BTreeSet<u32>,
-) -> Result<WithDamage<BTreeMap<u32, Vec<Event>>>, SpoolError> {
-    let (events, damage) = session_events(spool, |sid, _| sessions.contains(&sid))?;
-    let mut by: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
+    sessions: &BTreeSet<SessionKey>,
+) -> Result<WithDamage<BTreeMap<SessionKey, Vec<Event>>>, SpoolError> {
+    let (events, damage) = session_events(spool, |key, _| sessions.contains(key))?;
+    let mut by: BTreeMap<SessionKey, Vec<Event>> = BTreeMap::new();
     for e in events {
-        if let Some(sid) = e.process.sessionid {
-            by.entry(sid).or_default().push(e);
+        if let Some(key) = e.session_key() {
+            by.entry(key).or_default().push(e);
         }
     }
     for v in by.values_mut() {
@@ -282,10 +306,10 @@ pub struct Timeline {
     pub damage: Vec<Event>,
 }
 
-pub fn session(spool: &Path, session: u32) -> Result<Timeline, SpoolError> {
-    let (mut events, damage) = session_events(spool, |sid, _| sid == session)?;
+pub fn session(spool: &Path, session: &SessionKey) -> Result<Timeline, SpoolError> {
+    let (mut events, damage) = session_events(spool, |key, _| key == session)?;
     events.sort_by_key(|e| e.mono_ns);
-    let summary = summaries(&events, &crate::store::host_name()).remove(&session);
+    let summary = summaries(&events).remove(session);
     Ok(Timeline {
         summary,
         events,
@@ -296,118 +320,6 @@ pub fn session(spool: &Path, session: u32) -> Result<Timeline, SpoolError> {
 fn bytes_text(b: &crate::event::RawBytes) -> String {
     // Shown in a terminal: escape control characters so recorded data cannot drive it.
     b.lossy().escape_debug().to_string()
-}
-
-/// One line describing an event for people.
-pub fn describe(e: &Event) -> String {
-    match &e.body {
-        EventBody::Exec(x) => {
-            let argv: Vec<String> = x.argv.iter().map(bytes_text).collect();
-            let mut line = format!("exec   {}", argv.join(" "));
-            if x.argv_truncated {
-                line.push_str(" …[argv truncated]");
-            }
-            if let Some(cwd) = &x.cwd {
-                let _ = write!(line, "   (cwd {})", bytes_text(cwd));
-            }
-            line
-        }
-        EventBody::Exit(x) => match (x.exit_code, x.signal) {
-            (Some(c), _) => format!("exit   code {c}"),
-            (_, Some(s)) => format!(
-                "exit   signal {s}{}",
-                if x.core_dumped { " (core)" } else { "" }
-            ),
-            _ => "exit".into(),
-        },
-        EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
-        EventBody::Open(o) => format!(
-            "open   {} ({}){}",
-            bytes_text(&o.path),
-            o.access,
-            o.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
-        ),
-        EventBody::FileRead(r) => format!(
-            "read   {} bytes from {} ({} reads)",
-            r.bytes,
-            r.path
-                .as_ref()
-                .map(bytes_text)
-                .unwrap_or_else(|| format!("fd {}", r.fd)),
-            r.reads
-        ),
-        EventBody::Connect(c) => format!(
-            "conn   {} {}{}{}",
-            c.family,
-            c.address.as_ref().map(bytes_text).unwrap_or_default(),
-            c.port.map(|p| format!(" port {p}")).unwrap_or_default(),
-            c.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
-        ),
-        EventBody::Priv(p) => format!(
-            "priv   {} uid {}→{} euid {}→{}{}{}",
-            p.op,
-            p.old.uid,
-            p.new.uid,
-            p.old.euid,
-            p.new.euid,
-            if p.gained_root { " GAINED ROOT" } else { "" },
-            p.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
-        ),
-        EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
-        EventBody::SessionStart(s) => format!(
-            "START  session {} of {} via {}{}",
-            s.session,
-            s.login_user.clone().unwrap_or_else(|| s.loginuid.to_string()),
-            s.entry,
-            s.ssh
-                .as_ref()
-                .map(|o| format!(" from {}:{}", o.source_address, o.source_port))
-                .unwrap_or_default()
-        ),
-        EventBody::Alert(a) => format!(
-            "ALERT  [{}] {} ({}, {}): {} — session risk {}",
-            a.severity, a.title, a.rule, a.technique, a.evidence, a.session_risk
-        ),
-        EventBody::TtyOutput(t) | EventBody::TtyInput(t) => format!(
-            "{}  {} bytes on {}{}",
-            if matches!(e.body, EventBody::TtyOutput(_)) {
-                "tty>  "
-            } else {
-                "tty<  "
-            },
-            t.total_bytes,
-            t.tty,
-            if t.over_budget {
-                " (session budget spent: not kept)"
-            } else if t.truncated {
-                " (cut)"
-            } else {
-                ""
-            }
-        ),
-        EventBody::SessionEnd(s) => format!(
-            "END    session {} after {} ms: {} commands, {} files, {} bytes read, {} connections, {} privilege changes",
-            s.session,
-            s.duration_ms,
-            s.counts.commands,
-            s.counts.files_opened,
-            s.counts.bytes_read,
-            s.counts.connections,
-            s.counts.privilege_changes
-        ),
-    }
 }
 
 /// The process tree of a timeline: each process with the commands it ran, children indented.

@@ -17,7 +17,7 @@ use vte::{Params, Parser, Perform};
 
 use crate::{
     event::{Event, EventBody, TtyEvent},
-    query::{describe, SessionSummary},
+    query::SessionSummary,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -264,12 +264,12 @@ fn routine_read(path: &[u8]) -> bool {
 fn marker(e: &Event) -> Option<String> {
     let text = match &e.body {
         EventBody::Exec(_) | EventBody::Connect(_) | EventBody::Priv(_) | EventBody::Alert(_) => {
-            describe(e)
+            e.to_string()
         }
         EventBody::FileRead(r) if !r.path.as_ref().is_some_and(|p| routine_read(&p.0)) => {
-            describe(e)
+            e.to_string()
         }
-        EventBody::Open(o) if o.access != "read" && o.result.ok() => describe(e),
+        EventBody::Open(o) if o.access != "read" && o.result.ok() => e.to_string(),
         _ => return None,
     };
     let who = match (&e.process.euser, e.process.euid) {
@@ -289,7 +289,7 @@ impl Recording {
         let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
         let mut rec = Recording {
             session,
-            host: summary.and_then(|s| s.host.clone()),
+            host: summary.map(|s| s.host.clone()),
             user: summary.and_then(|s| s.user.clone()),
             start_ns,
             start: events.first().map(|e| e.time.clone()).unwrap_or_default(),

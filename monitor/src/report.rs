@@ -53,21 +53,14 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// The page anchor of a session: ids are numbered per host, so the host is part of it.
+/// The page anchor of a session: ids are numbered per host and boot, so both are part of it.
 fn anchor(s: &SessionSummary) -> String {
     format!(
-        "session-{}-{}",
-        s.host.as_deref().unwrap_or_default(),
+        "session-{}-{}-{}",
+        s.host,
+        crate::event::short_boot(&s.boot_id),
         s.session
     )
-}
-
-/// ` --host <host>` for the commands the report shows (ids are numbered per host).
-fn host_option(s: &SessionSummary) -> String {
-    s.host
-        .as_deref()
-        .map(|h| format!(" --host {h}"))
-        .unwrap_or_default()
 }
 
 fn text(b: &crate::event::RawBytes) -> String {
@@ -188,8 +181,8 @@ pub fn render_html(r: &Report) -> String {
                     tbody {
                         @for s in &r.privileged {
                             tr {
-                                td { a href=(format!("#{}", anchor(&s.summary))) { (s.summary.session) } }
-                                td { (s.summary.host.clone().unwrap_or_default()) }
+                                td { a href=(format!("#{}", anchor(&s.summary))) { (s.summary.key) } }
+                                td { (s.summary.host) }
                                 td { (who(&s.summary)) }
                                 td { (origin(&s.summary)) }
                                 td { (s.summary.first) }
@@ -203,9 +196,9 @@ pub fn render_html(r: &Report) -> String {
                 @if r.privileged.is_empty() { p.none { "No privileged sessions in this period." } }
                 @for s in &r.privileged {
                     section id=(anchor(&s.summary)) {
-                        h2 { "Session " (s.summary.session) " — " (who(&s.summary)) }
+                        h2 { "Session " (s.summary.key) " — " (who(&s.summary)) }
                         table {
-                            tr { th { "Host" } td { (s.summary.host.clone().unwrap_or_default()) } }
+                            tr { th { "Host" } td { (s.summary.host) } }
                             tr { th { "Login user" } td { (s.summary.user.clone().unwrap_or_else(|| s.summary.loginuid.to_string())) " (uid " (s.summary.loginuid) ")" } }
                             @if let Some(i) = &s.summary.identity {
                                 tr { th { "Person" } td { (i.person) @if let Some(e) = &i.email { " <" (e) ">" } @if let Some(t) = &i.team { ", team " (t) } @if let Some(g) = &i.peer_group { ", peer group " (g) } } }
@@ -217,7 +210,7 @@ pub fn render_html(r: &Report) -> String {
                             tr { th { "Time" } td { (s.summary.first) " to " (s.summary.ended.clone().unwrap_or_else(|| s.summary.last.clone())) } }
                             tr { th { "Activity" } td { (s.summary.commands) " commands, " (s.summary.files_opened) " files opened, " (s.summary.bytes_read) " bytes read, " (s.summary.connections) " connections, " (s.summary.privilege_changes) " privilege changes" } }
                             tr { th { "Risk" } td { (risk(s)) } }
-                            tr { th { "Replay" } td { code.replay { "vigil replay " (s.summary.session) (host_option(&s.summary)) } " or " code.replay { "vigil export " (s.summary.session) (host_option(&s.summary)) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
+                            tr { th { "Replay" } td { code.replay { "vigil replay " (s.summary.key) } " or " code.replay { "vigil export " (s.summary.key) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
                         }
                         h3 { "Commands run as root" }
                         @if s.root_commands.is_empty() { p.none { "none" } } @else {

@@ -13,13 +13,6 @@ use crate::{
     sshd_log::SshdAuthLog,
 };
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`): audit session ids restart at each boot.
-pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// How the session was entered, from the processes above its first one.
 pub fn entry_kind(ancestry: &[Ancestor], in_container: bool) -> &'static str {
     let has = |names: &[&str]| ancestry.iter().any(|a| names.contains(&a.name.as_str()));
@@ -145,19 +138,17 @@ struct Session {
     counts: SessionCounts,
 }
 
+/// Sessions of this host and boot by audit session id: one daemon lives within one boot, so the
+/// id alone keys them here (the events it stamps carry the rest of the key).
 pub struct SessionTracker {
-    host: String,
-    boot_id: String,
     sessions: HashMap<u32, Session>,
     directory: LiveDirectory,
     auth_log: SshdAuthLog,
 }
 
 impl SessionTracker {
-    pub fn new(host: String, directory: LiveDirectory, auth_log: SshdAuthLog) -> Self {
+    pub fn new(directory: LiveDirectory, auth_log: SshdAuthLog) -> Self {
         SessionTracker {
-            host,
-            boot_id: boot_id(),
             sessions: HashMap::new(),
             directory,
             auth_log,
@@ -206,8 +197,6 @@ impl SessionTracker {
             .map(|i| (*i).clone());
         let start = SessionStartEvent {
             session: sid,
-            host: self.host.clone(),
-            boot_id: self.boot_id.clone(),
             loginuid: p.loginuid.unwrap_or(u32::MAX),
             login_user: p.login_user.clone(),
             entry: entry_kind(&ancestry, p.container_id.is_some()).into(),
@@ -254,8 +243,6 @@ impl SessionTracker {
                     let duration_ms = ((event.time_ns - s.start_ns).max(0) / 1_000_000) as u64;
                     let end = SessionEndEvent {
                         session: sid,
-                        host: self.host.clone(),
-                        boot_id: self.boot_id.clone(),
                         duration_ms,
                         counts: s.counts.clone(),
                     };

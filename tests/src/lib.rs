@@ -33,6 +33,14 @@ pub fn vigil_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vigil")
 }
 
+/// This boot's id, as the daemon stamps it on every event.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("boot id")
+        .trim()
+        .to_string()
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -194,15 +194,16 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
             .output()
             .expect("vigil runs")
     };
-    // The listing says which host each is on.
+    // The listing names each by its key (host/boot/session), which `vigil session` takes back.
+    let boot = vigil_e2e::boot_id();
+    let key = |host: &str| format!("{host}/{}/{id}", &boot[..8]);
     let listing = cli(&["sessions"]);
     let listing = String::from_utf8_lossy(&listing.stdout);
     for host in [ours.as_str(), "other-host"] {
         assert!(
-            listing.lines().any(|l| {
-                let mut cols = l.split_whitespace();
-                cols.next() == Some(id.to_string().as_str()) && cols.next() == Some(host)
-            }),
+            listing
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(key(host).as_str())),
             "{host}:\n{listing}"
         );
     }
@@ -210,26 +211,48 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{msg}");
     assert!(
-        msg.contains(&format!("session {id} exists on 2 hosts"))
-            && msg.contains(&ours)
-            && msg.contains("other-host")
+        msg.contains(&format!("2 sessions match {id} in ClickHouse"))
+            && msg.contains(&key(&ours))
+            && msg.contains(&key("other-host"))
             && msg.contains("--host"),
         "{msg}"
     );
     for host in [ours.as_str(), "other-host"] {
-        let timeline = vigil_json(&["session", &id.to_string(), "--host", host], &config);
-        assert_eq!(timeline["summary"]["host"], host);
-        let ids = timeline["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "exec" && raw_bytes(&e["filename"]) == b"/usr/bin/id")
-            .count();
-        assert_eq!(ids, 1, "{host}: its own exec of id, not both hosts'");
+        for args in [
+            vec![
+                "session".to_string(),
+                id.to_string(),
+                "--host".into(),
+                host.into(),
+            ],
+            vec!["session".to_string(), key(host)],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let timeline = vigil_json(&args, &config);
+            assert_eq!(timeline["summary"]["host"], host);
+            assert_eq!(timeline["summary"]["key"], key(host));
+            let ids = timeline["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "exec" && raw_bytes(&e["filename"]) == b"/usr/bin/id")
+                .count();
+            assert_eq!(ids, 1, "{host}: its own exec of id, not both hosts'");
+        }
     }
     let out = cli(&["session", &id.to_string(), "--host", "nowhere"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("no session {id} on nowhere")),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("no session nowhere/*/{id}")),
+        "{out:?}"
+    );
+    let out = cli(&[
+        "session",
+        &format!("{ours}/{id}/{id}"),
+        "--host",
+        "other-host",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("but --host says `other-host`"),
         "{out:?}"
     );
     let alerts = vigil_json(&["alerts", "--host", "other-host"], &config);
@@ -255,8 +278,8 @@ fn session_reaches_clickhouse_and_the_cli_reads_it() {
 
     // A stored row that does not decode is left out with a warning, never silently.
     ch.query(&format!(
-        "INSERT INTO events (host, session_id, seq, time, type, detail)
-         VALUES ('{ours}', {id}, 999999999, now64(9), 'exec', '{{\"from\":\"the future\"}}')"
+        "INSERT INTO events (host, boot_id, session_id, seq, time, type, detail)
+         VALUES ('{ours}', '{boot}', {id}, 999999999, now64(9), 'exec', '{{\"from\":\"the future\"}}')"
     ))
     .unwrap();
     let timeline = vigil_json(&["session", &id.to_string(), "--host", &ours], &config);
@@ -384,10 +407,10 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
         .unwrap();
     let shown = String::from_utf8_lossy(&migrate.stdout);
     assert!(migrate.status.success(), "{shown}");
-    assert!(shown.contains("migrate: 1/6 events"), "{shown:?}");
-    assert!(shown.contains("migrate: 6/6 baselines"), "{shown:?}");
+    assert!(shown.contains("migrate: 1/7 events"), "{shown:?}");
+    assert!(shown.contains("migrate: 7/7 session_key"), "{shown:?}");
     assert!(
-        shown.contains("applied migrations [1, 2, 3, 4, 5, 6]"),
+        shown.contains("applied migrations [1, 2, 3, 4, 5, 6, 7]"),
         "{shown:?}"
     );
     // A month of history from other days: nobody ran id and bash at another hour of the week,

@@ -16,7 +16,6 @@ use std::{
 use crate::{
     decode::daemon_event,
     event::{AlertEvent, Event, EventBody},
-    query::describe,
 };
 use expr::{Fields, Value};
 use rules::LiveRules;
@@ -195,10 +194,17 @@ impl Fields for View<'_> {
     }
 }
 
-/// Deterministic alert id (a UUID in form), so a re-sent alert is the same alert.
-fn alert_id(host: &str, session: u32, rule: &str, mono_ns: u64) -> String {
+/// Deterministic alert id (a UUID in form), so a re-sent alert is the same alert: the event's
+/// session key, the rule and the event's kernel time.
+fn alert_id(event: &Event, rule: &str) -> String {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(format!("{host}\0{session}\0{rule}\0{mono_ns}"));
+    let d = sha2::Sha256::digest(format!(
+        "{}\0{}\0{}\0{rule}\0{}",
+        event.host,
+        event.boot_id,
+        event.process.sessionid.unwrap_or(0),
+        event.mono_ns
+    ));
     let h = hex::encode(&d[..16]);
     format!(
         "{}-{}-{}-{}-{}",
@@ -212,7 +218,6 @@ fn alert_id(host: &str, session: u32, rule: &str, mono_ns: u64) -> String {
 
 pub struct Detector {
     rules: LiveRules,
-    host: String,
     sessions: HashMap<u32, SessionState>,
     /// Rule indexes by the event type they require; rules without one are in `any`.
     by_type: HashMap<String, Vec<usize>>,
@@ -222,10 +227,9 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(rules: LiveRules, host: String, baselines: Option<baseline::Baselines>) -> Self {
+    pub fn new(rules: LiveRules, baselines: Option<baseline::Baselines>) -> Self {
         let mut d = Detector {
             rules,
-            host,
             baselines,
             anomalies: Vec::new(),
             sessions: HashMap::new(),
@@ -353,7 +357,7 @@ impl Detector {
                 severity: rule.severity,
                 risk: rule.risk,
             };
-            out.push(alert(&finding, &mut self.sessions, &self.host, event));
+            out.push(alert(&finding, &mut self.sessions, event));
         }
         if let Some(b) = &mut self.baselines {
             b.observe(event, &mut self.anomalies);
@@ -365,7 +369,7 @@ impl Detector {
                     severity: a.severity,
                     risk: a.risk,
                 };
-                out.push(alert(&finding, &mut self.sessions, &self.host, event));
+                out.push(alert(&finding, &mut self.sessions, event));
             }
         }
         if let (Some(sid), EventBody::SessionEnd(_)) = (sid, &event.body) {
@@ -396,12 +400,7 @@ impl Finding<'_> {
 
 /// The alert for `rule` matching `event`, counting it into its session's risk (once per rule
 /// id and session).
-fn alert(
-    rule: &Finding,
-    sessions: &mut HashMap<u32, SessionState>,
-    host: &str,
-    event: &Event,
-) -> Event {
+fn alert(rule: &Finding, sessions: &mut HashMap<u32, SessionState>, event: &Event) -> Event {
     let sid = event.process.sessionid;
     let (session_risk, reasons) = match sid.map(|s| sessions.entry(s).or_default()) {
         Some(s) => {
@@ -415,7 +414,7 @@ fn alert(
     };
     metrics::counter!("vigil_alerts_total", "rule" => rule.id.to_string(), "severity" => rule.severity.as_str()).increment(1);
     let body = EventBody::Alert(AlertEvent {
-        alert_id: alert_id(host, sid.unwrap_or(0), rule.id, event.mono_ns),
+        alert_id: alert_id(event, rule.id),
         rule: rule.id.to_string(),
         title: rule.title.to_string(),
         technique: rule.technique.to_string(),
@@ -425,8 +424,7 @@ fn alert(
         reasons,
         evidence_type: event.body.type_name().into(),
         evidence_mono_ns: event.mono_ns,
-        evidence: describe(event),
-        host: host.to_string(),
+        evidence: event.to_string(),
     });
     let mut alert = daemon_event(event.process.clone(), body);
     alert.mono_ns = event.mono_ns;

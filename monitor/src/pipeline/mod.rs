@@ -71,7 +71,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     // What the configuration names (rules, baselines, webhooks, the identity mapping, the
     // Kubernetes API) is opened before the kernel programs load: a mistake there stops the
     // daemon before it captures anything.
-    let host = crate::store::host_name();
+    let host = crate::event::Origin::this_process().host.to_string();
     let rules = crate::detect::rules::LiveRules::open(
         config.detection.builtin_rules,
         &config.detection.rules_files,
@@ -89,7 +89,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     } else {
         None
     };
-    let detector = crate::detect::Detector::new(rules, host.clone(), baselines);
+    let detector = crate::detect::Detector::new(rules, baselines);
     let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
         .map_err(|e| anyhow::anyhow!(e))?;
     let pod_api =
@@ -114,7 +114,6 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     );
     let ring = kernel.take_events().context("ring buffer already taken")?;
     let session_tracker = crate::sessions::SessionTracker::new(
-        host.clone(),
         directory,
         crate::sshd_log::SshdAuthLog::new(&config.identity.sshd_logs),
     );
@@ -201,6 +200,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             "clickhouse_shipper",
             crate::store::shipper::run(
                 config.clickhouse.clone(),
+                config.detection.baseline.sensitive_paths.clone(),
                 config.spool.dir.clone(),
                 host.clone(),
                 Some(spool_position.clone()),

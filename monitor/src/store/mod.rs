@@ -2,6 +2,7 @@
 //! moves events from the spool to ClickHouse (see [`shipper`]).
 
 pub mod anomalies;
+pub mod reader;
 pub mod schema;
 pub mod shipper;
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{event::Event, event::EventBody, query::describe};
+use crate::event::{Event, EventBody};
 use schema::SchemaOptions;
 
 /// `clickhouse:` in the configuration.
@@ -83,11 +84,13 @@ impl ClickHouseConfig {
         Ok(self.password.clone().unwrap_or_default())
     }
 
-    pub fn schema(&self) -> SchemaOptions {
+    /// The schema for this ClickHouse, with the fleet-wide baseline counting `sensitive_paths`.
+    pub fn schema(&self, sensitive_paths: &[String]) -> SchemaOptions {
         SchemaOptions {
             database: self.database.clone(),
             cluster: self.cluster.clone(),
             retention_days: self.retention_days,
+            sensitive_paths: sensitive_paths.to_vec(),
         }
     }
 
@@ -114,17 +117,23 @@ impl ClickHouseConfig {
     }
 }
 
-/// Applies the migrations not yet applied; returns the versions it applied.
-pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
-    migrate_with_progress(cfg, &mut |_, _, _| {}).await
+/// Applies the migrations not yet applied; returns the versions it applied. The fleet-wide
+/// baseline's sensitive paths are set to `sensitive_paths` (the configuration's
+/// `detection.baseline.sensitive_paths`), so ClickHouse and the daemon count the same paths.
+pub async fn migrate(
+    cfg: &ClickHouseConfig,
+    sensitive_paths: &[String],
+) -> Result<Vec<u32>, StoreError> {
+    migrate_with_progress(cfg, sensitive_paths, &mut |_, _, _| {}).await
 }
 
 /// As [`migrate`], calling `progress(step, of, migration name)` before each migration.
 pub async fn migrate_with_progress(
     cfg: &ClickHouseConfig,
+    sensitive_paths: &[String],
     progress: &mut (dyn FnMut(usize, usize, &str) + Send),
 ) -> Result<Vec<u32>, StoreError> {
-    let opts = cfg.schema();
+    let opts = cfg.schema(sensitive_paths);
     let server = cfg.client(false)?;
     for stmt in opts.bootstrap() {
         server
@@ -153,8 +162,21 @@ pub async fn migrate_with_progress(
             name = m.name,
             "applying ClickHouse migration"
         );
-        for stmt in &m.statements {
-            db.query(stmt).execute().await.map_err(|e| cfg.error(e))?;
+        for step in &m.statements {
+            if let Some(condition) = &step.only_if {
+                let wanted: u8 = db
+                    .query(condition)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| cfg.error(e))?;
+                if wanted == 0 {
+                    continue;
+                }
+            }
+            db.query(&step.sql)
+                .execute()
+                .await
+                .map_err(|e| cfg.error(e))?;
         }
         db.query("INSERT INTO schema_migrations (version, name) SELECT {v:UInt32}, {n:String}")
             .param("v", m.version)
@@ -163,6 +185,24 @@ pub async fn migrate_with_progress(
             .await
             .map_err(|e| cfg.error(e))?;
         done.push(m.version);
+    }
+    // The fleet-wide baseline counts the configuration's sensitive paths: the view is rebuilt
+    // when the list it was built from (recorded in `sensitive_paths`) is another.
+    let recorded: Vec<String> = db
+        .query(&opts.recorded_sensitive_paths_query())
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    let mut wanted = opts.sensitive_paths.clone();
+    wanted.sort();
+    if recorded != wanted {
+        tracing::info!(
+            patterns = wanted.len(),
+            "fleet-wide sensitive paths set from the configuration"
+        );
+        for stmt in opts.sensitive_paths_sync() {
+            db.query(&stmt).execute().await.map_err(|e| cfg.error(e))?;
+        }
     }
     // Retention follows the configuration on every start.
     for table in ["events", "alerts"] {
@@ -179,6 +219,7 @@ pub async fn migrate_with_progress(
 #[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq)]
 pub struct EventRow {
     pub host: String,
+    pub boot_id: String,
     pub seq: u64,
     /// DateTime64(9): nanoseconds since the epoch.
     pub time: i64,
@@ -206,6 +247,8 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// `host` is the shipping daemon's: a row names the host that sent it, whatever the event
+    /// says (an event carrying another host's name is stored under the sender's).
     pub fn new(host: &str, seq: u64, event: &Event, detail: String) -> EventRow {
         let p = &event.process;
         let (path, argv, bytes, port, ret, gained_root) = match &event.body {
@@ -261,6 +304,7 @@ impl EventRow {
         };
         EventRow {
             host: host.to_string(),
+            boot_id: event.boot_id.to_string(),
             seq,
             time: event.time_ns,
             mono_ns: event.mono_ns,
@@ -281,31 +325,18 @@ impl EventRow {
             port,
             ret,
             gained_root,
-            summary: describe(event),
+            summary: event.to_string(),
             detail,
         }
     }
 }
 
-/// This host's name, as stored with every event.
-/// This host's name as events carry it: `VIGIL_NODE_NAME` when set (a container's own hostname
-/// is its pod's; the DaemonSet passes the node's name), the system's hostname otherwise.
-pub fn host_name() -> String {
-    if let Some(node) = std::env::var("VIGIL_NODE_NAME")
-        .ok()
-        .filter(|n| !n.trim().is_empty())
-    {
-        return node.trim().to_string();
-    }
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use crate::event::host_name;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct SessionRow {
     host: String,
+    boot_id: String,
     session_id: u32,
     loginuid: u32,
     first: i64,
@@ -355,11 +386,19 @@ impl SessionRow {
             role: non_empty(self.role),
             peer_group: non_empty(self.peer_group),
         });
+        let key = crate::event::SessionKey {
+            host: self.host.as_str().into(),
+            boot_id: self.boot_id.as_str().into(),
+            session: self.session_id,
+        };
         crate::query::SessionSummary {
             session: self.session_id,
-            host: Some(self.host),
+            key: key.to_string(),
+            host: self.host,
+            boot_id: self.boot_id,
             loginuid: self.loginuid,
-            user: non_empty(self.login_user).or_else(|| crate::query::user_name(self.loginuid)),
+            // The name recorded with the session; a uid is never looked up where it is read.
+            user: non_empty(self.login_user),
             first: crate::decode::rfc3339(self.first),
             last: crate::decode::rfc3339(self.last),
             first_ns: self.first,
@@ -388,10 +427,19 @@ pub async fn sessions(
     cfg: &ClickHouseConfig,
     filter: &crate::query::SessionFilter,
 ) -> Result<Vec<crate::query::SessionSummary>, StoreError> {
+    let selector = filter.session.as_ref();
+    let session = selector.map(|s| i64::from(s.session)).unwrap_or(-1);
+    let boot = selector.and_then(|s| s.boot.clone()).unwrap_or_default();
+    // --host and the selector's host are one filter; the CLI refuses a disagreement.
+    let host = selector
+        .and_then(|s| s.host.clone())
+        .or_else(|| filter.host.clone())
+        .unwrap_or_default();
     let rows: Vec<SessionRow> = cfg
         .client(true)?
         .query(
-            "SELECT s.host AS host, s.session_id AS session_id, s.loginuid AS loginuid,
+            "SELECT s.host AS host, s.boot_id AS boot_id, s.session_id AS session_id,
+                s.loginuid AS loginuid,
                 s.first AS first, s.last AS last, s.events AS events, s.commands AS commands,
                 s.files_opened AS files_opened, s.bytes_read AS bytes_read,
                 s.connections AS connections, s.privilege_changes AS privilege_changes,
@@ -404,7 +452,7 @@ pub async fn sessions(
                 i.ancestry AS ancestry, i.ended AS ended,
                 a.max_risk AS risk, a.risk_reasons AS risk_reasons
              FROM (
-                SELECT host, session_id, any(loginuid) AS loginuid,
+                SELECT host, boot_id, session_id, any(loginuid) AS loginuid,
                     toUnixTimestamp64Nano(min(first_seen)) AS first,
                     toUnixTimestamp64Nano(max(last_seen)) AS last,
                     sum(events) AS events, sum(commands) AS commands,
@@ -412,10 +460,15 @@ pub async fn sessions(
                     sum(connections) AS connections, sum(privilege_changes) AS privilege_changes,
                     max(gained_root) AS gained_root
                 FROM sessions
-                GROUP BY host, session_id
+                WHERE ({session:Int64} < 0 OR session_id = {session:Int64})
+                    AND ({host:String} = '' OR host = {host:String})
+                    AND ({boot:String} = '' OR ({boot:String} = '-' AND boot_id = '')
+                         OR ({boot:String} != '-' AND startsWith(boot_id, {boot:String})))
+                GROUP BY host, boot_id, session_id
              ) AS s
              LEFT JOIN (
-                SELECT host, session_id, max(login_user) AS login_user, max(entry) AS entry,
+                SELECT host, boot_id, session_id, max(login_user) AS login_user,
+                    max(entry) AS entry,
                     max(source_address) AS source_address, max(source_port) AS source_port,
                     max(server_port) AS server_port, max(auth_method) AS auth_method,
                     max(key_fingerprint) AS key_fingerprint, max(person) AS person,
@@ -423,28 +476,27 @@ pub async fn sessions(
                     max(peer_group) AS peer_group, max(ancestry) AS ancestry,
                     toUnixTimestamp64Nano(max(ended)) AS ended
                 FROM session_identity
-                GROUP BY host, session_id
-             ) AS i ON s.host = i.host AND s.session_id = i.session_id
+                GROUP BY host, boot_id, session_id
+             ) AS i ON s.host = i.host AND s.boot_id = i.boot_id AND s.session_id = i.session_id
              LEFT JOIN (
-                SELECT host, session_id, max(risk) AS max_risk,
+                SELECT host, boot_id, session_id, max(risk) AS max_risk,
                     argMax(reasons, risk) AS risk_reasons
                 FROM alerts
-                GROUP BY host, session_id
-             ) AS a ON s.host = a.host AND s.session_id = a.session_id
+                GROUP BY host, boot_id, session_id
+             ) AS a ON s.host = a.host AND s.boot_id = a.boot_id AND s.session_id = a.session_id
              WHERE ({uid:Int64} < 0 OR s.loginuid = {uid:Int64})
-                AND ({host:String} = '' OR s.host = {host:String})
-                AND ({session:Int64} < 0 OR s.session_id = {session:Int64})
                 AND ({since:Int64} = 0 OR s.last >= {since:Int64})
                 AND ({until:Int64} = 0 OR s.first <= {until:Int64})
                 AND ({person:String} = '' OR lower(i.person) = lower({person:String})
                      OR lower(i.email) = lower({person:String}))
                 AND ({peer_group:String} = '' OR lower(i.peer_group) = lower({peer_group:String}))
                 AND a.max_risk >= {min_risk:Float32}
-             ORDER BY s.first",
+             ORDER BY s.first, s.host, s.boot_id, s.session_id",
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
-        .param("host", filter.host.clone().unwrap_or_default())
-        .param("session", filter.session.map(i64::from).unwrap_or(-1))
+        .param("host", host)
+        .param("boot", boot)
+        .param("session", session)
         .param("since", filter.since_ns.unwrap_or(0))
         .param("until", filter.until_ns.unwrap_or(0))
         .param("person", filter.person.clone().unwrap_or_default())
@@ -463,21 +515,45 @@ pub async fn alerts(
     cfg: &ClickHouseConfig,
     filter: &crate::query::AlertFilter,
 ) -> Result<crate::query::WithDamage<Vec<Event>>, StoreError> {
-    let details: Vec<String> = cfg
+    let details: Vec<DetailRow> = cfg
         .client(true)?
         .query(
-            "SELECT detail FROM alerts FINAL
+            "SELECT host, boot_id, detail FROM alerts FINAL
              WHERE ({uid:Int64} < 0 OR loginuid = {uid:Int64})
                 AND ({host:String} = '' OR host = {host:String})
-                AND ({session:Int64} < 0 OR session_id = {session:Int64})
+                AND ({session:Int64} < 0
+                     OR (session_id = {session:Int64} AND boot_id = {boot:String}))
                 AND ({rule:String} = '' OR rule = {rule:String})
                 AND ({since:Int64} = 0 OR time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC'))
                 AND ({until:Int64} = 0 OR time <= fromUnixTimestamp64Nano({until:Int64}, 'UTC'))
              ORDER BY time, alert_id",
         )
         .param("uid", filter.loginuid.map(i64::from).unwrap_or(-1))
-        .param("host", filter.host.clone().unwrap_or_default())
-        .param("session", filter.session.map(i64::from).unwrap_or(-1))
+        .param(
+            "host",
+            filter
+                .session
+                .as_ref()
+                .map(|k| k.host.to_string())
+                .or_else(|| filter.host.clone())
+                .unwrap_or_default(),
+        )
+        .param(
+            "session",
+            filter
+                .session
+                .as_ref()
+                .map(|k| i64::from(k.session))
+                .unwrap_or(-1),
+        )
+        .param(
+            "boot",
+            filter
+                .session
+                .as_ref()
+                .map(|k| k.boot_id.to_string())
+                .unwrap_or_default(),
+        )
         .param("rule", filter.rule.clone().unwrap_or_default())
         .param("since", filter.since_ns.unwrap_or(0))
         .param("until", filter.until_ns.unwrap_or(0))
@@ -489,49 +565,52 @@ pub async fn alerts(
     Ok((alerts, damage))
 }
 
-/// The hosts with a session `id` in ClickHouse, in name order. Session ids are numbered per
-/// host (the kernel's audit session id), so a fleet's store can hold the same id many times.
-pub async fn session_hosts(cfg: &ClickHouseConfig, id: u32) -> Result<Vec<String>, StoreError> {
-    cfg.client(true)?
-        .query("SELECT DISTINCT host FROM sessions WHERE session_id = {id:UInt32} ORDER BY host")
-        .param("id", id)
-        .fetch_all()
-        .await
-        .map_err(|e| cfg.error(e))
-}
-
-/// One session's events from ClickHouse (`session` on `host`), in time order (duplicates
-/// collapsed by FINAL), and a loss record for stored rows that did not decode.
+/// One session's events from ClickHouse, in time order (duplicates collapsed by FINAL), and a
+/// loss record for stored rows that did not decode.
 pub async fn session_events(
     cfg: &ClickHouseConfig,
-    host: &str,
-    session: u32,
+    key: &crate::event::SessionKey,
 ) -> Result<crate::query::WithDamage<Vec<Event>>, StoreError> {
-    let details: Vec<String> = cfg
+    let details: Vec<DetailRow> = cfg
         .client(true)?
         .query(
-            "SELECT detail FROM events FINAL
-             WHERE host = {host:String} AND session_id = {id:UInt32}
+            "SELECT host, boot_id, detail FROM events FINAL
+             WHERE host = {host:String} AND boot_id = {boot:String} AND session_id = {id:UInt32}
              ORDER BY time, seq",
         )
-        .param("host", host)
-        .param("id", session)
+        .param("host", key.host.as_ref())
+        .param("boot", key.boot_id.as_ref())
+        .param("id", key.session)
         .fetch_all()
         .await
         .map_err(|e| cfg.error(e))?;
     Ok(events_from_details("events", &details))
 }
 
+/// A stored event: the host and boot its row is stored under, and the event as JSON.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct DetailRow {
+    host: String,
+    boot_id: String,
+    detail: String,
+}
+
 /// Events from their `detail` JSON column. A row that does not decode (written by a newer
 /// daemon, or damaged) is not dropped silently: the rows left out come back as one loss record,
 /// with the first decoding error, for the reader to show.
-fn events_from_details(table: &str, details: &[String]) -> crate::query::WithDamage<Vec<Event>> {
+fn events_from_details(table: &str, details: &[DetailRow]) -> crate::query::WithDamage<Vec<Event>> {
     let mut events = Vec::with_capacity(details.len());
     let mut undecodable = 0u64;
     let mut first_error = None;
-    for detail in details {
-        match serde_json::from_str::<Event>(detail) {
-            Ok(event) => events.push(event),
+    for row in details {
+        match serde_json::from_str::<Event>(&row.detail) {
+            // The row's columns are what ClickHouse keys and filters on: the event says the same
+            // (rows shipped before events carried their host and boot say it only there).
+            Ok(mut event) => {
+                event.host = row.host.as_str().into();
+                event.boot_id = row.boot_id.as_str().into();
+                events.push(event)
+            }
             Err(e) => {
                 undecodable += 1;
                 first_error.get_or_insert(e);

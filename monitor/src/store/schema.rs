@@ -11,12 +11,33 @@ pub struct SchemaOptions {
     /// `ON CLUSTER` name; None for a single node.
     pub cluster: Option<String>,
     pub retention_days: u32,
+    /// The configuration's `detection.baseline.sensitive_paths`: what the fleet-wide baseline
+    /// counts as a sensitive path (a prefix, or with a leading `*` a fragment anywhere).
+    pub sensitive_paths: Vec<String>,
 }
 
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub statements: Vec<String>,
+    pub statements: Vec<Step>,
+}
+
+/// One statement of a migration, and the condition under which it runs: a query answering 1
+/// or 0. Guards let a migration that rewrites tables run again after a half-applied attempt,
+/// and do nothing on a database that already has the new layout.
+pub struct Step {
+    pub sql: String,
+    pub only_if: Option<String>,
+}
+
+impl From<String> for Step {
+    fn from(sql: String) -> Step {
+        Step { sql, only_if: None }
+    }
+}
+
+fn steps(sql: Vec<String>) -> Vec<Step> {
+    sql.into_iter().map(Step::from).collect()
 }
 
 impl SchemaOptions {
@@ -56,11 +77,62 @@ impl SchemaOptions {
 
     /// Every migration, oldest first.
     pub fn migrations(&self) -> Vec<Migration> {
-        let db = &self.database;
-        let oc = self.on_cluster();
-        let mut events = vec![format!(
+        let mut events = vec![self.events_table()];
+        events.extend(self.distributed("events", "cityHash64(host, session_id)"));
+
+        let mut sessions = vec![self.sessions_table(), self.sessions_view()];
+        sessions.extend(self.distributed("sessions", "cityHash64(host, session_id)"));
+
+        let mut alerts = vec![self.alerts_table()];
+        alerts.extend(self.distributed("alerts", "cityHash64(host, session_id)"));
+
+        let mut identity = vec![self.identity_table(), self.identity_view()];
+        identity.extend(self.distributed("session_identity", "cityHash64(host, session_id)"));
+
+        let alerts_feed = vec![self.alerts_view()];
+
+        // Fleet-wide baselines: what each login user has done, by dimension, over every host.
+        // The daemon scores its host against its own copy; these answer the same questions
+        // across the fleet (see `vigil anomalies` and store/anomalies.rs).
+        let mut baselines = vec![
+            self.sensitive_paths_table(),
+            self.user_baseline_table(),
+            self.user_baseline_view(),
+            self.user_daily_volume_table(),
+            self.user_daily_volume_view(),
+        ];
+        baselines.extend(self.distributed("user_baseline", "cityHash64(user)"));
+        baselines.extend(self.distributed("user_daily_volume", "cityHash64(user)"));
+
+        [
+            (1, "events", events),
+            (2, "sessions", sessions),
+            (3, "alerts", alerts),
+            (4, "session_identity", identity),
+            (5, "alerts_feed", alerts_feed),
+            (6, "baselines", baselines),
+        ]
+        .into_iter()
+        .map(|(version, name, sql)| Migration {
+            version,
+            name,
+            statements: steps(sql),
+        })
+        .chain([Migration {
+            version: 7,
+            name: "session_key",
+            statements: self.session_key_migration(),
+        }])
+        .collect()
+    }
+
+    /// The event stream: one row per event, keyed by session (host, boot, audit session id).
+    fn events_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
             "CREATE TABLE IF NOT EXISTS `{db}`.`events`{oc} (
     host LowCardinality(String),
+    boot_id LowCardinality(String),
     seq UInt64 CODEC(Delta, ZSTD(1)),
     time DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
     mono_ns UInt64 CODEC(Delta, ZSTD(1)),
@@ -86,18 +158,21 @@ impl SchemaOptions {
     PROJECTION by_user (SELECT * ORDER BY loginuid, time)
 ) ENGINE = {engine}
 PARTITION BY toDate(time)
-ORDER BY (host, session_id, time, seq)
+ORDER BY (host, boot_id, session_id, time, seq)
 TTL {ttl}
 SETTINGS non_replicated_deduplication_window = 1000, deduplicate_merge_projection_mode = 'rebuild'",
             engine = self.engine("ReplacingMergeTree", "events"),
             ttl = self.ttl()
-        )];
-        events.extend(self.distributed("events", "cityHash64(host, session_id)"));
+        )
+    }
 
-        let mut sessions = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS `{db}`.`sessions`{oc} (
+    /// One row per session, updated as it evolves (fed by `sessions_mv`).
+    fn sessions_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`sessions`{oc} (
     host LowCardinality(String),
+    boot_id LowCardinality(String),
     session_id UInt32,
     loginuid SimpleAggregateFunction(any, UInt32),
     first_seen SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
@@ -111,15 +186,19 @@ SETTINGS non_replicated_deduplication_window = 1000, deduplicate_merge_projectio
     gained_root SimpleAggregateFunction(max, Bool)
 ) ENGINE = {engine}
 PARTITION BY toYYYYMM(first_seen)
-ORDER BY (host, session_id)
+ORDER BY (host, boot_id, session_id)
 SETTINGS non_replicated_deduplication_window = 1000",
-                engine = self.engine("AggregatingMergeTree", "sessions")
-            ),
-            // Fed by every insert into events: one row per session, updated as it evolves.
-            // Re-sent batches carry the same deduplication token and are skipped here as well.
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`sessions_mv`{oc} TO `{db}`.`sessions` AS
-SELECT host, session_id,
+            engine = self.engine("AggregatingMergeTree", "sessions")
+        )
+    }
+
+    /// Fed by every insert into events. Re-sent batches carry the same deduplication token and
+    /// are skipped here as well.
+    fn sessions_view(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`sessions_mv`{oc} TO `{db}`.`sessions` AS
+SELECT host, boot_id, session_id,
     any(loginuid) AS loginuid,
     min(time) AS first_seen,
     max(time) AS last_seen,
@@ -132,14 +211,16 @@ SELECT host, session_id,
     max(gained_root) AS gained_root
 FROM `{db}`.`events`
 WHERE session_id != 0
-GROUP BY host, session_id"
-            ),
-        ];
-        sessions.extend(self.distributed("sessions", "cityHash64(host, session_id)"));
+GROUP BY host, boot_id, session_id"
+        )
+    }
 
-        let mut alerts = vec![format!(
+    fn alerts_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
             "CREATE TABLE IF NOT EXISTS `{db}`.`alerts`{oc} (
     host LowCardinality(String),
+    boot_id LowCardinality(String),
     time DateTime64(9, 'UTC'),
     alert_id UUID,
     session_id UInt32,
@@ -157,18 +238,39 @@ ORDER BY (host, time, alert_id)
 TTL {ttl}",
             engine = self.engine("ReplacingMergeTree", "alerts"),
             ttl = self.ttl()
-        )];
-        alerts.extend(self.distributed("alerts", "cityHash64(host, session_id)"));
+        )
+    }
 
-        // Who, how and from where, one row per session from its start and end events. A table of
-        // its own rather than more columns of `sessions`: two views inserting into one table with
-        // the same deduplication token could drop each other's blocks on resend.
-        let mut identity = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS `{db}`.`session_identity`{oc} (
+    /// Alerts from the event stream into `alerts` (the detail JSON holds the whole alert).
+    fn alerts_view(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`alerts_mv`{oc} TO `{db}`.`alerts` AS
+SELECT host, boot_id, time,
+    toUUIDOrZero(JSONExtractString(detail, 'alert_id')) AS alert_id,
+    session_id, loginuid,
+    JSONExtractString(detail, 'rule') AS rule,
+    JSONExtractString(detail, 'technique') AS technique,
+    JSONExtractString(detail, 'severity') AS severity,
+    toFloat32(JSONExtractUInt(detail, 'session_risk')) AS risk,
+    JSONExtract(detail, 'reasons', 'Array(String)') AS reasons,
+    [toUInt64(seq)] AS evidence_seqs,
+    detail
+FROM `{db}`.`events`
+WHERE type = 'alert'"
+        )
+    }
+
+    /// Who, how and from where, one row per session from its start and end events. A table of
+    /// its own rather than more columns of `sessions`: two views inserting into one table with
+    /// the same deduplication token could drop each other's blocks on resend.
+    fn identity_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`session_identity`{oc} (
     host LowCardinality(String),
+    boot_id LowCardinality(String),
     session_id UInt32,
-    boot_id SimpleAggregateFunction(max, String),
     login_user SimpleAggregateFunction(max, String),
     entry SimpleAggregateFunction(max, String),
     source_address SimpleAggregateFunction(max, String),
@@ -185,14 +287,17 @@ TTL {ttl}",
     started SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
     ended SimpleAggregateFunction(max, DateTime64(9, 'UTC'))
 ) ENGINE = {engine}
-ORDER BY (host, session_id)
+ORDER BY (host, boot_id, session_id)
 SETTINGS non_replicated_deduplication_window = 1000",
-                engine = self.engine("AggregatingMergeTree", "session_identity")
-            ),
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`session_identity_mv`{oc} TO `{db}`.`session_identity` AS
-SELECT host, session_id,
-    max(JSONExtractString(detail, 'boot_id')) AS boot_id,
+            engine = self.engine("AggregatingMergeTree", "session_identity")
+        )
+    }
+
+    fn identity_view(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`session_identity_mv`{oc} TO `{db}`.`session_identity` AS
+SELECT host, boot_id, session_id,
     max(JSONExtractString(detail, 'login_user')) AS login_user,
     max(JSONExtractString(detail, 'entry')) AS entry,
     max(JSONExtractString(detail, 'ssh', 'source_address')) AS source_address,
@@ -210,37 +315,14 @@ SELECT host, session_id,
     max(if(type = 'session_end', time, toDateTime64(0, 9, 'UTC'))) AS ended
 FROM `{db}`.`events`
 WHERE type IN ('session_start', 'session_end') AND session_id != 0
-GROUP BY host, session_id"
-            ),
-        ];
-        identity.extend(self.distributed("session_identity", "cityHash64(host, session_id)"));
+GROUP BY host, boot_id, session_id"
+        )
+    }
 
-        // Alerts from the event stream into `alerts` (the detail JSON holds the whole alert).
-        let alerts_feed = vec![format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`alerts_mv`{oc} TO `{db}`.`alerts` AS
-SELECT host, time,
-    toUUIDOrZero(JSONExtractString(detail, 'alert_id')) AS alert_id,
-    session_id, loginuid,
-    JSONExtractString(detail, 'rule') AS rule,
-    JSONExtractString(detail, 'technique') AS technique,
-    JSONExtractString(detail, 'severity') AS severity,
-    toFloat32(JSONExtractUInt(detail, 'session_risk')) AS risk,
-    JSONExtract(detail, 'reasons', 'Array(String)') AS reasons,
-    [toUInt64(seq)] AS evidence_seqs,
-    detail
-FROM `{db}`.`events`
-WHERE type = 'alert'"
-        )];
-
-        // Fleet-wide baselines: what each login user has done, by dimension, over every host.
-        // The daemon scores its host against its own copy; these answer the same questions
-        // across the fleet (see `vigil anomalies` and store/anomalies.rs).
-        let user = "if(JSONExtractString(detail, 'process', 'login_user') != '', \
-            JSONExtractString(detail, 'process', 'login_user'), concat('uid:', toString(loginuid)))";
-        let sensitive = sensitive_path_condition();
-        let mut baselines = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS `{db}`.`user_baseline`{oc} (
+    fn user_baseline_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`user_baseline`{oc} (
     user LowCardinality(String),
     dimension LowCardinality(String),
     value String CODEC(ZSTD(1)),
@@ -250,14 +332,19 @@ WHERE type = 'alert'"
 ) ENGINE = {engine}
 ORDER BY (user, dimension, value)
 TTL toDateTime(last_seen) + INTERVAL {days} DAY",
-                engine = self.engine("AggregatingMergeTree", "user_baseline"),
-                days = self.retention_days
-            ),
-            // One row per (user, dimension, value) an event shows: the binary and the host of a
-            // command and its UTC hour of the week (Monday 00:00 = 0), the destination of an
-            // outbound connection, a sensitive path opened (the daemon's default list).
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`user_baseline_mv`{oc} TO `{db}`.`user_baseline` AS
+            engine = self.engine("AggregatingMergeTree", "user_baseline"),
+            days = self.retention_days
+        )
+    }
+
+    /// One row per (user, dimension, value) an event shows: the binary and the host of a
+    /// command and its UTC hour of the week (Monday 00:00 = 0), the destination of an outbound
+    /// connection, a sensitive path opened (the patterns in `sensitive_paths`, which `migrate`
+    /// keeps equal to the configuration's `detection.baseline.sensitive_paths`).
+    fn user_baseline_view(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`user_baseline_mv`{oc} TO `{db}`.`user_baseline` AS
 SELECT user, d.1 AS dimension, d.2 AS value,
     min(time) AS first_seen, max(time) AS last_seen, count() AS events
 FROM (
@@ -275,10 +362,16 @@ FROM (
     FROM `{db}`.`events`
     WHERE session_id != 0 AND loginuid != 4294967295 AND type IN ('exec', 'connect', 'open')
 )
-GROUP BY user, dimension, value"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS `{db}`.`user_daily_volume`{oc} (
+GROUP BY user, dimension, value",
+            user = BASELINE_USER,
+            sensitive = sensitive_path_condition(&self.sensitive_paths),
+        )
+    }
+
+    fn user_daily_volume_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`user_daily_volume`{oc} (
     user LowCardinality(String),
     day Date,
     host LowCardinality(String),
@@ -287,53 +380,184 @@ GROUP BY user, dimension, value"
 ) ENGINE = {engine}
 ORDER BY (user, day, host)
 TTL day + INTERVAL {days} DAY",
-                engine = self.engine("AggregatingMergeTree", "user_daily_volume"),
-                days = self.retention_days
-            ),
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`user_daily_volume_mv`{oc} TO `{db}`.`user_daily_volume` AS
+            engine = self.engine("AggregatingMergeTree", "user_daily_volume"),
+            days = self.retention_days
+        )
+    }
+
+    fn user_daily_volume_view(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`user_daily_volume_mv`{oc} TO `{db}`.`user_daily_volume` AS
 SELECT {user} AS user, toDate(time) AS day, host,
     sum(bytes) AS bytes, count() AS reads
 FROM `{db}`.`events`
 WHERE type = 'file_read' AND session_id != 0 AND loginuid != 4294967295
-GROUP BY user, day, host"
-            ),
-        ];
-        baselines.extend(self.distributed("user_baseline", "cityHash64(user)"));
-        baselines.extend(self.distributed("user_daily_volume", "cityHash64(user)"));
+GROUP BY user, day, host",
+            user = BASELINE_USER,
+        )
+    }
 
-        vec![
-            Migration {
-                version: 1,
-                name: "events",
-                statements: events,
-            },
-            Migration {
-                version: 2,
-                name: "sessions",
-                statements: sessions,
-            },
-            Migration {
-                version: 3,
-                name: "alerts",
-                statements: alerts,
-            },
-            Migration {
-                version: 4,
-                name: "session_identity",
-                statements: identity,
-            },
-            Migration {
-                version: 5,
-                name: "alerts_feed",
-                statements: alerts_feed,
-            },
-            Migration {
-                version: 6,
-                name: "baselines",
-                statements: baselines,
-            },
-        ]
+    /// The sensitive-path patterns the fleet-wide baseline counts: written by `migrate` from
+    /// the configuration in force (not frozen in a migration), read by `user_baseline_mv`.
+    fn sensitive_paths_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`sensitive_paths`{oc} (
+    pattern String,
+    match Enum8('prefix' = 1, 'fragment' = 2)
+) ENGINE = {engine}
+ORDER BY pattern",
+            engine = self.engine("ReplacingMergeTree", "sensitive_paths")
+        )
+    }
+
+    /// Statements that rebuild the fleet-wide baseline view for this configuration's sensitive
+    /// paths and record them in `sensitive_paths` (what `migrate` runs when the recorded list
+    /// is not the configuration's). Events inserted while the view is rebuilt are not counted
+    /// into the baseline; the events themselves are all kept.
+    pub fn sensitive_paths_sync(&self) -> Vec<String> {
+        let db = &self.database;
+        let oc = self.on_cluster();
+        let mut out = vec![
+            format!("DROP VIEW IF EXISTS `{db}`.`user_baseline_mv`{oc}"),
+            self.user_baseline_view(),
+            format!("TRUNCATE TABLE IF EXISTS `{db}`.`sensitive_paths`{oc}"),
+        ];
+        if !self.sensitive_paths.is_empty() {
+            let rows = self
+                .sensitive_paths
+                .iter()
+                .map(|p| match p.strip_prefix('*') {
+                    Some(fragment) => format!("({}, 'fragment')", sql_string(fragment)),
+                    None => format!("({}, 'prefix')", sql_string(p)),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(format!(
+                "INSERT INTO `{db}`.`sensitive_paths` (pattern, match) VALUES {rows}"
+            ));
+        }
+        out
+    }
+
+    /// The list `sensitive_paths` holds, as the configuration writes it, sorted: compared with
+    /// the configuration's (sorted) to decide whether the view must be rebuilt.
+    pub fn recorded_sensitive_paths_query(&self) -> String {
+        format!(
+            "SELECT if(match = 'fragment', concat('*', pattern), pattern) AS p FROM `{}`.`sensitive_paths` ORDER BY p",
+            self.database
+        )
+    }
+
+    /// Migration 7: the session key (host, boot id, session id) in every table and key. A
+    /// database made by migrations 1-6 of an older Vigil has `events`, `sessions` and
+    /// `session_identity` ordered by (host, session_id), which merges the sessions of two boots
+    /// (audit ids restart at 1). Every step is guarded so that a database that already has the
+    /// new layout (made by this Vigil's migrations 1-6) is left as it is, and an attempt cut
+    /// short runs again.
+    ///
+    /// What it does to an old database: the views are dropped; the three tables are renamed
+    /// `*_before_v7` (kept, never dropped: they are evidence) and made anew; every event is
+    /// copied with the boot id its session's start event recorded (`session_identity`), which
+    /// feeds the new `sessions`, `session_identity` and `alerts` through the views. `alerts` is
+    /// emptied first and refilled from the same copy (it holds nothing the events do not).
+    /// Run it with shippers stopped: an insert while the views are down reaches `events` only.
+    fn session_key_migration(&self) -> Vec<Step> {
+        let db = &self.database;
+        let oc = self.on_cluster();
+        let old_layout = |table: &str| {
+            format!(
+                "SELECT count() > 0 FROM system.tables WHERE database = '{db}' AND name = '{table}' \
+                 AND position(sorting_key, 'boot_id') = 0"
+            )
+        };
+        let guarded = |sql: String, only_if: String| Step {
+            sql,
+            only_if: Some(only_if),
+        };
+        let views = [
+            "sessions_mv",
+            "session_identity_mv",
+            "alerts_mv",
+            "user_baseline_mv",
+            "user_daily_volume_mv",
+        ];
+        let mut out: Vec<Step> = Vec::new();
+        // 1. Views off, old tables aside (only where the old layout is found).
+        for table in ["events", "sessions", "session_identity"] {
+            for view in views {
+                out.push(guarded(
+                    format!("DROP VIEW IF EXISTS `{db}`.`{view}`{oc}"),
+                    old_layout(table),
+                ));
+            }
+            if self.cluster.is_some() {
+                out.push(guarded(
+                    format!("DROP TABLE IF EXISTS `{db}`.`{table}_all`{oc}"),
+                    old_layout(table),
+                ));
+            }
+            out.push(guarded(
+                format!("RENAME TABLE `{db}`.`{table}` TO `{db}`.`{table}_before_v7`{oc}"),
+                old_layout(table),
+            ));
+        }
+        // 2. The new layout, and the views on it.
+        if self.cluster.is_some() {
+            out.push(Step::from(format!(
+                "DROP TABLE IF EXISTS `{db}`.`alerts_all`{oc}"
+            )));
+        }
+        out.push(Step::from(format!(
+            "ALTER TABLE `{db}`.`alerts`{oc} ADD COLUMN IF NOT EXISTS boot_id LowCardinality(String) AFTER host"
+        )));
+        let mut create = vec![
+            self.events_table(),
+            self.sessions_table(),
+            self.identity_table(),
+            self.sensitive_paths_table(),
+        ];
+        // 3. The copy, while the old events are still aside (then they are marked copied).
+        let copy = format!(
+            "INSERT INTO `{db}`.`events`
+SELECT e.host, ifNull(b.boot_id, '') AS boot_id, e.seq, e.time, e.mono_ns, e.type, e.session_id,
+    e.loginuid, e.pid, e.tid, e.ppid, e.uid, e.euid, e.gid, e.cgroup_id, e.comm, e.path, e.argv,
+    e.bytes, e.port, e.ret, e.gained_root, e.summary, e.detail
+FROM `{db}`.`events_before_v7` AS e
+LEFT JOIN (
+    SELECT host, session_id, max(boot_id) AS boot_id
+    FROM `{db}`.`session_identity_before_v7` GROUP BY host, session_id
+) AS b ON e.host = b.host AND e.session_id = b.session_id
+SETTINGS join_use_nulls = 1"
+        );
+        let pending_copy = format!(
+            "SELECT count() > 0 FROM system.tables WHERE database = '{db}' AND name = 'events_before_v7' \
+             AND comment != 'copied'"
+        );
+        for view in [
+            self.sessions_view(),
+            self.identity_view(),
+            self.alerts_view(),
+            self.user_baseline_view(),
+            self.user_daily_volume_view(),
+        ] {
+            create.push(view);
+        }
+        for table in ["events", "sessions", "session_identity", "alerts"] {
+            create.extend(self.distributed(table, "cityHash64(host, session_id)"));
+        }
+        out.extend(create.into_iter().map(Step::from));
+        out.push(guarded(
+            format!("TRUNCATE TABLE `{db}`.`alerts`{oc}"),
+            pending_copy.clone(),
+        ));
+        out.push(guarded(copy, pending_copy.clone()));
+        out.push(guarded(
+            format!("ALTER TABLE `{db}`.`events_before_v7`{oc} MODIFY COMMENT 'copied'"),
+            pending_copy,
+        ));
+        out
     }
 
     /// Creates the database and the migrations ledger.
@@ -354,14 +578,19 @@ GROUP BY user, day, host"
     }
 }
 
-/// "`path` is sensitive" in ClickHouse, built from the daemon's own default patterns
-/// (`detection.baseline.sensitive_paths` of the embedded configuration: a prefix, or with a
-/// leading `*` a fragment anywhere), so the fleet-wide view and each daemon count the same paths.
-fn sensitive_path_condition() -> String {
-    crate::config::Config::embedded()
-        .detection
-        .baseline
-        .sensitive_paths
+/// Who a fleet-wide baseline row is about: the login user's recorded name, or `uid:N`.
+const BASELINE_USER: &str = "if(JSONExtractString(detail, 'process', 'login_user') != '', \
+    JSONExtractString(detail, 'process', 'login_user'), concat('uid:', toString(loginuid)))";
+
+/// "`path` is sensitive" in ClickHouse, from the configured patterns (a prefix, or with a
+/// leading `*` a fragment anywhere), quoted. Written into the view itself rather than read from
+/// a table by a subquery: a subquery in a materialized view stopped every view of the insert
+/// under chdb, silently. `false` when the list is empty.
+fn sensitive_path_condition(patterns: &[String]) -> String {
+    if patterns.is_empty() {
+        return "false".into();
+    }
+    patterns
         .iter()
         .map(|p| match p.strip_prefix('*') {
             Some(fragment) => format!("position(path, {}) > 0", sql_string(fragment)),
@@ -386,13 +615,20 @@ mod tests {
             database: "vigil".into(),
             cluster: Some("prod".into()),
             retention_days: 30,
+            sensitive_paths: Vec::new(),
         };
         let all: Vec<String> = opts
             .bootstrap()
             .into_iter()
-            .chain(opts.migrations().into_iter().flat_map(|m| m.statements))
+            .chain(
+                opts.migrations()
+                    .into_iter()
+                    .flat_map(|m| m.statements)
+                    .map(|s| s.sql),
+            )
             .collect();
-        for stmt in &all {
+        // Inserts go to the local tables of the node that runs them; everything else is DDL.
+        for stmt in all.iter().filter(|s| !s.starts_with("INSERT")) {
             assert!(stmt.contains("ON CLUSTER `prod`"), "{stmt}");
             assert!(!stmt.contains("ENGINE = MergeTree"), "{stmt}");
         }
@@ -406,17 +642,54 @@ mod tests {
     }
 
     #[test]
-    fn the_fleet_sensitive_paths_are_the_daemons_defaults_quoted() {
-        let condition = sensitive_path_condition();
+    fn the_fleet_sensitive_paths_are_written_from_the_configuration_quoted() {
+        let opts = SchemaOptions {
+            database: "vigil".into(),
+            cluster: None,
+            retention_days: 30,
+            sensitive_paths: vec!["/etc/shadow".into(), "*/.ssh/".into()],
+        };
+        let sync = opts.sensitive_paths_sync();
+        assert_eq!(sync[0], "DROP VIEW IF EXISTS `vigil`.`user_baseline_mv`");
+        assert!(sync[1].contains("startsWith(path, '/etc/shadow') OR position(path, '/.ssh/') > 0"));
         assert!(
-            condition.contains("startsWith(path, '/etc/shadow')"),
-            "{condition}"
+            sync[3].ends_with("VALUES ('/etc/shadow', 'prefix'), ('/.ssh/', 'fragment')"),
+            "{}",
+            sync[3]
         );
-        assert!(
-            condition.contains("position(path, '/.ssh/') > 0"),
-            "{condition}"
-        );
+        let none = SchemaOptions {
+            sensitive_paths: Vec::new(),
+            ..opts
+        };
+        assert_eq!(none.sensitive_paths_sync().len(), 3);
+        assert!(none
+            .user_baseline_view()
+            .contains("type = 'open' AND ret >= 0 AND (false)"));
         assert_eq!(sql_string(r"it's a\b"), r"'it\'s a\\b'");
+    }
+
+    #[test]
+    fn every_session_table_is_keyed_by_host_boot_and_session() {
+        let opts = SchemaOptions {
+            database: "vigil".into(),
+            cluster: None,
+            retention_days: 30,
+            sensitive_paths: Vec::new(),
+        };
+        for ddl in [
+            opts.events_table(),
+            opts.sessions_table(),
+            opts.identity_table(),
+        ] {
+            assert!(ddl.contains("ORDER BY (host, boot_id, session_id"), "{ddl}");
+        }
+        for view in [opts.sessions_view(), opts.identity_view()] {
+            assert!(
+                view.contains("GROUP BY host, boot_id, session_id"),
+                "{view}"
+            );
+        }
+        assert!(opts.alerts_view().contains("SELECT host, boot_id, time"));
     }
 
     #[test]
@@ -425,16 +698,18 @@ mod tests {
             database: "vigil".into(),
             cluster: None,
             retention_days: 90,
+            sensitive_paths: Vec::new(),
         };
         for m in opts.migrations() {
             for stmt in m.statements {
                 assert!(
-                    !stmt.contains("ON CLUSTER") && !stmt.contains("Replicated"),
-                    "{stmt}"
+                    !stmt.sql.contains("ON CLUSTER") && !stmt.sql.contains("Replicated"),
+                    "{}",
+                    stmt.sql
                 );
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     }
 }

@@ -121,6 +121,7 @@ impl ShipperStatus {
 /// not yet in ClickHouse).
 pub async fn run(
     cfg: ClickHouseConfig,
+    sensitive_paths: Vec<String>,
     spool: PathBuf,
     host: String,
     spool_position: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
@@ -131,7 +132,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     // Schema first; until ClickHouse answers, keep trying (the spool holds everything).
     loop {
-        match migrate(&cfg).await {
+        match migrate(&cfg, &sensitive_paths).await {
             Ok(applied) => {
                 if !applied.is_empty() {
                     tracing::info!(?applied, "ClickHouse schema migrated");

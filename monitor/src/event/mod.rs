@@ -1,7 +1,15 @@
 //! The owned event types every stage after the decoder speaks. They serialize to the JSON Lines
 //! output (and later to storage) as they are.
 
-use std::fmt;
+mod display;
+mod session_key;
+
+use std::{fmt, sync::Arc};
+
+pub use session_key::{
+    boot_id, host_name, short_boot, Origin, SelectorError, SessionKey, SessionSelector,
+    BOOT_ID_SHORT,
+};
 
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -85,9 +93,26 @@ pub struct Event {
     pub time_ns: i64,
     /// Wall-clock time, RFC 3339.
     pub time: String,
+    /// The host and boot it happened on: with `process.sessionid`, its [`SessionKey`]. Empty in
+    /// records written before they were kept (a spool's reader fills in its own host).
+    #[serde(default)]
+    pub host: Arc<str>,
+    #[serde(default)]
+    pub boot_id: Arc<str>,
     pub process: Process,
     #[serde(flatten)]
     pub body: EventBody,
+}
+
+impl Event {
+    /// The login session the event belongs to; `None` outside sessions.
+    pub fn session_key(&self) -> Option<SessionKey> {
+        self.process.sessionid.map(|session| SessionKey {
+            host: self.host.clone(),
+            boot_id: self.boot_id.clone(),
+            session,
+        })
+    }
 }
 
 /// Who did it: the task the event happened in.
@@ -398,7 +423,6 @@ pub struct AlertEvent {
     pub evidence_type: String,
     pub evidence_mono_ns: u64,
     pub evidence: String,
-    pub host: String,
 }
 
 /// Terminal bytes, as the process wrote or read them, with the terminal's state then.
@@ -437,12 +461,11 @@ pub struct SshOrigin {
     pub key_fingerprint: Option<String>,
 }
 
-/// A login session began (its first event seen). The session is (host, boot_id, session).
+/// A login session began (its first event seen). The session is the event's [`SessionKey`]
+/// (its host and boot are the event's own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStartEvent {
     pub session: u32,
-    pub host: String,
-    pub boot_id: String,
     pub loginuid: u32,
     pub login_user: Option<String>,
     /// `ssh`, `console`, `cron`, `su`, `sudo`, `container` or `other`.
@@ -470,8 +493,6 @@ pub struct SessionCounts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEndEvent {
     pub session: u32,
-    pub host: String,
-    pub boot_id: String,
     pub duration_ms: u64,
     pub counts: SessionCounts,
 }

@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use vigil::{
-    config::Config,
-    detect::{rules, sigma::SigmaImport},
-};
+use vigil::detect::{rules, sigma::SigmaImport};
+
+use super::{load_config, print_json, CliError, CliResult};
 
 #[derive(Subcommand)]
 pub enum RulesCommand {
@@ -40,7 +39,7 @@ pub enum RulesCommand {
     },
 }
 
-pub fn run(command: RulesCommand) -> Result<(), String> {
+pub fn run(command: RulesCommand) -> CliResult {
     match command {
         RulesCommand::List { config, json } => list(config.as_deref(), json),
         RulesCommand::Check { files } => check(&files),
@@ -52,13 +51,10 @@ pub fn run(command: RulesCommand) -> Result<(), String> {
     }
 }
 
-fn list(config: Option<&Path>, json: bool) -> Result<(), String> {
-    let config = match config {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => Config::from_env().map_err(|e| e.to_string())?,
-    };
+fn list(config: Option<&Path>, json: bool) -> CliResult {
+    let config = load_config(config)?;
     let d = &config.detection;
-    let rules = rules::load(d.builtin_rules, &d.rules_files).map_err(|e| e.to_string())?;
+    let rules = rules::load(d.builtin_rules, &d.rules_files)?;
     if json {
         let list: Vec<serde_json::Value> = rules
             .iter()
@@ -69,7 +65,7 @@ fn list(config: Option<&Path>, json: bool) -> Result<(), String> {
                 })
             })
             .collect();
-        return crate::print_json(&list);
+        return print_json(&list);
     }
     println!(
         "{:<34} {:<10} {:<9} {:>4}  TITLE",
@@ -88,7 +84,7 @@ fn list(config: Option<&Path>, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn check(files: &[PathBuf]) -> Result<(), String> {
+fn check(files: &[PathBuf]) -> CliResult {
     let mut problems = Vec::new();
     for file in files {
         match rules::load(false, std::slice::from_ref(file)) {
@@ -99,19 +95,23 @@ fn check(files: &[PathBuf]) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("\n"))
+        Err(CliError::RulesCheck(problems))
     }
 }
 
 /// Every .yml/.yaml file under `path` (or `path` itself), in a stable order.
-fn sigma_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn sigma_files(path: &Path, out: &mut Vec<PathBuf>) -> CliResult {
+    let unreadable = |source| CliError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if !meta.is_dir() {
         out.push(path.to_path_buf());
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(unreadable)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
@@ -125,28 +125,34 @@ fn sigma_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-fn import_sigma(
-    paths: &[PathBuf],
-    output: Option<&Path>,
-    report: Option<&Path>,
-) -> Result<(), String> {
+fn import_sigma(paths: &[PathBuf], output: Option<&Path>, report: Option<&Path>) -> CliResult {
     let mut files = Vec::new();
     for p in paths {
         sigma_files(p, &mut files)?;
     }
     let mut import = SigmaImport::default();
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let text = std::fs::read_to_string(f).map_err(|source| CliError::ReadFile {
+            path: f.clone(),
+            source,
+        })?;
         import.add_file(&f.display().to_string(), &text);
     }
-    let yaml = import.rules_yaml()?;
+    let yaml = import.rules_yaml().map_err(CliError::SigmaExport)?;
+    let write = |p: &Path, text: &str| {
+        std::fs::write(p, text).map_err(|source| CliError::WriteFile {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     match output {
-        Some(p) => std::fs::write(p, &yaml).map_err(|e| format!("{}: {e}", p.display()))?,
+        Some(p) => write(p, &yaml)?,
         None => print!("{yaml}"),
     }
     if let Some(p) = report {
-        let text = serde_json::to_string_pretty(&import).map_err(|e| e.to_string())?;
-        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        let text = serde_json::to_string_pretty(&import)
+            .map_err(|e| CliError::SigmaExport(e.to_string()))?;
+        write(p, &text)?;
     }
     eprintln!(
         "imported {} Sigma rules, {} not importable",

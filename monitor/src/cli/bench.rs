@@ -1,0 +1,51 @@
+//! Hidden bodies of `cargo xtask bench ingest` and `bench replay`.
+
+use std::path::PathBuf;
+
+use super::{load_config, CliError, CliResult};
+
+#[derive(clap::Args)]
+pub struct BenchIngestArgs {
+    #[arg(long)]
+    spool: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Configuration whose clickhouse: section to ship to (optional).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct BenchSessionArgs {
+    #[arg(long)]
+    spool: PathBuf,
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+}
+
+pub fn ingest(a: BenchIngestArgs) -> CliResult {
+    let ch = match &a.config {
+        Some(path) => Some(load_config(Some(path))?.clickhouse),
+        None => None,
+    };
+    // The daemon's shape: two workers, as the shipper runs in production.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let r = rt
+        .block_on(vigil::bench::ingest(&a.spool, a.events, ch))
+        .map_err(CliError::Daemon)?;
+    println!(
+        "{}",
+        serde_json::to_string(&r).map_err(|e| CliError::Daemon(e.into()))?
+    );
+    Ok(())
+}
+
+pub fn session(a: BenchSessionArgs) -> CliResult {
+    let n = vigil::bench::write_replay_session(&a.spool, a.events).map_err(CliError::Daemon)?;
+    println!("session {} with {n} events", vigil::bench::REPLAY_SESSION);
+    Ok(())
+}

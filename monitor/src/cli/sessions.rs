@@ -1,0 +1,452 @@
+//! `vigil sessions`, `session`, `replay`, `export` and `alerts`: what security reads, from
+//! whichever store the configuration names.
+
+use std::{io::Write as _, path::PathBuf};
+
+use vigil::{
+    event::{Ancestor, EventBody},
+    query::{self, AlertFilter, SessionFilter, SessionSummary},
+};
+
+use super::{
+    now_ns, print_json, resolve_user, time_arg, warn_damage, CliError, CliResult, SessionRef,
+    StoreArgs,
+};
+
+#[derive(clap::Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only sessions of this login user (name or uid).
+    #[arg(long)]
+    user: Option<String>,
+    /// Only sessions on this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only sessions active since this time (RFC 3339, or a duration ago such as 2h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only sessions started before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only sessions of this person (name or email in the identity mapping).
+    #[arg(long)]
+    person: Option<String>,
+    /// Only sessions of people in this peer group (identity mapping).
+    #[arg(long)]
+    peer_group: Option<String>,
+    /// Only sessions whose risk score reached this (0-100).
+    #[arg(long)]
+    min_risk: Option<u32>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where a session came from, for one table cell.
+fn origin_text(s: &SessionSummary) -> String {
+    let entry = s.entry.clone().unwrap_or_else(|| "?".into());
+    match &s.ssh {
+        Some(o) => format!("{entry} {}:{}", o.source_address, o.source_port),
+        None => entry,
+    }
+}
+
+fn ancestry_text(a: &[Ancestor]) -> String {
+    a.iter()
+        .map(|x| x.name.escape_debug().to_string())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// A recorded name for a table cell: escaped, since it came from a monitored host.
+fn cell(s: &str) -> String {
+    s.escape_debug().to_string()
+}
+
+pub fn list(a: SessionsArgs) -> CliResult {
+    let now = now_ns();
+    let filter = SessionFilter {
+        loginuid: a.user.as_deref().map(resolve_user).transpose()?,
+        host: a.host,
+        session: None,
+        since_ns: a.since.map(|t| time_arg("--since", &t, now)).transpose()?,
+        until_ns: a.until.map(|t| time_arg("--until", &t, now)).transpose()?,
+        person: a.person,
+        peer_group: a.peer_group,
+        min_risk: a.min_risk,
+    };
+    let (list, damage) = a.store.open()?.sessions(&filter)?;
+    warn_damage(&damage);
+    if a.json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut lines = vec![format!(
+        "{:<28}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}",
+        "KEY (host/boot/session)",
+        "USER",
+        "PERSON",
+        "ORIGIN",
+        "FIRST",
+        "LAST",
+        "CMDS",
+        "FILES",
+        "BYTES READ",
+        "CONN",
+        "PRIV"
+    )];
+    for s in list {
+        let user = s.user.clone().unwrap_or_else(|| s.loginuid.to_string());
+        let person = s
+            .identity
+            .as_ref()
+            .map(|i| i.person.clone())
+            .unwrap_or_else(|| "-".into());
+        lines.push(format!(
+            "{:<28}  {:<12} {:<20} {:<26} {:<30} {:<30} {:>6} {:>6} {:>12} {:>5} {:>5}{}",
+            // The key is what `vigil session` takes back: ids repeat across hosts and boots.
+            cell(&s.key),
+            cell(&user),
+            cell(&person),
+            cell(&origin_text(&s)),
+            s.first,
+            s.last,
+            s.commands,
+            s.files_opened,
+            s.bytes_read,
+            s.connections,
+            s.privilege_changes,
+            match (s.gained_root, s.risk) {
+                (_, Some(r)) => format!("  RISK {r}: {}", cell(&s.risk_reasons.join("; "))),
+                (true, None) => "  gained root".into(),
+                (false, None) => String::new(),
+            }
+        ));
+    }
+    for line in lines {
+        writeln!(out, "{line}").map_err(CliError::output("listing"))?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only alerts of this login user (name or uid).
+    #[arg(long)]
+    user: Option<String>,
+    /// Only alerts raised on this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only alerts of this session (`7`, `boot/7` or `host/boot/7`, as `vigil sessions` lists
+    /// it; a short id several sessions share is refused with the candidates named).
+    #[arg(long)]
+    session: Option<String>,
+    /// Only alerts of this rule (its id).
+    #[arg(long)]
+    rule: Option<String>,
+    /// Only alerts of this severity or higher.
+    #[arg(long, value_enum)]
+    min_severity: Option<vigil::detect::rules::Severity>,
+    /// Only alerts since this time (RFC 3339, or a duration ago such as 2h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only alerts until this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// JSON output (each alert whole).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn alerts(a: AlertsArgs) -> CliResult {
+    let now = now_ns();
+    let store = a.store.open()?;
+    let session = match &a.session {
+        Some(id) => {
+            let selector = SessionRef {
+                id: id.clone(),
+                host: a.host.clone(),
+                boot: None,
+            }
+            .selector()?;
+            Some(store.resolve(&selector)?.session_key())
+        }
+        None => None,
+    };
+    let filter = AlertFilter {
+        loginuid: a.user.as_deref().map(resolve_user).transpose()?,
+        session,
+        host: a.host,
+        rule: a.rule,
+        min_severity: a.min_severity,
+        since_ns: a.since.map(|t| time_arg("--since", &t, now)).transpose()?,
+        until_ns: a.until.map(|t| time_arg("--until", &t, now)).transpose()?,
+    };
+    let (alerts, damage) = store.alerts(&filter)?;
+    warn_damage(&damage);
+    if a.json {
+        return print_json(&alerts);
+    }
+    let mut lines = vec![format!(
+        "{:<30}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
+        "TIME", "SESSION (host/boot/session)", "USER", "SEVERITY", "TECHNIQUE", "RISK", "RULE"
+    )];
+    for e in &alerts {
+        let EventBody::Alert(al) = &e.body else {
+            continue;
+        };
+        let user = e
+            .process
+            .login_user
+            .clone()
+            .or_else(|| e.process.loginuid.map(|u| u.to_string()))
+            .unwrap_or_else(|| "-".into());
+        lines.push(format!(
+            "{:<30}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} {}",
+            e.time,
+            e.session_key()
+                .map(|k| cell(&k.to_string()))
+                .unwrap_or_else(|| "-".into()),
+            cell(&user),
+            al.severity,
+            cell(&al.technique),
+            al.session_risk,
+            cell(&al.rule),
+            // The evidence quotes recorded data: keep control characters off the terminal.
+            al.evidence.escape_debug()
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}").map_err(CliError::output("listing"))?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    session: SessionRef,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn show(a: SessionArgs) -> CliResult {
+    let timeline = a.store.open()?.timeline(&a.session.selector()?)?;
+    if a.json {
+        return print_json(&timeline);
+    }
+    let mut o: Vec<String> = Vec::new();
+    if let Some(s) = &timeline.summary {
+        o.push(format!(
+            "session {} of {} ({}), {} → {}{}",
+            cell(&s.key),
+            cell(s.user.as_deref().unwrap_or("?")),
+            s.loginuid,
+            s.first,
+            s.ended.clone().unwrap_or_else(|| s.last.clone()),
+            if s.ended.is_some() {
+                ""
+            } else {
+                " (not ended)"
+            }
+        ));
+        o.push(format!(
+            "host    {}, boot {}",
+            cell(&s.host),
+            cell(&s.boot_id)
+        ));
+        if let Some(i) = &s.identity {
+            let opt = |v: &Option<String>| cell(v.as_deref().unwrap_or("-"));
+            o.push(format!(
+                "person  {} <{}>, team {}, role {}, peer group {}",
+                cell(&i.person),
+                opt(&i.email),
+                opt(&i.team),
+                opt(&i.role),
+                opt(&i.peer_group)
+            ));
+        }
+        o.push(format!("entry   {}", cell(&origin_text(s))));
+        if let Some(ssh) = &s.ssh {
+            o.push(format!(
+                "ssh     from {} port {} to port {}, {} {}",
+                cell(&ssh.source_address),
+                ssh.source_port,
+                ssh.server_port,
+                cell(ssh.auth_method.as_deref().unwrap_or("auth unknown")),
+                cell(ssh.key_fingerprint.as_deref().unwrap_or_default())
+            ));
+        }
+        if !s.ancestry.is_empty() {
+            o.push(format!("via     {}", ancestry_text(&s.ancestry)));
+        }
+        if let Some(r) = s.risk {
+            o.push(format!(
+                "risk    {r}/100: {}",
+                cell(&s.risk_reasons.join("; "))
+            ));
+        }
+    }
+    for d in &timeline.damage {
+        o.push(format!("warning: {d}"));
+    }
+    o.push(format!(
+        "\nprocess tree:\n{}",
+        query::process_tree(&timeline.events)
+    ));
+    o.push("timeline:".into());
+    let id = |n: u32, name: &Option<String>| match name {
+        Some(name) => format!("{n}({})", cell(name)),
+        None => n.to_string(),
+    };
+    for e in &timeline.events {
+        let ancestry = match &e.body {
+            EventBody::Exec(x) if !x.ancestry.is_empty() => {
+                format!("   [{}]", ancestry_text(&x.ancestry))
+            }
+            _ => String::new(),
+        };
+        o.push(format!(
+            "{}  pid {:>7} uid {:<12} euid {:<12}  {e}{ancestry}",
+            e.time,
+            e.process.pid,
+            id(e.process.uid, &e.process.user),
+            id(e.process.euid, &e.process.euser),
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    for line in o {
+        writeln!(out, "{line}").map_err(CliError::output("timeline"))?;
+    }
+    Ok(())
+}
+
+/// The recording of the session `which` names, with what could not be recorded said on stderr.
+fn recording(store: &StoreArgs, which: &SessionRef) -> Result<vigil::replay::Recording, CliError> {
+    let store = store.open()?;
+    let timeline = store.timeline(&which.selector()?)?;
+    let summary = timeline.summary.as_ref();
+    let session = summary.map(|s| s.session).unwrap_or_default();
+    let rec = vigil::replay::Recording::from_events(summary, session, &timeline.events);
+    if !rec.has_output() {
+        eprintln!(
+            "vigil: session {} in {} has no recorded terminal output (no terminal, or \
+             tty_output not in capture.events); showing its markers only",
+            summary.map(|s| cell(&s.key)).unwrap_or_default(),
+            store.source()
+        );
+    }
+    warn_damage(&timeline.damage);
+    Ok(rec)
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    session: SessionRef,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Playback speed factor (2 plays twice as fast).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Pauses longer than this many seconds are shortened to it.
+    #[arg(long, default_value_t = 2.0)]
+    max_idle: f64,
+    /// Print everything at once, without waiting.
+    #[arg(long)]
+    instant: bool,
+    /// Do not show commands, files, connections and privilege changes as markers.
+    #[arg(long)]
+    no_markers: bool,
+}
+
+pub fn replay(a: ReplayArgs) -> CliResult {
+    if !(a.speed.is_finite() && a.speed > 0.0) {
+        return Err(CliError::bad(
+            "--speed",
+            format!("{} must be a positive number", a.speed),
+        ));
+    }
+    if !(a.max_idle.is_finite() && a.max_idle >= 0.0) {
+        return Err(CliError::bad(
+            "--max-idle",
+            format!("{} must be 0 or more seconds", a.max_idle),
+        ));
+    }
+    let opts = vigil::replay::PlayOptions {
+        speed: a.speed,
+        max_idle: std::time::Duration::from_secs_f64(a.max_idle.min(1e9)),
+        instant: a.instant,
+        markers: !a.no_markers,
+    };
+    let rec = recording(&a.store, &a.session)?;
+    vigil::replay::play(&rec, &opts, &mut std::io::stdout().lock())
+        .map_err(CliError::output("replay"))
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// asciicast v2, as asciinema plays it.
+    Asciicast,
+    /// The full timeline: summary, every event, damage notes.
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    session: SessionRef,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long, value_enum, default_value = "asciicast")]
+    format: ExportFormat,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+pub fn export(a: ExportArgs) -> CliResult {
+    let mut out: Box<dyn std::io::Write> = match &a.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|source| CliError::WriteFile {
+                path: path.clone(),
+                source,
+            })?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let progress = vigil::progress::Progress::new("export");
+    progress.note(&format!("reading session {}", cell(&a.session.id)));
+    let written = match a.format {
+        ExportFormat::Asciicast => {
+            let rec = recording(&a.store, &a.session)?;
+            progress.note(&format!("writing {} frames", rec.frames.len()));
+            vigil::replay::write_asciicast(&rec, &mut out)
+        }
+        ExportFormat::Json => {
+            let timeline = a.store.open()?.timeline(&a.session.selector()?)?;
+            progress.note(&format!("writing {} events", timeline.events.len()));
+            serde_json::to_writer(&mut out, &timeline)
+                .map_err(std::io::Error::other)
+                .and_then(|_| writeln!(out))
+                .and_then(|_| out.flush())
+        }
+    };
+    progress.done();
+    written.map_err(CliError::output("export"))?;
+    if let Some(path) = a.output {
+        eprintln!(
+            "vigil: session {} written to {}",
+            cell(&a.session.id),
+            path.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! How an event reads to a person: one line, the same in `vigil session`, replay markers,
+//! alert evidence, warnings and the `summary` column of ClickHouse.
+
+use std::fmt::{self, Write as _};
+
+use super::{Event, EventBody, RawBytes};
+
+fn bytes_text(b: &RawBytes) -> String {
+    // Shown in a terminal: escape control characters so recorded data cannot drive it.
+    b.lossy().escape_debug().to_string()
+}
+
+impl fmt::Display for Event {
+    /// One line describing the event for people. Recorded bytes are escaped: the line goes to
+    /// terminals, and what a process wrote or named must not drive them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&line(self))
+    }
+}
+
+fn line(e: &Event) -> String {
+    match &e.body {
+        EventBody::Exec(x) => {
+            let argv: Vec<String> = x.argv.iter().map(bytes_text).collect();
+            let mut line = format!("exec   {}", argv.join(" "));
+            if x.argv_truncated {
+                line.push_str(" …[argv truncated]");
+            }
+            if let Some(cwd) = &x.cwd {
+                let _ = write!(line, "   (cwd {})", bytes_text(cwd));
+            }
+            line
+        }
+        EventBody::Exit(x) => match (x.exit_code, x.signal) {
+            (Some(c), _) => format!("exit   code {c}"),
+            (_, Some(s)) => format!(
+                "exit   signal {s}{}",
+                if x.core_dumped { " (core)" } else { "" }
+            ),
+            _ => "exit".into(),
+        },
+        EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
+        EventBody::Open(o) => format!(
+            "open   {} ({}){}",
+            bytes_text(&o.path),
+            o.access,
+            o.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
+        EventBody::FileRead(r) => format!(
+            "read   {} bytes from {} ({} reads)",
+            r.bytes,
+            r.path
+                .as_ref()
+                .map(bytes_text)
+                .unwrap_or_else(|| format!("fd {}", r.fd)),
+            r.reads
+        ),
+        EventBody::Connect(c) => format!(
+            "conn   {} {}{}{}",
+            c.family,
+            c.address.as_ref().map(bytes_text).unwrap_or_default(),
+            c.port.map(|p| format!(" port {p}")).unwrap_or_default(),
+            c.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
+        EventBody::Priv(p) => format!(
+            "priv   {} uid {}→{} euid {}→{}{}{}",
+            p.op,
+            p.old.uid,
+            p.new.uid,
+            p.old.euid,
+            p.new.euid,
+            if p.gained_root { " GAINED ROOT" } else { "" },
+            p.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
+        EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
+        EventBody::SessionStart(s) => format!(
+            "START  session {} of {} via {}{}",
+            s.session,
+            s.login_user.clone().unwrap_or_else(|| s.loginuid.to_string()),
+            s.entry,
+            s.ssh
+                .as_ref()
+                .map(|o| format!(" from {}:{}", o.source_address, o.source_port))
+                .unwrap_or_default()
+        ),
+        EventBody::Alert(a) => format!(
+            "ALERT  [{}] {} ({}, {}): {} — session risk {}",
+            a.severity, a.title, a.rule, a.technique, a.evidence, a.session_risk
+        ),
+        EventBody::TtyOutput(t) | EventBody::TtyInput(t) => format!(
+            "{}  {} bytes on {}{}",
+            if matches!(e.body, EventBody::TtyOutput(_)) {
+                "tty>  "
+            } else {
+                "tty<  "
+            },
+            t.total_bytes,
+            t.tty,
+            if t.over_budget {
+                " (session budget spent: not kept)"
+            } else if t.truncated {
+                " (cut)"
+            } else {
+                ""
+            }
+        ),
+        EventBody::SessionEnd(s) => format!(
+            "END    session {} after {} ms: {} commands, {} files, {} bytes read, {} connections, {} privilege changes",
+            s.session,
+            s.duration_ms,
+            s.counts.commands,
+            s.counts.files_opened,
+            s.counts.bytes_read,
+            s.counts.connections,
+            s.counts.privilege_changes
+        ),
+    }
+}
