@@ -343,12 +343,22 @@ impl ClickHouse {
         )
     }
 
-    /// Runs one SQL statement over HTTP (with curl, as an operator would) and returns its output.
+    /// Runs one SQL statement over HTTP (with curl, as an operator would) in the `vigil`
+    /// database and returns its output.
     pub fn query(&self, sql: &str) -> Result<String> {
+        self.query_at("?database=vigil", sql)
+    }
+
+    /// As [`ClickHouse::query`], in the server's default database (to create `vigil`).
+    pub fn query_server(&self, sql: &str) -> Result<String> {
+        self.query_at("", sql)
+    }
+
+    fn query_at(&self, params: &str, sql: &str) -> Result<String> {
         let mut child = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--data-binary", "@-", "-u"])
             .arg(format!("{CLICKHOUSE_USER}:{CLICKHOUSE_PASSWORD}"))
-            .arg(format!("http://127.0.0.1:{}/?database=vigil", self.port))
+            .arg(format!("http://127.0.0.1:{}/{params}", self.port))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,211 @@
+//! Migration 7 carries a database of an earlier Vigil over: the schema that release created
+//! (tests/fixtures/schema-before-v7.sql) with sessions in it, then `vigil db migrate`, against
+//! the real ClickHouse engine (chdb).
+
+use std::process::Command;
+
+use serde_json::Value;
+use vigil::{
+    decode::daemon_event,
+    event::{EventBody, ExecEvent, Process, RawBytes},
+};
+use vigil_e2e::{free_port, require_root, run_ok, vigil_bin, ClickHouse};
+
+const OLD_BOOT: &str = "0ddb0070-1111-4222-8333-944455556666";
+
+/// An event as the earlier release stored it in `detail`: no host or boot at the top (they
+/// were only in session_start and session_end).
+fn old_detail(body: EventBody, session: u32, time_ns: i64) -> String {
+    let mut e = daemon_event(
+        Process {
+            pid: 4242,
+            loginuid: Some(1000),
+            sessionid: Some(session),
+            login_user: Some("olduser".into()),
+            comm: RawBytes::from("bash"),
+            ..Default::default()
+        },
+        body,
+    );
+    e.time_ns = time_ns;
+    e.time = vigil::decode::rfc3339(time_ns);
+    let mut v = serde_json::to_value(&e).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("host");
+    o.remove("boot_id");
+    v.to_string()
+}
+
+fn sql_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[test]
+fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let config = dir.path().join("cli.yaml");
+    std::fs::write(&config, ch.config_yaml()).unwrap();
+
+    // The earlier release's schema, migrations 1-6 recorded as applied.
+    ch.query_server("CREATE DATABASE vigil").unwrap();
+    let fixture = include_str!("../fixtures/schema-before-v7.sql");
+    for stmt in fixture
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.lines().any(|l| !l.starts_with("--")))
+    {
+        ch.query(stmt).unwrap_or_else(|e| panic!("{e}"));
+    }
+    ch.query(
+        "CREATE TABLE schema_migrations (version UInt32, name String, \
+         applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version",
+    )
+    .unwrap();
+    ch.query(
+        "INSERT INTO schema_migrations (version, name) VALUES (1, 'events'), (2, 'sessions'), \
+         (3, 'alerts'), (4, 'session_identity'), (5, 'alerts_feed'), (6, 'baselines')",
+    )
+    .unwrap();
+
+    // A session of that release: its start (with the boot id) and two commands.
+    let t0 = 1_790_000_000_000_000_000i64;
+    let start = format!(
+        r#"{{"mono_ns":1,"time_ns":{t0},"time":"{}","process":{{"pid":4242,"tid":4242,"ppid":1,"uid":1000,"euid":1000,"gid":1000,"loginuid":1000,"sessionid":5,"cgroup_id":0,"comm":"bash","login_user":"olduser"}},"type":"session_start","session":5,"host":"old-host","boot_id":"{OLD_BOOT}","loginuid":1000,"login_user":"olduser","entry":"ssh","ssh":null,"ancestry":[]}}"#,
+        vigil::decode::rfc3339(t0)
+    );
+    let exec = |n: i64, path: &str| {
+        old_detail(
+            EventBody::Exec(ExecEvent {
+                filename: RawBytes::from(path),
+                argv: vec![RawBytes::from(path)],
+                argv_truncated: false,
+                argv_total_bytes: path.len() as u32 + 1,
+                filename_truncated: false,
+                cwd: Some(RawBytes::from("/home/olduser")),
+                cwd_truncated: false,
+                tty: Some("pts/1".into()),
+                old_pid: 4242,
+                ancestry: Vec::new(),
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            }),
+            5,
+            t0 + n * 1_000_000,
+        )
+    };
+    let rows = [
+        ("session_start", 1u64, t0, start),
+        ("exec", 2, t0 + 1_000_000, exec(1, "/usr/bin/id")),
+        ("exec", 3, t0 + 2_000_000, exec(2, "/usr/bin/cat")),
+    ];
+    for (kind, seq, time, detail) in &rows {
+        ch.query(&format!(
+            "INSERT INTO events (host, seq, time, type, session_id, loginuid, path, detail) VALUES \
+             ('old-host', {seq}, fromUnixTimestamp64Nano({time}, 'UTC'), '{kind}', 5, 1000, '', {})",
+            sql_quote(detail)
+        ))
+        .unwrap();
+    }
+    assert_eq!(
+        ch.query("SELECT count() FROM (SELECT DISTINCT host, session_id FROM sessions) FORMAT TSV")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    // Migrate: only 7 is pending.
+    let out = run_ok(
+        Command::new(vigil_bin())
+            .args(["db", "migrate", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7]"),
+        "{out:?}"
+    );
+    for table in ["events", "sessions", "session_identity"] {
+        let key = ch
+            .query(&format!(
+                "SELECT sorting_key FROM system.tables WHERE database = 'vigil' AND name = '{table}' FORMAT TSV"
+            ))
+            .unwrap();
+        assert!(
+            key.starts_with("host, boot_id, session_id"),
+            "{table}: {key}"
+        );
+        // The old table is kept, as evidence, beside the new one.
+        let kept = ch
+            .query(&format!(
+                "SELECT count() FROM system.tables WHERE database = 'vigil' AND name = '{table}_before_v7' FORMAT TSV"
+            ))
+            .unwrap();
+        assert_eq!(kept.trim(), "1", "{table}_before_v7");
+    }
+    // Every event came over, with the boot its session's start recorded.
+    assert_eq!(
+        ch.query("SELECT boot_id, count() FROM events GROUP BY boot_id FORMAT TSV")
+            .unwrap()
+            .trim(),
+        format!("{OLD_BOOT}\t3")
+    );
+    let vigil_json = |args: &[&str]| -> Value {
+        let out = run_ok(
+            Command::new(vigil_bin())
+                .args(args)
+                .arg("--json")
+                .arg("--config")
+                .arg(&config),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let sessions = vigil_json(&["sessions"]);
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let key = format!("old-host/{}/5", &OLD_BOOT[..8]);
+    assert_eq!(sessions[0]["key"], key.as_str());
+    assert_eq!(sessions[0]["user"], "olduser");
+    assert_eq!(sessions[0]["entry"], "ssh");
+    assert_eq!(sessions[0]["commands"], 2);
+    let timeline = vigil_json(&["session", &key]);
+    assert_eq!(
+        timeline["events"].as_array().unwrap().len(),
+        3,
+        "{timeline}"
+    );
+    assert!(
+        timeline["damage"].as_array().unwrap().is_empty(),
+        "{timeline}"
+    );
+    assert!(timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["host"] == "old-host" && e["boot_id"] == OLD_BOOT));
+
+    // Done once: migrating again changes nothing, and new rows feed the views.
+    let out = run_ok(
+        Command::new(vigil_bin())
+            .args(["db", "migrate", "--config"])
+            .arg(&config),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema up to date"));
+    assert_eq!(
+        ch.query("SELECT count() FROM events FORMAT TSV")
+            .unwrap()
+            .trim(),
+        "3"
+    );
+    ch.query(&format!(
+        "INSERT INTO events (host, boot_id, seq, time, type, session_id, loginuid, detail) VALUES \
+         ('old-host', 'later-boot', 4, fromUnixTimestamp64Nano({}, 'UTC'), 'exec', 5, 1000, {})",
+        t0 + 86_400_000_000_000,
+        sql_quote(&exec(3, "/usr/bin/true"))
+    ))
+    .unwrap();
+    let sessions = vigil_json(&["sessions"]);
+    assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
+    ch.stop().unwrap();
+}
