@@ -248,7 +248,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
 }
 
 /// A loss record: `count` events lost at `stage`, and why (also what a reader reports as damage).
-pub(crate) fn loss(stage: &str, count: u64, reason: String) -> Event {
+pub fn loss(stage: &str, count: u64, reason: String) -> Event {
     crate::decode::daemon_event(
         Default::default(),
         EventBody::Loss(LossEvent {

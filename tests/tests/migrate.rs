@@ -116,14 +116,14 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
         "1"
     );
 
-    // Migrate: only 7 is pending.
+    // Migrate: 7 and 8 are pending.
     let out = run_ok(
         Command::new(vigil_bin())
             .args(["db", "migrate", "--config"])
             .arg(&config),
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7]"),
+        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7, 8]"),
         "{out:?}"
     );
     for table in ["events", "sessions", "session_identity"] {

@@ -333,6 +333,29 @@ impl EventRow {
 
 pub use crate::event::host_name;
 
+/// A spool record the shipper could not decode as an event, kept as it was (`quarantine`).
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq)]
+pub struct QuarantineRow {
+    pub host: String,
+    pub seq: u64,
+    /// Why it did not decode (the decoder's error).
+    pub reason: String,
+    /// The record's bytes, base64 (they need not be text).
+    pub payload: String,
+}
+
+impl QuarantineRow {
+    pub fn new(host: &str, seq: u64, error: &dyn std::fmt::Display, payload: &[u8]) -> Self {
+        use base64::Engine as _;
+        QuarantineRow {
+            host: host.to_string(),
+            seq,
+            reason: error.to_string(),
+            payload: base64::engine::general_purpose::STANDARD.encode(payload),
+        }
+    }
+}
+
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct SessionRow {
     host: String,

@@ -6,6 +6,10 @@
 //! range is sent again with the same `insert_deduplication_token`, so ClickHouse keeps one copy
 //! (in `events` and in the `sessions` view alike). While ClickHouse is away the shipper retries
 //! with backoff and the spool absorbs what arrives; capture never waits for it.
+//!
+//! A record that passed the spool's checksum but does not decode as an event (written by a
+//! newer daemon before a rollback, say) is not dropped: it goes to the `quarantine` table as it
+//! was, with the reason, in the same batch, and is counted (`vigil_clickhouse_quarantined_total`).
 
 use std::{
     path::{Path, PathBuf},
@@ -14,7 +18,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{migrate, ClickHouseConfig, EventRow, StoreError};
+use super::{migrate, ClickHouseConfig, EventRow, QuarantineRow, StoreError};
 use crate::{
     event::Event,
     spool::{AckFile, ReadNote, SpoolReader},
@@ -55,14 +59,21 @@ fn token(host: &str, from: u64, to: u64) -> String {
     format!("vigil:{host}:{from}-{to}")
 }
 
-async fn insert(
+async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(
     cfg: &ClickHouseConfig,
     client: &clickhouse::Client,
-    rows: &[EventRow],
+    table: &str,
+    rows: &[R],
     token: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), StoreError>
+where
+    for<'a> R: clickhouse::RowWrite<Value<'a> = R>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
     let mut insert = client
-        .insert::<EventRow>("events")
+        .insert::<R>(table)
         .await
         .map_err(|e| cfg.error(e))?
         .with_setting("insert_deduplication_token", token)
@@ -192,23 +203,47 @@ pub async fn run(
         }
         let (from, to) = (records[0].0, records[records.len() - 1].0);
         // The payload moves into the row (as `detail`): one copy of each event in memory.
-        let rows: Vec<EventRow> = records
-            .drain(..)
-            .filter_map(|(seq, payload)| {
-                let event: Event = serde_json::from_slice(&payload).ok()?;
-                let detail = String::from_utf8(payload)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                Some(EventRow::new(&host, seq, &event, detail))
-            })
-            .collect();
+        let mut rows: Vec<EventRow> = Vec::with_capacity(records.len());
+        let mut quarantined: Vec<QuarantineRow> = Vec::new();
+        for (seq, payload) in records.drain(..) {
+            match serde_json::from_slice::<Event>(&payload) {
+                Ok(event) => {
+                    let detail = String::from_utf8(payload)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    rows.push(EventRow::new(&host, seq, &event, detail));
+                }
+                Err(e) => quarantined.push(QuarantineRow::new(&host, seq, &e, &payload)),
+            }
+        }
+        if !quarantined.is_empty() {
+            tracing::warn!(
+                count = quarantined.len(),
+                first_seq = quarantined[0].seq,
+                reason = %quarantined[0].reason,
+                "spool records that do not decode as events go to the quarantine table"
+            );
+        }
         inflight.store(from, to)?;
         let token = token(&host, from, to);
         let mut attempt_backoff = Duration::from_millis(100);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let sent = Instant::now();
-            match insert(&cfg, &client, &rows, &token).await {
+            let sent_both = async {
+                insert(
+                    &cfg,
+                    &client,
+                    "quarantine",
+                    &quarantined,
+                    &format!("{token}:q"),
+                )
+                .await?;
+                insert(&cfg, &client, "events", &rows, &token).await
+            };
+            match sent_both.await {
                 Ok(()) => {
+                    metrics::counter!("vigil_clickhouse_quarantined_total")
+                        .increment(quarantined.len() as u64);
                     metrics::counter!("vigil_clickhouse_rows_total").increment(rows.len() as u64);
                     metrics::counter!("vigil_clickhouse_batches_total").increment(1);
                     metrics::histogram!("vigil_clickhouse_insert_seconds")

@@ -1,0 +1,68 @@
+//! Nothing is dropped on the way to ClickHouse: a spool record that passes its checksum but
+//! does not decode (a newer daemon wrote it before a rollback) is shipped to `quarantine` as it
+//! was, counted, and the events around it arrive as usual.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use vigil::spool::{Spool, SpoolConfig, WhenFull};
+use vigil_e2e::{free_port, require_root, ClickHouse, Daemon};
+
+const FROM_THE_FUTURE: &[u8] = br#"{"type":"exec_v9","mono_ns":"not a number","\u00ff":1}"#;
+
+#[test]
+fn a_record_that_does_not_decode_is_quarantined_and_counted_not_dropped() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    {
+        let mut writer = Spool::open(SpoolConfig {
+            dir: spool.clone(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: WhenFull::StopAccepting,
+            fsync_interval_ms: 0,
+        })
+        .expect("spool opens");
+        let before = vigil::spool::loss("test", 0, "an event before".into());
+        writer.append(&before).expect("appended");
+        writer.append_json(FROM_THE_FUTURE).expect("appended");
+        let after = vigil::spool::loss("test", 0, "an event after".into());
+        writer.append(&after).expect("appended");
+        writer.flush().expect("flushed");
+    }
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let daemon = Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let quarantined = loop {
+        let text = daemon.scrape().expect("metrics");
+        if let Some(n) = Daemon::metric(&text, "vigil_clickhouse_quarantined_total", &[]) {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "never counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(quarantined, 1.0);
+    let (_, log) = daemon.stop_with_log().expect("daemon stops");
+    assert!(log.contains("quarantine"), "{log}");
+
+    let rows = ch
+        .query("SELECT seq, reason, payload FROM quarantine FORMAT TSV")
+        .unwrap();
+    let fields: Vec<&str> = rows.trim().split('\t').collect();
+    assert_eq!(fields.len(), 3, "{rows}");
+    assert_eq!(fields[0], "1", "the record's own sequence number");
+    assert!(!fields[1].is_empty());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(fields[2])
+            .unwrap(),
+        FROM_THE_FUTURE,
+        "kept byte for byte"
+    );
+    let around = ch
+        .query("SELECT seq FROM events WHERE type = 'loss' AND seq <= 2 ORDER BY seq FORMAT TSV")
+        .unwrap();
+    assert_eq!(around.trim(), "0\n2", "the events around it shipped");
+    ch.stop().unwrap();
+}
