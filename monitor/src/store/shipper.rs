@@ -59,7 +59,7 @@ fn token(host: &str, from: u64, to: u64) -> String {
     format!("vigil:{host}:{from}-{to}")
 }
 
-async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(
+async fn insert<R>(
     cfg: &ClickHouseConfig,
     client: &clickhouse::Client,
     table: &str,
@@ -67,6 +67,7 @@ async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(
     token: &str,
 ) -> Result<(), StoreError>
 where
+    R: clickhouse::RowOwned,
     for<'a> R: clickhouse::RowWrite<Value<'a> = R>,
 {
     if rows.is_empty() {
