@@ -15,22 +15,65 @@
 /// Bumped whenever a record's layout changes. The daemon refuses records of another version.
 pub const SCHEMA_VERSION: u16 = 1;
 
-/// Record kinds (`EventHeader::kind`). Plain constants rather than an enum: the value arrives from
-/// the kernel and must be validated, never transmuted.
-pub mod kind {
-    pub const EXEC: u16 = 1;
-    pub const EXIT: u16 = 2;
-    pub const OPEN: u16 = 3;
-    pub const FILE_READ: u16 = 4;
-    pub const CONNECT: u16 = 5;
-    pub const PRIV: u16 = 6;
-    pub const FORK: u16 = 7;
+/// The kinds of record the kernel writes (`EventHeader::kind`), written once. The value
+/// arrives from the kernel as a `u16` and is validated with [`RecordKind::from_u16`], never
+/// transmuted; a kind this enum lacks is a decode error.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    Exec = 1,
+    Exit = 2,
+    Open = 3,
+    FileRead = 4,
+    Connect = 5,
+    Priv = 6,
+    Fork = 7,
     /// Bytes a session's process wrote to a terminal (what the terminal showed).
-    pub const TTY_OUT: u16 = 8;
+    TtyOut = 8,
     /// Bytes a session's process read from a terminal with echo on (what was typed).
-    pub const TTY_IN: u16 = 9;
+    TtyIn = 9,
+}
+
+impl RecordKind {
+    /// Every kind, in number order.
+    pub const ALL: [RecordKind; 9] = [
+        RecordKind::Exec,
+        RecordKind::Exit,
+        RecordKind::Open,
+        RecordKind::FileRead,
+        RecordKind::Connect,
+        RecordKind::Priv,
+        RecordKind::Fork,
+        RecordKind::TtyOut,
+        RecordKind::TtyIn,
+    ];
+
+    pub const fn from_u16(v: u16) -> Option<RecordKind> {
+        let mut i = 0;
+        while i < RecordKind::ALL.len() {
+            if RecordKind::ALL[i] as u16 == v {
+                return Some(RecordKind::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// The kinds as the numbers the kernel programs write (derived from [`RecordKind`]).
+pub mod kind {
+    use super::RecordKind;
+    pub const EXEC: u16 = RecordKind::Exec as u16;
+    pub const EXIT: u16 = RecordKind::Exit as u16;
+    pub const OPEN: u16 = RecordKind::Open as u16;
+    pub const FILE_READ: u16 = RecordKind::FileRead as u16;
+    pub const CONNECT: u16 = RecordKind::Connect as u16;
+    pub const PRIV: u16 = RecordKind::Priv as u16;
+    pub const FORK: u16 = RecordKind::Fork as u16;
+    pub const TTY_OUT: u16 = RecordKind::TtyOut as u16;
+    pub const TTY_IN: u16 = RecordKind::TtyIn as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = 10;
+    pub const COUNT: u16 = RecordKind::TtyIn as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -611,6 +654,17 @@ mod tests {
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);
         assert!(align_of::<EventHeader>() <= 8);
+    }
+
+    #[test]
+    fn record_kinds_round_trip_and_nothing_else_decodes() {
+        for k in RecordKind::ALL {
+            assert_eq!(RecordKind::from_u16(k as u16), Some(k));
+            assert!((k as u16) < kind::COUNT);
+        }
+        assert_eq!(RecordKind::from_u16(0), None);
+        assert_eq!(RecordKind::from_u16(kind::COUNT), None);
+        assert_eq!(RecordKind::from_u16(u16::MAX), None);
     }
 
     #[test]

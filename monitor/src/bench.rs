@@ -70,10 +70,10 @@ fn synthetic(i: u64) -> Event {
         1 => EventBody::Open(OpenEvent {
             path: "/etc/app/config.d/database.yaml".into(),
             requested_path: "/etc/app/config.d/database.yaml".into(),
-            syscall: "openat".into(),
+            syscall: crate::event::OpenSyscall::Openat,
             dfd: -100,
             flags: 0o2000000,
-            access: "read".into(),
+            access: crate::event::Access::Read,
             mode: 0,
             result: SyscallResult::from_ret(3),
             path_truncated: false,
@@ -89,7 +89,8 @@ fn synthetic(i: u64) -> Event {
         }),
         3 => EventBody::Connect(ConnectEvent {
             fd: 4,
-            family: "ipv4".into(),
+            family: crate::event::AddressFamily::Ipv4,
+            family_number: None,
             address: Some("10.20.30.40".into()),
             port: Some(5432),
             result: SyscallResult::from_ret(0),

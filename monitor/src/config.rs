@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
-use vigil_common::{kind, kind_bit, scope, Policy, EXEC_ARGV_MAX};
+use vigil_common::{kind_bit, scope, Policy, EXEC_ARGV_MAX};
+
+use crate::event::EventType;
 
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
 
@@ -54,43 +56,12 @@ pub enum Scope {
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Exec,
-    Exit,
-    Fork,
-    Open,
-    FileRead,
-    Connect,
-    Priv,
-    /// What the session's terminals showed.
-    TtyOutput,
-    /// What was typed at them (never while echo is off).
-    TtyInput,
-}
-
-impl EventKind {
-    fn kernel_kind(self) -> u16 {
-        match self {
-            EventKind::Exec => kind::EXEC,
-            EventKind::Exit => kind::EXIT,
-            EventKind::Fork => kind::FORK,
-            EventKind::Open => kind::OPEN,
-            EventKind::FileRead => kind::FILE_READ,
-            EventKind::Connect => kind::CONNECT,
-            EventKind::Priv => kind::PRIV,
-            EventKind::TtyOutput => kind::TTY_OUT,
-            EventKind::TtyInput => kind::TTY_IN,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
     pub scope: Scope,
-    pub events: Vec<EventKind>,
+    /// Kinds the kernel emits (`EventType::captured`; the daemon's own kinds are refused).
+    pub events: Vec<EventType>,
     pub max_argv_bytes: u32,
     pub resolve_relative_opens: bool,
     pub ring_buffer_bytes: u32,
@@ -500,6 +471,18 @@ impl Config {
                 format!("{} is above 4194304", c.max_tty_session_mib),
             );
         }
+        for t in c.events.iter().filter(|t| t.record_kind().is_none()) {
+            invalid(
+                "capture.events",
+                format!(
+                    "`{t}` is made by the daemon, not captured; capture one of {}",
+                    EventType::captured()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
         if c.events.is_empty() {
             invalid("capture.events", "lists no event kind".into());
         }
@@ -650,7 +633,8 @@ impl Config {
             kinds: c
                 .events
                 .iter()
-                .fold(0, |acc, k| acc | kind_bit(k.kernel_kind())),
+                .filter_map(|t| t.record_kind())
+                .fold(0, |acc, k| acc | kind_bit(k as u16)),
             max_argv_bytes: c.max_argv_bytes,
             resolve_relative_opens: u32::from(c.resolve_relative_opens),
             wakeup_bytes: c.wakeup_bytes,
@@ -664,6 +648,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_common::kind;
 
     #[test]
     fn embedded_default_is_valid() {
@@ -776,7 +761,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.capture.max_argv_bytes, 200);
         assert_eq!(c.clickhouse.url.as_deref(), Some("http://ch:8123"));
-        assert_eq!(c.capture.events, vec![EventKind::Exec, EventKind::Open]);
+        assert_eq!(c.capture.events, vec![EventType::Exec, EventType::Open]);
         let e = Config::from_yaml_with_env(
             "",
             "c.yaml",

@@ -10,8 +10,8 @@ use std::{
 };
 
 use vigil_common::{
-    kind, open_syscall, priv_op, ConnectRecord, CredIds, EventHeader, ExecRecord, ExitRecord,
-    FileReadRecord, ForkRecord, OpenRecord, PrivRecord, TtyRecord, AUDIT_UNSET,
+    open_syscall, priv_op, ConnectRecord, CredIds, EventHeader, ExecRecord, ExitRecord,
+    FileReadRecord, ForkRecord, OpenRecord, PrivRecord, RecordKind, TtyRecord, AUDIT_UNSET,
     EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE,
     EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, HEADER_SIZE, OPEN_FIXED_SIZE, OPEN_PATH_TRUNCATED,
     OPEN_PATH_UNAVAILABLE, OPEN_READS_UNTRACKED, SCHEMA_VERSION, TTY_FIXED_SIZE, TTY_OVER_BUDGET,
@@ -32,6 +32,8 @@ pub enum DecodeError {
     SizeMismatch { header: usize, got: usize },
     #[error("{field} of {len} bytes runs past the end of the record")]
     TailOverflow { field: &'static str, len: usize },
+    #[error("{field} {value} is not one this daemon knows")]
+    UnknownValue { field: &'static str, value: u32 },
 }
 
 impl DecodeError {
@@ -43,6 +45,7 @@ impl DecodeError {
             DecodeError::UnknownKind(_) => "unknown_kind",
             DecodeError::SizeMismatch { .. } => "size_mismatch",
             DecodeError::TailOverflow { .. } => "tail_overflow",
+            DecodeError::UnknownValue { .. } => "unknown_value",
         }
     }
 }
@@ -190,14 +193,15 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         });
     }
     let b = &record[..size];
-    let body = match header.kind {
-        kind::EXEC => EventBody::Exec(decode_exec(b)?),
-        kind::EXIT => {
+    let kind = RecordKind::from_u16(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let body = match kind {
+        RecordKind::Exec => EventBody::Exec(decode_exec(b)?),
+        RecordKind::Exit => {
             let r: ExitRecord = pod(b, 0)?;
             EventBody::Exit(exit_status(r.exit_code))
         }
-        kind::OPEN => EventBody::Open(decode_open(b)?),
-        kind::FILE_READ => {
+        RecordKind::Open => EventBody::Open(decode_open(b)?),
+        RecordKind::FileRead => {
             let r: FileReadRecord = pod(b, 0)?;
             EventBody::FileRead(FileReadEvent {
                 fd: r.fd,
@@ -208,17 +212,16 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                 reason: ReadVolumeReason::Close,
             })
         }
-        kind::CONNECT => EventBody::Connect(decode_connect(&pod::<ConnectRecord>(b, 0)?)),
-        kind::PRIV => EventBody::Priv(decode_priv(&pod::<PrivRecord>(b, 0)?)),
-        kind::FORK => {
+        RecordKind::Connect => EventBody::Connect(decode_connect(&pod::<ConnectRecord>(b, 0)?)),
+        RecordKind::Priv => EventBody::Priv(decode_priv(&pod::<PrivRecord>(b, 0)?)?),
+        RecordKind::Fork => {
             let r: ForkRecord = pod(b, 0)?;
             EventBody::Fork(ForkEvent {
                 child_pid: r.child_tgid,
             })
         }
-        kind::TTY_OUT => EventBody::TtyOutput(decode_tty(b)?),
-        kind::TTY_IN => EventBody::TtyInput(decode_tty(b)?),
-        other => return Err(DecodeError::UnknownKind(other)),
+        RecordKind::TtyOut => EventBody::TtyOutput(decode_tty(b)?),
+        RecordKind::TtyIn => EventBody::TtyInput(decode_tty(b)?),
     };
     let wall = clock.wall_ns(header.ktime_ns);
     // The kernel that wrote the record is this boot's: records never outlive it in the ring.
@@ -361,16 +364,21 @@ fn decode_open(b: &[u8]) -> Result<OpenEvent, DecodeError> {
     };
     let open_flags: u32 = pod(b, offset_of!(OpenRecord, open_flags))?;
     let syscall = match pod::<u16>(b, offset_of!(OpenRecord, syscall))? {
-        open_syscall::OPENAT => "openat",
-        open_syscall::OPEN => "open",
-        open_syscall::OPENAT2 => "openat2",
-        open_syscall::CREAT => "creat",
-        _ => "unknown",
+        open_syscall::OPENAT => OpenSyscall::Openat,
+        open_syscall::OPEN => OpenSyscall::Open,
+        open_syscall::OPENAT2 => OpenSyscall::Openat2,
+        open_syscall::CREAT => OpenSyscall::Creat,
+        other => {
+            return Err(DecodeError::UnknownValue {
+                field: "open syscall",
+                value: other.into(),
+            })
+        }
     };
     let access = match open_flags & libc::O_ACCMODE as u32 {
-        0 => "read",
-        1 => "write",
-        _ => "read_write",
+        0 => Access::Read,
+        1 => Access::Write,
+        _ => Access::ReadWrite,
     };
     Ok(OpenEvent {
         path: if flags & OPEN_PATH_UNAVAILABLE != 0 {
@@ -379,10 +387,10 @@ fn decode_open(b: &[u8]) -> Result<OpenEvent, DecodeError> {
             path
         },
         requested_path: RawBytes(requested),
-        syscall: syscall.into(),
+        syscall,
         dfd: pod(b, offset_of!(OpenRecord, dfd))?,
         flags: open_flags,
-        access: access.into(),
+        access,
         mode: pod(b, offset_of!(OpenRecord, mode))?,
         result: SyscallResult::from_ret(pod::<i32>(b, offset_of!(OpenRecord, ret))? as i64),
         path_truncated: flags & OPEN_PATH_TRUNCATED != 0,
@@ -395,13 +403,13 @@ fn decode_connect(r: &ConnectRecord) -> ConnectEvent {
         libc::AF_INET => {
             let ip = Ipv4Addr::new(r.addr[0], r.addr[1], r.addr[2], r.addr[3]);
             (
-                "ipv4".to_string(),
+                AddressFamily::Ipv4,
                 Some(RawBytes::from(ip.to_string().as_str())),
                 Some(r.port),
             )
         }
         libc::AF_INET6 => (
-            "ipv6".to_string(),
+            AddressFamily::Ipv6,
             Some(RawBytes::from(Ipv6Addr::from(r.addr).to_string().as_str())),
             Some(r.port),
         ),
@@ -418,13 +426,14 @@ fn decode_connect(r: &ConnectRecord) -> ConnectEvent {
             } else {
                 RawBytes(cstr(raw).to_vec())
             };
-            ("unix".to_string(), Some(address), None)
+            (AddressFamily::Unix, Some(address), None)
         }
-        other => (format!("family_{other}"), None, None),
+        _ => (AddressFamily::Other, None, None),
     };
     ConnectEvent {
         fd: r.fd,
         family,
+        family_number: (family == AddressFamily::Other).then_some(r.family),
         address,
         port,
         result: SyscallResult::from_ret(r.ret as i64),
@@ -503,18 +512,23 @@ pub fn capability_names(bits: u64) -> Vec<String> {
         .collect()
 }
 
-fn decode_priv(r: &PrivRecord) -> PrivEvent {
+fn decode_priv(r: &PrivRecord) -> Result<PrivEvent, DecodeError> {
     let op = match r.op {
-        priv_op::SETUID => "setuid",
-        priv_op::SETREUID => "setreuid",
-        priv_op::SETRESUID => "setresuid",
-        priv_op::SETFSUID => "setfsuid",
-        priv_op::SETGID => "setgid",
-        priv_op::SETREGID => "setregid",
-        priv_op::SETRESGID => "setresgid",
-        priv_op::SETFSGID => "setfsgid",
-        priv_op::EXEC => "exec",
-        _ => "unknown",
+        priv_op::SETUID => PrivOp::Setuid,
+        priv_op::SETREUID => PrivOp::Setreuid,
+        priv_op::SETRESUID => PrivOp::Setresuid,
+        priv_op::SETFSUID => PrivOp::Setfsuid,
+        priv_op::SETGID => PrivOp::Setgid,
+        priv_op::SETREGID => PrivOp::Setregid,
+        priv_op::SETRESGID => PrivOp::Setresgid,
+        priv_op::SETFSGID => PrivOp::Setfsgid,
+        priv_op::EXEC => PrivOp::Exec,
+        other => {
+            return Err(DecodeError::UnknownValue {
+                field: "privilege operation",
+                value: other.into(),
+            })
+        }
     };
     let argc = match r.op {
         priv_op::SETREUID | priv_op::SETREGID => 2,
@@ -533,8 +547,8 @@ fn decode_priv(r: &PrivRecord) -> PrivEvent {
     } else {
         r.ret as i64
     };
-    PrivEvent {
-        op: op.into(),
+    Ok(PrivEvent {
+        op,
         requested,
         // Effective root gained (setuid binaries, sudo), or real root taken by a process that
         // only had it effectively (setuid(0) in a setuid-root program).
@@ -547,14 +561,14 @@ fn decode_priv(r: &PrivRecord) -> PrivEvent {
         old,
         new,
         result: SyscallResult::from_ret(ret),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use vigil_common::{EXEC_TAIL_CAP, OPEN_TAIL_CAP};
+    use vigil_common::{kind, EXEC_TAIL_CAP, OPEN_TAIL_CAP};
 
     fn header(kind: u16, size: usize) -> EventHeader {
         EventHeader {
@@ -672,7 +686,7 @@ mod tests {
         assert_eq!(o.path.as_bytes(), b"/home/alice/notes.txt");
         assert_eq!(o.requested_path.as_bytes(), b"notes.txt");
         assert_eq!(o.result.error.as_deref(), Some("ENOENT"));
-        assert_eq!(o.access, "read");
+        assert_eq!(o.access, Access::Read);
     }
 
     #[test]

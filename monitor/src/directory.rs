@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -291,12 +291,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 pub struct LiveDirectory {
     path: Option<PathBuf>,
     current: Directory,
-    mtime: Option<SystemTime>,
-    checked: Instant,
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    watch: crate::watch::FileWatch,
 }
 
 impl LiveDirectory {
@@ -305,8 +300,7 @@ impl LiveDirectory {
         LiveDirectory {
             path: None,
             current: Directory::default(),
-            mtime: None,
-            checked: Instant::now(),
+            watch: crate::watch::FileWatch::new(Vec::new(), CHECK_EVERY),
         }
     }
 
@@ -317,28 +311,20 @@ impl LiveDirectory {
         Ok(LiveDirectory {
             path: Some(path.to_path_buf()),
             current,
-            mtime: mtime(path),
-            checked: Instant::now(),
+            watch: crate::watch::FileWatch::new(vec![path.to_path_buf()], CHECK_EVERY),
         })
     }
 
     pub fn get(&mut self, username: &str) -> Option<Arc<CorporateIdentity>> {
-        if let Some(path) = &self.path {
-            if self.checked.elapsed() >= CHECK_EVERY {
-                self.checked = Instant::now();
-                let now = mtime(path);
-                if now != self.mtime {
-                    self.mtime = now;
-                    match Directory::load(path) {
-                        Ok(d) => {
-                            tracing::info!(path = %path.display(), people = d.len(), "identity mapping reloaded");
-                            self.current = d;
-                        }
-                        Err(e) => {
-                            metrics::counter!("vigil_identity_mapping_errors_total").increment(1);
-                            tracing::error!("{e}; keeping the previous mapping");
-                        }
-                    }
+        if let Some(path) = self.path.as_ref().filter(|_| self.watch.changed()) {
+            match Directory::load(path) {
+                Ok(d) => {
+                    tracing::info!(path = %path.display(), people = d.len(), "identity mapping reloaded");
+                    self.current = d;
+                }
+                Err(e) => {
+                    metrics::counter!("vigil_identity_mapping_errors_total").increment(1);
+                    tracing::error!("{e}; keeping the previous mapping");
                 }
             }
         }

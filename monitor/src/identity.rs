@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use crate::event::Ancestor;
@@ -19,8 +19,7 @@ const PASSWD_CHECK_EVERY: Duration = Duration::from_secs(1);
 pub struct UserNames {
     users: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
-    mtimes: [Option<SystemTime>; 2],
-    checked: Instant,
+    watch: crate::watch::FileWatch,
     host_etc: Option<PathBuf>,
 }
 
@@ -45,15 +44,16 @@ fn name_in(file: &Path, id: u32) -> Option<String> {
 
 impl UserNames {
     pub fn new(host_etc: Option<PathBuf>) -> Self {
-        let mut names = UserNames {
+        let etc = host_etc.as_deref().unwrap_or(Path::new("/etc"));
+        UserNames {
             users: HashMap::new(),
             groups: HashMap::new(),
-            mtimes: [None, None],
-            checked: Instant::now(),
+            watch: crate::watch::FileWatch::new(
+                vec![etc.join("passwd"), etc.join("group")],
+                PASSWD_CHECK_EVERY,
+            ),
             host_etc,
-        };
-        names.mtimes = names.databases_mtimes();
-        names
+        }
     }
 
     fn databases(&self) -> [PathBuf; 2] {
@@ -61,20 +61,10 @@ impl UserNames {
         [etc.join("passwd"), etc.join("group")]
     }
 
-    fn databases_mtimes(&self) -> [Option<SystemTime>; 2] {
-        self.databases()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-    }
-
     fn refresh(&mut self) {
-        if self.checked.elapsed() >= PASSWD_CHECK_EVERY {
-            self.checked = Instant::now();
-            let now = self.databases_mtimes();
-            if now != self.mtimes {
-                self.mtimes = now;
-                self.users.clear();
-                self.groups.clear();
-            }
+        if self.watch.changed() {
+            self.users.clear();
+            self.groups.clear();
         }
     }
 

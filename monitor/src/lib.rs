@@ -22,3 +22,4 @@ pub mod sessions;
 pub mod spool;
 pub mod sshd_log;
 pub mod store;
+pub mod watch;

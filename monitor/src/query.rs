@@ -81,8 +81,8 @@ pub struct SessionSummary {
     pub gained_root: bool,
     pub ttys: BTreeSet<String>,
     pub events: u64,
-    /// How the session was entered (`ssh`, `console`, `cron`, ...), from its start event.
-    pub entry: Option<String>,
+    /// How the session was entered, from its start event.
+    pub entry: Option<crate::event::SessionEntry>,
     pub ssh: Option<SshOrigin>,
     /// The login user's corporate identity (identity mapping file).
     pub identity: Option<CorporateIdentity>,
@@ -221,7 +221,7 @@ pub fn summaries(events: &[Event]) -> BTreeMap<SessionKey, SessionSummary> {
                 s.gained_root |= p.gained_root;
             }
             EventBody::SessionStart(start) => {
-                s.entry = Some(start.entry.clone());
+                s.entry = Some(start.entry);
                 s.ssh = start.ssh.clone();
                 s.identity = start.identity.clone();
                 s.ancestry = start.ancestry.clone();
@@ -264,9 +264,7 @@ impl AlertFilter {
                 .as_ref()
                 .is_none_or(|s| e.session_key().as_ref() == Some(s))
             && self.rule.as_deref().is_none_or(|r| a.rule == r)
-            && self
-                .min_severity
-                .is_none_or(|m| crate::detect::rules::Severity::of_alert(&a.severity) >= m)
+            && self.min_severity.is_none_or(|m| a.severity >= m)
             && self.since_ns.is_none_or(|t| e.time_ns >= t)
             && self.until_ns.is_none_or(|t| e.time_ns <= t)
     }

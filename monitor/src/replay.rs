@@ -269,7 +269,9 @@ fn marker(e: &Event) -> Option<String> {
         EventBody::FileRead(r) if !r.path.as_ref().is_some_and(|p| routine_read(&p.0)) => {
             e.to_string()
         }
-        EventBody::Open(o) if o.access != "read" && o.result.ok() => e.to_string(),
+        EventBody::Open(o) if o.access != crate::event::Access::Read && o.result.ok() => {
+            e.to_string()
+        }
         _ => return None,
     };
     let who = match (&e.process.euser, e.process.euid) {

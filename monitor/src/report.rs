@@ -87,10 +87,10 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
                     *read.entry(text(p)).or_default() += r.bytes;
                 }
             }
-            EventBody::Open(o) if o.result.ok() && o.access != "read" => {
+            EventBody::Open(o) if o.result.ok() && o.access != crate::event::Access::Read => {
                 written.insert(text(&o.path));
             }
-            EventBody::Connect(c) if c.family != "unix" => {
+            EventBody::Connect(c) if c.family != crate::event::AddressFamily::Unix => {
                 let dest = match c.port {
                     Some(p) => format!("{}:{p}", c.address.as_ref().map(text).unwrap_or_default()),
                     None => c.address.as_ref().map(text).unwrap_or_default(),
@@ -259,10 +259,10 @@ fn who(s: &SessionSummary) -> String {
 }
 
 fn origin(s: &SessionSummary) -> String {
-    let entry = s.entry.clone().unwrap_or_else(|| "unknown".into());
+    let entry = s.entry.map(|e| e.as_str()).unwrap_or("unknown");
     match &s.ssh {
         Some(o) => format!("{entry} from {}:{}", o.source_address, o.source_port),
-        None => entry,
+        None => entry.to_string(),
     }
 }
 

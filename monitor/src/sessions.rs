@@ -8,28 +8,29 @@ use crate::{
     decode::daemon_event,
     directory::LiveDirectory,
     event::{
-        Ancestor, Event, EventBody, SessionCounts, SessionEndEvent, SessionStartEvent, SshOrigin,
+        Ancestor, Event, EventBody, SessionCounts, SessionEndEvent, SessionEntry,
+        SessionStartEvent, SshOrigin,
     },
     sshd_log::SshdAuthLog,
 };
 
 /// How the session was entered, from the processes above its first one.
-pub fn entry_kind(ancestry: &[Ancestor], in_container: bool) -> &'static str {
+pub fn entry_kind(ancestry: &[Ancestor], in_container: bool) -> SessionEntry {
     let has = |names: &[&str]| ancestry.iter().any(|a| names.contains(&a.name.as_str()));
     if has(&["sshd", "sshd-session"]) {
-        "ssh"
+        SessionEntry::Ssh
     } else if has(&["cron", "crond", "anacron"]) {
-        "cron"
+        SessionEntry::Cron
     } else if in_container {
-        "container"
+        SessionEntry::Container
     } else if has(&["login", "agetty", "getty"]) {
-        "console"
+        SessionEntry::Console
     } else if has(&["su"]) {
-        "su"
+        SessionEntry::Su
     } else if has(&["sudo"]) {
-        "sudo"
+        SessionEntry::Sudo
     } else {
-        "other"
+        SessionEntry::Other
     }
 }
 
@@ -199,7 +200,7 @@ impl SessionTracker {
             session: sid,
             loginuid: p.loginuid.unwrap_or(u32::MAX),
             login_user: p.login_user.clone(),
-            entry: entry_kind(&ancestry, p.container_id.is_some()).into(),
+            entry: entry_kind(&ancestry, p.container_id.is_some()),
             ssh,
             identity,
             ancestry,
@@ -283,20 +284,23 @@ mod tests {
     fn entry_kinds_from_ancestry() {
         assert_eq!(
             entry_kind(&chain(&["systemd", "sshd", "sshd", "bash"]), false),
-            "ssh"
+            SessionEntry::Ssh
         );
         assert_eq!(
             entry_kind(&chain(&["systemd", "cron", "sh"]), false),
-            "cron"
+            SessionEntry::Cron
         );
         assert_eq!(
             entry_kind(&chain(&["systemd", "login", "bash"]), false),
-            "console"
+            SessionEntry::Console
         );
         assert_eq!(
             entry_kind(&chain(&["containerd-shim", "sh"]), true),
-            "container"
+            SessionEntry::Container
         );
-        assert_eq!(entry_kind(&chain(&["systemd", "bash"]), false), "other");
+        assert_eq!(
+            entry_kind(&chain(&["systemd", "bash"]), false),
+            SessionEntry::Other
+        );
     }
 }

@@ -207,5 +207,43 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
     .unwrap();
     let sessions = vigil_json(&["sessions"]);
     assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
+    assert_columns_are_the_rows(&ch);
+    ch.stop().unwrap();
+}
+
+/// The tables the shipper writes have exactly the columns of the Rust rows, in order: the
+/// schema and the model are one definition or this fails.
+fn assert_columns_are_the_rows(ch: &ClickHouse) {
+    use clickhouse::Row as _;
+    for (table, columns) in [
+        ("events", vigil::store::EventRow::COLUMN_NAMES),
+        ("quarantine", vigil::store::QuarantineRow::COLUMN_NAMES),
+    ] {
+        let described = ch
+            .query(&format!("DESCRIBE TABLE {table} FORMAT TSV"))
+            .unwrap();
+        let mut names: Vec<&str> = described
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .collect();
+        // Columns ClickHouse fills itself are not the shipper's to send.
+        names.retain(|n| *n != "received");
+        assert_eq!(names, columns, "{table}");
+    }
+}
+
+#[test]
+fn a_fresh_database_has_the_rows_columns() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let config = dir.path().join("cli.yaml");
+    std::fs::write(&config, ch.config_yaml()).unwrap();
+    run_ok(
+        Command::new(vigil_bin())
+            .args(["db", "migrate", "--config"])
+            .arg(&config),
+    );
+    assert_columns_are_the_rows(&ch);
     ch.stop().unwrap();
 }

@@ -45,7 +45,7 @@ pub struct SessionsArgs {
 
 /// Where a session came from, for one table cell.
 fn origin_text(s: &SessionSummary) -> String {
-    let entry = s.entry.clone().unwrap_or_else(|| "?".into());
+    let entry = s.entry.map(|e| e.as_str()).unwrap_or("?").to_string();
     match &s.ssh {
         Some(o) => format!("{entry} {}:{}", o.source_address, o.source_port),
         None => entry,

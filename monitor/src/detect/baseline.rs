@@ -289,7 +289,7 @@ impl Baselines {
         let fact = match &event.body {
             EventBody::Exec(x) => Some(Fact::Binary(x.filename.lossy())),
             EventBody::Connect(c)
-                if c.family != "unix"
+                if c.family != crate::event::AddressFamily::Unix
                     && (c.result.ok() || c.result.error.as_deref() == Some("EINPROGRESS")) =>
             {
                 c.address

@@ -9,7 +9,8 @@
 //! Operators: `==` `!=` `<` `<=` `>` `>=` `in` `contains` `startswith` `endswith` `matches`
 //! (a regular expression). On a list field (argv, ancestry), `contains` tests for an element
 //! and `startswith`/`endswith`/`matches` for any element. A field the event does not have makes
-//! its comparison false. Fields are checked when the rule is loaded (see [`FIELDS`]).
+//! its comparison false. Fields are checked when the rule is loaded (see [`Field`]), and a
+//! literal compared with a field of a closed vocabulary must be one of its words.
 //!
 //! Hand-written rather than an embedded language (CEL, Rhai): rules must be checked against the
 //! event schema at load, with the line and column of each mistake, and evaluated per event
@@ -19,53 +20,7 @@ use std::borrow::Cow;
 
 use regex::Regex;
 
-/// Every field a rule can use, with its type.
-pub const FIELDS: &[(&str, Kind)] = &[
-    ("type", Kind::Str),
-    ("process.pid", Kind::Num),
-    ("process.ppid", Kind::Num),
-    ("process.uid", Kind::Num),
-    ("process.euid", Kind::Num),
-    ("process.loginuid", Kind::Num),
-    ("process.user", Kind::Str),
-    ("process.euser", Kind::Str),
-    ("process.login_user", Kind::Str),
-    ("process.comm", Kind::Str),
-    ("process.container_id", Kind::Str),
-    ("filename", Kind::Str),
-    ("argv", Kind::List),
-    ("cmdline", Kind::Str),
-    ("cwd", Kind::Str),
-    ("ancestry", Kind::List),
-    ("parent", Kind::Str),
-    ("stdin", Kind::Str),
-    ("stdout", Kind::Str),
-    ("stderr", Kind::Str),
-    ("path", Kind::Str),
-    ("access", Kind::Str),
-    ("truncate", Kind::Bool),
-    ("ok", Kind::Bool),
-    ("bytes", Kind::Num),
-    ("family", Kind::Str),
-    ("address", Kind::Str),
-    ("port", Kind::Num),
-    ("op", Kind::Str),
-    ("gained_root", Kind::Bool),
-    ("gained_caps", Kind::List),
-    ("session.entry", Kind::Str),
-    ("session.bytes_read", Kind::Num),
-    ("session.sensitive_bytes_read", Kind::Num),
-    ("session.download_then_shell", Kind::Bool),
-    ("session.written_then_executed", Kind::Bool),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Str,
-    Num,
-    Bool,
-    List,
-}
+pub use super::fields::{Field, Kind};
 
 /// A field's value for one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +34,7 @@ pub enum Value<'a> {
 
 /// Gives field values; implemented by the detector over an event and its session.
 pub trait Fields {
-    fn get(&self, field: &str) -> Value<'_>;
+    fn get(&self, field: Field) -> Value<'_>;
 }
 
 #[derive(Debug, Clone)]
@@ -111,9 +66,9 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
     /// A boolean field on its own.
-    Flag(&'static str),
+    Flag(Field),
     Cmp {
-        field: &'static str,
+        field: Field,
         op: Op,
         value: Literal,
         /// Compiled once, for `matches`.
@@ -268,14 +223,14 @@ fn describe(t: &Tok) -> String {
     }
 }
 
-fn field(name: &str, column: usize) -> Result<(&'static str, Kind), ParseError> {
-    if let Some(&(f, k)) = FIELDS.iter().find(|(f, _)| *f == name) {
-        return Ok((f, k));
+fn field(name: &str, column: usize) -> Result<(Field, Kind), ParseError> {
+    if let Some(f) = Field::from_name(name) {
+        return Ok((f, f.kind()));
     }
     // The closest known name, for typos.
-    let suggestion = FIELDS
+    let suggestion = Field::ALL
         .iter()
-        .map(|(f, _)| (*f, strsim(name, f)))
+        .map(|f| (f.name(), strsim(name, f.name())))
         .min_by_key(|&(_, d)| d)
         .filter(|&(_, d)| d <= 3)
         .map(|(f, _)| format!(" (did you mean `{f}`?)"))
@@ -454,7 +409,7 @@ impl Lexer {
 }
 
 fn check_types(
-    field: &str,
+    field: Field,
     kind: Kind,
     op: Op,
     value: &Literal,
@@ -463,6 +418,9 @@ fn check_types(
 ) -> Result<(), ParseError> {
     let bad = |column, message: String| Err(ParseError { column, message });
     match (op, value) {
+        (Op::In, Literal::List(items)) if matches!(kind, Kind::Word(_)) => items
+            .iter()
+            .try_for_each(|v| one_of(field, kind, v, val_col)),
         (Op::In, Literal::List(_)) => Ok(()),
         (Op::In, _) => bad(val_col, "`in` needs a list: [\"a\", \"b\"]".into()),
         (_, Literal::List(_)) => bad(val_col, "a list only goes after `in`".into()),
@@ -472,19 +430,54 @@ fn check_types(
             format!("`{field}` is not a number field compared with a number"),
         ),
         (Op::Contains | Op::StartsWith | Op::EndsWith | Op::Matches, Literal::Str(_))
-            if matches!(kind, Kind::Str | Kind::List) =>
+            if kind.is_text() || kind == Kind::List =>
         {
             Ok(())
         }
         (Op::Contains | Op::StartsWith | Op::EndsWith | Op::Matches, _) => bad(
             op_col,
-            format!("text operators need a text field and a string; `{field}` is {kind:?}"),
+            format!(
+                "text operators need a text field and a string; `{field}` is {}",
+                kind.describe()
+            ),
         ),
         (Op::Eq | Op::Ne, Literal::Num(_)) if kind == Kind::Num => Ok(()),
         (Op::Eq | Op::Ne, Literal::Str(_)) if kind == Kind::Str => Ok(()),
+        (Op::Eq | Op::Ne, Literal::Str(v)) if matches!(kind, Kind::Word(_)) => {
+            one_of(field, kind, v, val_col)
+        }
         (Op::Eq | Op::Ne, Literal::Bool(_)) if kind == Kind::Bool => Ok(()),
-        (Op::Eq | Op::Ne, _) => bad(val_col, format!("`{field}` is {kind:?}; the value is not")),
+        (Op::Eq | Op::Ne, _) => bad(
+            val_col,
+            format!("`{field}` is {}; the value is not", kind.describe()),
+        ),
     }
+}
+
+/// A literal compared with a closed vocabulary must be one of its words: a rule written with
+/// `access == "read-write"` is refused when it loads instead of never matching.
+fn one_of(field: Field, kind: Kind, value: &str, column: usize) -> Result<(), ParseError> {
+    let Kind::Word(words) = kind else {
+        return Ok(());
+    };
+    if words.contains(&value) {
+        return Ok(());
+    }
+    let near = words
+        .iter()
+        .map(|w| (*w, strsim(value, w)))
+        .min_by_key(|&(_, d)| d)
+        .filter(|&(_, d)| d <= 3)
+        .map(|(w, _)| format!(" (did you mean \"{w}\"?)"))
+        .unwrap_or_default();
+    Err(ParseError {
+        column,
+        message: format!(
+            "\"{value}\" is never a value of `{}`{near}; it is one of {}",
+            field.name(),
+            words.join(", ")
+        ),
+    })
 }
 
 impl Expr {
@@ -493,40 +486,40 @@ impl Expr {
             Expr::And(a, b) => a.eval(f) && b.eval(f),
             Expr::Or(a, b) => a.eval(f) || b.eval(f),
             Expr::Not(a) => !a.eval(f),
-            Expr::Flag(name) => f.get(name) == Value::Bool(true),
+            Expr::Flag(field) => f.get(*field) == Value::Bool(true),
             Expr::Cmp {
                 field,
                 op,
                 value,
                 regex,
-            } => compare(&f.get(field), *op, value, regex.as_ref()),
+            } => compare(&f.get(*field), *op, value, regex.as_ref()),
         }
     }
 
     /// The event type the expression requires (`type == "x"` at the top of a chain of `and`),
     /// so the detector only evaluates it for such events.
-    pub fn required_type(&self) -> Option<&str> {
+    pub fn required_type(&self) -> Option<crate::event::EventType> {
         match self {
             Expr::Cmp {
-                field: "type",
+                field: Field::Type,
                 op: Op::Eq,
                 value: Literal::Str(t),
                 ..
-            } => Some(t),
+            } => crate::event::EventType::from_name(t),
             Expr::And(a, b) => a.required_type().or_else(|| b.required_type()),
             _ => None,
         }
     }
 
     /// Every field the expression reads.
-    pub fn fields(&self, out: &mut Vec<&'static str>) {
+    pub fn fields(&self, out: &mut Vec<Field>) {
         match self {
             Expr::And(a, b) | Expr::Or(a, b) => {
                 a.fields(out);
                 b.fields(out);
             }
             Expr::Not(a) => a.fields(out),
-            Expr::Flag(f) | Expr::Cmp { field: f, .. } => out.push(f),
+            Expr::Flag(f) | Expr::Cmp { field: f, .. } => out.push(*f),
         }
     }
 }
@@ -584,8 +577,8 @@ mod tests {
 
     struct Map(HashMap<&'static str, Value<'static>>);
     impl Fields for Map {
-        fn get(&self, field: &str) -> Value<'_> {
-            self.0.get(field).cloned().unwrap_or(Value::Missing)
+        fn get(&self, field: Field) -> Value<'_> {
+            self.0.get(field.name()).cloned().unwrap_or(Value::Missing)
         }
     }
 
@@ -647,11 +640,42 @@ mod tests {
     }
 
     #[test]
+    fn a_word_outside_a_vocabulary_is_refused_at_load_not_silently_false() {
+        // The README once said `read-write`; the decoder writes `read_write`.
+        let err = parse(r#"type == "open" and access == "read-write""#).unwrap_err();
+        assert_eq!(err.column, 30);
+        assert!(
+            err.message.contains("did you mean \"read_write\"")
+                && err.message.contains("read, write, read_write"),
+            "{}",
+            err.message
+        );
+        for src in [
+            r#"type == "exec_v2""#,
+            r#"type == "connect" and family in ["ipv4", "inet6"]"#,
+            r#"type == "priv" and op != "setuid32""#,
+            r#"session.entry == "SSH""#,
+            r#"type == "exec" and stdin == "socket" and stdout == "sock""#,
+        ] {
+            assert!(parse(src).is_err(), "{src}");
+        }
+        for src in [
+            r#"type == "open" and access in ["write", "read_write"]"#,
+            r#"type == "connect" and family != "unix""#,
+            r#"session.entry == "ssh" and type == "priv" and op == "exec""#,
+            // Text operators on a vocabulary stay open (prefixes, patterns).
+            r#"type startswith "session_""#,
+        ] {
+            parse(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        }
+    }
+
+    #[test]
     fn type_prefilter() {
         let e = parse(r#"type == "connect" and port == 22"#).unwrap();
-        assert_eq!(e.required_type(), Some("connect"));
+        assert_eq!(e.required_type(), Some(crate::event::EventType::Connect));
         assert_eq!(
-            parse(r#"type == "a" or type == "b""#)
+            parse(r#"type == "open" or type == "exec""#)
                 .unwrap()
                 .required_type(),
             None

@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod expr;
+pub mod fields;
 pub mod rules;
 pub mod sigma;
 pub mod webhook;
@@ -18,6 +19,7 @@ use crate::{
     event::{AlertEvent, Event, EventBody},
 };
 use expr::{Fields, Value};
+use fields::Field;
 use rules::LiveRules;
 
 /// Credential files, whose bytes read count toward exfiltration (credential reads, then a
@@ -54,7 +56,7 @@ struct SessionState {
     shells: VecDeque<(u32, u64)>,
     /// Files written after a download in this session.
     written_after_download: HashSet<Vec<u8>>,
-    entry: Option<String>,
+    entry: Option<crate::event::SessionEntry>,
 }
 
 /// Per-event facts computed once for the rules.
@@ -74,122 +76,135 @@ fn lossy(b: &[u8]) -> Cow<'_, str> {
 }
 
 impl Fields for View<'_> {
-    fn get(&self, field: &str) -> Value<'_> {
+    /// Every field's value for this event. Exhaustive over [`Field`]: a field added to the
+    /// table does not compile until it has a value here.
+    fn get(&self, field: Field) -> Value<'_> {
         let e = self.event;
         let p = &e.process;
         let num = |n: u32| Value::Num(n as f64);
+        let word = |w: &'static str| Value::Str(Cow::Borrowed(w));
         fn opt_str(s: &Option<String>) -> Value<'_> {
             match s {
                 Some(s) => Value::Str(Cow::Borrowed(s.as_str())),
                 None => Value::Missing,
             }
         }
-        match field {
-            "type" => Value::Str(Cow::Borrowed(e.body.type_name())),
-            "process.pid" => num(p.pid),
-            "process.ppid" => num(p.ppid),
-            "process.uid" => num(p.uid),
-            "process.euid" => num(p.euid),
-            "process.loginuid" => p.loginuid.map(num).unwrap_or(Value::Missing),
-            "process.user" => opt_str(&p.user),
-            "process.euser" => opt_str(&p.euser),
-            "process.login_user" => opt_str(&p.login_user),
-            "process.comm" => Value::Str(lossy(&p.comm.0)),
-            "process.container_id" => opt_str(&p.container_id),
-            "session.entry" => self
-                .session
-                .and_then(|s| s.entry.as_deref())
-                .map(|s| Value::Str(Cow::Borrowed(s)))
+        let session = self.session;
+        match (field, &e.body) {
+            (Field::Type, _) => word(e.body.type_name()),
+            (Field::ProcessPid, _) => num(p.pid),
+            (Field::ProcessPpid, _) => num(p.ppid),
+            (Field::ProcessUid, _) => num(p.uid),
+            (Field::ProcessEuid, _) => num(p.euid),
+            (Field::ProcessLoginuid, _) => p.loginuid.map(num).unwrap_or(Value::Missing),
+            (Field::ProcessUser, _) => opt_str(&p.user),
+            (Field::ProcessEuser, _) => opt_str(&p.euser),
+            (Field::ProcessLoginUser, _) => opt_str(&p.login_user),
+            (Field::ProcessComm, _) => Value::Str(lossy(&p.comm.0)),
+            (Field::ProcessContainerId, _) => opt_str(&p.container_id),
+            (Field::SessionEntry, _) => session
+                .and_then(|s| s.entry)
+                .map(|s| word(s.as_str()))
                 .unwrap_or(Value::Missing),
-            "session.bytes_read" => {
-                Value::Num(self.session.map(|s| s.bytes_read).unwrap_or(0) as f64)
+            (Field::SessionBytesRead, _) => {
+                Value::Num(session.map(|s| s.bytes_read).unwrap_or(0) as f64)
             }
-            "session.sensitive_bytes_read" => {
-                Value::Num(self.session.map(|s| s.sensitive_bytes_read).unwrap_or(0) as f64)
+            (Field::SessionSensitiveBytesRead, _) => {
+                Value::Num(session.map(|s| s.sensitive_bytes_read).unwrap_or(0) as f64)
             }
-            "session.download_then_shell" => Value::Bool(self.download_then_shell),
-            "session.written_then_executed" => Value::Bool(self.written_then_executed),
-            _ => match &e.body {
-                EventBody::Exec(x) => match field {
-                    "filename" => Value::Str(lossy(&x.filename.0)),
-                    "argv" => Value::List(x.argv.iter().map(|a| lossy(&a.0)).collect()),
-                    "cmdline" => Value::Str(Cow::Owned(
-                        x.argv
-                            .iter()
-                            .map(|a| a.lossy())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    )),
-                    "cwd" => x
-                        .cwd
-                        .as_ref()
-                        .map(|c| Value::Str(lossy(&c.0)))
-                        .unwrap_or(Value::Missing),
-                    "ancestry" => Value::List(
-                        x.ancestry
-                            .iter()
-                            .map(|a| Cow::Borrowed(a.name.as_str()))
-                            .collect(),
-                    ),
-                    "parent" => x
-                        .ancestry
-                        .iter()
-                        .rev()
-                        .nth(1)
-                        .map(|a| Value::Str(Cow::Borrowed(a.name.as_str())))
-                        .unwrap_or(Value::Missing),
-                    "stdin" => stdio(x.stdin),
-                    "stdout" => stdio(x.stdout),
-                    "stderr" => stdio(x.stderr),
-                    _ => Value::Missing,
-                },
-                EventBody::Open(o) => match field {
-                    "path" => Value::Str(lossy(&o.path.0)),
-                    "access" => Value::Str(Cow::Borrowed(o.access.as_str())),
-                    "truncate" => Value::Bool(o.flags & (libc::O_TRUNC as u32) != 0),
-                    "ok" => Value::Bool(o.result.ok()),
-                    _ => Value::Missing,
-                },
-                EventBody::FileRead(r) => match field {
-                    "path" => r
-                        .path
-                        .as_ref()
-                        .map(|x| Value::Str(lossy(&x.0)))
-                        .unwrap_or(Value::Missing),
-                    "bytes" => Value::Num(r.bytes as f64),
-                    _ => Value::Missing,
-                },
-                EventBody::Connect(c) => match field {
-                    "family" => Value::Str(Cow::Borrowed(c.family.as_str())),
-                    "address" => c
-                        .address
-                        .as_ref()
-                        .map(|a| Value::Str(lossy(&a.0)))
-                        .unwrap_or(Value::Missing),
-                    "port" => c
-                        .port
-                        .map(|p| Value::Num(p as f64))
-                        .unwrap_or(Value::Missing),
-                    // A non-blocking connect in progress is on its way.
-                    "ok" => Value::Bool(
-                        c.result.ok() || c.result.error.as_deref() == Some("EINPROGRESS"),
-                    ),
-                    _ => Value::Missing,
-                },
-                EventBody::Priv(x) => match field {
-                    "op" => Value::Str(Cow::Borrowed(x.op.as_str())),
-                    "gained_root" => Value::Bool(x.gained_root),
-                    "gained_caps" => Value::List(
-                        x.gained_caps
-                            .iter()
-                            .map(|c| Cow::Borrowed(c.as_str()))
-                            .collect(),
-                    ),
-                    "ok" => Value::Bool(x.result.ok()),
-                    _ => Value::Missing,
-                },
-                _ => Value::Missing,
-            },
+            (Field::SessionDownloadThenShell, _) => Value::Bool(self.download_then_shell),
+            (Field::SessionWrittenThenExecuted, _) => Value::Bool(self.written_then_executed),
+            (Field::Filename, EventBody::Exec(x)) => Value::Str(lossy(&x.filename.0)),
+            (Field::Argv, EventBody::Exec(x)) => {
+                Value::List(x.argv.iter().map(|a| lossy(&a.0)).collect())
+            }
+            (Field::Cmdline, EventBody::Exec(x)) => Value::Str(Cow::Owned(
+                x.argv
+                    .iter()
+                    .map(|a| a.lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )),
+            (Field::Cwd, EventBody::Exec(x)) => x
+                .cwd
+                .as_ref()
+                .map(|c| Value::Str(lossy(&c.0)))
+                .unwrap_or(Value::Missing),
+            (Field::Ancestry, EventBody::Exec(x)) => Value::List(
+                x.ancestry
+                    .iter()
+                    .map(|a| Cow::Borrowed(a.name.as_str()))
+                    .collect(),
+            ),
+            (Field::Parent, EventBody::Exec(x)) => x
+                .ancestry
+                .iter()
+                .rev()
+                .nth(1)
+                .map(|a| Value::Str(Cow::Borrowed(a.name.as_str())))
+                .unwrap_or(Value::Missing),
+            (Field::Stdin, EventBody::Exec(x)) => stdio(x.stdin),
+            (Field::Stdout, EventBody::Exec(x)) => stdio(x.stdout),
+            (Field::Stderr, EventBody::Exec(x)) => stdio(x.stderr),
+            (Field::Path, EventBody::Open(o)) => Value::Str(lossy(&o.path.0)),
+            (Field::Path, EventBody::FileRead(r)) => r
+                .path
+                .as_ref()
+                .map(|x| Value::Str(lossy(&x.0)))
+                .unwrap_or(Value::Missing),
+            (Field::Access, EventBody::Open(o)) => word(o.access.as_str()),
+            (Field::Truncate, EventBody::Open(o)) => {
+                Value::Bool(o.flags & (libc::O_TRUNC as u32) != 0)
+            }
+            (Field::Succeeded, EventBody::Open(o)) => Value::Bool(o.result.ok()),
+            (Field::Succeeded, EventBody::Priv(x)) => Value::Bool(x.result.ok()),
+            // A non-blocking connect in progress is on its way.
+            (Field::Succeeded, EventBody::Connect(c)) => {
+                Value::Bool(c.result.ok() || c.result.error.as_deref() == Some("EINPROGRESS"))
+            }
+            (Field::Bytes, EventBody::FileRead(r)) => Value::Num(r.bytes as f64),
+            (Field::Family, EventBody::Connect(c)) => word(c.family.as_str()),
+            (Field::Address, EventBody::Connect(c)) => c
+                .address
+                .as_ref()
+                .map(|a| Value::Str(lossy(&a.0)))
+                .unwrap_or(Value::Missing),
+            (Field::Port, EventBody::Connect(c)) => c
+                .port
+                .map(|p| Value::Num(p as f64))
+                .unwrap_or(Value::Missing),
+            (Field::Op, EventBody::Priv(x)) => word(x.op.as_str()),
+            (Field::GainedRoot, EventBody::Priv(x)) => Value::Bool(x.gained_root),
+            (Field::GainedCaps, EventBody::Priv(x)) => Value::List(
+                x.gained_caps
+                    .iter()
+                    .map(|c| Cow::Borrowed(c.as_str()))
+                    .collect(),
+            ),
+            // The field belongs to other kinds of event: this one lacks it.
+            (
+                Field::Filename
+                | Field::Argv
+                | Field::Cmdline
+                | Field::Cwd
+                | Field::Ancestry
+                | Field::Parent
+                | Field::Stdin
+                | Field::Stdout
+                | Field::Stderr
+                | Field::Path
+                | Field::Access
+                | Field::Truncate
+                | Field::Succeeded
+                | Field::Bytes
+                | Field::Family
+                | Field::Address
+                | Field::Port
+                | Field::Op
+                | Field::GainedRoot
+                | Field::GainedCaps,
+                _,
+            ) => Value::Missing,
         }
     }
 }
@@ -220,7 +235,7 @@ pub struct Detector {
     rules: LiveRules,
     sessions: HashMap<u32, SessionState>,
     /// Rule indexes by the event type they require; rules without one are in `any`.
-    by_type: HashMap<String, Vec<usize>>,
+    by_type: HashMap<crate::event::EventType, Vec<usize>>,
     any: Vec<usize>,
     baselines: Option<baseline::Baselines>,
     anomalies: Vec<baseline::Anomaly>,
@@ -245,7 +260,7 @@ impl Detector {
         self.any.clear();
         for (i, r) in self.rules.rules.iter().enumerate() {
             match r.when.required_type() {
-                Some(t) => self.by_type.entry(t.to_string()).or_default().push(i),
+                Some(t) => self.by_type.entry(t).or_default().push(i),
                 None => self.any.push(i),
             }
         }
@@ -276,7 +291,7 @@ impl Detector {
         if let Some(sid) = sid {
             let s = self.sessions.entry(sid).or_default();
             match &event.body {
-                EventBody::SessionStart(st) => s.entry = Some(st.entry.clone()),
+                EventBody::SessionStart(st) => s.entry = Some(st.entry),
                 EventBody::FileRead(r) => {
                     s.bytes_read += r.bytes;
                     if r.path.as_ref().is_some_and(|p| is_credential_file(&p.0)) {
@@ -285,7 +300,7 @@ impl Detector {
                 }
                 EventBody::Open(o)
                     if o.result.ok()
-                        && o.access != "read"
+                        && o.access != crate::event::Access::Read
                         && !s.downloads.is_empty()
                         && s.written_after_download.len() < 4096 =>
                 {
@@ -334,7 +349,7 @@ impl Detector {
         };
         let candidates = self
             .by_type
-            .get(event.body.type_name())
+            .get(&event.body.event_type())
             .into_iter()
             .flatten()
             .chain(self.any.iter());
@@ -418,11 +433,11 @@ fn alert(rule: &Finding, sessions: &mut HashMap<u32, SessionState>, event: &Even
         rule: rule.id.to_string(),
         title: rule.title.to_string(),
         technique: rule.technique.to_string(),
-        severity: rule.severity.as_str().into(),
+        severity: rule.severity,
         risk: rule.risk,
         session_risk,
         reasons,
-        evidence_type: event.body.type_name().into(),
+        evidence_type: event.body.event_type(),
         evidence_mono_ns: event.mono_ns,
         evidence: event.to_string(),
     });

@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -13,47 +13,7 @@ use super::expr::{self, Expr};
 
 pub const BUILTIN_RULES: &str = include_str!("builtin-rules.yaml");
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// The severity an alert event carries (as written by [`Severity::as_str`]); anything else
-    /// is treated as low.
-    pub fn of_alert(text: &str) -> Severity {
-        match text {
-            "critical" => Severity::Critical,
-            "high" => Severity::High,
-            "medium" => Severity::Medium,
-            _ => Severity::Low,
-        }
-    }
-}
+pub use crate::event::Severity;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,9 +194,7 @@ pub fn load(builtin: bool, files: &[PathBuf]) -> Result<Vec<Rule>, RulesError> {
 /// counted in `vigil_rules_reload_errors_total`) and the rules in force stay.
 pub struct LiveRules {
     builtin: bool,
-    files: Vec<PathBuf>,
-    mtimes: Vec<Option<SystemTime>>,
-    checked: Instant,
+    watch: crate::watch::FileWatch,
     pub rules: Vec<Rule>,
     /// Bumped at each reload.
     pub generation: u64,
@@ -244,22 +202,13 @@ pub struct LiveRules {
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
-    files
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
-}
-
 impl LiveRules {
     pub fn open(builtin: bool, files: &[PathBuf]) -> Result<Self, RulesError> {
         let rules = load(builtin, files)?;
         tracing::info!(rules = rules.len(), "detection rules loaded");
         Ok(LiveRules {
             builtin,
-            files: files.to_vec(),
-            mtimes: mtimes(files),
-            checked: Instant::now(),
+            watch: crate::watch::FileWatch::new(files.to_vec(), CHECK_EVERY),
             rules,
             generation: 0,
         })
@@ -267,16 +216,10 @@ impl LiveRules {
 
     /// Reloads if a file changed; true when the rules changed.
     pub fn refresh(&mut self) -> bool {
-        if self.files.is_empty() || self.checked.elapsed() < CHECK_EVERY {
+        if !self.watch.changed() {
             return false;
         }
-        self.checked = Instant::now();
-        let now = mtimes(&self.files);
-        if now == self.mtimes {
-            return false;
-        }
-        self.mtimes = now;
-        match load(self.builtin, &self.files) {
+        match load(self.builtin, self.watch.paths()) {
             Ok(rules) => {
                 tracing::info!(rules = rules.len(), "detection rules reloaded");
                 metrics::counter!("vigil_rules_reloads_total").increment(1);

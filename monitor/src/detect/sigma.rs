@@ -322,22 +322,26 @@ impl Category {
     }
 
     /// The Vigil field for a Sigma field, and how its values are compared.
+    /// The Vigil field for a Sigma field (the rule language's own table, so a field Vigil does
+    /// not have cannot be named here), and how its values are compared.
     fn field(self, sigma: &str) -> Option<(&'static str, FieldKind)> {
+        use super::fields::Field;
         use Category::*;
-        Some(match (self, sigma) {
-            (ProcessCreation, "Image") => ("filename", FieldKind::Text),
-            (ProcessCreation, "CommandLine") => ("cmdline", FieldKind::Text),
-            (ProcessCreation, "CurrentDirectory") => ("cwd", FieldKind::Text),
-            (ProcessCreation, "ParentImage") => ("parent", FieldKind::BaseName),
-            (_, "User") => ("process.user", FieldKind::Text),
-            (_, "Image") => ("process.comm", FieldKind::BaseName),
-            (FileEvent | FileAccess, "TargetFilename") => ("path", FieldKind::Text),
-            (NetworkConnection, "DestinationIp") => ("address", FieldKind::Text),
-            (NetworkConnection, "DestinationPort") => ("port", FieldKind::Number),
+        let (field, kind) = match (self, sigma) {
+            (ProcessCreation, "Image") => (Field::Filename, FieldKind::Text),
+            (ProcessCreation, "CommandLine") => (Field::Cmdline, FieldKind::Text),
+            (ProcessCreation, "CurrentDirectory") => (Field::Cwd, FieldKind::Text),
+            (ProcessCreation, "ParentImage") => (Field::Parent, FieldKind::BaseName),
+            (_, "User") => (Field::ProcessUser, FieldKind::Text),
+            (_, "Image") => (Field::ProcessComm, FieldKind::BaseName),
+            (FileEvent | FileAccess, "TargetFilename") => (Field::Path, FieldKind::Text),
+            (NetworkConnection, "DestinationIp") => (Field::Address, FieldKind::Text),
+            (NetworkConnection, "DestinationPort") => (Field::Port, FieldKind::Number),
             // Vigil sees connections the host makes; `Initiated: 'true'` is all of them.
-            (NetworkConnection, "Initiated") => ("", FieldKind::Initiated),
+            (NetworkConnection, "Initiated") => return Some(("", FieldKind::Initiated)),
             _ => return None,
-        })
+        };
+        Some((field.name(), kind))
     }
 }
 
@@ -713,10 +717,10 @@ mod tests {
 
     struct Ev(Vec<(&'static str, Value<'static>)>);
     impl Fields for Ev {
-        fn get(&self, field: &str) -> Value<'_> {
+        fn get(&self, field: crate::detect::fields::Field) -> Value<'_> {
             self.0
                 .iter()
-                .find(|(f, _)| *f == field)
+                .find(|(f, _)| *f == field.name())
                 .map(|(_, v)| v.clone())
                 .unwrap_or(Value::Missing)
         }

@@ -137,7 +137,7 @@ impl Webhooks {
         let EventBody::Alert(a) = &alert.body else {
             return;
         };
-        let severity = Severity::of_alert(&a.severity);
+        let severity = a.severity;
         for (tx, min, label) in &self.queues {
             if severity < *min {
                 continue;

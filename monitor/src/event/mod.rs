@@ -2,7 +2,16 @@
 //! output (and later to storage) as they are.
 
 mod display;
+mod kind;
+#[cfg(test)]
+pub mod samples;
 mod session_key;
+mod vocabulary;
+
+pub use kind::{EventBody, EventType};
+pub use vocabulary::{
+    Access, AddressFamily, OpenSyscall, PrivOp, SessionEntry, Severity, Vocabulary,
+};
 
 use std::{fmt, sync::Arc};
 
@@ -160,44 +169,9 @@ pub struct Ancestor {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventBody {
-    Exec(ExecEvent),
-    Exit(ExitEvent),
-    Open(OpenEvent),
-    FileRead(FileReadEvent),
-    Connect(ConnectEvent),
-    Priv(PrivEvent),
-    Fork(ForkEvent),
-    Loss(LossEvent),
-    SessionStart(SessionStartEvent),
-    SessionEnd(SessionEndEvent),
-    /// What a terminal of the session showed: bytes a process wrote to it.
-    TtyOutput(TtyEvent),
-    /// What was typed: bytes a process read from a terminal while it echoed.
-    TtyInput(TtyEvent),
-    /// A detection rule matched an event.
-    Alert(AlertEvent),
-}
-
 impl EventBody {
     pub fn type_name(&self) -> &'static str {
-        match self {
-            EventBody::Exec(_) => "exec",
-            EventBody::Exit(_) => "exit",
-            EventBody::Open(_) => "open",
-            EventBody::FileRead(_) => "file_read",
-            EventBody::Connect(_) => "connect",
-            EventBody::Priv(_) => "priv",
-            EventBody::Fork(_) => "fork",
-            EventBody::Loss(_) => "loss",
-            EventBody::SessionStart(_) => "session_start",
-            EventBody::SessionEnd(_) => "session_end",
-            EventBody::TtyOutput(_) => "tty_output",
-            EventBody::TtyInput(_) => "tty_input",
-            EventBody::Alert(_) => "alert",
-        }
+        self.event_type().name()
     }
 }
 
@@ -305,11 +279,10 @@ pub struct OpenEvent {
     pub path: RawBytes,
     /// The path exactly as the process passed it.
     pub requested_path: RawBytes,
-    pub syscall: String,
+    pub syscall: OpenSyscall,
     pub dfd: i32,
     pub flags: u32,
-    /// `read`, `write` or `read_write`.
-    pub access: String,
+    pub access: Access,
     pub mode: u32,
     pub result: SyscallResult,
     pub path_truncated: bool,
@@ -346,8 +319,10 @@ pub struct FileReadEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectEvent {
     pub fd: i32,
-    /// `ipv4`, `ipv6`, `unix`, or `family_N`.
-    pub family: String,
+    pub family: AddressFamily,
+    /// The family's number when it is none of the named ones (`other`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_number: Option<u16>,
     /// IP address, or unix socket path (abstract names start with `@`).
     pub address: Option<RawBytes>,
     pub port: Option<u16>,
@@ -372,8 +347,7 @@ pub struct Ids {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrivEvent {
-    /// `setuid`, `setresuid`, ..., or `exec` (a setuid/setgid binary).
-    pub op: String,
+    pub op: PrivOp,
     /// Ids the call asked for (`None` = "leave unchanged", i.e. -1).
     pub requested: Vec<Option<u32>>,
     pub old: Ids,
@@ -412,7 +386,7 @@ pub struct AlertEvent {
     pub title: String,
     /// MITRE ATT&CK technique.
     pub technique: String,
-    pub severity: String,
+    pub severity: Severity,
     /// Points this rule adds to its session (once per session).
     pub risk: u32,
     /// The session's risk (0-100) with this alert counted.
@@ -420,7 +394,7 @@ pub struct AlertEvent {
     /// Every rule that raised the session's risk so far.
     pub reasons: Vec<String>,
     /// The event that matched: its type, time and description.
-    pub evidence_type: String,
+    pub evidence_type: EventType,
     pub evidence_mono_ns: u64,
     pub evidence: String,
 }
@@ -468,8 +442,7 @@ pub struct SessionStartEvent {
     pub session: u32,
     pub loginuid: u32,
     pub login_user: Option<String>,
-    /// `ssh`, `console`, `cron`, `su`, `sudo`, `container` or `other`.
-    pub entry: String,
+    pub entry: SessionEntry,
     pub ssh: Option<SshOrigin>,
     /// The login user's entry in the identity mapping file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -495,4 +468,61 @@ pub struct SessionEndEvent {
     pub session: u32,
     pub duration_ms: u64,
     pub counts: SessionCounts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{samples::sample, *};
+
+    #[test]
+    fn every_kind_survives_the_json_round_trip_and_names_itself() {
+        for t in EventType::ALL {
+            let e = sample(*t);
+            assert_eq!(e.body.event_type(), *t);
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["type"], t.name(), "{json}");
+            let back: Event = serde_json::from_value(json.clone())
+                .unwrap_or_else(|err| panic!("{t}: {err}: {json}"));
+            assert_eq!(back, e, "{t}");
+            assert!(!e.to_string().is_empty());
+            // No key of a body may shadow one of the event's own: flattened, it would be lost.
+            let own = samples::own_keys(*t);
+            for common in samples::common_keys() {
+                assert!(!own.contains(&common), "{t}: `{common}` twice");
+            }
+        }
+    }
+
+    /// The README's event table is what the code serializes; `VIGIL_WRITE_README=1` rewrites
+    /// it (and the rule-field table) from the code.
+    #[test]
+    fn the_readme_tables_are_the_codes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let tables = [
+            ("events", samples::readme_event_table()),
+            (
+                "rule-fields",
+                crate::detect::fields::Field::markdown_table(),
+            ),
+        ];
+        let mut wanted = readme.clone();
+        for (name, table) in &tables {
+            let (begin, end) = (
+                format!("<!-- {name}: generated from the code -->\n"),
+                format!("<!-- end of {name} -->"),
+            );
+            let (Some(a), Some(b)) = (wanted.find(&begin), wanted.find(&end)) else {
+                panic!("README.md lacks the {name} markers `{begin}` … `{end}`");
+            };
+            wanted.replace_range(a + begin.len()..b, table);
+        }
+        if wanted != readme {
+            if std::env::var_os("VIGIL_WRITE_README").is_some() {
+                std::fs::write(path, &wanted).unwrap();
+            } else {
+                panic!("README.md's tables differ from the code; run with VIGIL_WRITE_README=1");
+            }
+        }
+    }
 }

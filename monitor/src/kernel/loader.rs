@@ -95,13 +95,25 @@ pub struct KindCounters {
     pub untracked: u64,
 }
 
-/// The loaded and attached kernel side.
+/// The kernel's per-CPU counters, owned by the stage that publishes them (stats).
+pub struct KernelCounters {
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// The kernel's table of open files whose reads it counts, owned by the stage that reports
+/// what is left in it when a process exits (enrich). No other stage reaches it.
+pub struct OpenFiles {
+    open_files: HashMap<MapData, OpenFileKey, FileReadStats>,
+}
+
+/// The loaded and attached kernel side. The maps a stage needs are taken out of it once, as
+/// typed handles that stage owns: nothing is shared behind a lock.
 pub struct KernelMonitor {
     /// Owns the programs and their links.
     _ebpf: Ebpf,
     events: Option<RingBuf<MapData>>,
-    counters: PerCpuArray<MapData, u64>,
-    open_files: HashMap<MapData, OpenFileKey, FileReadStats>,
+    counters: Option<KernelCounters>,
+    open_files: Option<OpenFiles>,
     policy: Array<MapData, Policy>,
     /// Hooks attached, as `category/name`.
     pub attached: Vec<String>,
@@ -186,8 +198,8 @@ impl KernelMonitor {
         Ok(KernelMonitor {
             _ebpf: ebpf,
             events: Some(events),
-            counters,
-            open_files,
+            counters: Some(KernelCounters { counters }),
+            open_files: Some(OpenFiles { open_files }),
             policy,
             attached,
         })
@@ -198,6 +210,16 @@ impl KernelMonitor {
         self.events.take()
     }
 
+    /// The counters, handed to the stats stage once.
+    pub fn take_counters(&mut self) -> Option<KernelCounters> {
+        self.counters.take()
+    }
+
+    /// The open-file table, handed to the enrich stage once.
+    pub fn take_open_files(&mut self) -> Option<OpenFiles> {
+        self.open_files.take()
+    }
+
     /// Replaces the scoping policy at run time.
     pub fn set_policy(&mut self, policy: Policy) -> Result<(), LoadError> {
         self.policy.set(0, policy, 0).map_err(|e| LoadError::Map {
@@ -205,9 +227,11 @@ impl KernelMonitor {
             detail: e.to_string(),
         })
     }
+}
 
+impl KernelCounters {
     /// Kernel counters per event kind, summed over CPUs.
-    pub fn counters(&self) -> Result<Vec<(u16, KindCounters)>, LoadError> {
+    pub fn read(&self) -> Result<Vec<(u16, KindCounters)>, LoadError> {
         let mut out = Vec::new();
         for k in 1..kind::COUNT {
             let mut sum = [0u64; counter::OUTCOMES as usize];
@@ -234,9 +258,11 @@ impl KernelMonitor {
         }
         Ok(out)
     }
+}
 
+impl OpenFiles {
     /// Removes and returns the read volume still kept for an open file (process exit flush).
-    pub fn take_open_file(&mut self, key: OpenFileKey) -> Option<FileReadStats> {
+    pub fn take(&mut self, key: OpenFileKey) -> Option<FileReadStats> {
         let stats = self.open_files.get(&key, 0).ok()?;
         // Removal can only fail if the kernel removed it first (a close raced us), in which case
         // the close already reported it: report nothing then, or it would count twice.
@@ -245,7 +271,7 @@ impl KernelMonitor {
     }
 
     /// Keys of every open file the kernel is counting.
-    pub fn open_file_keys(&self) -> Vec<OpenFileKey> {
+    pub fn keys(&self) -> Vec<OpenFileKey> {
         self.open_files.keys().filter_map(Result::ok).collect()
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -13,7 +13,7 @@ use vigil_common::OpenFileKey;
 use super::PipelineStats;
 use crate::{
     event::{Event, EventBody, FileReadEvent, Process, RawBytes, ReadVolumeReason},
-    kernel::KernelMonitor,
+    kernel::loader::OpenFiles,
 };
 
 /// How often the kernel's table is swept for processes that exited without us flushing them
@@ -65,7 +65,7 @@ impl OpenPaths {
 /// open (read(2) on those fails), whose path would only take room.
 fn may_be_read(open: &crate::event::OpenEvent) -> bool {
     let flags = open.flags as i32;
-    open.access != "write" && flags & (libc::O_PATH | libc::O_DIRECTORY) == 0
+    open.access != crate::event::Access::Write && flags & (libc::O_PATH | libc::O_DIRECTORY) == 0
 }
 
 pub struct Enricher {
@@ -78,6 +78,8 @@ pub struct Enricher {
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
     open_fds: HashMap<u32, HashSet<u32>>,
+    /// The kernel's open-file table, this stage's alone (None where no kernel is loaded).
+    kernel_files: Option<OpenFiles>,
 }
 
 impl Enricher {
@@ -85,8 +87,10 @@ impl Enricher {
         sessions: crate::sessions::SessionTracker,
         pods: crate::identity::PodNames,
         users: crate::identity::UserNames,
+        kernel_files: Option<OpenFiles>,
     ) -> Self {
         Enricher {
+            kernel_files,
             users,
             tree: crate::identity::ProcessTree::from_proc(),
             cgroups: Default::default(),
@@ -100,12 +104,7 @@ impl Enricher {
 
 impl Enricher {
     /// Handles one event; appends it, and any events it causes, to `out` in order.
-    pub fn process(
-        &mut self,
-        mut event: Event,
-        kernel: Option<&Mutex<KernelMonitor>>,
-        out: &mut Vec<Event>,
-    ) {
+    pub fn process(&mut self, mut event: Event, out: &mut Vec<Event>) {
         let tgid = event.process.pid;
         let p = &mut event.process;
         p.user = self.users.name(p.uid);
@@ -163,10 +162,8 @@ impl Enricher {
             EventBody::Exit(_) => {
                 self.tree.exit(tgid);
                 let fds = self.open_fds.remove(&tgid).unwrap_or_default();
-                if let Some(kernel) = kernel {
-                    let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
-                    self.flush(keys, &event, ReadVolumeReason::Exit, kernel, out);
-                }
+                let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
+                self.flush(keys, &event, ReadVolumeReason::Exit, out);
             }
             _ => {}
         }
@@ -182,14 +179,13 @@ impl Enricher {
         keys: impl Iterator<Item = OpenFileKey>,
         at: &Event,
         reason: ReadVolumeReason,
-        kernel: &Mutex<KernelMonitor>,
         out: &mut Vec<Event>,
     ) {
-        let Ok(mut kernel) = kernel.lock() else {
+        let Some(kernel) = self.kernel_files.as_mut() else {
             return;
         };
         for key in keys {
-            let Some(stats) = kernel.take_open_file(key) else {
+            let Some(stats) = kernel.take(key) else {
                 continue;
             };
             if stats.reads == 0 {
@@ -212,11 +208,10 @@ impl Enricher {
     }
 
     /// Flushes what the kernel holds for processes that no longer exist.
-    fn sweep(&mut self, kernel: &Mutex<KernelMonitor>, out: &mut Vec<Event>) {
+    fn sweep(&mut self, out: &mut Vec<Event>) {
         self.tree.prune();
-        let keys = match kernel.lock() {
-            Ok(k) => k.open_file_keys(),
-            Err(_) => return,
+        let Some(keys) = self.kernel_files.as_ref().map(OpenFiles::keys) else {
+            return;
         };
         let gone: Vec<OpenFileKey> = keys
             .into_iter()
@@ -226,23 +221,16 @@ impl Enricher {
             self.open_fds.remove(&key.tgid);
         }
         let at = process_marker(0);
-        self.flush(gone.into_iter(), &at, ReadVolumeReason::Exit, kernel, out);
+        self.flush(gone.into_iter(), &at, ReadVolumeReason::Exit, out);
     }
 
     /// At shutdown: every volume still counted goes out, so nothing read is unreported.
-    pub fn flush_all(&mut self, kernel: &Mutex<KernelMonitor>, out: &mut Vec<Event>) {
-        let keys = match kernel.lock() {
-            Ok(k) => k.open_file_keys(),
-            Err(_) => return,
+    pub fn flush_all(&mut self, out: &mut Vec<Event>) {
+        let Some(keys) = self.kernel_files.as_ref().map(OpenFiles::keys) else {
+            return;
         };
         let at = process_marker(0);
-        self.flush(
-            keys.into_iter(),
-            &at,
-            ReadVolumeReason::Shutdown,
-            kernel,
-            out,
-        );
+        self.flush(keys.into_iter(), &at, ReadVolumeReason::Shutdown, out);
     }
 }
 
@@ -259,26 +247,38 @@ fn process_marker(tgid: u32) -> Event {
     )
 }
 
+/// Events taken from the channel per turn: the blocking work for them (/proc, the TCP table,
+/// the kernel's table) runs in one `block_in_place`, which hands this worker's other tasks to
+/// the runtime's other thread instead of stalling them.
+const BATCH: usize = 256;
+
 pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
-    kernel: Arc<Mutex<KernelMonitor>>,
+    kernel_files: OpenFiles,
     stats: Arc<PipelineStats>,
     sessions: crate::sessions::SessionTracker,
     pods: crate::identity::PodNames,
     users: crate::identity::UserNames,
 ) -> anyhow::Result<()> {
-    let mut enricher = Enricher::new(sessions, pods, users);
+    let mut enricher = Enricher::new(sessions, pods, users, Some(kernel_files));
     let mut out = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.tick().await;
     loop {
         tokio::select! {
-            event = rx.recv() => {
-                let Some(event) = event else { break };
-                enricher.process(event, Some(&kernel), &mut out);
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                tokio::task::block_in_place(|| {
+                    for event in batch.drain(..) {
+                        enricher.process(event, &mut out);
+                    }
+                });
             }
-            _ = sweep.tick() => enricher.sweep(&kernel, &mut out),
+            _ = sweep.tick() => tokio::task::block_in_place(|| enricher.sweep(&mut out)),
         }
         for event in out.drain(..) {
             stats.enriched.inc();
@@ -287,7 +287,7 @@ pub async fn run(
             }
         }
     }
-    enricher.flush_all(&kernel, &mut out);
+    tokio::task::block_in_place(|| enricher.flush_all(&mut out));
     for event in out.drain(..) {
         if tx.send(event).await.is_err() {
             anyhow::bail!("the sink stage stopped");

@@ -10,7 +10,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
@@ -117,7 +117,11 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         directory,
         crate::sshd_log::SshdAuthLog::new(&config.identity.sshd_logs),
     );
-    let kernel = Arc::new(Mutex::new(kernel));
+    // Each stage takes the kernel handle it needs; the rest (programs, links) stays here.
+    let kernel_files = kernel
+        .take_open_files()
+        .context("open-file table already taken")?;
+    let kernel_counters = kernel.take_counters().context("counters already taken")?;
 
     let capacity = config.pipeline.channel_capacity;
     let (capture_tx, capture_rx) = mpsc::channel(capacity);
@@ -173,7 +177,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         enrich::run(
             capture_rx,
             detect_tx,
-            kernel.clone(),
+            kernel_files,
             stats.clone(),
             session_tracker,
             pod_names,
@@ -183,7 +187,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let stats_task = tokio::spawn(health.clone().track(
         "stats",
         stats::run(
-            kernel.clone(),
+            kernel_counters,
             sink_tx,
             Duration::from_millis(config.pipeline.stats_interval_ms),
             shutdown_rx.clone(),
@@ -257,21 +261,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         }
     }
 
-    let kernel = Arc::try_unwrap(kernel)
-        .map_err(|_| anyhow::anyhow!("kernel handle still shared at shutdown"))?
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("kernel handle poisoned"))?;
-    for (k, c) in kernel.counters()? {
-        tracing::info!(
-            kind = stats::kind_name(k),
-            emitted = c.emitted,
-            filtered = c.filtered,
-            lost = c.lost,
-            truncated = c.truncated,
-            untracked = c.untracked,
-            "kernel counters"
-        );
-    }
+    // (The stats stage logged the kernel's final counters as it stopped.)
     tracing::info!(
         decoded = stats.decoded.get(),
         decode_errors = stats.decode_errors.get(),

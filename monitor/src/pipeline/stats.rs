@@ -1,38 +1,27 @@
 //! Stats task: reads the kernel's per-CPU counters, publishes them as metrics, and turns any new
 //! kernel-side loss into a loss record in the event stream itself.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, watch};
-use vigil_common::kind;
+use vigil_common::{kind, RecordKind};
 
 use super::{capture::loss_event, PipelineStats};
 use crate::{
-    event::{Event, LossEvent},
-    kernel::{loader::KindCounters, KernelMonitor},
+    event::{Event, EventType, LossEvent},
+    kernel::loader::{KernelCounters, KindCounters},
 };
 
+/// The metrics label and loss-record kind of a kernel record kind (`unknown` for a number the
+/// counters map holds a slot for but no kind uses).
 pub fn kind_name(k: u16) -> &'static str {
-    match k {
-        kind::EXEC => "exec",
-        kind::EXIT => "exit",
-        kind::OPEN => "open",
-        kind::FILE_READ => "file_read",
-        kind::CONNECT => "connect",
-        kind::PRIV => "priv",
-        kind::FORK => "fork",
-        kind::TTY_OUT => "tty_output",
-        kind::TTY_IN => "tty_input",
-        _ => "unknown",
-    }
+    RecordKind::from_u16(k)
+        .map(|r| EventType::from_record_kind(r).name())
+        .unwrap_or("unknown")
 }
 
 pub async fn run(
-    kernel: Arc<Mutex<KernelMonitor>>,
+    kernel: KernelCounters,
     tx: mpsc::Sender<Event>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -46,10 +35,7 @@ pub async fn run(
             _ = ticker.tick() => false,
             _ = shutdown.changed() => true,
         };
-        let counters = match kernel.lock() {
-            Ok(k) => k.counters()?,
-            Err(_) => anyhow::bail!("kernel handle poisoned"),
-        };
+        let counters = kernel.read()?;
         for (k, c) in &counters {
             publish(*k, c);
             let (ring_before, table_before) = seen_lost.entry(*k).or_insert((0, 0));
@@ -78,6 +64,17 @@ pub async fn run(
         metrics::gauge!("vigil_pipeline_decoded").set(stats.decoded.get() as f64);
         metrics::gauge!("vigil_pipeline_written").set(stats.written.get() as f64);
         if last {
+            for (k, c) in &counters {
+                tracing::info!(
+                    kind = kind_name(*k),
+                    emitted = c.emitted,
+                    filtered = c.filtered,
+                    lost = c.lost,
+                    truncated = c.truncated,
+                    untracked = c.untracked,
+                    "kernel counters"
+                );
+            }
             return Ok(());
         }
     }

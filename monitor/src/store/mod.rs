@@ -434,7 +434,8 @@ impl SessionRow {
             gained_root: self.gained_root,
             ttys: Default::default(),
             events: self.events,
-            entry: non_empty(self.entry),
+            // A word this reader does not know (a newer daemon's) reads as no entry.
+            entry: crate::event::SessionEntry::from_word(&self.entry),
             ssh,
             identity,
             ancestry: serde_json::from_str(&self.ancestry).unwrap_or_default(),

@@ -1,0 +1,177 @@
+//! Every field a rule can use, written once: its name, its type (a closed vocabulary where
+//! there is one, so a literal outside it is refused when the rule loads), the events that have
+//! it and what it means. The parser resolves names to [`Field`]; the detector's accessor
+//! matches on it exhaustively (a new field does not compile until it has a value); the Sigma
+//! importer maps onto it; the README's table is checked against [`Field::ALL`].
+
+use crate::event::{
+    Access, AddressFamily, EventType, EventType as E, PrivOp, SessionEntry, Vocabulary,
+};
+
+/// A field's type in the rule language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    /// Text from a closed vocabulary: only these words compare equal to anything.
+    Word(&'static [&'static str]),
+    Num,
+    Bool,
+    List,
+}
+
+impl Kind {
+    pub fn is_text(self) -> bool {
+        matches!(self, Kind::Str | Kind::Word(_))
+    }
+
+    /// How the README names the type.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Str => "text".into(),
+            Kind::Word(words) => format!(
+                "one of {}",
+                words
+                    .iter()
+                    .map(|w| format!("`{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Kind::Num => "number".into(),
+            Kind::Bool => "true/false".into(),
+            Kind::List => "list of text".into(),
+        }
+    }
+}
+
+/// What a standard stream of an exec can be (`StdioKind`, or `closed`).
+pub const STDIO_WORDS: &[&str] = &["tty", "pipe", "socket", "file", "other", "closed"];
+
+macro_rules! rule_fields {
+    ($( $variant:ident = $name:literal, $kind:expr, [$($event:ident),*], $about:literal; )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Field {
+            $( #[doc = $about] $variant, )*
+        }
+
+        impl Field {
+            pub const ALL: &'static [Field] = &[$( Field::$variant ),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $( Field::$variant => $name, )* }
+            }
+
+            pub fn kind(self) -> Kind {
+                match self { $( Field::$variant => $kind, )* }
+            }
+
+            /// The kinds of event that have it; empty: every event.
+            pub fn events(self) -> &'static [EventType] {
+                match self { $( Field::$variant => &[$( E::$event ),*], )* }
+            }
+
+            pub fn about(self) -> &'static str {
+                match self { $( Field::$variant => $about, )* }
+            }
+        }
+    };
+}
+
+rule_fields! {
+    Type = "type", Kind::Word(EventType::NAMES), [], "The event's kind.";
+    ProcessPid = "process.pid", Kind::Num, [], "Process id.";
+    ProcessPpid = "process.ppid", Kind::Num, [], "Parent's process id.";
+    ProcessUid = "process.uid", Kind::Num, [], "Real uid.";
+    ProcessEuid = "process.euid", Kind::Num, [], "Effective uid.";
+    ProcessLoginuid = "process.loginuid", Kind::Num, [], "Audit login uid (the person behind sudo).";
+    ProcessUser = "process.user", Kind::Str, [], "Name of the real uid.";
+    ProcessEuser = "process.euser", Kind::Str, [], "Name of the effective uid.";
+    ProcessLoginUser = "process.login_user", Kind::Str, [], "Name of the login uid.";
+    ProcessComm = "process.comm", Kind::Str, [], "The task's command name (15 bytes; the process chose it).";
+    ProcessContainerId = "process.container_id", Kind::Str, [], "Container id from the cgroup path.";
+    Filename = "filename", Kind::Str, [Exec], "The path passed to exec.";
+    Argv = "argv", Kind::List, [Exec], "The arguments.";
+    Cmdline = "cmdline", Kind::Str, [Exec], "The arguments joined by spaces.";
+    Cwd = "cwd", Kind::Str, [Exec], "Working directory at exec.";
+    Ancestry = "ancestry", Kind::List, [Exec], "Names of the processes above, from the top.";
+    Parent = "parent", Kind::Str, [Exec], "Name of the parent process.";
+    Stdin = "stdin", Kind::Word(STDIO_WORDS), [Exec], "What standard input was at exec.";
+    Stdout = "stdout", Kind::Word(STDIO_WORDS), [Exec], "What standard output was at exec.";
+    Stderr = "stderr", Kind::Word(STDIO_WORDS), [Exec], "What standard error was at exec.";
+    Path = "path", Kind::Str, [Open, FileRead], "The file's path.";
+    Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
+    Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
+    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv], "The call succeeded (a connect in progress counts).";
+    Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";
+    Family = "family", Kind::Word(AddressFamily::WORDS), [Connect], "Address family.";
+    Address = "address", Kind::Str, [Connect], "IP address, or unix socket path (`@` for abstract).";
+    Port = "port", Kind::Num, [Connect], "Destination port.";
+    Op = "op", Kind::Word(PrivOp::WORDS), [Priv], "What changed the ids.";
+    GainedRoot = "gained_root", Kind::Bool, [Priv], "Root was gained (effective, or real from effective).";
+    GainedCaps = "gained_caps", Kind::List, [Priv], "Capabilities an exec gave short of root (`CAP_NET_RAW`).";
+    SessionEntry = "session.entry", Kind::Word(SessionEntry::WORDS), [], "How the session was entered.";
+    SessionBytesRead = "session.bytes_read", Kind::Num, [], "Bytes the session has read so far.";
+    SessionSensitiveBytesRead = "session.sensitive_bytes_read", Kind::Num, [], "Bytes of credential files the session has read so far.";
+    SessionDownloadThenShell = "session.download_then_shell", Kind::Bool, [], "This exec is a shell started with a downloader in one pipeline.";
+    SessionWrittenThenExecuted = "session.written_then_executed", Kind::Bool, [], "This exec runs a file the session wrote after a download.";
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Field {
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
+    /// The README's table of rule fields, as the code defines them.
+    pub fn markdown_table() -> String {
+        let mut out = String::from("| field | type | events | meaning |\n|---|---|---|---|\n");
+        for f in Field::ALL {
+            let events = match f.events() {
+                [] => "all".to_string(),
+                list => list
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | {events} | {} |\n",
+                f.name(),
+                f.kind().describe(),
+                f.about()
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found_again() {
+        for f in Field::ALL {
+            assert_eq!(Field::from_name(f.name()), Some(*f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn stdio_words_are_the_stdio_kinds_and_closed() {
+        use crate::event::StdioKind;
+        for k in [
+            StdioKind::Tty,
+            StdioKind::Pipe,
+            StdioKind::Socket,
+            StdioKind::File,
+            StdioKind::Other,
+        ] {
+            assert!(STDIO_WORDS.contains(&k.as_str()));
+        }
+        assert_eq!(STDIO_WORDS.len(), 6);
+    }
+}

@@ -1,0 +1,151 @@
+//! The event kinds, written once. The table below gives the serialized body (`EventBody`, tagged
+//! by `type`), the closed vocabulary of kinds (`EventType`: `capture.events`, metrics labels,
+//! the rule field `type`, ClickHouse's `type` column), each kind's description (the README's
+//! table is checked against it) and the kernel record it is decoded from, if any.
+//!
+//! Adding a kind: a line here, its `#[repr(C)]` record in `common` and kernel program when the
+//! kernel makes it, its decoder arm — `EventType::from_record_kind`, the decoder's match and
+//! `Display` are exhaustive, so the compiler points at each; the JSON round-trip and README
+//! tests point at the rest.
+
+use serde::{Deserialize, Serialize};
+use vigil_common::RecordKind;
+
+use super::{
+    AlertEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent, LossEvent, OpenEvent,
+    PrivEvent, SessionEndEvent, SessionStartEvent, TtyEvent,
+};
+
+macro_rules! event_kinds {
+    ($( $variant:ident ( $body:ty ) = $name:literal, $record:expr, $about:literal; )*) => {
+        /// One event's own fields, tagged with its kind (`"type": "exec"`).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum EventBody {
+            $( #[doc = $about] #[serde(rename = $name)] $variant($body), )*
+        }
+
+        /// The kinds of event, as one closed vocabulary serialized by name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum EventType {
+            $( #[doc = $about] #[serde(rename = $name)] $variant, )*
+        }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$( EventType::$variant ),*];
+            /// Every kind's name, in table order.
+            pub const NAMES: &'static [&'static str] = &[$( $name ),*];
+
+            /// The name every output uses (`file_read`).
+            pub fn name(self) -> &'static str {
+                match self { $( EventType::$variant => $name, )* }
+            }
+
+            /// What an event of this kind says, for people (the README's table of events).
+            pub fn about(self) -> &'static str {
+                match self { $( EventType::$variant => $about, )* }
+            }
+
+            /// The kernel record it is decoded from; `None` for what the daemon makes.
+            pub fn record_kind(self) -> Option<RecordKind> {
+                match self { $( EventType::$variant => $record, )* }
+            }
+        }
+
+        impl EventBody {
+            pub fn event_type(&self) -> EventType {
+                match self { $( EventBody::$variant(_) => EventType::$variant, )* }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    Exec(ExecEvent) = "exec", Some(RecordKind::Exec),
+        "A program was executed: what was loaded, its arguments, cwd, terminal, ancestry and standard streams.";
+    Exit(ExitEvent) = "exit", Some(RecordKind::Exit),
+        "A process ended: its exit code or the signal that ended it.";
+    Open(OpenEvent) = "open", Some(RecordKind::Open),
+        "A file was opened (or an open failed): the path, how, and the result.";
+    FileRead(FileReadEvent) = "file_read", Some(RecordKind::FileRead),
+        "What was read from one open file, counted in the kernel and reported at close or exit.";
+    Connect(ConnectEvent) = "connect", Some(RecordKind::Connect),
+        "An outbound connection (IPv4, IPv6 or unix socket) and its result.";
+    Priv(PrivEvent) = "priv", Some(RecordKind::Priv),
+        "A privilege change: a set*id call or an exec that changed ids or capabilities.";
+    Fork(ForkEvent) = "fork", Some(RecordKind::Fork),
+        "A new process.";
+    Loss(LossEvent) = "loss", None,
+        "Events that could not be delivered, written down where they would have been.";
+    SessionStart(SessionStartEvent) = "session_start", None,
+        "A login session began: who, how they came in and from where.";
+    SessionEnd(SessionEndEvent) = "session_end", None,
+        "A login session's last process exited, with what the session did.";
+    TtyOutput(TtyEvent) = "tty_output", Some(RecordKind::TtyOut),
+        "What a terminal of the session showed: bytes a process wrote to it.";
+    TtyInput(TtyEvent) = "tty_input", Some(RecordKind::TtyIn),
+        "What was typed: bytes a process read from a terminal while it echoed.";
+    Alert(AlertEvent) = "alert", None,
+        "A detection rule matched an event, with the session's risk after it.";
+}
+
+impl EventType {
+    /// The kind a kernel record decodes to. Exhaustive by hand (not from the table): a new
+    /// record kind fails to compile here until it has an event kind.
+    pub fn from_record_kind(kind: RecordKind) -> EventType {
+        match kind {
+            RecordKind::Exec => EventType::Exec,
+            RecordKind::Exit => EventType::Exit,
+            RecordKind::Open => EventType::Open,
+            RecordKind::FileRead => EventType::FileRead,
+            RecordKind::Connect => EventType::Connect,
+            RecordKind::Priv => EventType::Priv,
+            RecordKind::Fork => EventType::Fork,
+            RecordKind::TtyOut => EventType::TtyOutput,
+            RecordKind::TtyIn => EventType::TtyInput,
+        }
+    }
+
+    /// Kinds the kernel captures (what `capture.events` can name).
+    pub fn captured() -> impl Iterator<Item = EventType> {
+        EventType::ALL
+            .iter()
+            .copied()
+            .filter(|t| t.record_kind().is_some())
+    }
+
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.iter().copied().find(|t| t.name() == name)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_kinds_and_event_kinds_agree_both_ways() {
+        for k in RecordKind::ALL {
+            assert_eq!(EventType::from_record_kind(k).record_kind(), Some(k));
+        }
+        for t in EventType::captured() {
+            let k = t.record_kind().unwrap();
+            assert_eq!(EventType::from_record_kind(k), t);
+        }
+        assert_eq!(EventType::captured().count(), RecordKind::ALL.len());
+    }
+
+    #[test]
+    fn names_are_unique_and_serialize_as_themselves() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::from_name(t.name()), Some(*t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
+    }
+}

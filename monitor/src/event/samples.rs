@@ -1,0 +1,232 @@
+//! One complete event of every kind (every optional field set), for the tests: each must
+//! survive the JSON round trip, describe itself, and the README's table of events is derived
+//! from what they serialize. The match is exhaustive: a new kind needs its sample.
+
+use super::*;
+use crate::directory::CorporateIdentity;
+
+pub fn sample(t: EventType) -> Event {
+    let raw = |s: &str| RawBytes::from(s);
+    let ids = Ids {
+        uid: 1000,
+        euid: 1000,
+        suid: 1000,
+        fsuid: 1000,
+        gid: 1000,
+        egid: 1000,
+        sgid: 1000,
+        fsgid: 1000,
+        cap_effective: 0,
+    };
+    let tty = TtyEvent {
+        tty: "pts/3".into(),
+        data: raw("ls\r\n"),
+        total_bytes: 4,
+        truncated: false,
+        over_budget: false,
+        unreadable: true,
+        rows: 24,
+        cols: 80,
+        onlcr: true,
+        echo: true,
+    };
+    let body = match t {
+        EventType::Exec => EventBody::Exec(ExecEvent {
+            filename: raw("/usr/bin/cat"),
+            argv: vec![raw("cat"), raw("/etc/hostname")],
+            argv_truncated: false,
+            argv_total_bytes: 18,
+            filename_truncated: false,
+            cwd: Some(raw("/root")),
+            cwd_truncated: false,
+            tty: Some("pts/3".into()),
+            old_pid: 4242,
+            ancestry: vec![Ancestor {
+                pid: 1,
+                name: "sshd".into(),
+            }],
+            stdin: Some(StdioKind::Tty),
+            stdout: Some(StdioKind::Pipe),
+            stderr: Some(StdioKind::File),
+        }),
+        EventType::Exit => EventBody::Exit(ExitEvent {
+            exit_code: Some(0),
+            signal: Some(9),
+            core_dumped: false,
+        }),
+        EventType::Open => EventBody::Open(OpenEvent {
+            path: raw("/etc/shadow"),
+            requested_path: raw("shadow"),
+            syscall: OpenSyscall::Openat,
+            dfd: 3,
+            flags: 0,
+            access: Access::Read,
+            mode: 0,
+            result: SyscallResult::from_ret(-13),
+            path_truncated: false,
+            reads_untracked: true,
+        }),
+        EventType::FileRead => EventBody::FileRead(FileReadEvent {
+            fd: 3,
+            path: Some(raw("/etc/hostname")),
+            bytes: 12,
+            reads: 2,
+            open_mono_ns: 1,
+            reason: ReadVolumeReason::Close,
+        }),
+        EventType::Connect => EventBody::Connect(ConnectEvent {
+            fd: 4,
+            family: AddressFamily::Other,
+            family_number: Some(17),
+            address: Some(raw("203.0.113.9")),
+            port: Some(443),
+            result: SyscallResult::from_ret(0),
+        }),
+        EventType::Priv => EventBody::Priv(PrivEvent {
+            op: PrivOp::Setresuid,
+            requested: vec![Some(0), None, Some(0)],
+            old: ids,
+            new: Ids {
+                uid: 0,
+                euid: 0,
+                ..ids
+            },
+            result: SyscallResult::from_ret(0),
+            gained_root: true,
+            gained_caps: vec!["CAP_NET_RAW".into()],
+        }),
+        EventType::Fork => EventBody::Fork(ForkEvent { child_pid: 4243 }),
+        EventType::Loss => EventBody::Loss(LossEvent {
+            stage: "kernel".into(),
+            kind: Some("open".into()),
+            count: 3,
+            reason: "the kernel ring buffer was full".into(),
+        }),
+        EventType::SessionStart => EventBody::SessionStart(SessionStartEvent {
+            session: 7,
+            loginuid: 1000,
+            login_user: Some("alice".into()),
+            entry: SessionEntry::Ssh,
+            ssh: Some(SshOrigin {
+                source_address: "198.51.100.4".into(),
+                source_port: 40022,
+                server_port: 22,
+                auth_method: Some("publickey".into()),
+                key_fingerprint: Some("SHA256:abc".into()),
+            }),
+            identity: Some(CorporateIdentity {
+                person: "Alice Example".into(),
+                email: Some("alice@example.com".into()),
+                team: Some("ops".into()),
+                role: Some("sre".into()),
+                peer_group: Some("oncall".into()),
+            }),
+            ancestry: vec![Ancestor {
+                pid: 1,
+                name: "sshd".into(),
+            }],
+        }),
+        EventType::SessionEnd => EventBody::SessionEnd(SessionEndEvent {
+            session: 7,
+            duration_ms: 1200,
+            counts: SessionCounts {
+                events: 10,
+                commands: 2,
+                files_opened: 3,
+                bytes_read: 100,
+                connections: 1,
+                privilege_changes: 1,
+            },
+        }),
+        EventType::TtyOutput => EventBody::TtyOutput(tty.clone()),
+        EventType::TtyInput => EventBody::TtyInput(tty),
+        EventType::Alert => EventBody::Alert(AlertEvent {
+            alert_id: "3f2a9c1b-0000-4000-8000-000000000001".into(),
+            rule: "credential-store-read".into(),
+            title: "Local password hashes read".into(),
+            technique: "T1003.008".into(),
+            severity: Severity::High,
+            risk: 40,
+            session_risk: 40,
+            reasons: vec!["Local password hashes read (T1003.008, +40)".into()],
+            evidence_type: EventType::FileRead,
+            evidence_mono_ns: 1,
+            evidence: "read   12 bytes from /etc/shadow (1 reads)".into(),
+        }),
+    };
+    Event {
+        mono_ns: 1_000,
+        time_ns: 1_790_000_000_000_000_000,
+        time: crate::decode::rfc3339(1_790_000_000_000_000_000),
+        host: "web-1".into(),
+        boot_id: "3f2a9c1b-77aa-4d2e-9f00-0123456789ab".into(),
+        process: Process {
+            pid: 4242,
+            tid: 4242,
+            ppid: 1,
+            uid: 1000,
+            euid: 0,
+            gid: 1000,
+            loginuid: Some(1000),
+            sessionid: Some(7),
+            cgroup_id: 1,
+            comm: RawBytes::from("cat"),
+            user: Some("alice".into()),
+            euser: Some("root".into()),
+            login_user: Some("alice".into()),
+            group: Some("alice".into()),
+            container_id: Some("c0ffee".into()),
+            pod_uid: Some("pod-uid".into()),
+            pod_namespace: Some("default".into()),
+            pod_name: Some("web".into()),
+        },
+        body,
+    }
+}
+
+/// The JSON keys an event of kind `t` has of its own (beside `type` and the common ones).
+pub fn own_keys(t: EventType) -> Vec<String> {
+    let value = serde_json::to_value(sample(t)).unwrap_or_default();
+    let common = serde_json::to_value(sample(EventType::Fork)).unwrap_or_default();
+    let shared: Vec<&String> = common
+        .as_object()
+        .map(|o| o.keys().filter(|k| *k != "child_pid").collect())
+        .unwrap_or_default();
+    value
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !shared.contains(k) && *k != "type")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The README's table of event kinds, from the samples and the kinds' descriptions.
+pub fn readme_event_table() -> String {
+    let mut out = String::from("| type | fields | what it says |\n|---|---|---|\n");
+    for t in EventType::ALL {
+        let keys = own_keys(*t)
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!("| `{t}` | {keys} | {} |\n", t.about()));
+    }
+    out
+}
+
+/// The fields every event has, in the order they serialize.
+pub fn common_keys() -> Vec<String> {
+    let value = serde_json::to_value(sample(EventType::Fork)).unwrap_or_default();
+    value
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| *k != "child_pid" && *k != "type")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,163 @@
+//! Closed vocabularies of the event model: each an enum, serialized one way everywhere (JSON,
+//! spool, ClickHouse `detail`, rule literals, the README), with the list of its words for the
+//! rule language to check literals against when a rule is loaded.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A closed vocabulary: its words, in order.
+pub trait Vocabulary: Copy + 'static {
+    const WORDS: &'static [&'static str];
+    fn as_str(self) -> &'static str;
+}
+
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $word:literal ),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $word)] $variant, )*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$( $name::$variant ),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $( $name::$variant => $word, )* }
+            }
+
+            pub fn from_word(word: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == word)
+            }
+        }
+
+        impl Vocabulary for $name {
+            const WORDS: &'static [&'static str] = &[$( $word ),*];
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// How a file was opened (`O_ACCMODE`).
+    Access {
+        Read = "read",
+        Write = "write",
+        ReadWrite = "read_write",
+    }
+}
+
+vocabulary! {
+    /// Which call opened a file.
+    OpenSyscall {
+        Openat = "openat",
+        Open = "open",
+        Openat2 = "openat2",
+        Creat = "creat",
+    }
+}
+
+vocabulary! {
+    /// A connection's address family. Families other than these are `other` (with their number
+    /// beside it in the event).
+    AddressFamily {
+        Ipv4 = "ipv4",
+        Ipv6 = "ipv6",
+        Unix = "unix",
+        /// Written before families were a vocabulary as `family_N`; read back as this.
+        #[serde(other)]
+        Other = "other",
+    }
+}
+
+vocabulary! {
+    /// What changed a task's ids: a set*id call, or an exec (setuid/setgid binary, file
+    /// capabilities).
+    PrivOp {
+        Setuid = "setuid",
+        Setreuid = "setreuid",
+        Setresuid = "setresuid",
+        Setfsuid = "setfsuid",
+        Setgid = "setgid",
+        Setregid = "setregid",
+        Setresgid = "setresgid",
+        Setfsgid = "setfsgid",
+        Exec = "exec",
+    }
+}
+
+vocabulary! {
+    /// How a login session was entered, from the processes above its first one.
+    SessionEntry {
+        Ssh = "ssh",
+        Console = "console",
+        Cron = "cron",
+        Su = "su",
+        Sudo = "sudo",
+        Container = "container",
+        Other = "other",
+    }
+}
+
+vocabulary! {
+    /// How serious an alert is.
+    Severity {
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+        Critical = "critical",
+    }
+}
+
+impl clap::ValueEnum for Severity {
+    fn value_variants<'a>() -> &'a [Self] {
+        Severity::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trips<
+        V: Vocabulary + Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+    >(
+        all: &[V],
+    ) {
+        assert_eq!(all.len(), V::WORDS.len());
+        for v in all {
+            let json = serde_json::to_value(v).unwrap();
+            assert_eq!(json, v.as_str());
+            assert_eq!(serde_json::from_value::<V>(json).unwrap(), *v);
+        }
+    }
+
+    #[test]
+    fn every_word_serializes_as_itself_and_back() {
+        round_trips(Access::ALL);
+        round_trips(OpenSyscall::ALL);
+        round_trips(AddressFamily::ALL);
+        round_trips(PrivOp::ALL);
+        round_trips(SessionEntry::ALL);
+        round_trips(Severity::ALL);
+    }
+
+    #[test]
+    fn old_family_names_read_as_other_and_severity_orders() {
+        let f: AddressFamily = serde_json::from_str("\"family_17\"").unwrap();
+        assert_eq!(f, AddressFamily::Other);
+        assert!(Severity::Critical > Severity::High && Severity::Medium > Severity::Low);
+    }
+}
