@@ -156,9 +156,16 @@ pub struct Config {
 }
 
 /// Overlays `over` onto `base`, key by key (mappings merge, everything else replaces).
-fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+///
+/// By hand rather than with figment (which layers a file and `VIGIL_` variables the same way):
+/// every problem here is reported with its file, line and key path and every unknown key with
+/// the nearest known one, for which the layers must stay YAML values whose keys can be found in
+/// the text again; figment's merged profile keeps the source of a value but not its line. The
+/// same fifteen lines coalesce Helm values in xtask/src/deploy.rs: xtask cannot link this crate,
+/// whose build script needs the bpf-linker that xtask installs.
+fn merge(base: &mut yaml_serde::Value, over: yaml_serde::Value) {
     match (base, over) {
-        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+        (yaml_serde::Value::Mapping(b), yaml_serde::Value::Mapping(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
                     Some(slot) => merge(slot, v),
@@ -175,8 +182,8 @@ fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
 /// Reports keys of `over` that `base` (the embedded default, which names every setting) does not
 /// have, with their line in `text` when found there.
 fn unknown_keys(
-    base: &serde_yaml::Value,
-    over: &serde_yaml::Value,
+    base: &yaml_serde::Value,
+    over: &yaml_serde::Value,
     prefix: &str,
     text: &str,
     problems: &mut Vec<Problem>,
@@ -219,14 +226,14 @@ fn unknown_keys(
 }
 
 /// Replaces the values of secret keys (`password`, `secret`, `token`) for display.
-fn redact(value: &mut serde_yaml::Value) {
+fn redact(value: &mut yaml_serde::Value) {
     if let Some(map) = value.as_mapping_mut() {
         for (k, v) in map.iter_mut() {
             let secret = k
                 .as_str()
                 .is_some_and(|k| ["password", "secret", "token"].contains(&k));
             if secret && !v.is_null() {
-                *v = serde_yaml::Value::String("<redacted>".into());
+                *v = yaml_serde::Value::String("<redacted>".into());
             } else {
                 redact(v);
             }
@@ -239,9 +246,9 @@ fn redact(value: &mut serde_yaml::Value) {
 /// Sets `keys` (a path of lower-case names) in `value` to `new`, for an environment override;
 /// only settings the default has can be set.
 fn set_path(
-    value: &mut serde_yaml::Value,
+    value: &mut yaml_serde::Value,
     keys: &[String],
-    new: serde_yaml::Value,
+    new: yaml_serde::Value,
 ) -> Result<(), String> {
     let Some((first, rest)) = keys.split_first() else {
         return Err("names no setting".into());
@@ -319,7 +326,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let value = Config::layered(text, origin, env)?;
-        let config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Parse {
+        let config: Config = yaml_serde::from_value(value).map_err(|e| ConfigError::Parse {
             origin: origin.into(),
             message: e.to_string(),
         })?;
@@ -343,7 +350,7 @@ impl Config {
     ) -> Result<String, ConfigError> {
         let mut value = Config::layered(text, origin, env)?;
         redact(&mut value);
-        serde_yaml::to_string(&value).map_err(|e| ConfigError::Parse {
+        yaml_serde::to_string(&value).map_err(|e| ConfigError::Parse {
             origin: origin.into(),
             message: e.to_string(),
         })
@@ -353,9 +360,9 @@ impl Config {
         text: &str,
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<serde_yaml::Value, ConfigError> {
+    ) -> Result<yaml_serde::Value, ConfigError> {
         let parse = |t: &str, origin: &str| {
-            serde_yaml::from_str::<serde_yaml::Value>(t).map_err(|e| ConfigError::Parse {
+            yaml_serde::from_str::<yaml_serde::Value>(t).map_err(|e| ConfigError::Parse {
                 origin: origin.into(),
                 message: e.to_string(),
             })
@@ -384,7 +391,7 @@ impl Config {
             }
             let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
             let shown = format!("{} (environment {name})", keys.join("."));
-            let parsed: serde_yaml::Value = match serde_yaml::from_str(&raw) {
+            let parsed: yaml_serde::Value = match yaml_serde::from_str(&raw) {
                 Ok(v) => v,
                 Err(e) => {
                     problems.push(Problem {

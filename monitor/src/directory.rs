@@ -68,8 +68,8 @@ struct Record {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum YamlFile {
-    List(Vec<serde_yaml::Value>),
-    People { people: Vec<serde_yaml::Value> },
+    List(Vec<yaml_serde::Value>),
+    People { people: Vec<yaml_serde::Value> },
 }
 
 const COLUMNS: &[&str] = &["username", "person", "email", "team", "role", "peer_group"];
@@ -244,7 +244,7 @@ impl Directory {
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, Vec<String>> {
-        let file: YamlFile = serde_yaml::from_str(text).map_err(|e| {
+        let file: YamlFile = yaml_serde::from_str(text).map_err(|e| {
             vec![format!(
                 "{e} (expected a list of entries with username, person, email, team, role, \
                  peer_group, or `people:` holding one)"
@@ -262,7 +262,7 @@ impl Directory {
                 .map(|u| format!(" (username {u})"))
                 .unwrap_or_default();
             let place = format!("entry {}{hint}", i + 1);
-            match serde_yaml::from_value::<Record>(value) {
+            match yaml_serde::from_value::<Record>(value) {
                 Ok(r) => records.push((place, r)),
                 Err(e) => problems.push(format!("{place}: {e}")),
             }

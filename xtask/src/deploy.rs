@@ -34,11 +34,11 @@ fn chart_dir() -> PathBuf {
 }
 
 /// YAML → gtmpl value.
-fn to_value(v: &serde_yaml::Value) -> Value {
+fn to_value(v: &yaml_serde::Value) -> Value {
     match v {
-        serde_yaml::Value::Null => Value::Nil,
-        serde_yaml::Value::Bool(b) => Value::Bool(*b),
-        serde_yaml::Value::Number(n) => {
+        yaml_serde::Value::Null => Value::Nil,
+        yaml_serde::Value::Bool(b) => Value::Bool(*b),
+        yaml_serde::Value::Number(n) => {
             if let Some(i) = n.as_i64() {
                 Value::from(i)
             } else if let Some(u) = n.as_u64() {
@@ -47,42 +47,42 @@ fn to_value(v: &serde_yaml::Value) -> Value {
                 Value::from(n.as_f64().unwrap_or(0.0))
             }
         }
-        serde_yaml::Value::String(s) => Value::from(s.as_str()),
-        serde_yaml::Value::Sequence(items) => Value::Array(items.iter().map(to_value).collect()),
-        serde_yaml::Value::Mapping(m) => Value::Map(
+        yaml_serde::Value::String(s) => Value::from(s.as_str()),
+        yaml_serde::Value::Sequence(items) => Value::Array(items.iter().map(to_value).collect()),
+        yaml_serde::Value::Mapping(m) => Value::Map(
             m.iter()
                 .filter_map(|(k, v)| Some((k.as_str()?.to_string(), to_value(v))))
                 .collect(),
         ),
-        serde_yaml::Value::Tagged(t) => to_value(&t.value),
+        yaml_serde::Value::Tagged(t) => to_value(&t.value),
     }
 }
 
 /// gtmpl value → YAML, for `toYaml`.
-fn to_yaml(v: &Value) -> serde_yaml::Value {
+fn to_yaml(v: &Value) -> yaml_serde::Value {
     match v {
-        Value::Nil | Value::NoValue => serde_yaml::Value::Null,
-        Value::Bool(b) => serde_yaml::Value::Bool(*b),
+        Value::Nil | Value::NoValue => yaml_serde::Value::Null,
+        Value::Bool(b) => yaml_serde::Value::Bool(*b),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                serde_yaml::Value::from(i)
+                yaml_serde::Value::from(i)
             } else if let Some(u) = n.as_u64() {
-                serde_yaml::Value::from(u)
+                yaml_serde::Value::from(u)
             } else {
-                serde_yaml::Value::from(n.as_f64().unwrap_or(0.0))
+                yaml_serde::Value::from(n.as_f64().unwrap_or(0.0))
             }
         }
-        Value::String(s) => serde_yaml::Value::String(s.clone()),
-        Value::Array(a) => serde_yaml::Value::Sequence(a.iter().map(to_yaml).collect()),
+        Value::String(s) => yaml_serde::Value::String(s.clone()),
+        Value::Array(a) => yaml_serde::Value::Sequence(a.iter().map(to_yaml).collect()),
         // Sorted, as Helm (Go's YAML encoder) writes maps.
-        Value::Map(m) | Value::Object(m) => serde_yaml::Value::Mapping(
+        Value::Map(m) | Value::Object(m) => yaml_serde::Value::Mapping(
             m.iter()
                 .collect::<BTreeMap<_, _>>()
                 .into_iter()
-                .map(|(k, v)| (serde_yaml::Value::String(k.clone()), to_yaml(v)))
+                .map(|(k, v)| (yaml_serde::Value::String(k.clone()), to_yaml(v)))
                 .collect(),
         ),
-        Value::Function(_) => serde_yaml::Value::Null,
+        Value::Function(_) => yaml_serde::Value::Null,
     }
 }
 
@@ -114,7 +114,7 @@ fn arg<'a>(args: &'a [Value], i: usize, f: &str) -> Result<&'a Value, FuncError>
 /// Helm's `toYaml`: the value as YAML without the document marker or a final newline.
 fn f_to_yaml(args: &[Value]) -> Result<Value, FuncError> {
     let v = to_yaml(arg(args, 0, "toYaml")?);
-    let s = serde_yaml::to_string(&v).map_err(|e| FuncError::Generic(e.to_string()))?;
+    let s = yaml_serde::to_string(&v).map_err(|e| FuncError::Generic(e.to_string()))?;
     Ok(Value::from(s.trim_end_matches('\n')))
 }
 
@@ -179,8 +179,8 @@ pub fn render_chart(overrides: Option<&Path>) -> Result<String> {
         }
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    let read_yaml = |p: &Path| -> Result<serde_yaml::Value> {
-        serde_yaml::from_str(
+    let read_yaml = |p: &Path| -> Result<yaml_serde::Value> {
+        yaml_serde::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("parsing {}", p.display()))
@@ -261,9 +261,9 @@ pub fn render_chart(overrides: Option<&Path>) -> Result<String> {
 
 /// Values over values.yaml, map by map, as Helm coalesces them (the daemon layers its
 /// configuration the same way in monitor/src/config.rs; xtask does not link the daemon).
-fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+fn merge(base: &mut yaml_serde::Value, over: yaml_serde::Value) {
     match (base, over) {
-        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+        (yaml_serde::Value::Mapping(b), yaml_serde::Value::Mapping(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
                     Some(slot) => merge(slot, v),
@@ -303,9 +303,9 @@ fn validate(files: &[PathBuf]) -> Result<()> {
 
 /// The `config.yaml` of the rendered ConfigMap.
 fn rendered_daemon_config(manifests: &str) -> Result<String> {
-    for doc in serde_yaml::Deserializer::from_str(manifests) {
+    for doc in yaml_serde::Deserializer::from_str(manifests) {
         use serde::Deserialize;
-        let v = serde_yaml::Value::deserialize(doc)?;
+        let v = yaml_serde::Value::deserialize(doc)?;
         if v.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
             if let Some(c) = v
                 .get("data")

@@ -37,7 +37,7 @@ fn enabled() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
-    rules: Vec<serde_yaml::Value>,
+    rules: Vec<yaml_serde::Value>,
 }
 
 #[derive(Debug)]
@@ -87,7 +87,7 @@ fn valid_technique(t: &str) -> bool {
 
 /// Parses one rules file's text; `name` is how messages name it.
 pub fn parse_rules(text: &str, name: &str) -> Result<Vec<Rule>, RulesError> {
-    let file: RulesFile = serde_yaml::from_str(text).map_err(|e| RulesError::Invalid {
+    let file: RulesFile = yaml_serde::from_str(text).map_err(|e| RulesError::Invalid {
         problems: vec![format!(
             "{name}{}: {e}",
             e.location()
@@ -104,7 +104,7 @@ pub fn parse_rules(text: &str, name: &str) -> Result<Vec<Rule>, RulesError> {
             (Some(l), Some(id)) => format!("{name}:{l}: rule `{id}`"),
             _ => format!("{name}: rule #{}", i + 1),
         };
-        let def: RuleDef = match serde_yaml::from_value(value) {
+        let def: RuleDef = match yaml_serde::from_value(value) {
             Ok(d) => d,
             Err(e) => {
                 problems.push(format!("{at}: {e}"));

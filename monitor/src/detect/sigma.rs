@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_yaml::Value as Yaml;
+use yaml_serde::Value as Yaml;
 
 use super::{expr, rules::parse_rules};
 
@@ -83,7 +83,7 @@ impl SigmaImport {
     pub fn add_file(&mut self, name: &str, text: &str) {
         use serde::Deserialize;
         let mut index = 0;
-        for doc in serde_yaml::Deserializer::from_str(text) {
+        for doc in yaml_serde::Deserializer::from_str(text) {
             index += 1;
             let source = if index == 1 {
                 name.to_string()
@@ -260,7 +260,7 @@ impl SigmaImport {
             "# Imported from Sigma by `vigil rules import-sigma`: {} rules, {} not importable.\n{}",
             self.imported.len(),
             self.skipped.len(),
-            serde_yaml::to_string(&out).map_err(|e| e.to_string())?
+            yaml_serde::to_string(&out).map_err(|e| e.to_string())?
         );
         parse_rules(&text, "imported rules").map_err(|e| e.to_string())?;
         Ok(text)
@@ -549,7 +549,7 @@ fn join(tests: Vec<String>, op: &str) -> String {
 
 /// One named selection: a map (all of its fields) or a list of maps (any of them).
 fn selection(category: Category, name: &str, sel: &Yaml) -> Result<String, Unsupported> {
-    let map_test = |m: &serde_yaml::Mapping| -> Result<String, Unsupported> {
+    let map_test = |m: &yaml_serde::Mapping| -> Result<String, Unsupported> {
         let tests: Vec<String> = m
             .iter()
             .map(|(k, v)| {
