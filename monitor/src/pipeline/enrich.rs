@@ -247,9 +247,8 @@ fn process_marker(tgid: u32) -> Event {
     )
 }
 
-/// Events taken from the channel per turn: the blocking work for them (/proc, the TCP table,
-/// the kernel's table) runs in one `block_in_place`, which hands this worker's other tasks to
-/// the runtime's other thread instead of stalling them.
+/// Events taken from the channel per turn. The stage runs on a thread of its own (its /proc,
+/// TCP-table and kernel-table reads block), so a turn is one wake-up for up to this many.
 const BATCH: usize = 256;
 
 pub async fn run(
@@ -272,13 +271,11 @@ pub async fn run(
                 if n == 0 {
                     break;
                 }
-                tokio::task::block_in_place(|| {
-                    for event in batch.drain(..) {
-                        enricher.process(event, &mut out);
-                    }
-                });
+                for event in batch.drain(..) {
+                    enricher.process(event, &mut out);
+                }
             }
-            _ = sweep.tick() => tokio::task::block_in_place(|| enricher.sweep(&mut out)),
+            _ = sweep.tick() => enricher.sweep(&mut out),
         }
         for event in out.drain(..) {
             stats.enriched.inc();
@@ -287,7 +284,7 @@ pub async fn run(
             }
         }
     }
-    tokio::task::block_in_place(|| enricher.flush_all(&mut out));
+    enricher.flush_all(&mut out);
     for event in out.drain(..) {
         if tx.send(event).await.is_err() {
             anyhow::bail!("the sink stage stopped");

@@ -172,18 +172,26 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     });
     let pod_names =
         crate::identity::PodNames::new(config.identity.pod_logs_dir.clone()).with_api(pod_api);
-    let enrich = tokio::spawn(health.clone().track(
-        "enrich",
-        enrich::run(
-            capture_rx,
-            detect_tx,
-            kernel_files,
-            stats.clone(),
-            session_tracker,
-            pod_names,
-            crate::identity::UserNames::new(config.identity.host_etc.clone()),
-        ),
-    ));
+    // Enrich reads /proc, the TCP table and the kernel's open-file table for every event that
+    // needs it: blocking work, so it runs on a thread of its own (the runtime's workers keep
+    // capture and detection moving) that drives the stage's channels and timer.
+    let runtime = tokio::runtime::Handle::current();
+    let enrich_health = health.clone();
+    let enrich_stats = stats.clone();
+    let users = crate::identity::UserNames::new(config.identity.host_etc.clone());
+    let enrich = tokio::task::spawn_blocking(move || {
+        enrich_health.track_blocking("enrich", || {
+            runtime.block_on(enrich::run(
+                capture_rx,
+                detect_tx,
+                kernel_files,
+                enrich_stats,
+                session_tracker,
+                pod_names,
+                users,
+            ))
+        })
+    });
     let stats_task = tokio::spawn(health.clone().track(
         "stats",
         stats::run(
