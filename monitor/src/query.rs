@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     directory::CorporateIdentity,
-    event::{Ancestor, Event, EventBody, SessionKey, SessionSelector, SshOrigin},
+    event::{Ancestor, Event, EventBody, SessionCounts, SessionKey, SessionSelector, SshOrigin},
     spool::{read_all, SpoolError, SpoolItem},
 };
 
@@ -73,14 +73,12 @@ pub struct SessionSummary {
     pub last: String,
     pub first_ns: i64,
     pub last_ns: i64,
-    pub commands: u64,
-    pub files_opened: u64,
-    pub bytes_read: u64,
-    pub connections: u64,
-    pub privilege_changes: u64,
+    /// What it did (`events`, `commands`, `files_opened`, `bytes_read`, `connections`,
+    /// `privilege_changes`), counted by [`SessionCounts::count`].
+    #[serde(flatten)]
+    pub counts: SessionCounts,
     pub gained_root: bool,
     pub ttys: BTreeSet<String>,
-    pub events: u64,
     /// How the session was entered, from its start event.
     pub entry: Option<crate::event::SessionEntry>,
     pub ssh: Option<SshOrigin>,
@@ -178,14 +176,9 @@ pub fn summaries(events: &[Event]) -> BTreeMap<SessionKey, SessionSummary> {
                 last: e.time.clone(),
                 first_ns: e.time_ns,
                 last_ns: e.time_ns,
-                commands: 0,
-                files_opened: 0,
-                bytes_read: 0,
-                connections: 0,
-                privilege_changes: 0,
+                counts: SessionCounts::default(),
                 gained_root: false,
                 ttys: BTreeSet::new(),
-                events: 0,
                 entry: None,
                 ssh: None,
                 identity: None,
@@ -202,24 +195,17 @@ pub fn summaries(events: &[Event]) -> BTreeMap<SessionKey, SessionSummary> {
             s.last_ns = e.time_ns;
             s.last = e.time.clone();
         }
-        s.events += 1;
+        s.counts.count(e);
         if s.user.is_none() {
             s.user = e.process.login_user.clone();
         }
         match &e.body {
             EventBody::Exec(x) => {
-                s.commands += 1;
                 if let Some(t) = &x.tty {
                     s.ttys.insert(t.clone());
                 }
             }
-            EventBody::Open(o) if o.result.ok() => s.files_opened += 1,
-            EventBody::FileRead(r) => s.bytes_read += r.bytes,
-            EventBody::Connect(_) => s.connections += 1,
-            EventBody::Priv(p) => {
-                s.privilege_changes += 1;
-                s.gained_root |= p.gained_root;
-            }
+            EventBody::Priv(p) => s.gained_root |= p.gained_root,
             EventBody::SessionStart(start) => {
                 s.entry = Some(start.entry);
                 s.ssh = start.ssh.clone();

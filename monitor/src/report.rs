@@ -208,7 +208,7 @@ pub fn render_html(r: &Report) -> String {
                                 tr { th { "SSH" } td { "from " (o.source_address) " port " (o.source_port) ", " (o.auth_method.clone().unwrap_or_else(|| "method unknown".into())) " " code { (o.key_fingerprint.clone().unwrap_or_default()) } } }
                             }
                             tr { th { "Time" } td { (s.summary.first) " to " (s.summary.ended.clone().unwrap_or_else(|| s.summary.last.clone())) } }
-                            tr { th { "Activity" } td { (s.summary.commands) " commands, " (s.summary.files_opened) " files opened, " (s.summary.bytes_read) " bytes read, " (s.summary.connections) " connections, " (s.summary.privilege_changes) " privilege changes" } }
+                            tr { th { "Activity" } td { (s.summary.counts.commands) " commands, " (s.summary.counts.files_opened) " files opened, " (s.summary.counts.bytes_read) " bytes read, " (s.summary.counts.connections) " connections, " (s.summary.counts.privilege_changes) " privilege changes" } }
                             tr { th { "Risk" } td { (risk(s)) } }
                             tr { th { "Replay" } td { code.replay { "vigil replay " (s.summary.key) } " or " code.replay { "vigil export " (s.summary.key) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
                         }

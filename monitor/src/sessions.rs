@@ -225,19 +225,14 @@ impl SessionTracker {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        s.counts.events += 1;
+        s.counts.count(event);
         match &event.body {
             EventBody::Exec(_) => {
-                s.counts.commands += 1;
                 s.live.insert(event.process.pid);
             }
             EventBody::Fork(f) => {
                 s.live.insert(f.child_pid);
             }
-            EventBody::Open(o) if o.result.ok() => s.counts.files_opened += 1,
-            EventBody::FileRead(r) => s.counts.bytes_read += r.bytes,
-            EventBody::Connect(_) => s.counts.connections += 1,
-            EventBody::Priv(_) => s.counts.privilege_changes += 1,
             EventBody::Exit(_) => {
                 s.live.remove(&event.process.pid);
                 if s.live.is_empty() {

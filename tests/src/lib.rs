@@ -33,6 +33,19 @@ pub fn vigil_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vigil")
 }
 
+/// The real spool writer on `dir` (to write what a daemon would have: an earlier boot's
+/// records, a newer daemon's), with room to spare and refusing rather than dropping when full.
+pub fn spool_writer(dir: &Path) -> vigil::spool::Spool {
+    vigil::spool::Spool::open(vigil::spool::SpoolConfig {
+        dir: dir.to_path_buf(),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        when_full: vigil::spool::WhenFull::StopAccepting,
+        fsync_interval_ms: 0,
+    })
+    .expect("spool opens")
+}
+
 /// This boot's id, as the daemon stamps it on every event.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")

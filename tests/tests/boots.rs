@@ -13,7 +13,7 @@ use std::{path::Path, process::Command};
 use serde_json::Value;
 use vigil::{
     event::Event,
-    spool::{read_all, Spool, SpoolConfig, SpoolItem, WhenFull},
+    spool::{read_all, SpoolItem},
 };
 use vigil_e2e::{
     boot_id, ensure_user, free_port, login_session, raw_bytes, require_root, vigil_bin, ClickHouse,
@@ -133,14 +133,7 @@ fn two_boots_sessions_with_one_id_stay_apart_in_the_spool_and_in_clickhouse() {
         .collect();
     assert!(!later.is_empty());
     {
-        let mut writer = Spool::open(SpoolConfig {
-            dir: spool.clone(),
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-            when_full: WhenFull::StopAccepting,
-            fsync_interval_ms: 0,
-        })
-        .expect("spool opens");
+        let mut writer = vigil_e2e::spool_writer(&spool);
         for e in &later {
             writer.append(e).expect("appended");
         }

@@ -562,3 +562,49 @@ fn clear_errors_for_non_root_and_bad_configuration() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.yaml"));
 }
+
+/// What a process still has open when the daemon stops is reported then (reason `shutdown`),
+/// attributed to the process that opened it, session and all: not to a stand-in known only by
+/// its pid, which no session listing would show.
+#[test]
+fn reads_still_open_at_stop_are_reported_in_their_session() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let loginuid = 65_534;
+    // bash opens the file and reads a line of it itself, then sleeps with it open.
+    let mut session = Command::new(HELPER)
+        .args(["login", &loginuid.to_string(), "--", "/bin/bash", "-c"])
+        .arg("exec 3</etc/hostname; read -r -u 3 line; touch /tmp/vigil-e2e-held; sleep 30")
+        .spawn()
+        .expect("session starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !Path::new("/tmp/vigil-e2e-held").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never got there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let events = daemon.stop().expect("daemon stops");
+    let _ = session.kill();
+    let _ = session.wait();
+    let _ = std::fs::remove_file("/tmp/vigil-e2e-held");
+    let flushed: Vec<&Value> = of_type(&events, "file_read")
+        .into_iter()
+        .filter(|e| e["reason"] == "shutdown" && e["path"] == "/etc/hostname")
+        .collect();
+    assert_eq!(flushed.len(), 1, "{flushed:?}");
+    let f = flushed[0];
+    assert!(f["bytes"].as_u64().unwrap_or(0) > 0, "{f}");
+    assert_eq!(f["process"]["loginuid"], loginuid, "{f}");
+    assert!(f["process"]["sessionid"].is_u64(), "{f}");
+    assert_eq!(f["process"]["comm"], "bash", "{f}");
+    let session_id = f["process"]["sessionid"].clone();
+    assert!(
+        session_events(&events, loginuid)
+            .iter()
+            .any(|e| e["type"] == "session_start" && e["process"]["sessionid"] == session_id),
+        "the volume is in the session that opened the file"
+    );
+}

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use vigil::spool::{Spool, SpoolConfig, WhenFull};
 use vigil_e2e::{free_port, require_root, ClickHouse, Daemon};
 
 const FROM_THE_FUTURE: &[u8] = br#"{"type":"exec_v9","mono_ns":"not a number","\u00ff":1}"#;
@@ -16,14 +15,7 @@ fn a_record_that_does_not_decode_is_quarantined_and_counted_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     {
-        let mut writer = Spool::open(SpoolConfig {
-            dir: spool.clone(),
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-            when_full: WhenFull::StopAccepting,
-            fsync_interval_ms: 0,
-        })
-        .expect("spool opens");
+        let mut writer = vigil_e2e::spool_writer(&spool);
         let before = vigil::spool::loss("test", 0, "an event before".into());
         writer.append(&before).expect("appended");
         writer.append_json(FROM_THE_FUTURE).expect("appended");

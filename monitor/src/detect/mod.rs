@@ -45,7 +45,8 @@ const PIPELINE_WINDOW_NS: u64 = 2_000_000_000;
 /// What detection keeps per session.
 #[derive(Default)]
 struct SessionState {
-    bytes_read: u64,
+    /// What the session did so far (the one definition of the counts).
+    counts: crate::event::SessionCounts,
     sensitive_bytes_read: u64,
     /// Rules that fired already (each adds its risk once).
     fired: HashSet<String>,
@@ -107,7 +108,7 @@ impl Fields for View<'_> {
                 .map(|s| word(s.as_str()))
                 .unwrap_or(Value::Missing),
             (Field::SessionBytesRead, _) => {
-                Value::Num(session.map(|s| s.bytes_read).unwrap_or(0) as f64)
+                Value::Num(session.map(|s| s.counts.bytes_read).unwrap_or(0) as f64)
             }
             (Field::SessionSensitiveBytesRead, _) => {
                 Value::Num(session.map(|s| s.sensitive_bytes_read).unwrap_or(0) as f64)
@@ -290,13 +291,13 @@ impl Detector {
         let mut written_then_executed = false;
         if let Some(sid) = sid {
             let s = self.sessions.entry(sid).or_default();
+            s.counts.count(event);
             match &event.body {
                 EventBody::SessionStart(st) => s.entry = Some(st.entry),
-                EventBody::FileRead(r) => {
-                    s.bytes_read += r.bytes;
-                    if r.path.as_ref().is_some_and(|p| is_credential_file(&p.0)) {
-                        s.sensitive_bytes_read += r.bytes;
-                    }
+                EventBody::FileRead(r)
+                    if r.path.as_ref().is_some_and(|p| is_credential_file(&p.0)) =>
+                {
+                    s.sensitive_bytes_read += r.bytes;
                 }
                 EventBody::Open(o)
                     if o.result.ok()

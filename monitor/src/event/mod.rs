@@ -462,6 +462,23 @@ pub struct SessionCounts {
     pub privilege_changes: u64,
 }
 
+impl SessionCounts {
+    /// What one event of the session adds: the one definition the session tracker (for
+    /// `session_end`), the spool's listings and detection count with. ClickHouse's `sessions`
+    /// view counts the same in SQL; the end-to-end test comparing both stores holds them equal.
+    pub fn count(&mut self, e: &Event) {
+        self.events += 1;
+        match &e.body {
+            EventBody::Exec(_) => self.commands += 1,
+            EventBody::Open(o) if o.result.ok() => self.files_opened += 1,
+            EventBody::FileRead(r) => self.bytes_read += r.bytes,
+            EventBody::Connect(_) => self.connections += 1,
+            EventBody::Priv(_) => self.privilege_changes += 1,
+            _ => {}
+        }
+    }
+}
+
 /// The last process of a login session exited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEndEvent {

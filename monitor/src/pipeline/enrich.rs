@@ -78,6 +78,10 @@ pub struct Enricher {
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
     open_fds: HashMap<u32, HashSet<u32>>,
+    /// Who each of those processes was at its last open (enriched): a read volume flushed
+    /// without the process's own exit (swept, or at shutdown) is attributed to it, session
+    /// and all, rather than to a stand-in known only by its pid.
+    openers: HashMap<u32, Process>,
     /// The kernel's open-file table, this stage's alone (None where no kernel is loaded).
     kernel_files: Option<OpenFiles>,
 }
@@ -98,6 +102,7 @@ impl Enricher {
             pods,
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
+            openers: HashMap::new(),
         }
     }
 }
@@ -152,6 +157,10 @@ impl Enricher {
                     .entry(tgid)
                     .or_default()
                     .insert(open.result.ret as u32);
+                // Kept from the first open (one clone per process, not per open).
+                self.openers
+                    .entry(tgid)
+                    .or_insert_with(|| event.process.clone());
             }
             EventBody::FileRead(read) => {
                 read.path = self.paths.reported(read.open_mono_ns);
@@ -164,6 +173,7 @@ impl Enricher {
                 let fds = self.open_fds.remove(&tgid).unwrap_or_default();
                 let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
                 self.flush(keys, &event, ReadVolumeReason::Exit, out);
+                self.openers.remove(&tgid);
             }
             _ => {}
         }
@@ -193,7 +203,11 @@ impl Enricher {
             }
             let mut flushed = at.clone();
             if flushed.process.pid != key.tgid {
-                flushed = process_marker(key.tgid);
+                // Reported now, by the daemon, about the process that opened the file.
+                flushed = match self.openers.get(&key.tgid) {
+                    Some(p) => crate::decode::daemon_event(p.clone(), flushed.body),
+                    None => process_marker(key.tgid),
+                };
             }
             flushed.body = EventBody::FileRead(FileReadEvent {
                 fd: key.fd,
@@ -221,7 +235,11 @@ impl Enricher {
             self.open_fds.remove(&key.tgid);
         }
         let at = process_marker(0);
+        let tgids: HashSet<u32> = gone.iter().map(|k| k.tgid).collect();
         self.flush(gone.into_iter(), &at, ReadVolumeReason::Exit, out);
+        for tgid in tgids {
+            self.openers.remove(&tgid);
+        }
     }
 
     /// At shutdown: every volume still counted goes out, so nothing read is unreported.
