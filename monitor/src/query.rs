@@ -290,17 +290,6 @@ pub struct Timeline {
     pub damage: Vec<Event>,
 }
 
-pub fn session(spool: &Path, session: &SessionKey) -> Result<Timeline, SpoolError> {
-    let (mut events, damage) = session_events(spool, |key, _| key == session)?;
-    events.sort_by_key(|e| e.mono_ns);
-    let summary = summaries(&events).remove(session);
-    Ok(Timeline {
-        summary,
-        events,
-        damage,
-    })
-}
-
 fn bytes_text(b: &crate::event::RawBytes) -> String {
     // Shown in a terminal: escape control characters so recorded data cannot drive it.
     b.lossy().escape_debug().to_string()

@@ -72,10 +72,31 @@ impl BaselineConfig {
     fn is_sensitive(&self, path: &str) -> bool {
         self.sensitive_paths
             .iter()
-            .any(|p| match p.strip_prefix('*') {
-                Some(fragment) => path.contains(fragment),
-                None => path.starts_with(p.as_str()),
-            })
+            .any(|p| PathPattern::parse(p).matches(path))
+    }
+}
+
+/// One `sensitive_paths` entry: a prefix, or with a leading `*` a fragment anywhere. The one
+/// reading of that notation, for the daemon's baselines and ClickHouse's fleet view alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathPattern<'a> {
+    Prefix(&'a str),
+    Fragment(&'a str),
+}
+
+impl<'a> PathPattern<'a> {
+    pub fn parse(pattern: &'a str) -> PathPattern<'a> {
+        match pattern.strip_prefix('*') {
+            Some(fragment) => PathPattern::Fragment(fragment),
+            None => PathPattern::Prefix(pattern),
+        }
+    }
+
+    pub fn matches(self, path: &str) -> bool {
+        match self {
+            PathPattern::Prefix(p) => path.starts_with(p),
+            PathPattern::Fragment(f) => path.contains(f),
+        }
     }
 }
 

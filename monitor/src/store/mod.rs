@@ -331,8 +331,6 @@ impl EventRow {
     }
 }
 
-pub use crate::event::host_name;
-
 /// A spool record the shipper could not decode as an event, kept as it was (`quarantine`).
 #[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq)]
 pub struct QuarantineRow {

@@ -4,6 +4,8 @@
 //! Single node by default; with a cluster name, the same schema is created `ON CLUSTER` with
 //! Replicated engines, plus `*_all` Distributed tables over them for queries and inserts.
 
+use crate::detect::baseline::PathPattern;
+
 /// How the schema is laid out.
 #[derive(Debug, Clone)]
 pub struct SchemaOptions {
@@ -458,9 +460,9 @@ ORDER BY pattern",
             let rows = self
                 .sensitive_paths
                 .iter()
-                .map(|p| match p.strip_prefix('*') {
-                    Some(fragment) => format!("({}, 'fragment')", sql_string(fragment)),
-                    None => format!("({}, 'prefix')", sql_string(p)),
+                .map(|p| match PathPattern::parse(p) {
+                    PathPattern::Fragment(f) => format!("({}, 'fragment')", sql_string(f)),
+                    PathPattern::Prefix(p) => format!("({}, 'prefix')", sql_string(p)),
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -515,13 +517,19 @@ ORDER BY pattern",
         ];
         let mut out: Vec<Step> = Vec::new();
         // 1. Views off, old tables aside (only where the old layout is found).
-        for table in ["events", "sessions", "session_identity"] {
-            for view in views {
-                out.push(guarded(
-                    format!("DROP VIEW IF EXISTS `{db}`.`{view}`{oc}"),
-                    old_layout(table),
-                ));
-            }
+        let tables = ["events", "sessions", "session_identity"];
+        let any_old_layout = format!(
+            "SELECT count() > 0 FROM system.tables WHERE database = '{db}' \
+             AND name IN ('events', 'sessions', 'session_identity') \
+             AND position(sorting_key, 'boot_id') = 0"
+        );
+        for view in views {
+            out.push(guarded(
+                format!("DROP VIEW IF EXISTS `{db}`.`{view}`{oc}"),
+                any_old_layout.clone(),
+            ));
+        }
+        for table in tables {
             if self.cluster.is_some() {
                 out.push(guarded(
                     format!("DROP TABLE IF EXISTS `{db}`.`{table}_all`{oc}"),
@@ -622,9 +630,9 @@ fn sensitive_path_condition(patterns: &[String]) -> String {
     }
     patterns
         .iter()
-        .map(|p| match p.strip_prefix('*') {
-            Some(fragment) => format!("position(path, {}) > 0", sql_string(fragment)),
-            None => format!("startsWith(path, {})", sql_string(p)),
+        .map(|p| match PathPattern::parse(p) {
+            PathPattern::Fragment(f) => format!("position(path, {}) > 0", sql_string(f)),
+            PathPattern::Prefix(p) => format!("startsWith(path, {})", sql_string(p)),
         })
         .collect::<Vec<_>>()
         .join(" OR ")
