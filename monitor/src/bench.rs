@@ -165,7 +165,7 @@ pub async fn ingest(
             .detection
             .baseline
             .sensitive_paths;
-        crate::store::migrate(&ch, &sensitive).await?;
+        crate::store::migrate(&ch, &sensitive, crate::store::Migrator::Administrator).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let ack = AckFile::new(spool_dir, "clickhouse");
         let started = Instant::now();

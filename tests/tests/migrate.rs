@@ -208,6 +208,41 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
     let sessions = vigil_json(&["sessions"]);
     assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
     assert_columns_are_the_rows(&ch);
+
+    // Root on one host empties its list and restarts its daemon: the fleet's list stays.
+    let patterns = || {
+        ch.query("SELECT pattern FROM sensitive_paths ORDER BY pattern FORMAT TSV")
+            .unwrap()
+    };
+    let fleet = patterns();
+    assert!(fleet.contains("/etc/shadow"), "{fleet}");
+    let daemon = vigil_e2e::Daemon::start(&format!(
+        "{}detection:\n  baseline:\n    sensitive_paths: []\n",
+        ch.config_yaml()
+    ))
+    .expect("daemon starts");
+    let (_, log) = daemon.stop_with_log().expect("daemon stops");
+    assert!(log.contains("differ from the fleet's"), "{log}");
+    assert_eq!(
+        patterns(),
+        fleet,
+        "a host's daemon replaced the fleet's sensitive paths"
+    );
+    // The administrator's migrate sets them.
+    std::fs::write(
+        &config,
+        format!(
+            "{}detection:\n  baseline:\n    sensitive_paths: [/srv/secret/]\n",
+            ch.config_yaml()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        Command::new(vigil_bin())
+            .args(["db", "migrate", "--config"])
+            .arg(&config),
+    );
+    assert_eq!(patterns().trim(), "/srv/secret/");
     ch.stop().unwrap();
 }
 

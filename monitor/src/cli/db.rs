@@ -42,6 +42,7 @@ pub fn db(command: DbCommand) -> CliResult {
     let applied = runtime()?.block_on(vigil::store::migrate_with_progress(
         &config.clickhouse,
         &config.detection.baseline.sensitive_paths,
+        vigil::store::Migrator::Administrator,
         &mut |step, of, name| progress.note(&format!("{step}/{of} {name}")),
     ))?;
     progress.done();

@@ -117,20 +117,34 @@ impl ClickHouseConfig {
     }
 }
 
+/// Who runs a migration: what it may change for the whole fleet depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrator {
+    /// A host's daemon at start. It applies pending migrations but never replaces the fleet's
+    /// sensitive-path list: root on one host could otherwise empty it for every host by
+    /// editing that host's configuration and restarting. It sets the list only where none is
+    /// recorded yet (a new database).
+    Daemon,
+    /// `vigil db migrate`, run by whoever administers the fleet's ClickHouse.
+    Administrator,
+}
+
 /// Applies the migrations not yet applied; returns the versions it applied. The fleet-wide
 /// baseline's sensitive paths are set to `sensitive_paths` (the configuration's
-/// `detection.baseline.sensitive_paths`), so ClickHouse and the daemon count the same paths.
+/// `detection.baseline.sensitive_paths`) when `by` may (see [`Migrator`]).
 pub async fn migrate(
     cfg: &ClickHouseConfig,
     sensitive_paths: &[String],
+    by: Migrator,
 ) -> Result<Vec<u32>, StoreError> {
-    migrate_with_progress(cfg, sensitive_paths, &mut |_, _, _| {}).await
+    migrate_with_progress(cfg, sensitive_paths, by, &mut |_, _, _| {}).await
 }
 
 /// As [`migrate`], calling `progress(step, of, migration name)` before each migration.
 pub async fn migrate_with_progress(
     cfg: &ClickHouseConfig,
     sensitive_paths: &[String],
+    by: Migrator,
     progress: &mut (dyn FnMut(usize, usize, &str) + Send),
 ) -> Result<Vec<u32>, StoreError> {
     let opts = cfg.schema(sensitive_paths);
@@ -195,7 +209,15 @@ pub async fn migrate_with_progress(
         .map_err(|e| cfg.error(e))?;
     let mut wanted = opts.sensitive_paths.clone();
     wanted.sort();
-    if recorded != wanted {
+    if recorded != wanted && by == Migrator::Daemon && !recorded.is_empty() {
+        metrics::counter!("vigil_fleet_sensitive_paths_differ_total").increment(1);
+        tracing::warn!(
+            fleet = recorded.len(),
+            here = wanted.len(),
+            "this host's detection.baseline.sensitive_paths differ from the fleet's; the fleet's \
+             stay (vigil db migrate sets them)"
+        );
+    } else if recorded != wanted {
         tracing::info!(
             patterns = wanted.len(),
             "fleet-wide sensitive paths set from the configuration"

@@ -144,7 +144,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     // Schema first; until ClickHouse answers, keep trying (the spool holds everything).
     loop {
-        match migrate(&cfg, &sensitive_paths).await {
+        match migrate(&cfg, &sensitive_paths, super::Migrator::Daemon).await {
             Ok(applied) => {
                 if !applied.is_empty() {
                     tracing::info!(?applied, "ClickHouse schema migrated");
