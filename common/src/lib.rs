@@ -13,7 +13,7 @@
 #![no_std]
 
 /// Bumped whenever a record's layout changes. The daemon refuses records of another version.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// The kinds of record the kernel writes (`EventHeader::kind`), written once. The value
 /// arrives from the kernel as a `u16` and is validated with [`RecordKind::from_u16`], never
@@ -136,7 +136,8 @@ pub struct Policy {
     /// Terminal bytes copied per session (KiB) before records carry only lengths
     /// ([`TTY_OVER_BUDGET`]).
     pub tty_session_budget_kib: u32,
-    pub _pad: u32,
+    /// Non-zero: walk every opened file's and executable's path from the kernel's objects.
+    pub canonical_paths: u32,
 }
 
 impl Policy {
@@ -149,7 +150,7 @@ impl Policy {
             wakeup_bytes: 256 * 1024,
             max_tty_bytes: 8192,
             tty_session_budget_kib: 64 * 1024,
-            _pad: 0,
+            canonical_paths: 1,
         }
     }
 }
@@ -177,12 +178,88 @@ pub struct EventHeader {
     pub uid: u32,
     pub euid: u32,
     pub gid: u32,
-    /// Audit login uid (`u32::MAX` when unset).
+    /// Login uid of the session the process belongs to (`u32::MAX` outside sessions): the
+    /// audit login uid it had when it entered scope, kept by the kernel programs for it and its
+    /// descendants whatever they later write to `/proc/self/loginuid` (see [`ScopeEntry`]).
     pub loginuid: u32,
-    /// Audit session id (`u32::MAX` when unset).
+    /// Audit session id of that session (`u32::MAX` outside sessions).
     pub sessionid: u32,
+    /// The task's audit login uid and session id now. They differ from `loginuid`/`sessionid`
+    /// only when a process of a session changed them: an attempt to leave the session.
+    pub audit_loginuid: u32,
+    pub audit_sessionid: u32,
     /// Task command name, NUL padded.
     pub comm: [u8; 16],
+}
+
+/// The session a process in scope belongs to, kept per process (`SCOPE` map, by tgid): set when
+/// it is first seen with a login uid, inherited by every child at fork, removed at its exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopeEntry {
+    pub loginuid: u32,
+    pub sessionid: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernel paths and file identity
+
+/// Components walked up from a `struct path` at most (innermost first). Deeper paths are cut
+/// and flagged [`path_flag::TRUNCATED`]: the innermost components (the file's own name and its
+/// nearest directories) are the ones kept.
+pub const PATH_DEPTH_MAX: u32 = 40;
+/// Path components stop being copied once this many bytes are used.
+pub const PATH_BYTES_MAX: u32 = 2048;
+/// Longest single path component copied (NAME_MAX + NUL).
+pub const COMPONENT_MAX: u32 = 256;
+/// Room one walked path may take in a record's tail.
+pub const PATH_SPAN: u32 = PATH_BYTES_MAX + COMPONENT_MAX;
+
+/// A path the kernel walked from a `struct path` (an opened file, an executable, a cwd) up to the
+/// root of the mount namespace, across mount points: the path of the object itself, however the
+/// caller named it (symlinks, `..`, directory fds, bind mounts and `/proc/self/...` resolve to
+/// what was opened).
+///
+/// Tail encoding: `len` bytes of NUL-terminated components, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathWalk {
+    pub len: u16,
+    /// Bytes of the innermost components that lie inside the process's root directory: the path
+    /// as the process sees it is those components (equal to `len` unless the process is
+    /// chrooted). Meaningless with [`path_flag::OUTSIDE_ROOT`].
+    pub root_at: u16,
+    /// [`path_flag`] bits.
+    pub flags: u16,
+    pub _pad: u16,
+}
+
+/// [`PathWalk::flags`].
+pub mod path_flag {
+    /// Deeper or longer than the bounds: the outermost components are missing.
+    pub const TRUNCATED: u16 = 1 << 0;
+    /// Nothing to walk (no file, no mm, a read fault).
+    pub const UNAVAILABLE: u16 = 1 << 1;
+    /// The walk never met the process's root: the object lies outside its chroot (an fd
+    /// passed in or kept from before `chroot`, a chroot escape).
+    pub const OUTSIDE_ROOT: u16 = 1 << 2;
+}
+
+/// What the kernel knows of a file: its inode, the device of its file system, owner, mode and
+/// change time. Identifies a file whatever path reached it (hard links, bind mounts, renames).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileId {
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    /// `super_block.s_dev`, the kernel's encoding (major << 20 | minor).
+    pub dev: u32,
+    pub uid: u32,
+    /// 0 for a deleted (or never linked: `O_TMPFILE`, memfd) file.
+    pub nlink: u32,
+    pub mode: u16,
+    pub _pad: [u8; 6],
 }
 
 pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
@@ -199,14 +276,9 @@ pub const EXEC_ARGV_MAX: u32 = 16383;
 pub const EXEC_FILENAME_MAX: u32 = 512;
 /// Longest tty name copied (bytes, NUL included).
 pub const TTY_NAME_MAX: u32 = 64;
-/// cwd components stop being copied once this many bytes are used.
-pub const CWD_BYTES_MAX: u32 = 1024;
-/// Longest single path component copied (NAME_MAX + NUL).
-pub const COMPONENT_MAX: u32 = 256;
-/// Deepest cwd walked.
-pub const CWD_DEPTH_MAX: u32 = 32;
-/// Everything before argv (filename, tty, cwd) fits below this offset in the tail.
-pub const EXEC_PREFIX_SPAN: u32 = 2048;
+/// Everything before argv (filename, tty, cwd, executable) fits below this offset in the tail.
+pub const EXEC_PREFIX_SPAN: u32 = 8192;
+const _: () = assert!(EXEC_FILENAME_MAX + TTY_NAME_MAX + 2 * PATH_SPAN <= EXEC_PREFIX_SPAN);
 /// A power of two at least `EXEC_PREFIX_SPAN + EXEC_ARGV_MAX`, so that the kernel can bound the
 /// used size with a mask, which the verifier tracks exactly.
 pub const EXEC_TAIL_CAP: usize = 32768;
@@ -223,11 +295,16 @@ pub const EXEC_ARGV_UNAVAILABLE: u32 = 1 << 4;
 ///
 /// Tail layout: `filename` (`filename_len` bytes, NUL included), `tty` (`tty_len`, NUL included,
 /// 0 when there is no controlling terminal), `cwd` (`cwd_len` bytes: NUL-terminated components,
-/// innermost first), then `argv` (`argv_len` bytes, the process's NUL-separated argument area).
+/// innermost first), the executable's path (`exe_path`), then `argv` (`argv_len` bytes, the
+/// process's NUL-separated argument area).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecRecord {
     pub header: EventHeader,
+    /// The file the kernel loaded (`mm->exe_file`), not the name passed to exec: a copy or a
+    /// rename of a program cannot borrow another's identity.
+    pub exe: FileId,
+    pub exe_path: PathWalk,
     /// Thread id that called exec (differs from `pid` when a non-leader thread exec'd).
     pub old_pid: u32,
     /// `EXEC_*` flags.
@@ -274,10 +351,12 @@ pub struct ExitRecord {
 // open
 
 pub const OPEN_PATH_MAX: u32 = 4096;
-pub const OPEN_CWD_SPAN: u32 = 8192;
-/// A power of two at least `OPEN_CWD_SPAN + CWD_BYTES_MAX + COMPONENT_MAX` (see `EXEC_TAIL_CAP`).
-pub const OPEN_TAIL_CAP: usize = 16384;
-const _: () = assert!(OPEN_TAIL_CAP >= (OPEN_CWD_SPAN + CWD_BYTES_MAX + COMPONENT_MAX) as usize);
+/// The requested path, its base and the opened file's path fit below this offset.
+pub const OPEN_TAIL_SPAN: u32 = 16384;
+const _: () = assert!(OPEN_PATH_MAX + 2 * PATH_SPAN <= OPEN_TAIL_SPAN);
+/// A power of two at least `OPEN_TAIL_SPAN + COMPONENT_MAX` (see `EXEC_TAIL_CAP`).
+pub const OPEN_TAIL_CAP: usize = 32768;
+const _: () = assert!(OPEN_TAIL_CAP >= (OPEN_TAIL_SPAN + COMPONENT_MAX) as usize);
 const _: () = assert!(OPEN_TAIL_CAP.is_power_of_two());
 
 pub const OPEN_PATH_TRUNCATED: u16 = 1 << 0;
@@ -285,6 +364,8 @@ pub const OPEN_CWD_TRUNCATED: u16 = 1 << 1;
 pub const OPEN_PATH_UNAVAILABLE: u16 = 1 << 2;
 /// The kernel's open-file table had no room: reads from this open are not followed.
 pub const OPEN_READS_UNTRACKED: u16 = 1 << 3;
+/// The base of a relative path (`cwd_len` bytes) is the directory of `dfd`, not the cwd.
+pub const OPEN_BASE_IS_DFD: u16 = 1 << 4;
 
 /// Which syscall opened the file.
 pub mod open_syscall {
@@ -300,12 +381,16 @@ pub const AT_FDCWD: i32 = -100;
 /// A file open, reported at syscall exit so the user page holding the path has been read by the
 /// kernel (never empty because of a not-yet-faulted page).
 ///
-/// Tail: `path` (`path_len` bytes, NUL included) then, for relative paths resolved against the
-/// cwd, `cwd` (`cwd_len` bytes, components innermost first).
+/// Tail: `path` (`path_len` bytes, NUL included) then, for relative paths, their base: the cwd
+/// or, with [`OPEN_BASE_IS_DFD`], the directory `dfd` refers to (`cwd_len` bytes, components
+/// innermost first), then the opened file's own path (`file_path`, for successful opens).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OpenRecord {
     pub header: EventHeader,
+    /// The file opened (zero for a failed open).
+    pub file: FileId,
+    pub file_path: PathWalk,
     pub open_flags: u32,
     pub mode: u32,
     pub dfd: i32,
@@ -536,6 +621,16 @@ pub struct KernelOffsets {
     pub tty_file_private_tty: u32,
     pub tty_termios: u32,
     pub tty_winsize: u32,
+    pub fs_root: u32,
+    pub mm_exe_file: u32,
+    pub file_path: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub inode_uid: u32,
+    pub inode_nlink: u32,
+    pub inode_ctime_sec: u32,
+    pub inode_ctime_nsec: u32,
 }
 
 /// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start
@@ -621,6 +716,7 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallAbi {}
     unsafe impl aya::Pod for super::OpenFileKey {}
     unsafe impl aya::Pod for super::FileReadStats {}
+    unsafe impl aya::Pod for super::ScopeEntry {}
 }
 
 #[cfg(test)]
@@ -632,11 +728,17 @@ mod tests {
     /// Sum of field sizes equals struct size: no implicit padding anywhere.
     #[test]
     fn records_have_no_implicit_padding() {
-        assert_eq!(size_of::<EventHeader>(), 2 + 2 + 4 + 8 + 8 + 4 * 8 + 16);
-        assert_eq!(EXEC_FIXED_SIZE, HEADER_SIZE + 4 + 4 + 2 * 4 + 4 + 4);
+        assert_eq!(size_of::<EventHeader>(), 2 + 2 + 4 + 8 + 8 + 4 * 10 + 16);
+        assert_eq!(size_of::<FileId>(), 8 + 8 + 4 * 4 + 2 + 6);
+        assert_eq!(size_of::<PathWalk>(), 4 * 2);
+        assert_eq!(size_of::<ScopeEntry>(), 8);
+        assert_eq!(
+            EXEC_FIXED_SIZE,
+            HEADER_SIZE + 40 + 8 + 4 + 4 + 2 * 4 + 4 + 4
+        );
         assert_eq!(size_of::<ExecRecord>(), EXEC_FIXED_SIZE + EXEC_TAIL_CAP);
         assert_eq!(size_of::<ExitRecord>(), HEADER_SIZE + 8);
-        assert_eq!(OPEN_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4);
+        assert_eq!(OPEN_FIXED_SIZE, HEADER_SIZE + 40 + 8 + 4 * 4 + 2 * 4);
         assert_eq!(size_of::<OpenRecord>(), OPEN_FIXED_SIZE + OPEN_TAIL_CAP);
         assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 24);
         assert_eq!(
@@ -649,7 +751,7 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 44 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 54 * 4);
         assert_eq!(size_of::<Policy>(), 32);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

@@ -3,14 +3,18 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use vigil_common::{
-    counter, kind, priv_op, stdio_kind, ExecRecord, PrivRecord, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_MAX,
-    EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, EXEC_PREFIX_SPAN, EXEC_TAIL_CAP, TTY_NAME_MAX,
+    counter, kind, path_flag, priv_op, stdio_kind, ExecRecord, FileId, PathWalk, PrivRecord,
+    EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED,
+    EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE,
+    EXEC_PREFIX_SPAN, EXEC_TAIL_CAP, TTY_NAME_MAX,
 };
 
 use crate::{
     emit::emit,
-    kernel::{cred_ids, current_tid, fd_file, fill_header, koff, read, read_ptr, tp_layout, Ptr},
+    kernel::{
+        cred_ids, current_tid, fd_file, file_id, fill_header, koff, process_root, read, read_ptr,
+        tp_layout, Ptr,
+    },
     maps::{count, scratch, wakeup_flags, Pending, EVENTS, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
@@ -47,7 +51,9 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let mut flags = 0u32;
-    let mut tail = Tail::new(rec.tail.as_mut_ptr(), EXEC_PREFIX_SPAN - 1);
+    let Some(mut tail) = Tail::<{ EXEC_PREFIX_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
+        return 0;
+    };
 
     // filename: __data_loc (offset in the low 16 bits) into the tracepoint record.
     let loc: u32 = unsafe { ctx.read_at::<u32>(tp_layout!(exec_filename)) }.unwrap_or(0);
@@ -81,8 +87,23 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         flags |= EXEC_CWD_UNAVAILABLE;
     }
 
-    // argv: the new image's argument area, NUL-separated, copied in one read.
+    // The file the kernel loaded: set in the new mm before this tracepoint fires.
     let mm = read_ptr(task, koff!(task_mm));
+    let exe_file = read_ptr(mm, koff!(mm_exe_file));
+    if policy.canonical_paths != 0 && !exe_file.is_null() {
+        rec.exe = file_id(exe_file);
+        rec.exe_path = tail.path(exe_file.wrapping_add(koff!(file_path)), process_root(task));
+    } else {
+        rec.exe = FileId::default();
+        rec.exe_path = PathWalk {
+            len: 0,
+            root_at: 0,
+            flags: path_flag::UNAVAILABLE,
+            _pad: 0,
+        };
+    }
+
+    // argv: the new image's argument area, NUL-separated, copied in one read.
     let arg_start = read::<u64>(mm, koff!(mm_arg_start)).unwrap_or(0);
     let arg_end = read::<u64>(mm, koff!(mm_arg_end)).unwrap_or(0);
     let total = if arg_end > arg_start && !mm.is_null() {
@@ -101,12 +122,12 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     } else {
         total as u32
     };
-    let argv_start = tail.pos;
+    let argv_start = tail.pos();
     if total == 0 || !tail.user_bytes::<EXEC_ARGV_MAX>(arg_start, want) {
         flags |= EXEC_ARGV_UNAVAILABLE;
         want = 0;
     }
-    let argv_len = tail.pos - argv_start;
+    let argv_len = tail.pos().wrapping_sub(argv_start) & EXEC_ARGV_MAX;
     let _ = want;
 
     rec.old_pid = old_pid;
@@ -124,10 +145,12 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     rec._pad = 0;
 
     // Masked, not compared: the verifier keeps a mask's bound through register copies.
-    let used = tail.pos as usize & (EXEC_TAIL_CAP - 1);
+    let used = tail.pos() as usize & (EXEC_TAIL_CAP - 1);
     let size = EXEC_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::EXEC, size as u32, task);
-    if flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED | EXEC_CWD_TRUNCATED) != 0 {
+    if flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED | EXEC_CWD_TRUNCATED) != 0
+        || rec.exe_path.flags & path_flag::TRUNCATED != 0
+    {
         count(kind::EXEC, counter::TRUNCATED);
     }
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const ExecRecord as *const u8, size) };

@@ -30,13 +30,14 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
     if !process_ends {
         return 0;
     }
-    let Some((task, _)) = scope::check(kind::EXIT) else {
-        return 0;
-    };
-    let exit_code = read::<u32>(task, koff!(task_exit_code)).unwrap_or(0);
-    emit::<ExitRecord>(kind::EXIT, task, |rec| unsafe {
-        (*rec).exit_code = exit_code;
-        (*rec)._pad = 0;
-    });
+    if let Some((task, _)) = scope::check(kind::EXIT) {
+        let exit_code = read::<u32>(task, koff!(task_exit_code)).unwrap_or(0);
+        emit::<ExitRecord>(kind::EXIT, task, |rec| unsafe {
+            (*rec).exit_code = exit_code;
+            (*rec)._pad = 0;
+        });
+    }
+    // After the record, which names the session the process was in.
+    scope::leave((bpf_get_current_pid_tgid() >> 32) as u32);
     0
 }

@@ -19,6 +19,7 @@ pub fn vigil_fork(ctx: RawTracePointContext) -> i32 {
     if child_pid == 0 || child_pid != child_tgid {
         return 0; // a thread
     }
+    scope::inherit(child_tgid);
     let Some((task, _)) = scope::check(kind::FORK) else {
         return 0;
     };

@@ -6,8 +6,8 @@ use aya_ebpf::helpers::{
 };
 use core::ffi::c_void;
 use vigil_common::{
-    sys_class, CredIds, EventHeader, KernelOffsets, SyscallAbi, TracepointLayout, AUDIT_UNSET,
-    SCHEMA_VERSION, SYSCALL_TABLE_SIZE,
+    sys_class, CredIds, EventHeader, FileId, KernelOffsets, ScopeEntry, SyscallAbi,
+    TracepointLayout, AUDIT_UNSET, SCHEMA_VERSION, SYSCALL_TABLE_SIZE,
 };
 
 // Load-time globals, set by the daemon with `EbpfLoader::set_global` (read-only, so the verifier
@@ -74,6 +74,16 @@ const fn zeroed_offsets() -> KernelOffsets {
         tty_file_private_tty: 0,
         tty_termios: 0,
         tty_winsize: 0,
+        fs_root: 0,
+        mm_exe_file: 0,
+        file_path: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        inode_uid: 0,
+        inode_nlink: 0,
+        inode_ctime_sec: 0,
+        inode_ctime_nsec: 0,
     }
 }
 
@@ -127,14 +137,67 @@ pub fn read<T: Copy>(base: Ptr, off: usize) -> Option<T> {
     }
 }
 
+/// Reads a `T` at `base + off` in kernel memory, zero when the read faults. No branch: the
+/// helper zeroes its destination on failure, and a walk over many pointers stays one path for
+/// the verifier instead of two per read.
+#[inline(always)]
+pub fn read_or_zero<T: Copy + Default>(base: Ptr, off: usize) -> T {
+    let mut out = T::default();
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            &mut out as *mut T as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(off) as *const c_void,
+        )
+    };
+    out
+}
+
 #[inline(always)]
 pub fn read_ptr(base: Ptr, off: usize) -> Ptr {
-    read::<u64>(base, off).unwrap_or(0) as Ptr
+    read_or_zero::<u64>(base, off) as Ptr
 }
 
 #[inline(always)]
 pub fn loginuid(task: Ptr) -> u32 {
     read::<u32>(task, koff!(task_loginuid)).unwrap_or(AUDIT_UNSET)
+}
+
+#[inline(always)]
+pub fn sessionid(task: Ptr) -> u32 {
+    read::<u32>(task, koff!(task_sessionid)).unwrap_or(AUDIT_UNSET)
+}
+
+/// The process's root directory (`&task->fs->root`, a `struct path`), null when it has none.
+#[inline(always)]
+pub fn process_root(task: Ptr) -> Ptr {
+    let fs = read_ptr(task, koff!(task_fs));
+    if fs.is_null() {
+        return core::ptr::null();
+    }
+    fs.wrapping_add(koff!(fs_root))
+}
+
+/// What the kernel knows of the file behind `file` (a `struct file`); zero when null.
+#[inline(never)]
+pub fn file_id(file: Ptr) -> FileId {
+    let mut id = FileId::default();
+    if file.is_null() {
+        return id;
+    }
+    let inode = read_ptr(file, koff!(file_inode));
+    if inode.is_null() {
+        return id;
+    }
+    let sb = read_ptr(inode, koff!(inode_sb));
+    id.ino = read_or_zero(inode, koff!(inode_ino));
+    id.ctime_sec = read_or_zero(inode, koff!(inode_ctime_sec));
+    id.ctime_nsec = read_or_zero(inode, koff!(inode_ctime_nsec));
+    id.dev = read_or_zero(sb, koff!(sb_dev));
+    id.uid = read_or_zero(inode, koff!(inode_uid));
+    id.nlink = read_or_zero(inode, koff!(inode_nlink));
+    id.mode = read_or_zero(inode, koff!(inode_mode));
+    id
 }
 
 #[inline(always)]
@@ -161,6 +224,13 @@ pub fn fill_header(h: *mut EventHeader, kind: u16, size: u32, task: Ptr) {
     let uid_gid = bpf_get_current_uid_gid();
     let cred = read_ptr(task, koff!(task_cred));
     let parent = read_ptr(task, koff!(task_real_parent));
+    let audit_loginuid = loginuid(task);
+    let audit_sessionid = sessionid(task);
+    // The session the process entered scope in, whatever it wrote to its loginuid since.
+    let session = crate::scope::session_of((pid_tgid >> 32) as u32).unwrap_or(ScopeEntry {
+        loginuid: audit_loginuid,
+        sessionid: audit_sessionid,
+    });
     let header = EventHeader {
         version: SCHEMA_VERSION,
         kind,
@@ -173,8 +243,10 @@ pub fn fill_header(h: *mut EventHeader, kind: u16, size: u32, task: Ptr) {
         uid: uid_gid as u32,
         euid: read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX),
         gid: (uid_gid >> 32) as u32,
-        loginuid: loginuid(task),
-        sessionid: read::<u32>(task, koff!(task_sessionid)).unwrap_or(AUDIT_UNSET),
+        loginuid: session.loginuid,
+        sessionid: session.sessionid,
+        audit_loginuid,
+        audit_sessionid,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     unsafe { core::ptr::write(h, header) };

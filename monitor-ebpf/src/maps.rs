@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{
-    counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy, TtyRecord,
+    counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy, ScopeEntry,
+    TtyRecord,
 };
 
 /// Every record goes out through this ring buffer.
@@ -23,6 +24,13 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::S
 /// Processes never monitored, whatever their session (the daemon itself).
 #[map]
 pub static IGNORED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// The session of every process in scope, by tgid (see `scope`). Sized for every pid the kernel
+/// can hand out (`pid_max` is at most 2^22) and allocated as entries arrive, so no number of
+/// processes fills it and lets a child out of scope; every process exit removes its entry.
+#[map]
+pub static SCOPE: HashMap<u32, ScopeEntry> = HashMap::with_max_entries(1 << 22, BPF_F_NO_PREALLOC);
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Read volume of files opened by monitored processes, until close (or the daemon's exit flush).
 /// A plain hash map, not LRU: when full, new opens are counted as lost rather than silently
@@ -55,6 +63,10 @@ pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 pub static OPEN_SCRATCH: Array<OpenRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static TTY_SCRATCH: Array<TtyRecord> = Array::with_max_entries(1, 0);
+
+/// The write position of the record being built on this CPU (see `tail::Tail`).
+#[map]
+pub static TAIL_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Terminal bytes copied per audit session, against `Policy::tty_session_budget_kib`. LRU: a
 /// forgotten session starts a fresh budget, which only lets more through.

@@ -2,14 +2,15 @@
 
 use aya_ebpf::helpers::bpf_probe_read_user;
 use vigil_common::{
-    counter, kind, open_syscall, sys_class, FileReadRecord, FileReadStats, OpenFileKey, OpenRecord,
-    AT_FDCWD, OPEN_CWD_SPAN, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE, OPEN_PATH_MAX,
-    OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_READS_UNTRACKED, OPEN_TAIL_CAP,
+    counter, kind, open_syscall, path_flag, sys_class, FileId, FileReadRecord, FileReadStats,
+    OpenFileKey, OpenRecord, PathWalk, AT_FDCWD, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED,
+    OPEN_FIXED_SIZE, OPEN_PATH_MAX, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE,
+    OPEN_READS_UNTRACKED, OPEN_TAIL_CAP, OPEN_TAIL_SPAN,
 };
 
 use crate::{
     emit::emit,
-    kernel::{current_tgid, fd_file, fill_header, Ptr, SysRegs},
+    kernel::{current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, SysRegs},
     maps::{count, scratch, wakeup_flags, EVENTS, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
@@ -28,7 +29,9 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     };
     let args = open_args(class, regs);
     let mut flags = 0u16;
-    let mut tail = Tail::new(rec.tail.as_mut_ptr(), OPEN_CWD_SPAN - 1);
+    let Some(mut tail) = Tail::<{ OPEN_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
+        return;
+    };
     let path_len = match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
         Copied::Whole(n) => n,
         Copied::Cut(n) => {
@@ -41,17 +44,48 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
         }
     };
     let dfd = args[1] as u32 as i32;
-    // A relative path against the cwd: add the cwd so the daemon can show the absolute path.
+    // A relative path: add its base (the cwd, or the directory `dfd` refers to: what tar,
+    // rsync, find and `dir_fd` use) so the daemon can show the absolute path asked for.
     let mut cwd_len = 0;
-    if path_len > 1 && dfd == AT_FDCWD && policy.resolve_relative_opens != 0 {
+    if path_len > 1 && policy.resolve_relative_opens != 0 {
         let first: u8 = unsafe { *rec.tail.as_ptr() };
         if first != b'/' {
-            let (n, cut, _) = tail.cwd(task);
+            let (n, cut) = if dfd == AT_FDCWD {
+                let (n, cut, _) = tail.cwd(task);
+                (n, cut)
+            } else {
+                flags |= OPEN_BASE_IS_DFD;
+                let dir = fd_file(task, dfd as u32);
+                if dir.is_null() {
+                    (0, false)
+                } else {
+                    let walk = tail.path(dir.wrapping_add(koff!(file_path)), core::ptr::null());
+                    (walk.len as u32, walk.flags & path_flag::TRUNCATED != 0)
+                }
+            };
             cwd_len = n;
             if cut {
                 flags |= OPEN_CWD_TRUNCATED;
             }
         }
+    }
+    // The file actually opened, whatever the path above named.
+    let opened = if ret >= 0 && policy.canonical_paths != 0 {
+        fd_file(task, ret as u32)
+    } else {
+        core::ptr::null()
+    };
+    if opened.is_null() {
+        rec.file = FileId::default();
+        rec.file_path = PathWalk {
+            len: 0,
+            root_at: 0,
+            flags: path_flag::UNAVAILABLE,
+            _pad: 0,
+        };
+    } else {
+        rec.file = file_id(opened);
+        rec.file_path = tail.path(opened.wrapping_add(koff!(file_path)), process_root(task));
     }
     rec.open_flags = args[3] as u32;
     rec.mode = (args[3] >> 32) as u32;
@@ -62,10 +96,12 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     rec.cwd_len = cwd_len as u16;
     rec.flags = flags;
     // Masked, not compared: the verifier keeps a mask's bound through register copies.
-    let used = tail.pos as usize & (OPEN_TAIL_CAP - 1);
+    let used = tail.pos() as usize & (OPEN_TAIL_CAP - 1);
     let size = OPEN_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::OPEN, size as u32, task);
-    if flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0 {
+    if flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0
+        || rec.file_path.flags & path_flag::TRUNCATED != 0
+    {
         count(kind::OPEN, counter::TRUNCATED);
     }
     let ktime = rec.header.ktime_ns;

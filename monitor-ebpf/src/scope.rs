@@ -1,12 +1,45 @@
 //! In-kernel scoping: decides whether the current task's events are emitted at all.
+//!
+//! A process enters scope when it is first seen with an audit login uid (a login session), and
+//! from then on it and every process it forks stay in scope, attributed to that session, through
+//! the `SCOPE` map: writing `4294967295` (or another user) to `/proc/self/loginuid`, `setsid` or
+//! a new PAM session does not take a process or its children out. Their headers carry both the
+//! session they belong to and their audit ids now, so the daemon sees the attempt.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use vigil_common::{counter, kind_bit, scope, Policy, AUDIT_UNSET};
+use vigil_common::{counter, kind, kind_bit, scope, Policy, ScopeEntry, AUDIT_UNSET};
 
 use crate::{
-    kernel::{current_task, loginuid, Ptr},
-    maps::{count, IGNORED_TGIDS, POLICY},
+    kernel::{current_task, loginuid, sessionid, Ptr},
+    maps::{count, IGNORED_TGIDS, POLICY, SCOPE},
 };
+
+/// The session process `tgid` belongs to, when it is in scope by lineage.
+#[inline(always)]
+pub fn session_of(tgid: u32) -> Option<ScopeEntry> {
+    unsafe { SCOPE.get(tgid) }.copied()
+}
+
+/// The session of the current process: the one it was first seen in, or the audit session it
+/// is in now (recorded, so that it stays). `None` outside every session.
+#[inline(always)]
+fn enter(task: Ptr, tgid: u32) -> Option<ScopeEntry> {
+    if let Some(entry) = session_of(tgid) {
+        return Some(entry);
+    }
+    let login = loginuid(task);
+    if login == AUDIT_UNSET {
+        return None;
+    }
+    let entry = ScopeEntry {
+        loginuid: login,
+        sessionid: sessionid(task),
+    };
+    if SCOPE.insert(tgid, entry, 0).is_err() {
+        count(kind::FORK, counter::UNTRACKED);
+    }
+    Some(entry)
+}
 
 /// The current task and the policy, when `kind` events of the current task are to be emitted.
 /// Otherwise counts the event as filtered and returns `None`.
@@ -18,19 +51,36 @@ pub fn check(kind: u16) -> Option<(Ptr, &'static Policy)> {
         return None;
     }
     let task = current_task();
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let in_scope = match policy.scope {
         scope::ALL => true,
-        scope::LOGIN_SESSIONS => loginuid(task) != AUDIT_UNSET,
+        scope::LOGIN_SESSIONS => enter(task, tgid).is_some(),
         _ => false,
     };
     if !in_scope {
         count(kind, counter::FILTERED);
         return None;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if unsafe { IGNORED_TGIDS.get(tgid) }.is_some() {
         count(kind, counter::FILTERED);
         return None;
     }
     Some((task, policy))
+}
+
+/// A process forked `child_tgid`: it inherits the parent's session, whatever its audit ids.
+#[inline(always)]
+pub fn inherit(child_tgid: u32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(entry) = enter(current_task(), tgid) {
+        if SCOPE.insert(child_tgid, entry, 0).is_err() {
+            count(kind::FORK, counter::UNTRACKED);
+        }
+    }
+}
+
+/// Process `tgid` is gone.
+#[inline(always)]
+pub fn leave(tgid: u32) {
+    let _ = SCOPE.remove(tgid);
 }

@@ -1,19 +1,28 @@
 //! Appending strings to a record's tail at bounded offsets.
 //!
 //! The verifier must prove every write stays inside the scratch record, so each write lands at
-//! `pos & mask` and copies at most a constant number of bytes; the record types reserve
-//! `mask + 1 + max write` bytes of tail.
+//! `pos & MASK` and copies at most a constant number of bytes; the record types reserve
+//! `MASK + 1 + max write` bytes of tail. The mask is a constant of the type, not a field: after
+//! a call to a subprogram that takes the tail (`path`), the verifier no longer knows what the
+//! caller's stack holds, but an immediate mask still bounds every offset.
 
 use aya_ebpf::helpers::generated;
 use core::ffi::c_void;
-use vigil_common::{COMPONENT_MAX, CWD_BYTES_MAX, CWD_DEPTH_MAX};
+use vigil_common::{path_flag, PathWalk, COMPONENT_MAX, PATH_BYTES_MAX, PATH_DEPTH_MAX};
 
-use crate::kernel::{koff, read_ptr, Ptr};
+use crate::{
+    kernel::{koff, read_ptr, Ptr},
+    maps::TAIL_CURSOR,
+};
 
-pub struct Tail {
+pub struct Tail<const MASK: u32> {
     base: *mut u8,
-    mask: u32,
-    pub pos: u32,
+    /// The write position, kept in map memory (`TAIL_CURSOR`) rather than on the stack: the
+    /// verifier does not follow values in map memory, so the states of a path walk that took
+    /// different branches (a mount crossed, a component copied) look alike and are pruned
+    /// instead of multiplying with every component. Every use is masked, so nothing depends on
+    /// the verifier knowing it.
+    pos: *mut u32,
 }
 
 pub enum Copied {
@@ -24,14 +33,28 @@ pub enum Copied {
     Failed,
 }
 
-impl Tail {
-    pub fn new(base: *mut u8, mask: u32) -> Self {
-        Tail { base, mask, pos: 0 }
+impl<const MASK: u32> Tail<MASK> {
+    #[inline(always)]
+    pub fn new(base: *mut u8) -> Option<Self> {
+        let pos = TAIL_CURSOR.get_ptr_mut(0)?;
+        unsafe { *pos = 0 };
+        Some(Tail { base, pos })
+    }
+
+    /// Bytes written so far.
+    #[inline(always)]
+    pub fn pos(&self) -> u32 {
+        unsafe { core::ptr::read_volatile(self.pos) }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, n: u32) {
+        unsafe { core::ptr::write_volatile(self.pos, self.pos().wrapping_add(n)) };
     }
 
     #[inline(always)]
     fn dst(&self) -> *mut c_void {
-        self.base.wrapping_add((self.pos & self.mask) as usize) as *mut c_void
+        self.base.wrapping_add((self.pos() & MASK) as usize) as *mut c_void
     }
 
     #[inline(always)]
@@ -40,7 +63,7 @@ impl Tail {
             return Copied::Failed;
         }
         let n = (ret as u32) & 0xffff;
-        self.pos += n;
+        self.add(n);
         if n >= max {
             Copied::Cut(n)
         } else {
@@ -73,32 +96,70 @@ impl Tail {
         }
         let ret = unsafe { generated::bpf_probe_read_user(self.dst(), len, src as *const c_void) };
         if ret == 0 {
-            self.pos += len;
+            self.add(len);
             true
         } else {
             false
         }
     }
 
-    /// Appends the task's working directory as NUL-terminated components, innermost first (the
-    /// daemon reverses them). Returns (bytes written, cut short, unavailable).
+    /// Appends the task's working directory (see [`Tail::path`]). Returns (bytes written, cut
+    /// short, unavailable).
     #[inline(always)]
     pub fn cwd(&mut self, task: Ptr) -> (u32, bool, bool) {
-        let start = self.pos;
         let fs = read_ptr(task, koff!(task_fs));
         if fs.is_null() {
             return (0, false, true);
         }
-        let pwd = fs.wrapping_add(koff!(fs_pwd));
-        let mut vfsmnt = read_ptr(pwd, koff!(path_mnt));
-        let mut dentry = read_ptr(pwd, koff!(path_dentry));
+        let walk = self.path(fs.wrapping_add(koff!(fs_pwd)), core::ptr::null());
+        (
+            walk.len as u32,
+            walk.flags & path_flag::TRUNCATED != 0,
+            walk.flags & path_flag::UNAVAILABLE != 0,
+        )
+    }
+
+    /// Appends the path of the object `path` (a kernel `struct path`: mount and dentry) as
+    /// NUL-terminated components, innermost first (the daemon reverses them), walking dentry
+    /// parents and, at the root of each mount, on from where it is mounted, up to the root of the
+    /// mount namespace. `root`, when not null, is the process's root (`fs->root`): the walk notes
+    /// how many bytes lie below it.
+    ///
+    /// This is `d_path` done by hand: tracepoint programs may not call `bpf_d_path`, and names
+    /// the caller chose (symlinks, `..`, a directory fd, a bind mount) have been resolved by the
+    /// kernel into this mount and dentry already.
+    #[inline(never)]
+    pub fn path(&mut self, path: Ptr, root: Ptr) -> PathWalk {
+        let start = self.pos();
+        let mut walk = PathWalk {
+            len: 0,
+            root_at: 0,
+            flags: 0,
+            _pad: 0,
+        };
+        let mut vfsmnt = read_ptr(path, koff!(path_mnt));
+        let mut dentry = read_ptr(path, koff!(path_dentry));
         if vfsmnt.is_null() || dentry.is_null() {
-            return (0, false, true);
+            walk.flags = path_flag::UNAVAILABLE;
+            return walk;
         }
+        let (root_mnt, root_dentry) = if root.is_null() {
+            (core::ptr::null(), core::ptr::null())
+        } else {
+            (
+                read_ptr(root, koff!(path_mnt)),
+                read_ptr(root, koff!(path_dentry)),
+            )
+        };
+        let mut root_seen = root.is_null();
         // `struct vfsmount` is embedded in `struct mount`: step back to the container.
         let mut mnt = vfsmnt.wrapping_sub(koff!(mount_mnt));
         let mut cut = true;
-        for _ in 0..CWD_DEPTH_MAX {
+        for _ in 0..PATH_DEPTH_MAX {
+            if !root_seen && dentry == root_dentry && vfsmnt == root_mnt {
+                root_seen = true;
+                walk.root_at = self.pos().wrapping_sub(start) as u16;
+            }
             let mnt_root = read_ptr(vfsmnt, koff!(vfsmount_root));
             if dentry == mnt_root {
                 // At the root of a mount: continue from where it is mounted, unless it is the
@@ -118,7 +179,7 @@ impl Tail {
                 cut = false;
                 break;
             }
-            if self.pos - start >= CWD_BYTES_MAX {
+            if self.pos().wrapping_sub(start) >= PATH_BYTES_MAX {
                 break;
             }
             let name = read_ptr(dentry, koff!(dentry_name) + koff!(qstr_name));
@@ -128,6 +189,17 @@ impl Tail {
             }
             dentry = parent;
         }
-        (self.pos - start, cut, false)
+        walk.len = self.pos().wrapping_sub(start) as u16;
+        if cut {
+            walk.flags |= path_flag::TRUNCATED;
+        }
+        if !root_seen {
+            walk.flags |= if cut {
+                path_flag::TRUNCATED
+            } else {
+                path_flag::OUTSIDE_ROOT
+            };
+        }
+        walk
     }
 }

@@ -40,11 +40,35 @@ fn synthetic(i: u64) -> Event {
         sessionid: Some(7 + (i % 3) as u32),
         cgroup_id: 4242,
         comm: "bash".into(),
+        exe: Some(crate::event::ProcessExe {
+            path: "/usr/bin/bash".into(),
+            trust: crate::event::Trust::Trusted,
+        }),
         ..Default::default()
+    };
+    let file = |path: &str, ino: u64| crate::event::FileIdentity {
+        path: path.into(),
+        root_path: None,
+        dev: "8:1".into(),
+        ino,
+        uid: 0,
+        mode: 0o100644,
+        ctime_ns: 1_764_000_000_000_000_000,
+        deleted: false,
+        truncated: false,
+        outside_root: false,
     };
     let body = match i % 5 {
         0 => EventBody::Exec(ExecEvent {
             filename: "/usr/bin/grep".into(),
+            exe: Some(crate::event::Executable {
+                file: file("/usr/bin/grep", 1_312_113),
+                sha256: Some(
+                    "4f1c2d0a9e8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d".into(),
+                ),
+                package: Some("grep".into()),
+                trust: crate::event::Trust::Trusted,
+            }),
             argv: [
                 "grep",
                 "-rn",
@@ -70,6 +94,7 @@ fn synthetic(i: u64) -> Event {
         1 => EventBody::Open(OpenEvent {
             path: "/etc/app/config.d/database.yaml".into(),
             requested_path: "/etc/app/config.d/database.yaml".into(),
+            file: Some(file("/etc/app/config.d/database.yaml", 2_400_117 + i % 64)),
             syscall: crate::event::OpenSyscall::Openat,
             dfd: -100,
             flags: 0o2000000,

@@ -64,6 +64,8 @@ pub struct CaptureConfig {
     pub events: Vec<EventType>,
     pub max_argv_bytes: u32,
     pub resolve_relative_opens: bool,
+    /// Walk every opened file's and executable's path from the kernel's own objects.
+    pub canonical_paths: bool,
     pub ring_buffer_bytes: u32,
     pub wakeup_bytes: u32,
     pub poll_interval_ms: u64,
@@ -647,7 +649,7 @@ impl Config {
             wakeup_bytes: c.wakeup_bytes,
             max_tty_bytes: c.max_tty_bytes,
             tty_session_budget_kib: c.max_tty_session_mib.saturating_mul(1024),
-            _pad: 0,
+            canonical_paths: u32::from(c.canonical_paths),
         }
     }
 }

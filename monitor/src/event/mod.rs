@@ -2,15 +2,17 @@
 //! output (and later to storage) as they are.
 
 mod display;
+mod file;
 mod kind;
 #[cfg(test)]
 pub mod samples;
 mod session_key;
 mod vocabulary;
 
+pub use file::{kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, OpenSyscall, PrivOp, SessionEntry, Severity, Vocabulary,
+    Access, AddressFamily, OpenSyscall, PrivOp, SessionEntry, Severity, Trust, Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -138,7 +140,15 @@ pub struct Process {
     /// Audit session id; `None` when unset.
     pub sessionid: Option<u32>,
     pub cgroup_id: u64,
+    /// The task's own name: for display only, since the process sets it (`exe` says what runs).
     pub comm: RawBytes,
+    /// The program it runs (enrich stage, from its exec or `/proc/<pid>/exe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<ProcessExe>,
+    /// Set when the process changed its audit login uid or session after it entered its session
+    /// (it stays attributed to `loginuid`/`sessionid`): what the kernel reports for it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_now: Option<AuditIds>,
     /// Names of `uid`, `euid` and `loginuid` on the host, filled by the enrich stage: `alice →
     /// sudo → root` shows as user root, login_user alice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +172,13 @@ pub struct Process {
     pub pod_name: Option<String>,
 }
 
+/// A task's audit login uid and session id (`None`: unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AuditIds {
+    pub loginuid: Option<u32>,
+    pub sessionid: Option<u32>,
+}
+
 /// One process of an exec's ancestry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
@@ -179,6 +196,10 @@ impl EventBody {
 pub struct ExecEvent {
     /// The path passed to exec.
     pub filename: RawBytes,
+    /// The program the kernel loaded (not argv[0], not `filename`): its path walked from the
+    /// file, its inode, and the daemon's verdict on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<Executable>,
     pub argv: Vec<RawBytes>,
     /// argv was longer than the configured limit and is cut short.
     pub argv_truncated: bool,
@@ -274,11 +295,16 @@ impl SyscallResult {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenEvent {
-    /// Absolute path when it could be resolved (relative paths joined to the cwd), otherwise the
-    /// path as passed.
+    /// The file's canonical path: the path of the file actually opened, walked by the kernel
+    /// (for a file the daemon watches, such as a sensitive path reached through a hard link, the
+    /// watched name of its inode). For a failed open, the path asked for, made absolute
+    /// against its base (the cwd or the directory fd).
     pub path: RawBytes,
     /// The path exactly as the process passed it.
     pub requested_path: RawBytes,
+    /// The opened file as the kernel knows it (`None` for a failed open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileIdentity>,
     pub syscall: OpenSyscall,
     pub dfd: i32,
     pub flags: u32,

@@ -30,9 +30,27 @@ pub fn sample(t: EventType) -> Event {
         onlcr: true,
         echo: true,
     };
+    let file = |path: &str| FileIdentity {
+        path: raw(path),
+        root_path: None,
+        dev: "8:1".into(),
+        ino: 1234,
+        uid: 0,
+        mode: 0o100755,
+        ctime_ns: 1_700_000_000_000_000_000,
+        deleted: false,
+        truncated: false,
+        outside_root: false,
+    };
     let body = match t {
         EventType::Exec => EventBody::Exec(ExecEvent {
             filename: raw("/usr/bin/cat"),
+            exe: Some(Executable {
+                file: file("/usr/bin/cat"),
+                sha256: Some("ab".repeat(32)),
+                package: Some("coreutils".into()),
+                trust: Trust::Trusted,
+            }),
             argv: vec![raw("cat"), raw("/etc/hostname")],
             argv_truncated: false,
             argv_total_bytes: 18,
@@ -57,6 +75,13 @@ pub fn sample(t: EventType) -> Event {
         EventType::Open => EventBody::Open(OpenEvent {
             path: raw("/etc/shadow"),
             requested_path: raw("shadow"),
+            file: Some(FileIdentity {
+                root_path: Some(raw("/shadow")),
+                deleted: true,
+                truncated: true,
+                outside_root: true,
+                ..file("/etc/shadow")
+            }),
             syscall: OpenSyscall::Openat,
             dfd: 3,
             flags: 0,
@@ -171,6 +196,14 @@ pub fn sample(t: EventType) -> Event {
             sessionid: Some(7),
             cgroup_id: 1,
             comm: RawBytes::from("cat"),
+            exe: Some(ProcessExe {
+                path: raw("/usr/bin/cat"),
+                trust: Trust::Writable,
+            }),
+            audit_now: Some(AuditIds {
+                loginuid: None,
+                sessionid: Some(8),
+            }),
             user: Some("alice".into()),
             euser: Some("root".into()),
             login_user: Some("alice".into()),

@@ -48,6 +48,26 @@ macro_rules! vocabulary {
 }
 
 vocabulary! {
+    /// Whether a program is what its path says: decided by the daemon from the file the kernel
+    /// loaded (owner, mode, the directories above it, the package manager's record of its
+    /// content). A copy or a rename of a program, or a file put over it, is not `trusted`.
+    Trust {
+        /// Owned by root, writable by nobody else, in directories only root can write, and
+        /// (where the package manager records the file) with the content it installed.
+        Trusted = "trusted",
+        /// Its content differs from what the package manager installed at that path.
+        PackageMismatch = "package_mismatch",
+        /// The file, or a directory above it, is owned or writable by a user other than root.
+        Writable = "writable",
+        /// Deleted or never linked (memfd, `O_TMPFILE`): a program run from memory.
+        Deleted = "deleted",
+        /// The daemon could not check it (gone before it looked, too large, another file in
+        /// its place).
+        Unverified = "unverified",
+    }
+}
+
+vocabulary! {
     /// How a file was opened (`O_ACCMODE`).
     Access {
         Read = "read",

@@ -24,6 +24,16 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
             "{e}: the kernel lacks CONFIG_AUDIT/CONFIG_AUDITSYSCALL, so login sessions cannot be told apart"
         ))
     })?;
+    // The inode's change time moved twice: `i_ctime_sec`/`i_ctime_nsec` (6.11+), `__i_ctime`
+    // (6.6-6.10) and `i_ctime` before, both a `struct timespec64 { tv_sec; tv_nsec }`.
+    let (ctime_sec, ctime_nsec) = match (off("inode", "i_ctime_sec"), off("inode", "i_ctime_nsec"))
+    {
+        (Ok(sec), Ok(nsec)) => (sec, nsec),
+        _ => {
+            let ts = off("inode", "__i_ctime").or_else(|_| off("inode", "i_ctime"))?;
+            (ts, ts + 8)
+        }
+    };
     Ok(KernelOffsets {
         task_pid: off("task_struct", "pid")?,
         task_tgid: off("task_struct", "tgid")?,
@@ -69,6 +79,16 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         tty_file_private_tty: off("tty_file_private", "tty")?,
         tty_termios: off("tty_struct", "termios")?,
         tty_winsize: off("tty_struct", "winsize")?,
+        fs_root: off("fs_struct", "root")?,
+        mm_exe_file: off("mm_struct", "exe_file")?,
+        file_path: off("file", "f_path")?,
+        inode_ino: off("inode", "i_ino")?,
+        inode_sb: off("inode", "i_sb")?,
+        sb_dev: off("super_block", "s_dev")?,
+        inode_uid: off("inode", "i_uid")?,
+        inode_nlink: off("inode", "i_nlink")?,
+        inode_ctime_sec: ctime_sec,
+        inode_ctime_nsec: ctime_nsec,
     })
 }
 

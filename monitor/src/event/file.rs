@@ -1,0 +1,93 @@
+//! Files and programs as the kernel knows them: the path walked from the opened object, its
+//! inode, and (for programs) what the daemon makes of the file: its content hash and whether it
+//! can be trusted to be what its path says.
+
+use serde::{Deserialize, Serialize};
+
+use super::{RawBytes, Trust};
+
+/// A file the kernel opened or loaded, identified by what the kernel holds, not by the name the
+/// caller used: `path` is walked from the `struct file` up to the root of the mount namespace
+/// (symlinks, `..`, directory fds, bind mounts and `/proc/<pid>/root` resolved), `dev`/`ino`
+/// name the inode whatever path reached it (hard links).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// The path as the host (the daemon's mount namespace root) sees it.
+    pub path: RawBytes,
+    /// The path as the process sees it, when its root differs (chroot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_path: Option<RawBytes>,
+    /// The device of its file system, `major:minor`.
+    pub dev: String,
+    pub ino: u64,
+    pub uid: u32,
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    /// Change time (nanoseconds since the epoch): with `dev` and `ino`, names one content.
+    pub ctime_ns: i64,
+    /// No link to the file is left (deleted, `O_TMPFILE`, memfd): `path` is its last name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// The path is deeper or longer than the kernel walks: its outermost components are
+    /// missing (it is shown starting with `…/`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The file lies outside the process's root directory (an fd from before a chroot, a
+    /// chroot escape).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside_root: bool,
+}
+
+impl FileIdentity {
+    /// `(dev, ino)`: the inode, whatever its names.
+    pub fn inode(&self) -> (&str, u64) {
+        (&self.dev, self.ino)
+    }
+
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFBLK
+    }
+}
+
+/// `major:minor` of a kernel-encoded device number (`major << 20 | minor`).
+pub fn kernel_dev(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
+}
+
+/// `major:minor` of a userspace `st_dev`.
+pub fn stat_dev(dev: u64) -> String {
+    format!("{}:{}", libc::major(dev), libc::minor(dev))
+}
+
+/// The program an exec loaded: the kernel's file and the daemon's verdict on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Executable {
+    #[serde(flatten)]
+    pub file: FileIdentity,
+    /// SHA-256 of the content, hex; `None` when it could not be read (see `trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The package that installed a file at this path, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    pub trust: Trust,
+}
+
+/// The program a process runs, carried on every one of its events (the exec event has the rest
+/// of [`Executable`]): what rules use to tell programs apart instead of `comm`, which the
+/// process chooses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessExe {
+    pub path: RawBytes,
+    pub trust: Trust,
+}
+
+impl ProcessExe {
+    pub fn trusted(&self) -> bool {
+        self.trust == Trust::Trusted
+    }
+}
