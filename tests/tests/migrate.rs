@@ -78,6 +78,7 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
     let exec = |n: i64, path: &str| {
         old_detail(
             EventBody::Exec(ExecEvent {
+                exe: None,
                 filename: RawBytes::from(path),
                 argv: vec![RawBytes::from(path)],
                 argv_truncated: false,
