@@ -151,7 +151,14 @@ impl<const MASK: u32> Tail<MASK> {
                 read_ptr(root, koff!(path_dentry)),
             )
         };
-        let mut root_seen = root.is_null();
+        // Only a chrooted process can have files outside its root: for the others the walk
+        // ends at the namespace's root, or (pipes, sockets, memfds) on a mount of their own.
+        let chrooted = !root.is_null() && {
+            let root_mount = root_mnt.wrapping_sub(koff!(mount_mnt));
+            root_dentry != read_ptr(root_mnt, koff!(vfsmount_root))
+                || read_ptr(root_mount, koff!(mount_parent)) != root_mount
+        };
+        let mut root_seen = !chrooted;
         // `struct vfsmount` is embedded in `struct mount`: step back to the container.
         let mut mnt = vfsmnt.wrapping_sub(koff!(mount_mnt));
         let mut cut = true;
@@ -190,6 +197,9 @@ impl<const MASK: u32> Tail<MASK> {
             dentry = parent;
         }
         walk.len = self.pos().wrapping_sub(start) as u16;
+        if !chrooted {
+            walk.root_at = walk.len;
+        }
         if cut {
             walk.flags |= path_flag::TRUNCATED;
         }

@@ -42,7 +42,9 @@ fn synthetic(i: u64) -> Event {
         comm: "bash".into(),
         exe: Some(crate::event::ProcessExe {
             path: "/usr/bin/bash".into(),
-            trust: crate::event::Trust::Trusted,
+            program: Some("/usr/bin/bash".into()),
+            trust: crate::event::Trust::Packaged,
+            trusted: true,
         }),
         ..Default::default()
     };
@@ -67,7 +69,7 @@ fn synthetic(i: u64) -> Event {
                     "4f1c2d0a9e8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d".into(),
                 ),
                 package: Some("grep".into()),
-                trust: crate::event::Trust::Trusted,
+                trust: crate::event::Trust::Packaged,
             }),
             argv: [
                 "grep",

@@ -114,6 +114,9 @@ pub struct IdentityConfig {
     pub pod_logs_dir: PathBuf,
     /// In a container: where the host's /etc is mounted, for host user and group names.
     pub host_etc: Option<PathBuf>,
+    /// Where the host's root file system is seen: the programs processes run are checked
+    /// there, the watched files' inodes looked up (`/` on a plain host).
+    pub host_root: PathBuf,
     /// Pod names from the Kubernetes API server, for pods the log directory does not name.
     pub kubernetes_api: crate::kube_api::KubernetesApiConfig,
 }

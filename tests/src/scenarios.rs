@@ -21,6 +21,60 @@ pub struct Scenario {
     pub technique: &'static str,
 }
 
+/// The three ways an insider who knows Vigil tries to get past it (issue "evasion").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EvasionClass {
+    /// How a file is named or reached: symlinks, `..`, directory fds, bind mounts, hard links,
+    /// `/proc/<pid>/root`, mapped reads, a chroot escape, the raw disk.
+    Naming,
+    /// How a program is identified: copies, renames, a file bind-mounted over a trusted one,
+    /// argv[0] and `comm` rewritten, programs run from memory, decoded payloads.
+    Program,
+    /// How a process leaves its session: the login uid rewritten, daemonised children, a
+    /// scheduler, a container, another SSH login.
+    Scope,
+}
+
+impl EvasionClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvasionClass::Naming => "how a file is named or reached",
+            EvasionClass::Program => "how a program is identified",
+            EvasionClass::Scope => "how a process leaves its session",
+        }
+    }
+}
+
+/// One evasion: a scenario, its class, the canonical path its alert must name (when it is about
+/// a file), and a second rule its session must raise too (when the evasion hides another act:
+/// the read after leaving the session).
+pub struct Evasion {
+    pub class: EvasionClass,
+    pub scenario: Scenario,
+    pub path: Option<&'static str>,
+    pub also: Option<&'static str>,
+}
+
+fn ev(class: EvasionClass, scenario: Scenario) -> Evasion {
+    Evasion {
+        class,
+        scenario,
+        path: None,
+        also: None,
+    }
+}
+
+impl Evasion {
+    fn at(mut self, path: &'static str) -> Evasion {
+        self.path = Some(path);
+        self
+    }
+    fn also(mut self, rule: &'static str) -> Evasion {
+        self.also = Some(rule);
+        self
+    }
+}
+
 /// What the scenarios need outside their sessions; removed again on drop.
 pub struct Fixtures {
     pub dir: PathBuf,
@@ -37,6 +91,9 @@ pub struct Fixtures {
     pub shell_port: u16,
     pub outbound_ip: String,
     made_token: bool,
+    /// A terminal held open outside every scenario's session (another person's terminal).
+    pub foreign_tty: String,
+    tty_holder: std::process::Child,
 }
 
 const TOKEN_DIR: &str = "/run/secrets/kubernetes.io/serviceaccount";
@@ -131,6 +188,23 @@ impl Fixtures {
                 .is_ok_and(|s| s.success());
             assert!(ok, "setcap {caps} (Debian: libcap2-bin)");
         }
+        let mut tty_holder = Command::new("python3")
+            .args([
+                "-c",
+                "import os, sys, time\nm, s = os.openpty()\nprint(os.ttyname(s), flush=True)\ntime.sleep(3600)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 holds a pty");
+        let mut foreign_tty = String::new();
+        {
+            use std::io::BufRead;
+            let out = tty_holder.stdout.take().expect("piped");
+            std::io::BufReader::new(out)
+                .read_line(&mut foreign_tty)
+                .expect("pty name");
+        }
+        let foreign_tty = foreign_tty.trim().to_string();
         let sink = TcpListener::bind("0.0.0.0:0").expect("bind");
         let sink_port = sink.local_addr().map(|a| a.port()).unwrap_or(0);
         std::thread::spawn(move || for _c in sink.incoming() {});
@@ -146,6 +220,8 @@ impl Fixtures {
             shell_port: attacker(),
             outbound_ip: outbound_address(),
             made_token,
+            foreign_tty,
+            tty_holder,
         }
     }
 
@@ -212,6 +288,63 @@ impl Fixtures {
         all
     }
 
+    /// Ways around the detections by an insider who has read the source, each a real session:
+    /// at least 25, across the three classes.
+    pub fn evasions(&self) -> Vec<Evasion> {
+        use EvasionClass::*;
+        let d = self.dir.display();
+        let tty = &self.foreign_tty;
+        // A copy of a program, made at the start of the script that uses it.
+        let copy = |from: &str, name: &str| format!("cp {from} {d}/{name} && chmod 755 {d}/{name}");
+        let shadow = "/etc/shadow";
+        let host_key = "/etc/ssh/ssh_host_ed25519_key";
+        vec![
+            // --- how a file is named or reached -------------------------------------------
+            ev(Naming, s("symlink", &format!("ln -sf /etc/shadow {d}/notes && cat {d}/notes > /dev/null"), "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("dot-dot", "cat /etc/../etc/./shadow > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("relative to cwd", "cd /etc && cat ./shadow > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("directory fd", "python3 -c \"import os; d = os.open('/etc/ssh', os.O_RDONLY); os.read(os.open('ssh_host_ed25519_key', os.O_RDONLY, dir_fd=d), 64)\"", "ssh-private-key-read", "T1552.004")).at(host_key),
+            ev(Naming, s("tar of /etc/ssh", "tar cf - /etc/ssh 2>/dev/null | cat > /dev/null", "sensitive-tree-archived", "T1560.001")).at("/etc/ssh/ssh_host_"),
+            ev(Naming, s("bind mount", &format!("mkdir -p {d}/view && mount --bind /etc {d}/view && cat {d}/view/shadow > /dev/null; umount {d}/view"), "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("hard link", "ln -f /etc/gshadow /etc/vigil-e2e-notes && cat /etc/vigil-e2e-notes > /dev/null; rm -f /etc/vigil-e2e-notes", "credential-store-read", "T1003.008")).at("/etc/gshadow"),
+            ev(Naming, s("/proc/self/root", "cat /proc/self/root/etc/shadow > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("/proc/<pid>/cwd", "cd /etc && cat /proc/$$/cwd/shadow > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("fd of the shell", "exec 3< /etc/shadow; cat /dev/fd/3 > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("O_PATH then /proc/self/fd", "python3 -c \"import os; p = os.open('/etc/shadow', os.O_PATH); os.read(os.open('/proc/self/fd/%d' % p, os.O_RDONLY), 64)\"", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("mapped, never read", "python3 -c \"import mmap; f = open('/etc/shadow', 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); m[:8]\"", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("sendfile", "python3 -c \"import os; os.sendfile(1, os.open('/etc/shadow', os.O_RDONLY), 0, 4096)\" > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("chroot escape", &format!("mkdir -p {d}/jail && python3 -c \"import os; out = os.open('/', os.O_RDONLY); os.chroot('{d}/jail'); os.fchdir(out); os.read(os.open('etc/hostname', os.O_RDONLY), 8)\""), "chroot-escape", "T1611")).at("/etc/hostname"),
+            ev(Naming, s("raw disk", "dd if=$(findmnt -nvo SOURCE /) of=/dev/null bs=512 count=1 2>/dev/null", "raw-disk-read", "T1006")),
+            ev(Naming, s("another process's environment", "cat /proc/1/environ > /dev/null", "other-process-environment-read", "T1552")).at("/proc/1/environ"),
+            ev(Naming, s("another session's terminal", &format!("timeout 0.3 cat {tty} > /dev/null; true"), "other-terminal-read", "T1056.001")),
+            // --- how a program is identified ----------------------------------------------
+            ev(Program, s("cat copied as sudo", &format!("{} && {d}/sudo /etc/shadow > /dev/null", copy("/usr/bin/cat", "sudo")), "credential-store-read", "T1003.008")).at(shadow),
+            ev(Program, s("cat installed as unix_chkpwd", "install -m 755 /usr/bin/cat /usr/local/sbin/unix_chkpwd && /usr/local/sbin/unix_chkpwd /etc/shadow > /dev/null; rm -f /usr/local/sbin/unix_chkpwd", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Program, s("cat bind-mounted over ssh-keygen", "mount --bind /usr/bin/cat /usr/bin/ssh-keygen && ssh-keygen /etc/ssh/ssh_host_ed25519_key > /dev/null; umount /usr/bin/ssh-keygen", "ssh-private-key-read", "T1552.004")).at(host_key),
+            ev(Program, s("argv[0] rewritten", "bash -c 'exec -a sshd cat /etc/shadow' > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Program, s("comm rewritten", "python3 -c \"import ctypes; ctypes.CDLL(None).prctl(15, b'unix_chkpwd', 0, 0, 0); open('/etc/gshadow').read()\"", "credential-store-read", "T1003.008")).at("/etc/gshadow"),
+            ev(Program, s("python renamed", &format!("{} && {d}/updater -c \"open('/etc/ssh/ssh_host_ed25519_key').read()\"", copy("$(readlink -f /usr/bin/python3)", "updater")), "interpreter-reads-credentials", "T1059.006")).at(host_key),
+            ev(Program, s("tar renamed", &format!("{} && {d}/backup cf - /etc/ssh 2>/dev/null | cat > /dev/null", copy("/usr/bin/tar", "backup")), "sensitive-tree-archived", "T1560.001")).at("/etc/ssh/ssh_host_"),
+            ev(Program, s("decoded payload to a shell", "echo ZWNobyBoaQo= | base64 -d | sh > /dev/null", "decoded-payload-to-shell", "T1140")),
+            ev(Program, s("renamed decoder to a shell", &format!("{} && echo ZWNobyBoaQo= | {d}/unpack -d | bash > /dev/null", copy("/usr/bin/base64", "unpack")), "decoded-payload-to-shell", "T1140")),
+            ev(Program, s("interpreter decodes code", "python3 -c \"import base64; exec(base64.b64decode('cHJpbnQoMSk='))\" > /dev/null", "interpreter-decodes-code", "T1027")),
+            ev(Program, s("program in memory", "python3 -c \"import os; fd = os.memfd_create('x'); os.write(fd, open('/usr/bin/true', 'rb').read()); os.execv('/proc/self/fd/%d' % fd, ['true'])\"", "program-run-from-memory", "T1620")),
+            ev(Program, s("program deleted before it ran", &format!("{} && python3 -c \"import os; fd = os.open('{d}/gone', os.O_RDONLY); os.unlink('{d}/gone'); os.execv('/proc/self/fd/%d' % fd, ['gone'])\"", copy("/usr/bin/true", "gone")), "program-run-from-memory", "T1620")),
+            ev(Program, s("credential copied elsewhere", &format!("cp /etc/shadow {d}/s.bak; rm -f {d}/s.bak"), "credential-file-copied", "T1552.001")),
+            // --- how a process leaves its session -----------------------------------------
+            ev(Scope, s("login uid unset", "echo 4294967295 > /proc/self/loginuid; cat /etc/shadow > /dev/null", "login-uid-changed", "T1562.006")).also("credential-store-read"),
+            ev(Scope, s("login uid of another user", "echo 0 > /proc/self/loginuid; cat /etc/gshadow > /dev/null", "login-uid-changed", "T1562.006")).also("credential-store-read"),
+            ev(Scope, s("daemonised child unsets it", "setsid -f sh -c 'echo 4294967295 > /proc/self/loginuid; cat /etc/shadow > /dev/null'; sleep 0.5", "login-uid-changed", "T1562.006")).also("credential-store-read"),
+            ev(Scope, s("nsenter into another process's namespaces", &format!("nsenter -t {} -m -u -i -n -p cat /etc/shadow > /dev/null", self.tty_holder.id()), "credential-store-read", "T1003.008")).at(shadow),
+            ev(Scope, s("unshare", "unshare -m -p -f --mount-proc sh -c 'cat /etc/shadow > /dev/null'", "credential-store-read", "T1003.008")).at(shadow),
+            ev(Scope, s("systemd-run", "systemd-run -q --wait cat /etc/shadow > /dev/null 2>&1; true", "session-escape-scheduler", "T1053")),
+            ev(Scope, s("cron entry", "echo '* * * * * root cat /etc/shadow' > /etc/cron.d/vigil-e2e-ev; rm -f /etc/cron.d/vigil-e2e-ev", "crontab-modified", "T1053.003")),
+            ev(Scope, s("docker run", "docker run --rm alpine cat /etc/shadow > /dev/null 2>&1; true", "session-escape-container", "T1609")),
+            ev(Scope, s("kubectl exec", "kubectl exec pod-x -- cat /etc/shadow > /dev/null 2>&1; true", "session-escape-container", "T1609")),
+            ev(Scope, s("ssh to localhost", "exec 3<>/dev/tcp/127.0.0.1/22 2>/dev/null; true", "session-escape-ssh-localhost", "T1021.004")),
+        ]
+    }
+
     /// Benign administration sessions: `count` sessions, each a few everyday tasks (chosen
     /// deterministically, so every run is the same).
     pub fn benign(&self, count: usize) -> Vec<String> {
@@ -274,6 +407,8 @@ impl Drop for Fixtures {
         if self.made_token {
             let _ = std::fs::remove_dir_all("/run/secrets");
         }
+        let _ = self.tty_holder.kill();
+        let _ = self.tty_holder.wait();
         let _ = &self.dir;
     }
 }

@@ -5,7 +5,7 @@
 //! importer maps onto it; the README's table is checked against [`Field::ALL`].
 
 use crate::event::{
-    Access, AddressFamily, EventType, EventType as E, PrivOp, SessionEntry, Vocabulary,
+    Access, AddressFamily, EventType, EventType as E, PrivOp, SessionEntry, Trust, Vocabulary,
 };
 
 /// A field's type in the rule language.
@@ -41,6 +41,31 @@ impl Kind {
             Kind::List => "list of text".into(),
         }
     }
+}
+
+/// What an opened file is (from its inode's mode).
+pub const FILE_TYPES: &[&str] = &[
+    "regular",
+    "directory",
+    "block_device",
+    "char_device",
+    "fifo",
+    "socket",
+    "symlink",
+];
+
+/// [`FILE_TYPES`] word of a `st_mode`.
+pub fn file_type(mode: u32) -> Option<&'static str> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG => "regular",
+        libc::S_IFDIR => "directory",
+        libc::S_IFBLK => "block_device",
+        libc::S_IFCHR => "char_device",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFLNK => "symlink",
+        _ => return None,
+    })
 }
 
 /// What a standard stream of an exec can be (`StdioKind`, or `closed`).
@@ -86,7 +111,13 @@ rule_fields! {
     ProcessUser = "process.user", Kind::Str, [], "Name of the real uid.";
     ProcessEuser = "process.euser", Kind::Str, [], "Name of the effective uid.";
     ProcessLoginUser = "process.login_user", Kind::Str, [], "Name of the login uid.";
-    ProcessComm = "process.comm", Kind::Str, [], "The task's command name (15 bytes; the process chose it).";
+    ProcessComm = "process.comm", Kind::Str, [], "The task's command name (15 bytes; the process chose it: for display, never to tell programs apart).";
+    ProcessExe = "process.exe", Kind::Str, [], "Canonical path of the program the kernel loaded for the process.";
+    ProcessProgram = "process.program", Kind::Str, [], "What the program is by content: the path a package installed this very content at (a renamed copy of `/usr/bin/cat` is `/usr/bin/cat`); missing for content no package installed.";
+    ProcessName = "process.name", Kind::Str, [], "What the program is called by its identity: the base name of `process.program` (its content) or else of `process.exe`; for a multi-call program (busybox, toybox) at exec, the applet it runs. What rules recognise programs by.";
+    ProcessExeTrust = "process.exe_trust", Kind::Word(Trust::WORDS), [], "Whether the program is what its path says (see Program identity).";
+    ProcessTrustedName = "process.trusted_name", Kind::Str, [], "The program's base name when it is trusted (the package's own file at its own path, root-only directories); missing for a copy, a rename, a file put over it, one in a writable place. What rules exempt programs by.";
+    ProcessLeftSession = "process.left_session", Kind::Bool, [], "The process changed its audit login uid or session after entering its session (it stays attributed to it).";
     ProcessContainerId = "process.container_id", Kind::Str, [], "Container id from the cgroup path.";
     Filename = "filename", Kind::Str, [Exec], "The path passed to exec.";
     Argv = "argv", Kind::List, [Exec], "The arguments.";
@@ -97,7 +128,13 @@ rule_fields! {
     Stdin = "stdin", Kind::Word(STDIO_WORDS), [Exec], "What standard input was at exec.";
     Stdout = "stdout", Kind::Word(STDIO_WORDS), [Exec], "What standard output was at exec.";
     Stderr = "stderr", Kind::Word(STDIO_WORDS), [Exec], "What standard error was at exec.";
-    Path = "path", Kind::Str, [Open, FileRead], "The file's path.";
+    ExeSha256 = "exe.sha256", Kind::Str, [Exec], "SHA-256 of the executable's content.";
+    ExePackage = "exe.package", Kind::Str, [Exec], "The package that installed a file at the executable's path.";
+    Path = "path", Kind::Str, [Open, FileRead], "The file's canonical path: of the file actually opened, walked by the kernel (symlinks, `..`, directory fds, bind mounts resolved; a watched file's own name when reached through a hard link).";
+    RequestedPath = "requested_path", Kind::Str, [Open], "The path exactly as the process passed it.";
+    FileType = "file.type", Kind::Word(FILE_TYPES), [Open], "What the opened file is.";
+    FileDeleted = "file.deleted", Kind::Bool, [Open, Exec], "The opened file, or the executable, has no name left (deleted, `O_TMPFILE`, memfd).";
+    FileOutsideRoot = "file.outside_root", Kind::Bool, [Open], "The opened file lies outside the process's root directory (a chroot escape).";
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
     Succeeded = "ok", Kind::Bool, [Open, Connect, Priv], "The call succeeded (a connect in progress counts).";
@@ -112,6 +149,9 @@ rule_fields! {
     SessionBytesRead = "session.bytes_read", Kind::Num, [], "Bytes the session has read so far.";
     SessionSensitiveBytesRead = "session.sensitive_bytes_read", Kind::Num, [], "Bytes of credential files the session has read so far.";
     SessionDownloadThenShell = "session.download_then_shell", Kind::Bool, [], "This exec is a shell started with a downloader in one pipeline.";
+    SessionDecodedThenShell = "session.decoded_then_shell", Kind::Bool, [], "This exec is a shell or interpreter started with a decoder (`base64 -d`, `xxd -r`, `openssl enc -d`, …) in one pipeline.";
+    SessionForeignTerminal = "session.foreign_terminal", Kind::Bool, [Open], "The opened file is a terminal (`/dev/pts/N`, `/dev/ttyN`, `/dev/vcs*`) none of the session's commands ran on: another session's.";
+    FileOtherProcess = "file.other_process", Kind::Bool, [Open], "The opened file is under `/proc/<pid>/` of another process.";
     SessionWrittenThenExecuted = "session.written_then_executed", Kind::Bool, [], "This exec runs a file the session wrote after a download.";
 }
 

@@ -22,6 +22,34 @@ use expr::{Fields, Value};
 use fields::Field;
 use rules::LiveRules;
 
+/// Programs that run the applet argv[0] names.
+const MULTI_CALL: &[&str] = &["busybox", "toybox"];
+
+/// What a process's program is called by its identity (`process.name`): the base name of the
+/// packaged path its content is, else of its executable, else (nothing known) its `comm`. At
+/// exec, a multi-call program is the applet argv[0] names.
+pub fn program_name(e: &Event) -> Cow<'_, str> {
+    fn base(p: &[u8]) -> &[u8] {
+        p.rsplit(|&c| c == b'/').next().unwrap_or(p)
+    }
+    let exe = e.process.exe.as_ref();
+    let name = match exe {
+        Some(x) => base(x.program.as_ref().map_or(&x.path.0, |p| &p.0)),
+        None => &e.process.comm.0[..],
+    };
+    if let (EventBody::Exec(x), Ok(n)) = (&e.body, std::str::from_utf8(name)) {
+        if MULTI_CALL.contains(&n) {
+            if let Some(arg0) = x.argv.first() {
+                let applet = base(&arg0.0);
+                if !MULTI_CALL.iter().any(|m| m.as_bytes() == applet) {
+                    return String::from_utf8_lossy(applet);
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(name)
+}
+
 /// Credential files, whose bytes read count toward exfiltration (credential reads, then a
 /// connection). Deliberately narrower than the baselines' `sensitive_paths` (which also cover
 /// configuration such as /etc/ssh/ and /root/): reading sshd_config and connecting out is routine.
@@ -35,9 +63,41 @@ fn is_credential_file(path: &[u8]) -> bool {
 }
 
 const DOWNLOADERS: &[&str] = &["curl", "wget", "fetch", "aria2c"];
-const SHELLS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "python3", "python", "perl",
-];
+
+/// A shell or script interpreter (by `process.name`: `python3.11` is Python).
+fn is_shell(name: &str) -> bool {
+    const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "fish", "busybox"];
+    const INTERPRETERS: &[&str] = &["python", "perl", "ruby", "php", "node", "lua", "tclsh"];
+    SHELLS.contains(&name)
+        || INTERPRETERS.iter().any(|i| {
+            name.strip_prefix(i)
+                .is_some_and(|v| v.bytes().all(|c| c.is_ascii_digit() || c == b'.'))
+        })
+}
+
+/// An exec that decodes data to its output (`base64 -d`, `xxd -r`, `openssl enc -d`): the first
+/// half of an obfuscated payload piped into a shell.
+fn is_decoder(name: &str, argv: &[crate::event::RawBytes]) -> bool {
+    let has = |flags: &[&str]| {
+        argv.iter().skip(1).any(|a| {
+            let a = a.as_bytes();
+            flags.iter().any(|f| a == f.as_bytes())
+                || (a.len() > 1
+                    && a[0] == b'-'
+                    && a[1] != b'-'
+                    && flags.iter().any(|f| {
+                        f.len() == 2 && f.as_bytes()[0] == b'-' && a[1..].contains(&f.as_bytes()[1])
+                    }))
+        })
+    };
+    match name {
+        "base64" | "base32" | "basenc" => has(&["-d", "--decode", "-D"]),
+        "xxd" => has(&["-r", "-revert"]),
+        "openssl" => has(&["-d", "-base64", "-a", "-A"]),
+        "uudecode" => true,
+        _ => false,
+    }
+}
 /// How close in time a download and a shell of the same pipeline start: the shell forks both
 /// sides of `curl … | sh` at once.
 const PIPELINE_WINDOW_NS: u64 = 2_000_000_000;
@@ -52,9 +112,12 @@ struct SessionState {
     fired: HashSet<String>,
     risk: u32,
     reasons: Vec<String>,
-    /// Recent downloader and shell execs: (parent pid, time).
+    /// Recent downloader, decoder and shell execs: (parent pid, time).
     downloads: VecDeque<(u32, u64)>,
+    decoders: VecDeque<(u32, u64)>,
     shells: VecDeque<(u32, u64)>,
+    /// The session's terminals (`/dev/pts/3`), from its execs.
+    terminals: HashSet<String>,
     /// Files written after a download in this session.
     written_after_download: HashSet<Vec<u8>>,
     entry: Option<crate::event::SessionEntry>,
@@ -65,7 +128,32 @@ struct View<'a> {
     event: &'a Event,
     session: Option<&'a SessionState>,
     download_then_shell: bool,
+    decoded_then_shell: bool,
     written_then_executed: bool,
+}
+
+/// A terminal device: a pty, a virtual console, or a console's screen memory.
+fn is_terminal_device(path: &[u8]) -> bool {
+    let p = String::from_utf8_lossy(path);
+    let numbered = |rest: &str| !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit());
+    p.strip_prefix("/dev/pts/").is_some_and(numbered)
+        || p.strip_prefix("/dev/tty").is_some_and(numbered)
+        || p.strip_prefix("/dev/vcsa")
+            .is_some_and(|r| r.is_empty() || numbered(r))
+        || p.strip_prefix("/dev/vcs")
+            .is_some_and(|r| r.is_empty() || numbered(r))
+}
+
+/// `/proc/<pid>/…` of a process other than `own` (the reader's own process id).
+fn of_other_process(path: &[u8], own: u32) -> bool {
+    let Some(rest) = path.strip_prefix(b"/proc/") else {
+        return false;
+    };
+    let pid = rest.split(|&c| c == b'/').next().unwrap_or(b"");
+    std::str::from_utf8(pid)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p != own)
 }
 
 fn stdio(kind: Option<crate::event::StdioKind>) -> Value<'static> {
@@ -102,6 +190,30 @@ impl Fields for View<'_> {
             (Field::ProcessEuser, _) => opt_str(&p.euser),
             (Field::ProcessLoginUser, _) => opt_str(&p.login_user),
             (Field::ProcessComm, _) => Value::Str(lossy(&p.comm.0)),
+            (Field::ProcessExe, _) => p
+                .exe
+                .as_ref()
+                .map(|x| Value::Str(lossy(&x.path.0)))
+                .unwrap_or(Value::Missing),
+            (Field::ProcessProgram, _) => p
+                .exe
+                .as_ref()
+                .and_then(|x| x.program.as_ref())
+                .map(|x| Value::Str(lossy(&x.0)))
+                .unwrap_or(Value::Missing),
+            (Field::ProcessName, _) => Value::Str(program_name(e)),
+            (Field::ProcessExeTrust, _) => p
+                .exe
+                .as_ref()
+                .map(|x| word(x.trust.as_str()))
+                .unwrap_or(Value::Missing),
+            (Field::ProcessTrustedName, _) => p
+                .exe
+                .as_ref()
+                .and_then(|x| x.trusted_name())
+                .map(|n| Value::Str(lossy(n)))
+                .unwrap_or(Value::Missing),
+            (Field::ProcessLeftSession, _) => Value::Bool(p.audit_now.is_some()),
             (Field::ProcessContainerId, _) => opt_str(&p.container_id),
             (Field::SessionEntry, _) => session
                 .and_then(|s| s.entry)
@@ -114,6 +226,14 @@ impl Fields for View<'_> {
                 Value::Num(session.map(|s| s.sensitive_bytes_read).unwrap_or(0) as f64)
             }
             (Field::SessionDownloadThenShell, _) => Value::Bool(self.download_then_shell),
+            (Field::SessionDecodedThenShell, _) => Value::Bool(self.decoded_then_shell),
+            (Field::SessionForeignTerminal, EventBody::Open(o)) => Value::Bool(
+                is_terminal_device(&o.path.0)
+                    && session.is_some_and(|s| !s.terminals.contains(o.path.lossy().as_str())),
+            ),
+            (Field::FileOtherProcess, EventBody::Open(o)) => {
+                Value::Bool(of_other_process(&o.path.0, p.pid))
+            }
             (Field::SessionWrittenThenExecuted, _) => Value::Bool(self.written_then_executed),
             (Field::Filename, EventBody::Exec(x)) => Value::Str(lossy(&x.filename.0)),
             (Field::Argv, EventBody::Exec(x)) => {
@@ -147,7 +267,41 @@ impl Fields for View<'_> {
             (Field::Stdin, EventBody::Exec(x)) => stdio(x.stdin),
             (Field::Stdout, EventBody::Exec(x)) => stdio(x.stdout),
             (Field::Stderr, EventBody::Exec(x)) => stdio(x.stderr),
+            (Field::ExeSha256, EventBody::Exec(x)) => x
+                .exe
+                .as_ref()
+                .and_then(|x| x.sha256.as_deref())
+                .map(|h| Value::Str(Cow::Borrowed(h)))
+                .unwrap_or(Value::Missing),
+            (Field::ExePackage, EventBody::Exec(x)) => x
+                .exe
+                .as_ref()
+                .and_then(|x| x.package.as_deref())
+                .map(|h| Value::Str(Cow::Borrowed(h)))
+                .unwrap_or(Value::Missing),
             (Field::Path, EventBody::Open(o)) => Value::Str(lossy(&o.path.0)),
+            (Field::RequestedPath, EventBody::Open(o)) => Value::Str(lossy(&o.requested_path.0)),
+            (Field::FileType, EventBody::Open(o)) => o
+                .file
+                .as_ref()
+                .and_then(|f| fields::file_type(f.mode))
+                .map(word)
+                .unwrap_or(Value::Missing),
+            (Field::FileDeleted, EventBody::Open(o)) => o
+                .file
+                .as_ref()
+                .map(|f| Value::Bool(f.deleted))
+                .unwrap_or(Value::Missing),
+            (Field::FileDeleted, EventBody::Exec(x)) => x
+                .exe
+                .as_ref()
+                .map(|f| Value::Bool(f.file.deleted))
+                .unwrap_or(Value::Missing),
+            (Field::FileOutsideRoot, EventBody::Open(o)) => o
+                .file
+                .as_ref()
+                .map(|f| Value::Bool(f.outside_root))
+                .unwrap_or(Value::Missing),
             (Field::Path, EventBody::FileRead(r)) => r
                 .path
                 .as_ref()
@@ -194,6 +348,14 @@ impl Fields for View<'_> {
                 | Field::Stdout
                 | Field::Stderr
                 | Field::Path
+                | Field::ExeSha256
+                | Field::ExePackage
+                | Field::RequestedPath
+                | Field::FileType
+                | Field::FileDeleted
+                | Field::FileOutsideRoot
+                | Field::FileOtherProcess
+                | Field::SessionForeignTerminal
                 | Field::Access
                 | Field::Truncate
                 | Field::Succeeded
@@ -288,6 +450,7 @@ impl Detector {
         let sid = event.process.sessionid;
         // Session context, updated before the rules see the event.
         let mut download_then_shell = false;
+        let mut decoded_then_shell = false;
         let mut written_then_executed = false;
         if let Some(sid) = sid {
             let s = self.sessions.entry(sid).or_default();
@@ -308,24 +471,31 @@ impl Detector {
                     s.written_after_download.insert(o.path.0.clone());
                 }
                 EventBody::Exec(x) => {
-                    let name = event.process.comm.lossy();
+                    let name = program_name(event).into_owned();
                     let now = event.mono_ns;
                     let ppid = event.process.ppid;
                     let recent = |q: &VecDeque<(u32, u64)>| {
                         q.iter()
                             .any(|&(p, t)| p == ppid && now.saturating_sub(t) <= PIPELINE_WINDOW_NS)
                     };
+                    if let Some(tty) = &x.tty {
+                        if s.terminals.len() < 64 {
+                            s.terminals.insert(format!("/dev/{tty}"));
+                        }
+                    }
                     if DOWNLOADERS.contains(&name.as_str()) {
                         download_then_shell = recent(&s.shells);
                         s.downloads.push_back((ppid, now));
-                    } else if SHELLS.contains(&name.as_str())
-                        && x.stdin == Some(crate::event::StdioKind::Pipe)
-                    {
+                    } else if is_decoder(&name, &x.argv) {
+                        decoded_then_shell = recent(&s.shells);
+                        s.decoders.push_back((ppid, now));
+                    } else if is_shell(&name) && x.stdin == Some(crate::event::StdioKind::Pipe) {
                         // Only a shell reading its script from a pipe can be the end of one.
                         download_then_shell = recent(&s.downloads);
+                        decoded_then_shell = recent(&s.decoders);
                         s.shells.push_back((ppid, now));
                     }
-                    for q in [&mut s.downloads, &mut s.shells] {
+                    for q in [&mut s.downloads, &mut s.decoders, &mut s.shells] {
                         while q.len() > 64
                             || q.front()
                                 .is_some_and(|&(_, t)| now.saturating_sub(t) > PIPELINE_WINDOW_NS)
@@ -335,8 +505,7 @@ impl Detector {
                     }
                     written_then_executed = s.written_after_download.contains(&x.filename.0)
                         || x.argv.get(1).is_some_and(|a| {
-                            s.written_after_download.contains(&a.0)
-                                && SHELLS.contains(&name.as_str())
+                            s.written_after_download.contains(&a.0) && is_shell(&name)
                         });
                 }
                 _ => {}
@@ -346,6 +515,7 @@ impl Detector {
             event,
             session: sid.and_then(|s| self.sessions.get(&s)),
             download_then_shell,
+            decoded_then_shell,
             written_then_executed,
         };
         let candidates = self

@@ -82,12 +82,29 @@ pub struct Executable {
 /// process chooses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessExe {
+    /// The executable's canonical path.
     pub path: RawBytes,
+    /// What the content is, whatever its name: the path a package installed this very content
+    /// at (a copy of `/usr/bin/cat` renamed `/tmp/sudo` is `/usr/bin/cat`). `None` for content
+    /// no package installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<RawBytes>,
     pub trust: Trust,
+    /// Trusted to be what its path says: `packaged` (or, on a host without a package database,
+    /// `root_owned`). Only such programs are exempted by name in rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trusted: bool,
 }
 
 impl ProcessExe {
-    pub fn trusted(&self) -> bool {
-        self.trust == Trust::Trusted
+    /// The executable's base name when it is trusted (see [`ProcessExe::trusted`]).
+    pub fn trusted_name(&self) -> Option<&[u8]> {
+        self.trusted.then(|| {
+            self.path
+                .0
+                .rsplit(|&c| c == b'/')
+                .next()
+                .unwrap_or(&self.path.0)
+        })
     }
 }

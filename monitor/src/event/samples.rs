@@ -49,7 +49,7 @@ pub fn sample(t: EventType) -> Event {
                 file: file("/usr/bin/cat"),
                 sha256: Some("ab".repeat(32)),
                 package: Some("coreutils".into()),
-                trust: Trust::Trusted,
+                trust: Trust::Packaged,
             }),
             argv: vec![raw("cat"), raw("/etc/hostname")],
             argv_truncated: false,
@@ -197,8 +197,10 @@ pub fn sample(t: EventType) -> Event {
             cgroup_id: 1,
             comm: RawBytes::from("cat"),
             exe: Some(ProcessExe {
-                path: raw("/usr/bin/cat"),
+                path: raw("/tmp/sudo"),
+                program: Some(raw("/usr/bin/cat")),
                 trust: Trust::Writable,
+                trusted: false,
             }),
             audit_now: Some(AuditIds {
                 loginuid: None,

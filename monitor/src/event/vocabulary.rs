@@ -49,13 +49,17 @@ macro_rules! vocabulary {
 
 vocabulary! {
     /// Whether a program is what its path says: decided by the daemon from the file the kernel
-    /// loaded (owner, mode, the directories above it, the package manager's record of its
-    /// content). A copy or a rename of a program, or a file put over it, is not `trusted`.
+    /// loaded (owner, mode, the directories above it, the package manager's record of the
+    /// content at that path). A copy or a rename of a program, or a file put over it, is never
+    /// `packaged`.
     Trust {
-        /// Owned by root, writable by nobody else, in directories only root can write, and
-        /// (where the package manager records the file) with the content it installed.
-        Trusted = "trusted",
-        /// Its content differs from what the package manager installed at that path.
+        /// The package manager's own file at this path, content unchanged, owned by root and
+        /// writable by nobody else, in directories only root can write.
+        Packaged = "packaged",
+        /// Owned by root, writable by nobody else, in directories only root can write; not a
+        /// file any package installed at this path.
+        RootOwned = "root_owned",
+        /// A package installed a file at this path, and this content is not it.
         PackageMismatch = "package_mismatch",
         /// The file, or a directory above it, is owned or writable by a user other than root.
         Writable = "writable",

@@ -68,12 +68,21 @@ fn may_be_read(open: &crate::event::OpenEvent) -> bool {
     open.access != crate::event::Access::Write && flags & (libc::O_PATH | libc::O_DIRECTORY) == 0
 }
 
+/// Who and what the events' processes and files are: names of users, programs, watched files.
+pub struct Identities {
+    pub users: crate::identity::UserNames,
+    pub programs: crate::program::Programs,
+    pub watched: crate::watched::WatchedInodes,
+}
+
 pub struct Enricher {
     users: crate::identity::UserNames,
+    watched: crate::watched::WatchedInodes,
     tree: crate::identity::ProcessTree,
     cgroups: crate::identity::Cgroups,
     sessions: crate::sessions::SessionTracker,
     pods: crate::identity::PodNames,
+    programs: crate::program::Programs,
     paths: OpenPaths,
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
@@ -90,10 +99,17 @@ impl Enricher {
     pub fn new(
         sessions: crate::sessions::SessionTracker,
         pods: crate::identity::PodNames,
-        users: crate::identity::UserNames,
+        identities: Identities,
         kernel_files: Option<OpenFiles>,
     ) -> Self {
+        let Identities {
+            users,
+            programs,
+            watched,
+        } = identities;
         Enricher {
+            programs,
+            watched,
             kernel_files,
             users,
             tree: crate::identity::ProcessTree::from_proc(),
@@ -127,15 +143,23 @@ impl Enricher {
         }
         let comm = &event.process.comm;
         self.tree.observe(tgid, event.process.ppid, || comm.lossy());
-        match &mut event.body {
-            EventBody::Fork(f) => self.tree.fork(tgid, f.child_pid),
+        event.process.exe = match &mut event.body {
+            EventBody::Fork(f) => {
+                self.tree.fork(tgid, f.child_pid);
+                self.programs.fork(tgid, f.child_pid);
+                self.programs.of(tgid)
+            }
             EventBody::Exec(x) => {
                 self.tree
                     .exec(tgid, event.process.ppid, &x.filename.lossy());
                 x.ancestry = self.tree.ancestry(tgid);
+                Some(match x.exe.as_mut() {
+                    Some(exe) => self.programs.exec(tgid, exe),
+                    None => self.programs.exec_unknown(tgid, &x.filename),
+                })
             }
-            _ => {}
-        }
+            _ => self.programs.of(tgid),
+        };
         let tree = &mut self.tree;
         let ev = &event;
         self.sessions.before(
@@ -146,6 +170,18 @@ impl Enricher {
             },
             out,
         );
+        if let EventBody::Open(open) = &mut event.body {
+            // A watched file reached under another name (a hard link) is known as itself.
+            if let Some(name) = open
+                .file
+                .as_ref()
+                .and_then(|f| self.watched.name(&f.dev, f.ino))
+            {
+                if *name != open.path {
+                    open.path = name.clone();
+                }
+            }
+        }
         match &mut event.body {
             // Paths are kept for the opens whose read volume the kernel follows: only those
             // come back as file_read reports.
@@ -170,6 +206,7 @@ impl Enricher {
             }
             EventBody::Exit(_) => {
                 self.tree.exit(tgid);
+                self.programs.exit(tgid);
                 let fds = self.open_fds.remove(&tgid).unwrap_or_default();
                 let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
                 self.flush(keys, &event, ReadVolumeReason::Exit, out);
@@ -224,6 +261,7 @@ impl Enricher {
     /// Flushes what the kernel holds for processes that no longer exist.
     fn sweep(&mut self, out: &mut Vec<Event>) {
         self.tree.prune();
+        self.watched.refresh_if_due();
         let Some(keys) = self.kernel_files.as_ref().map(OpenFiles::keys) else {
             return;
         };
@@ -276,9 +314,9 @@ pub async fn run(
     stats: Arc<PipelineStats>,
     sessions: crate::sessions::SessionTracker,
     pods: crate::identity::PodNames,
-    users: crate::identity::UserNames,
+    identities: Identities,
 ) -> anyhow::Result<()> {
-    let mut enricher = Enricher::new(sessions, pods, users, Some(kernel_files));
+    let mut enricher = Enricher::new(sessions, pods, identities, Some(kernel_files));
     let mut out = Vec::new();
     let mut batch = Vec::with_capacity(BATCH);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);

@@ -179,8 +179,16 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let enrich_health = health.clone();
     let enrich_stats = stats.clone();
     let users = crate::identity::UserNames::new(config.identity.host_etc.clone());
+    let sensitive_paths = config.detection.baseline.sensitive_paths.clone();
+    let host_root = config.identity.host_root.clone();
     let enrich = tokio::task::spawn_blocking(move || {
         enrich_health.track_blocking("enrich", || {
+            // Both read the host's files at start: on this thread, not a runtime worker.
+            let identities = enrich::Identities {
+                users,
+                programs: crate::program::Programs::for_host(host_root.clone()),
+                watched: crate::watched::WatchedInodes::new(sensitive_paths, host_root),
+            };
             runtime.block_on(enrich::run(
                 capture_rx,
                 detect_tx,
@@ -188,7 +196,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
                 enrich_stats,
                 session_tracker,
                 pod_names,
-                users,
+                identities,
             ))
         })
     });

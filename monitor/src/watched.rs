@@ -1,0 +1,178 @@
+//! Watched names of inodes (enrich stage): the files the sensitive-path list names, by device
+//! and inode, so that the same file reached under another name is still known as itself.
+//!
+//! The kernel's walk of an opened file resolves symlinks, `..`, directory fds and bind mounts,
+//! but a hard link is a second name of equal standing: `ln /etc/shadow /var/tmp/notes` and
+//! reading `/var/tmp/notes` opens `/etc/shadow`'s inode under a path no list names. Keeping the
+//! inodes of the watched files turns that open back into `/etc/shadow`.
+//!
+//! The list is made by looking at the files (through `identity.host_root`, the host's root even
+//! when the daemon runs in a container), bounded per pattern, and made again every
+//! [`REFRESH_EVERY`]: a file replaced by rename (how `passwd` writes `/etc/shadow`) has a new
+//! inode. A hard link made to a file after a refresh and read before the next is missed; the
+//! read is still reported under its own path.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    detect::baseline::PathPattern,
+    event::{stat_dev, RawBytes},
+};
+
+/// How often the inodes are looked up again.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// Files taken per pattern (a directory pattern such as `/root/` may hold many).
+const MAX_PER_PATTERN: usize = 2048;
+/// Directory depth walked under a directory pattern.
+const MAX_DEPTH: usize = 4;
+
+pub struct WatchedInodes {
+    patterns: Vec<String>,
+    host_root: PathBuf,
+    names: HashMap<(String, u64), RawBytes>,
+    refreshed: Option<Instant>,
+}
+
+impl WatchedInodes {
+    pub fn new(patterns: Vec<String>, host_root: PathBuf) -> WatchedInodes {
+        let mut w = WatchedInodes {
+            patterns,
+            host_root,
+            names: HashMap::new(),
+            refreshed: None,
+        };
+        w.refresh();
+        w
+    }
+
+    /// The watched name of inode `(dev, ino)`, if it is a watched file.
+    pub fn name(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
+        self.names.get(&(dev.to_string(), ino))
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Looks the files up again when [`REFRESH_EVERY`] has passed.
+    pub fn refresh_if_due(&mut self) {
+        if self.refreshed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+            self.refresh();
+        }
+    }
+
+    pub fn refresh(&mut self) {
+        let mut names = HashMap::new();
+        for pattern in &self.patterns {
+            let roots: Vec<String> = match PathPattern::parse(pattern) {
+                PathPattern::Prefix(p) => vec![p.to_string()],
+                // `*/.ssh/`: in every home directory.
+                PathPattern::Fragment(f) => homes(&self.host_root)
+                    .into_iter()
+                    .map(|h| format!("{h}{f}"))
+                    .collect(),
+            };
+            let mut taken = 0;
+            for root in roots {
+                self.collect(&root, 0, &mut taken, &mut names);
+            }
+        }
+        self.names = names;
+        self.refreshed = Some(Instant::now());
+    }
+
+    fn collect(
+        &self,
+        path: &str,
+        depth: usize,
+        taken: &mut usize,
+        names: &mut HashMap<(String, u64), RawBytes>,
+    ) {
+        if *taken >= MAX_PER_PATTERN {
+            return;
+        }
+        let on_host = self.host_root.join(path.trim_start_matches('/'));
+        // Not followed: a symlink in a watched directory names another file, which the kernel's
+        // walk reports under its own path.
+        let Ok(meta) = std::fs::symlink_metadata(&on_host) else {
+            return;
+        };
+        if meta.is_file() {
+            *taken += 1;
+            names.insert(
+                (stat_dev(meta.dev()), meta.ino()),
+                RawBytes::from(path.trim_end_matches('/')),
+            );
+        } else if meta.is_dir() && depth < MAX_DEPTH {
+            let Ok(entries) = std::fs::read_dir(&on_host) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let child = format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy());
+                self.collect(&child, depth + 1, taken, names);
+            }
+        }
+    }
+}
+
+/// Home directories on the host (`/root` and those in its passwd), as host paths.
+fn homes(host_root: &Path) -> Vec<String> {
+    let mut out = vec!["/root".to_string()];
+    if let Ok(passwd) = std::fs::read_to_string(host_root.join("etc/passwd")) {
+        for line in passwd.lines() {
+            if let Some(home) = line.split(':').nth(5) {
+                if home.starts_with('/') && home != "/" && !out.iter().any(|h| h == home) {
+                    out.push(home.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hard link to a watched file is known by the watched name; a file outside the list is
+    /// not.
+    #[test]
+    fn a_hard_link_to_a_watched_file_has_its_name() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc/ssh")).unwrap();
+        std::fs::write(root.path().join("etc/shadow"), "root:x").unwrap();
+        std::fs::write(root.path().join("etc/ssh/ssh_host_ed25519_key"), "key").unwrap();
+        std::fs::write(root.path().join("etc/motd"), "hi").unwrap();
+        std::fs::hard_link(root.path().join("etc/shadow"), root.path().join("notes")).unwrap();
+        let watched = WatchedInodes::new(
+            vec!["/etc/shadow".into(), "/etc/ssh/".into()],
+            root.path().to_path_buf(),
+        );
+        let id = |p: &str| {
+            let m = std::fs::metadata(root.path().join(p)).unwrap();
+            (stat_dev(m.dev()), m.ino())
+        };
+        let (dev, ino) = id("notes");
+        assert_eq!(
+            watched.name(&dev, ino),
+            Some(&RawBytes::from("/etc/shadow"))
+        );
+        let (dev, ino) = id("etc/ssh/ssh_host_ed25519_key");
+        assert_eq!(
+            watched.name(&dev, ino),
+            Some(&RawBytes::from("/etc/ssh/ssh_host_ed25519_key"))
+        );
+        let (dev, ino) = id("etc/motd");
+        assert_eq!(watched.name(&dev, ino), None);
+    }
+}
