@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     let dir = tempfile::tempdir().expect("tempdir");
     let fixtures = Fixtures::start(dir.path());
     let attacks = fixtures.attacks(true);
+    let evasions = fixtures.evasions();
     let benign = fixtures.benign(benign_count);
     let spool = dir.path().join("spool");
     let daemon = match Daemon::start_with_spool(Some(&spool), "") {
@@ -54,6 +55,10 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     for (i, s) in attacks.iter().enumerate() {
         login_session(&helper, base + i as u32, &fixtures.home, &s.script);
+    }
+    let evasion_base = base + 5_000;
+    for (i, e) in evasions.iter().enumerate() {
+        login_session(&helper, evasion_base + i as u32, &fixtures.home, &e.scenario.script);
     }
     let benign_base = base + 10_000;
     for (i, script) in benign.iter().enumerate() {
@@ -132,6 +137,46 @@ fn main() -> ExitCode {
             }
         );
     }
+    // The evasion suite, per class: the alert, its technique and the canonical path it names.
+    let mut classes: BTreeMap<&str, (usize, usize, Vec<String>)> = BTreeMap::new();
+    for (i, e) in evasions.iter().enumerate() {
+        let row = classes.entry(e.class.name()).or_default();
+        row.0 += 1;
+        let mine: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| uid(a) == evasion_base + i as u32)
+            .copied()
+            .collect();
+        let caught = mine.iter().any(|a| {
+            a["rule"] == e.scenario.rule
+                && a["technique"] == e.scenario.technique
+                && e.path
+                    .is_none_or(|p| a["evidence"].as_str().is_some_and(|ev| ev.contains(p)))
+        }) && e.also.is_none_or(|r| mine.iter().any(|a| a["rule"] == r));
+        if caught {
+            row.1 += 1;
+        } else {
+            row.2.push(e.scenario.name.clone());
+        }
+    }
+    println!("\n{:<34} {:>9} {:>9} {:>7}", "EVASION CLASS", "VARIANTS", "DETECTED", "RATE");
+    let (mut variants, mut evaded_caught) = (0, 0);
+    for (class, (n, caught, missed)) in &classes {
+        variants += n;
+        evaded_caught += caught;
+        println!(
+            "{:<34} {:>9} {:>9} {:>6.0}%{}",
+            class,
+            n,
+            caught,
+            *caught as f64 * 100.0 / (*n).max(1) as f64,
+            if missed.is_empty() {
+                String::new()
+            } else {
+                format!("   missed: {}", missed.join(", "))
+            }
+        );
+    }
     let fp100 = per100(fp_total);
     println!(
         "\n{} attack scenarios, {} detected ({:.1}%); {} benign sessions ({} commands), {} false-positive alerts ({:.2} per 100); {:.1} s",
@@ -154,11 +199,13 @@ fn main() -> ExitCode {
             "benign_commands": benign_commands,
             "false_positive_alerts": fp_total,
             "false_positives_per_100": fp100,
+            "evasion_variants": variants,
+            "evasion_detected": evaded_caught,
         })
     );
-    let ok = detected == scenarios && fp100 <= 1.0;
+    let ok = detected == scenarios && evaded_caught == variants && fp100 <= 1.0;
     println!(
-        "targets (every scenario detected, <= 1 false positive per 100 benign sessions): {}",
+        "targets (every scenario and evasion variant detected, <= 1 false positive per 100 benign sessions): {}",
         if ok { "met" } else { "MISSED" }
     );
     if ok {
