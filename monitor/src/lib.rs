@@ -14,6 +14,7 @@ pub mod identity;
 pub mod kernel;
 pub mod kube_api;
 pub mod pipeline;
+pub mod present;
 pub mod program;
 pub mod progress;
 pub mod query;

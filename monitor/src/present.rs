@@ -67,6 +67,20 @@ pub fn shell_word(text: &str) -> String {
     }
 }
 
+/// `text` with everything that would act on a terminal shown as escapes, line breaks and tabs
+/// kept: for whole outputs (a listing, a report page) whose fields were not escaped one by one.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_shown(c) || c == '\n' || c == '\t' {
+            out.push(c);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    out
+}
+
 /// True when `text` would act on a terminal or hide how it reads: what a hostile-string test
 /// asserts no CLI output contains.
 pub fn drives_terminal(text: &str) -> bool {
@@ -81,7 +95,10 @@ mod tests {
     fn controls_bidi_and_bad_bytes_are_shown_not_obeyed() {
         let hostile = b"a\x1b]52;c;ZXZpbA==\x07b\xe2\x80\xaec\x9bd\xff\"q'\\";
         let shown = terminal_text(hostile);
-        assert_eq!(shown, "a\\u{1b}]52;c;ZXZpbA==\\u{7}b\\u{202e}c\\x9bd\\xff\"q'\\");
+        assert_eq!(
+            shown,
+            "a\\u{1b}]52;c;ZXZpbA==\\u{7}b\\u{202e}c\\x9bd\\xff\"q'\\"
+        );
         assert!(!drives_terminal(&shown));
         assert!(drives_terminal("x\u{1b}[2J"));
         assert!(drives_terminal("x\u{2066}y"));

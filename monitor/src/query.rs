@@ -291,8 +291,7 @@ pub struct Timeline {
 }
 
 fn bytes_text(b: &crate::event::RawBytes) -> String {
-    // Shown in a terminal: escape control characters so recorded data cannot drive it.
-    b.lossy().escape_debug().to_string()
+    crate::present::terminal_text(b.as_bytes())
 }
 
 /// The process tree of a timeline: each process with the commands it ran, children indented.

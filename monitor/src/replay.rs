@@ -407,14 +407,24 @@ pub fn schedule(frames: &[Frame], opts: &PlayOptions) -> Vec<Duration> {
         .collect()
 }
 
-/// Marker line as drawn in replay: on a line of its own, in reverse video.
+/// Undoes what recorded output may have left set, so that what follows is seen as written:
+/// attributes (invisible text, colours), the character set (DEC line drawing turns letters into
+/// lines), insert mode, origin mode and the scroll region.
+const RESET_DRAWING: &[u8] = b"\x1b[0m\x1b(B\x0f\x1b[4l\x1b[?6l\x1b[r";
+
+/// What replay leaves the viewer's terminal as: every drawing mode recorded output may set (see
+/// `DRAWING_PRIVATE_MODES`) back to its default, the main screen, the cursor shown.
+pub const RESTORE_TERMINAL: &[u8] =
+    b"\x1b[0m\x1b(B\x0f\x1b[4l\x1b[r\x1b[?5l\x1b[?6l\x1b[?7h\x1b[?12l\x1b[?47l\x1b[?1047l\x1b[?1049l\x1b[?25h";
+
+/// Marker line as drawn in replay: on a line of its own, in reverse video, after a reset of
+/// everything the recording may have set, so recorded output cannot hide or disguise it.
 fn marker_line(text: &str) -> Vec<u8> {
-    // The text is ours but holds recorded argv and paths: only printable characters go out.
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    format!("\r\n\x1b[7m[vigil {clean}]\x1b[0m\r\n").into_bytes()
+    // The text is ours but holds recorded argv and paths: shown, never obeyed.
+    let clean = crate::present::terminal_str(text);
+    let mut line = RESET_DRAWING.to_vec();
+    line.extend_from_slice(format!("\r\n\x1b[7m[vigil {clean}]\x1b[0m\r\n").as_bytes());
+    line
 }
 
 /// Plays a recording to `out`, made safe, in real time (scaled).
@@ -454,6 +464,7 @@ pub fn play(rec: &Recording, opts: &PlayOptions, out: &mut impl Write) -> std::i
             list.join(", ")
         )))?;
     }
+    out.write_all(RESTORE_TERMINAL)?;
     out.flush()
 }
 

@@ -63,8 +63,10 @@ fn anchor(s: &SessionSummary) -> String {
     )
 }
 
+use crate::present::shell_word;
+
 fn text(b: &crate::event::RawBytes) -> String {
-    b.lossy()
+    crate::present::terminal_text(b.as_bytes())
 }
 
 /// What a privileged session did, from its events.
@@ -210,7 +212,7 @@ pub fn render_html(r: &Report) -> String {
                             tr { th { "Time" } td { (s.summary.first) " to " (s.summary.ended.clone().unwrap_or_else(|| s.summary.last.clone())) } }
                             tr { th { "Activity" } td { (s.summary.counts.commands) " commands, " (s.summary.counts.files_opened) " files opened, " (s.summary.counts.bytes_read) " bytes read, " (s.summary.counts.connections) " connections, " (s.summary.counts.privilege_changes) " privilege changes" } }
                             tr { th { "Risk" } td { (risk(s)) } }
-                            tr { th { "Replay" } td { code.replay { "vigil replay " (s.summary.key) } " or " code.replay { "vigil export " (s.summary.key) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
+                            tr { th { "Replay" } td { code.replay { "vigil replay " (shell_word(&s.summary.key)) } " or " code.replay { "vigil export " (shell_word(&s.summary.key)) " --format asciicast -o session-" (s.summary.session) ".cast" } } }
                         }
                         h3 { "Commands run as root" }
                         @if s.root_commands.is_empty() { p.none { "none" } } @else {
@@ -235,7 +237,9 @@ pub fn render_html(r: &Report) -> String {
             }
         }
     };
-    page.into_string()
+    // maud escapes HTML; what it leaves (controls, bidi overrides that make `gpj.exe` read
+    // `exe.jpg`, zero-width characters) is shown as escapes, in every field at once.
+    crate::present::visible(&page.into_string())
 }
 
 /// The nearest processes above a command: enough to see sudo or su, not the whole host tree.

@@ -47,7 +47,11 @@ pub fn run(a: AnomaliesArgs) -> CliResult {
         let known: Vec<&str> = QUERIES.iter().map(|q| q.kind).collect();
         return Err(CliError::bad(
             "--kind",
-            format!("{}: not one of {}", k.escape_debug(), known.join(", ")),
+            format!(
+                "{}: not one of {}",
+                vigil::present::terminal_str(k),
+                known.join(", ")
+            ),
         ));
     }
     if a.sql {
@@ -66,7 +70,12 @@ pub fn run(a: AnomaliesArgs) -> CliResult {
     }
     let now = now_ns();
     let learning_ns = humantime::parse_duration(&a.learning)
-        .map_err(|e| CliError::bad("--learning", format!("{}: {e}", a.learning.escape_debug())))?
+        .map_err(|e| {
+            CliError::bad(
+                "--learning",
+                format!("{}: {e}", vigil::present::terminal_str(&a.learning)),
+            )
+        })?
         .as_nanos()
         .min(i64::MAX as u128) as i64;
     let params = AnomalyParams {
@@ -99,10 +108,10 @@ pub fn run(a: AnomaliesArgs) -> CliResult {
         println!(
             "{:<30}  {:<16} {:<20} {:<40} {}",
             vigil::decode::rfc3339(r.first_seen),
-            r.user.escape_debug(),
+            vigil::present::terminal_str(&r.user),
             r.kind,
-            r.value.escape_debug(),
-            r.detail.escape_debug()
+            vigil::present::terminal_str(&r.value),
+            vigil::present::terminal_str(&r.detail)
         );
     }
     Ok(())

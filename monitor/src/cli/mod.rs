@@ -235,9 +235,9 @@ pub fn resolve_user(arg: &str) -> Result<u32, CliError> {
     }
     match nix::unistd::User::from_name(arg) {
         Ok(Some(user)) => Ok(user.uid.as_raw()),
-        Ok(None) => Err(CliError::NoSuchUser(arg.escape_debug().to_string())),
+        Ok(None) => Err(CliError::NoSuchUser(vigil::present::terminal_str(arg))),
         Err(source) => Err(CliError::UserLookup {
-            name: arg.escape_debug().to_string(),
+            name: vigil::present::terminal_str(arg),
             source,
         }),
     }
@@ -295,7 +295,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vigil: {e}");
+            // An error may quote what it could not read (a session id, a stored value).
+            eprintln!("vigil: {}", vigil::present::visible(&e.to_string()));
             ExitCode::from(2)
         }
     }

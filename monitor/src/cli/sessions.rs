@@ -54,14 +54,14 @@ fn origin_text(s: &SessionSummary) -> String {
 
 fn ancestry_text(a: &[Ancestor]) -> String {
     a.iter()
-        .map(|x| x.name.escape_debug().to_string())
+        .map(|x| cell(&x.name))
         .collect::<Vec<_>>()
         .join(" → ")
 }
 
 /// A recorded name for a table cell: escaped, since it came from a monitored host.
 fn cell(s: &str) -> String {
-    s.escape_debug().to_string()
+    vigil::present::terminal_str(s)
 }
 
 pub fn list(a: SessionsArgs) -> CliResult {
@@ -125,7 +125,7 @@ pub fn list(a: SessionsArgs) -> CliResult {
         ));
     }
     for line in lines {
-        writeln!(out, "{line}").map_err(CliError::output("listing"))?;
+        writeln!(out, "{}", vigil::present::visible(&line)).map_err(CliError::output("listing"))?;
     }
     Ok(())
 }
@@ -216,12 +216,12 @@ pub fn alerts(a: AlertsArgs) -> CliResult {
             al.session_risk,
             cell(&al.rule),
             // The evidence quotes recorded data: keep control characters off the terminal.
-            al.evidence.escape_debug()
+            cell(&al.evidence)
         ));
     }
     let mut out = std::io::stdout().lock();
     for line in lines {
-        writeln!(out, "{line}").map_err(CliError::output("listing"))?;
+        writeln!(out, "{}", vigil::present::visible(&line)).map_err(CliError::output("listing"))?;
     }
     Ok(())
 }
@@ -323,7 +323,8 @@ pub fn show(a: SessionArgs) -> CliResult {
     }
     let mut out = std::io::stdout().lock();
     for line in o {
-        writeln!(out, "{line}").map_err(CliError::output("timeline"))?;
+        writeln!(out, "{}", vigil::present::visible(&line))
+            .map_err(CliError::output("timeline"))?;
     }
     Ok(())
 }

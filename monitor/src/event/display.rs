@@ -6,15 +6,16 @@ use std::fmt::{self, Write as _};
 use super::{Event, EventBody, RawBytes};
 
 fn bytes_text(b: &RawBytes) -> String {
-    // Shown in a terminal: escape control characters so recorded data cannot drive it.
-    b.lossy().escape_debug().to_string()
+    crate::present::terminal_text(b.as_bytes())
 }
 
 impl fmt::Display for Event {
     /// One line describing the event for people. Recorded bytes are escaped: the line goes to
     /// terminals, and what a process wrote or named must not drive them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&line(self))
+        // Fields the daemon copied from elsewhere (user and host names, SSH fields, titles,
+        // a stored alert's evidence) are recorded data too: the whole line is made safe.
+        f.write_str(&crate::present::terminal_str(&line(self)))
     }
 }
 

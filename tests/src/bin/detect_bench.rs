@@ -58,7 +58,12 @@ fn main() -> ExitCode {
     }
     let evasion_base = base + 5_000;
     for (i, e) in evasions.iter().enumerate() {
-        login_session(&helper, evasion_base + i as u32, &fixtures.home, &e.scenario.script);
+        login_session(
+            &helper,
+            evasion_base + i as u32,
+            &fixtures.home,
+            &e.scenario.script,
+        );
     }
     let benign_base = base + 10_000;
     for (i, script) in benign.iter().enumerate() {
@@ -159,7 +164,10 @@ fn main() -> ExitCode {
             row.2.push(e.scenario.name.clone());
         }
     }
-    println!("\n{:<34} {:>9} {:>9} {:>7}", "EVASION CLASS", "VARIANTS", "DETECTED", "RATE");
+    println!(
+        "\n{:<34} {:>9} {:>9} {:>7}",
+        "EVASION CLASS", "VARIANTS", "DETECTED", "RATE"
+    );
     let (mut variants, mut evaded_caught) = (0, 0);
     for (class, (n, caught, missed)) in &classes {
         variants += n;
