@@ -393,14 +393,25 @@ impl ClickHouse {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Stops it (SIGTERM) and waits.
+    /// Stops it (SIGTERM) and waits, at most 30 s: the endpoint can deadlock inside chdb while
+    /// it closes with a query in flight; it is then killed (said on stderr), as a crashed server
+    /// would be, which the tests that restart it on the same data must survive anyway.
     pub fn stop(mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             )?;
-            child.wait()?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while child.try_wait()?.is_none() {
+                if std::time::Instant::now() > deadline {
+                    eprintln!("chdb endpoint did not stop within 30 s of SIGTERM: killed");
+                    let _ = child.kill();
+                    child.wait()?;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         Ok(())
     }

@@ -113,6 +113,11 @@ struct Monitor {
 
 impl Monitor {
     fn start(dir: &Path) -> Result<Monitor> {
+        Monitor::start_with(dir, "")
+    }
+
+    /// Starts the daemon with `extra` YAML appended to the bench's configuration.
+    fn start_with(dir: &Path, extra: &str) -> Result<Monitor> {
         let events = dir.join("events.jsonl");
         let ready = dir.join("ready");
         let _ = std::fs::remove_file(&events);
@@ -121,7 +126,7 @@ impl Monitor {
         std::fs::write(
             &config,
             format!(
-                "output:\n  stdout: false\n  file: {}\nspool:\n  dir: {}\nmetrics:\n  listen: null\nlog:\n  level: warn\n",
+                "output:\n  stdout: false\n  file: {}\nspool:\n  dir: {}\nmetrics:\n  listen: null\nlog:\n  level: warn\n{extra}",
                 events.display(),
                 dir.join("spool").display()
             ),
@@ -236,6 +241,13 @@ fn captured(events: &[serde_json::Value], storm: &str, file: &str, port: u16) ->
     .count() as u64
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Off = 0,
+    On = 1,
+    NoWalk = 2,
+}
+
 fn overhead(rounds: usize, scale: f64) -> Result<()> {
     if !nix_is_root() {
         bail!("the overhead benchmark loads the kernel programs: run it as root");
@@ -294,30 +306,38 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
     for w in &workloads {
         storm(Context::Unmonitored, w, w.count / 10 + 1, &target_of(w))?;
     }
+    // A third phase runs the monitor without the kernel's path walks (capture.canonical_paths
+    // off), so the cost of canonical paths is measured side by side with everything else.
+    let mut walk_ratios = vec![vec![Vec::new(); 2]; workloads.len()];
     for round in 0..rounds {
-        // Alternate which phase goes first, so drift over time does not favour one.
-        let phases: [bool; 2] = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
+        // Rotate which phase goes first, so drift over time does not favour one.
+        let phases: [Phase; 3] = match round % 3 {
+            0 => [Phase::Off, Phase::On, Phase::NoWalk],
+            1 => [Phase::On, Phase::NoWalk, Phase::Off],
+            _ => [Phase::NoWalk, Phase::Off, Phase::On],
         };
-        let mut times = vec![[[0.0f64; 2]; 2]; workloads.len()]; // [w][ctx][on]
-        for on in phases {
-            let monitor = if on {
-                Some(Monitor::start(&dir)?)
-            } else {
-                None
+        let mut times = vec![[[0.0f64; 3]; 2]; workloads.len()]; // [w][ctx][phase]
+        for phase in phases {
+            let monitor = match phase {
+                Phase::Off => None,
+                Phase::On => Some(Monitor::start(&dir)?),
+                Phase::NoWalk => Some(Monitor::start_with(
+                    &dir,
+                    "capture:\n  canonical_paths: false\n",
+                )?),
             };
             for (wi, w) in workloads.iter().enumerate() {
                 for (ci, ctx) in contexts.iter().enumerate() {
-                    times[wi][ci][on as usize] = storm(*ctx, w, w.count, &target_of(w))?;
+                    times[wi][ci][phase as usize] = storm(*ctx, w, w.count, &target_of(w))?;
                 }
             }
             if let Some(m) = monitor {
                 let events = m.stop()?;
-                for (wi, w) in workloads.iter().enumerate() {
-                    captured_total[wi] += captured(&events, w.storm, &file, port);
-                    expected_total[wi] += w.count;
+                if phase == Phase::On {
+                    for (wi, w) in workloads.iter().enumerate() {
+                        captured_total[wi] += captured(&events, w.storm, &file, port);
+                        expected_total[wi] += w.count;
+                    }
                 }
                 unmonitored_leaks += events
                     .iter()
@@ -327,15 +347,17 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         }
         for (wi, w) in workloads.iter().enumerate() {
             for ci in 0..2 {
-                let [off, on] = times[wi][ci];
+                let [off, on, no_walk] = times[wi][ci];
                 eprintln!(
-                    "  {:<10} {:<11} off {:>8.4} s  on {:>8.4} s",
+                    "  {:<10} {:<11} off {:>8.4} s  on {:>8.4} s  on without path walks {:>8.4} s",
                     w.name,
                     if ci == 0 { "monitored" } else { "unmonitored" },
                     off,
-                    on
+                    on,
+                    no_walk
                 );
                 ratios[wi][ci].push(on / off);
+                walk_ratios[wi][ci].push(no_walk / off);
             }
         }
         eprintln!("round {}/{rounds} done", round + 1);
@@ -369,6 +391,25 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             captured_total[wi],
             expected_total[wi],
             if ok { "ok" } else { "MISSED" }
+        );
+    }
+    println!(
+        "\nthe same without the kernel's path walks (capture.canonical_paths: false), same rounds:"
+    );
+    println!(
+        "{:<11} {:>14} {:>16} {:>22}",
+        "workload", "monitored", "unmonitored", "walks cost (monitored)"
+    );
+    for (wi, w) in workloads.iter().enumerate() {
+        let with = median(&mut ratios[wi][0].clone());
+        let m = median(&mut walk_ratios[wi][0]);
+        let u = median(&mut walk_ratios[wi][1]);
+        println!(
+            "{:<11} {:>14.3} {:>16.3} {:>21.1}%",
+            w.name,
+            m,
+            u,
+            (with / m - 1.0) * 100.0
         );
     }
     println!("events from unmonitored processes: {unmonitored_leaks} (expected 0)");
