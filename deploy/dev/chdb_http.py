@@ -364,12 +364,6 @@ def main():
 
     def stop(*_):
         threading.Thread(target=server.shutdown, daemon=True).start()
-        # Closing the chdb session waits for queries in flight, and can wait forever when one
-        # is stuck inside chdb: give them 10 s, then leave as a crashed server would (inserts
-        # that did not finish are retried by the client; finished ones are on disk).
-        deadline = threading.Timer(10, lambda: os._exit(0))
-        deadline.daemon = True
-        deadline.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -273,10 +273,15 @@ impl Programs {
             Some((sha, md5)) => (Some(sha.clone()), Some(*md5)),
             None => (None, None),
         };
-        let program = md5
-            .and_then(|d| self.packages.by_md5.get(&d))
-            .map(|p| RawBytes(p.clone()));
         let installed = self.packages.by_path.get(&file.path.0);
+        // The package's own file at its own path is itself (pkill and pgrep share one content);
+        // a copy elsewhere is the path the package installed that content at.
+        let program = match (installed, md5) {
+            (Some(i), Some(d)) if i.md5 == d => Some(file.path.clone()),
+            _ => md5
+                .and_then(|d| self.packages.by_md5.get(&d))
+                .map(|p| RawBytes(p.clone())),
+        };
         let trust = if file.deleted {
             Trust::Deleted
         } else if md5.is_none() || file.truncated {

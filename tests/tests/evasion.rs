@@ -136,5 +136,13 @@ fn every_evasion_variant_is_detected_with_its_canonical_path() {
         .expect("the copy's exec");
     assert_eq!(exec["process"]["exe"]["program"], "/usr/bin/cat", "{exec}");
     assert_ne!(exec["exe"]["trust"], "packaged");
+    // While the packaged program itself is trusted (its content checked against dpkg's record,
+    // the kernel's inode and change time matched): what exemptions rely on.
+    let cat = of_type(&events, "exec")
+        .into_iter()
+        .find(|x| x["process"]["loginuid"] == symlink_uid && x["exe"]["path"] == "/usr/bin/cat")
+        .expect("the symlink session's cat");
+    assert_eq!(cat["exe"]["trust"], "packaged", "{cat}");
+    assert_eq!(cat["process"]["exe"]["trusted"], true);
     assert_eq!(exec["exe"]["sha256"].as_str().map(str::len), Some(64));
 }

@@ -22,8 +22,9 @@ use expr::{Fields, Value};
 use fields::Field;
 use rules::LiveRules;
 
-/// Programs that run the applet argv[0] names.
-const MULTI_CALL: &[&str] = &["busybox", "toybox"];
+/// Programs that run the applet argv[0] names (procps' `pgrep` is also `pkill` and `pidwait`,
+/// through symlinks the kernel resolves to it).
+const MULTI_CALL: &[&str] = &["busybox", "toybox", "pgrep"];
 
 /// What a process's program is called by its identity (`process.name`): the base name of the
 /// packaged path its content is, else of its executable, else (nothing known) its `comm`. At
