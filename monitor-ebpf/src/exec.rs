@@ -41,18 +41,26 @@ pub fn on_execve_enter(nr: u32) {
 #[tracepoint]
 pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     let old_pid: u32 = unsafe { ctx.read_at::<i32>(tp_layout!(exec_old_pid)) }.unwrap_or(0) as u32;
+    emit_exec(&ctx, old_pid);
+    // After the exec record: the daemon then knows the program that gained the ids (a trusted
+    // sudo is told apart from a copy) when it sees the change.
     if let Some((task, _)) = scope::check(kind::PRIV) {
         exec_priv_change(task, old_pid);
     }
+    0
+}
+
+#[inline(always)]
+fn emit_exec(ctx: &TracePointContext, old_pid: u32) {
     let Some((task, policy)) = scope::check(kind::EXEC) else {
-        return 0;
+        return;
     };
     let Some(rec) = scratch(&EXEC_SCRATCH) else {
-        return 0;
+        return;
     };
     let mut flags = 0u32;
     let Some(mut tail) = Tail::<{ EXEC_PREFIX_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
-        return 0;
+        return;
     };
 
     // filename: __data_loc (offset in the low 16 bits) into the tracepoint record.
@@ -158,7 +166,6 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         Ok(()) => count(kind::EXEC, counter::EMITTED),
         Err(_) => count(kind::EXEC, counter::LOST),
     }
-    0
 }
 
 /// What `fd` of `task` is, from its inode's file type.
