@@ -234,6 +234,16 @@ pub struct PathWalk {
     pub _pad: u16,
 }
 
+impl PathWalk {
+    /// Nothing was walked (no file, no mm, canonical paths off).
+    pub const UNAVAILABLE: PathWalk = PathWalk {
+        len: 0,
+        root_at: 0,
+        flags: path_flag::UNAVAILABLE,
+        _pad: 0,
+    };
+}
+
 /// [`PathWalk::flags`].
 pub mod path_flag {
     /// Deeper or longer than the bounds: the outermost components are missing.

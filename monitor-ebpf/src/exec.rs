@@ -103,12 +103,7 @@ fn emit_exec(ctx: &TracePointContext, old_pid: u32) {
         rec.exe_path = tail.path(exe_file.wrapping_add(koff!(file_path)), process_root(task));
     } else {
         rec.exe = FileId::default();
-        rec.exe_path = PathWalk {
-            len: 0,
-            root_at: 0,
-            flags: path_flag::UNAVAILABLE,
-            _pad: 0,
-        };
+        rec.exe_path = PathWalk::UNAVAILABLE;
     }
 
     // argv: the new image's argument area, NUL-separated, copied in one read.

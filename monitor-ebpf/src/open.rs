@@ -77,12 +77,7 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     };
     if opened.is_null() {
         rec.file = FileId::default();
-        rec.file_path = PathWalk {
-            len: 0,
-            root_at: 0,
-            flags: path_flag::UNAVAILABLE,
-            _pad: 0,
-        };
+        rec.file_path = PathWalk::UNAVAILABLE;
     } else {
         rec.file = file_id(opened);
         rec.file_path = tail.path(opened.wrapping_add(koff!(file_path)), process_root(task));

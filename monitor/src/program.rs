@@ -25,7 +25,7 @@ use std::{
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use crate::event::{stat_dev, Executable, FileIdentity, ProcessExe, RawBytes, Trust};
+use crate::event::{ctime_ns, stat_dev, Executable, FileIdentity, ProcessExe, RawBytes, Trust};
 
 /// Programs larger than this are not hashed (`unverified`): hashing runs on the enrich thread.
 const MAX_HASHED_BYTES: u64 = 256 * 1024 * 1024;
@@ -233,18 +233,8 @@ impl Programs {
         if deleted {
             path.truncate(path.len() - b" (deleted)".len());
         }
-        let file = FileIdentity {
-            path: RawBytes(path),
-            root_path: None,
-            dev: stat_dev(meta.dev()),
-            ino: meta.ino(),
-            uid: meta.uid(),
-            mode: meta.mode(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-            deleted: deleted || meta.nlink() == 0,
-            truncated: false,
-            outside_root: false,
-        };
+        let mut file = FileIdentity::from_metadata(RawBytes(path), &meta);
+        file.deleted |= deleted;
         let v = self.verdict(pid, &file);
         Some(self.process_exe(file.path, v.program, v.trust))
     }
@@ -319,7 +309,7 @@ impl Programs {
             };
             let same = stat_dev(meta.dev()) == file.dev
                 && meta.ino() == file.ino
-                && meta.ctime() * 1_000_000_000 + meta.ctime_nsec() == file.ctime_ns;
+                && ctime_ns(&meta) == file.ctime_ns;
             if !same || meta.len() > MAX_HASHED_BYTES {
                 continue;
             }
@@ -397,18 +387,7 @@ mod tests {
         let mut programs = Programs::new(packages, PathBuf::from("/"));
         let id = |p: &Path| {
             let m = std::fs::metadata(p).expect("stat");
-            FileIdentity {
-                path: RawBytes(p.as_os_str().as_encoded_bytes().to_vec()),
-                root_path: None,
-                dev: stat_dev(m.dev()),
-                ino: m.ino(),
-                uid: m.uid(),
-                mode: m.mode(),
-                ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-                deleted: false,
-                truncated: false,
-                outside_root: false,
-            }
+            FileIdentity::from_metadata(RawBytes(p.as_os_str().as_encoded_bytes().to_vec()), &m)
         };
         let me = std::process::id();
         let cat = programs.verdict(me, &id(Path::new("/usr/bin/cat")));

@@ -101,11 +101,13 @@ fn every_evasion_variant_is_detected_with_its_canonical_path() {
 
     // The kernel named the opened file: a symlink's read is /etc/shadow in the event itself,
     // with the link as the path asked for, and the inode the kernel opened.
-    let symlink_uid = base
-        + evasions
+    let uid_of = |name: &str| {
+        base + evasions
             .iter()
-            .position(|e| e.scenario.name == "symlink")
-            .unwrap() as u32;
+            .position(|e| e.scenario.name == name)
+            .expect("a variant of that name") as u32
+    };
+    let symlink_uid = uid_of("symlink");
     let open = of_type(&events, "open")
         .into_iter()
         .find(|o| o["process"]["loginuid"] == symlink_uid && o["path"] == "/etc/shadow")
@@ -120,11 +122,7 @@ fn every_evasion_variant_is_detected_with_its_canonical_path() {
         Some(std::os::unix::fs::MetadataExt::ino(&shadow))
     );
     // And the program: the copy of cat named sudo is cat, not trusted.
-    let sudo_uid = base
-        + evasions
-            .iter()
-            .position(|e| e.scenario.name == "cat copied as sudo")
-            .unwrap() as u32;
+    let sudo_uid = uid_of("cat copied as sudo");
     let exec = of_type(&events, "exec")
         .into_iter()
         .find(|x| {

@@ -44,6 +44,23 @@ impl FileIdentity {
         (&self.dev, self.ino)
     }
 
+    /// A file as userspace sees it through `stat` (a process older than the daemon, a test).
+    pub fn from_metadata(path: RawBytes, meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            path,
+            root_path: None,
+            dev: stat_dev(meta.dev()),
+            ino: meta.ino(),
+            uid: meta.uid(),
+            mode: meta.mode(),
+            ctime_ns: ctime_ns(meta),
+            deleted: meta.nlink() == 0,
+            truncated: false,
+            outside_root: false,
+        }
+    }
+
     pub fn is_regular(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
@@ -51,6 +68,12 @@ impl FileIdentity {
     pub fn is_block_device(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFBLK
     }
+}
+
+/// Change time of `meta` in nanoseconds since the epoch, as [`FileIdentity::ctime_ns`].
+pub fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
 }
 
 /// `major:minor` of a kernel-encoded device number (`major << 20 | minor`).

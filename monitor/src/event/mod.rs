@@ -9,7 +9,7 @@ pub mod samples;
 mod session_key;
 mod vocabulary;
 
-pub use file::{kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
+pub use file::{ctime_ns, kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
     Access, AddressFamily, OpenSyscall, PrivOp, SessionEntry, Severity, Trust, Vocabulary,
