@@ -17,9 +17,21 @@ serves the parts of ClickHouse's HTTP interface that clients use:
   status by code) and headers (`X-ClickHouse-Query-Id`, `-Format`, `-Timezone`, `-Summary`);
 - `/ping` and `/replicas_status`.
 
+And, standing in for ClickHouse's access control (embedded chdb has no writable user directory
+and no impersonation, so its own GRANTs cannot run here):
+- users with grants from `--users FILE` (JSON: `{"name": {"password": "...", "access": "all"}}`
+  or `{"name": {"password": "...", "grants": [{"privilege": "insert", "database": "vigil",
+  "table": "events"}, ...]}}`, the form `vigil db grants --json` prints): a user with grants may
+  run INSERT into and SELECT from the tables granted, and nothing else (no DDL, no ALTER ...
+  DELETE/UPDATE, no TRUNCATE, no SET) — the daemons' insert-only user;
+- GET is read-only, as in ClickHouse (anything but SELECT/SHOW/DESCRIBE/EXISTS/EXPLAIN refused);
+- table functions that reach outside the database (`file()`, `url()`, `s3()`, `remote()`,
+  `executable()`, ...) and `INTO OUTFILE` are refused for every user;
+- a password is required for every user unless it listens on loopback only (tests).
+
 Production points at a real ClickHouse server (23.8 or newer); see README.md.
 
-    python3 deploy/dev/chdb_http.py --data DIR --port 8123 [--user U --password P]
+    python3 deploy/dev/chdb_http.py --data DIR --port 8123 [--user U --password P] [--users FILE]
 """
 
 import argparse
@@ -73,6 +85,17 @@ SELECT_OR_VALUES_RE = re.compile(r"\b(SELECT|VALUES)\b", re.IGNORECASE)
 INSERT_BODY_RE = re.compile(rb"(?is)(\s*INSERT\s+INTO\s.*?\bFORMAT\s+[A-Za-z0-9_]+)[ \t]*\r?\n?")
 SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CODE_RE = re.compile(r"Code:\s*(\d+)")
+# Table functions that read or write outside the database: refused for everyone.
+OUTSIDE_RE = re.compile(
+    r"\b(file|url|urlCluster|fileCluster|s3|s3Cluster|gcs|hdfs|hdfsCluster|azureBlobStorage|"
+    r"azureBlobStorageCluster|remote|remoteSecure|cluster|clusterAllReplicas|mysql|postgresql|"
+    r"sqlite|mongodb|redis|jdbc|odbc|executable|iceberg|deltaLake|hudi|input|dictionary)\s*\(",
+    re.IGNORECASE,
+)
+OUTFILE_RE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
+READ_ONLY_RE = re.compile(r"^\s*\(?\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b", re.IGNORECASE)
+INSERT_TARGET_RE = re.compile(r"^\s*INSERT\s+INTO\s+(?:TABLE\s+)?([`\"\w.]+)", re.IGNORECASE)
+TABLE_REF_RE = re.compile(r"\b(?:FROM|JOIN)\s+([`\"\w.]+)", re.IGNORECASE)
 
 
 class ClickHouseError(Exception):
@@ -175,6 +198,38 @@ def parse_multipart(content_type, body):
     return fields
 
 
+def _qualified(name, database):
+    parts = [p.strip('`"') for p in name.split(".")]
+    return (parts[0], parts[1]) if len(parts) == 2 else (database, parts[0])
+
+
+def authorize(user, entry, query, database, method):
+    """Raises ClickHouseError unless `user` may run `query`."""
+    if OUTSIDE_RE.search(query) or OUTFILE_RE.search(query):
+        raise ClickHouseError(497, f"{user}: Not enough privileges: table functions that reach outside the database and INTO OUTFILE are disabled on this endpoint. (ACCESS_DENIED)")
+    read_only = bool(READ_ONLY_RE.match(query))
+    if method == "GET" and not read_only:
+        raise ClickHouseError(164, "Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. You should use method POST for modifying queries. (READONLY)")
+    if entry.get("access") == "all":
+        return
+    grants = {(g["privilege"].lower(), g["database"], g["table"]) for g in entry.get("grants", [])}
+    target = INSERT_TARGET_RE.match(query)
+    if target:
+        db, table = _qualified(target.group(1), database)
+        if ("insert", db, table) not in grants:
+            raise ClickHouseError(497, f"{user}: Not enough privileges. To execute this query, it's necessary to have the grant INSERT ON {db}.{table}. (ACCESS_DENIED)")
+        rest = query[target.end():]
+    elif read_only:
+        rest = query
+    else:
+        verb = (query.strip().split() or ["?"])[0].upper()
+        raise ClickHouseError(497, f"{user}: Not enough privileges: {verb} is not granted to this user. (ACCESS_DENIED)")
+    for ref in TABLE_REF_RE.findall(rest):
+        db, table = _qualified(ref, database)
+        if ("select", db, table) not in grants:
+            raise ClickHouseError(497, f"{user}: Not enough privileges. To execute this query, it's necessary to have the grant SELECT ON {db}.{table}. (ACCESS_DENIED)")
+
+
 def make_handler(engine, users):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -239,13 +294,17 @@ def make_handler(engine, users):
                     raise ClickHouseError(516, "malformed basic authentication")
             user = user or "default"
             password = password or ""
-            if users.get(user) != password:
+            entry = users.get(user)
+            if entry is None or entry.get("password", "") != password:
                 raise ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user with such name. (AUTHENTICATION_FAILED)")
+            self._user = (user, entry)
 
         def do_GET(self):
+            self._method = "GET"
             self._handle(b"")
 
         def do_POST(self):
+            self._method = "POST"
             length = int(self.headers.get("Content-Length") or 0)
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                 body = bytearray()
@@ -316,6 +375,8 @@ def make_handler(engine, users):
                 query = (query + " " if query else "") + body.decode("utf-8", "replace")
             if not query.strip():
                 raise ClickHouseError(62, "Empty query. (SYNTAX_ERROR)")
+            user, entry = self._user
+            authorize(user, entry, query, params.get("database", "default"), getattr(self, "_method", "POST"))
             settings = {
                 k: v for k, v in params.items()
                 if k not in PROTOCOL_PARAMS and not k.startswith("param_")
@@ -356,10 +417,19 @@ def main():
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--user", default="default")
     ap.add_argument("--password", default="")
+    ap.add_argument("--users", help="JSON file of users and their grants (see above)")
     ap.add_argument("--ready-file", help="written with the port once listening")
     args = ap.parse_args()
+    users = {args.user: {"password": args.password, "access": "all"}}
+    if args.users:
+        with open(args.users) as f:
+            users.update(json.load(f))
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
+    unprotected = [u for u, e in users.items() if not e.get("password")]
+    if unprotected and not loopback:
+        sys.exit(f"chdb-http: refusing to listen on {args.host} with users without a password: {', '.join(unprotected)} (only a loopback endpoint may have them)")
     engine = Engine(args.data)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(engine, {args.user: args.password}))
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(engine, users))
     server.daemon_threads = True
 
     def stop(*_):

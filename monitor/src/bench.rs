@@ -192,13 +192,12 @@ pub async fn ingest(
             .detection
             .baseline
             .sensitive_paths;
-        crate::store::migrate(&ch, &sensitive, crate::store::Migrator::Administrator).await?;
+        crate::store::migrate(&ch, &sensitive).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let ack = AckFile::new(spool_dir, "clickhouse");
         let started = Instant::now();
         let shipper = tokio::spawn(crate::store::shipper::run(
             ch,
-            sensitive,
             spool_dir.to_path_buf(),
             "bench".into(),
             None,

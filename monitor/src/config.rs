@@ -154,6 +154,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub pipeline: PipelineConfig,
     pub spool: crate::spool::SpoolConfig,
+    pub integrity: crate::trail::IntegrityConfig,
     pub clickhouse: crate::store::ClickHouseConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
@@ -600,6 +601,9 @@ impl Config {
         let b = &self.detection.baseline;
         if let Err(e) = b.learning() {
             invalid("detection.baseline.learning_period", e);
+        }
+        for (key, message) in self.integrity.problems() {
+            invalid(&key, message);
         }
         if let Err(e) = b.save_interval() {
             invalid("detection.baseline.save_every", e);

@@ -310,20 +310,47 @@ pub struct ClickHouse {
     pub port: u16,
 }
 
+/// The administrator: schema, migrations, key registration, and the CLI's reads.
 pub const CLICKHOUSE_USER: &str = "vigil";
 pub const CLICKHOUSE_PASSWORD: &str = "e2e-secret";
+/// The daemons' user: only the grants `vigil db grants` names (insert-only).
+pub const WRITER_USER: &str = "vigil_writer";
+pub const WRITER_PASSWORD: &str = "e2e-writer-secret";
 
 impl ClickHouse {
+    /// Starts the endpoint with the administrator and the daemons' insert-only user, whose
+    /// grants are what `vigil db grants --json` says (the same definition the docs and the
+    /// chart print).
     pub fn start(data: &Path, port: u16) -> Result<ClickHouse> {
         let ready = data.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dev/chdb_http.py");
+        let grants = Command::new(vigil_bin())
+            .args(["db", "grants", "--json"])
+            .output()
+            .context("vigil db grants")?;
+        if !grants.status.success() {
+            bail!(
+                "vigil db grants: {}",
+                String::from_utf8_lossy(&grants.stderr)
+            );
+        }
+        let grants: serde_json::Value = serde_json::from_slice(&grants.stdout)?;
+        let users = data.with_extension("users.json");
+        std::fs::write(
+            &users,
+            serde_json::to_vec(&serde_json::json!({
+                WRITER_USER: { "password": WRITER_PASSWORD, "grants": grants }
+            }))?,
+        )?;
         let child = Command::new(python())
             .arg(server)
             .arg("--data")
             .arg(data)
             .args(["--port", &port.to_string()])
             .args(["--user", CLICKHOUSE_USER, "--password", CLICKHOUSE_PASSWORD])
+            .arg("--users")
+            .arg(&users)
             .arg("--ready-file")
             .arg(&ready)
             .stdout(Stdio::null())
@@ -348,8 +375,32 @@ impl ClickHouse {
         Ok(ch)
     }
 
-    /// The `clickhouse:` configuration pointing at it.
+    /// As [`ClickHouse::start`], with the schema made by the administrator's `vigil db
+    /// migrate` (daemons never make it).
+    pub fn start_migrated(data: &Path, port: u16) -> Result<ClickHouse> {
+        let ch = ClickHouse::start(data, port)?;
+        let config = data.with_extension("admin.yaml");
+        std::fs::write(&config, ch.admin_config_yaml())?;
+        let out = Command::new(vigil_bin())
+            .args(["db", "migrate", "--config"])
+            .arg(&config)
+            .output()?;
+        if !out.status.success() {
+            bail!("vigil db migrate: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(ch)
+    }
+
+    /// The `clickhouse:` configuration of a daemon: the insert-only user.
     pub fn config_yaml(&self) -> String {
+        format!(
+            "clickhouse:\n  url: http://127.0.0.1:{}\n  user: {WRITER_USER}\n  password: {WRITER_PASSWORD}\n  batch_ms: 100\n  retry_max_ms: 500\n",
+            self.port
+        )
+    }
+
+    /// The `clickhouse:` configuration of the administrator (migrations, keys, reading).
+    pub fn admin_config_yaml(&self) -> String {
         format!(
             "clickhouse:\n  url: http://127.0.0.1:{}\n  user: {CLICKHOUSE_USER}\n  password: {CLICKHOUSE_PASSWORD}\n  batch_ms: 100\n  retry_max_ms: 500\n",
             self.port
@@ -367,10 +418,19 @@ impl ClickHouse {
         self.query_at("", sql)
     }
 
+    /// As [`ClickHouse::query`], as another user.
+    pub fn query_as(&self, user: &str, password: &str, sql: &str) -> Result<String> {
+        self.query_with("?database=vigil", user, password, sql)
+    }
+
     fn query_at(&self, params: &str, sql: &str) -> Result<String> {
+        self.query_with(params, CLICKHOUSE_USER, CLICKHOUSE_PASSWORD, sql)
+    }
+
+    fn query_with(&self, params: &str, user: &str, password: &str, sql: &str) -> Result<String> {
         let mut child = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--data-binary", "@-", "-u"])
-            .arg(format!("{CLICKHOUSE_USER}:{CLICKHOUSE_PASSWORD}"))
+            .arg(format!("{user}:{password}"))
             .arg(format!("http://127.0.0.1:{}/{params}", self.port))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

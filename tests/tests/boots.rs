@@ -268,11 +268,12 @@ fn two_boots_sessions_with_one_id_stay_apart_in_the_spool_and_in_clickhouse() {
     assert!(keys.contains(first_key.as_str()) && keys.contains(later_key.as_str()));
 
     // ClickHouse: a real daemon ships the spool, and every answer is the spool's.
-    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let ch =
+        ClickHouse::start_migrated(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let daemon = Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon starts");
     daemon.stop().expect("daemon stops");
     let config = dir.path().join("cli.yaml");
-    std::fs::write(&config, ch.config_yaml()).unwrap();
+    std::fs::write(&config, ch.admin_config_yaml()).unwrap();
     let ch_store = ["--config", config.to_str().unwrap()];
     let with = |args: &[&str], store: &[&str]| {
         let mut all = args.to_vec();

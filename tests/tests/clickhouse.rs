@@ -28,7 +28,7 @@ fn vigil_json(args: &[&str], config: &Path) -> Value {
 /// A configuration file for the CLI, reading the same ClickHouse.
 fn cli_config(dir: &Path, ch: &ClickHouse) -> std::path::PathBuf {
     let path = dir.join("cli.yaml");
-    std::fs::write(&path, ch.config_yaml()).unwrap();
+    std::fs::write(&path, ch.admin_config_yaml()).unwrap();
     path
 }
 
@@ -91,7 +91,8 @@ fn daemon_with_mapping(ch: &ClickHouse, mapping: &Path, text: &str) -> Daemon {
 fn session_reaches_clickhouse_and_the_cli_reads_it() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let ch =
+        ClickHouse::start_migrated(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     // The session's login user is `nobody`, mapped to a person; its origin is an SSH client.
     let daemon = daemon_with_mapping(
         &ch,
@@ -313,7 +314,7 @@ fn clickhouse_outage_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("ch");
-    let ch = ClickHouse::start(&data, port).expect("ClickHouse starts");
+    let ch = ClickHouse::start_migrated(&data, port).expect("ClickHouse starts");
     let config = cli_config(dir.path(), &ch);
     let daemon = Daemon::start(&ch.config_yaml()).expect("daemon starts");
     let loginuid = 55_000 + std::process::id() % 5_000;
@@ -357,7 +358,8 @@ fn clickhouse_outage_mid_stream_loses_and_duplicates_nothing() {
 fn daemon_killed_while_shipping_resumes_exactly_once() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let ch =
+        ClickHouse::start_migrated(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let config = cli_config(dir.path(), &ch);
     let spool = dir.path().join("spool");
     let loginuid = 60_000 + std::process::id() % 5_000;
@@ -407,10 +409,10 @@ fn fleet_baselines_in_clickhouse_answer_the_anomaly_queries() {
         .unwrap();
     let shown = String::from_utf8_lossy(&migrate.stdout);
     assert!(migrate.status.success(), "{shown}");
-    assert!(shown.contains("migrate: 1/8 events"), "{shown:?}");
-    assert!(shown.contains("migrate: 8/8 quarantine"), "{shown:?}");
+    assert!(shown.contains("migrate: 1/10 events"), "{shown:?}");
+    assert!(shown.contains("migrate: 10/10 host_keys"), "{shown:?}");
     assert!(
-        shown.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8]"),
+        shown.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{shown:?}"
     );
     // A month of history from other days: nobody ran id and bash at another hour of the week,

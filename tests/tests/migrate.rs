@@ -9,7 +9,9 @@ use vigil::{
     decode::daemon_event,
     event::{EventBody, ExecEvent, Process, RawBytes},
 };
-use vigil_e2e::{free_port, require_root, run_ok, vigil_bin, ClickHouse};
+use vigil_e2e::{
+    free_port, require_root, run_ok, vigil_bin, ClickHouse, WRITER_PASSWORD, WRITER_USER,
+};
 
 const OLD_BOOT: &str = "0ddb0070-1111-4222-8333-944455556666";
 
@@ -46,7 +48,7 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let config = dir.path().join("cli.yaml");
-    std::fs::write(&config, ch.config_yaml()).unwrap();
+    std::fs::write(&config, ch.admin_config_yaml()).unwrap();
 
     // The earlier release's schema, migrations 1-6 recorded as applied.
     ch.query_server("CREATE DATABASE vigil").unwrap();
@@ -117,14 +119,14 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
         "1"
     );
 
-    // Migrate: 7 and 8 are pending.
+    // Migrate: 7 to 10 are pending.
     let out = run_ok(
         Command::new(vigil_bin())
             .args(["db", "migrate", "--config"])
             .arg(&config),
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7, 8]"),
+        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7, 8, 9, 10]"),
         "{out:?}"
     );
     for table in ["events", "sessions", "session_identity"] {
@@ -210,31 +212,56 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
     assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
     assert_columns_are_the_rows(&ch);
 
-    // Root on one host empties its list and restarts its daemon: the fleet's list stays.
+    // Root on one host empties its list, sets retention to a day and restarts its daemon: the
+    // daemon changes neither (it never runs DDL, and its user may only insert).
     let patterns = || {
         ch.query("SELECT pattern FROM sensitive_paths ORDER BY pattern FORMAT TSV")
             .unwrap()
     };
+    let ttl = || {
+        ch.query("SELECT engine_full FROM system.tables WHERE database = 'vigil' AND name = 'events' FORMAT TSV")
+            .unwrap()
+    };
     let fleet = patterns();
     assert!(fleet.contains("/etc/shadow"), "{fleet}");
+    assert!(ttl().contains("toIntervalDay(90)"), "{}", ttl());
     let daemon = vigil_e2e::Daemon::start(&format!(
-        "{}detection:\n  baseline:\n    sensitive_paths: []\n",
+        "{}  retention_days: 1\ndetection:\n  baseline:\n    sensitive_paths: []\n",
         ch.config_yaml()
     ))
     .expect("daemon starts");
     let (_, log) = daemon.stop_with_log().expect("daemon stops");
-    assert!(log.contains("differ from the fleet's"), "{log}");
+    assert!(log.contains("ClickHouse schema checked"), "{log}");
     assert_eq!(
         patterns(),
         fleet,
         "a host's daemon replaced the fleet's sensitive paths"
     );
+    assert!(
+        ttl().contains("toIntervalDay(90)"),
+        "a host's daemon changed retention: {}",
+        ttl()
+    );
+    // And its user cannot, by hand either.
+    for sql in [
+        "ALTER TABLE vigil.events MODIFY TTL toDateTime(time) + INTERVAL 1 DAY",
+        "ALTER TABLE vigil.events DELETE WHERE 1",
+        "TRUNCATE TABLE vigil.events",
+        "DROP TABLE vigil.events",
+        "INSERT INTO vigil.host_keys (host, key) VALUES ('old-host', 'ed25519:forged')",
+        "SELECT * FROM file('/etc/shadow', 'LineAsString')",
+    ] {
+        let err = ch
+            .query_as(WRITER_USER, WRITER_PASSWORD, sql)
+            .expect_err(sql);
+        assert!(err.to_string().contains("ACCESS_DENIED"), "{sql}: {err}");
+    }
     // The administrator's migrate sets them.
     std::fs::write(
         &config,
         format!(
             "{}detection:\n  baseline:\n    sensitive_paths: [/srv/secret/]\n",
-            ch.config_yaml()
+            ch.admin_config_yaml()
         ),
     )
     .unwrap();
@@ -274,7 +301,7 @@ fn a_fresh_database_has_the_rows_columns() {
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let config = dir.path().join("cli.yaml");
-    std::fs::write(&config, ch.config_yaml()).unwrap();
+    std::fs::write(&config, ch.admin_config_yaml()).unwrap();
     run_ok(
         Command::new(vigil_bin())
             .args(["db", "migrate", "--config"])

@@ -23,7 +23,8 @@ fn a_record_that_does_not_decode_is_quarantined_and_counted_not_dropped() {
         writer.append(&after).expect("appended");
         writer.flush().expect("flushed");
     }
-    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let ch =
+        ClickHouse::start_migrated(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let daemon = Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon starts");
     let deadline = Instant::now() + Duration::from_secs(60);
     let quarantined = loop {

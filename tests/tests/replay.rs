@@ -321,7 +321,8 @@ fn a_pty_session_replays_to_the_screen_it_showed_and_nothing_more() {
 fn replay_from_clickhouse_draws_what_replay_from_the_spool_draws() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let ch =
+        ClickHouse::start_migrated(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
     let spool = dir.path().join("spool");
     let daemon = Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon starts");
     let loginuid = 42_000 + std::process::id() % 3_000;
@@ -336,7 +337,7 @@ fn replay_from_clickhouse_draws_what_replay_from_the_spool_draws() {
         .map(|e| e["process"]["sessionid"].to_string())
         .unwrap();
     let config = dir.path().join("cli.yaml");
-    std::fs::write(&config, ch.config_yaml()).unwrap();
+    std::fs::write(&config, ch.admin_config_yaml()).unwrap();
     let from_spool = vigil(&[
         "replay",
         &session,

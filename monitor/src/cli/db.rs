@@ -8,12 +8,40 @@ use super::{load_config, print_json, runtime, CliError, CliResult, StoreArgs};
 
 #[derive(Subcommand)]
 pub enum DbCommand {
-    /// Create or update the ClickHouse schema (versioned migrations; the daemon also does this
-    /// at start), and set the fleet-wide sensitive paths from the configuration.
+    /// Create or update the ClickHouse schema (versioned migrations), and set retention and the
+    /// fleet-wide sensitive paths from the configuration. The administrator's tool, with the
+    /// administrator's credentials: daemons never change the schema.
     Migrate {
         /// Configuration file (its clickhouse: section is used).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Print the SQL that creates the daemons' insert-only user and an auditors' read-only
+    /// user with their grants (or, with --json, the grants alone).
+    Grants {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The daemons' user.
+        #[arg(long, default_value = "vigil_writer")]
+        writer: String,
+        /// The auditors' (read-only) user.
+        #[arg(long, default_value = "vigil_auditor")]
+        auditor: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a host's public key (`vigil key show` on the host prints it): what `vigil
+    /// verify` checks the host's checkpoints against.
+    RegisterKey {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        host: String,
+        /// `ed25519:<base64>`.
+        key: String,
+        /// Why (a ticket, who checked it).
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -27,7 +55,52 @@ pub enum SpoolCommand {
 }
 
 pub fn db(command: DbCommand) -> CliResult {
-    let DbCommand::Migrate { config } = command;
+    let config = match command {
+        DbCommand::Migrate { config } => config,
+        DbCommand::Grants {
+            config,
+            writer,
+            auditor,
+            json,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let schema = config
+                .clickhouse
+                .schema(&config.detection.baseline.sensitive_paths);
+            if json {
+                return print_json(&schema.daemon_grants());
+            }
+            for stmt in schema.grants_sql(&writer, &auditor) {
+                println!("{stmt};");
+            }
+            return Ok(());
+        }
+        DbCommand::RegisterKey {
+            config,
+            host,
+            key,
+            note,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let key = vigil::trail::PublicKey::parse(&key).map_err(|e| CliError::BadArgument {
+                flag: "KEY".into(),
+                problem: e.to_string(),
+            })?;
+            if config.clickhouse.url.is_none() {
+                return Err(CliError::NotConfigured(
+                    "clickhouse.url is not set in the configuration: nowhere to register",
+                ));
+            }
+            runtime()?.block_on(vigil::store::register_key(
+                &config.clickhouse,
+                &host,
+                &key,
+                &note,
+            ))?;
+            println!("registered {key} for host {host}");
+            return Ok(());
+        }
+    };
     let config = load_config(config.as_deref())?;
     if config.clickhouse.url.is_none() {
         return Err(CliError::NotConfigured(
@@ -42,7 +115,6 @@ pub fn db(command: DbCommand) -> CliResult {
     let applied = runtime()?.block_on(vigil::store::migrate_with_progress(
         &config.clickhouse,
         &config.detection.baseline.sensitive_paths,
-        vigil::store::Migrator::Administrator,
         &mut |step, of, name| progress.note(&format!("{step}/{of} {name}")),
     ))?;
     progress.done();

@@ -10,6 +10,7 @@ mod report;
 mod rules;
 mod run;
 mod sessions;
+mod verify;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
@@ -137,6 +138,15 @@ enum Command {
     Spool {
         #[command(subcommand)]
         command: db::SpoolCommand,
+    },
+    /// Check the trail (a spool, or ClickHouse for every host) against its hash chain and
+    /// signed checkpoints: edits, deletions, reordering, gaps, forged rows, silent hosts. Exit
+    /// status 1 when anything is found.
+    Verify(verify::VerifyArgs),
+    /// This host's signing key.
+    Key {
+        #[command(subcommand)]
+        command: verify::KeyCommand,
     },
     /// ClickHouse schema tools.
     Db {
@@ -289,6 +299,12 @@ pub fn main() -> ExitCode {
         Command::BenchSession(args) => bench::session(args),
         Command::Spool { command } => db::spool(command),
         Command::Db { command } => db::db(command),
+        Command::Key { command } => verify::key(command),
+        Command::Verify(args) => match verify::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Rules { command } => rules::run(command),
         Command::Config { command } => config::run(command),
     };

@@ -86,6 +86,18 @@ fn line(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
+        EventBody::Checkpoint(c) => format!(
+            "CHECK  {} of epoch {} through {}{}",
+            c.reason,
+            c.epoch.get(..8).unwrap_or(&c.epoch),
+            c.covers_seq
+                .map(|s| format!("record {s}"))
+                .unwrap_or_else(|| "its start".into()),
+            c.epoch_began
+                .as_deref()
+                .map(|w| format!(" (new epoch: {w})"))
+                .unwrap_or_default()
+        ),
         EventBody::SessionStart(s) => format!(
             "START  session {} of {} via {}{}",
             s.session,

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use vigil_common::RecordKind;
 
 use super::{
-    AlertEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent, LossEvent, OpenEvent,
-    PrivEvent, SessionEndEvent, SessionStartEvent, TtyEvent,
+    AlertEvent, CheckpointEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent,
+    LossEvent, OpenEvent, PrivEvent, SessionEndEvent, SessionStartEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -87,6 +87,8 @@ event_kinds! {
         "What was typed: bytes a process read from a terminal while it echoed.";
     Alert(AlertEvent) = "alert", None,
         "A detection rule matched an event, with the session's risk after it.";
+    Checkpoint(CheckpointEvent) = "checkpoint", None,
+        "The daemon's signed statement of its trail so far (at start, every minute, at stop), with its counters.";
 }
 
 impl EventType {

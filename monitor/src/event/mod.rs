@@ -12,7 +12,8 @@ mod vocabulary;
 pub use file::{ctime_ns, kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, OpenSyscall, PrivOp, SessionEntry, Severity, Trust, Vocabulary,
+    Access, AddressFamily, CheckpointReason, OpenSyscall, PrivOp, SessionEntry, Severity, Trust,
+    Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -401,6 +402,31 @@ pub struct LossEvent {
     pub kind: Option<String>,
     pub count: u64,
     pub reason: String,
+}
+
+/// A signed statement of the trail so far: every record of `epoch` up to `covers_seq` hashes to
+/// `chain`, says the host key `key`. Written by the spool itself (it alone knows the chain) at
+/// start, at stop and every `integrity.checkpoint_interval`, carrying the daemon's counters (the
+/// heartbeat `vigil verify` expects). See `crate::trail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointEvent {
+    pub reason: CheckpointReason,
+    /// The chain epoch (32 hex digits).
+    pub epoch: String,
+    /// The last record covered; `None` when the epoch has none yet.
+    pub covers_seq: Option<u64>,
+    /// The chain after `covers_seq` (or the epoch's start), hex.
+    pub chain: String,
+    /// The signing key, `ed25519:<base64>`.
+    pub key: String,
+    /// Ed25519 over [`crate::trail::checkpoint_message`], base64.
+    pub signature: String,
+    /// On an epoch's first checkpoint: why the epoch began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_began: Option<String>,
+    /// The daemon's counters when it signed (events decoded, written, lost, kernel counters).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 /// A rule hit, with the session's risk after it.

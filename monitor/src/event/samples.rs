@@ -127,6 +127,16 @@ pub fn sample(t: EventType) -> Event {
             count: 3,
             reason: "the kernel ring buffer was full".into(),
         }),
+        EventType::Checkpoint => EventBody::Checkpoint(CheckpointEvent {
+            reason: CheckpointReason::Heartbeat,
+            epoch: "0f".repeat(16),
+            covers_seq: Some(41),
+            chain: "ab".repeat(32),
+            key: "ed25519:AAAA".into(),
+            signature: "c2ln".into(),
+            epoch_began: None,
+            counters: [("written".to_string(), 42)].into(),
+        }),
         EventType::SessionStart => EventBody::SessionStart(SessionStartEvent {
             session: 7,
             loginuid: 1000,

@@ -185,3 +185,15 @@ mod tests {
         assert!(Severity::Critical > Severity::High && Severity::Medium > Severity::Low);
     }
 }
+
+vocabulary! {
+    /// Why the daemon signed a checkpoint of its trail.
+    CheckpointReason {
+        /// The daemon started (the first record it wrote after opening its spool).
+        Start = "start",
+        /// The regular heartbeat (`integrity.checkpoint_interval`), with the daemon's counters.
+        Heartbeat = "heartbeat",
+        /// The daemon stopped cleanly: nothing after it belongs to this run.
+        Stop = "stop",
+    }
+}

@@ -49,6 +49,21 @@ pub struct PipelineStats {
     pub written: Count,
 }
 
+impl PipelineStats {
+    /// By name, as checkpoints carry them.
+    pub fn counters(&self) -> crate::trail::Counters {
+        [
+            ("decoded", &self.decoded),
+            ("decode_errors", &self.decode_errors),
+            ("enriched", &self.enriched),
+            ("written", &self.written),
+        ]
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), c.get()))
+        .collect()
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
     /// Written (with the daemon's pid) once every program is attached and the stages run.
@@ -128,13 +143,35 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let (sink_tx, sink_rx) = mpsc::channel(capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let spool = crate::spool::Spool::open(config.spool.clone()).with_context(|| {
-        format!(
-            "cannot open the spool at {} (spool.dir)",
-            config.spool.dir.display()
-        )
-    })?;
-    tracing::info!(dir = %config.spool.dir.display(), next_seq = spool.next_seq(), "spool open");
+    let key_path = config.integrity.key_path(&config.spool.dir);
+    let (key, created) = crate::trail::HostKey::load_or_create(&key_path)?;
+    if created {
+        tracing::warn!(
+            path = %key_path.display(),
+            public = %key.public(),
+            "made a new host key; register it: vigil db register-key --host {host} '{}'",
+            key.public()
+        );
+    }
+    let signer = crate::trail::Signer {
+        key,
+        host: host.clone(),
+    };
+    let spool = crate::spool::Spool::open_signed(config.spool.clone(), Some(signer)).with_context(
+        || {
+            format!(
+                "cannot open the spool at {} (spool.dir)",
+                config.spool.dir.display()
+            )
+        },
+    )?;
+    tracing::info!(
+        dir = %config.spool.dir.display(),
+        next_seq = spool.next_seq(),
+        epoch = %spool.epoch(),
+        new_epoch = spool.opened().epoch_began.as_deref().unwrap_or(""),
+        "spool open"
+    );
     let spool_position = spool.position();
     health.watch_spool(spool_position.clone());
     let sink = sink::JsonLinesSink::open(
@@ -205,7 +242,10 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         stats::run(
             kernel_counters,
             sink_tx,
-            Duration::from_millis(config.pipeline.stats_interval_ms),
+            stats::Intervals {
+                stats: Duration::from_millis(config.pipeline.stats_interval_ms),
+                checkpoint: Duration::from_millis(config.integrity.checkpoint_interval_ms),
+            },
             shutdown_rx.clone(),
             stats.clone(),
         ),
@@ -220,7 +260,6 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             "clickhouse_shipper",
             crate::store::shipper::run(
                 config.clickhouse.clone(),
-                config.detection.baseline.sensitive_paths.clone(),
                 config.spool.dir.clone(),
                 host.clone(),
                 Some(spool_position.clone()),

@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::PipelineStats;
-use crate::event::Event;
+use crate::event::{Event, EventBody};
 
 /// Every output of the pipeline: the spool (durable, first) and the JSON Lines outputs.
 pub struct JsonLinesSink {
@@ -19,6 +19,9 @@ pub struct JsonLinesSink {
     stdout: Option<BufWriter<std::io::Stdout>>,
     file: Option<(PathBuf, BufWriter<File>)>,
     line: Vec<u8>,
+    /// The last heartbeat's counters: the stop checkpoint carries them (with the pipeline's
+    /// own, read fresh), so that no counter seems to go backwards at the end of a run.
+    last_counters: crate::trail::Counters,
 }
 
 impl JsonLinesSink {
@@ -45,10 +48,17 @@ impl JsonLinesSink {
             stdout: stdout.then(|| BufWriter::with_capacity(256 * 1024, std::io::stdout())),
             file,
             line: Vec::with_capacity(4096),
+            last_counters: Default::default(),
         })
     }
 
     pub fn write(&mut self, event: &Event) -> anyhow::Result<()> {
+        // A heartbeat is signed by the spool, which alone knows the chain it vouches for.
+        if let (EventBody::Checkpoint(c), Some(spool)) = (&event.body, &mut self.spool) {
+            spool.checkpoint(c.reason, c.counters.clone())?;
+            self.last_counters = c.counters.clone();
+            return Ok(());
+        }
         self.line.clear();
         serde_json::to_writer(&mut self.line, event)?;
         if let Some(spool) = &mut self.spool {
@@ -95,7 +105,7 @@ pub fn run(
         sink.flush()?;
     }
     sink.flush()?;
-    if let Some(spool) = &sink.spool {
+    if let Some(spool) = sink.spool.take() {
         let c = spool.counters();
         tracing::info!(
             appended = c.appended,
@@ -103,6 +113,9 @@ pub fn run(
             bytes = c.bytes,
             "spool counters"
         );
+        let mut counters = std::mem::take(&mut sink.last_counters);
+        counters.extend(stats.counters());
+        spool.close(counters)?;
     }
     Ok(())
 }

@@ -20,22 +20,70 @@ pub fn kind_name(k: u16) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// How often the stage looks at the counters, and how often it asks for a signed heartbeat.
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    pub stats: Duration,
+    pub checkpoint: Duration,
+}
+
+/// The counters a heartbeat carries: the pipeline's and the kernel's, summed over kinds.
+fn heartbeat_counters(
+    stats: &PipelineStats,
+    kernel: &[(u16, KindCounters)],
+) -> crate::trail::Counters {
+    let mut out = stats.counters();
+    for (_, c) in kernel {
+        for (name, value) in [
+            ("kernel_emitted", c.emitted),
+            ("kernel_filtered", c.filtered),
+            ("kernel_lost", c.lost),
+            ("kernel_truncated", c.truncated),
+            ("kernel_untracked", c.untracked),
+        ] {
+            *out.entry(name.to_string()).or_default() += value;
+        }
+    }
+    out
+}
+
 pub async fn run(
     kernel: KernelCounters,
     tx: mpsc::Sender<Event>,
-    interval: Duration,
+    intervals: Intervals,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<()> {
     // Per kind, the losses already written down: (ring buffer full, kernel table full).
     let mut seen_lost: HashMap<u16, (u64, u64)> = HashMap::new();
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(intervals.stats);
+    let mut heartbeat = tokio::time::interval(intervals.checkpoint);
+    heartbeat.tick().await; // the spool signed one at start
     loop {
-        let last = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = shutdown.changed() => true,
+        let (last, beat) = tokio::select! {
+            _ = ticker.tick() => (false, false),
+            _ = heartbeat.tick() => (false, true),
+            _ = shutdown.changed() => (true, false),
         };
         let counters = kernel.read()?;
+        if beat {
+            let event = crate::decode::daemon_event(
+                Default::default(),
+                crate::event::EventBody::Checkpoint(crate::event::CheckpointEvent {
+                    reason: crate::event::CheckpointReason::Heartbeat,
+                    epoch: String::new(),
+                    covers_seq: None,
+                    chain: String::new(),
+                    key: String::new(),
+                    signature: String::new(),
+                    epoch_began: None,
+                    counters: heartbeat_counters(&stats, &counters),
+                }),
+            );
+            if tx.send(event).await.is_err() {
+                anyhow::bail!("the sink stage stopped");
+            }
+        }
         for (k, c) in &counters {
             publish(*k, c);
             let (ring_before, table_before) = seen_lost.entry(*k).or_insert((0, 0));

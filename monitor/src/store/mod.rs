@@ -60,6 +60,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the ClickHouse schema is at version {have} and this Vigil needs {need}: an \
+         administrator runs `vigil db migrate` (daemons never change the schema)"
+    )]
+    SchemaBehind { have: u32, need: u32 },
     #[error("ClickHouse at {url}: {source}")]
     ClickHouse {
         url: String,
@@ -117,34 +122,54 @@ impl ClickHouseConfig {
     }
 }
 
-/// Who runs a migration: what it may change for the whole fleet depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Migrator {
-    /// A host's daemon at start. It applies pending migrations but never replaces the fleet's
-    /// sensitive-path list: root on one host could otherwise empty it for every host by
-    /// editing that host's configuration and restarting. It sets the list only where none is
-    /// recorded yet (a new database).
-    Daemon,
-    /// `vigil db migrate`, run by whoever administers the fleet's ClickHouse.
-    Administrator,
-}
-
-/// Applies the migrations not yet applied; returns the versions it applied. The fleet-wide
-/// baseline's sensitive paths are set to `sensitive_paths` (the configuration's
-/// `detection.baseline.sensitive_paths`) when `by` may (see [`Migrator`]).
+/// Applies the migrations not yet applied; returns the versions it applied. Also sets the
+/// fleet-wide baseline's sensitive paths to `sensitive_paths` (the configuration's
+/// `detection.baseline.sensitive_paths`) and retention to `clickhouse.retention_days`.
+///
+/// The administrator's tool (`vigil db migrate`, with the administrator's credentials): a
+/// daemon never runs it. Root on one host could otherwise delete the whole fleet's history
+/// (`retention_days: 1`) or empty the fleet's sensitive paths from that host's configuration.
 pub async fn migrate(
     cfg: &ClickHouseConfig,
     sensitive_paths: &[String],
-    by: Migrator,
 ) -> Result<Vec<u32>, StoreError> {
-    migrate_with_progress(cfg, sensitive_paths, by, &mut |_, _, _| {}).await
+    migrate_with_progress(cfg, sensitive_paths, &mut |_, _, _| {}).await
+}
+
+/// The schema version this Vigil needs (its last migration).
+pub fn schema_version() -> u32 {
+    SchemaOptions {
+        database: String::new(),
+        cluster: None,
+        retention_days: 1,
+        sensitive_paths: Vec::new(),
+    }
+    .migrations()
+    .last()
+    .map(|m| m.version)
+    .unwrap_or(0)
+}
+
+/// What a daemon does instead of migrating: checks that the schema it will insert into is the
+/// one it needs, with its own (insert-only) credentials.
+pub async fn check_schema(cfg: &ClickHouseConfig) -> Result<u32, StoreError> {
+    let db = cfg.client(true)?;
+    let have: u32 = db
+        .query("SELECT toUInt32(max(version)) FROM schema_migrations")
+        .fetch_one()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    let need = schema_version();
+    if have < need {
+        return Err(StoreError::SchemaBehind { have, need });
+    }
+    Ok(have)
 }
 
 /// As [`migrate`], calling `progress(step, of, migration name)` before each migration.
 pub async fn migrate_with_progress(
     cfg: &ClickHouseConfig,
     sensitive_paths: &[String],
-    by: Migrator,
     progress: &mut (dyn FnMut(usize, usize, &str) + Send),
 ) -> Result<Vec<u32>, StoreError> {
     let opts = cfg.schema(sensitive_paths);
@@ -209,15 +234,7 @@ pub async fn migrate_with_progress(
         .map_err(|e| cfg.error(e))?;
     let mut wanted = opts.sensitive_paths.clone();
     wanted.sort();
-    if recorded != wanted && by == Migrator::Daemon && !recorded.is_empty() {
-        metrics::counter!("vigil_fleet_sensitive_paths_differ_total").increment(1);
-        tracing::warn!(
-            fleet = recorded.len(),
-            here = wanted.len(),
-            "this host's detection.baseline.sensitive_paths differ from the fleet's; the fleet's \
-             stay (vigil db migrate sets them)"
-        );
-    } else if recorded != wanted {
+    if recorded != wanted {
         tracing::info!(
             patterns = wanted.len(),
             "fleet-wide sensitive paths set from the configuration"
@@ -226,7 +243,7 @@ pub async fn migrate_with_progress(
             db.query(&stmt).execute().await.map_err(|e| cfg.error(e))?;
         }
     }
-    // Retention follows the configuration on every start.
+    // Retention follows the administrator's configuration.
     for table in ["events", "alerts"] {
         db.query(&format!("ALTER TABLE `{table}` MODIFY TTL {}", opts.ttl()))
             .execute()
@@ -236,6 +253,128 @@ pub async fn migrate_with_progress(
     Ok(done)
 }
 
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct TrailRow {
+    host: String,
+    epoch: String,
+    seq: u64,
+    chain: [u8; 32],
+    detail: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct HostKeyRow {
+    host: String,
+    key: String,
+}
+
+/// Every host ClickHouse holds rows or a registered key for.
+pub async fn trail_hosts(cfg: &ClickHouseConfig) -> Result<Vec<String>, StoreError> {
+    cfg.client(true)?
+        .query(
+            "SELECT DISTINCT host FROM (SELECT host FROM events UNION ALL SELECT host FROM \
+             quarantine UNION ALL SELECT host FROM host_keys) ORDER BY host",
+        )
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))
+}
+
+/// One host's rows of `events` and `quarantine`, as `vigil verify` checks them.
+pub async fn host_trail(
+    cfg: &ClickHouseConfig,
+    host: &str,
+) -> Result<crate::trail::verify::HostTrail, StoreError> {
+    use base64::Engine as _;
+    let db = cfg.client(true)?;
+    let mut trail = crate::trail::verify::HostTrail::default();
+    let mut cursor = db
+        .query(
+            "SELECT host, epoch, seq, chain, detail FROM events WHERE host = ? ORDER BY epoch, seq",
+        )
+        .bind(host)
+        .fetch::<TrailRow>()
+        .map_err(|e| cfg.error(e))?;
+    while let Some(row) = cursor.next().await.map_err(|e| cfg.error(e))? {
+        trail.records.push(crate::trail::verify::TrailRecord {
+            host: row.host,
+            source: format!("events row seq {} epoch {}", row.seq, row.epoch),
+            epoch: row.epoch,
+            seq: row.seq,
+            chain: (row.chain != [0u8; 32]).then_some(row.chain),
+            payload: row.detail.into_bytes(),
+        });
+    }
+    let mut cursor = db
+        .query("SELECT host, epoch, seq, chain, payload AS detail FROM quarantine WHERE host = ?")
+        .bind(host)
+        .fetch::<TrailRow>()
+        .map_err(|e| cfg.error(e))?;
+    while let Some(row) = cursor.next().await.map_err(|e| cfg.error(e))? {
+        match base64::engine::general_purpose::STANDARD.decode(&row.detail) {
+            Ok(payload) => trail.records.push(crate::trail::verify::TrailRecord {
+                host: row.host,
+                source: format!("quarantine row seq {} epoch {}", row.seq, row.epoch),
+                epoch: row.epoch,
+                seq: row.seq,
+                chain: (row.chain != [0u8; 32]).then_some(row.chain),
+                payload,
+            }),
+            Err(e) => trail.damage.push((
+                row.epoch,
+                format!(
+                    "quarantine row seq {}: payload is not base64 ({e})",
+                    row.seq
+                ),
+            )),
+        }
+    }
+    Ok(trail)
+}
+
+/// The registered public keys (`host_keys`), by host.
+pub async fn host_keys(
+    cfg: &ClickHouseConfig,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, StoreError> {
+    let rows: Vec<HostKeyRow> = cfg
+        .client(true)?
+        .query("SELECT host, key FROM host_keys ORDER BY host, registered")
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in rows {
+        out.entry(r.host).or_default().push(r.key);
+    }
+    Ok(out)
+}
+
+/// Registers `key` as `host`'s (an administrator's act: daemons may not write `host_keys`).
+pub async fn register_key(
+    cfg: &ClickHouseConfig,
+    host: &str,
+    key: &crate::trail::PublicKey,
+    note: &str,
+) -> Result<(), StoreError> {
+    cfg.client(true)?
+        .query("INSERT INTO host_keys (host, key, note) SELECT ?, ?, ?")
+        .bind(host)
+        .bind(key.to_string())
+        .bind(note)
+        .execute()
+        .await
+        .map_err(|e| cfg.error(e))
+}
+
+/// Where a row sits in its host's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedRecord {
+    pub seq: u64,
+    pub epoch: String,
+    /// All zero for records of a format-1 spool segment (unchained).
+    pub chain: [u8; 32],
+}
+
 /// One row of `events`: the fields people filter on, flattened, and the whole event as JSON in
 /// `detail` (lossless: non-UTF-8 bytes stay base64 there).
 #[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq)]
@@ -243,6 +382,10 @@ pub struct EventRow {
     pub host: String,
     pub boot_id: String,
     pub seq: u64,
+    /// The spool's chain epoch (hex) and the chain after this record: `vigil verify`
+    /// recomputes it from `detail`.
+    pub epoch: String,
+    pub chain: [u8; 32],
     /// DateTime64(9): nanoseconds since the epoch.
     pub time: i64,
     pub mono_ns: u64,
@@ -271,7 +414,7 @@ pub struct EventRow {
 impl EventRow {
     /// `host` is the shipping daemon's: a row names the host that sent it, whatever the event
     /// says (an event carrying another host's name is stored under the sender's).
-    pub fn new(host: &str, seq: u64, event: &Event, detail: String) -> EventRow {
+    pub fn new(host: &str, record: &ChainedRecord, event: &Event, detail: String) -> EventRow {
         let p = &event.process;
         let (path, argv, bytes, port, ret, gained_root) = match &event.body {
             EventBody::Exec(x) => (
@@ -320,14 +463,17 @@ impl EventRow {
             EventBody::TtyOutput(t) | EventBody::TtyInput(t) => {
                 (t.tty.clone(), Vec::new(), t.total_bytes, 0, 0, false)
             }
-            EventBody::Fork(_) | EventBody::SessionStart(_) | EventBody::SessionEnd(_) => {
-                (String::new(), Vec::new(), 0, 0, 0, false)
-            }
+            EventBody::Fork(_)
+            | EventBody::SessionStart(_)
+            | EventBody::SessionEnd(_)
+            | EventBody::Checkpoint(_) => (String::new(), Vec::new(), 0, 0, 0, false),
         };
         EventRow {
             host: host.to_string(),
             boot_id: event.boot_id.to_string(),
-            seq,
+            seq: record.seq,
+            epoch: record.epoch.clone(),
+            chain: record.chain,
             time: event.time_ns,
             mono_ns: event.mono_ns,
             kind: event.body.type_name().to_string(),
@@ -358,6 +504,8 @@ impl EventRow {
 pub struct QuarantineRow {
     pub host: String,
     pub seq: u64,
+    pub epoch: String,
+    pub chain: [u8; 32],
     /// Why it did not decode (the decoder's error).
     pub reason: String,
     /// The record's bytes, base64 (they need not be text).
@@ -365,11 +513,18 @@ pub struct QuarantineRow {
 }
 
 impl QuarantineRow {
-    pub fn new(host: &str, seq: u64, error: &dyn std::fmt::Display, payload: &[u8]) -> Self {
+    pub fn new(
+        host: &str,
+        record: &ChainedRecord,
+        error: &dyn std::fmt::Display,
+        payload: &[u8],
+    ) -> Self {
         use base64::Engine as _;
         QuarantineRow {
             host: host.to_string(),
-            seq,
+            seq: record.seq,
+            epoch: record.epoch.clone(),
+            chain: record.chain,
             reason: error.to_string(),
             payload: base64::engine::general_purpose::STANDARD.encode(payload),
         }
@@ -611,8 +766,10 @@ pub async fn alerts(
     Ok((alerts, damage))
 }
 
-/// One session's events from ClickHouse, in time order (duplicates collapsed by FINAL), and a
-/// loss record for stored rows that did not decode.
+/// One session's events from ClickHouse, in time order, and a loss record for stored rows that
+/// did not decode. `events` is append-only: a batch shipped twice is collapsed (the same
+/// record, byte for byte), but two different rows under one sequence are both shown — a row
+/// inserted to replace a command does not hide it (and `vigil verify` names it).
 pub async fn session_events(
     cfg: &ClickHouseConfig,
     key: &crate::event::SessionKey,
@@ -620,9 +777,10 @@ pub async fn session_events(
     let details: Vec<DetailRow> = cfg
         .client(true)?
         .query(
-            "SELECT host, boot_id, detail FROM events FINAL
+            "SELECT host, boot_id, detail FROM events
              WHERE host = {host:String} AND boot_id = {boot:String} AND session_id = {id:UInt32}
-             ORDER BY time, seq",
+             ORDER BY time, seq
+             LIMIT 1 BY epoch, seq, chain, cityHash64(detail)",
         )
         .param("host", key.host.as_ref())
         .param("boot", key.boot_id.as_ref())

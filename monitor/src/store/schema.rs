@@ -136,11 +136,25 @@ impl SchemaOptions {
                         .collect(),
                 ),
             },
+            Migration {
+                version: 9,
+                name: "append_only_trail",
+                statements: self.append_only_migration(),
+            },
+            Migration {
+                version: 10,
+                name: "host_keys",
+                statements: steps(vec![self.host_keys_table()]),
+            },
         ])
         .collect()
     }
 
     /// The event stream: one row per event, keyed by session (host, boot, audit session id).
+    /// Append-only (plain MergeTree): a row inserted later with the same key is another row,
+    /// never a replacement, and `vigil verify` sees both. `epoch`, `seq` and `chain` are the
+    /// spool's (see `crate::spool::frame`); `detail` is the record's payload byte for byte, so
+    /// the chain can be recomputed from the rows.
     fn events_table(&self) -> String {
         let (db, oc) = (&self.database, self.on_cluster());
         format!(
@@ -148,6 +162,8 @@ impl SchemaOptions {
     host LowCardinality(String),
     boot_id LowCardinality(String),
     seq UInt64 CODEC(Delta, ZSTD(1)),
+    epoch LowCardinality(String),
+    chain FixedString(32),
     time DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
     mono_ns UInt64 CODEC(Delta, ZSTD(1)),
     type LowCardinality(String),
@@ -175,7 +191,7 @@ PARTITION BY toDate(time)
 ORDER BY (host, boot_id, session_id, time, seq)
 TTL {ttl}
 SETTINGS non_replicated_deduplication_window = 1000, deduplicate_merge_projection_mode = 'rebuild'",
-            engine = self.engine("ReplacingMergeTree", "events"),
+            engine = self.engine("MergeTree", "events"),
             ttl = self.ttl()
         )
     }
@@ -420,13 +436,15 @@ GROUP BY user, day, host",
             "CREATE TABLE IF NOT EXISTS `{db}`.`quarantine`{oc} (
     host LowCardinality(String),
     seq UInt64,
+    epoch LowCardinality(String),
+    chain FixedString(32),
     received DateTime64(3, 'UTC') DEFAULT now64(3),
     reason String,
     payload String CODEC(ZSTD(3))
 ) ENGINE = {engine}
 ORDER BY (host, seq)
 SETTINGS non_replicated_deduplication_window = 1000",
-            engine = self.engine("ReplacingMergeTree", "quarantine")
+            engine = self.engine("MergeTree", "quarantine")
         )
     }
 
@@ -508,13 +526,7 @@ ORDER BY pattern",
             sql,
             only_if: Some(only_if),
         };
-        let views = [
-            "sessions_mv",
-            "session_identity_mv",
-            "alerts_mv",
-            "user_baseline_mv",
-            "user_daily_volume_mv",
-        ];
+        let views = VIEWS_ON_EVENTS;
         let mut out: Vec<Step> = Vec::new();
         // 1. Views off, old tables aside (only where the old layout is found).
         let tables = ["events", "sessions", "session_identity"];
@@ -558,7 +570,7 @@ ORDER BY pattern",
         ];
         // 3. The copy, while the old events are still aside (then they are marked copied).
         let copy = format!(
-            "INSERT INTO `{db}`.`events`
+            "INSERT INTO `{db}`.`events` ({PRE_V9_EVENT_COLUMNS})
 SELECT e.host, ifNull(b.boot_id, '') AS boot_id, e.seq, e.time, e.mono_ns, e.type, e.session_id,
     e.loginuid, e.pid, e.tid, e.ppid, e.uid, e.euid, e.gid, e.cgroup_id, e.comm, e.path, e.argv,
     e.bytes, e.port, e.ret, e.gained_root, e.summary, e.detail
@@ -598,6 +610,148 @@ SETTINGS join_use_nulls = 1"
         out
     }
 
+    /// Migration 9: `events` and `quarantine` append-only, with the chain's columns. Tables made
+    /// by an earlier release (ReplacingMergeTree, no chain) are renamed `*_before_v9` (kept:
+    /// they are evidence) and copied into the new layout with an empty epoch, which `vigil
+    /// verify` reports as unchained. The views on `events` are dropped first and made again
+    /// after the copy, so the copy is not counted twice in what they feed. Every step is
+    /// guarded: a new database, or an attempt cut short, runs only what is left.
+    fn append_only_migration(&self) -> Vec<Step> {
+        let db = &self.database;
+        let oc = self.on_cluster();
+        let replacing = |table: &str| {
+            format!(
+                "SELECT count() > 0 FROM system.tables WHERE database = '{db}' AND name = '{table}' \
+                 AND engine LIKE '%ReplacingMergeTree'"
+            )
+        };
+        let pending_copy = |table: &str| {
+            format!(
+                "SELECT count() > 0 FROM system.tables WHERE database = '{db}' \
+                 AND name = '{table}_before_v9' AND comment != 'copied'"
+            )
+        };
+        let guarded = |sql: String, only_if: String| Step {
+            sql,
+            only_if: Some(only_if),
+        };
+        let mut out = Vec::new();
+        for view in VIEWS_ON_EVENTS {
+            out.push(guarded(
+                format!("DROP VIEW IF EXISTS `{db}`.`{view}`{oc}"),
+                replacing("events"),
+            ));
+        }
+        for (table, columns, create) in [
+            ("events", PRE_V9_EVENT_COLUMNS, self.events_table()),
+            (
+                "quarantine",
+                PRE_V9_QUARANTINE_COLUMNS,
+                self.quarantine_table(),
+            ),
+        ] {
+            if self.cluster.is_some() {
+                out.push(guarded(
+                    format!("DROP TABLE IF EXISTS `{db}`.`{table}_all`{oc}"),
+                    replacing(table),
+                ));
+            }
+            out.push(guarded(
+                format!("RENAME TABLE `{db}`.`{table}` TO `{db}`.`{table}_before_v9`{oc}"),
+                replacing(table),
+            ));
+            out.push(Step::from(create));
+            out.push(guarded(
+                format!(
+                    "INSERT INTO `{db}`.`{table}` ({columns}) SELECT {columns} FROM `{db}`.`{table}_before_v9`"
+                ),
+                pending_copy(table),
+            ));
+            out.push(guarded(
+                format!("ALTER TABLE `{db}`.`{table}_before_v9`{oc} MODIFY COMMENT 'copied'"),
+                pending_copy(table),
+            ));
+        }
+        out.extend(
+            [
+                self.sessions_view(),
+                self.identity_view(),
+                self.alerts_view(),
+                self.user_baseline_view(),
+                self.user_daily_volume_view(),
+            ]
+            .into_iter()
+            .map(Step::from),
+        );
+        out.extend(
+            self.distributed("events", "cityHash64(host, session_id)")
+                .into_iter()
+                .chain(self.distributed("quarantine", "cityHash64(host)"))
+                .map(Step::from),
+        );
+        out
+    }
+
+    /// Hosts' public keys, registered by an administrator (`vigil db register-key`): what
+    /// `vigil verify` checks checkpoints against. Daemons may not write here.
+    fn host_keys_table(&self) -> String {
+        let (db, oc) = (&self.database, self.on_cluster());
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.`host_keys`{oc} (
+    host LowCardinality(String),
+    key String,
+    registered DateTime64(3, 'UTC') DEFAULT now64(3),
+    registered_by String DEFAULT currentUser(),
+    note String
+) ENGINE = {engine}
+ORDER BY (host, registered)",
+            engine = self.engine("MergeTree", "host_keys")
+        )
+    }
+
+    /// What a daemon may do in ClickHouse, and nothing more: insert its rows, and read which
+    /// schema version it is talking to. Schema, retention, the fleet's sensitive paths and the
+    /// host keys belong to the administrator (`vigil db migrate`, `vigil db register-key`).
+    pub fn daemon_grants(&self) -> Vec<Grant> {
+        [
+            (Privilege::Insert, "events"),
+            (Privilege::Insert, "quarantine"),
+            (Privilege::Select, "schema_migrations"),
+        ]
+        .into_iter()
+        .map(|(privilege, table)| Grant {
+            privilege,
+            database: self.database.clone(),
+            table: table.to_string(),
+        })
+        .collect()
+    }
+
+    /// The SQL an administrator runs to create the daemons' insert-only user and an auditors'
+    /// read-only user (`vigil db grants`).
+    pub fn grants_sql(&self, writer: &str, auditor: &str) -> Vec<String> {
+        let db = &self.database;
+        let oc = self.on_cluster();
+        let mut out = vec![
+            format!(
+                "CREATE USER IF NOT EXISTS `{writer}`{oc} IDENTIFIED WITH sha256_password BY '<daemon password>'"
+            ),
+            format!(
+                "CREATE USER IF NOT EXISTS `{auditor}`{oc} IDENTIFIED WITH sha256_password BY '<auditor password>'"
+            ),
+        ];
+        for g in self.daemon_grants() {
+            out.push(format!(
+                "GRANT{oc} {} ON `{}`.`{}` TO `{writer}`",
+                g.privilege.sql(),
+                g.database,
+                g.table
+            ));
+        }
+        out.push(format!("GRANT{oc} SELECT ON `{db}`.* TO `{auditor}`"));
+        out
+    }
+
     /// Creates the database and the migrations ledger.
     pub fn bootstrap(&self) -> Vec<String> {
         let db = &self.database;
@@ -614,6 +768,46 @@ SETTINGS join_use_nulls = 1"
             ),
         ]
     }
+}
+
+/// The views fed by inserts into `events`.
+const VIEWS_ON_EVENTS: [&str; 5] = [
+    "sessions_mv",
+    "session_identity_mv",
+    "alerts_mv",
+    "user_baseline_mv",
+    "user_daily_volume_mv",
+];
+
+/// The columns of `events` and `quarantine` before migration 9 (what its copy moves).
+const PRE_V9_EVENT_COLUMNS: &str = "host, boot_id, seq, time, mono_ns, type, session_id, \
+    loginuid, pid, tid, ppid, uid, euid, gid, cgroup_id, comm, path, argv, bytes, port, ret, \
+    gained_root, summary, detail";
+const PRE_V9_QUARANTINE_COLUMNS: &str = "host, seq, received, reason, payload";
+
+/// What a ClickHouse user may do to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Privilege {
+    Insert,
+    Select,
+}
+
+impl Privilege {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Privilege::Insert => "INSERT",
+            Privilege::Select => "SELECT",
+        }
+    }
+}
+
+/// One privilege on one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Grant {
+    pub privilege: Privilege,
+    pub database: String,
+    pub table: String,
 }
 
 /// Who a fleet-wide baseline row is about: the login user's recorded name, or `uid:N`.
@@ -671,7 +865,7 @@ mod tests {
             assert!(!stmt.contains("ENGINE = MergeTree"), "{stmt}");
         }
         assert!(all.iter().any(|s| s.contains(
-            "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vigil/events', '{replica}')"
+            "ReplicatedMergeTree('/clickhouse/tables/{shard}/vigil/events', '{replica}')"
         )));
         assert!(all
             .iter()
@@ -748,6 +942,6 @@ mod tests {
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     }
 }

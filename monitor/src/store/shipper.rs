@@ -7,6 +7,12 @@
 //! (in `events` and in the `sessions` view alike). While ClickHouse is away the shipper retries
 //! with backoff and the spool absorbs what arrives; capture never waits for it.
 //!
+//! The daemon never changes the schema: it checks, with its insert-only credentials, that the
+//! schema is the version it needs, and waits (the spool holding everything) until an
+//! administrator has run `vigil db migrate`. Each row carries its record's epoch, sequence and
+//! chain; deduplication tokens name the epoch, so the batches of a spool made anew never repeat
+//! an earlier spool's tokens (ClickHouse would silently discard them).
+//!
 //! A record that passed the spool's checksum but does not decode as an event (written by a
 //! newer daemon before a rollback, say) is not dropped: it goes to the `quarantine` table as it
 //! was, with the reason, in the same batch, and is counted (`vigil_clickhouse_quarantined_total`).
@@ -18,10 +24,10 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{migrate, ClickHouseConfig, EventRow, QuarantineRow, StoreError};
+use super::{check_schema, ChainedRecord, ClickHouseConfig, EventRow, QuarantineRow, StoreError};
 use crate::{
     event::Event,
-    spool::{AckFile, ReadNote, SpoolReader},
+    spool::{AckFile, ReadNote, SpoolReader, SpoolRecord},
 };
 
 const CONSUMER: &str = "clickhouse";
@@ -55,8 +61,8 @@ impl Inflight {
     }
 }
 
-fn token(host: &str, from: u64, to: u64) -> String {
-    format!("vigil:{host}:{from}-{to}")
+fn token(host: &str, epoch: &str, from: u64, to: u64) -> String {
+    format!("vigil:{host}:{epoch}:{from}-{to}")
 }
 
 async fn insert<R>(
@@ -133,7 +139,6 @@ impl ShipperStatus {
 /// not yet in ClickHouse).
 pub async fn run(
     cfg: ClickHouseConfig,
-    sensitive_paths: Vec<String>,
     spool: PathBuf,
     host: String,
     spool_position: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
@@ -142,17 +147,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let retry_max = Duration::from_millis(cfg.retry_max_ms.max(100));
     let mut backoff = Duration::from_millis(100);
-    // Schema first; until ClickHouse answers, keep trying (the spool holds everything).
+    // The schema first; until ClickHouse answers with the version this daemon needs, keep
+    // trying (the spool holds everything).
     loop {
-        match migrate(&cfg, &sensitive_paths, super::Migrator::Daemon).await {
-            Ok(applied) => {
-                if !applied.is_empty() {
-                    tracing::info!(?applied, "ClickHouse schema migrated");
-                }
+        match check_schema(&cfg).await {
+            Ok(version) => {
+                tracing::info!(version, "ClickHouse schema checked");
                 break;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "ClickHouse unavailable; events stay in the spool");
+                tracing::warn!(error = %e, "cannot ship to ClickHouse yet; events stay in the spool");
                 metrics::counter!("vigil_clickhouse_errors_total").increment(1);
                 status.failed(&e);
                 if sleep_or_stop(backoff, &mut shutdown).await {
@@ -173,7 +177,7 @@ pub async fn run(
     let mut resend = inflight
         .load()
         .filter(|(from, _)| *from == reader.next_seq());
-    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut records: Vec<SpoolRecord> = Vec::new();
     let batch_age = Duration::from_millis(cfg.batch_ms);
     let mut stopping = false;
     loop {
@@ -202,18 +206,31 @@ pub async fn run(
         if records.is_empty() {
             return Ok(()); // stopping, nothing left
         }
-        let (from, to) = (records[0].0, records[records.len() - 1].0);
+        let (from, to) = (records[0].seq, records[records.len() - 1].seq);
+        let epoch = records[0].epoch.hex();
         // The payload moves into the row (as `detail`): one copy of each event in memory.
         let mut rows: Vec<EventRow> = Vec::with_capacity(records.len());
         let mut quarantined: Vec<QuarantineRow> = Vec::new();
-        for (seq, payload) in records.drain(..) {
+        for record in records.drain(..) {
+            let place = ChainedRecord {
+                seq: record.seq,
+                epoch: record.epoch.hex(),
+                chain: record.chain.map(|c| c.0).unwrap_or_default(),
+            };
+            let payload = record.payload;
             match serde_json::from_slice::<Event>(&payload) {
-                Ok(event) => {
-                    let detail = String::from_utf8(payload)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                    rows.push(EventRow::new(&host, seq, &event, detail));
-                }
-                Err(e) => quarantined.push(QuarantineRow::new(&host, seq, &e, &payload)),
+                // `detail` must be the payload byte for byte (the chain is computed over it),
+                // so only a payload that is UTF-8 goes there; JSON from serde always is.
+                Ok(event) => match String::from_utf8(payload) {
+                    Ok(detail) => rows.push(EventRow::new(&host, &place, &event, detail)),
+                    Err(e) => quarantined.push(QuarantineRow::new(
+                        &host,
+                        &place,
+                        &"not UTF-8",
+                        e.as_bytes(),
+                    )),
+                },
+                Err(e) => quarantined.push(QuarantineRow::new(&host, &place, &e, &payload)),
             }
         }
         if !quarantined.is_empty() {
@@ -225,7 +242,7 @@ pub async fn run(
             );
         }
         inflight.store(from, to)?;
-        let token = token(&host, from, to);
+        let token = token(&host, &epoch, from, to);
         let mut attempt_backoff = Duration::from_millis(100);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
