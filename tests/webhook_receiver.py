@@ -1,5 +1,5 @@
 """A webhook receiver for the end-to-end tests: records every POST (headers, body, whether its
-HMAC-SHA256 signature is valid) as a JSON line, and answers 500 to the first N requests so the
+HMAC-SHA256 signature over timestamp, delivery id and body is valid and recent) as a JSON line, and answers 500 to the first N requests so the
 sender's retries are exercised."""
 
 import argparse
@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 parser = argparse.ArgumentParser()
@@ -24,7 +25,13 @@ seen = {"n": 0}
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        expected = "sha256=" + hmac.new(args.secret.encode(), body, hashlib.sha256).hexdigest()
+        # What Vigil signs: "<timestamp>.<delivery id>.<body>"; a receiver refuses deliveries
+        # older than five minutes (a replay) and, remembering ids, repeats.
+        timestamp = self.headers.get("X-Vigil-Timestamp", "")
+        delivery = self.headers.get("X-Vigil-Delivery", "")
+        signed = f"{timestamp}.{delivery}.".encode() + body
+        expected = "sha256=" + hmac.new(args.secret.encode(), signed, hashlib.sha256).hexdigest()
+        fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) < 300
         with lock:
             seen["n"] += 1
             fail = seen["n"] <= args.fail_first
@@ -32,7 +39,7 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps({
                     "headers": dict(self.headers),
                     "body": json.loads(body),
-                    "signature_valid": hmac.compare_digest(
+                    "signature_valid": fresh and hmac.compare_digest(
                         expected, self.headers.get("X-Vigil-Signature", "")),
                     "answered": 500 if fail else 200,
                 }) + "\n")

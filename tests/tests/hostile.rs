@@ -198,3 +198,51 @@ fn every_cli_output_shows_hostile_strings_without_obeying_them() {
     }
     let _ = Path::new(spool);
 }
+
+/// A rules file nested 20,000 deep (parentheses, `not`s, a chain of `and`s) is refused with an
+/// error naming the bound, not a stack overflow that would abort the CLI or crash-loop a daemon
+/// that reloads it.
+#[test]
+fn hostile_rules_files_are_refused_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20_000;
+    let rule = |when: String| {
+        format!(
+            "rules:\n  - id: deep\n    title: deep\n    technique: T1059\n    severity: low\n    risk: 1\n    when: {}\n",
+            serde_json::to_string(&when).unwrap()
+        )
+    };
+    for (name, text, expect) in [
+        (
+            "parens",
+            rule(format!(
+                "{}type == \"exec\"{}",
+                "(".repeat(n),
+                ")".repeat(n)
+            )),
+            "nested more than 64",
+        ),
+        (
+            "nots",
+            rule(format!("{}type == \"exec\"", "not ".repeat(n))),
+            "nested more than 64",
+        ),
+        (
+            "chain",
+            rule(vec!["type == \"exec\""; n].join(" and ")),
+            "more than 2000 terms",
+        ),
+        (
+            "yaml",
+            format!("rules: {}{}\n", "[".repeat(n), "]".repeat(n)),
+            "recursion limit",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["rules", "check", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+}

@@ -336,6 +336,38 @@ fn check_daemon_config(name: &str, config: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The example ClickHouse makes the daemons' and auditors' users with exactly the grants
+/// `vigil db grants` prints (the one definition, in the daemon's schema code).
+fn check_clickhouse_grants() -> Result<()> {
+    let out = Command::new(crate::vigil_bin())
+        .args(["db", "grants"])
+        .output()
+        .context("cannot run vigil db grants (cargo xtask build)")?;
+    if !out.status.success() {
+        bail!("vigil db grants: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let example = std::fs::read_to_string(workspace().join("deploy/kubernetes/clickhouse.yaml"))?
+        .replace("\\`", "`");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let grants: Vec<&str> = printed.lines().filter(|l| l.starts_with("GRANT")).collect();
+    if grants.is_empty() {
+        bail!("vigil db grants printed no GRANT");
+    }
+    let made: Vec<&str> = example
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("GRANT"))
+        .collect();
+    if made != grants {
+        bail!(
+            "deploy/kubernetes/clickhouse.yaml grants\n  {}\nbut `vigil db grants` says\n  {}",
+            made.join("\n  "),
+            grants.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
 fn check_systemd_unit(dir: &Path) -> Result<()> {
     let unit = workspace().join("deploy/systemd/vigil.service");
     if !which("systemd-analyze") {
@@ -455,6 +487,7 @@ pub fn check(write: bool) -> Result<()> {
     validate(&files)?;
     check_daemon_config("default", &rendered_daemon_config(&default)?, &dir)?;
     check_daemon_config("ci-values", &rendered_daemon_config(&flipped)?, &dir)?;
+    check_clickhouse_grants()?;
     check_systemd_unit(&dir)?;
     check_dockerfile()?;
     let metrics = dashboard_metrics()?;

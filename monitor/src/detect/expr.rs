@@ -101,7 +101,16 @@ enum Tok {
 struct Lexer {
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// Open parentheses and `not`s around the current position.
+    depth: usize,
+    /// Comparisons, `and`s and `or`s so far.
+    nodes: usize,
 }
+
+/// Bounds on an expression, so that a hostile rules file is an error rather than a stack
+/// overflow (in the parser, the evaluator or the drop of the tree) in a daemon that reloads it.
+pub const MAX_NESTING: usize = 64;
+pub const MAX_TERMS: usize = 2000;
 
 fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
     let chars: Vec<(usize, char)> = src.char_indices().collect();
@@ -202,6 +211,8 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let mut p = Lexer {
         toks: lex(src)?,
         pos: 0,
+        depth: 0,
+        nodes: 0,
     };
     let e = p.or()?;
     match p.peek() {
@@ -277,9 +288,34 @@ impl Lexer {
         }
     }
 
+    /// Counts one more node of the tree, refusing past [`MAX_TERMS`].
+    fn node(&mut self) -> Result<(), ParseError> {
+        self.nodes += 1;
+        if self.nodes > MAX_TERMS {
+            return Err(ParseError {
+                column: self.peek().1,
+                message: format!("the expression has more than {MAX_TERMS} terms"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Enters one more level of nesting, refusing past [`MAX_NESTING`].
+    fn nest(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(ParseError {
+                column: self.peek().1,
+                message: format!("nested more than {MAX_NESTING} deep"),
+            });
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.and()?;
         while self.keyword("or") {
+            self.node()?;
             e = Expr::Or(Box::new(e), Box::new(self.and()?));
         }
         Ok(e)
@@ -288,6 +324,7 @@ impl Lexer {
     fn and(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.not()?;
         while self.keyword("and") {
+            self.node()?;
             e = Expr::And(Box::new(e), Box::new(self.not()?));
         }
         Ok(e)
@@ -295,8 +332,13 @@ impl Lexer {
 
     fn not(&mut self) -> Result<Expr, ParseError> {
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.nest()?;
+            self.node()?;
+            let e = Expr::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(e);
         }
+        self.node()?;
         self.comparison()
     }
 
@@ -304,7 +346,9 @@ impl Lexer {
         let (tok, col) = self.next();
         let name = match tok {
             Tok::Sym("(") => {
+                self.nest()?;
                 let e = self.or()?;
+                self.depth -= 1;
                 return match self.next() {
                     (Tok::Sym(")"), _) => Ok(e),
                     (t, c) => Err(ParseError {
@@ -590,6 +634,46 @@ mod tests {
             ("process.euid", Value::Num(0.0)),
             ("gained_root", Value::Bool(true)),
         ]))
+    }
+
+    #[test]
+    fn hostile_nesting_is_an_error_and_the_largest_allowed_runs_on_a_small_stack() {
+        for src in [
+            format!(
+                "{}type == \"exec\"{}",
+                "(".repeat(20_000),
+                ")".repeat(20_000)
+            ),
+            format!("{}type == \"exec\"", "not ".repeat(20_000)),
+            vec!["type == \"exec\""; 20_000].join(" and "),
+        ] {
+            let err = parse(&src).unwrap_err();
+            assert!(
+                err.message.contains("nested more than")
+                    || err.message.contains("more than 2000 terms"),
+                "{}",
+                err.message
+            );
+        }
+        // The largest expression allowed, evaluated and dropped on a 256 KiB stack (tokio's
+        // workers have 2 MiB).
+        let big = vec!["type == \"exec\""; MAX_TERMS / 2].join(" and ");
+        let nested = format!(
+            "{}type == \"exec\"{}",
+            "(".repeat(MAX_NESTING),
+            ")".repeat(MAX_NESTING)
+        );
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let e = parse(&big).unwrap();
+                assert!(e.eval(&event()));
+                let n = parse(&nested).unwrap();
+                assert!(n.eval(&event()));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

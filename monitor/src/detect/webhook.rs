@@ -1,7 +1,12 @@
 //! Alert delivery to webhooks: JSON POSTs signed with HMAC-SHA256, retried with backoff,
 //! de-duplicated (the same rule in the same session once per window) and rate limited. Each
-//! webhook has its own thread and bounded queue; the detect stage only ever `try_send`s, so a
+//! webhook has its own thread and bounded queues; the detect stage only ever `try_send`s, so a
 //! slow or dead receiver costs alerts on that webhook (counted), never capture.
+//!
+//! Critical alerts have a queue of their own, delivered first, and the rate limit never applies
+//! to them: a burst of lesser alerts cannot crowd out the one that matters. The signature covers
+//! `X-Vigil-Timestamp`, `X-Vigil-Delivery` and the body (`HMAC-SHA256(secret, "<timestamp>.
+//! <delivery>.<body>")`), so a receiver can refuse a replayed delivery ([`verify`]).
 
 use std::{
     collections::HashMap,
@@ -67,6 +72,13 @@ impl WebhookConfig {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(format!("url `{}` is not http:// or https://", self.url));
         }
+        if self.secret_file.is_none() && self.secret_env.is_none() {
+            return Err(
+                "no secret (secret_file or secret_env): a receiver could not tell Vigil's alerts \
+                 from anyone's"
+                    .into(),
+            );
+        }
         if self.secret_file.is_some() && self.secret_env.is_some() {
             return Err("set secret_file or secret_env, not both".into());
         }
@@ -76,35 +88,66 @@ impl WebhookConfig {
         Ok(())
     }
 
-    fn secret(&self) -> Result<Option<Vec<u8>>, String> {
-        if let Some(path) = &self.secret_file {
-            return std::fs::read(path)
-                .map(|s| Some(s.trim_ascii_end().to_vec()))
-                .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()));
+    fn secret(&self) -> Result<Vec<u8>, String> {
+        let secret = if let Some(path) = &self.secret_file {
+            std::fs::read(path)
+                .map(|s| s.trim_ascii_end().to_vec())
+                .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?
+        } else if let Some(var) = &self.secret_env {
+            std::env::var(var)
+                .map(|s| s.into_bytes())
+                .map_err(|_| format!("secret_env: ${var} is not set"))?
+        } else {
+            return Err("no secret".into());
+        };
+        if secret.is_empty() {
+            return Err("the secret is empty: anyone could sign alerts with it".into());
         }
-        if let Some(var) = &self.secret_env {
-            return std::env::var(var)
-                .map(|s| Some(s.into_bytes()))
-                .map_err(|_| format!("secret_env: ${var} is not set"));
-        }
-        Ok(None)
+        Ok(secret)
     }
 }
 
-/// `sha256=<hex>` of the body under the secret, as sent in `X-Vigil-Signature`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// `sha256=<hex>` of `<timestamp>.<delivery>.<body>` under the secret, as sent in
+/// `X-Vigil-Signature`.
+pub fn signature(secret: &[u8], timestamp: u64, delivery: &str, body: &[u8]) -> String {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(m) => m,
         Err(_) => return String::new(),
     };
+    mac.update(format!("{timestamp}.{delivery}.").as_bytes());
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// What a receiver checks: the signature, and that the delivery is recent (`tolerance_s`) —
+/// with the delivery ids it has seen, that it is not a replay.
+pub fn verify(
+    secret: &[u8],
+    timestamp: u64,
+    delivery: &str,
+    body: &[u8],
+    signature_header: &str,
+    now: u64,
+    tolerance_s: u64,
+) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let expected = signature(secret, timestamp, delivery, body);
+    now.abs_diff(timestamp) <= tolerance_s
+        && bool::from(expected.as_bytes().ct_eq(signature_header.as_bytes()))
+}
+
+/// One webhook's queues: critical alerts, and the rest.
+struct Queues {
+    critical: SyncSender<Event>,
+    other: SyncSender<Event>,
+    min: Severity,
+    label: String,
+}
+
 /// The senders of every configured webhook.
 pub struct Webhooks {
-    queues: Vec<(SyncSender<Event>, Severity, String)>,
+    queues: Vec<Queues>,
 }
 
 const QUEUE: usize = 1024;
@@ -117,17 +160,30 @@ impl Webhooks {
                 .check_settings()
                 .and_then(|()| cfg.secret())
                 .map_err(|e| format!("alerts.webhooks[{i}]: {e}"))?;
-            let (tx, rx) = sync_channel(QUEUE);
+            if cfg.url.starts_with("http://") {
+                tracing::warn!(
+                    webhook = i,
+                    url = %cfg.url,
+                    "alerts go to this webhook unencrypted (http://): anyone on the path reads them"
+                );
+            }
+            let (critical, critical_rx) = sync_channel(QUEUE);
+            let (other, other_rx) = sync_channel(QUEUE);
             let c = cfg.clone();
             let label = format!("webhook-{i}");
             std::thread::Builder::new()
                 .name(format!("vigil-{label}"))
                 .spawn({
                     let label = label.clone();
-                    move || deliver(rx, c, secret, label)
+                    move || deliver(critical_rx, other_rx, c, secret, label)
                 })
                 .map_err(|e| format!("cannot start the webhook thread: {e}"))?;
-            queues.push((tx, cfg.min_severity, label));
+            queues.push(Queues {
+                critical,
+                other,
+                min: cfg.min_severity,
+                label,
+            });
         }
         Ok(Webhooks { queues })
     }
@@ -138,21 +194,56 @@ impl Webhooks {
             return;
         };
         let severity = a.severity;
-        for (tx, min, label) in &self.queues {
-            if severity < *min {
+        for q in &self.queues {
+            if severity < q.min {
                 continue;
             }
+            let tx = if severity == Severity::Critical {
+                &q.critical
+            } else {
+                &q.other
+            };
             match tx.try_send(alert.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    metrics::counter!("vigil_webhook_dropped_total", "webhook" => label.clone(), "reason" => "queue_full").increment(1);
+                    metrics::counter!("vigil_webhook_dropped_total", "webhook" => q.label.clone(), "reason" => "queue_full").increment(1);
+                    tracing::warn!(webhook = %q.label, rule = %a.rule, %severity, "webhook queue full: alert not sent there");
                 }
             }
         }
     }
 }
 
-fn deliver(rx: Receiver<Event>, cfg: WebhookConfig, secret: Option<Vec<u8>>, label: String) {
+/// The next alert: a critical one whenever one waits; `None` when both queues are closed.
+fn next_alert(critical: &Receiver<Event>, other: &Receiver<Event>) -> Option<Event> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let mut critical_open = true;
+    loop {
+        if critical_open {
+            match critical.try_recv() {
+                Ok(e) => return Some(e),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => critical_open = false,
+            }
+        }
+        match other.recv_timeout(Duration::from_millis(50)) {
+            Ok(e) => return Some(e),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) if critical_open => {
+                return critical.recv().ok();
+            }
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+fn deliver(
+    critical: Receiver<Event>,
+    other: Receiver<Event>,
+    cfg: WebhookConfig,
+    secret: Vec<u8>,
+    label: String,
+) {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .build();
@@ -162,7 +253,7 @@ fn deliver(rx: Receiver<Event>, cfg: WebhookConfig, secret: Option<Vec<u8>>, lab
     let count = |what: &'static str| {
         metrics::counter!("vigil_webhook_alerts_total", "webhook" => label.clone(), "outcome" => what).increment(1);
     };
-    while let Ok(event) = rx.recv() {
+    while let Some(event) = next_alert(&critical, &other) {
         let EventBody::Alert(a) = &event.body else {
             continue;
         };
@@ -178,7 +269,8 @@ fn deliver(rx: Receiver<Event>, cfg: WebhookConfig, secret: Option<Vec<u8>>, lab
         {
             sent_at.pop_front();
         }
-        if sent_at.len() >= cfg.max_per_minute as usize {
+        // The limit is for lesser alerts; a critical one always goes (and counts toward it).
+        if sent_at.len() >= cfg.max_per_minute as usize && a.severity != Severity::Critical {
             count("rate_limited");
             continue;
         }
@@ -189,15 +281,21 @@ fn deliver(rx: Receiver<Event>, cfg: WebhookConfig, secret: Option<Vec<u8>>, lab
         let mut delay = Duration::from_millis(200);
         let mut delivered = false;
         for attempt in 0..=cfg.retries {
-            let mut req = agent
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let req = agent
                 .post(&cfg.url)
                 .set("Content-Type", "application/json")
                 .set("User-Agent", concat!("vigil/", env!("CARGO_PKG_VERSION")))
                 .set("X-Vigil-Delivery", &a.alert_id)
-                .set("X-Vigil-Attempt", &(attempt + 1).to_string());
-            if let Some(s) = &secret {
-                req = req.set("X-Vigil-Signature", &signature(s, &body));
-            }
+                .set("X-Vigil-Attempt", &(attempt + 1).to_string())
+                .set("X-Vigil-Timestamp", &timestamp.to_string())
+                .set(
+                    "X-Vigil-Signature",
+                    &signature(&secret, timestamp, &a.alert_id, &body),
+                );
             match req.send_bytes(&body) {
                 Ok(_) => {
                     delivered = true;
@@ -235,11 +333,93 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hmac_sha256_hex() {
-        // RFC 4231 test case 2.
-        assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+    fn signature_is_hmac_sha256_hex_over_timestamp_delivery_and_body() {
+        // RFC 4231 test case 2, with the signed prefix in the message.
+        let message = b"what do ya want for nothing?";
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"1700000000.a1.");
+        mac.update(message);
+        let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(signature(b"Jefe", 1_700_000_000, "a1", message), want);
+        let sig = signature(b"Jefe", 1_700_000_000, "a1", message);
+        assert!(verify(
+            b"Jefe",
+            1_700_000_000,
+            "a1",
+            message,
+            &sig,
+            1_700_000_100,
+            300
+        ));
+        // Replayed later, under another delivery id, or with another body: refused.
+        assert!(!verify(
+            b"Jefe",
+            1_700_000_000,
+            "a1",
+            message,
+            &sig,
+            1_700_001_000,
+            300
+        ));
+        assert!(!verify(
+            b"Jefe",
+            1_700_000_000,
+            "a2",
+            message,
+            &sig,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            b"Jefe",
+            1_700_000_000,
+            "a1",
+            b"other",
+            &sig,
+            1_700_000_100,
+            300
+        ));
+    }
+
+    fn config(yaml: &str) -> WebhookConfig {
+        yaml_serde::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_webhook_without_a_secret_or_with_an_empty_one_is_refused() {
+        let none = config("url: https://hooks.example/x");
+        assert!(none.check().unwrap_err().contains("no secret"));
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("secret");
+        std::fs::write(&empty, "\n").unwrap();
+        let c = config(&format!(
+            "url: https://hooks.example/x\nsecret_file: {}",
+            empty.display()
+        ));
+        assert!(c.check().unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn critical_alerts_are_taken_first() {
+        let (ctx, crx) = sync_channel(4);
+        let (otx, orx) = sync_channel(4);
+        let alert = |n: u32| {
+            crate::decode::daemon_event(
+                crate::event::Process {
+                    pid: n,
+                    ..Default::default()
+                },
+                EventBody::Fork(crate::event::ForkEvent { child_pid: n }),
+            )
+        };
+        otx.send(alert(1)).unwrap();
+        otx.send(alert(2)).unwrap();
+        ctx.send(alert(9)).unwrap();
+        assert_eq!(next_alert(&crx, &orx).unwrap().process.pid, 9);
+        assert_eq!(next_alert(&crx, &orx).unwrap().process.pid, 1);
+        drop(ctx);
+        drop(otx);
+        assert_eq!(next_alert(&crx, &orx).unwrap().process.pid, 2);
+        assert!(next_alert(&crx, &orx).is_none());
     }
 }

@@ -78,7 +78,12 @@ impl HostKey {
                         detail: e.to_string(),
                     }
                 })?;
-                if let Some(dir) = path.parent() {
+                // A missing directory is made owner-only; an existing one is left as it is (it
+                // may be shared: the key file itself is what must be private).
+                if let Some(dir) = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+                {
                     crate::durable::private_dir(dir).map_err(io)?;
                 }
                 crate::durable::write_atomic(path, pem.as_bytes()).map_err(io)?;
