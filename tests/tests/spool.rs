@@ -199,3 +199,81 @@ fn a_full_spool_writes_down_exactly_what_it_dropped() {
             <= 65536 + 16384
     );
 }
+
+/// The spool on a disk that fills up (a 2 MiB tmpfs, the real kernel's ENOSPC): with
+/// drop_oldest the daemon deletes its oldest segments and writes the loss down; with
+/// stop_accepting it holds what it can in memory, refuses the rest, and once the disk has room
+/// again writes every held event and the count of the refused. The daemon keeps running, and
+/// everything captured is either in the spool or counted in a loss record.
+#[test]
+fn a_full_disk_applies_when_full_with_a_loss_record() {
+    require_root();
+    for when_full in ["drop_oldest", "stop_accepting"] {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let mount = |opts: &str| {
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+                .arg(&spool)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount {opts}");
+        };
+        mount("size=2m");
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(spool.clone());
+        let daemon = Daemon::start(&format!(
+            "spool:\n  dir: {}\n  segment_bytes: 131072\n  max_bytes: 1073741824\n  when_full: {when_full}\n",
+            spool.display()
+        ))
+        .expect("daemon starts");
+        let loginuid = 64_000 + std::process::id() % 1000;
+        // Enough to fill 2 MiB several times over.
+        run_session(loginuid, "for i in $(seq 3000); do /bin/true; done");
+        std::thread::sleep(Duration::from_millis(1500));
+        let metrics = daemon.scrape().expect("metrics while the disk is full");
+        assert!(
+            Daemon::metric(&metrics, "vigil_spool_disk_full_total", &[]).unwrap_or(0.0) > 0.0,
+            "{when_full}: the disk was never full"
+        );
+        if when_full == "stop_accepting" {
+            // Room returns: the held events and the count of the refused reach the disk.
+            Command::new("mount")
+                .args(["-o", "remount,size=64m"])
+                .arg(&spool)
+                .status()
+                .unwrap();
+            run_session(loginuid, "/bin/true");
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        daemon.stop().expect("the daemon kept running and stops cleanly");
+        let mut lost = 0u64;
+        let mut reasons = Vec::new();
+        vigil::spool::read_all(&spool, 0, |item| {
+            let event = match item {
+                vigil::spool::SpoolItem::Event { event, .. } => event,
+                vigil::spool::SpoolItem::Damaged(e) => e,
+            };
+            if let vigil::event::EventBody::Loss(l) = &event.body {
+                lost += l.count;
+                reasons.push(l.reason.clone());
+            }
+        })
+        .expect("the spool reads");
+        assert!(lost > 0, "{when_full}: no loss written down: {reasons:?}");
+        let expect = match when_full {
+            "drop_oldest" => "oldest segment deleted",
+            _ => "the disk under the spool was full",
+        };
+        assert!(
+            reasons.iter().any(|r| r.contains(expect)),
+            "{when_full}: {reasons:?}"
+        );
+    }
+}
