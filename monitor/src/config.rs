@@ -155,6 +155,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub spool: crate::spool::SpoolConfig,
     pub integrity: crate::trail::IntegrityConfig,
+    pub redaction: crate::redact::RedactionConfig,
     pub clickhouse: crate::store::ClickHouseConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
@@ -604,6 +605,9 @@ impl Config {
         }
         for (key, message) in self.integrity.problems() {
             invalid(&key, message);
+        }
+        if let Err(e) = crate::redact::Redactor::new(&self.redaction) {
+            invalid("redaction.patterns", e.to_string());
         }
         if let Err(e) = b.save_interval() {
             invalid("detection.baseline.save_every", e);

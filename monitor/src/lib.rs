@@ -19,6 +19,7 @@ pub mod present;
 pub mod program;
 pub mod progress;
 pub mod query;
+pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod sessions;

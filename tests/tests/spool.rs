@@ -252,7 +252,9 @@ fn a_full_disk_applies_when_full_with_a_loss_record() {
             run_session(loginuid, "/bin/true");
             std::thread::sleep(Duration::from_millis(1500));
         }
-        daemon.stop().expect("the daemon kept running and stops cleanly");
+        daemon
+            .stop()
+            .expect("the daemon kept running and stops cleanly");
         let mut lost = 0u64;
         let mut reasons = Vec::new();
         vigil::spool::read_all(&spool, 0, |item| {

@@ -307,6 +307,24 @@ fn process_marker(tgid: u32) -> Event {
 /// TCP-table and kernel-table reads block), so a turn is one wake-up for up to this many.
 const BATCH: usize = 256;
 
+/// How often terminal lines held for redaction are checked for age.
+const HOLD_EVERY: Duration = Duration::from_millis(250);
+
+/// Redacts what leaves the stage (see `crate::redact`): nothing after it sees a secret.
+fn redacted(
+    redactor: &crate::redact::Redactor,
+    lines: &mut crate::redact::TtyLines,
+    out: &mut Vec<Event>,
+) -> Vec<Event> {
+    let mut ready = Vec::with_capacity(out.len());
+    for mut event in out.drain(..) {
+        redactor.redact_event(&mut event);
+        ready.extend(lines.push(redactor, event));
+    }
+    ready
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
@@ -315,14 +333,17 @@ pub async fn run(
     sessions: crate::sessions::SessionTracker,
     pods: crate::identity::PodNames,
     identities: Identities,
+    redactor: crate::redact::Redactor,
 ) -> anyhow::Result<()> {
     let mut enricher = Enricher::new(sessions, pods, identities, Some(kernel_files));
+    let mut lines = crate::redact::TtyLines::default();
     let mut out = Vec::new();
     let mut batch = Vec::with_capacity(BATCH);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.tick().await;
+    let mut hold = tokio::time::interval(HOLD_EVERY);
     loop {
-        tokio::select! {
+        let expired = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
@@ -330,10 +351,17 @@ pub async fn run(
                 for event in batch.drain(..) {
                     enricher.process(event, &mut out);
                 }
+                Vec::new()
             }
-            _ = sweep.tick() => enricher.sweep(&mut out),
-        }
-        for event in out.drain(..) {
+            _ = sweep.tick() => {
+                enricher.sweep(&mut out);
+                Vec::new()
+            }
+            _ = hold.tick() => lines.expire(&redactor),
+        };
+        let mut ready = redacted(&redactor, &mut lines, &mut out);
+        ready.extend(expired);
+        for event in ready {
             stats.enriched.inc();
             if tx.send(event).await.is_err() {
                 anyhow::bail!("the sink stage stopped");
@@ -341,7 +369,9 @@ pub async fn run(
         }
     }
     enricher.flush_all(&mut out);
-    for event in out.drain(..) {
+    let mut ready = redacted(&redactor, &mut lines, &mut out);
+    ready.extend(lines.drain(&redactor));
+    for event in ready {
         if tx.send(event).await.is_err() {
             anyhow::bail!("the sink stage stopped");
         }

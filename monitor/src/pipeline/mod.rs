@@ -218,6 +218,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let users = crate::identity::UserNames::new(config.identity.host_etc.clone());
     let sensitive_paths = config.detection.baseline.sensitive_paths.clone();
     let host_root = config.identity.host_root.clone();
+    let redactor = crate::redact::Redactor::new(&config.redaction).context("redaction.patterns")?;
     let enrich = tokio::task::spawn_blocking(move || {
         enrich_health.track_blocking("enrich", || {
             // Both read the host's files at start: on this thread, not a runtime worker.
@@ -234,6 +235,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
                 session_tracker,
                 pod_names,
                 identities,
+                redactor,
             ))
         })
     });
