@@ -234,6 +234,15 @@ fn unknown_keys(
 
 /// Replaces the values of secret keys (`password`, `secret`, `token`) for display.
 fn redact(value: &mut yaml_serde::Value) {
+    // A string anywhere may be a URL with credentials in it (`https://user:pass@host`), or
+    // hold a secret the redaction patterns know: the same patterns as for events.
+    if let yaml_serde::Value::String(text) = value {
+        let patterns = crate::redact::Redactor::builtin();
+        if let Some(clean) = patterns.redact_bytes(text.as_bytes()) {
+            *text = String::from_utf8_lossy(&clean).into_owned();
+        }
+        return;
+    }
     if let Some(map) = value.as_mapping_mut() {
         for (k, v) in map.iter_mut() {
             let secret = k
@@ -801,12 +810,20 @@ mod tests {
     #[test]
     fn shown_configuration_hides_secrets() {
         let shown = Config::effective_yaml(
-            "clickhouse:\n  url: http://ch:8123\n  password: hunter2\n",
+            "clickhouse:\n  url: http://ch:8123\n  password: hunter2\nalerts:\n  webhooks:\n    - url: https://hook:urlsecret9@hooks.example/x\n      secret_env: X\n",
             "c.yaml",
             vec![("VIGIL_CLICKHOUSE__USER".to_string(), "vigil".to_string())],
         )
         .unwrap();
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("urlsecret9"),
+            "credentials inside a URL: {shown}"
+        );
+        assert!(
+            shown.contains("https://hook:[REDACTED:url_credentials]@hooks.example/x"),
+            "{shown}"
+        );
         assert!(shown.contains("password: <redacted>"), "{shown}");
         assert!(shown.contains("user: vigil"), "{shown}");
     }

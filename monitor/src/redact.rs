@@ -159,6 +159,18 @@ impl Redactor {
         })
     }
 
+    /// The built-in patterns alone (for the configuration's own display).
+    pub fn builtin() -> Redactor {
+        Redactor::new(&RedactionConfig {
+            enabled: true,
+            patterns: Vec::new(),
+        })
+        .unwrap_or(Redactor {
+            patterns: Vec::new(),
+            enabled: true,
+        })
+    }
+
     /// The byte ranges of `text` to replace, each with the pattern's name, in order and not
     /// overlapping.
     fn find(&self, text: &[u8]) -> Vec<(usize, usize, &str)> {
