@@ -60,6 +60,14 @@ impl Health {
         }
     }
 
+    /// Every stage that started is still running (what the systemd watchdog is told).
+    pub fn all_running(&self) -> bool {
+        self.stages
+            .lock()
+            .map(|stages| stages.values().all(|s| *s == StageState::Running))
+            .unwrap_or(false)
+    }
+
     pub fn set_stage(&self, name: &'static str, state: StageState) {
         if let Ok(mut stages) = self.stages.lock() {
             stages.insert(name, state);
@@ -323,4 +331,34 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> 
         }
     });
     Ok(())
+}
+
+/// systemd's service notifications (sd_notify(3)), when the daemon runs under it with
+/// `Type=notify` (nothing happens otherwise): READY=1 once capturing, STOPPING=1 when it
+/// drains, and — with `WatchdogSec=` — WATCHDOG=1 at half the watchdog's period while every
+/// stage runs, so that a daemon frozen or wedged is killed and restarted by systemd (and the
+/// gap shows in its heartbeats).
+pub mod systemd {
+    use std::time::Duration;
+
+    use sd_notify::NotifyState;
+
+    pub fn ready() {
+        let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    }
+
+    pub fn stopping() {
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    }
+
+    pub fn watchdog_ping() {
+        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+    }
+
+    /// How often to ping, when systemd's watchdog is on.
+    pub fn watchdog_every() -> Option<Duration> {
+        let mut usec = 0u64;
+        sd_notify::watchdog_enabled(false, &mut usec)
+            .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
+    }
 }

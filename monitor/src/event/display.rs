@@ -86,6 +86,7 @@ fn line(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
+        EventBody::Tamper(t) => format!("TAMPER {}: {}", t.check, t.detail),
         EventBody::Checkpoint(c) => format!(
             "CHECK  {} of epoch {} through {}{}",
             c.reason,

@@ -13,7 +13,7 @@ use vigil_common::RecordKind;
 
 use super::{
     AlertEvent, CheckpointEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent,
-    LossEvent, OpenEvent, PrivEvent, SessionEndEvent, SessionStartEvent, TtyEvent,
+    LossEvent, OpenEvent, PrivEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -87,6 +87,8 @@ event_kinds! {
         "What was typed: bytes a process read from a terminal while it echoed.";
     Alert(AlertEvent) = "alert", None,
         "A detection rule matched an event, with the session's risk after it.";
+    Tamper(TamperEvent) = "tamper", None,
+        "The daemon's check of itself failed: its kernel maps or programs changed, its counters went back, or it was suspended.";
     Checkpoint(CheckpointEvent) = "checkpoint", None,
         "The daemon's signed statement of its trail so far (at start, every minute, at stop), with its counters.";
 }

@@ -12,8 +12,8 @@ mod vocabulary;
 pub use file::{ctime_ns, kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, CheckpointReason, OpenSyscall, PrivOp, SessionEntry, Severity, Trust,
-    Vocabulary,
+    Access, AddressFamily, CheckpointReason, OpenSyscall, PrivOp, SessionEntry, Severity,
+    TamperCheck, Trust, Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -427,6 +427,13 @@ pub struct CheckpointEvent {
     /// The daemon's counters when it signed (events decoded, written, lost, kernel counters).
     #[serde(default)]
     pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+/// The daemon's check of itself failed: someone with root is working against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TamperEvent {
+    pub check: TamperCheck,
+    pub detail: String,
 }
 
 /// A rule hit, with the session's risk after it.

@@ -127,6 +127,10 @@ pub fn sample(t: EventType) -> Event {
             count: 3,
             reason: "the kernel ring buffer was full".into(),
         }),
+        EventType::Tamper => EventBody::Tamper(TamperEvent {
+            check: TamperCheck::IgnoreListChanged,
+            detail: "pid 4242 added".into(),
+        }),
         EventType::Checkpoint => EventBody::Checkpoint(CheckpointEvent {
             reason: CheckpointReason::Heartbeat,
             epoch: "0f".repeat(16),

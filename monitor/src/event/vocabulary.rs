@@ -197,3 +197,19 @@ vocabulary! {
         Stop = "stop",
     }
 }
+
+vocabulary! {
+    /// What the daemon found wrong with itself.
+    TamperCheck {
+        /// The scoping policy in the kernel is not what the daemon wrote.
+        PolicyChanged = "policy_changed",
+        /// The kernel's list of processes not to watch holds more (or other) than the daemon.
+        IgnoreListChanged = "ignore_list_changed",
+        /// One of the daemon's kernel programs is no longer loaded.
+        ProgramGone = "program_gone",
+        /// A kernel counter went backwards (reset behind the daemon's back).
+        CountersReset = "counters_reset",
+        /// The daemon did not run for a while (stopped with SIGSTOP, frozen, starved).
+        Suspended = "suspended",
+    }
+}

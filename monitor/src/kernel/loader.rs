@@ -115,6 +115,13 @@ pub struct KernelMonitor {
     counters: Option<KernelCounters>,
     open_files: Option<OpenFiles>,
     policy: Array<MapData, Policy>,
+    /// What the daemon wrote, to check the kernel still holds it (someone with root can write
+    /// these maps too: to widen the ignore list, or narrow the scope).
+    expected_policy: Policy,
+    ignored: HashMap<MapData, u32, u8>,
+    expected_ignored: std::collections::BTreeSet<u32>,
+    /// The kernel's ids of the loaded programs, by name.
+    program_ids: Vec<(String, u32)>,
     /// Hooks attached, as `category/name`.
     pub attached: Vec<String>,
 }
@@ -195,12 +202,20 @@ impl KernelMonitor {
             })?;
             attached.push(format!("raw_tp/{tp}"));
         }
+        let program_ids = ebpf
+            .programs()
+            .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
+            .collect();
         Ok(KernelMonitor {
             _ebpf: ebpf,
             events: Some(events),
             counters: Some(KernelCounters { counters }),
             open_files: Some(OpenFiles { open_files }),
             policy,
+            expected_policy: opts.policy,
+            ignored,
+            expected_ignored: opts.ignore_tgids.iter().copied().collect(),
+            program_ids,
             attached,
         })
     }
@@ -225,7 +240,53 @@ impl KernelMonitor {
         self.policy.set(0, policy, 0).map_err(|e| LoadError::Map {
             name: "POLICY",
             detail: e.to_string(),
-        })
+        })?;
+        self.expected_policy = policy;
+        Ok(())
+    }
+
+    /// What is not as the daemon left it: the policy, the ignore list, the programs.
+    pub fn check_integrity(&self) -> Vec<(crate::event::TamperCheck, String)> {
+        use crate::event::TamperCheck;
+        let mut out = Vec::new();
+        match self.policy.get(&0, 0) {
+            Ok(p) if p == self.expected_policy => {}
+            Ok(p) => out.push((
+                TamperCheck::PolicyChanged,
+                format!(
+                    "the kernel's policy is {p:?}, the daemon wrote {:?}",
+                    self.expected_policy
+                ),
+            )),
+            Err(e) => out.push((
+                TamperCheck::PolicyChanged,
+                format!("the policy map is unreadable: {e}"),
+            )),
+        }
+        let now: std::collections::BTreeSet<u32> =
+            self.ignored.keys().filter_map(Result::ok).collect();
+        if now != self.expected_ignored {
+            let added: Vec<&u32> = now.difference(&self.expected_ignored).collect();
+            let removed: Vec<&u32> = self.expected_ignored.difference(&now).collect();
+            out.push((
+                TamperCheck::IgnoreListChanged,
+                format!("processes not watched: added {added:?}, removed {removed:?}"),
+            ));
+        }
+        let loaded: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+            .filter_map(|p| p.ok().map(|info| info.id()))
+            .collect();
+        if !loaded.is_empty() {
+            for (name, id) in &self.program_ids {
+                if !loaded.contains(id) {
+                    out.push((
+                        TamperCheck::ProgramGone,
+                        format!("program {name} (id {id}) is no longer loaded"),
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 

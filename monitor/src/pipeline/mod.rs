@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub ready_file: Option<PathBuf>,
 }
 
+/// How often the daemon checks its kernel maps and programs.
+const INTEGRITY_EVERY: Duration = Duration::from_secs(2);
+
 /// Runs the daemon until SIGINT or SIGTERM, then drains every stage and detaches.
 pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Stop signals are caught from the first moment: one that arrives while the daemon starts
@@ -199,6 +202,8 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         ),
     ));
     let (detect_tx, detect_rx) = mpsc::channel(capacity);
+    // The daemon's checks of itself go through detection (an alert, webhooks) like any event.
+    let tamper_tx = detect_tx.clone();
     let detect = tokio::spawn(health.clone().track(
         "detect",
         detect::run(detect_rx, sink_tx.clone(), detector, webhooks),
@@ -244,6 +249,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         stats::run(
             kernel_counters,
             sink_tx,
+            tamper_tx.clone(),
             stats::Intervals {
                 stats: Duration::from_millis(config.pipeline.stats_interval_ms),
                 checkpoint: Duration::from_millis(config.integrity.checkpoint_interval_ms),
@@ -276,15 +282,39 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             .with_context(|| format!("cannot write ready file {}", path.display()))?;
     }
     health.set_ready();
+    crate::health::systemd::ready();
     tracing::info!("capturing; Ctrl-C to stop");
 
-    let early = tokio::select! {
-        _ = sigint.recv() => None,
-        _ = sigterm.recv() => None,
-        ended = &mut capture => Some(ended),
+    // While capturing, every few seconds: do the kernel's maps and programs still hold what
+    // the daemon put there? Each finding once.
+    let mut integrity = tokio::time::interval(INTEGRITY_EVERY);
+    let mut reported = std::collections::HashSet::new();
+    let watchdog_every = crate::health::systemd::watchdog_every();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    let early = loop {
+        tokio::select! {
+            _ = sigint.recv() => break None,
+            _ = sigterm.recv() => break None,
+            ended = &mut capture => break Some(ended),
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                if health.all_running() {
+                    crate::health::systemd::watchdog_ping();
+                }
+            }
+            _ = integrity.tick() => {
+                for (check, detail) in kernel.check_integrity() {
+                    if reported.insert((check, detail.clone())) {
+                        tracing::error!(%check, %detail, "the monitor's kernel side was changed");
+                        let _ = tamper_tx.try_send(stats::tamper_event(check, detail));
+                    }
+                }
+            }
+        }
     };
+    drop(tamper_tx);
     tracing::info!("stopping: draining the pipeline");
     health.set_stopping();
+    crate::health::systemd::stopping();
     let _ = shutdown_tx.send(true);
     let capture_result = match early {
         Some(ended) => ended,

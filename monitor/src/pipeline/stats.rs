@@ -47,9 +47,40 @@ fn heartbeat_counters(
     out
 }
 
+/// An event saying the daemon's check of itself failed.
+pub fn tamper_event(check: crate::event::TamperCheck, detail: String) -> Event {
+    crate::decode::daemon_event(
+        Default::default(),
+        crate::event::EventBody::Tamper(crate::event::TamperEvent { check, detail }),
+    )
+}
+
+/// Kernel counters lower than before (each kind, each outcome).
+fn went_back(before: &[(u16, KindCounters)], now: &[(u16, KindCounters)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, b) in before {
+        let Some((_, n)) = now.iter().find(|(nk, _)| nk == k) else {
+            continue;
+        };
+        for (name, was, is) in [
+            ("emitted", b.emitted, n.emitted),
+            ("filtered", b.filtered, n.filtered),
+            ("lost", b.lost, n.lost),
+            ("truncated", b.truncated, n.truncated),
+            ("untracked", b.untracked, n.untracked),
+        ] {
+            if is < was {
+                out.push(format!("{} {name}: {was} then {is}", kind_name(*k)));
+            }
+        }
+    }
+    out
+}
+
 pub async fn run(
     kernel: KernelCounters,
     tx: mpsc::Sender<Event>,
+    tamper: mpsc::Sender<Event>,
     intervals: Intervals,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
@@ -59,13 +90,41 @@ pub async fn run(
     let mut ticker = tokio::time::interval(intervals.stats);
     let mut heartbeat = tokio::time::interval(intervals.checkpoint);
     heartbeat.tick().await; // the spool signed one at start
+    let mut previous: Vec<(u16, KindCounters)> = Vec::new();
+    let mut last_tick = std::time::Instant::now();
+    // A gap this much longer than the interval means the daemon did not run meanwhile.
+    let suspended_after = (intervals.stats * 5).max(Duration::from_secs(3));
     loop {
         let (last, beat) = tokio::select! {
             _ = ticker.tick() => (false, false),
             _ = heartbeat.tick() => (false, true),
             _ = shutdown.changed() => (true, false),
         };
+        let gap = last_tick.elapsed();
+        last_tick = std::time::Instant::now();
+        if gap > suspended_after {
+            let detail = format!(
+                "the daemon did not run for {:.1} s (its counters are read every {} ms): stopped, \
+                 frozen or starved; what the kernel could not hand it meanwhile is counted as lost",
+                gap.as_secs_f64(),
+                intervals.stats.as_millis()
+            );
+            tracing::error!("{detail}");
+            let _ = tamper.try_send(tamper_event(crate::event::TamperCheck::Suspended, detail));
+        }
         let counters = kernel.read()?;
+        let back = went_back(&previous, &counters);
+        if !back.is_empty() {
+            let detail = format!("kernel counters went backwards: {}", back.join("; "));
+            tracing::error!("{detail}");
+            let _ = tamper.try_send(tamper_event(
+                crate::event::TamperCheck::CountersReset,
+                detail,
+            ));
+            // Losses are counted from the new values on.
+            seen_lost.clear();
+        }
+        previous = counters.clone();
         if beat {
             let event = crate::decode::daemon_event(
                 Default::default(),

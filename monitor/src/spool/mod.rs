@@ -105,9 +105,11 @@ struct Segment {
 /// The count of a loss record, or None for any other event (a cheap check first: most
 /// records are not loss records).
 fn loss_count(payload: &[u8]) -> Option<u64> {
-    const MARK: &[u8] = b"\"type\":\"loss\"";
-    // Every record written and read passes here: a SIMD substring search, not a window scan.
-    memchr::memmem::find(payload, MARK)?;
+    // Every record written and read passes here: a SIMD substring search, not a window scan,
+    // with its searcher built once (building it was 2% of appending).
+    static MARK: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"type\":\"loss\""));
+    MARK.find(payload)?;
     let event: Event = serde_json::from_slice(payload).ok()?;
     match event.body {
         EventBody::Loss(l) => Some(l.count),

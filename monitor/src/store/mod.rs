@@ -466,7 +466,8 @@ impl EventRow {
             EventBody::Fork(_)
             | EventBody::SessionStart(_)
             | EventBody::SessionEnd(_)
-            | EventBody::Checkpoint(_) => (String::new(), Vec::new(), 0, 0, 0, false),
+            | EventBody::Checkpoint(_)
+            | EventBody::Tamper(_) => (String::new(), Vec::new(), 0, 0, 0, false),
         };
         EventRow {
             host: host.to_string(),

@@ -1,0 +1,150 @@
+//! The daemon against someone with root working on it directly: a pid added to its kernel
+//! ignore list, its kernel counters zeroed, the daemon stopped with SIGSTOP for a while. Each is
+//! noticed by the running daemon and raised as a critical alert (`monitor-tampered`).
+
+use std::time::Duration;
+
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use vigil_e2e::{of_type, require_root, Daemon};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+/// Every loaded kernel map of this name (the daemon's; tests run one daemon at a time).
+fn maps_named(name: &str) -> Vec<MapData> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|info| info.name_as_str() == Some(name))
+        .filter_map(|info| MapData::from_id(info.id()).ok())
+        .collect()
+}
+
+fn tamper_alerts(events: &[serde_json::Value]) -> Vec<String> {
+    of_type(events, "alert")
+        .into_iter()
+        .filter(|a| a["rule"] == "monitor-tampered")
+        .map(|a| a["evidence"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn the_daemon_notices_changes_to_its_kernel_side_and_being_stopped() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    // Some events, so the counters are not zero.
+    let status = std::process::Command::new(HELPER)
+        .args([
+            "login",
+            "66000",
+            "--",
+            "/bin/bash",
+            "-c",
+            "for i in $(seq 20); do /bin/true; done",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // 1. A process added to the ignore list (what an insider would do to go unseen).
+    let mut found = 0;
+    for data in maps_named("IGNORED_TGIDS") {
+        let mut map: HashMap<MapData, u32, u8> =
+            HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        map.insert(4_242_424, 1, 0).unwrap();
+        found += 1;
+    }
+    assert!(found > 0, "the daemon's ignore list was not found");
+    // 2. The kernel counters zeroed.
+    for data in maps_named("COUNTERS") {
+        let mut counters: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        for i in 0..counters.len() {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).unwrap();
+            counters.set(i, zeros, 0).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(3000));
+    // 3. Stopped for five seconds, then let go.
+    let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let events = daemon.stop().expect("daemon stops");
+    let tampers: Vec<String> = of_type(&events, "tamper")
+        .iter()
+        .map(|t| t["check"].as_str().unwrap_or("").to_string())
+        .collect();
+    for check in ["ignore_list_changed", "counters_reset", "suspended"] {
+        assert!(
+            tampers.iter().any(|t| t == check),
+            "{check} not noticed: {tampers:?}"
+        );
+    }
+    let alerts = tamper_alerts(&events);
+    assert!(alerts.len() >= 3, "tampering not alerted: {alerts:?}");
+    assert!(alerts.iter().any(|a| a.contains("4242424")), "{alerts:?}");
+    assert!(of_type(&events, "alert")
+        .iter()
+        .filter(|a| a["rule"] == "monitor-tampered")
+        .all(|a| a["severity"] == "critical"));
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): the daemon says READY=1 once capturing and
+/// pings the watchdog while it runs; stopped with SIGSTOP, the pings stop (and systemd would
+/// kill and restart it). A socket stands in for systemd here: no systemd runs on this machine
+/// as the init of the test's namespace.
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_and_alive_and_falls_silent_when_stopped() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::env::set_var("NOTIFY_SOCKET", &sock_path);
+    std::env::set_var("WATCHDOG_USEC", "400000");
+    // systemd names the watched process in WATCHDOG_PID: the daemon's own pid, set by a shell
+    // that then becomes the daemon.
+    let wrapper = [
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "export WATCHDOG_PID=$$; exec \"$0\" \"$@\"".to_string(),
+    ];
+    let daemon = Daemon::start_wrapped(&wrapper, None, "").expect("daemon starts");
+    std::env::remove_var("NOTIFY_SOCKET");
+    std::env::remove_var("WATCHDOG_USEC");
+    let drain = |for_ms: u64| {
+        let until = std::time::Instant::now() + Duration::from_millis(for_ms);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while std::time::Instant::now() < until {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    };
+    let first = drain(1500);
+    assert!(first.iter().any(|m| m.contains("READY=1")), "{first:?}");
+    assert!(
+        first.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{first:?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let _ = drain(300); // what was already sent
+    let stopped = drain(1500);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        !stopped.iter().any(|m| m.contains("WATCHDOG=1")),
+        "pinged while stopped: {stopped:?}"
+    );
+    let resumed = drain(1000);
+    assert!(
+        resumed.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{resumed:?}"
+    );
+    daemon.stop().expect("daemon stops");
+}
