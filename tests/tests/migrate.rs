@@ -310,3 +310,112 @@ fn a_fresh_database_has_the_rows_columns() {
     assert_columns_are_the_rows(&ch);
     ch.stop().unwrap();
 }
+
+/// Migration 9 on a database of the release before it: `events` a ReplacingMergeTree without
+/// the chain's columns, with rows in it. The old table is kept (`events_before_v9`), every row
+/// is copied, the views are made again on the new table, and `vigil verify` calls the copied
+/// rows unchained (not tampered).
+#[test]
+fn migration_9_makes_events_append_only_and_keeps_every_row() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(&dir.path().join("ch"), free_port()).expect("ClickHouse starts");
+    let config = dir.path().join("admin.yaml");
+    std::fs::write(&config, ch.admin_config_yaml()).unwrap();
+    let migrate = || {
+        run_ok(
+            Command::new(vigil_bin())
+                .args(["db", "migrate", "--config"])
+                .arg(&config),
+        )
+    };
+    migrate();
+    // Back to the layout of migration 8: the table as that release made it, and the ledger.
+    for sql in [
+        "DROP VIEW sessions_mv",
+        "DROP VIEW session_identity_mv",
+        "DROP VIEW alerts_mv",
+        "DROP VIEW user_baseline_mv",
+        "DROP VIEW user_daily_volume_mv",
+        "DROP TABLE events",
+        "CREATE TABLE events (host LowCardinality(String), boot_id LowCardinality(String), seq UInt64, \
+         time DateTime64(9, 'UTC'), mono_ns UInt64, type LowCardinality(String), session_id UInt32, \
+         loginuid UInt32, pid UInt32, tid UInt32, ppid UInt32, uid UInt32, euid UInt32, gid UInt32, \
+         cgroup_id UInt64, comm LowCardinality(String), path String, argv Array(String), bytes UInt64, \
+         port UInt16, ret Int64, gained_root Bool, summary String, detail String) \
+         ENGINE = ReplacingMergeTree PARTITION BY toDate(time) ORDER BY (host, boot_id, session_id, time, seq)",
+        "ALTER TABLE schema_migrations DELETE WHERE version >= 9 SETTINGS mutations_sync = 1",
+    ] {
+        ch.query(sql).unwrap();
+    }
+    // (Within retention: older rows would be removed by the TTL.)
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        - 3_600_000_000_000;
+    ch.query(&format!(
+        "INSERT INTO events (host, boot_id, seq, time, type, session_id, loginuid, detail) VALUES \
+         ('old-host', 'b1', 1, fromUnixTimestamp64Nano({t0}, 'UTC'), 'exec', 5, 1000, {})",
+        sql_quote(&old_detail(
+            EventBody::Exec(ExecEvent {
+                filename: RawBytes::from("/usr/bin/id"),
+                exe: None,
+                argv: vec![RawBytes::from("id")],
+                argv_truncated: false,
+                argv_total_bytes: 3,
+                filename_truncated: false,
+                cwd: None,
+                cwd_truncated: false,
+                tty: None,
+                old_pid: 4242,
+                ancestry: Vec::new(),
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            }),
+            5,
+            t0
+        ))
+    ))
+    .unwrap();
+    let out = migrate();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("applied migrations [9, 10]"), "{shown}");
+    let q = |sql: &str| {
+        ch.query(&format!("{sql} FORMAT TSV"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        q("SELECT engine FROM system.tables WHERE database = 'vigil' AND name = 'events'"),
+        "MergeTree"
+    );
+    assert_eq!(
+        q("SELECT comment FROM system.tables WHERE database = 'vigil' AND name = 'events_before_v9'"),
+        "copied"
+    );
+    assert_eq!(
+        q("SELECT count() FROM events WHERE host = 'old-host' AND epoch = ''"),
+        "1"
+    );
+    assert_eq!(
+        q("SELECT count() FROM system.tables WHERE database = 'vigil' AND name LIKE '%_mv'"),
+        "5",
+        "the views are made again"
+    );
+    // Migrating again changes nothing.
+    let again = migrate();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("schema up to date"));
+    assert_eq!(q("SELECT count() FROM events WHERE host = 'old-host'"), "1");
+    let verify = Command::new(vigil_bin())
+        .args(["verify", "--clickhouse", "--host", "old-host", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{text}");
+    assert!(text.contains("unchained"), "{text}");
+    ch.stop().unwrap();
+}

@@ -533,7 +533,8 @@ impl Baselines {
         }
     }
 
-    /// Writes the state now (atomically: a temporary file renamed over the old one).
+    /// Writes the state now: atomically and durably (written whole, fsync'd, renamed over the
+    /// old one, the directory fsync'd), owner-only.
     pub fn save(&mut self) -> Result<(), BaselineError> {
         let err = |source| BaselineError::Write {
             path: self.path.clone(),
@@ -543,9 +544,7 @@ impl Baselines {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, &text).map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        crate::durable::write_atomic(&self.path, &text).map_err(err)?;
         self.dirty = false;
         self.saved = Instant::now();
         metrics::gauge!("vigil_baseline_profiles")

@@ -50,10 +50,10 @@ impl Inflight {
         Some((from.parse().ok()?, to.parse().ok()?))
     }
 
+    /// Atomically and durably (see `crate::durable`): after a power loss it names the batch
+    /// that was being sent, or none, never half of one.
     fn store(&self, from: u64, to: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{from}-{to}\n"))?;
-        std::fs::rename(&tmp, &self.path)
+        crate::durable::write_atomic(&self.path, format!("{from}-{to}\n").as_bytes())
     }
 
     fn clear(&self) {
