@@ -366,8 +366,36 @@ fn daemon_killed_while_shipping_resumes_exactly_once() {
 
     let daemon = Daemon::start_with_spool(Some(&spool), &ch.config_yaml()).expect("daemon starts");
     run_trues(loginuid, 400);
-    // Killed with whatever it was doing: spooled, shipping, or acknowledging.
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed with whatever it was doing: shipping or acknowledging, once everything is in the
+    // spool (what is still in the kernel's ring buffer dies with the daemon; that is another
+    // test's subject).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(vigil_bin())
+            .args([
+                "sessions",
+                "--json",
+                "--user",
+                &loginuid.to_string(),
+                "--spool",
+            ])
+            .arg(&spool)
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let spooled: u64 = list
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["commands"].as_u64()).sum())
+            .unwrap_or(0);
+        if spooled >= commands_of(400) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool never held them all: {spooled}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     daemon.kill().expect("SIGKILL");
 
     let daemon =

@@ -451,3 +451,63 @@ fn clickhouse_refuses_or_verify_names_what_a_host_can_try() {
     assert!(!clean && out.contains("unclean_end"), "{out}");
     ch.stop().unwrap();
 }
+
+/// With `checkpoints: true`, a webhook gets a copy of every checkpoint (start, heartbeats, stop),
+/// signed twice: by the webhook secret, and by the host key (what `vigil verify` checks).
+#[test]
+fn checkpoints_go_to_a_webhook_as_an_off_host_copy() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("received.jsonl");
+    let ready = dir.path().join("receiver.ready");
+    let mut receiver = Command::new(vigil_e2e::python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py"))
+        .args(["--port", &port.to_string(), "--secret", "cp-secret"])
+        .arg("--log")
+        .arg(&log)
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "receiver not ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "cp-secret").unwrap();
+    let key_file = dir.path().join("host-key.pem");
+    let daemon = Daemon::start(&format!(
+        "{}alerts:\n  webhooks:\n    - url: http://127.0.0.1:{port}/cp\n      secret_file: {}\n      min_severity: critical\n      checkpoints: true\n",
+        integrity_yaml(&key_file, ""),
+        secret.display()
+    ))
+    .expect("daemon starts");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    daemon.stop().expect("daemon stops");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let reasons: Vec<String> = lines
+        .iter()
+        .map(|l| l["body"]["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(reasons.first().is_some_and(|r| r == "start"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "heartbeat"), "{reasons:?}");
+    assert!(reasons.last().is_some_and(|r| r == "stop"), "{reasons:?}");
+    for l in &lines {
+        assert_eq!(l["signature_valid"], true, "{l}");
+        let event: vigil::event::Event = serde_json::from_value(l["body"].clone()).unwrap();
+        let vigil::event::EventBody::Checkpoint(c) = &event.body else {
+            panic!("not a checkpoint: {l}")
+        };
+        vigil::trail::check_signature(&event.host, event.time_ns, c)
+            .expect("signed by the host key");
+    }
+}

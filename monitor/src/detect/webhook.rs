@@ -41,6 +41,10 @@ pub struct WebhookConfig {
     pub retries: u32,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Also post the trail's signed checkpoints here (a copy of them off the host, whatever
+    /// happens to the spool or ClickHouse).
+    #[serde(default)]
+    pub checkpoints: bool,
 }
 
 fn default_min_severity() -> Severity {
@@ -137,15 +141,18 @@ pub fn verify(
         && bool::from(expected.as_bytes().ct_eq(signature_header.as_bytes()))
 }
 
-/// One webhook's queues: critical alerts, and the rest.
+/// One webhook's queues: critical alerts (and checkpoints), and the rest.
+#[derive(Clone)]
 struct Queues {
     critical: SyncSender<Event>,
     other: SyncSender<Event>,
     min: Severity,
     label: String,
+    checkpoints: bool,
 }
 
 /// The senders of every configured webhook.
+#[derive(Clone)]
 pub struct Webhooks {
     queues: Vec<Queues>,
 }
@@ -183,9 +190,20 @@ impl Webhooks {
                 other,
                 min: cfg.min_severity,
                 label,
+                checkpoints: cfg.checkpoints,
             });
         }
         Ok(Webhooks { queues })
+    }
+
+    /// Hands a signed checkpoint to every webhook that takes them; never waits.
+    pub fn offer_checkpoint(&self, checkpoint: &Event) {
+        for q in self.queues.iter().filter(|q| q.checkpoints) {
+            if q.critical.try_send(checkpoint.clone()).is_err() {
+                metrics::counter!("vigil_webhook_dropped_total", "webhook" => q.label.clone(), "reason" => "queue_full").increment(1);
+                tracing::warn!(webhook = %q.label, "webhook queue full: checkpoint not sent there");
+            }
+        }
     }
 
     /// Hands an alert to every webhook that wants its severity; never waits.
@@ -254,6 +272,26 @@ fn deliver(
         metrics::counter!("vigil_webhook_alerts_total", "webhook" => label.clone(), "outcome" => what).increment(1);
     };
     while let Some(event) = next_alert(&critical, &other) {
+        if let EventBody::Checkpoint(c) = &event.body {
+            // Once a minute at most: no de-duplication, no rate limit.
+            let delivery = format!(
+                "checkpoint:{}:{}:{}",
+                c.epoch,
+                c.covers_seq
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                c.reason
+            );
+            if let Ok(body) = serde_json::to_vec(&event) {
+                let delivered = post(&agent, &cfg, &secret, &delivery, &body, &label);
+                count(if delivered {
+                    "checkpoint_delivered"
+                } else {
+                    "checkpoint_failed"
+                });
+            }
+            continue;
+        }
         let EventBody::Alert(a) = &event.body else {
             continue;
         };
@@ -278,45 +316,7 @@ fn deliver(
             Ok(b) => b,
             Err(_) => continue,
         };
-        let mut delay = Duration::from_millis(200);
-        let mut delivered = false;
-        for attempt in 0..=cfg.retries {
-            let timestamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let req = agent
-                .post(&cfg.url)
-                .set("Content-Type", "application/json")
-                .set("User-Agent", concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                .set("X-Vigil-Delivery", &a.alert_id)
-                .set("X-Vigil-Attempt", &(attempt + 1).to_string())
-                .set("X-Vigil-Timestamp", &timestamp.to_string())
-                .set(
-                    "X-Vigil-Signature",
-                    &signature(&secret, timestamp, &a.alert_id, &body),
-                );
-            match req.send_bytes(&body) {
-                Ok(_) => {
-                    delivered = true;
-                    break;
-                }
-                // 4xx other than 408/429: the receiver refuses it; retrying will not help.
-                Err(ureq::Error::Status(code, _))
-                    if (400..500).contains(&code) && code != 408 && code != 429 =>
-                {
-                    tracing::warn!(webhook = %label, code, "webhook refused an alert");
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(webhook = %label, attempt, "webhook delivery failed: {e}");
-                    if attempt < cfg.retries {
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        }
+        let delivered = post(&agent, &cfg, &secret, &a.alert_id, &body, &label);
         if delivered {
             seen.insert(key, Instant::now());
             sent_at.push_back(Instant::now());
@@ -326,6 +326,53 @@ fn deliver(
             tracing::warn!(webhook = %label, rule = %a.rule, "alert not delivered to the webhook");
         }
     }
+}
+
+/// POSTs `body` with its signature, retrying with backoff; true once the receiver took it.
+fn post(
+    agent: &ureq::Agent,
+    cfg: &WebhookConfig,
+    secret: &[u8],
+    delivery: &str,
+    body: &[u8],
+    label: &str,
+) -> bool {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 0..=cfg.retries {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let req = agent
+            .post(&cfg.url)
+            .set("Content-Type", "application/json")
+            .set("User-Agent", concat!("vigil/", env!("CARGO_PKG_VERSION")))
+            .set("X-Vigil-Delivery", delivery)
+            .set("X-Vigil-Attempt", &(attempt + 1).to_string())
+            .set("X-Vigil-Timestamp", &timestamp.to_string())
+            .set(
+                "X-Vigil-Signature",
+                &signature(secret, timestamp, delivery, body),
+            );
+        match req.send_bytes(body) {
+            Ok(_) => return true,
+            // 4xx other than 408/429: the receiver refuses it; retrying will not help.
+            Err(ureq::Error::Status(code, _))
+                if (400..500).contains(&code) && code != 408 && code != 429 =>
+            {
+                tracing::warn!(webhook = %label, code, "webhook refused a delivery");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(webhook = %label, attempt, "webhook delivery failed: {e}");
+                if attempt < cfg.retries {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]

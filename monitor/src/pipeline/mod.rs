@@ -181,7 +181,8 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         Some(spool),
         config.output.stdout,
         config.output.file.as_deref(),
-    )?;
+    )?
+    .with_checkpoint_hooks(webhooks.clone());
     let sink_stats = stats.clone();
     let sink_health = health.clone();
     let sink_thread = std::thread::Builder::new()

@@ -22,6 +22,8 @@ pub struct JsonLinesSink {
     /// The last heartbeat's counters: the stop checkpoint carries them (with the pipeline's
     /// own, read fresh), so that no counter seems to go backwards at the end of a run.
     last_counters: crate::trail::Counters,
+    /// Webhooks that take a copy of every checkpoint (`alerts.webhooks[].checkpoints`).
+    checkpoint_hooks: Option<crate::detect::webhook::Webhooks>,
 }
 
 impl JsonLinesSink {
@@ -49,14 +51,31 @@ impl JsonLinesSink {
             file,
             line: Vec::with_capacity(4096),
             last_counters: Default::default(),
+            checkpoint_hooks: None,
         })
+    }
+
+    /// Sends a copy of every checkpoint (the start one first) to these webhooks.
+    pub fn with_checkpoint_hooks(mut self, hooks: crate::detect::webhook::Webhooks) -> Self {
+        if let Some(start) = self
+            .spool
+            .as_ref()
+            .and_then(|s| s.opened().start_checkpoint.clone())
+        {
+            hooks.offer_checkpoint(&start);
+        }
+        self.checkpoint_hooks = Some(hooks);
+        self
     }
 
     pub fn write(&mut self, event: &Event) -> anyhow::Result<()> {
         // A heartbeat is signed by the spool, which alone knows the chain it vouches for.
         if let (EventBody::Checkpoint(c), Some(spool)) = (&event.body, &mut self.spool) {
-            spool.checkpoint(c.reason, c.counters.clone())?;
+            let sealed = spool.checkpoint(c.reason, c.counters.clone())?;
             self.last_counters = c.counters.clone();
+            if let (Some(hooks), Some(sealed)) = (&self.checkpoint_hooks, &sealed) {
+                hooks.offer_checkpoint(sealed);
+            }
             return Ok(());
         }
         self.line.clear();
@@ -115,7 +134,9 @@ pub fn run(
         );
         let mut counters = std::mem::take(&mut sink.last_counters);
         counters.extend(stats.counters());
-        spool.close(counters)?;
+        if let (Some(stop), Some(hooks)) = (spool.close(counters)?, &sink.checkpoint_hooks) {
+            hooks.offer_checkpoint(&stop);
+        }
     }
     Ok(())
 }

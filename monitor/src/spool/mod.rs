@@ -140,6 +140,8 @@ pub struct Opened {
     pub epoch: Epoch,
     pub epoch_began: Option<String>,
     pub recovered: Vec<String>,
+    /// The start checkpoint, as written (for copies off the host).
+    pub start_checkpoint: Option<Event>,
 }
 
 /// The writing side. One writer per spool directory.
@@ -411,6 +413,7 @@ impl Spool {
                 epoch,
                 epoch_began: epoch_began.clone(),
                 recovered: notes,
+                start_checkpoint: None,
             },
             signer,
             refused: 0,
@@ -428,7 +431,8 @@ impl Spool {
         };
         spool.counters.bytes = spool.segments.iter().map(|s| s.bytes).sum();
         if spool.signer.is_some() {
-            spool.checkpoint(CheckpointReason::Start, Counters::new())?;
+            spool.opened.start_checkpoint =
+                spool.checkpoint(CheckpointReason::Start, Counters::new())?;
         }
         for event in recovered {
             tracing::warn!(?event.body, "spool recovery");
@@ -459,12 +463,13 @@ impl Spool {
         self.position.clone()
     }
 
-    /// Appends a signed checkpoint of the chain so far (nothing without a signer).
+    /// Appends a signed checkpoint of the chain so far, and returns it as written (nothing
+    /// without a signer).
     pub fn checkpoint(
         &mut self,
         reason: CheckpointReason,
         counters: Counters,
-    ) -> Result<Option<u64>, SpoolError> {
+    ) -> Result<Option<Event>, SpoolError> {
         let Some(signer) = &self.signer else {
             return Ok(None);
         };
@@ -489,7 +494,8 @@ impl Spool {
         }
         let payload = serde_json::to_vec(&event)?;
         // A checkpoint is never refused for room: it is what says what was lost.
-        self.write_record(&payload).map(Some)
+        self.write_record(&payload)?;
+        Ok(Some(event))
     }
 
     /// The last record of this epoch, if it has one.
@@ -849,15 +855,15 @@ impl Spool {
 
     /// Stops cleanly: what was refused is written down, a stop checkpoint signed, everything
     /// written and fsync'd.
-    pub fn close(mut self, counters: Counters) -> Result<(), SpoolError> {
+    pub fn close(mut self, counters: Counters) -> Result<Option<Event>, SpoolError> {
         if self.refused > 0 {
             self.write_refused()?;
         }
-        self.checkpoint(CheckpointReason::Stop, counters)?;
+        let stop = self.checkpoint(CheckpointReason::Stop, counters)?;
         self.flush_pending()?;
         self.sync_current()?;
         self.finish_pending_report();
-        Ok(())
+        Ok(stop)
     }
 
     /// Logs (and counts) what could never reach the disk, at the very end.
