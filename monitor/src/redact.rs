@@ -322,34 +322,33 @@ fn marker(name: &str) -> String {
 /// keystroke at a time is seen whole. Events of other kinds pass straight through.
 #[derive(Default)]
 pub struct TtyLines {
-    held: HashMap<String, (Instant, Vec<Event>)>,
+    /// Per terminal: since when, the chunks, and their bytes.
+    held: HashMap<String, (Instant, Vec<Event>, usize)>,
 }
 
 impl TtyLines {
     /// Takes `event`; returns the events ready to go on (possibly none, possibly several).
     pub fn push(&mut self, redactor: &Redactor, event: Event) -> Vec<Event> {
-        let (tty, ends_line) = match &event.body {
+        let (tty, ends_line, len) = match &event.body {
             EventBody::TtyInput(t) | EventBody::TtyOutput(t) if redactor.enabled => (
                 t.tty.clone(),
                 t.data.0.iter().any(|b| *b == b'\n' || *b == b'\r'),
+                t.data.0.len(),
             ),
             _ => return vec![event],
         };
         let entry = self
             .held
             .entry(tty.clone())
-            .or_insert_with(|| (Instant::now(), Vec::new()));
+            .or_insert_with(|| (Instant::now(), Vec::new(), 0));
         entry.1.push(event);
-        let bytes: usize = entry
-            .1
-            .iter()
-            .map(|e| match &e.body {
-                EventBody::TtyInput(t) | EventBody::TtyOutput(t) => t.data.0.len(),
-                _ => 0,
-            })
-            .sum();
-        if ends_line || bytes >= HOLD_BYTES {
-            let events = self.held.remove(&tty).map(|(_, e)| e).unwrap_or_default();
+        entry.2 += len;
+        if ends_line || entry.2 >= HOLD_BYTES {
+            let events = self
+                .held
+                .remove(&tty)
+                .map(|(_, e, _)| e)
+                .unwrap_or_default();
             return release(redactor, events);
         }
         Vec::new()
@@ -360,12 +359,12 @@ impl TtyLines {
         let old: Vec<String> = self
             .held
             .iter()
-            .filter(|(_, (since, _))| since.elapsed().as_millis() >= HOLD_MS)
+            .filter(|(_, (since, _, _))| since.elapsed().as_millis() >= HOLD_MS)
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::new();
         for k in old {
-            if let Some((_, events)) = self.held.remove(&k) {
+            if let Some((_, events, _)) = self.held.remove(&k) {
                 out.extend(release(redactor, events));
             }
         }
@@ -374,9 +373,9 @@ impl TtyLines {
 
     /// Everything held (at stop).
     pub fn drain(&mut self, redactor: &Redactor) -> Vec<Event> {
-        let all: Vec<(Instant, Vec<Event>)> = self.held.drain().map(|(_, v)| v).collect();
+        let all: Vec<Vec<Event>> = self.held.drain().map(|(_, (_, e, _))| e).collect();
         all.into_iter()
-            .flat_map(|(_, events)| release(redactor, events))
+            .flat_map(|events| release(redactor, events))
             .collect()
     }
 }

@@ -619,3 +619,52 @@ pub fn login_session(
     assert!(status.code().is_some(), "{script}: {status}");
     status
 }
+
+/// `tests/webhook_receiver.py` on a free port, recording every POST it gets in `log` (its
+/// headers, body, whether the signature holds); the first `fail_first` are answered 500.
+pub struct WebhookReceiver {
+    child: KillOnDrop,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl WebhookReceiver {
+    pub fn start(dir: &Path, secret: &str, fail_first: u32) -> Result<WebhookReceiver> {
+        let port = free_port();
+        let log = dir.join("received.jsonl");
+        let ready = dir.join("receiver.ready");
+        let child = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py"))
+            .args(["--port", &port.to_string(), "--secret", secret])
+            .args(["--fail-first", &fail_first.to_string()])
+            .arg("--log")
+            .arg(&log)
+            .arg("--ready-file")
+            .arg(&ready)
+            .spawn()
+            .context("cannot start webhook_receiver.py")?;
+        let child = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                bail!("webhook receiver not ready in 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(WebhookReceiver { child, port, log })
+    }
+
+    /// Every POST recorded so far.
+    pub fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Stops it; what it recorded stays in `log`.
+    pub fn stop(self) {
+        drop(self.child);
+    }
+}

@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::Value;
 use vigil_e2e::{
-    ensure_user, free_port, of_type, python, require_root, scenarios::Fixtures, vigil_bin, Daemon,
+    ensure_user, of_type, require_root, scenarios::Fixtures, vigil_bin, Daemon, WebhookReceiver,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
@@ -123,31 +123,9 @@ fn every_builtin_scenario_is_detected_and_benign_work_is_not() {
 fn alerts_reach_a_webhook_signed_retried_and_once() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let log = dir.path().join("received.jsonl");
-    let ready = dir.path().join("receiver.ready");
     let secret = "test-webhook-secret";
-    let mut receiver = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--secret",
-            secret,
-            "--fail-first",
-            "1",
-        ])
-        .arg("--log")
-        .arg(&log)
-        .arg("--ready-file")
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "receiver not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let receiver = WebhookReceiver::start(dir.path(), secret, 1).expect("webhook receiver");
+    let (port, log) = (receiver.port, receiver.log.clone());
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
     let daemon = Daemon::start(&format!(
@@ -177,13 +155,8 @@ fn alerts_reach_a_webhook_signed_retried_and_once() {
     };
     std::thread::sleep(Duration::from_millis(1500));
     let events = daemon.stop().expect("daemon stops");
-    let _ = receiver.kill();
-    let _ = receiver.wait();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let all: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let all = receiver.received();
+    receiver.stop();
     assert!(all.len() >= received.len());
     // First attempt refused, second accepted, and no more: the repeat was de-duplicated.
     assert_eq!(all.len(), 2, "{all:#?}");

@@ -2,13 +2,9 @@
 //! none of them reaches the spool, ClickHouse (chdb), an alert, a webhook body, the session
 //! view or the report, and the benign lines of the same session are kept as they were.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
-use vigil_e2e::{free_port, python, require_root, vigil_bin, ClickHouse, Daemon};
+use vigil_e2e::{free_port, require_root, vigil_bin, ClickHouse, Daemon, WebhookReceiver};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -42,23 +38,8 @@ fn secrets_reach_no_output_and_benign_lines_stay() {
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start_migrated(&dir.path().join("ch"), free_port()).expect("ClickHouse");
     // A webhook receiver recording every body.
-    let port = free_port();
-    let log = dir.path().join("received.jsonl");
-    let ready = dir.path().join("receiver.ready");
-    let mut receiver = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py"))
-        .args(["--port", &port.to_string(), "--secret", "hook-secret"])
-        .arg("--log")
-        .arg(&log)
-        .arg("--ready-file")
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "receiver not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let receiver = WebhookReceiver::start(dir.path(), "hook-secret", 0).expect("receiver");
+    let (port, log) = (receiver.port, receiver.log.clone());
     let secret_file = dir.path().join("hook-secret");
     std::fs::write(&secret_file, "hook-secret\n").unwrap();
     // A rule that fires on the commands holding secrets, so alerts carry them as evidence.
@@ -109,8 +90,7 @@ fn secrets_reach_no_output_and_benign_lines_stay() {
     std::thread::sleep(Duration::from_millis(2500));
     let metrics = daemon.scrape().expect("metrics");
     daemon.stop().expect("daemon stops");
-    let _ = receiver.kill();
-    let _ = receiver.wait();
+    receiver.stop();
     let redactions: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("vigil_redactions_total"))

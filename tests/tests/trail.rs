@@ -12,7 +12,8 @@ use vigil::spool::frame::{
     encode_record, list_segments, scan, Chain, Scanned, SegmentFile, SegmentHeader,
 };
 use vigil_e2e::{
-    free_port, require_root, vigil_bin, ClickHouse, Daemon, WRITER_PASSWORD, WRITER_USER,
+    free_port, require_root, vigil_bin, ClickHouse, Daemon, WebhookReceiver, WRITER_PASSWORD,
+    WRITER_USER,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
@@ -458,23 +459,8 @@ fn clickhouse_refuses_or_verify_names_what_a_host_can_try() {
 fn checkpoints_go_to_a_webhook_as_an_off_host_copy() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let log = dir.path().join("received.jsonl");
-    let ready = dir.path().join("receiver.ready");
-    let mut receiver = Command::new(vigil_e2e::python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py"))
-        .args(["--port", &port.to_string(), "--secret", "cp-secret"])
-        .arg("--log")
-        .arg(&log)
-        .arg("--ready-file")
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(std::time::Instant::now() < deadline, "receiver not ready");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let receiver = WebhookReceiver::start(dir.path(), "cp-secret", 0).expect("receiver");
+    let port = receiver.port;
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "cp-secret").unwrap();
     let key_file = dir.path().join("host-key.pem");
@@ -487,13 +473,8 @@ fn checkpoints_go_to_a_webhook_as_an_off_host_copy() {
     std::thread::sleep(std::time::Duration::from_millis(1300));
     daemon.stop().expect("daemon stops");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let _ = receiver.kill();
-    let _ = receiver.wait();
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = receiver.received();
+    receiver.stop();
     let reasons: Vec<String> = lines
         .iter()
         .map(|l| l["body"]["reason"].as_str().unwrap_or("").to_string())

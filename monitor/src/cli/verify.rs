@@ -65,14 +65,7 @@ pub fn run(args: VerifyArgs) -> Result<bool, CliError> {
         };
         for host in hosts {
             let trail = rt.block_on(vigil::store::host_trail(ch, &host))?;
-            verify::verify_host(
-                &host,
-                trail.records,
-                &trail.anchors,
-                trail.damage,
-                &trust,
-                &mut report,
-            );
+            verify::verify_host(&host, trail, &trust, &mut report);
         }
     } else {
         let dir = args
@@ -99,14 +92,7 @@ pub fn run(args: VerifyArgs) -> Result<bool, CliError> {
             if args.host.as_ref().is_some_and(|h| h != &host) {
                 continue;
             }
-            verify::verify_host(
-                &host,
-                trail.records,
-                &trail.anchors,
-                trail.damage,
-                &trust,
-                &mut report,
-            );
+            verify::verify_host(&host, trail, &trust, &mut report);
         }
     }
     if args.json {

@@ -95,6 +95,19 @@ pub struct KindCounters {
     pub untracked: u64,
 }
 
+impl KindCounters {
+    /// Every outcome by name, in one order: metrics, heartbeats and the checks of them agree.
+    pub fn outcomes(&self) -> [(&'static str, u64); 5] {
+        [
+            ("emitted", self.emitted),
+            ("filtered", self.filtered),
+            ("lost", self.lost),
+            ("truncated", self.truncated),
+            ("untracked", self.untracked),
+        ]
+    }
+}
+
 /// The kernel's per-CPU counters, owned by the stage that publishes them (stats).
 pub struct KernelCounters {
     counters: PerCpuArray<MapData, u64>,

@@ -34,14 +34,8 @@ fn heartbeat_counters(
 ) -> crate::trail::Counters {
     let mut out = stats.counters();
     for (_, c) in kernel {
-        for (name, value) in [
-            ("kernel_emitted", c.emitted),
-            ("kernel_filtered", c.filtered),
-            ("kernel_lost", c.lost),
-            ("kernel_truncated", c.truncated),
-            ("kernel_untracked", c.untracked),
-        ] {
-            *out.entry(name.to_string()).or_default() += value;
+        for (name, value) in c.outcomes() {
+            *out.entry(format!("kernel_{name}")).or_default() += value;
         }
     }
     out
@@ -62,13 +56,7 @@ fn went_back(before: &[(u16, KindCounters)], now: &[(u16, KindCounters)]) -> Vec
         let Some((_, n)) = now.iter().find(|(nk, _)| nk == k) else {
             continue;
         };
-        for (name, was, is) in [
-            ("emitted", b.emitted, n.emitted),
-            ("filtered", b.filtered, n.filtered),
-            ("lost", b.lost, n.lost),
-            ("truncated", b.truncated, n.truncated),
-            ("untracked", b.untracked, n.untracked),
-        ] {
+        for ((name, was), (_, is)) in b.outcomes().into_iter().zip(n.outcomes()) {
             if is < was {
                 out.push(format!("{} {name}: {was} then {is}", kind_name(*k)));
             }
@@ -202,13 +190,7 @@ fn untracked_reason(k: u16) -> &'static str {
 
 fn publish(k: u16, c: &KindCounters) {
     let name = kind_name(k);
-    for (outcome, value) in [
-        ("emitted", c.emitted),
-        ("filtered", c.filtered),
-        ("lost", c.lost),
-        ("truncated", c.truncated),
-        ("untracked", c.untracked),
-    ] {
+    for (outcome, value) in c.outcomes() {
         metrics::counter!("vigil_kernel_events_total", "kind" => name, "outcome" => outcome)
             .absolute(value);
     }

@@ -385,6 +385,18 @@ pub enum ScanEnd {
     DamagedTail { from: u64 },
 }
 
+impl ScanEnd {
+    /// Where a reader's damage begins, if the end is damage: a torn tail of the last segment is
+    /// the record being written (or cut at the writer's next start), not damage.
+    pub fn damage_from(self, last_segment: bool) -> Option<u64> {
+        match self {
+            ScanEnd::Clean { .. } => None,
+            ScanEnd::Torn { .. } if last_segment => None,
+            ScanEnd::Torn { from } | ScanEnd::DamagedTail { from } => Some(from),
+        }
+    }
+}
+
 /// Reads `seg` from its first record, calling `each` for every whole record and every damaged
 /// stretch that has whole records after it.
 pub fn scan(

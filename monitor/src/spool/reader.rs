@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    frame::{list_segments, scan, At, Chain, Epoch, ScanEnd, Scanned, SegmentFile},
+    frame::{list_segments, scan, At, Chain, Epoch, Scanned, SegmentFile},
     io_err, loss, SpoolError,
 };
 use crate::event::Event;
@@ -101,16 +101,14 @@ pub fn read_all(
             each(damaged(reason, 0));
         }
         let last = i + 1 == count;
-        match end {
-            ScanEnd::Clean { .. } => {}
-            ScanEnd::Torn { .. } if last => {}
-            ScanEnd::Torn { from } | ScanEnd::DamagedTail { from } => each(damaged(
+        if let Some(from) = end.damage_from(last) {
+            each(damaged(
                 format!(
                     "segment {}: no whole record from offset {from} to its end",
                     path.display()
                 ),
                 0,
-            )),
+            ));
         }
         if bad_json > 0 {
             each(damaged(

@@ -125,17 +125,15 @@ pub struct Trust {
     pub silent_after_ns: i64,
 }
 
-/// Checks one host's records, all of one store. `records` need not be sorted; `anchors` are the
-/// chain values a store knows before some sequence (segment headers), `damage` what its reader
-/// could not read.
-pub fn verify_host(
-    host: &str,
-    mut records: Vec<TrailRecord>,
-    anchors: &[Anchor],
-    damage: Vec<(String, String)>,
-    trust: &Trust,
-    report: &mut Report,
-) {
+/// Checks one host's trail, all of one store: its records (in any order), the chain values the
+/// store knows before some sequences (segment headers), and what its reader could not read.
+pub fn verify_host(host: &str, trail: HostTrail, trust: &Trust, report: &mut Report) {
+    let HostTrail {
+        mut records,
+        anchors,
+        damage,
+    } = trail;
+    let anchors = anchors.as_slice();
     records.sort_by(|a, b| a.epoch.cmp(&b.epoch).then(a.seq.cmp(&b.seq)));
     let summary = report.hosts.entry(host.to_string()).or_default();
     summary.records += records.len() as u64;
@@ -206,7 +204,6 @@ pub fn verify_host(
         let mut stored: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
         let mut signed_upto: Option<u64> = None;
         let mut run_counters: Option<BTreeMap<String, u64>> = None;
-        let mut last_time = 0i64;
         let mut ended_clean = false;
         let mut first_time = None;
         for r in &records {
@@ -221,7 +218,6 @@ pub fn verify_host(
             };
             let event: Option<Event> = serde_json::from_slice(&r.payload).ok();
             if let Some(e) = &event {
-                last_time = last_time.max(e.time_ns);
                 first_time.get_or_insert(e.time_ns);
                 if !e.host.is_empty() && &*e.host != r.host.as_str() {
                     findings.push(finding(
@@ -412,7 +408,6 @@ pub fn verify_host(
             }
         }
         runs.push((first_time.unwrap_or(0), epoch.clone(), ended_clean));
-        let _ = last_time;
     }
     if runs.is_empty() && trust.keys.contains_key(host) {
         findings.push(finding(
@@ -471,7 +466,7 @@ pub struct HostTrail {
 pub fn spool_trails(
     dir: &std::path::Path,
 ) -> Result<BTreeMap<String, HostTrail>, crate::spool::SpoolError> {
-    use crate::spool::frame::{list_segments, scan, ScanEnd, Scanned, SegmentFile};
+    use crate::spool::frame::{list_segments, scan, Scanned, SegmentFile};
     let mut out: BTreeMap<String, HostTrail> = BTreeMap::new();
     let fallback_host = crate::event::Origin::this_process().host.to_string();
     let mut current_host = fallback_host.clone();
@@ -521,12 +516,10 @@ pub fn spool_trails(
                 damage.push(format!("{source}: bytes {from}..{to} hold no whole record"))
             }
         })?;
-        match end {
-            ScanEnd::Clean { .. } => {}
-            ScanEnd::Torn { .. } if i + 1 == count => {}
-            ScanEnd::Torn { from } | ScanEnd::DamagedTail { from } => damage.push(format!(
+        if let Some(from) = end.damage_from(i + 1 == count) {
+            damage.push(format!(
                 "{source}: no whole record from byte {from} to its end"
-            )),
+            ));
         }
         for mut r in records {
             if let Ok(e) = serde_json::from_slice::<Event>(&r.payload) {
@@ -587,7 +580,7 @@ mod tests {
     use super::*;
     use crate::{
         event::{ForkEvent, Process},
-        spool::{read_all, Spool, SpoolConfig, SpoolItem, WhenFull},
+        spool::{Spool, SpoolConfig, WhenFull},
         trail::{HostKey, Signer},
     };
 
@@ -645,7 +638,6 @@ mod tests {
                 source: "test".into(),
             });
         }
-        let _ = read_all(dir.path(), 0, |_: SpoolItem| {});
         assert_eq!(out[0].epoch, epoch);
         (out, public, host)
     }
@@ -657,7 +649,15 @@ mod tests {
             silent_after_ns: i64::MAX / 4,
         };
         let mut report = Report::default();
-        verify_host(host, records, &[], Vec::new(), &trust, &mut report);
+        verify_host(
+            host,
+            HostTrail {
+                records,
+                ..Default::default()
+            },
+            &trust,
+            &mut report,
+        );
         report
     }
 
@@ -740,7 +740,15 @@ mod tests {
             silent_after_ns: 1,
         };
         let mut report = Report::default();
-        verify_host(&host, records, &[], Vec::new(), &trust, &mut report);
+        verify_host(
+            &host,
+            HostTrail {
+                records,
+                ..Default::default()
+            },
+            &trust,
+            &mut report,
+        );
         let k = kinds(&report);
         assert!(k.contains(&FindingKind::Unsigned), "{k:?}");
         assert!(k.contains(&FindingKind::Silent), "{k:?}");
