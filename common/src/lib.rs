@@ -94,7 +94,10 @@ pub mod counter {
     /// A table the kernel side keeps between syscalls was full (pending set*id calls, open
     /// files whose reads are counted): the event could not be followed and is lost.
     pub const UNTRACKED: u32 = 4;
-    pub const OUTCOMES: u32 = 5;
+    /// A response in force acted on the event in the kernel: an exec denied, a connection
+    /// refused, a process of a killed or held session signalled (see [`super::respond`]).
+    pub const ENFORCED: u32 = 5;
+    pub const OUTCOMES: u32 = 6;
     /// Number of slots in the counters map.
     pub const SLOTS: u32 = super::kind::COUNT as u32 * OUTCOMES;
 
@@ -199,6 +202,38 @@ pub struct EventHeader {
 pub struct ScopeEntry {
     pub loginuid: u32,
     pub sessionid: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// responses the kernel enforces
+
+/// What the kernel does to the processes of one session (`SESSION_VERDICTS`, by audit session
+/// id), and the bits of `RESPOND_ACTIVE` that tell the programs whether to look at all.
+pub mod respond {
+    /// Every process of the session gets SIGKILL at its next exec, fork or followed syscall.
+    pub const KILL: u32 = 1;
+    /// Every process of the session gets SIGSTOP at its next exec, fork or followed syscall
+    /// (one continued by someone else stops again).
+    pub const HOLD: u32 = 2;
+    /// The session's outbound connections are refused (`EPERM`) by the cgroup connect programs.
+    pub const DENY_CONNECT: u32 = 4;
+
+    /// `RESPOND_ACTIVE` bit: some session has a verdict (else the programs skip the lookup).
+    pub const ACTIVE_SESSIONS: u32 = 1;
+    /// `RESPOND_ACTIVE` bit: some executable is denied.
+    pub const ACTIVE_DENY_EXEC: u32 = 2;
+}
+
+/// An executable as the kernel knows it: the device and inode of the file it loaded
+/// (`mm->exe_file`), whatever path, link, bind mount or name reached it. Keys `DENY_EXEC` and
+/// `PROTECTED_EXES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub ino: u64,
+    /// `super_block.s_dev`, the kernel's encoding (major << 20 | minor).
+    pub dev: u32,
+    pub _pad: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,6 +762,7 @@ mod pod {
     unsafe impl aya::Pod for super::OpenFileKey {}
     unsafe impl aya::Pod for super::FileReadStats {}
     unsafe impl aya::Pod for super::ScopeEntry {}
+    unsafe impl aya::Pod for super::ExeKey {}
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub fn on_execve_enter(nr: u32) {
 #[tracepoint]
 pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     let old_pid: u32 = unsafe { ctx.read_at::<i32>(tp_layout!(exec_old_pid)) }.unwrap_or(0) as u32;
+    // A denied program (or a process of a killed session) is signalled first; its exec is
+    // still recorded, and its exit shows the SIGKILL.
+    crate::respond::on_exec();
     emit_exec(&ctx, old_pid);
     // After the exec record: the daemon then knows the program that gained the ids (a trusted
     // sudo is told apart from a copy) when it sees the change.

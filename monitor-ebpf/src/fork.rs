@@ -20,6 +20,9 @@ pub fn vigil_fork(ctx: RawTracePointContext) -> i32 {
         return 0; // a thread
     }
     scope::inherit(child_tgid);
+    // The parent forks in a killed or held session: it is signalled here; the child at its
+    // first followed call (and by the daemon's sweep).
+    crate::respond::enforce_session();
     let Some((task, _)) = scope::check(kind::FORK) else {
         return 0;
     };

@@ -20,6 +20,7 @@ mod maps;
 mod open;
 mod privs;
 mod read;
+mod respond;
 mod scope;
 mod syscalls;
 mod tail;

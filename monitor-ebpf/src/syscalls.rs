@@ -50,6 +50,9 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
     if class == sys_class::NONE || class == sys_class::EXECVE {
         return 0;
     }
+    // A process of a killed or held session is signalled at any followed call (one load when
+    // no response is in force).
+    crate::respond::enforce_session();
     let ret: i64 = ctx.arg(1);
     match class {
         sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {

@@ -93,17 +93,21 @@ pub struct KindCounters {
     pub truncated: u64,
     /// Lost because a kernel-side table was full (see `counter::UNTRACKED`).
     pub untracked: u64,
+    /// Acted on by a response in force (an exec denied, a connection refused, a process of a
+    /// killed or held session signalled).
+    pub enforced: u64,
 }
 
 impl KindCounters {
     /// Every outcome by name, in one order: metrics, heartbeats and the checks of them agree.
-    pub fn outcomes(&self) -> [(&'static str, u64); 5] {
+    pub fn outcomes(&self) -> [(&'static str, u64); 6] {
         [
             ("emitted", self.emitted),
             ("filtered", self.filtered),
             ("lost", self.lost),
             ("truncated", self.truncated),
             ("untracked", self.untracked),
+            ("enforced", self.enforced),
         ]
     }
 }
@@ -135,6 +139,8 @@ pub struct KernelMonitor {
     expected_ignored: std::collections::BTreeSet<u32>,
     /// The kernel's ids of the loaded programs, by name.
     program_ids: Vec<(String, u32)>,
+    /// The maps responses write, handed to the respond stage once.
+    responder: Option<super::respond::KernelResponder>,
     /// Hooks attached, as `category/name`.
     pub attached: Vec<String>,
 }
@@ -215,6 +221,7 @@ impl KernelMonitor {
             })?;
             attached.push(format!("raw_tp/{tp}"));
         }
+        let responder = super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
         let program_ids = ebpf
             .programs()
             .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
@@ -229,8 +236,14 @@ impl KernelMonitor {
             ignored,
             expected_ignored: opts.ignore_tgids.iter().copied().collect(),
             program_ids,
+            responder: Some(responder),
             attached,
         })
+    }
+
+    /// The response maps, handed to the respond stage once.
+    pub fn take_responder(&mut self) -> Option<super::respond::KernelResponder> {
+        self.responder.take()
     }
 
     /// The ring buffer, handed to the capture stage once.
@@ -327,6 +340,7 @@ impl KernelCounters {
                     lost: sum[counter::LOST as usize],
                     truncated: sum[counter::TRUNCATED as usize],
                     untracked: sum[counter::UNTRACKED as usize],
+                    enforced: sum[counter::ENFORCED as usize],
                 },
             ));
         }
@@ -364,7 +378,7 @@ where
         .map_err(|source| LoadError::Program { program, source })
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod layout;
 pub mod loader;
+pub mod respond;
 pub mod tracefs;
 
 use std::path::PathBuf;

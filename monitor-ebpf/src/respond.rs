@@ -1,0 +1,154 @@
+//! respond: the responses the kernel enforces itself, so that they hold between the daemon's
+//! decisions and whatever a process does next.
+//!
+//! - A denied executable (`DENY_EXEC`, by the device and inode the kernel loaded: a rename, a
+//!   link, a bind mount or another path to the same file changes nothing) gets SIGKILL at
+//!   `sched_process_exec`, after the new image is in place and before its first instruction
+//!   runs: the signal is delivered on the way back to user space.
+//! - A killed or held session (`SESSION_VERDICTS`, by the session the `SCOPE` lineage gives,
+//!   so a process that wrote its loginuid or called setsid is still in it) gets SIGKILL or
+//!   SIGSTOP in every process at its next exec, fork or followed syscall: a fork racing the
+//!   daemon's sweep, or a process someone continued, is caught there.
+//! - A session denied the network has its `connect` refused by the cgroup `connect4`/`connect6`
+//!   programs (the caller sees `EPERM`; the syscall exit program records the attempt).
+//!
+//! `RESPOND_ACTIVE` says whether any of it is in force, so that without responses every hook pays
+//! one array load. Processes running a protected executable (`PROTECTED_EXES`: init, sshd, the
+//! daemon) and the daemon's own process are never signalled.
+
+use aya_ebpf::{
+    helpers::bpf_send_signal,
+    macros::{cgroup_sock_addr, map},
+    maps::{Array, HashMap},
+    programs::SockAddrContext,
+};
+use vigil_common::{counter, kind, respond, ExeKey};
+
+use crate::{
+    kernel::{current_task, current_tgid, koff, read_or_zero, read_ptr, Ptr},
+    maps::{count, IGNORED_TGIDS},
+    scope,
+};
+
+/// [`respond`]`::ACTIVE_*` bits, written by the daemon.
+#[map]
+pub static RESPOND_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// [`respond`] verdict bits by audit session id.
+#[map]
+pub static SESSION_VERDICTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Executables that may not run, by the file the kernel loaded.
+#[map]
+pub static DENY_EXEC: HashMap<ExeKey, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Executables no response touches.
+#[map]
+pub static PROTECTED_EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
+
+const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
+
+#[inline(always)]
+fn active() -> u32 {
+    RESPOND_ACTIVE.get(0).copied().unwrap_or(0)
+}
+
+/// The executable `task` runs: `task->mm->exe_file`'s device and inode.
+#[inline(always)]
+fn exe_key(task: Ptr) -> ExeKey {
+    let mm = read_ptr(task, koff!(task_mm));
+    let file = read_ptr(mm, koff!(mm_exe_file));
+    let inode = read_ptr(file, koff!(file_inode));
+    let sb = read_ptr(inode, koff!(inode_sb));
+    ExeKey {
+        ino: read_or_zero(inode, koff!(inode_ino)),
+        dev: read_or_zero(sb, koff!(sb_dev)),
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn protected(task: Ptr, tgid: u32) -> bool {
+    unsafe { IGNORED_TGIDS.get(tgid) }.is_some()
+        || unsafe { PROTECTED_EXES.get(&exe_key(task)) }.is_some()
+}
+
+/// At `sched_process_exec`: kills a denied executable before it runs, then applies its
+/// session's verdict. Returns whether the process was killed.
+#[inline(never)]
+pub fn on_exec() -> bool {
+    let active = active();
+    if active == 0 {
+        return false;
+    }
+    let task = current_task();
+    let tgid = current_tgid();
+    if active & respond::ACTIVE_DENY_EXEC != 0 {
+        let key = exe_key(task);
+        if unsafe { DENY_EXEC.get(&key) }.is_some() && !protected(task, tgid) {
+            unsafe { bpf_send_signal(SIGKILL) };
+            count(kind::EXEC, counter::ENFORCED);
+            return true;
+        }
+    }
+    enforce_session()
+}
+
+/// Signals the current process when its session is killed or held (counted as `exit`
+/// enforced: the process ends or stops). Returns whether it signalled. Not inlined: a call
+/// keeps the verifier's walk of the large exit program from multiplying by this one's paths.
+#[inline(never)]
+pub fn enforce_session() -> bool {
+    if active() & respond::ACTIVE_SESSIONS == 0 {
+        return false;
+    }
+    let tgid = current_tgid();
+    let Some(entry) = scope::session_of(tgid) else {
+        return false;
+    };
+    let Some(verdict) = (unsafe { SESSION_VERDICTS.get(&entry.sessionid) }).copied() else {
+        return false;
+    };
+    let signal = if verdict & respond::KILL != 0 {
+        SIGKILL
+    } else if verdict & respond::HOLD != 0 {
+        SIGSTOP
+    } else {
+        return false;
+    };
+    if protected(current_task(), tgid) {
+        return false;
+    }
+    unsafe { bpf_send_signal(signal) };
+    count(kind::EXIT, counter::ENFORCED);
+    true
+}
+
+/// 1 lets the connection proceed, 0 refuses it with `EPERM`.
+#[inline(always)]
+fn connect_verdict() -> i32 {
+    if active() & respond::ACTIVE_SESSIONS == 0 {
+        return 1;
+    }
+    let Some(entry) = scope::session_of(current_tgid()) else {
+        return 1;
+    };
+    match unsafe { SESSION_VERDICTS.get(&entry.sessionid) } {
+        Some(v) if v & respond::DENY_CONNECT != 0 => {
+            count(kind::CONNECT, counter::ENFORCED);
+            0
+        }
+        _ => 1,
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn vigil_connect4(_ctx: SockAddrContext) -> i32 {
+    connect_verdict()
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn vigil_connect6(_ctx: SockAddrContext) -> i32 {
+    connect_verdict()
+}

@@ -1,0 +1,224 @@
+//! The kernel's half of responses (see monitor-ebpf/src/respond.rs): the maps the respond stage
+//! writes, the session membership it reads, and which mechanisms this kernel gives.
+//!
+//! Probed at load: the cgroup connect programs need cgroup v2 (attached at its root, so every
+//! process of the host passes them); denying an exec in the LSM hook `bprm_check_security`
+//! (refusing the exec itself, with `EPERM`) needs the BPF LSM enabled in the kernel's `lsm=`
+//! list. Where it is not (as on the kernels this project is tested on), a denied program is
+//! killed at `sched_process_exec` instead, before its first instruction.
+
+use std::{
+    collections::BTreeMap,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+    path::Path,
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData},
+    programs::{links::CgroupAttachMode, CgroupSockAddr},
+    Ebpf,
+};
+use serde::Serialize;
+use vigil_common::{respond, ExeKey, ScopeEntry};
+
+use super::loader::LoadError;
+
+/// Where cgroup v2 is mounted on hosts that use it.
+const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
+/// The kernel's list of active security modules.
+const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// How this kernel enforces each kind of response: what `/readyz` and the metrics report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mechanisms {
+    /// `lsm_bprm_check` (the exec is refused) or `exec_tracepoint_signal` (the new image is
+    /// killed before it runs).
+    pub deny_exec: &'static str,
+    /// `cgroup_connect` or `unavailable` (with why).
+    pub deny_connect: &'static str,
+    /// Always `signal`: the daemon signals every process of the session, and the kernel
+    /// programs signal any it missed at their next exec, fork or followed syscall.
+    pub session: &'static str,
+    /// Why a stronger mechanism is not in use, for the operator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The respond stage's handle on the kernel: nothing else writes these maps.
+pub struct KernelResponder {
+    active: Array<MapData, u32>,
+    verdicts: HashMap<MapData, u32, u32>,
+    deny_exec: HashMap<MapData, ExeKey, u32>,
+    protected: HashMap<MapData, ExeKey, u8>,
+    scope: HashMap<MapData, u32, ScopeEntry>,
+    pub mechanisms: Mechanisms,
+}
+
+/// The key of the executable at `path` as the kernel names it (device as `s_dev`, inode),
+/// following links: the file a process running it would have as `mm->exe_file`.
+pub fn exe_key_of(path: &Path) -> std::io::Result<ExeKey> {
+    let meta = std::fs::metadata(path)?;
+    let dev = meta.dev();
+    Ok(ExeKey {
+        ino: meta.ino(),
+        dev: ((libc::major(dev) as u32) << 20) | (libc::minor(dev) as u32 & 0xfffff),
+        _pad: 0,
+    })
+}
+
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |e| LoadError::Map {
+        name,
+        detail: e.to_string(),
+    }
+}
+
+impl KernelResponder {
+    /// Takes the maps, attaches the connect programs where cgroup v2 allows and probes the LSM.
+    pub(super) fn load(ebpf: &mut Ebpf, attached: &mut Vec<String>) -> Result<Self, LoadError> {
+        let mut notes = Vec::new();
+        let deny_connect = match attach_connect(ebpf) {
+            Ok(hooks) => {
+                attached.extend(hooks);
+                "cgroup_connect"
+            }
+            Err(why) => {
+                notes.push(format!("deny_connect unavailable: {why}"));
+                "unavailable"
+            }
+        };
+        let lsm = std::fs::read_to_string(LSM_LIST).unwrap_or_default();
+        if lsm.split(',').any(|m| m.trim() == "bpf") {
+            notes.push(
+                "the BPF LSM is enabled, but this build denies execs at sched_process_exec".into(),
+            );
+        } else {
+            notes.push(format!(
+                "BPF LSM not enabled ({LSM_LIST}: {}): denied programs are killed at sched_process_exec, before their first instruction",
+                lsm.trim()
+            ));
+        }
+        Ok(KernelResponder {
+            active: super::loader::take_map(ebpf, "RESPOND_ACTIVE")?,
+            verdicts: super::loader::take_map(ebpf, "SESSION_VERDICTS")?,
+            deny_exec: super::loader::take_map(ebpf, "DENY_EXEC")?,
+            protected: super::loader::take_map(ebpf, "PROTECTED_EXES")?,
+            scope: super::loader::take_map(ebpf, "SCOPE")?,
+            mechanisms: Mechanisms {
+                deny_exec: "exec_tracepoint_signal",
+                deny_connect,
+                session: "signal",
+                notes,
+            },
+        })
+    }
+
+    /// Whether outbound connections can be refused here.
+    pub fn can_deny_connect(&self) -> bool {
+        self.mechanisms.deny_connect == "cgroup_connect"
+    }
+
+    fn refresh_active(&mut self) -> Result<(), LoadError> {
+        let mut bits = 0;
+        if self.verdicts.keys().next().is_some() {
+            bits |= respond::ACTIVE_SESSIONS;
+        }
+        if self.deny_exec.keys().next().is_some() {
+            bits |= respond::ACTIVE_DENY_EXEC;
+        }
+        self.active
+            .set(0, bits, 0)
+            .map_err(map_error("RESPOND_ACTIVE"))
+    }
+
+    /// The verdict bits in force for `session` (0: none).
+    pub fn verdict(&self, session: u32) -> u32 {
+        self.verdicts.get(&session, 0).unwrap_or(0)
+    }
+
+    /// Sets (`add`) or clears verdict bits of a session.
+    pub fn set_verdict(&mut self, session: u32, add: u32, clear: u32) -> Result<u32, LoadError> {
+        let bits = (self.verdict(session) | add) & !clear;
+        if bits == 0 {
+            let _ = self.verdicts.remove(&session);
+        } else {
+            self.verdicts
+                .insert(session, bits, 0)
+                .map_err(map_error("SESSION_VERDICTS"))?;
+        }
+        self.refresh_active()?;
+        Ok(bits)
+    }
+
+    /// Every session with a verdict, and its bits.
+    pub fn verdicts(&self) -> BTreeMap<u32, u32> {
+        self.verdicts.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn deny_exe(&mut self, key: ExeKey) -> Result<(), LoadError> {
+        self.deny_exec
+            .insert(key, 1, 0)
+            .map_err(map_error("DENY_EXEC"))?;
+        self.refresh_active()
+    }
+
+    pub fn allow_exe(&mut self, key: &ExeKey) -> Result<bool, LoadError> {
+        let was = self.deny_exec.remove(key).is_ok();
+        self.refresh_active()?;
+        Ok(was)
+    }
+
+    pub fn denied_exes(&self) -> Vec<ExeKey> {
+        self.deny_exec.keys().filter_map(Result::ok).collect()
+    }
+
+    pub fn protect_exe(&mut self, key: ExeKey) -> Result<(), LoadError> {
+        self.protected
+            .insert(key, 1, 0)
+            .map_err(map_error("PROTECTED_EXES"))
+    }
+
+    /// The processes (tgids) the kernel holds in `session` by lineage, whatever their audit ids
+    /// say now.
+    pub fn members(&self, session: u32) -> Vec<u32> {
+        self.scope
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| e.sessionid == session)
+            .map(|(tgid, _)| tgid)
+            .collect()
+    }
+
+    /// Every session in the kernel's scope table with its login uid.
+    pub fn sessions(&self) -> BTreeMap<u32, u32> {
+        self.scope
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, e)| (e.sessionid, e.loginuid))
+            .collect()
+    }
+}
+
+/// Attaches `vigil_connect4`/`vigil_connect6` at the root of cgroup v2; the hooks attached, or
+/// why not.
+fn attach_connect(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+    let root = std::fs::File::open(CGROUP2_ROOT)
+        .map_err(|e| format!("cannot open {CGROUP2_ROOT}: {e}"))?;
+    let statfs = nix::sys::statfs::fstatfs(root.as_fd()).map_err(|e| e.to_string())?;
+    if statfs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        return Err(format!("{CGROUP2_ROOT} is not cgroup v2"));
+    }
+    let mut hooks = Vec::new();
+    for name in ["vigil_connect4", "vigil_connect6"] {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program `{name}` missing from the kernel object"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load().map_err(|e| format!("{name}: {e}"))?;
+        prog.attach(&root, CgroupAttachMode::AllowMultiple)
+            .map_err(|e| format!("{name}: {e}"))?;
+        hooks.push(format!("cgroup/{}", &name["vigil_".len()..]));
+    }
+    Ok(hooks)
+}
