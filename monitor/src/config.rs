@@ -155,6 +155,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub spool: crate::spool::SpoolConfig,
     pub integrity: crate::trail::IntegrityConfig,
+    pub respond: crate::respond::RespondConfig,
     pub redaction: crate::redact::RedactionConfig,
     pub clickhouse: crate::store::ClickHouseConfig,
     pub output: OutputConfig,
@@ -613,6 +614,9 @@ impl Config {
             invalid("detection.baseline.learning_period", e);
         }
         for (key, message) in self.integrity.problems() {
+            invalid(&key, message);
+        }
+        for (key, message) in self.respond.problems() {
             invalid(&key, message);
         }
         if let Err(e) = crate::redact::Redactor::new(&self.redaction) {

@@ -37,6 +37,8 @@ pub struct Health {
     /// The spool writer's next sequence.
     spool_position: Mutex<Option<Arc<AtomicU64>>>,
     shipper: Mutex<Option<Arc<ShipperStatus>>>,
+    /// The response mode and the mechanism in force for each kind of response.
+    respond: Mutex<Option<serde_json::Value>>,
 }
 
 impl Health {
@@ -57,6 +59,25 @@ impl Health {
     pub fn watch_shipper(&self, status: Arc<ShipperStatus>) {
         if let Ok(mut slot) = self.shipper.lock() {
             *slot = Some(status);
+        }
+    }
+
+    /// Records how responses are enforced here (`/readyz` and `vigil_respond_mechanism`).
+    pub fn set_respond(
+        &self,
+        mode: crate::event::RespondMode,
+        mechanisms: &crate::kernel::respond::Mechanisms,
+    ) {
+        for (action, mechanism) in [
+            ("deny_exec", mechanisms.deny_exec),
+            ("deny_connect", mechanisms.deny_connect),
+            ("session", mechanisms.session),
+        ] {
+            metrics::gauge!("vigil_respond_mechanism", "action" => action, "mechanism" => mechanism)
+                .set(1.0);
+        }
+        if let Ok(mut slot) = self.respond.lock() {
+            *slot = Some(json!({"mode": mode, "mechanisms": mechanisms}));
         }
     }
 
@@ -176,6 +197,7 @@ impl Health {
             "stopping": self.stopping.load(Relaxed),
             "stages": stages,
             "clickhouse": clickhouse,
+            "respond": self.respond.lock().ok().and_then(|r| r.clone()),
         })
     }
 
@@ -285,6 +307,14 @@ fn describe_metrics() {
     describe_counter!(
         "vigil_webhook_dropped_total",
         "Alerts a webhook could not take (queue full, rate limit)."
+    );
+    describe_counter!(
+        "vigil_responses_total",
+        "Responses asked for, by action and outcome (done, dry_run, protected, rate_limited, dropped, not_found, unsupported, failed)."
+    );
+    describe_gauge!(
+        "vigil_respond_mechanism",
+        "1 for the mechanism in force for each kind of response on this kernel."
     );
     describe_gauge!(
         "vigil_ready",

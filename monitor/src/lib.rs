@@ -22,6 +22,7 @@ pub mod query;
 pub mod redact;
 pub mod replay;
 pub mod report;
+pub mod respond;
 pub mod sessions;
 pub mod spool;
 pub mod sshd_log;

@@ -668,3 +668,49 @@ impl WebhookReceiver {
         drop(self.child);
     }
 }
+
+/// Real sshd for the login tests: Debian's, with its PAM stack, on a loopback port.
+/// The test user (see [`ensure_user`]) with `key` authorized for SSH.
+pub fn prepare_ssh_user(key_pub: &Path) -> u32 {
+    let uid = ensure_user();
+    let home = format!("/home/{USER}");
+    let ssh_dir = format!("{home}/.ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::copy(key_pub, format!("{ssh_dir}/authorized_keys")).unwrap();
+    run_ok(Command::new("chown").args(["-R", &format!("{USER}:{USER}"), &ssh_dir]));
+    std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    uid
+}
+
+pub fn start_sshd(dir: &Path, port: u16) -> KillOnDrop {
+    let host_key = dir.join("host_key");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key),
+    );
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string()])
+        .args(["-o", "ListenAddress=127.0.0.1", "-o", "UsePAM=yes"])
+        .args([
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "KbdInteractiveAuthentication=no",
+        ])
+        .arg("-o")
+        .arg(format!("HostKey={}", host_key.display()))
+        .arg("-o")
+        .arg(format!("PidFile={}", dir.join("sshd.pid").display()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("sshd starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    KillOnDrop(child)
+}

@@ -6,7 +6,6 @@
 //! runs a job of the test user in a session of its own, entered by cron.
 
 use std::{
-    net::TcpStream,
     os::unix::fs::PermissionsExt,
     path::Path,
     process::{Child, Command, Stdio},
@@ -15,54 +14,8 @@ use std::{
 
 use serde_json::Value;
 use vigil_e2e::{
-    ensure_user, free_port, of_type, raw_bytes, require_root, run_ok, vigil_bin, Daemon,
-    KillOnDrop, USER,
+    ensure_user, free_port, of_type, raw_bytes, require_root, run_ok, vigil_bin, Daemon, USER,
 };
-
-/// The test user (see [`ensure_user`]) with `key` authorized for SSH.
-fn prepare_user(key_pub: &Path) -> u32 {
-    let uid = ensure_user();
-    let home = format!("/home/{USER}");
-    let ssh_dir = format!("{home}/.ssh");
-    std::fs::create_dir_all(&ssh_dir).unwrap();
-    std::fs::copy(key_pub, format!("{ssh_dir}/authorized_keys")).unwrap();
-    run_ok(Command::new("chown").args(["-R", &format!("{USER}:{USER}"), &ssh_dir]));
-    std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    uid
-}
-
-fn start_sshd(dir: &Path, port: u16) -> KillOnDrop {
-    let host_key = dir.join("host_key");
-    run_ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host_key),
-    );
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string()])
-        .args(["-o", "ListenAddress=127.0.0.1", "-o", "UsePAM=yes"])
-        .args([
-            "-o",
-            "PasswordAuthentication=no",
-            "-o",
-            "KbdInteractiveAuthentication=no",
-        ])
-        .arg("-o")
-        .arg(format!("HostKey={}", host_key.display()))
-        .arg("-o")
-        .arg(format!("PidFile={}", dir.join("sshd.pid").display()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
-        .spawn()
-        .expect("sshd starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    KillOnDrop(child)
-}
 
 fn names(ancestry: &Value) -> Vec<String> {
     ancestry
@@ -85,9 +38,9 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
             .arg(&key),
     );
-    let uid = prepare_user(&key.with_extension("pub"));
+    let uid = vigil_e2e::prepare_ssh_user(&key.with_extension("pub"));
     let port = free_port();
-    let _sshd = start_sshd(dir.path(), port);
+    let _sshd = vigil_e2e::start_sshd(dir.path(), port);
 
     let mapping = dir.path().join("people.csv");
     std::fs::write(

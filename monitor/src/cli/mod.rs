@@ -7,6 +7,7 @@ mod bench;
 mod config;
 mod db;
 mod report;
+mod respond;
 mod rules;
 mod run;
 mod sessions;
@@ -77,6 +78,9 @@ pub enum CliError {
     NotConfigured(&'static str),
     #[error("{0:#}")]
     Daemon(anyhow::Error),
+    /// `vigil respond`: the daemon could not be reached, refused, or did not carry it out.
+    #[error("{0}")]
+    Respond(String),
 }
 
 impl CliError {
@@ -158,6 +162,10 @@ enum Command {
         #[command(subcommand)]
         command: rules::RulesCommand,
     },
+    /// Act on this host through its daemon: kill a process or session, hold and release a
+    /// session, deny a program or a session's connections, lock and unlock an account. Each is
+    /// written into the trail with who asked (respond.mode: dry_run only says what it would do).
+    Respond(respond::RespondArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -307,6 +315,7 @@ pub fn main() -> ExitCode {
         },
         Command::Rules { command } => rules::run(command),
         Command::Config { command } => config::run(command),
+        Command::Respond(args) => respond::respond(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -543,6 +543,7 @@ impl Detector {
                 technique: &rule.technique,
                 severity: rule.severity,
                 risk: rule.risk,
+                actions: &rule.actions,
             };
             out.push(alert(&finding, &mut self.sessions, event));
         }
@@ -555,6 +556,7 @@ impl Detector {
                     technique: "",
                     severity: a.severity,
                     risk: a.risk,
+                    actions: &[],
                 };
                 out.push(alert(&finding, &mut self.sessions, event));
             }
@@ -572,6 +574,7 @@ struct Finding<'a> {
     technique: &'a str,
     severity: rules::Severity,
     risk: u32,
+    actions: &'a [crate::event::ResponseAction],
 }
 
 impl Finding<'_> {
@@ -612,6 +615,7 @@ fn alert(rule: &Finding, sessions: &mut HashMap<u32, SessionState>, event: &Even
         evidence_type: event.body.event_type(),
         evidence_mono_ns: event.mono_ns,
         evidence: event.to_string(),
+        actions: rule.actions.to_vec(),
     });
     let mut alert = daemon_event(event.process.clone(), body);
     alert.mono_ns = event.mono_ns;

@@ -28,6 +28,9 @@ struct RuleDef {
     description: Option<String>,
     #[serde(default = "enabled")]
     enabled: bool,
+    /// Responses when it matches (the respond stage carries them out, `respond.mode` permitting).
+    #[serde(default)]
+    actions: Vec<crate::event::ResponseAction>,
 }
 
 fn enabled() -> bool {
@@ -50,6 +53,8 @@ pub struct Rule {
     pub risk: u32,
     pub when: Expr,
     pub description: Option<String>,
+    /// Responses the rule asks for: only restricting ones (kill, hold, deny, lock).
+    pub actions: Vec<crate::event::ResponseAction>,
     /// Where it came from (`file:line`).
     pub origin: String,
 }
@@ -134,6 +139,11 @@ pub fn parse_rules(text: &str, name: &str) -> Result<Vec<Rule>, RulesError> {
                 def.technique
             ));
         }
+        if let Some(a) = def.actions.iter().find(|a| !a.restricts()) {
+            problems.push(format!(
+                "{at}: action `{a}` lifts a response; a rule may only ask for kill_process, kill_session, hold_session, deny_exec, deny_connect or lock_account"
+            ));
+        }
         if def.risk > 100 {
             problems.push(format!("{at}: risk {} is above 100", def.risk));
         }
@@ -147,6 +157,7 @@ pub fn parse_rules(text: &str, name: &str) -> Result<Vec<Rule>, RulesError> {
                 risk: def.risk,
                 when,
                 description: def.description,
+                actions: def.actions,
             }),
             Err(e) => problems.push(format!("{at}: when: {e}")),
         }

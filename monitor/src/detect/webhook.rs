@@ -206,6 +206,17 @@ impl Webhooks {
         }
     }
 
+    /// Hands a response to every webhook (on the critical queue: an action taken, or refused,
+    /// is never held behind alerts); never waits.
+    pub fn offer_response(&self, response: &Event) {
+        for q in &self.queues {
+            if q.critical.try_send(response.clone()).is_err() {
+                metrics::counter!("vigil_webhook_dropped_total", "webhook" => q.label.clone(), "reason" => "queue_full").increment(1);
+                tracing::warn!(webhook = %q.label, "webhook queue full: response not sent there");
+            }
+        }
+    }
+
     /// Hands an alert to every webhook that wants its severity; never waits.
     pub fn offer(&self, alert: &Event) {
         let EventBody::Alert(a) = &alert.body else {
@@ -288,6 +299,19 @@ fn deliver(
                     "checkpoint_delivered"
                 } else {
                     "checkpoint_failed"
+                });
+            }
+            continue;
+        }
+        if let EventBody::Response(r) = &event.body {
+            // Every response goes: no de-duplication, no rate limit (the respond stage limits).
+            if let Ok(body) = serde_json::to_vec(&event) {
+                let delivery = format!("response:{}", r.action_id);
+                let delivered = post(&agent, &cfg, &secret, &delivery, &body, &label);
+                count(if delivered {
+                    "response_delivered"
+                } else {
+                    "response_failed"
                 });
             }
             continue;

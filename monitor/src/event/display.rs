@@ -87,6 +87,10 @@ fn line(e: &Event) -> String {
         ),
         EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
         EventBody::Tamper(t) => format!("TAMPER {}: {}", t.check, t.detail),
+        EventBody::Response(r) => format!(
+            "RESPOND {} {} ({} {}): {} — {}",
+            r.action, r.target, r.requester, r.requested_by, r.outcome, r.detail
+        ),
         EventBody::Checkpoint(c) => format!(
             "CHECK  {} of epoch {} through {}{}",
             c.reason,

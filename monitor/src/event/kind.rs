@@ -13,7 +13,8 @@ use vigil_common::RecordKind;
 
 use super::{
     AlertEvent, CheckpointEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent,
-    LossEvent, OpenEvent, PrivEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
+    LossEvent, OpenEvent, PrivEvent, ResponseEvent, SessionEndEvent, SessionStartEvent,
+    TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -89,6 +90,8 @@ event_kinds! {
         "A detection rule matched an event, with the session's risk after it.";
     Tamper(TamperEvent) = "tamper", None,
         "The daemon's check of itself failed: its kernel maps or programs changed, its counters went back, or it was suspended.";
+    Response(ResponseEvent) = "response", None,
+        "A response (kill, hold, deny, lock, and their undoing): who asked, what was done and how it ended, dry runs and refusals included.";
     Checkpoint(CheckpointEvent) = "checkpoint", None,
         "The daemon's signed statement of its trail so far (at start, every minute, at stop), with its counters.";
 }

@@ -12,8 +12,8 @@ mod vocabulary;
 pub use file::{ctime_ns, kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, CheckpointReason, OpenSyscall, PrivOp, SessionEntry, Severity,
-    TamperCheck, Trust, Vocabulary,
+    Access, AddressFamily, CheckpointReason, OpenSyscall, PrivOp, Requester, RespondMode,
+    ResponseAction, ResponseOutcome, SessionEntry, Severity, TamperCheck, Trust, Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -436,6 +436,33 @@ pub struct TamperEvent {
     pub detail: String,
 }
 
+/// A response: what was asked, by whom, and what came of it. Every one is in the trail, the
+/// automatic and the manual, the carried out and the refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEvent {
+    /// Unique per response: a manual request's answer and its trail record share it.
+    pub action_id: String,
+    pub action: ResponseAction,
+    /// What it acts on, as people name it (`session web-1/3f2a9c1b/7`, `pid 4242`,
+    /// `user alice`, `exe /usr/bin/nc (8:1 ino 1234)`, `sha256 …`).
+    pub target: String,
+    pub requester: Requester,
+    /// The rule, the threshold crossed, or the operator (`uid 0 (root) pid 4242`).
+    pub requested_by: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub outcome: ResponseOutcome,
+    /// What was done, or would have been, or why not.
+    pub detail: String,
+    /// Processes signalled (or that would have been).
+    #[serde(default)]
+    pub processes: u32,
+    /// How the kernel enforced it (`signal`, `exec_tracepoint_signal`, `cgroup_connect`,
+    /// `usermod`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mechanism: String,
+}
+
 /// A rule hit, with the session's risk after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertEvent {
@@ -456,6 +483,9 @@ pub struct AlertEvent {
     pub evidence_type: EventType,
     pub evidence_mono_ns: u64,
     pub evidence: String,
+    /// The responses the rule asks for (its `actions:`), carried out by the respond stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ResponseAction>,
 }
 
 /// Terminal bytes, as the process wrote or read them, with the terminal's state then.

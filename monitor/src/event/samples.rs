@@ -191,6 +191,19 @@ pub fn sample(t: EventType) -> Event {
             evidence_type: EventType::FileRead,
             evidence_mono_ns: 1,
             evidence: "read   12 bytes from /etc/shadow (1 reads)".into(),
+            actions: vec![ResponseAction::HoldSession],
+        }),
+        EventType::Response => EventBody::Response(ResponseEvent {
+            action_id: "18ed34aec6fdd26f-4242-1".into(),
+            action: ResponseAction::HoldSession,
+            target: "session web-1/3f2a9c1b/7".into(),
+            requester: Requester::Rule,
+            requested_by: "rule credential-store-read".into(),
+            reason: "Local password hashes read".into(),
+            outcome: ResponseOutcome::Done,
+            detail: "stopped 3 process(es) of session 7".into(),
+            processes: 3,
+            mechanism: "signal".into(),
         }),
     };
     Event {

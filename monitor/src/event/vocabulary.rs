@@ -213,3 +213,89 @@ vocabulary! {
         Suspended = "suspended",
     }
 }
+
+vocabulary! {
+    /// What a response does (`vigil respond`, a rule's `actions:`, `respond.on_risk`).
+    ResponseAction {
+        /// SIGKILL one process.
+        KillProcess = "kill_process",
+        /// SIGKILL every process of the session, including those that left it (new session id,
+        /// another loginuid), and any the session forks meanwhile.
+        KillSession = "kill_session",
+        /// SIGSTOP every process of the session, and keep it stopped, until released or killed.
+        HoldSession = "hold_session",
+        /// Lift a hold: SIGCONT every process of the session.
+        ReleaseSession = "release_session",
+        /// Kill a program at exec, before its first instruction, by the file or by its content.
+        DenyExec = "deny_exec",
+        /// Lift a deny_exec.
+        AllowExec = "allow_exec",
+        /// Refuse the session's outbound connections (EPERM).
+        DenyConnect = "deny_connect",
+        /// Lift a deny_connect.
+        AllowConnect = "allow_connect",
+        /// Lock the account's password, expire it and kill its sessions.
+        LockAccount = "lock_account",
+        /// Undo a lock_account.
+        UnlockAccount = "unlock_account",
+    }
+}
+
+impl ResponseAction {
+    /// Whether the action restricts (what rules and thresholds may ask for) rather than lifts.
+    pub fn restricts(self) -> bool {
+        !matches!(
+            self,
+            ResponseAction::ReleaseSession
+                | ResponseAction::AllowExec
+                | ResponseAction::AllowConnect
+                | ResponseAction::UnlockAccount
+        )
+    }
+}
+
+vocabulary! {
+    /// How a response ended.
+    ResponseOutcome {
+        /// Carried out.
+        Done = "done",
+        /// `respond.mode: dry_run`: what would have been done, nothing changed.
+        DryRun = "dry_run",
+        /// The target is a protected account or program (or the daemon, init): never touched.
+        Protected = "protected",
+        /// Automatic actions beyond `respond.max_actions_per_minute`: not carried out.
+        RateLimited = "rate_limited",
+        /// The respond queue was full: not carried out (counted).
+        Dropped = "dropped",
+        /// No such process, session or account on this host now.
+        NotFound = "not_found",
+        /// This kernel offers no mechanism for it.
+        Unsupported = "unsupported",
+        /// Tried and failed (the detail says how).
+        Failed = "failed",
+    }
+}
+
+vocabulary! {
+    /// Who asked for a response.
+    Requester {
+        /// A detection rule's `actions:`.
+        Rule = "rule",
+        /// The session's risk reached `respond.on_risk.threshold`.
+        Risk = "risk",
+        /// A person, through `vigil respond` (their uid and pid, from the socket).
+        Operator = "operator",
+        /// The configuration (`respond.deny_exec`), at start.
+        Config = "config",
+    }
+}
+
+vocabulary! {
+    /// Whether responses are carried out.
+    RespondMode {
+        /// Evaluate and record what would be done; change nothing.
+        DryRun = "dry_run",
+        /// Carry responses out.
+        Enforce = "enforce",
+    }
+}

@@ -23,8 +23,8 @@ use vigil_common::{respond, ExeKey, ScopeEntry};
 
 use super::loader::LoadError;
 
-/// Where cgroup v2 is mounted on hosts that use it.
-const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
+/// Where the daemon mounts cgroup v2 itself when the host has not (a v1-only host).
+const CGROUP2_OWN_MOUNT: &str = "/run/vigil/cgroup2";
 /// The kernel's list of active security modules.
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
 
@@ -189,6 +189,14 @@ impl KernelResponder {
             .collect()
     }
 
+    /// The session (and its login uid) the kernel holds process `tgid` in.
+    pub fn session_of(&self, tgid: u32) -> Option<(u32, u32)> {
+        self.scope
+            .get(&tgid, 0)
+            .ok()
+            .map(|e| (e.sessionid, e.loginuid))
+    }
+
     /// Every session in the kernel's scope table with its login uid.
     pub fn sessions(&self) -> BTreeMap<u32, u32> {
         self.scope
@@ -199,15 +207,50 @@ impl KernelResponder {
     }
 }
 
+/// The root of cgroup v2: where the host mounted it (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts), else mounted by the daemon. Every process is in
+/// the v2 hierarchy whether or not the host uses it, so programs at its root see every connect.
+fn cgroup2_root() -> Result<std::fs::File, String> {
+    let mounted = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| format!("cannot read the mount table: {e}"))?
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2" && m.root == "/")
+        .map(|m| m.mount_point);
+    let path = match mounted {
+        Some(p) => p,
+        None => {
+            let own = Path::new(CGROUP2_OWN_MOUNT);
+            std::fs::create_dir_all(own)
+                .map_err(|e| format!("cannot create {CGROUP2_OWN_MOUNT}: {e}"))?;
+            nix::mount::mount(
+                Some("cgroup2"),
+                own,
+                Some("cgroup2"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| {
+                format!(
+                    "cgroup v2 is not mounted, and mounting it at {CGROUP2_OWN_MOUNT} failed: {e}"
+                )
+            })?;
+            own.to_path_buf()
+        }
+    };
+    let root =
+        std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let statfs = nix::sys::statfs::fstatfs(root.as_fd()).map_err(|e| e.to_string())?;
+    if statfs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        return Err(format!("{} is not cgroup v2", path.display()));
+    }
+    Ok(root)
+}
+
 /// Attaches `vigil_connect4`/`vigil_connect6` at the root of cgroup v2; the hooks attached, or
 /// why not.
 fn attach_connect(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
-    let root = std::fs::File::open(CGROUP2_ROOT)
-        .map_err(|e| format!("cannot open {CGROUP2_ROOT}: {e}"))?;
-    let statfs = nix::sys::statfs::fstatfs(root.as_fd()).map_err(|e| e.to_string())?;
-    if statfs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-        return Err(format!("{CGROUP2_ROOT} is not cgroup v2"));
-    }
+    let root = cgroup2_root()?;
     let mut hooks = Vec::new();
     for name in ["vigil_connect4", "vigil_connect6"] {
         let prog: &mut CgroupSockAddr = ebpf
@@ -216,8 +259,14 @@ fn attach_connect(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         prog.load().map_err(|e| format!("{name}: {e}"))?;
-        prog.attach(&root, CgroupAttachMode::AllowMultiple)
-            .map_err(|e| format!("{name}: {e}"))?;
+        // A link (kernels from 5.7) takes no flags and never displaces other programs there:
+        // `Single` is what asks for no flags.
+        prog.attach(&root, CgroupAttachMode::Single).map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            format!("{name}: {e}{cause}")
+        })?;
         hooks.push(format!("cgroup/{}", &name["vigil_".len()..]));
     }
     Ok(hooks)

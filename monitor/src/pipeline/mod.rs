@@ -1,8 +1,10 @@
-//! The daemon: capture → enrich → sink, connected by bounded channels, plus a stats task.
+//! The daemon: capture → enrich → detect → respond → sink, connected by bounded channels, plus
+//! a stats task, the respond executor and its control socket.
 
 pub mod capture;
 pub mod detect;
 pub mod enrich;
+pub mod respond;
 pub mod sink;
 pub mod stats;
 
@@ -140,6 +142,9 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         .take_open_files()
         .context("open-file table already taken")?;
     let kernel_counters = kernel.take_counters().context("counters already taken")?;
+    let responder = kernel
+        .take_responder()
+        .context("response maps already taken")?;
 
     let capacity = config.pipeline.channel_capacity;
     let (capture_tx, capture_rx) = mpsc::channel(capacity);
@@ -205,9 +210,48 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let (detect_tx, detect_rx) = mpsc::channel(capacity);
     // The daemon's checks of itself go through detection (an alert, webhooks) like any event.
     let tamper_tx = detect_tx.clone();
+    let (respond_tx, respond_rx) = mpsc::channel(capacity);
     let detect = tokio::spawn(health.clone().track(
         "detect",
-        detect::run(detect_rx, sink_tx.clone(), detector, webhooks),
+        detect::run(detect_rx, respond_tx, detector, webhooks.clone()),
+    ));
+    // Responses: the stage turns alerts into requests, the executor (a thread: signals and
+    // usermod block) carries them out, the control socket takes requests from `vigil respond`.
+    let (executor, denied_hashes) = crate::respond::act::Executor::new(
+        config.respond.clone(),
+        responder,
+        config.identity.host_etc.clone(),
+        config.identity.host_root.clone(),
+    );
+    health.set_respond(config.respond.mode, executor.mechanisms());
+    tracing::info!(mode = %config.respond.mode, mechanisms = ?executor.mechanisms(), "responses");
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(crate::respond::act::QUEUE);
+    let executor_out = sink_tx.clone();
+    let executor_health = health.clone();
+    let executor_thread = std::thread::Builder::new()
+        .name("vigil-respond".into())
+        .spawn(move || {
+            executor_health.track_blocking("respond_executor", || {
+                executor.run(jobs_rx, executor_out, webhooks);
+                Ok::<(), anyhow::Error>(())
+            })
+        })?;
+    let control = crate::respond::control::bind(&config.respond.control_socket)?;
+    let control_task = tokio::spawn(health.clone().track(
+        "control_socket",
+        crate::respond::control::serve(control, jobs_tx.clone(), shutdown_rx.clone()),
+    ));
+    let respond = tokio::spawn(health.clone().track(
+        "respond",
+        respond::run(
+            respond_rx,
+            sink_tx.clone(),
+            jobs_tx,
+            respond::Triggers {
+                on_risk: config.respond.on_risk.clone(),
+                denied_hashes,
+            },
+        ),
     ));
     let pod_api = pod_api.map(|client| {
         let refresh = Duration::from_secs(config.identity.kubernetes_api.refresh_seconds);
@@ -326,6 +370,8 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         ("capture", capture_result),
         ("enrich", enrich.await),
         ("detect", detect.await),
+        ("respond", respond.await),
+        ("control socket", control_task.await),
         ("stats", stats_task.await),
     ] {
         match result {
@@ -333,6 +379,13 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             Ok(Err(e)) => failures.push(format!("{stage}: {e:#}")),
             Err(e) => failures.push(format!("{stage}: {e}")),
         }
+    }
+    // Its queue closed with the respond stage and the control socket: it has written down
+    // every response asked for.
+    match executor_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failures.push(format!("respond executor: {e:#}")),
+        Err(_) => failures.push("respond executor: thread panicked".into()),
     }
     match sink_thread.join() {
         Ok(Ok(())) => {}

@@ -463,6 +463,14 @@ impl EventRow {
             EventBody::TtyOutput(t) | EventBody::TtyInput(t) => {
                 (t.tty.clone(), Vec::new(), t.total_bytes, 0, 0, false)
             }
+            EventBody::Response(r) => (
+                r.target.clone(),
+                Vec::new(),
+                r.processes as u64,
+                0,
+                0,
+                false,
+            ),
             EventBody::Fork(_)
             | EventBody::SessionStart(_)
             | EventBody::SessionEnd(_)

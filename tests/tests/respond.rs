@@ -1,0 +1,508 @@
+//! Responses on the real kernel, in real sessions: a denied program dies at exec before writing
+//! anything (by path, through a link, and a copy by its content), a denied session's connect
+//! gets EPERM and is recorded, a held session stops and resumes and dies on kill, a rule's
+//! `kill_session` ends the session that tripped it, a locked account's next SSH login is refused
+//! by the real sshd and unlocking lets it in. Dry-run changes nothing; protected accounts and
+//! programs are never touched; every response is in the trail with who asked.
+
+use std::{
+    net::TcpListener,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_e2e::{ensure_user, free_port, of_type, require_root, run_ok, vigil_bin, Daemon, USER};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+fn respond_yaml(dir: &Path, mode: &str, more: &str) -> String {
+    format!(
+        "respond:\n  mode: {mode}\n  control_socket: {}\n{more}",
+        dir.join("control.sock").display()
+    )
+}
+
+/// `vigil respond ARGS` against the daemon's socket: (succeeded, the answer as JSON).
+fn respond(socket_dir: &Path, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(vigil_bin())
+        .arg("respond")
+        .args(args)
+        .arg("--json")
+        .arg("--socket")
+        .arg(socket_dir.join("control.sock"))
+        .output()
+        .expect("vigil respond runs");
+    let answer = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stderr).into_owned()));
+    (out.status.success(), answer)
+}
+
+/// Runs `script` in a new login session of `uid` and waits: its status, a signal included.
+fn run_session(uid: u32, script: &str) -> std::process::ExitStatus {
+    Command::new(HELPER)
+        .args(["login", &uid.to_string(), "--", "/bin/bash", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("helper runs")
+}
+
+/// A login session running `script` in the background.
+struct LiveSession {
+    child: Child,
+    id: u32,
+}
+
+impl LiveSession {
+    fn start(uid: u32, script: &str) -> LiveSession {
+        let child = Command::new(HELPER)
+            .args(["login", &uid.to_string(), "--", "/bin/bash", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("helper starts");
+        let path = format!("/proc/{}/sessionid", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            let id: u32 = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(u32::MAX);
+            if id != u32::MAX {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "the session did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The kernel has it in scope from its first followed call.
+        std::thread::sleep(Duration::from_millis(300));
+        LiveSession { child, id }
+    }
+
+    fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn responses(events: &[Value]) -> Vec<&Value> {
+    of_type(events, "response")
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The state letter of a process (`T` stopped, `S` sleeping …).
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn a_denied_program_dies_at_exec_by_path_link_and_content() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).expect("daemon starts");
+    let prog = dir.path().join("mytouch");
+    std::fs::copy("/usr/bin/touch", &prog).unwrap();
+    let link = dir.path().join("innocent-name");
+    std::os::unix::fs::symlink(&prog, &link).unwrap();
+    let hard = dir.path().join("hard-link");
+    std::fs::hard_link(&prog, &hard).unwrap();
+
+    let (ok, answer) = respond(dir.path(), &["deny-exec", "--path", prog.to_str().unwrap()]);
+    assert!(ok, "{answer}");
+    assert_eq!(answer["response"]["outcome"], "done", "{answer}");
+    assert_eq!(answer["response"]["requester"], "operator");
+
+    // By its path, a symlink, a hard link: the same file, killed before it writes anything.
+    for (i, via) in [&prog, &link, &hard].iter().enumerate() {
+        let out = dir.path().join(format!("out-{i}"));
+        let status = run_session(61000, &format!("exec {} {}", via.display(), out.display()));
+        assert_eq!(status.signal(), Some(9), "{} was not killed", via.display());
+        assert!(!out.exists(), "{} wrote its output", via.display());
+    }
+    // Outside any session too: a denied program is denied to everyone.
+    let out = dir.path().join("out-outside");
+    let status = Command::new(&prog).arg(&out).status().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    assert!(!out.exists());
+    // An ordinary program still runs.
+    let fine = dir.path().join("fine");
+    let status = run_session(61000, &format!("touch {}", fine.display()));
+    assert!(status.success() && fine.exists());
+
+    // A copy is another file: denied by its content. Its first run is killed by the daemon once
+    // the exec is hashed; from then on that file dies at exec in the kernel.
+    let sleeper = dir.path().join("mysleep");
+    std::fs::copy("/usr/bin/sleep", &sleeper).unwrap();
+    let sha = {
+        let out = run_ok(Command::new("sha256sum").arg(&sleeper));
+        String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    };
+    let (ok, answer) = respond(dir.path(), &["deny-exec", "--sha256", &sha]);
+    assert!(ok, "{answer}");
+    let copy = dir.path().join("renamed-copy");
+    std::fs::copy(&sleeper, &copy).unwrap();
+    let started = Instant::now();
+    let status = run_session(61000, &format!("exec {} 20", copy.display()));
+    assert_eq!(status.signal(), Some(9), "the copy ran on");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let started = Instant::now();
+    let status = run_session(61000, &format!("exec {} 20", copy.display()));
+    assert_eq!(status.signal(), Some(9));
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Lifted: it runs again.
+    let (ok, _) = respond(
+        dir.path(),
+        &["allow-exec", "--path", prog.to_str().unwrap()],
+    );
+    assert!(ok);
+    let out = dir.path().join("out-allowed");
+    let status = run_session(61000, &format!("{} {}", prog.display(), out.display()));
+    assert!(status.success() && out.exists());
+
+    // Protected programs are never denied.
+    let (ok, answer) = respond(dir.path(), &["deny-exec", "--path", "/usr/sbin/sshd"]);
+    assert!(!ok);
+    assert_eq!(answer["response"]["outcome"], "protected", "{answer}");
+
+    let events = daemon.stop().unwrap();
+    let r = responses(&events);
+    assert!(r.iter().any(|e| e["action"] == "deny_exec"
+        && e["requester"] == "operator"
+        && e["requested_by"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("uid 0 (root)")));
+    // The copy's first run: the daemon found the content and denied that file too.
+    assert!(
+        r.iter().any(|e| e["action"] == "deny_exec"
+            && e["target"].as_str().unwrap_or("").contains(&sha)
+            && e["processes"] == 1),
+        "{r:#?}"
+    );
+    // The kernel counted the execs it refused.
+    let exits = of_type(&events, "exit");
+    assert!(exits.iter().any(|e| e["signal"] == 9));
+}
+
+#[test]
+fn a_session_denied_the_network_gets_eperm_and_the_attempt_is_recorded() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).expect("daemon starts");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let go = dir.path().join("go");
+    let result = dir.path().join("result");
+    let mut session = LiveSession::start(
+        61001,
+        &format!(
+            "while [ ! -e {go} ]; do sleep 0.05; done; {HELPER} connect 127.0.0.1:{port} 2> {err}; echo $? > {result}",
+            go = go.display(),
+            err = dir.path().join("err").display(),
+            result = result.display()
+        ),
+    );
+    let (ok, answer) = respond(dir.path(), &["deny-connect", &session.id.to_string()]);
+    assert!(ok, "{answer}");
+    assert_eq!(answer["response"]["mechanism"], "cgroup_connect");
+    std::fs::write(&go, "").unwrap();
+    assert!(session.wait(Duration::from_secs(10)).is_some());
+    assert_eq!(std::fs::read_to_string(&result).unwrap().trim(), "1");
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    assert!(err.contains("Operation not permitted"), "{err}");
+    // Someone outside the session still connects.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    // Allowed again: the same session connects.
+    let mut again = LiveSession::start(
+        61001,
+        &format!("sleep 0.5; {HELPER} connect 127.0.0.1:{port}"),
+    );
+    let (ok, _) = respond(dir.path(), &["deny-connect", &again.id.to_string()]);
+    assert!(ok);
+    let (ok, _) = respond(dir.path(), &["allow-connect", &again.id.to_string()]);
+    assert!(ok);
+    let status = again.wait(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}");
+
+    let events = daemon.stop().unwrap();
+    let refused: Vec<_> = of_type(&events, "connect")
+        .into_iter()
+        .filter(|c| c["process"]["sessionid"] == session.id && c["port"] == port)
+        .collect();
+    assert!(
+        refused.iter().any(|c| c["result"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("EPERM")),
+        "the refused attempt is recorded: {refused:#?}"
+    );
+    assert!(responses(&events)
+        .iter()
+        .any(|r| r["action"] == "deny_connect" && r["process"]["sessionid"] == session.id));
+}
+
+#[test]
+fn a_held_session_stops_resumes_on_release_and_dies_on_kill() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).expect("daemon starts");
+    let ticks = dir.path().join("ticks");
+    // A child that leaves the session's audit ids behind is still held and killed with it.
+    let mut session = LiveSession::start(
+        61002,
+        &format!(
+            "(echo 4294967295 > /proc/self/loginuid 2>/dev/null; while true; do echo x >> {t}.leaver; sleep 0.05; done) & \
+             while true; do echo x >> {t}; sleep 0.05; done",
+            t = ticks.display()
+        ),
+    );
+    let leaver = PathBuf::from(format!("{}.leaver", ticks.display()));
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, answer) = respond(
+        dir.path(),
+        &["hold", &session.id.to_string(), "--reason", "review"],
+    );
+    assert!(ok, "{answer}");
+    assert!(
+        answer["response"]["processes"].as_u64().unwrap() >= 2,
+        "{answer}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, b) = (file_len(&ticks), file_len(&leaver));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(file_len(&ticks), a, "the held session went on");
+    assert_eq!(
+        file_len(&leaver),
+        b,
+        "the process that left the session went on"
+    );
+    assert_eq!(state(session.child.id()), Some('T'));
+    // Someone continues it by hand: the kernel stops it again at its next call.
+    let _ = Command::new("pkill").args(["-CONT", "-s", "0"]).status();
+    run_ok(Command::new("kill").args(["-CONT", &session.child.id().to_string()]));
+    std::thread::sleep(Duration::from_millis(700));
+    let a2 = file_len(&ticks);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        file_len(&ticks),
+        a2,
+        "continued by hand, it was not stopped again"
+    );
+
+    let (ok, _) = respond(dir.path(), &["release", &session.id.to_string()]);
+    assert!(ok);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(file_len(&ticks) > a2, "released, it did not resume");
+
+    let (ok, answer) = respond(dir.path(), &["kill-session", &session.id.to_string()]);
+    assert!(ok, "{answer}");
+    let status = session.wait(Duration::from_secs(5)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+    std::thread::sleep(Duration::from_millis(300));
+    let b2 = file_len(&leaver);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(file_len(&leaver), b2, "the leaver survived the kill");
+
+    // Unknown sessions and other hosts are refused clearly.
+    let (ok, answer) = respond(dir.path(), &["kill-session", "999999"]);
+    assert!(!ok);
+    assert_eq!(answer["response"]["outcome"], "not_found", "{answer}");
+    let (ok, answer) = respond(dir.path(), &["kill-session", "other-host/abcd/3"]);
+    assert!(!ok);
+    assert!(
+        answer
+            .as_str()
+            .unwrap_or("")
+            .contains("is on host other-host"),
+        "{answer}"
+    );
+
+    let events = daemon.stop().unwrap();
+    let r = responses(&events);
+    let actions: Vec<_> = r
+        .iter()
+        .filter(|e| e["process"]["sessionid"] == session.id)
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("hold_session", "done"),
+            ("release_session", "done"),
+            ("kill_session", "done")
+        ]
+    );
+    assert!(r.iter().any(|e| e["reason"] == "review"));
+}
+
+#[test]
+fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("canary");
+    std::fs::write(&canary, "secret").unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n  - id: canary-read\n    title: Canary read\n    technique: T1005\n    severity: high\n    risk: 40\n    actions: [kill_session]\n    when: type == \"open\" and path == \"{}\"\n",
+            canary.display()
+        ),
+    )
+    .unwrap();
+    let detection = format!("detection:\n  rules_files: [{}]\n", rules.display());
+
+    for mode in ["dry_run", "enforce"] {
+        let daemon = Daemon::start(&format!(
+            "{detection}{}",
+            respond_yaml(dir.path(), mode, "")
+        ))
+        .expect("daemon starts");
+        let after = dir.path().join(format!("after-{mode}"));
+        let mut session = LiveSession::start(
+            61003,
+            &format!(
+                "cat {} > /dev/null; sleep 3; touch {}",
+                canary.display(),
+                after.display()
+            ),
+        );
+        let status = session.wait(Duration::from_secs(10)).expect("session ends");
+        let events = daemon.stop().unwrap();
+        let r: Vec<_> = responses(&events)
+            .into_iter()
+            .filter(|e| e["process"]["sessionid"] == session.id)
+            .collect();
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(r[0]["requester"], "rule");
+        assert_eq!(r[0]["requested_by"], "rule canary-read");
+        if mode == "dry_run" {
+            assert!(status.success(), "dry run killed: {status}");
+            assert!(after.exists());
+            assert_eq!(r[0]["outcome"], "dry_run");
+            assert!(r[0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("would have killed"));
+        } else {
+            assert_eq!(status.signal(), Some(9));
+            assert!(!after.exists(), "the session ran on after the rule fired");
+            assert_eq!(r[0]["outcome"], "done");
+        }
+    }
+}
+
+fn ssh_ok(key: &Path, port: u16) -> bool {
+    Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .arg(format!("{USER}@127.0.0.1"))
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_locked_account_is_refused_by_sshd_and_unlocking_lets_it_in() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
+    let uid = vigil_e2e::prepare_ssh_user(&key.with_extension("pub"));
+    let port = free_port();
+    let _sshd = vigil_e2e::start_sshd(dir.path(), port);
+    assert!(ssh_ok(&key, port), "ssh works before the lock");
+
+    // Protected: never locked, even by hand.
+    {
+        let daemon = Daemon::start(&respond_yaml(
+            dir.path(),
+            "enforce",
+            &format!("  protected_accounts: [{USER}]\n"),
+        ))
+        .unwrap();
+        let (ok, answer) = respond(dir.path(), &["lock", USER]);
+        assert!(!ok);
+        assert_eq!(answer["response"]["outcome"], "protected", "{answer}");
+        let (ok, answer) = respond(dir.path(), &["lock", "root"]);
+        assert!(!ok);
+        assert_eq!(answer["response"]["outcome"], "protected", "{answer}");
+        daemon.stop().unwrap();
+        assert!(ssh_ok(&key, port), "a protected account was locked");
+    }
+
+    let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).unwrap();
+    // A session of the account is open when it is locked: it is killed.
+    let mut open = LiveSession::start(uid, "sleep 30");
+    let (ok, answer) = respond(dir.path(), &["lock", USER, "--reason", "offboarding"]);
+    assert!(ok, "{answer}");
+    assert!(
+        open.wait(Duration::from_secs(5)).is_some(),
+        "its session survived the lock"
+    );
+    assert!(!ssh_ok(&key, port), "sshd let a locked account in");
+    let (ok, answer) = respond(dir.path(), &["unlock", USER]);
+    assert!(ok, "{answer}");
+    assert!(ssh_ok(&key, port), "unlocked, the account cannot log in");
+    let events = daemon.stop().unwrap();
+    let r = responses(&events);
+    assert!(r.iter().any(|e| e["action"] == "lock_account"
+        && e["outcome"] == "done"
+        && e["processes"].as_u64() >= Some(1)));
+    assert!(r
+        .iter()
+        .any(|e| e["action"] == "unlock_account" && e["outcome"] == "done"));
+    // Left as ensure_user leaves it.
+    ensure_user();
+}
