@@ -263,9 +263,11 @@ fn routine_read(path: &[u8]) -> bool {
 /// Whether an event becomes a marker in replay.
 fn marker(e: &Event) -> Option<String> {
     let text = match &e.body {
-        EventBody::Exec(_) | EventBody::Connect(_) | EventBody::Priv(_) | EventBody::Alert(_) => {
-            e.to_string()
-        }
+        EventBody::Exec(_)
+        | EventBody::Connect(_)
+        | EventBody::Priv(_)
+        | EventBody::Alert(_)
+        | EventBody::Response(_) => e.to_string(),
         EventBody::FileRead(r) if !r.path.as_ref().is_some_and(|p| routine_read(&p.0)) => {
             e.to_string()
         }
@@ -274,9 +276,11 @@ fn marker(e: &Event) -> Option<String> {
         }
         _ => return None,
     };
-    let who = match (&e.process.euser, e.process.euid) {
-        (Some(name), _) => name.clone(),
-        (None, euid) => euid.to_string(),
+    let who = match (&e.body, &e.process.euser, e.process.euid) {
+        // The daemon acted, not the session's process.
+        (EventBody::Response(_), _, _) => "vigil".to_string(),
+        (_, Some(name), _) => name.clone(),
+        (_, None, euid) => euid.to_string(),
     };
     // One line, whatever the event held.
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");

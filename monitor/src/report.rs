@@ -36,6 +36,8 @@ pub struct SessionEvidence {
     pub files_written: Vec<String>,
     pub connections: Vec<String>,
     pub privilege_changes: Vec<String>,
+    /// Responses to the session (kills, holds, denials, locks; dry runs and refusals too).
+    pub responses: Vec<String>,
     /// Risk score and its reasons, when detection scored the session.
     pub risk: Option<(f64, Vec<String>)>,
 }
@@ -77,6 +79,7 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
     let mut written = BTreeSet::new();
     let mut connections = BTreeSet::new();
     let mut privilege_changes = Vec::new();
+    let mut responses = Vec::new();
     for e in events {
         match &e.body {
             EventBody::Exec(x) if e.process.euid == 0 => root_commands.push(RootCommand {
@@ -112,6 +115,10 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
                 p.new.euid,
                 if p.gained_root { " (gained root)" } else { "" }
             )),
+            EventBody::Response(r) => responses.push(format!(
+                "{} {} {}: {} — {} (asked by {} {})",
+                e.time, r.action, r.target, r.outcome, r.detail, r.requester, r.requested_by
+            )),
             _ => {}
         }
     }
@@ -127,6 +134,7 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
         files_written: written.into_iter().collect(),
         connections: connections.into_iter().collect(),
         privilege_changes,
+        responses,
         risk: summary_risk,
     }
 }
@@ -232,6 +240,8 @@ pub fn render_html(r: &Report) -> String {
                         (list(&s.files_written))
                         h3 { "Network connections" }
                         (list(&s.connections))
+                        h3 { "Responses" }
+                        (list(&s.responses))
                     }
                 }
             }

@@ -379,13 +379,24 @@ fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
         ),
     )
     .unwrap();
-    let detection = format!("detection:\n  rules_files: [{}]\n", rules.display());
+    let receiver = vigil_e2e::WebhookReceiver::start(dir.path(), "r-secret", 0).expect("receiver");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "r-secret").unwrap();
+    let detection = format!(
+        "detection:\n  rules_files: [{}]\nalerts:\n  webhooks:\n    - url: http://127.0.0.1:{}/r\n      secret_file: {}\n",
+        rules.display(),
+        receiver.port,
+        secret.display()
+    );
+    // The threshold asks for a hold as well: in dry-run both are written down, nothing done.
+    let on_risk = "  on_risk:\n    threshold: 40\n    actions: [hold_session]\n";
 
     for mode in ["dry_run", "enforce"] {
-        let daemon = Daemon::start(&format!(
-            "{detection}{}",
-            respond_yaml(dir.path(), mode, "")
-        ))
+        let spool = dir.path().join(format!("spool-{mode}"));
+        let daemon = Daemon::start_with_spool(
+            Some(&spool),
+            &format!("{detection}{}", respond_yaml(dir.path(), mode, on_risk)),
+        )
         .expect("daemon starts");
         let after = dir.path().join(format!("after-{mode}"));
         let mut session = LiveSession::start(
@@ -402,23 +413,95 @@ fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
             .into_iter()
             .filter(|e| e["process"]["sessionid"] == session.id)
             .collect();
-        assert_eq!(r.len(), 1, "{r:#?}");
-        assert_eq!(r[0]["requester"], "rule");
-        assert_eq!(r[0]["requested_by"], "rule canary-read");
+        let by_rule: Vec<_> = r.iter().filter(|e| e["requester"] == "rule").collect();
+        assert_eq!(by_rule.len(), 1, "{r:#?}");
+        assert_eq!(by_rule[0]["requested_by"], "rule canary-read");
+        let by_risk: Vec<_> = r.iter().filter(|e| e["requester"] == "risk").collect();
+        assert_eq!(by_risk.len(), 1, "{r:#?}");
+        assert_eq!(by_risk[0]["action"], "hold_session");
         if mode == "dry_run" {
             assert!(status.success(), "dry run killed: {status}");
             assert!(after.exists());
-            assert_eq!(r[0]["outcome"], "dry_run");
-            assert!(r[0]["detail"]
+            assert_eq!(by_rule[0]["outcome"], "dry_run");
+            assert!(by_rule[0]["detail"]
                 .as_str()
                 .unwrap()
                 .starts_with("would have killed"));
+            assert_eq!(by_risk[0]["outcome"], "dry_run");
         } else {
             assert_eq!(status.signal(), Some(9));
             assert!(!after.exists(), "the session ran on after the rule fired");
-            assert_eq!(r[0]["outcome"], "done");
+            assert_eq!(by_rule[0]["outcome"], "done");
+            // The session's own timeline and its replay show what was done to it.
+            let key = format!("{}", session.id);
+            let out = run_ok(
+                Command::new(vigil_bin())
+                    .args(["session", &key, "--spool"])
+                    .arg(&spool),
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("RESPOND kill_session"), "{text}");
         }
     }
+    std::thread::sleep(Duration::from_millis(500));
+    let posted = receiver.received();
+    receiver.stop();
+    let posted: Vec<_> = posted
+        .iter()
+        .filter(|l| l["body"]["type"] == "response")
+        .collect();
+    assert!(
+        posted.iter().any(|l| l["body"]["outcome"] == "done"
+            && l["body"]["action"] == "kill_session"
+            && l["signature_valid"] == true),
+        "{posted:#?}"
+    );
+    assert!(posted.iter().any(|l| l["body"]["outcome"] == "dry_run"));
+}
+
+#[test]
+fn automatic_responses_beyond_the_rate_limit_are_written_down_not_done() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("canary");
+    std::fs::write(&canary, "secret").unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n  - id: canary-read\n    title: Canary read\n    technique: T1005\n    severity: high\n    risk: 10\n    actions: [kill_session]\n    when: type == \"open\" and path == \"{}\"\n",
+            canary.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "detection:\n  rules_files: [{}]\n{}",
+        rules.display(),
+        respond_yaml(dir.path(), "enforce", "  max_actions_per_minute: 1\n")
+    ))
+    .expect("daemon starts");
+    let script = format!("cat {} > /dev/null; sleep 2", canary.display());
+    let mut first = LiveSession::start(61004, &script);
+    let first_status = first.wait(Duration::from_secs(10)).expect("ends");
+    let mut second = LiveSession::start(61004, &script);
+    let second_status = second.wait(Duration::from_secs(10)).expect("ends");
+    assert_eq!(first_status.signal(), Some(9));
+    assert!(second_status.success(), "over the limit, still killed");
+    // People are not limited.
+    let mut third = LiveSession::start(61004, "sleep 20");
+    let (ok, answer) = respond(dir.path(), &["kill-session", &third.id.to_string()]);
+    assert!(ok, "{answer}");
+    assert!(third.wait(Duration::from_secs(5)).is_some());
+    let events = daemon.stop().unwrap();
+    let outcome = |s: u32| {
+        responses(&events)
+            .into_iter()
+            .find(|e| e["process"]["sessionid"] == s)
+            .map(|e| e["outcome"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(outcome(first.id).as_deref(), Some("done"));
+    assert_eq!(outcome(second.id).as_deref(), Some("rate_limited"));
+    assert_eq!(outcome(third.id).as_deref(), Some("done"));
 }
 
 fn ssh_ok(key: &Path, port: u16) -> bool {
