@@ -772,6 +772,35 @@ mod tests {
     }
 
     #[test]
+    fn respond_settings_are_checked() {
+        let text = "respond:\n  mode: enforce\n  max_actions_per_minute: 0\n  on_risk:\n    threshold: 150\n    actions: [release_session]\n  deny_exec:\n    paths: [relative/bin]\n    sha256: [nothex]\n  control_socket: here.sock\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(text, "c.yaml") else {
+            panic!("accepted")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "respond.on_risk.threshold",
+                "respond.on_risk.actions",
+                "respond.max_actions_per_minute",
+                "respond.deny_exec.sha256",
+                "respond.deny_exec.paths",
+                "respond.control_socket"
+            ],
+            "{problems:#?}"
+        );
+        let Err(e) = Config::from_yaml("respond:\n  mode: yolo\n", "c.yaml") else {
+            panic!("accepted")
+        };
+        let e = e.to_string();
+        assert!(e.contains("yolo") && e.contains("dry_run"), "{e}");
+        // The default changes nothing.
+        let c = Config::from_yaml("", "c.yaml").unwrap();
+        assert_eq!(c.respond.mode, crate::event::RespondMode::DryRun);
+    }
+
+    #[test]
     fn environment_overrides_keys_and_names_itself_in_errors() {
         let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs

@@ -397,7 +397,7 @@ impl Default for Cgroups {
 }
 
 /// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
-fn cgroup2_root() -> Option<std::path::PathBuf> {
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
     let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
     mounts
         .into_iter()

@@ -42,6 +42,14 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         benign: usize,
     },
+    /// Response latency on the real kernel: from the triggering syscall to the process dead,
+    /// for kill-session (a rule on an open) and deny-exec (at exec), median and p99, beside
+    /// an allowed exec of the same program.
+    Respond {
+        /// Runs of each measurement.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// Replay start time and memory for one long session, beside reading the same session's
     /// timeline (`vigil session --json`) from the same spool.
     Replay {
@@ -60,7 +68,156 @@ pub fn run(which: Which) -> Result<()> {
         Which::Ingest { events, seconds } => ingest(events, seconds),
         Which::Replay { events, runs } => replay(events, runs),
         Which::Detect { benign } => detect(benign),
+        Which::Respond { runs } => respond(runs),
     }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (what the helper stamps).
+fn mono_ns() -> u128 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report_latency(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name:<34} runs {:>4}  median {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// `cargo xtask bench respond`.
+fn respond(runs: usize) -> Result<()> {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    if !nix_is_root() {
+        bail!("the respond bench loads the kernel programs: run it as root");
+    }
+    let dir = std::env::temp_dir().join(format!("vigil-bench-respond-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let canary = dir.join("canary");
+    std::fs::write(&canary, "x")?;
+    let denied = dir.join("denied-true");
+    let allowed = dir.join("allowed-true");
+    std::fs::copy("/bin/true", &denied)?;
+    std::fs::copy("/bin/true", &allowed)?;
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n  - id: bench-canary\n    title: Canary\n    technique: T1005\n    severity: high\n    risk: 10\n    actions: [kill_session]\n    when: type == \"open\" and path == \"{}\"\n",
+            canary.display()
+        ),
+    )?;
+    let monitor = Monitor::start_with(
+        &dir,
+        &format!(
+            "detection:\n  rules_files: [{}]\nrespond:\n  mode: enforce\n  max_actions_per_minute: 100000\n  control_socket: {}\n  deny_exec:\n    paths: [{}]\n",
+            rules.display(),
+            dir.join("control.sock").display(),
+            denied.display()
+        ),
+    )?;
+
+    // deny-exec: spawn to reaped, the denied copy beside the allowed one, interleaved.
+    let mut deny_ms = Vec::new();
+    let mut allow_ms = Vec::new();
+    for _ in 0..runs {
+        for (program, out, should_die) in [
+            (&denied, &mut deny_ms, true),
+            (&allowed, &mut allow_ms, false),
+        ] {
+            let t0 = Instant::now();
+            let status = Command::new(program).status()?;
+            let elapsed = t0.elapsed().as_secs_f64() * 1e3;
+            if should_die != (status.signal() == Some(9)) {
+                bail!("{}: {status} (denied: {should_die})", program.display());
+            }
+            out.push(elapsed);
+        }
+    }
+
+    // kill-session: the open of the canary by a session's process to the process dead.
+    let mut kill_ms = Vec::new();
+    for i in 0..runs {
+        // Each run starts just after the daemon's last drain (it killed the run before): spread
+        // the starts over the drain interval, or every run would wait the same whole interval.
+        std::thread::sleep(Duration::from_millis((i as u64 * 37) % 50));
+        let mut child = Command::new(helper_bin())
+            .args(["login", &(43000 + i as u32 % 1000).to_string(), "--"])
+            .arg(helper_bin())
+            .arg("stamp-open")
+            .arg(&canary)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no helper stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let stamp: u128 = line.trim().parse().context("no stamp from the helper")?;
+        let status = child.wait()?;
+        let dead = mono_ns();
+        if status.signal() != Some(9) {
+            bail!("the session was not killed: {status}");
+        }
+        kill_ms.push((dead.saturating_sub(stamp)) as f64 / 1e6);
+    }
+    let events = monitor.stop()?;
+    let done = events
+        .iter()
+        .filter(|e| e["type"] == "response" && e["outcome"] == "done")
+        .count();
+    // Where the time goes: the kernel's time of the open, the alert's arrival at the respond
+    // stage is not recorded, the response's time is when it was carried out.
+    let mut opened: std::collections::HashMap<u64, u64> = Default::default();
+    let mut pipeline_ms = Vec::new();
+    for e in &events {
+        let session = e["process"]["sessionid"].as_u64().unwrap_or(0);
+        if e["type"] == "open" && e["path"].as_str() == canary.to_str() {
+            opened
+                .entry(session)
+                .or_insert(e["mono_ns"].as_u64().unwrap_or(0));
+        }
+        if e["type"] == "response" && e["action"] == "kill_session" {
+            if let Some(t) = opened.get(&session) {
+                pipeline_ms
+                    .push(e["mono_ns"].as_u64().unwrap_or(0).saturating_sub(*t) as f64 / 1e6);
+            }
+        }
+    }
+    println!("response latency, {runs} runs each (this machine, one daemon, enforce mode):");
+    report_latency("exec of an allowed copy (reference)", allow_ms.clone());
+    report_latency("deny-exec (killed at exec)", deny_ms.clone());
+    report_latency("kill-session (rule on an open)", kill_ms);
+    report_latency("  of it: open to response carried out", pipeline_ms);
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        percentile(v, 0.5)
+    };
+    println!(
+        "deny-exec / allowed exec median ratio: {:.2}",
+        med(&mut deny_ms) / med(&mut allow_ms)
+    );
+    println!("responses carried out and written down: {done}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// Runs the scenario suite (tests/src/bin/detect_bench.rs) against the built daemon.

@@ -288,4 +288,36 @@ mod tests {
             "{problems:#?}"
         );
     }
+
+    #[test]
+    fn rules_may_ask_for_restricting_actions_only() {
+        let rule = |actions: &str| {
+            format!("rules:\n  - id: r\n    title: t\n    technique: T1005\n    severity: high\n    risk: 10\n    actions: {actions}\n    when: type == \"exec\"\n")
+        };
+        let rules = parse_rules(&rule("[kill_session, deny_connect]"), "a.yaml").unwrap();
+        assert_eq!(
+            rules[0].actions,
+            [
+                crate::event::ResponseAction::KillSession,
+                crate::event::ResponseAction::DenyConnect
+            ]
+        );
+        let Err(RulesError::Invalid { problems }) =
+            parse_rules(&rule("[unlock_account]"), "b.yaml")
+        else {
+            panic!("a lifting action was accepted")
+        };
+        assert!(
+            problems[0].contains("`unlock_account` lifts a response"),
+            "{problems:#?}"
+        );
+        let Err(RulesError::Invalid { problems }) = parse_rules(&rule("[explode]"), "c.yaml")
+        else {
+            panic!("an unknown action was accepted")
+        };
+        assert!(
+            problems[0].contains("unknown variant `explode`"),
+            "{problems:#?}"
+        );
+    }
 }

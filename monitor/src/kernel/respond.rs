@@ -178,12 +178,25 @@ impl KernelResponder {
             .map_err(map_error("PROTECTED_EXES"))
     }
 
+    /// Every process in the kernel's scope table and its entry. Found by walking `/proc` and
+    /// looking each pid up, not by iterating the map: `SCOPE` has 2^22 buckets, and the kernel
+    /// walks all of them to iterate it (milliseconds a pass), while a host runs hundreds of
+    /// processes.
+    pub fn in_scope(&self) -> Vec<(u32, ScopeEntry)> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|tgid| Some((tgid, self.scope.get(&tgid, 0).ok()?)))
+            .collect()
+    }
+
     /// The processes (tgids) the kernel holds in `session` by lineage, whatever their audit ids
     /// say now.
     pub fn members(&self, session: u32) -> Vec<u32> {
-        self.scope
-            .iter()
-            .filter_map(Result::ok)
+        self.in_scope()
+            .into_iter()
             .filter(|(_, e)| e.sessionid == session)
             .map(|(tgid, _)| tgid)
             .collect()
@@ -197,27 +210,20 @@ impl KernelResponder {
             .map(|e| (e.sessionid, e.loginuid))
     }
 
-    /// Every session in the kernel's scope table with its login uid.
+    /// Every session with a running process, and its login uid.
     pub fn sessions(&self) -> BTreeMap<u32, u32> {
-        self.scope
-            .iter()
-            .filter_map(Result::ok)
+        self.in_scope()
+            .into_iter()
             .map(|(_, e)| (e.sessionid, e.loginuid))
             .collect()
     }
 }
 
-/// The root of cgroup v2: where the host mounted it (`/sys/fs/cgroup`, or
-/// `/sys/fs/cgroup/unified` on hybrid hosts), else mounted by the daemon. Every process is in
-/// the v2 hierarchy whether or not the host uses it, so programs at its root see every connect.
+/// The root of cgroup v2: where the host mounted it, else mounted by the daemon. Every process
+/// is in the v2 hierarchy whether or not the host uses it, so programs at its root see every
+/// connect.
 fn cgroup2_root() -> Result<std::fs::File, String> {
-    let mounted = procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
-        .map_err(|e| format!("cannot read the mount table: {e}"))?
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup2" && m.root == "/")
-        .map(|m| m.mount_point);
-    let path = match mounted {
+    let path = match crate::identity::cgroup2_root() {
         Some(p) => p,
         None => {
             let own = Path::new(CGROUP2_OWN_MOUNT);

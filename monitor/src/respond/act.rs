@@ -436,7 +436,11 @@ impl Executor {
         let rounds = if signal == libc::SIGKILL { 200 } else { 2 };
         for _ in 0..rounds {
             let mut fresh = false;
-            for pid in self.kernel.members(session) {
+            let members = self.kernel.members(session);
+            if members.iter().all(|p| spared.contains(p)) {
+                break;
+            }
+            for pid in members {
                 if spared.contains(&pid) || (signal != libc::SIGKILL && hit.contains(&pid)) {
                     continue;
                 }

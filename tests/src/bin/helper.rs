@@ -197,6 +197,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "stamp-open" => {
+            // For `cargo xtask bench respond`: prints CLOCK_MONOTONIC (ns) the instant before
+            // opening `path`, then waits to be killed (a response's latency is measured from
+            // the stamp to the process's death).
+            let Some(path) = args.get(1) else {
+                return usage();
+            };
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map(|t| t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128)
+                .unwrap_or(0);
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{now}");
+                let _ = out.flush();
+            }
+            let _ = std::fs::File::open(path);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            ExitCode::SUCCESS
+        }
         "hold-open" => {
             // More files open and read at once than the kernel side's open-file table holds:
             // `processes` children (a process may hold only so many fds) each open and read
