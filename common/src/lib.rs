@@ -676,6 +676,9 @@ pub struct KernelOffsets {
     pub inode_nlink: u32,
     pub inode_ctime_sec: u32,
     pub inode_ctime_nsec: u32,
+    /// `linux_binprm.file`: the file an exec loads (the BPF LSM's `bprm_check_security`).
+    pub binprm_file: u32,
+    pub _pad: u32,
 }
 
 /// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start
@@ -797,7 +800,7 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 54 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 56 * 4);
         assert_eq!(size_of::<Policy>(), 32);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

@@ -84,6 +84,8 @@ const fn zeroed_offsets() -> KernelOffsets {
         inode_nlink: 0,
         inode_ctime_sec: 0,
         inode_ctime_nsec: 0,
+        binprm_file: 0,
+        _pad: 0,
     }
 }
 

@@ -18,9 +18,9 @@
 
 use aya_ebpf::{
     helpers::bpf_send_signal,
-    macros::{cgroup_sock_addr, map},
+    macros::{cgroup_sock_addr, lsm, map},
     maps::{Array, HashMap},
-    programs::SockAddrContext,
+    programs::{LsmContext, SockAddrContext},
 };
 use vigil_common::{counter, kind, respond, ExeKey};
 
@@ -58,7 +58,12 @@ fn active() -> u32 {
 #[inline(always)]
 fn exe_key(task: Ptr) -> ExeKey {
     let mm = read_ptr(task, koff!(task_mm));
-    let file = read_ptr(mm, koff!(mm_exe_file));
+    file_key(read_ptr(mm, koff!(mm_exe_file)))
+}
+
+/// A `struct file`'s device and inode.
+#[inline(always)]
+fn file_key(file: Ptr) -> ExeKey {
     let inode = read_ptr(file, koff!(file_inode));
     let sb = read_ptr(inode, koff!(inode_sb));
     ExeKey {
@@ -71,7 +76,7 @@ fn exe_key(task: Ptr) -> ExeKey {
 #[inline(always)]
 fn protected(task: Ptr, tgid: u32) -> bool {
     unsafe { IGNORED_TGIDS.get(tgid) }.is_some()
-        || unsafe { PROTECTED_EXES.get(&exe_key(task)) }.is_some()
+        || unsafe { PROTECTED_EXES.get(exe_key(task)) }.is_some()
 }
 
 /// At `sched_process_exec`: kills a denied executable before it runs, then applies its
@@ -86,7 +91,7 @@ pub fn on_exec() -> bool {
     let tgid = current_tgid();
     if active & respond::ACTIVE_DENY_EXEC != 0 {
         let key = exe_key(task);
-        if unsafe { DENY_EXEC.get(&key) }.is_some() && !protected(task, tgid) {
+        if unsafe { DENY_EXEC.get(key) }.is_some() && !protected(task, tgid) {
             unsafe { bpf_send_signal(SIGKILL) };
             count(kind::EXEC, counter::ENFORCED);
             return true;
@@ -107,7 +112,7 @@ pub fn enforce_session() -> bool {
     let Some(entry) = scope::session_of(tgid) else {
         return false;
     };
-    let Some(verdict) = (unsafe { SESSION_VERDICTS.get(&entry.sessionid) }).copied() else {
+    let Some(verdict) = (unsafe { SESSION_VERDICTS.get(entry.sessionid) }).copied() else {
         return false;
     };
     let signal = if verdict & respond::KILL != 0 {
@@ -125,6 +130,26 @@ pub fn enforce_session() -> bool {
     true
 }
 
+/// Where the kernel allows the BPF LSM (`lsm=…,bpf`): a denied executable's exec fails with
+/// `EPERM` before the old image is replaced. The daemon loads this only when the kernel lists
+/// the BPF LSM; elsewhere (as on the kernels this project is tested on) the tracepoint kill
+/// above does the work.
+#[lsm(hook = "bprm_check_security")]
+pub fn vigil_bprm_check(ctx: LsmContext) -> i32 {
+    const EPERM: i32 = 1;
+    if active() & respond::ACTIVE_DENY_EXEC == 0 {
+        return 0;
+    }
+    // int bprm_check_security(struct linux_binprm *bprm)
+    let bprm: u64 = ctx.arg(0);
+    let key = file_key(read_ptr(bprm as Ptr, koff!(binprm_file)));
+    if unsafe { DENY_EXEC.get(key) }.is_some() && unsafe { PROTECTED_EXES.get(key) }.is_none() {
+        count(kind::EXEC, counter::ENFORCED);
+        return -EPERM;
+    }
+    0
+}
+
 /// 1 lets the connection proceed, 0 refuses it with `EPERM`.
 #[inline(always)]
 fn connect_verdict() -> i32 {
@@ -134,7 +159,7 @@ fn connect_verdict() -> i32 {
     let Some(entry) = scope::session_of(current_tgid()) else {
         return 1;
     };
-    match unsafe { SESSION_VERDICTS.get(&entry.sessionid) } {
+    match unsafe { SESSION_VERDICTS.get(entry.sessionid) } {
         Some(v) if v & respond::DENY_CONNECT != 0 => {
             count(kind::CONNECT, counter::ENFORCED);
             0

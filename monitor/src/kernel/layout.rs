@@ -89,6 +89,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         inode_nlink: off("inode", "i_nlink")?,
         inode_ctime_sec: ctime_sec,
         inode_ctime_nsec: ctime_nsec,
+        binprm_file: off("linux_binprm", "file")?,
+        _pad: 0,
     })
 }
 

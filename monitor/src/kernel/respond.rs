@@ -4,7 +4,8 @@
 //! Probed at load: the cgroup connect programs need cgroup v2 (attached at its root, so every
 //! process of the host passes them); denying an exec in the LSM hook `bprm_check_security`
 //! (refusing the exec itself, with `EPERM`) needs the BPF LSM enabled in the kernel's `lsm=`
-//! list. Where it is not (as on the kernels this project is tested on), a denied program is
+//! list, and is loaded only then. Where it is not, or the kernel refuses the program (as on the
+//! kernels this project is tested on, so only this fallback is exercised), a denied program is
 //! killed at `sched_process_exec` instead, before its first instruction.
 
 use std::{
@@ -87,17 +88,18 @@ impl KernelResponder {
                 "unavailable"
             }
         };
-        let lsm = std::fs::read_to_string(LSM_LIST).unwrap_or_default();
-        if lsm.split(',').any(|m| m.trim() == "bpf") {
-            notes.push(
-                "the BPF LSM is enabled, but this build denies execs at sched_process_exec".into(),
-            );
-        } else {
-            notes.push(format!(
-                "BPF LSM not enabled ({LSM_LIST}: {}): denied programs are killed at sched_process_exec, before their first instruction",
-                lsm.trim()
-            ));
-        }
+        let deny_exec = match attach_lsm(ebpf) {
+            Ok(hook) => {
+                attached.push(hook);
+                "lsm_bprm_check"
+            }
+            Err(why) => {
+                notes.push(format!(
+                    "{why}: denied programs are killed at sched_process_exec, before their first instruction"
+                ));
+                "exec_tracepoint_signal"
+            }
+        };
         Ok(KernelResponder {
             active: super::loader::take_map(ebpf, "RESPOND_ACTIVE")?,
             verdicts: super::loader::take_map(ebpf, "SESSION_VERDICTS")?,
@@ -105,7 +107,7 @@ impl KernelResponder {
             protected: super::loader::take_map(ebpf, "PROTECTED_EXES")?,
             scope: super::loader::take_map(ebpf, "SCOPE")?,
             mechanisms: Mechanisms {
-                deny_exec: "exec_tracepoint_signal",
+                deny_exec,
                 deny_connect,
                 session: "signal",
                 notes,
@@ -251,6 +253,26 @@ fn cgroup2_root() -> Result<std::fs::File, String> {
         return Err(format!("{} is not cgroup v2", path.display()));
     }
     Ok(root)
+}
+
+/// Loads and attaches `vigil_bprm_check` where the kernel runs the BPF LSM; the hook, or why
+/// not (the kernel does not list it, or refuses the program).
+fn attach_lsm(ebpf: &mut Ebpf) -> Result<String, String> {
+    let lsm = std::fs::read_to_string(LSM_LIST).unwrap_or_default();
+    if !lsm.split(',').any(|m| m.trim() == "bpf") {
+        return Err(format!("BPF LSM not enabled ({LSM_LIST}: {})", lsm.trim()));
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("BPF LSM: no kernel BTF: {e}"))?;
+    let prog: &mut aya::programs::Lsm = ebpf
+        .program_mut("vigil_bprm_check")
+        .ok_or("program `vigil_bprm_check` missing from the kernel object")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    prog.load("bprm_check_security", &btf)
+        .map_err(|e| format!("BPF LSM program refused: {e}"))?;
+    prog.attach()
+        .map_err(|e| format!("BPF LSM program not attached: {e}"))?;
+    Ok("lsm/bprm_check_security".into())
 }
 
 /// Attaches `vigil_connect4`/`vigil_connect6` at the root of cgroup v2; the hooks attached, or
