@@ -81,6 +81,8 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     } else {
         rec.file = file_id(opened);
         rec.file_path = tail.path(opened.wrapping_add(koff!(file_path)), process_root(task));
+        // The record still goes out: the open of the denied file is the evidence.
+        crate::respond::on_open(task, opened);
     }
     rec.open_flags = args[3] as u32;
     rec.mode = (args[3] >> 32) as u32;

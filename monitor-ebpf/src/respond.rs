@@ -42,6 +42,11 @@ pub static SESSION_VERDICTS: HashMap<u32, u32> = HashMap::with_max_entries(4096,
 #[map]
 pub static DENY_EXEC: HashMap<ExeKey, u32> = HashMap::with_max_entries(4096, 0);
 
+/// The dynamic loaders (`ld-linux*.so`): run as a program (`ld.so /path/to/denied`), they load
+/// a denied file without exec'ing it, so their opens of denied files are checked.
+#[map]
+pub static LOADER_EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(16, 0);
+
 /// Executables no response touches.
 #[map]
 pub static PROTECTED_EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(256, 0);
@@ -98,6 +103,25 @@ pub fn on_exec() -> bool {
         }
     }
     enforce_session()
+}
+
+/// At a successful open by a process in scope: a dynamic loader opening a denied executable
+/// (`/lib64/ld-linux-x86-64.so.2 ./denied`) is killed before it maps it. Returns whether it was.
+#[inline(never)]
+pub fn on_open(task: Ptr, opened: Ptr) -> bool {
+    if active() & respond::ACTIVE_DENY_EXEC == 0 || opened.is_null() {
+        return false;
+    }
+    let key = file_key(opened);
+    if unsafe { DENY_EXEC.get(key) }.is_none() {
+        return false;
+    }
+    if unsafe { LOADER_EXES.get(exe_key(task)) }.is_none() || protected(task, current_tgid()) {
+        return false;
+    }
+    unsafe { bpf_send_signal(SIGKILL) };
+    count(kind::EXEC, counter::ENFORCED);
+    true
 }
 
 /// Signals the current process when its session is killed or held (counted as `exit`

@@ -425,8 +425,17 @@ fn the_daemon_works_with_only_the_capabilities_the_deploy_files_grant() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let daemon = Daemon::start_wrapped(&wrapper, None, "")
-        .expect("daemon starts with those capabilities alone");
+    let sock_dir = tempfile::tempdir().unwrap();
+    let socket = sock_dir.path().join("control.sock");
+    let daemon = Daemon::start_wrapped(
+        &wrapper,
+        None,
+        &format!(
+            "respond:\n  mode: enforce\n  control_socket: {}\n",
+            socket.display()
+        ),
+    )
+    .expect("daemon starts with those capabilities alone");
     // It holds exactly those.
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().unwrap())).unwrap();
@@ -436,7 +445,11 @@ fn the_daemon_works_with_only_the_capabilities_the_deploy_files_grant() {
         .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
         .unwrap();
     let bit = |name: &str| match name {
+        "CHOWN" => 0,
         "DAC_READ_SEARCH" => 2,
+        "FOWNER" => 3,
+        "KILL" => 5,
+        "NET_ADMIN" => 12,
         "SYS_PTRACE" => 19,
         "SYS_RESOURCE" => 24,
         "PERFMON" => 38,
@@ -461,6 +474,31 @@ fn the_daemon_works_with_only_the_capabilities_the_deploy_files_grant() {
         dir.path(),
         "/usr/bin/id > /dev/null; cat /etc/shadow > /dev/null",
     );
+    // Responses work with those capabilities: the connect programs attached, a session killed.
+    let (_, ready) = daemon.get("/readyz").unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(
+        ready["respond"]["mechanisms"]["deny_connect"], "cgroup_connect",
+        "{ready}"
+    );
+    let mut victim = std::process::Command::new(HELPER)
+        .args(["login", &(uid + 1).to_string(), "--", "/bin/sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sid = std::fs::read_to_string(format!("/proc/{}/sessionid", victim.id())).unwrap();
+    let out = std::process::Command::new(vigil_bin())
+        .args(["respond", "kill-session", sid.trim(), "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(victim.wait().unwrap().signal(), Some(9));
     std::thread::sleep(Duration::from_millis(300));
     let events = daemon.stop().expect("daemon stops");
     let ours = |t: &str| {

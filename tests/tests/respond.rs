@@ -141,6 +141,18 @@ fn a_denied_program_dies_at_exec_by_path_link_and_content() {
         assert_eq!(status.signal(), Some(9), "{} was not killed", via.display());
         assert!(!out.exists(), "{} wrote its output", via.display());
     }
+    // Loaded by the dynamic loader without an exec of its own: killed as the loader opens it.
+    let out = dir.path().join("out-ld");
+    let status = run_session(
+        61000,
+        &format!(
+            "exec /lib64/ld-linux-x86-64.so.2 {} {}",
+            prog.display(),
+            out.display()
+        ),
+    );
+    assert_eq!(status.signal(), Some(9), "ld.so ran the denied program");
+    assert!(!out.exists(), "ld.so ran the denied program");
     // Outside any session too: a denied program is denied to everyone.
     let out = dir.path().join("out-outside");
     let status = Command::new(&prog).arg(&out).status().unwrap();

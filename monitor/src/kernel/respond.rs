@@ -51,6 +51,7 @@ pub struct KernelResponder {
     verdicts: HashMap<MapData, u32, u32>,
     deny_exec: HashMap<MapData, ExeKey, u32>,
     protected: HashMap<MapData, ExeKey, u8>,
+    loaders: HashMap<MapData, ExeKey, u8>,
     scope: HashMap<MapData, u32, ScopeEntry>,
     pub mechanisms: Mechanisms,
 }
@@ -105,6 +106,7 @@ impl KernelResponder {
             verdicts: super::loader::take_map(ebpf, "SESSION_VERDICTS")?,
             deny_exec: super::loader::take_map(ebpf, "DENY_EXEC")?,
             protected: super::loader::take_map(ebpf, "PROTECTED_EXES")?,
+            loaders: super::loader::take_map(ebpf, "LOADER_EXES")?,
             scope: super::loader::take_map(ebpf, "SCOPE")?,
             mechanisms: Mechanisms {
                 deny_exec,
@@ -172,6 +174,13 @@ impl KernelResponder {
 
     pub fn denied_exes(&self) -> Vec<ExeKey> {
         self.deny_exec.keys().filter_map(Result::ok).collect()
+    }
+
+    /// A dynamic loader: its opens of denied executables are refused (see `LOADER_EXES`).
+    pub fn add_loader(&mut self, key: ExeKey) -> Result<(), LoadError> {
+        self.loaders
+            .insert(key, 1, 0)
+            .map_err(map_error("LOADER_EXES"))
     }
 
     pub fn protect_exe(&mut self, key: ExeKey) -> Result<(), LoadError> {

@@ -25,6 +25,19 @@ use crate::{
     kernel::respond::{exe_key_of, KernelResponder},
 };
 
+/// Where the dynamic loaders of the architectures Vigil runs on live (multiarch and merged-/usr
+/// spellings lead to the same files; each distinct file is registered once).
+const DYNAMIC_LOADERS: &[&str] = &[
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/lib/ld-linux-aarch64.so.1",
+    "/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+    "/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+    "/lib/ld-musl-x86_64.so.1",
+    "/lib/ld-musl-aarch64.so.1",
+];
+
 /// Requests waiting for the executor at most; beyond it a request is `dropped`.
 pub const QUEUE: usize = 256;
 /// How often holds are re-asserted, killed sessions swept and denied paths looked up again.
@@ -142,6 +155,13 @@ impl Executor {
                 }
                 Err(e) => {
                     tracing::debug!(path = %path.display(), "protected program not here: {e}")
+                }
+            }
+        }
+        for loader in DYNAMIC_LOADERS {
+            if let Ok(key) = exe_key_of(&under_root(&host_root, Path::new(loader))) {
+                if let Err(e) = kernel.add_loader(key) {
+                    tracing::error!(%loader, "cannot register the dynamic loader: {e}");
                 }
             }
         }
