@@ -714,3 +714,32 @@ pub fn start_sshd(dir: &Path, port: u16) -> KillOnDrop {
     }
     KillOnDrop(child)
 }
+
+/// A real sshd on a loopback port and the test user with a fresh key authorized for it.
+pub struct SshFixture {
+    /// The client's private key.
+    pub key: PathBuf,
+    pub uid: u32,
+    pub port: u16,
+    pub sshd: KillOnDrop,
+}
+
+impl SshFixture {
+    pub fn start(dir: &Path) -> SshFixture {
+        let key = dir.join("id_ed25519");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key),
+        );
+        let uid = prepare_ssh_user(&key.with_extension("pub"));
+        let port = free_port();
+        let sshd = start_sshd(dir, port);
+        SshFixture {
+            key,
+            uid,
+            port,
+            sshd,
+        }
+    }
+}

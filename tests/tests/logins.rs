@@ -13,9 +13,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_e2e::{
-    ensure_user, free_port, of_type, raw_bytes, require_root, run_ok, vigil_bin, Daemon, USER,
-};
+use vigil_e2e::{ensure_user, of_type, raw_bytes, require_root, run_ok, vigil_bin, Daemon, USER};
 
 fn names(ancestry: &Value) -> Vec<String> {
     ancestry
@@ -32,15 +30,8 @@ fn names(ancestry: &Value) -> Vec<String> {
 fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key");
-    run_ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key),
-    );
-    let uid = vigil_e2e::prepare_ssh_user(&key.with_extension("pub"));
-    let port = free_port();
-    let _sshd = vigil_e2e::start_sshd(dir.path(), port);
+    let ssh = vigil_e2e::SshFixture::start(dir.path());
+    let (key, uid, port) = (ssh.key.clone(), ssh.uid, ssh.port);
 
     let mapping = dir.path().join("people.csv");
     std::fs::write(

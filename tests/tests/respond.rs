@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_e2e::{ensure_user, free_port, of_type, require_root, run_ok, vigil_bin, Daemon, USER};
+use vigil_e2e::{ensure_user, of_type, require_root, run_ok, vigil_bin, Daemon, USER};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
@@ -380,17 +380,7 @@ fn a_held_session_stops_resumes_on_release_and_dies_on_kill() {
 fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let canary = dir.path().join("canary");
-    std::fs::write(&canary, "secret").unwrap();
-    let rules = dir.path().join("rules.yaml");
-    std::fs::write(
-        &rules,
-        format!(
-            "rules:\n  - id: canary-read\n    title: Canary read\n    technique: T1005\n    severity: high\n    risk: 40\n    actions: [kill_session]\n    when: type == \"open\" and path == \"{}\"\n",
-            canary.display()
-        ),
-    )
-    .unwrap();
+    let (canary, rules) = canary_rule(dir.path(), 40);
     let receiver = vigil_e2e::WebhookReceiver::start(dir.path(), "r-secret", 0).expect("receiver");
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "r-secret").unwrap();
@@ -475,17 +465,7 @@ fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
 fn automatic_responses_beyond_the_rate_limit_are_written_down_not_done() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let canary = dir.path().join("canary");
-    std::fs::write(&canary, "secret").unwrap();
-    let rules = dir.path().join("rules.yaml");
-    std::fs::write(
-        &rules,
-        format!(
-            "rules:\n  - id: canary-read\n    title: Canary read\n    technique: T1005\n    severity: high\n    risk: 10\n    actions: [kill_session]\n    when: type == \"open\" and path == \"{}\"\n",
-            canary.display()
-        ),
-    )
-    .unwrap();
+    let (canary, rules) = canary_rule(dir.path(), 10);
     let daemon = Daemon::start(&format!(
         "detection:\n  rules_files: [{}]\n{}",
         rules.display(),
@@ -514,6 +494,23 @@ fn automatic_responses_beyond_the_rate_limit_are_written_down_not_done() {
     assert_eq!(outcome(first.id).as_deref(), Some("done"));
     assert_eq!(outcome(second.id).as_deref(), Some("rate_limited"));
     assert_eq!(outcome(third.id).as_deref(), Some("done"));
+}
+
+/// A canary file and a rules file whose rule `canary-read` (risk `risk`) kills the session that
+/// opens it.
+fn canary_rule(dir: &Path, risk: u32) -> (PathBuf, PathBuf) {
+    let canary = dir.join("canary");
+    std::fs::write(&canary, "secret").unwrap();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n  - id: canary-read\n    title: Canary read\n    technique: T1005\n    severity: high\n    risk: {risk}\n    actions: [kill_session]\n    when: type == \"open\" and path == \"{}\"\n",
+            canary.display()
+        ),
+    )
+    .unwrap();
+    (canary, rules)
 }
 
 fn ssh_ok(key: &Path, port: u16) -> bool {
@@ -548,15 +545,8 @@ fn ssh_ok(key: &Path, port: u16) -> bool {
 fn a_locked_account_is_refused_by_sshd_and_unlocking_lets_it_in() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("id_ed25519");
-    run_ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key),
-    );
-    let uid = vigil_e2e::prepare_ssh_user(&key.with_extension("pub"));
-    let port = free_port();
-    let _sshd = vigil_e2e::start_sshd(dir.path(), port);
+    let ssh = vigil_e2e::SshFixture::start(dir.path());
+    let (key, uid, port) = (ssh.key.clone(), ssh.uid, ssh.port);
     assert!(ssh_ok(&key, port), "ssh works before the lock");
 
     // Protected: never locked, even by hand.

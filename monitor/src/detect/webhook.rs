@@ -283,36 +283,30 @@ fn deliver(
         metrics::counter!("vigil_webhook_alerts_total", "webhook" => label.clone(), "outcome" => what).increment(1);
     };
     while let Some(event) = next_alert(&critical, &other) {
-        if let EventBody::Checkpoint(c) = &event.body {
-            // Once a minute at most: no de-duplication, no rate limit.
-            let delivery = format!(
-                "checkpoint:{}:{}:{}",
-                c.epoch,
-                c.covers_seq
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                c.reason
-            );
+        // Checkpoints (once a minute at most) and responses (limited where they are made) go
+        // every time: no de-duplication, no rate limit.
+        let always = match &event.body {
+            EventBody::Checkpoint(c) => Some((
+                format!(
+                    "checkpoint:{}:{}:{}",
+                    c.epoch,
+                    c.covers_seq
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    c.reason
+                ),
+                ("checkpoint_delivered", "checkpoint_failed"),
+            )),
+            EventBody::Response(r) => Some((
+                format!("response:{}", r.action_id),
+                ("response_delivered", "response_failed"),
+            )),
+            _ => None,
+        };
+        if let Some((delivery, (delivered, failed))) = always {
             if let Ok(body) = serde_json::to_vec(&event) {
-                let delivered = post(&agent, &cfg, &secret, &delivery, &body, &label);
-                count(if delivered {
-                    "checkpoint_delivered"
-                } else {
-                    "checkpoint_failed"
-                });
-            }
-            continue;
-        }
-        if let EventBody::Response(r) = &event.body {
-            // Every response goes: no de-duplication, no rate limit (the respond stage limits).
-            if let Ok(body) = serde_json::to_vec(&event) {
-                let delivery = format!("response:{}", r.action_id);
-                let delivered = post(&agent, &cfg, &secret, &delivery, &body, &label);
-                count(if delivered {
-                    "response_delivered"
-                } else {
-                    "response_failed"
-                });
+                let ok = post(&agent, &cfg, &secret, &delivery, &body, &label);
+                count(if ok { delivered } else { failed });
             }
             continue;
         }
