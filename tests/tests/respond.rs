@@ -313,9 +313,9 @@ fn a_held_session_stops_resumes_on_release_and_dies_on_kill() {
         "the process that left the session went on"
     );
     assert_eq!(state(session.child.id()), Some('T'));
-    // Someone continues it by hand: the kernel stops it again at its next call.
-    let _ = Command::new("pkill").args(["-CONT", "-s", "0"]).status();
-    run_ok(Command::new("kill").args(["-CONT", &session.child.id().to_string()]));
+    // Someone continues all of it by hand (the process group the session's shell leads): the
+    // kernel stops each again at its next call.
+    run_ok(Command::new("kill").args(["-CONT", "--", &format!("-{}", session.child.id())]));
     std::thread::sleep(Duration::from_millis(700));
     let a2 = file_len(&ticks);
     std::thread::sleep(Duration::from_millis(700));
@@ -590,4 +590,83 @@ fn a_locked_account_is_refused_by_sshd_and_unlocking_lets_it_in() {
         .any(|e| e["action"] == "unlock_account" && e["outcome"] == "done"));
     // Left as ensure_user leaves it.
     ensure_user();
+}
+
+#[test]
+fn what_is_in_force_survives_a_daemon_restart() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let yaml = respond_yaml(dir.path(), "enforce", "");
+    let daemon = Daemon::start_with_spool(Some(&spool), &yaml).expect("daemon starts");
+    let prog = dir.path().join("mytouch");
+    std::fs::copy("/usr/bin/touch", &prog).unwrap();
+    let (ok, answer) = respond(dir.path(), &["deny-exec", "--path", prog.to_str().unwrap()]);
+    assert!(ok, "{answer}");
+    let ticks = dir.path().join("ticks");
+    let mut session = LiveSession::start(
+        61005,
+        &format!(
+            "while true; do echo x >> {}; sleep 0.05; done",
+            ticks.display()
+        ),
+    );
+    let (ok, answer) = respond(dir.path(), &["hold", &session.id.to_string()]);
+    assert!(ok, "{answer}");
+    // Someone stops the daemon (here cleanly; a kill -9 leaves the same state file).
+    daemon.stop().unwrap();
+    assert_eq!(
+        state(session.child.id()),
+        Some('T'),
+        "held while no daemon ran"
+    );
+
+    let daemon = Daemon::start_with_spool(Some(&spool), &yaml).expect("daemon restarts");
+    let out = dir.path().join("out-after-restart");
+    let status = run_session(61005, &format!("{} {}", prog.display(), out.display()));
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the denial did not survive the restart"
+    );
+    assert!(!out.exists());
+    // Continued by hand: the restored verdict stops it again.
+    run_ok(Command::new("kill").args(["-CONT", "--", &format!("-{}", session.child.id())]));
+    std::thread::sleep(Duration::from_millis(700));
+    let a = file_len(&ticks);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(file_len(&ticks), a, "the hold did not survive the restart");
+    let (ok, answer) = respond(dir.path(), &["release", &session.id.to_string()]);
+    assert!(ok, "{answer}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        file_len(&ticks) > a,
+        "released after the restart, it did not resume"
+    );
+    let (ok, _) = respond(dir.path(), &["kill-session", &session.id.to_string()]);
+    assert!(ok);
+    assert!(session.wait(Duration::from_secs(5)).is_some());
+
+    let events = daemon.stop().unwrap();
+    let restored: Vec<_> = responses(&events)
+        .into_iter()
+        .filter(|e| {
+            e["requested_by"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("restored from")
+        })
+        .collect();
+    assert!(
+        restored
+            .iter()
+            .any(|e| e["action"] == "deny_exec" && e["outcome"] == "done"),
+        "{restored:#?}"
+    );
+    assert!(
+        restored
+            .iter()
+            .any(|e| e["action"] == "hold_session" && e["outcome"] == "done"),
+        "{restored:#?}"
+    );
 }

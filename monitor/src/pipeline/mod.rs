@@ -222,6 +222,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         responder,
         config.identity.host_etc.clone(),
         config.identity.host_root.clone(),
+        crate::respond::state_path(&config.spool.dir),
     );
     health.set_respond(config.respond.mode, executor.mechanisms());
     tracing::info!(mode = %config.respond.mode, mechanisms = ?executor.mechanisms(), "responses");

@@ -76,8 +76,30 @@ pub struct Executor {
     host_root: PathBuf,
     own_pid: u32,
     next_id: u64,
-    /// Responses made at start (`respond.deny_exec`), published when the thread runs.
+    /// Responses made at start (`respond.deny_exec`, the saved state), published when the
+    /// thread runs.
     startup: Vec<Event>,
+    /// Files denied by the kernel's identity (a copy of denied content found at its exec).
+    denied_files: BTreeSet<(String, u64)>,
+    /// Where what is in force is kept across restarts (see [`SavedState`]).
+    state_path: PathBuf,
+    /// Set while the saved state is applied (nothing to save then).
+    restoring: bool,
+}
+
+/// What is in force, kept beside the spool so that a daemon restarted (or stopped and started by
+/// someone working against it) puts it back: denials always, session verdicts when it is still
+/// the same boot (session ids are the boot's). Rewritten after every change.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    boot_id: String,
+    denied_paths: Vec<PathBuf>,
+    /// (sha256, requester, requested_by)
+    denied_hashes: Vec<(String, Requester, String)>,
+    /// (`major:minor`, inode)
+    denied_files: Vec<(String, u64)>,
+    /// Session id → verdict bits.
+    verdicts: BTreeMap<u32, u32>,
 }
 
 /// What carrying a request out came to.
@@ -133,6 +155,7 @@ impl Executor {
         mut kernel: KernelResponder,
         host_etc: Option<PathBuf>,
         host_root: PathBuf,
+        state_path: PathBuf,
     ) -> (Self, watch::Receiver<Arc<BTreeSet<String>>>) {
         let own_pid = std::process::id();
         let mut protected_exes = HashSet::new();
@@ -179,10 +202,13 @@ impl Executor {
             own_pid,
             next_id: 0,
             startup: Vec::new(),
+            denied_files: BTreeSet::new(),
+            state_path,
+            restoring: false,
             kernel,
             config,
         };
-        (executor.with_configured_denials(), hashes_rx)
+        (executor.with_configured_denials().restored(), hashes_rx)
     }
 
     /// The `response` events of `respond.deny_exec`, applied at start.
@@ -210,6 +236,129 @@ impl Executor {
             let event = self.handle(&request);
             self.startup.push(event);
         }
+        self
+    }
+
+    /// Writes what is in force to the state file (owner-only, atomically). A failure is logged
+    /// and counted: what is in force stays in force, only a restart would forget it.
+    fn save(&self) {
+        if self.restoring {
+            return;
+        }
+        let state = SavedState {
+            boot_id: crate::event::Origin::this_process().boot_id.to_string(),
+            denied_paths: self.denied_paths.iter().map(|(p, _)| p.clone()).collect(),
+            denied_hashes: self
+                .denied_hashes
+                .iter()
+                .map(|(h, d)| (h.clone(), d.requester, d.requested_by.clone()))
+                .collect(),
+            denied_files: self.denied_files.iter().cloned().collect(),
+            verdicts: self.kernel.verdicts(),
+        };
+        let written = serde_json::to_vec_pretty(&state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::durable::write_atomic(&self.state_path, &bytes));
+        if let Err(e) = written {
+            metrics::counter!("vigil_respond_state_errors_total").increment(1);
+            tracing::error!(path = %self.state_path.display(), "cannot save what responses are in force: {e}");
+        }
+    }
+
+    /// Puts back what the state file says was in force, each as a response in the trail
+    /// (requested by `config`, naming the file). Session verdicts only within the same boot, and
+    /// only for sessions that still have processes.
+    fn restored(mut self) -> Self {
+        let text = match std::fs::read(&self.state_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self,
+            Err(e) => {
+                tracing::error!(path = %self.state_path.display(), "cannot read the saved responses: {e}");
+                return self;
+            }
+        };
+        let state: SavedState = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(path = %self.state_path.display(), "the saved responses are not readable, nothing restored: {e}");
+                return self;
+            }
+        };
+        let by = format!("restored from {}", self.state_path.display());
+        let mut requests: Vec<Request> = Vec::new();
+        let exe = |target: ExeTarget, requester: Requester, reason: String| Request {
+            action: ResponseAction::DenyExec,
+            target: Target::Exe(target),
+            requester,
+            requested_by: by.clone(),
+            reason,
+        };
+        for path in state.denied_paths {
+            if !self.denied_paths.iter().any(|(p, _)| *p == path) {
+                requests.push(exe(
+                    ExeTarget {
+                        path: Some(path),
+                        ..Default::default()
+                    },
+                    Requester::Config,
+                    String::new(),
+                ));
+            }
+        }
+        for (sha256, requester, requested_by) in state.denied_hashes {
+            requests.push(exe(
+                ExeTarget {
+                    sha256: Some(sha256),
+                    ..Default::default()
+                },
+                requester,
+                format!("denied by {requested_by}"),
+            ));
+        }
+        let same_boot = state.boot_id == *crate::event::Origin::this_process().boot_id;
+        if same_boot {
+            for file in state.denied_files {
+                requests.push(exe(
+                    ExeTarget {
+                        file: Some(file),
+                        ..Default::default()
+                    },
+                    Requester::Config,
+                    String::new(),
+                ));
+            }
+            for (session, bits) in state.verdicts {
+                // In force before the processes are seen again: the kernel's scope table
+                // started empty, and each process of the session re-enters it (and meets the
+                // verdict) at its next call.
+                if let Err(e) = self.kernel.set_verdict(session, bits, 0) {
+                    tracing::error!(session, "cannot restore the session's verdict: {e}");
+                    continue;
+                }
+                for (bit, action) in [
+                    (verdict::KILL, ResponseAction::KillSession),
+                    (verdict::HOLD, ResponseAction::HoldSession),
+                    (verdict::DENY_CONNECT, ResponseAction::DenyConnect),
+                ] {
+                    if bits & bit != 0 {
+                        requests.push(Request {
+                            action,
+                            target: Target::Session(session),
+                            requester: Requester::Config,
+                            requested_by: by.clone(),
+                            reason: String::new(),
+                        });
+                    }
+                }
+            }
+        }
+        self.restoring = true;
+        for request in requests {
+            let event = self.handle(&request);
+            self.startup.push(event);
+        }
+        self.restoring = false;
+        self.save();
         self
     }
 
@@ -282,6 +431,9 @@ impl Executor {
             Err(e) => Outcome::new(ResponseOutcome::Failed, e),
             Ok(()) => self.carry_out(request, &mut process),
         };
+        if o.outcome == ResponseOutcome::Done {
+            self.save();
+        }
         metrics::counter!("vigil_responses_total", "action" => request.action.as_str(), "outcome" => o.outcome.as_str()).increment(1);
         tracing::warn!(action = %request.action, %target, requester = %request.requester, requested_by = %request.requested_by, outcome = %o.outcome, detail = %o.detail, "response");
         crate::decode::daemon_event(
@@ -785,6 +937,13 @@ impl Executor {
                 return Outcome::new(ResponseOutcome::Failed, err.to_string());
             }
         }
+        if let Some(file) = &e.file {
+            if deny {
+                self.denied_files.insert(file.clone());
+            } else {
+                self.denied_files.remove(file);
+            }
+        }
         if let Some(path) = &e.path {
             if deny {
                 if !self.denied_paths.iter().any(|(p, _)| p == path) {
@@ -855,6 +1014,7 @@ impl Executor {
                 if quiet && self.kernel.members(session).is_empty() {
                     let _ = self.kernel.set_verdict(session, 0, u32::MAX);
                     self.killed.remove(&session);
+                    self.save();
                 }
             } else if bits & verdict::HOLD != 0 {
                 self.signal_session(session, libc::SIGSTOP);

@@ -120,6 +120,16 @@ impl RespondConfig {
     }
 }
 
+/// The executor's saved state (what is in force), beside the spool directory: not in it, where
+/// a wiped spool would take it along.
+pub fn state_path(spool_dir: &std::path::Path) -> PathBuf {
+    spool_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .join("respond-state.json")
+}
+
 pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
