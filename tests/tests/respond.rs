@@ -401,10 +401,13 @@ fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
         )
         .expect("daemon starts");
         let after = dir.path().join(format!("after-{mode}"));
+        // The test user reads the canary through sudo: a privileged session, as the report
+        // lists them.
+        let user = ensure_user();
         let mut session = LiveSession::start(
-            61003,
+            user,
             &format!(
-                "cat {} > /dev/null; sleep 3; touch {}",
+                "{HELPER} setuid {user} -- /usr/bin/sudo -n /bin/cat {} > /dev/null; sleep 3; touch {}",
                 canary.display(),
                 after.display()
             ),
@@ -443,6 +446,37 @@ fn a_rule_kills_the_session_that_tripped_it_and_dry_run_changes_nothing() {
             );
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("RESPOND kill_session"), "{text}");
+            // A marker in the replay (here its asciicast export) and a line in the report.
+            let out = run_ok(
+                Command::new(vigil_bin())
+                    .args(["export", &key, "--format", "asciicast", "--spool"])
+                    .arg(&spool),
+            );
+            let cast = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                cast.lines()
+                    .any(|l| l.contains("\"m\"") && l.contains("RESPOND kill_session")),
+                "{cast}"
+            );
+            let out = run_ok(
+                Command::new(vigil_bin())
+                    .args(["report", "--since", "1h", "--json", "--spool"])
+                    .arg(&spool),
+            );
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let listed = report["privileged"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["summary"]["session"] == session.id)
+                .expect("the session is in the report");
+            assert!(
+                listed["responses"][0]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("kill_session"),
+                "{listed:#}"
+            );
         }
     }
     std::thread::sleep(Duration::from_millis(500));
