@@ -518,7 +518,16 @@ fn automatic_responses_beyond_the_rate_limit_are_written_down_not_done() {
     let (ok, answer) = respond(dir.path(), &["kill-session", &third.id.to_string()]);
     assert!(ok, "{answer}");
     assert!(third.wait(Duration::from_secs(5)).is_some());
+    // A peer that connects to the control socket and says nothing does not hold the daemon's
+    // stop for long.
+    let _silent = std::os::unix::net::UnixStream::connect(dir.path().join("control.sock")).unwrap();
+    let stopping = Instant::now();
     let events = daemon.stop().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        stopping.elapsed()
+    );
     let outcome = |s: u32| {
         responses(&events)
             .into_iter()

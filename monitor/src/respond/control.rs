@@ -19,6 +19,8 @@ use crate::event::{Requester, ResponseAction, ResponseEvent};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
+/// How long a peer may take to send its request.
+const REQUEST_WITHIN: Duration = Duration::from_secs(10);
 /// How long a request may wait for the executor before the answer is "still queued".
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
@@ -134,7 +136,19 @@ async fn answer(
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
-    reader.read_until(b'\n', &mut line).await?;
+    // A peer that connects and never finishes its line would otherwise hold a sender of the
+    // executor's queue, and with it the daemon's shutdown.
+    match tokio::time::timeout(REQUEST_WITHIN, reader.read_until(b'\n', &mut line)).await {
+        Ok(read) => {
+            read?;
+        }
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request within 10 s",
+            ))
+        }
+    }
     let reply = if uid != 0 {
         ControlReply::Refused(format!(
             "{who} is not root: only root may ask for responses"
