@@ -339,6 +339,31 @@ fn a_held_session_stops_resumes_on_release_and_dies_on_kill() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(file_len(&leaver), b2, "the leaver survived the kill");
 
+    // One process alone: kill-process ends it and not its session.
+    let mut one = LiveSession::start(61002, "sleep 30 & wait $!");
+    std::thread::sleep(Duration::from_millis(300));
+    let sleeper = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        one.child.id(),
+        one.child.id()
+    ))
+    .unwrap()
+    .split_whitespace()
+    .next()
+    .unwrap()
+    .to_string();
+    let (ok, answer) = respond(dir.path(), &["kill-process", &sleeper]);
+    assert!(ok, "{answer}");
+    assert_eq!(answer["response"]["outcome"], "done");
+    let status = one
+        .wait(Duration::from_secs(5))
+        .expect("the shell ends once its child is killed");
+    // The shell was not killed: it saw its child die (128 + 9) and exited itself.
+    assert_eq!(status.code(), Some(137), "{status}");
+    let (ok, answer) = respond(dir.path(), &["kill-process", "1"]);
+    assert!(!ok);
+    assert_eq!(answer["response"]["outcome"], "protected", "{answer}");
+
     // Unknown sessions and other hosts are refused clearly.
     let (ok, answer) = respond(dir.path(), &["kill-session", "999999"]);
     assert!(!ok);
