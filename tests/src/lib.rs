@@ -100,13 +100,22 @@ impl Daemon {
         } else {
             format!("spool:\n  dir: {}\n", spool_dir.display())
         };
+        // Its own control socket, never the host's default (a real daemon may be listening).
+        let respond_block = if extra_yaml.lines().any(|l| l.starts_with("respond:")) {
+            String::new()
+        } else {
+            format!(
+                "respond:\n  control_socket: {}\n",
+                dir.path().join("control.sock").display()
+            )
+        };
         let ready = dir.path().join("ready");
         let metrics_port = free_port();
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "output:\n  stdout: false\n  file: {}\n{spool_block}metrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
+                "output:\n  stdout: false\n  file: {}\n{spool_block}{respond_block}metrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
                 events_path.display()
             ),
         )?;

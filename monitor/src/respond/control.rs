@@ -98,7 +98,13 @@ pub async fn serve(
     let mut names = crate::identity::UserNames::new(None);
     loop {
         let stream = tokio::select! {
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => {
+                // Gone with the daemon: `vigil respond` then says no daemon listens.
+                if let Some(path) = listener.local_addr().ok().and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf)) {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Ok(());
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
