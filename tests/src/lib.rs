@@ -752,3 +752,19 @@ impl SshFixture {
         }
     }
 }
+
+impl SshFixture {
+    /// `ssh` as the test user to this sshd with the fixture's key, non-interactive, not checking
+    /// the host key; the remote command is the caller's.
+    pub fn client(&self) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string(), "-o", "BatchMode=yes"])
+            .args(["-o", "ConnectTimeout=5"])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .arg(format!("{USER}@127.0.0.1"));
+        c
+    }
+}

@@ -53,17 +53,8 @@ fn ssh_then_sudo_is_attributed_to_the_ssh_user() {
         ),
     )
     .expect("daemon starts");
-    let out = Command::new("ssh")
-        .arg("-i")
-        .arg(&key)
-        .args(["-p", &port.to_string(), "-o", "BatchMode=yes"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .arg(format!("{USER}@127.0.0.1"))
+    let out = ssh
+        .client()
         .arg(
             "/usr/bin/id > /dev/null; sudo -n /usr/bin/cat /etc/shadow > /dev/null; \
              sudo -n su - root -c '/usr/bin/head -c 1 /etc/gshadow > /dev/null'; exit 0",

@@ -581,25 +581,8 @@ fn canary_rule(dir: &Path, risk: u32) -> (PathBuf, PathBuf) {
     (canary, rules)
 }
 
-fn ssh_ok(key: &Path, port: u16) -> bool {
-    Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-p",
-            &port.to_string(),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-        ])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .arg(format!("{USER}@127.0.0.1"))
+fn ssh_ok(ssh: &vigil_e2e::SshFixture) -> bool {
+    ssh.client()
         .arg("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -614,8 +597,8 @@ fn a_locked_account_is_refused_by_sshd_and_unlocking_lets_it_in() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let ssh = vigil_e2e::SshFixture::start(dir.path());
-    let (key, uid, port) = (ssh.key.clone(), ssh.uid, ssh.port);
-    assert!(ssh_ok(&key, port), "ssh works before the lock");
+    let uid = ssh.uid;
+    assert!(ssh_ok(&ssh), "ssh works before the lock");
 
     // Protected: never locked, even by hand.
     {
@@ -632,7 +615,7 @@ fn a_locked_account_is_refused_by_sshd_and_unlocking_lets_it_in() {
         assert!(!ok);
         assert_eq!(answer["response"]["outcome"], "protected", "{answer}");
         daemon.stop().unwrap();
-        assert!(ssh_ok(&key, port), "a protected account was locked");
+        assert!(ssh_ok(&ssh), "a protected account was locked");
     }
 
     let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).unwrap();
@@ -644,10 +627,10 @@ fn a_locked_account_is_refused_by_sshd_and_unlocking_lets_it_in() {
         open.wait(Duration::from_secs(5)).is_some(),
         "its session survived the lock"
     );
-    assert!(!ssh_ok(&key, port), "sshd let a locked account in");
+    assert!(!ssh_ok(&ssh), "sshd let a locked account in");
     let (ok, answer) = respond(dir.path(), &["unlock", USER]);
     assert!(ok, "{answer}");
-    assert!(ssh_ok(&key, port), "unlocked, the account cannot log in");
+    assert!(ssh_ok(&ssh), "unlocked, the account cannot log in");
     let events = daemon.stop().unwrap();
     let r = responses(&events);
     assert!(r.iter().any(|e| e["action"] == "lock_account"
