@@ -260,23 +260,32 @@ fn redact(value: &mut yaml_serde::Value) {
     }
 }
 
+/// An environment override that names no setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum OverrideError {
+    #[error("names no setting")]
+    Empty,
+    #[error("`{0}` is below a setting that is not a section")]
+    NotASection(String),
+    #[error("`{0}` is not a setting")]
+    Unknown(String),
+}
+
 /// Sets `keys` (a path of lower-case names) in `value` to `new`, for an environment override;
 /// only settings the default has can be set.
 fn set_path(
     value: &mut yaml_serde::Value,
     keys: &[String],
     new: yaml_serde::Value,
-) -> Result<(), String> {
+) -> Result<(), OverrideError> {
     let Some((first, rest)) = keys.split_first() else {
-        return Err("names no setting".into());
+        return Err(OverrideError::Empty);
     };
     let Some(map) = value.as_mapping_mut() else {
-        return Err(format!(
-            "`{first}` is below a setting that is not a section"
-        ));
+        return Err(OverrideError::NotASection(first.clone()));
     };
     let Some(slot) = map.get_mut(first.as_str()) else {
-        return Err(format!("`{first}` is not a setting"));
+        return Err(OverrideError::Unknown(first.clone()));
     };
     if rest.is_empty() {
         merge(slot, new);
@@ -419,11 +428,11 @@ impl Config {
                     continue;
                 }
             };
-            if let Err(message) = set_path(&mut value, &keys, parsed) {
+            if let Err(e) = set_path(&mut value, &keys, parsed) {
                 problems.push(Problem {
                     key: shown,
                     line: None,
-                    message,
+                    message: e.to_string(),
                 });
             }
         }
@@ -611,7 +620,7 @@ impl Config {
         }
         let b = &self.detection.baseline;
         if let Err(e) = b.learning() {
-            invalid("detection.baseline.learning_period", e);
+            invalid("detection.baseline.learning_period", e.to_string());
         }
         for (key, message) in self.integrity.problems() {
             invalid(&key, message);
@@ -623,7 +632,7 @@ impl Config {
             invalid("redaction.patterns", e.to_string());
         }
         if let Err(e) = b.save_interval() {
-            invalid("detection.baseline.save_every", e);
+            invalid("detection.baseline.save_every", e.to_string());
         }
         if !(b.volume_factor.is_finite() && b.volume_factor >= 1.0) {
             invalid(

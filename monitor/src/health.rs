@@ -73,7 +73,7 @@ impl Health {
             ("deny_connect", mechanisms.deny_connect),
             ("session", mechanisms.session),
         ] {
-            metrics::gauge!("vigil_respond_mechanism", "action" => action, "mechanism" => mechanism)
+            metrics::gauge!("vigil_respond_mechanism", "action" => action, "mechanism" => mechanism.as_str())
                 .set(1.0);
         }
         if let Ok(mut slot) = self.respond.lock() {

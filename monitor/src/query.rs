@@ -77,6 +77,8 @@ pub struct SessionSummary {
     /// `privilege_changes`), counted by [`SessionCounts::count`].
     #[serde(flatten)]
     pub counts: SessionCounts,
+    /// It ran as root: gained root in view (a set*id call, a setuid exec), or was root already
+    /// when first seen.
     pub gained_root: bool,
     pub ttys: BTreeSet<String>,
     /// How the session was entered, from its start event.
@@ -207,6 +209,7 @@ pub fn summaries(events: &[Event]) -> BTreeMap<SessionKey, SessionSummary> {
             }
             EventBody::Priv(p) => s.gained_root |= p.gained_root,
             EventBody::SessionStart(start) => {
+                s.gained_root |= start.root_when_seen;
                 s.entry = Some(start.entry);
                 s.ssh = start.ssh.clone();
                 s.identity = start.identity.clone();
@@ -350,19 +353,26 @@ pub fn process_tree(events: &[Event]) -> String {
     out
 }
 
+/// A time argument that names no time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeArgError {
+    #[error("`{0}` is before 1970")]
+    BeforeEpoch(String),
+    #[error("`{0}` is neither a time (2026-11-25T10:00:00Z) nor a duration ago (2h, 3d)")]
+    Unreadable(String),
+}
+
 /// Parses a time argument: RFC 3339 (`2026-11-25T10:00:00Z`), or a duration ago (`2h`, `3d`).
-pub fn parse_time(arg: &str, now_ns: i64) -> Result<i64, String> {
+pub fn parse_time(arg: &str, now_ns: i64) -> Result<i64, TimeArgError> {
     if let Ok(t) = humantime::parse_rfc3339_weak(arg) {
         return t
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
-            .map_err(|_| format!("`{arg}` is before 1970"));
+            .map_err(|_| TimeArgError::BeforeEpoch(arg.to_string()));
     }
     match humantime::parse_duration(arg) {
         Ok(d) => Ok(now_ns - d.as_nanos() as i64),
-        Err(_) => Err(format!(
-            "`{arg}` is neither a time (2026-11-25T10:00:00Z) nor a duration ago (2h, 3d)"
-        )),
+        Err(_) => Err(TimeArgError::Unreadable(arg.to_string())),
     }
 }
 
@@ -378,9 +388,10 @@ mod tests {
             parse_time("2026-01-01T00:00:00Z", now).unwrap(),
             1_767_225_600_000_000_000
         );
-        assert!(parse_time("yesterday-ish", now)
-            .unwrap_err()
-            .contains("neither"));
+        assert_eq!(
+            parse_time("yesterday-ish", now),
+            Err(TimeArgError::Unreadable("yesterday-ish".into()))
+        );
     }
 }
 
@@ -392,7 +403,7 @@ pub struct SpoolStats {
     pub events: u64,
     pub loss_records: u64,
     /// Sum of the counts of loss records, by the stage that lost them (`spool`, `kernel`, ...).
-    pub lost: BTreeMap<String, u64>,
+    pub lost: BTreeMap<crate::event::LossStage, u64>,
     pub damaged: u64,
 }
 

@@ -13,7 +13,8 @@ use crate::{
     query::SessionSummary,
 };
 
-/// A session is privileged when it logged in as root or gained root (sudo, su, setuid).
+/// A session is privileged when it logged in as root, gained root (sudo, su, setuid exec), or ran
+/// as root already when first seen (`gained_root` says both: see `SessionStartEvent`).
 pub fn is_privileged(s: &SessionSummary) -> bool {
     s.loginuid == 0 || s.gained_root
 }

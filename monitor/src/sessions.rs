@@ -117,20 +117,66 @@ pub fn ssh_origin_from_socket(ancestry: &[Ancestor]) -> Option<SshOrigin> {
     None
 }
 
+/// A process of a session as /proc shows it when the session is first seen.
+struct Member {
+    ppid: u32,
+    /// Effective or real uid 0 (from `status`: the owner of `/proc/<pid>` is root for every
+    /// process that is not dumpable).
+    root: bool,
+    /// Effective uid 0 under another real uid: a set-uid-root program run by a user (`sudo`,
+    /// `su`, a set-uid copy of a shell).
+    setuid_root: bool,
+}
+
 /// Processes now in audit session `session` (read from /proc).
-fn live_members(session: u32) -> HashSet<u32> {
-    let mut members = HashSet::new();
+fn live_members(session: u32) -> HashMap<u32, Member> {
+    let mut members = HashMap::new();
     if let Ok(all) = procfs::process::all_processes() {
         for p in all.flatten() {
             let sid = std::fs::read_to_string(format!("/proc/{}/sessionid", p.pid))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok());
-            if sid == Some(session) {
-                members.insert(p.pid as u32);
+            if sid != Some(session) {
+                continue;
             }
+            let Ok(status) = p.status() else {
+                continue; // gone meanwhile
+            };
+            members.insert(
+                p.pid as u32,
+                Member {
+                    ppid: status.ppid as u32,
+                    root: status.euid == 0 || status.ruid == 0,
+                    setuid_root: status.euid == 0 && status.ruid != 0,
+                },
+            );
         }
     }
     members
+}
+
+/// Whether root was gained inside the session before the daemon saw it (`sudo -i` started while
+/// the daemon was not running): a process of the session runs set-uid root, or as root below
+/// one of the session's that does not. Root processes with no unprivileged process of the
+/// session above them are the login machinery (sshd's privileged half, PAM's helpers) or a
+/// root login, which its login uid says.
+fn gained_root_unseen(members: &HashMap<u32, Member>) -> bool {
+    if members.values().any(|m| m.setuid_root) {
+        return true;
+    }
+    members.iter().filter(|(_, m)| m.root).any(|(_, m)| {
+        let mut at = m.ppid;
+        // Bounded: a pid cycle is impossible in one snapshot of a tree, but /proc is read a
+        // process at a time.
+        for _ in 0..members.len() {
+            match members.get(&at) {
+                Some(up) if !up.root => return true,
+                Some(up) => at = up.ppid,
+                None => return false,
+            }
+        }
+        false
+    })
 }
 
 struct Session {
@@ -187,7 +233,9 @@ impl SessionTracker {
             return;
         }
         let ancestry = ancestry();
-        let mut live = live_members(sid);
+        let members = live_members(sid);
+        let root_when_seen = gained_root_unseen(&members);
+        let mut live: HashSet<u32> = members.into_keys().collect();
         live.insert(event.process.pid);
         let p = &event.process;
         let ssh = self.ssh(p.pid, &ancestry);
@@ -204,6 +252,7 @@ impl SessionTracker {
             ssh,
             identity,
             ancestry,
+            root_when_seen,
         };
         self.sessions.insert(
             sid,
@@ -251,7 +300,10 @@ impl SessionTracker {
     }
 }
 
-/// A session event at the time of `at`, attributed to its process.
+/// A session event at the time of `at`, attributed to its process. That time is the event's
+/// own, not a stand-in: `session_start` says when the session was first seen (its first event,
+/// which it precedes in every timeline) and by which process, `session_end` when its last
+/// process exited, and which one.
 fn stamped(at: &Event, body: EventBody) -> Event {
     let mut e = daemon_event(at.process.clone(), body);
     e.mono_ns = at.mono_ns;
@@ -263,6 +315,53 @@ fn stamped(at: &Event, body: EventBody) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn members(list: &[(u32, u32, bool)]) -> HashMap<u32, Member> {
+        list.iter()
+            .map(|&(pid, ppid, root)| {
+                let setuid_root = false;
+                (
+                    pid,
+                    Member {
+                        ppid,
+                        root,
+                        setuid_root,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn root_below_an_unprivileged_process_of_the_session_is_root_gained_unseen() {
+        // sshd's privileged half (root, its parent outside the session) → the user's sshd →
+        // bash → sudo → a root shell, all before the daemon looked.
+        let sudo_shell = members(&[
+            (10, 1, true),
+            (11, 10, false),
+            (12, 11, false),
+            (13, 12, true),
+            (14, 13, true),
+        ]);
+        assert!(gained_root_unseen(&sudo_shell));
+        // The same login without sudo: the root process is the login machinery.
+        assert!(!gained_root_unseen(&members(&[
+            (10, 1, true),
+            (11, 10, false),
+            (12, 11, false)
+        ])));
+        // A root login: root throughout, which its login uid already says.
+        assert!(!gained_root_unseen(&members(&[
+            (10, 1, true),
+            (11, 10, true)
+        ])));
+        // sudo itself, its shell having exec'd it: set-uid root under the user's real uid.
+        let mut sudo = members(&[(10, 1, true), (11, 10, true)]);
+        sudo.get_mut(&11).unwrap().setuid_root = true;
+        assert!(gained_root_unseen(&sudo));
+        // A parent chain that loops (pids reused between reads) ends.
+        assert!(!gained_root_unseen(&members(&[(5, 6, true), (6, 5, true)])));
+    }
 
     fn chain(names: &[&str]) -> Vec<Ancestor> {
         names

@@ -16,10 +16,11 @@ fn a_record_that_does_not_decode_is_quarantined_and_counted_not_dropped() {
     let spool = dir.path().join("spool");
     {
         let mut writer = vigil_e2e::spool_writer(&spool);
-        let before = vigil::spool::loss("test", 0, "an event before".into());
+        let before =
+            vigil::spool::loss(vigil::event::LossStage::Spool, 0, "an event before".into());
         writer.append(&before).expect("appended");
         writer.append_json(FROM_THE_FUTURE).expect("appended");
-        let after = vigil::spool::loss("test", 0, "an event after".into());
+        let after = vigil::spool::loss(vigil::event::LossStage::Spool, 0, "an event after".into());
         writer.append(&after).expect("appended");
         writer.flush().expect("flushed");
     }

@@ -72,7 +72,7 @@ pub enum CliError {
     #[error("{}", .0.join("\n"))]
     RulesCheck(Vec<String>),
     #[error("{0}")]
-    SigmaExport(String),
+    SigmaExport(#[from] vigil::detect::sigma::SigmaExportError),
     /// Something this invocation needs is not configured (`clickhouse.url` for anomalies).
     #[error("{0}")]
     NotConfigured(&'static str),
@@ -266,9 +266,67 @@ pub fn now_ns() -> i64 {
     vigil::decode::Clock::now().wall_ns(vigil::decode::Clock::mono_now_ns())
 }
 
+/// `--since`/`--until` of the listings: a period, either end open.
+#[derive(clap::Args)]
+pub struct PeriodArgs {
+    /// Only what happened since this time (RFC 3339, or a duration ago such as 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only what happened until this time.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+impl PeriodArgs {
+    /// Both ends in nanoseconds; an end before its start is refused.
+    pub fn resolve(&self, now: i64) -> Result<(Option<i64>, Option<i64>), CliError> {
+        let since = self
+            .since
+            .as_deref()
+            .map(|t| time_arg("--since", t, now))
+            .transpose()?;
+        let until = self
+            .until
+            .as_deref()
+            .map(|t| time_arg("--until", t, now))
+            .transpose()?;
+        if let (Some(s), Some(u)) = (since, until) {
+            check_order(s, u)?;
+        }
+        Ok((since, until))
+    }
+}
+
+/// `--until` may not be before `--since`: such a period holds nothing, and says the reader
+/// mistyped one of them.
+pub fn check_order(since_ns: i64, until_ns: i64) -> Result<(), CliError> {
+    if until_ns < since_ns {
+        return Err(CliError::bad(
+            "--until",
+            format!(
+                "{} is before --since {}",
+                vigil::decode::rfc3339(until_ns),
+                vigil::decode::rfc3339(since_ns)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `--user`/`--host` of the listings: whose, and where.
+#[derive(clap::Args)]
+pub struct WhoArgs {
+    /// Only those of this login user (name or uid, as recorded).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only those on this host.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
 /// `--flag TIME`: RFC 3339 or a duration ago.
 pub fn time_arg(flag: &str, value: &str, now: i64) -> Result<i64, CliError> {
-    vigil::query::parse_time(value, now).map_err(|problem| CliError::bad(flag, problem))
+    vigil::query::parse_time(value, now).map_err(|problem| CliError::bad(flag, problem.to_string()))
 }
 
 /// Prints on standard error what a read found damaged (output stays clean for pipes): the

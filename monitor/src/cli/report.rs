@@ -34,16 +34,7 @@ pub fn run(a: ReportArgs) -> CliResult {
         Some(t) => time_arg("--until", t, now)?,
         None => now,
     };
-    if until_ns < since_ns {
-        return Err(CliError::bad(
-            "--until",
-            format!(
-                "{} is before --since {}",
-                vigil::decode::rfc3339(until_ns),
-                vigil::decode::rfc3339(since_ns)
-            ),
-        ));
-    }
+    super::check_order(since_ns, until_ns)?;
     let filter = SessionFilter {
         host: a.host.clone(),
         since_ns: Some(since_ns),

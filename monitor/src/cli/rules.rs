@@ -138,7 +138,7 @@ fn import_sigma(paths: &[PathBuf], output: Option<&Path>, report: Option<&Path>)
         })?;
         import.add_file(&f.display().to_string(), &text);
     }
-    let yaml = import.rules_yaml().map_err(CliError::SigmaExport)?;
+    let yaml = import.rules_yaml()?;
     let write = |p: &Path, text: &str| {
         std::fs::write(p, text).map_err(|source| CliError::WriteFile {
             path: p.to_path_buf(),
@@ -151,7 +151,7 @@ fn import_sigma(paths: &[PathBuf], output: Option<&Path>, report: Option<&Path>)
     }
     if let Some(p) = report {
         let text = serde_json::to_string_pretty(&import)
-            .map_err(|e| CliError::SigmaExport(e.to_string()))?;
+            .map_err(vigil::detect::sigma::SigmaExportError::Report)?;
         write(p, &text)?;
     }
     eprintln!(

@@ -9,26 +9,19 @@ use vigil::{
 };
 
 use super::{
-    now_ns, print_json, resolve_user, time_arg, warn_damage, CliError, CliResult, SessionRef,
-    StoreArgs,
+    now_ns, print_json, resolve_user, warn_damage, CliError, CliResult, PeriodArgs, SessionRef,
+    StoreArgs, WhoArgs,
 };
 
 #[derive(clap::Args)]
 pub struct SessionsArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Only sessions of this login user (name or uid).
-    #[arg(long)]
-    user: Option<String>,
-    /// Only sessions on this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Only sessions active since this time (RFC 3339, or a duration ago such as 2h).
-    #[arg(long)]
-    since: Option<String>,
-    /// Only sessions started before this time.
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    who: WhoArgs,
+    // Sessions active in the period: the last event since `--since`, the first until `--until`.
+    #[command(flatten)]
+    period: PeriodArgs,
     /// Only sessions of this person (name or email in the identity mapping).
     #[arg(long)]
     person: Option<String>,
@@ -65,13 +58,13 @@ fn cell(s: &str) -> String {
 }
 
 pub fn list(a: SessionsArgs) -> CliResult {
-    let now = now_ns();
+    let (since_ns, until_ns) = a.period.resolve(now_ns())?;
     let filter = SessionFilter {
-        loginuid: a.user.as_deref().map(resolve_user).transpose()?,
-        host: a.host,
+        loginuid: a.who.user.as_deref().map(resolve_user).transpose()?,
+        host: a.who.host,
         session: None,
-        since_ns: a.since.map(|t| time_arg("--since", &t, now)).transpose()?,
-        until_ns: a.until.map(|t| time_arg("--until", &t, now)).transpose()?,
+        since_ns,
+        until_ns,
         person: a.person,
         peer_group: a.peer_group,
         min_risk: a.min_risk,
@@ -134,12 +127,8 @@ pub fn list(a: SessionsArgs) -> CliResult {
 pub struct AlertsArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Only alerts of this login user (name or uid).
-    #[arg(long)]
-    user: Option<String>,
-    /// Only alerts raised on this host.
-    #[arg(long)]
-    host: Option<String>,
+    #[command(flatten)]
+    who: WhoArgs,
     /// Only alerts of this session (`7`, `boot/7` or `host/boot/7`, as `vigil sessions` lists
     /// it; a short id several sessions share is refused with the candidates named).
     #[arg(long)]
@@ -150,25 +139,21 @@ pub struct AlertsArgs {
     /// Only alerts of this severity or higher.
     #[arg(long, value_enum)]
     min_severity: Option<vigil::detect::rules::Severity>,
-    /// Only alerts since this time (RFC 3339, or a duration ago such as 2h).
-    #[arg(long)]
-    since: Option<String>,
-    /// Only alerts until this time.
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    period: PeriodArgs,
     /// JSON output (each alert whole).
     #[arg(long)]
     json: bool,
 }
 
 pub fn alerts(a: AlertsArgs) -> CliResult {
-    let now = now_ns();
+    let (since_ns, until_ns) = a.period.resolve(now_ns())?;
     let store = a.store.open()?;
     let session = match &a.session {
         Some(id) => {
             let selector = SessionRef {
                 id: id.clone(),
-                host: a.host.clone(),
+                host: a.who.host.clone(),
                 boot: None,
             }
             .selector()?;
@@ -177,13 +162,13 @@ pub fn alerts(a: AlertsArgs) -> CliResult {
         None => None,
     };
     let filter = AlertFilter {
-        loginuid: a.user.as_deref().map(resolve_user).transpose()?,
+        loginuid: a.who.user.as_deref().map(resolve_user).transpose()?,
         session,
-        host: a.host,
+        host: a.who.host,
         rule: a.rule,
         min_severity: a.min_severity,
-        since_ns: a.since.map(|t| time_arg("--since", &t, now)).transpose()?,
-        until_ns: a.until.map(|t| time_arg("--until", &t, now)).transpose()?,
+        since_ns,
+        until_ns,
     };
     let (alerts, damage) = store.alerts(&filter)?;
     warn_damage(&damage);

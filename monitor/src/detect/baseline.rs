@@ -45,22 +45,37 @@ pub struct BaselineConfig {
     pub rare_min_commands: u64,
 }
 
+/// A duration setting that does not read as one, or is too short.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationSettingError {
+    #[error("`{text}`: {source}")]
+    Unreadable {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("`{0}` is below 100ms")]
+    TooShort(String),
+}
+
+fn parse_setting(text: &str) -> Result<Duration, DurationSettingError> {
+    humantime::parse_duration(text).map_err(|source| DurationSettingError::Unreadable {
+        text: text.to_string(),
+        source,
+    })
+}
+
 impl BaselineConfig {
-    pub fn learning(&self) -> Result<Duration, String> {
-        humantime::parse_duration(&self.learning_period)
-            .map_err(|e| format!("`{}`: {e}", self.learning_period))
+    pub fn learning(&self) -> Result<Duration, DurationSettingError> {
+        parse_setting(&self.learning_period)
     }
 
-    pub fn save_interval(&self) -> Result<Duration, String> {
-        humantime::parse_duration(&self.save_every)
-            .map_err(|e| format!("`{}`: {e}", self.save_every))
-            .and_then(|d| {
-                if d < Duration::from_millis(100) {
-                    Err(format!("`{}` is below 100ms", self.save_every))
-                } else {
-                    Ok(d)
-                }
-            })
+    pub fn save_interval(&self) -> Result<Duration, DurationSettingError> {
+        let d = parse_setting(&self.save_every)?;
+        if d < Duration::from_millis(100) {
+            return Err(DurationSettingError::TooShort(self.save_every.clone()));
+        }
+        Ok(d)
     }
 
     pub fn state_path(&self, spool_dir: &Path) -> PathBuf {
@@ -193,8 +208,12 @@ struct SessionView {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
-    #[error("baseline: {key}: {message}")]
-    Config { key: &'static str, message: String },
+    #[error("baseline: {key}: {source}")]
+    Config {
+        key: &'static str,
+        #[source]
+        source: DurationSettingError,
+    },
     #[error("cannot write the baseline state {path}: {source}")]
     Write {
         path: PathBuf,
@@ -232,15 +251,15 @@ impl Baselines {
         spool_dir: &Path,
         host: String,
     ) -> Result<Self, BaselineError> {
-        let learning = cfg.learning().map_err(|message| BaselineError::Config {
+        let learning = cfg.learning().map_err(|source| BaselineError::Config {
             key: "detection.baseline.learning_period",
-            message,
+            source,
         })?;
         let save_every = cfg
             .save_interval()
-            .map_err(|message| BaselineError::Config {
+            .map_err(|source| BaselineError::Config {
                 key: "detection.baseline.save_every",
-                message,
+                source,
             })?;
         let path = cfg.state_path(spool_dir);
         let state = match std::fs::read(&path) {

@@ -614,12 +614,12 @@ fn alert(rule: &Finding, sessions: &mut HashMap<u32, SessionState>, event: &Even
         reasons,
         evidence_type: event.body.event_type(),
         evidence_mono_ns: event.mono_ns,
+        evidence_time_ns: event.time_ns,
         evidence: event.to_string(),
         actions: rule.actions.to_vec(),
     });
-    let mut alert = daemon_event(event.process.clone(), body);
-    alert.mono_ns = event.mono_ns;
-    alert.time_ns = event.time_ns;
-    alert.time = event.time.clone();
-    alert
+    // Its own time, when detection knew (the evidence's is in the body): the alert follows its
+    // evidence in every timeline, and how long detection took is there to see. Its process is
+    // the evidence's, the one the alert is about.
+    daemon_event(event.process.clone(), body)
 }

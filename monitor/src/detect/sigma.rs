@@ -240,7 +240,7 @@ impl SigmaImport {
 
     /// The imported rules as a Vigil rules file (checked by the rules loader before it is
     /// returned).
-    pub fn rules_yaml(&self) -> Result<String, String> {
+    pub fn rules_yaml(&self) -> Result<String, SigmaExportError> {
         let out = OutFile {
             rules: self
                 .imported
@@ -260,11 +260,23 @@ impl SigmaImport {
             "# Imported from Sigma by `vigil rules import-sigma`: {} rules, {} not importable.\n{}",
             self.imported.len(),
             self.skipped.len(),
-            yaml_serde::to_string(&out).map_err(|e| e.to_string())?
+            yaml_serde::to_string(&out).map_err(SigmaExportError::Yaml)?
         );
-        parse_rules(&text, "imported rules").map_err(|e| e.to_string())?;
+        parse_rules(&text, "imported rules").map_err(SigmaExportError::Rules)?;
         Ok(text)
     }
+}
+
+/// Imported rules that cannot be written out as a rules file (a defect of the importer: what it
+/// writes must load).
+#[derive(Debug, thiserror::Error)]
+pub enum SigmaExportError {
+    #[error("cannot write the imported rules as YAML: {0}")]
+    Yaml(#[source] yaml_serde::Error),
+    #[error("the imported rules do not load: {0}")]
+    Rules(#[source] super::rules::RulesError),
+    #[error("cannot write the import report: {0}")]
+    Report(#[source] serde_json::Error),
 }
 
 /// `attack.t1059.004` → `T1059.004`.

@@ -63,49 +63,82 @@ fn default_timeout() -> u64 {
     5000
 }
 
+/// What is wrong with a webhook's settings.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookConfigError {
+    #[error("url `{0}` is not http:// or https://")]
+    Scheme(String),
+    #[error("no secret (secret_file or secret_env): a receiver could not tell Vigil's alerts from anyone's")]
+    NoSecret,
+    #[error("set secret_file or secret_env, not both")]
+    TwoSecrets,
+    #[error("max_per_minute must be at least 1")]
+    NoRate,
+    #[error("cannot read secret_file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret_env: ${0} is not set")]
+    SecretEnv(String),
+    #[error("the secret is empty: anyone could sign alerts with it")]
+    EmptySecret,
+    #[error("cannot start the webhook thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A webhook that cannot start: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("alerts.webhooks[{index}]: {source}")]
+pub struct WebhookStartError {
+    pub index: usize,
+    #[source]
+    pub source: WebhookConfigError,
+}
+
 impl WebhookConfig {
     /// Problems with this webhook's settings (checked with the configuration), its secret
     /// included.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), WebhookConfigError> {
         self.check_settings()?;
         self.secret().map(|_| ())
     }
 
     /// Problems with the settings other than the secret.
-    fn check_settings(&self) -> Result<(), String> {
+    fn check_settings(&self) -> Result<(), WebhookConfigError> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!("url `{}` is not http:// or https://", self.url));
+            return Err(WebhookConfigError::Scheme(self.url.clone()));
         }
         if self.secret_file.is_none() && self.secret_env.is_none() {
-            return Err(
-                "no secret (secret_file or secret_env): a receiver could not tell Vigil's alerts \
-                 from anyone's"
-                    .into(),
-            );
+            return Err(WebhookConfigError::NoSecret);
         }
         if self.secret_file.is_some() && self.secret_env.is_some() {
-            return Err("set secret_file or secret_env, not both".into());
+            return Err(WebhookConfigError::TwoSecrets);
         }
         if self.max_per_minute == 0 {
-            return Err("max_per_minute must be at least 1".into());
+            return Err(WebhookConfigError::NoRate);
         }
         Ok(())
     }
 
-    fn secret(&self) -> Result<Vec<u8>, String> {
+    fn secret(&self) -> Result<Vec<u8>, WebhookConfigError> {
         let secret = if let Some(path) = &self.secret_file {
             std::fs::read(path)
                 .map(|s| s.trim_ascii_end().to_vec())
-                .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?
+                .map_err(|source| WebhookConfigError::SecretFile {
+                    path: path.clone(),
+                    source,
+                })?
         } else if let Some(var) = &self.secret_env {
             std::env::var(var)
                 .map(|s| s.into_bytes())
-                .map_err(|_| format!("secret_env: ${var} is not set"))?
+                .map_err(|_| WebhookConfigError::SecretEnv(var.clone()))?
         } else {
-            return Err("no secret".into());
+            return Err(WebhookConfigError::NoSecret);
         };
         if secret.is_empty() {
-            return Err("the secret is empty: anyone could sign alerts with it".into());
+            return Err(WebhookConfigError::EmptySecret);
         }
         Ok(secret)
     }
@@ -160,13 +193,13 @@ pub struct Webhooks {
 const QUEUE: usize = 1024;
 
 impl Webhooks {
-    pub fn start(configs: &[WebhookConfig]) -> Result<Webhooks, String> {
+    pub fn start(configs: &[WebhookConfig]) -> Result<Webhooks, WebhookStartError> {
         let mut queues = Vec::new();
         for (i, cfg) in configs.iter().enumerate() {
             let secret = cfg
                 .check_settings()
                 .and_then(|()| cfg.secret())
-                .map_err(|e| format!("alerts.webhooks[{i}]: {e}"))?;
+                .map_err(|source| WebhookStartError { index: i, source })?;
             if cfg.url.starts_with("http://") {
                 tracing::warn!(
                     webhook = i,
@@ -184,7 +217,10 @@ impl Webhooks {
                     let label = label.clone();
                     move || deliver(critical_rx, other_rx, c, secret, label)
                 })
-                .map_err(|e| format!("cannot start the webhook thread: {e}"))?;
+                .map_err(|e| WebhookStartError {
+                    index: i,
+                    source: WebhookConfigError::Thread(e),
+                })?;
             queues.push(Queues {
                 critical,
                 other,
@@ -453,7 +489,7 @@ mod tests {
     #[test]
     fn a_webhook_without_a_secret_or_with_an_empty_one_is_refused() {
         let none = config("url: https://hooks.example/x");
-        assert!(none.check().unwrap_err().contains("no secret"));
+        assert!(matches!(none.check(), Err(WebhookConfigError::NoSecret)));
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("secret");
         std::fs::write(&empty, "\n").unwrap();
@@ -461,7 +497,7 @@ mod tests {
             "url: https://hooks.example/x\nsecret_file: {}",
             empty.display()
         ));
-        assert!(c.check().unwrap_err().contains("empty"));
+        assert!(matches!(c.check(), Err(WebhookConfigError::EmptySecret)));
     }
 
     #[test]

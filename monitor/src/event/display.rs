@@ -104,14 +104,19 @@ fn line(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         EventBody::SessionStart(s) => format!(
-            "START  session {} of {} via {}{}",
+            "START  session {} of {} via {}{}{}",
             s.session,
             s.login_user.clone().unwrap_or_else(|| s.loginuid.to_string()),
             s.entry,
             s.ssh
                 .as_ref()
                 .map(|o| format!(" from {}:{}", o.source_address, o.source_port))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if s.root_when_seen {
+                " (already root when first seen)"
+            } else {
+                ""
+            }
         ),
         EventBody::Alert(a) => format!(
             "ALERT  [{}] {} ({}, {}): {} — session risk {}",

@@ -12,8 +12,9 @@ mod vocabulary;
 pub use file::{ctime_ns, kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, CheckpointReason, OpenSyscall, PrivOp, Requester, RespondMode,
-    ResponseAction, ResponseOutcome, SessionEntry, Severity, TamperCheck, Trust, Vocabulary,
+    Access, AddressFamily, CheckpointReason, LossStage, Mechanism, OpenSyscall, PrivOp, Requester,
+    RespondMode, ResponseAction, ResponseOutcome, SessionEntry, Severity, TamperCheck, Trust,
+    Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -171,6 +172,18 @@ pub struct Process {
     pub pod_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+}
+
+impl Process {
+    /// A process of which only its id is known (the kernel kept nothing else): every other
+    /// field is unset, so it belongs to no session and names no user.
+    pub fn known_by_pid(pid: u32) -> Process {
+        Process {
+            pid,
+            tid: pid,
+            ..Default::default()
+        }
+    }
 }
 
 /// A task's audit login uid and session id (`None`: unset).
@@ -396,10 +409,10 @@ pub struct ForkEvent {
 /// Events that could not be delivered, written down where they would have been.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossEvent {
-    /// Where they were lost: `kernel_ring_buffer`, `decode`, `open_files_map`, ...
-    pub stage: String,
-    /// Event kind, when known.
-    pub kind: Option<String>,
+    /// Where they were lost.
+    pub stage: LossStage,
+    /// The kind of the events lost, when known.
+    pub kind: Option<EventType>,
     pub count: u64,
     pub reason: String,
 }
@@ -459,8 +472,8 @@ pub struct ResponseEvent {
     pub processes: u32,
     /// How the kernel enforced it (`signal`, `exec_tracepoint_signal`, `cgroup_connect`,
     /// `usermod`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub mechanism: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<Mechanism>,
 }
 
 /// A rule hit, with the session's risk after it.
@@ -479,9 +492,13 @@ pub struct AlertEvent {
     pub session_risk: u32,
     /// Every rule that raised the session's risk so far.
     pub reasons: Vec<String>,
-    /// The event that matched: its type, time and description.
+    /// The event that matched: its type, time (the alert has its own: when it was raised) and
+    /// description.
     pub evidence_type: EventType,
     pub evidence_mono_ns: u64,
+    /// Wall-clock nanoseconds; 0 in alerts recorded before it was kept.
+    #[serde(default)]
+    pub evidence_time_ns: i64,
     pub evidence: String,
     /// The responses the rule asks for (its `actions:`), carried out by the respond stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -538,6 +555,11 @@ pub struct SessionStartEvent {
     pub identity: Option<crate::directory::CorporateIdentity>,
     /// The processes above the session's first process.
     pub ancestry: Vec<Ancestor>,
+    /// When the session was first seen, a process of it ran as root below one of it that did
+    /// not: root gained before the daemon was watching. It counts as privileged as a session
+    /// that gained root in view.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_when_seen: bool,
 }
 
 /// What a session did, counted as it went.

@@ -122,8 +122,8 @@ pub fn sample(t: EventType) -> Event {
         }),
         EventType::Fork => EventBody::Fork(ForkEvent { child_pid: 4243 }),
         EventType::Loss => EventBody::Loss(LossEvent {
-            stage: "kernel".into(),
-            kind: Some("open".into()),
+            stage: LossStage::Kernel,
+            kind: Some(EventType::Open),
             count: 3,
             reason: "the kernel ring buffer was full".into(),
         }),
@@ -164,6 +164,7 @@ pub fn sample(t: EventType) -> Event {
                 pid: 1,
                 name: "sshd".into(),
             }],
+            root_when_seen: true,
         }),
         EventType::SessionEnd => EventBody::SessionEnd(SessionEndEvent {
             session: 7,
@@ -190,6 +191,7 @@ pub fn sample(t: EventType) -> Event {
             reasons: vec!["Local password hashes read (T1003.008, +40)".into()],
             evidence_type: EventType::FileRead,
             evidence_mono_ns: 1,
+            evidence_time_ns: 1_700_000_000_000_000_000,
             evidence: "read   12 bytes from /etc/shadow (1 reads)".into(),
             actions: vec![ResponseAction::HoldSession],
         }),
@@ -203,7 +205,7 @@ pub fn sample(t: EventType) -> Event {
             outcome: ResponseOutcome::Done,
             detail: "stopped 3 process(es) of session 7".into(),
             processes: 3,
-            mechanism: "signal".into(),
+            mechanism: Some(Mechanism::Signal),
         }),
     };
     Event {

@@ -299,3 +299,36 @@ vocabulary! {
         Enforce = "enforce",
     }
 }
+
+vocabulary! {
+    /// Where events were lost on their way into the trail.
+    LossStage {
+        /// In the kernel: its ring buffer was full, or a table it follows processes in.
+        Kernel = "kernel",
+        /// A kernel record the daemon could not decode.
+        Decode = "decode",
+        /// The local spool: damaged or refused records, a full disk, a failed fsync.
+        Spool = "spool",
+        /// Rows ClickHouse returned that the reader could not decode.
+        Clickhouse = "clickhouse",
+    }
+}
+
+vocabulary! {
+    /// How a response is, or would be, carried out on this host.
+    Mechanism {
+        /// Signals: the daemon's, through pidfds, and the kernel programs' (`bpf_send_signal`)
+        /// at a process's next exec, fork or followed syscall.
+        Signal = "signal",
+        /// The BPF LSM refuses the exec (`bprm_check_security`).
+        LsmBprmCheck = "lsm_bprm_check",
+        /// The new image is killed at `sched_process_exec`, before its first instruction.
+        ExecTracepointSignal = "exec_tracepoint_signal",
+        /// cgroup `connect4`/`connect6` programs refuse the connection (EPERM).
+        CgroupConnect = "cgroup_connect",
+        /// `usermod --lock --expiredate 1` (and `--unlock`).
+        Usermod = "usermod",
+        /// This kernel offers none (the mechanisms' notes say why).
+        Unavailable = "unavailable",
+    }
+}

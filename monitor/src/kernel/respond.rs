@@ -23,6 +23,7 @@ use serde::Serialize;
 use vigil_common::{respond, ExeKey, ScopeEntry};
 
 use super::loader::LoadError;
+use crate::event::Mechanism;
 
 /// Where the daemon mounts cgroup v2 itself when the host has not (a v1-only host).
 const CGROUP2_OWN_MOUNT: &str = "/run/vigil/cgroup2";
@@ -34,12 +35,12 @@ const LSM_LIST: &str = "/sys/kernel/security/lsm";
 pub struct Mechanisms {
     /// `lsm_bprm_check` (the exec is refused) or `exec_tracepoint_signal` (the new image is
     /// killed before it runs).
-    pub deny_exec: &'static str,
+    pub deny_exec: Mechanism,
     /// `cgroup_connect` or `unavailable` (with why).
-    pub deny_connect: &'static str,
+    pub deny_connect: Mechanism,
     /// Always `signal`: the daemon signals every process of the session, and the kernel
     /// programs signal any it missed at their next exec, fork or followed syscall.
-    pub session: &'static str,
+    pub session: Mechanism,
     /// Why a stronger mechanism is not in use, for the operator.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -82,23 +83,23 @@ impl KernelResponder {
         let deny_connect = match attach_connect(ebpf) {
             Ok(hooks) => {
                 attached.extend(hooks);
-                "cgroup_connect"
+                Mechanism::CgroupConnect
             }
             Err(why) => {
                 notes.push(format!("deny_connect unavailable: {why}"));
-                "unavailable"
+                Mechanism::Unavailable
             }
         };
         let deny_exec = match attach_lsm(ebpf) {
             Ok(hook) => {
                 attached.push(hook);
-                "lsm_bprm_check"
+                Mechanism::LsmBprmCheck
             }
             Err(why) => {
                 notes.push(format!(
                     "{why}: denied programs are killed at sched_process_exec, before their first instruction"
                 ));
-                "exec_tracepoint_signal"
+                Mechanism::ExecTracepointSignal
             }
         };
         Ok(KernelResponder {
@@ -111,7 +112,7 @@ impl KernelResponder {
             mechanisms: Mechanisms {
                 deny_exec,
                 deny_connect,
-                session: "signal",
+                session: Mechanism::Signal,
                 notes,
             },
         })
@@ -119,7 +120,7 @@ impl KernelResponder {
 
     /// Whether outbound connections can be refused here.
     pub fn can_deny_connect(&self) -> bool {
-        self.mechanisms.deny_connect == "cgroup_connect"
+        self.mechanisms.deny_connect == Mechanism::CgroupConnect
     }
 
     fn refresh_active(&mut self) -> Result<(), LoadError> {
@@ -233,13 +234,56 @@ impl KernelResponder {
 /// The root of cgroup v2: where the host mounted it, else mounted by the daemon. Every process
 /// is in the v2 hierarchy whether or not the host uses it, so programs at its root see every
 /// connect.
-fn cgroup2_root() -> Result<std::fs::File, String> {
+/// Why a kernel mechanism for responses is not in use here (an operator's note, in `/readyz`).
+#[derive(Debug, thiserror::Error)]
+enum MechanismError {
+    #[error("cannot create {CGROUP2_OWN_MOUNT}: {0}")]
+    MountPoint(#[source] std::io::Error),
+    #[error("cgroup v2 is not mounted, and mounting it at {CGROUP2_OWN_MOUNT} failed: {0}")]
+    Mount(#[source] nix::Error),
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Statfs {
+        path: std::path::PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{0} is not cgroup v2")]
+    NotCgroup2(std::path::PathBuf),
+    #[error("BPF LSM not enabled ({LSM_LIST}: {0})")]
+    LsmOff(String),
+    #[error("BPF LSM: no kernel BTF: {0}")]
+    Btf(#[source] aya::BtfError),
+    #[error("program `{0}` missing from the kernel object")]
+    Missing(&'static str),
+    /// The kernel refused the program, or attaching it (with the cause aya reports under it).
+    #[error("{program}: {what}: {source}{}", cause(source))]
+    Program {
+        program: &'static str,
+        what: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// The error under aya's, spelled out: "the program is not attached" alone says nothing of why.
+fn cause(e: &aya::programs::ProgramError) -> String {
+    std::error::Error::source(e)
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default()
+}
+
+fn cgroup2_root() -> Result<std::fs::File, MechanismError> {
     let path = match crate::identity::cgroup2_root() {
         Some(p) => p,
         None => {
             let own = Path::new(CGROUP2_OWN_MOUNT);
-            std::fs::create_dir_all(own)
-                .map_err(|e| format!("cannot create {CGROUP2_OWN_MOUNT}: {e}"))?;
+            std::fs::create_dir_all(own).map_err(MechanismError::MountPoint)?;
             nix::mount::mount(
                 Some("cgroup2"),
                 own,
@@ -247,63 +291,75 @@ fn cgroup2_root() -> Result<std::fs::File, String> {
                 nix::mount::MsFlags::empty(),
                 None::<&str>,
             )
-            .map_err(|e| {
-                format!(
-                    "cgroup v2 is not mounted, and mounting it at {CGROUP2_OWN_MOUNT} failed: {e}"
-                )
-            })?;
+            .map_err(MechanismError::Mount)?;
             own.to_path_buf()
         }
     };
-    let root =
-        std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let statfs = nix::sys::statfs::fstatfs(root.as_fd()).map_err(|e| e.to_string())?;
+    let root = std::fs::File::open(&path).map_err(|source| MechanismError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let statfs =
+        nix::sys::statfs::fstatfs(root.as_fd()).map_err(|source| MechanismError::Statfs {
+            path: path.clone(),
+            source,
+        })?;
     if statfs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-        return Err(format!("{} is not cgroup v2", path.display()));
+        return Err(MechanismError::NotCgroup2(path));
     }
     Ok(root)
 }
 
 /// Loads and attaches `vigil_bprm_check` where the kernel runs the BPF LSM; the hook, or why
 /// not (the kernel does not list it, or refuses the program).
-fn attach_lsm(ebpf: &mut Ebpf) -> Result<String, String> {
+fn attach_lsm(ebpf: &mut Ebpf) -> Result<String, MechanismError> {
+    const PROGRAM: &str = "vigil_bprm_check";
     let lsm = std::fs::read_to_string(LSM_LIST).unwrap_or_default();
     if !lsm.split(',').any(|m| m.trim() == "bpf") {
-        return Err(format!("BPF LSM not enabled ({LSM_LIST}: {})", lsm.trim()));
+        return Err(MechanismError::LsmOff(lsm.trim().to_string()));
     }
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("BPF LSM: no kernel BTF: {e}"))?;
+    let btf = aya::Btf::from_sys_fs().map_err(MechanismError::Btf)?;
+    let program = |what| {
+        move |source| MechanismError::Program {
+            program: PROGRAM,
+            what,
+            source,
+        }
+    };
     let prog: &mut aya::programs::Lsm = ebpf
-        .program_mut("vigil_bprm_check")
-        .ok_or("program `vigil_bprm_check` missing from the kernel object")?
+        .program_mut(PROGRAM)
+        .ok_or(MechanismError::Missing(PROGRAM))?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        .map_err(program("not an LSM program"))?;
     prog.load("bprm_check_security", &btf)
-        .map_err(|e| format!("BPF LSM program refused: {e}"))?;
-    prog.attach()
-        .map_err(|e| format!("BPF LSM program not attached: {e}"))?;
+        .map_err(program("refused"))?;
+    prog.attach().map_err(program("not attached"))?;
     Ok("lsm/bprm_check_security".into())
 }
 
 /// Attaches `vigil_connect4`/`vigil_connect6` at the root of cgroup v2; the hooks attached, or
 /// why not.
-fn attach_connect(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
+fn attach_connect(ebpf: &mut Ebpf) -> Result<Vec<String>, MechanismError> {
     let root = cgroup2_root()?;
     let mut hooks = Vec::new();
     for name in ["vigil_connect4", "vigil_connect6"] {
+        let program = |what| {
+            move |source| MechanismError::Program {
+                program: name,
+                what,
+                source,
+            }
+        };
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(name)
-            .ok_or_else(|| format!("program `{name}` missing from the kernel object"))?
+            .ok_or(MechanismError::Missing(name))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        prog.load().map_err(|e| format!("{name}: {e}"))?;
+            .map_err(program("not a cgroup sock_addr program"))?;
+        prog.load().map_err(program("refused"))?;
         // A link (kernels from 5.7) takes no flags and never displaces other programs there:
         // `Single` is what asks for no flags.
-        prog.attach(&root, CgroupAttachMode::Single).map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
-            format!("{name}: {e}{cause}")
-        })?;
+        prog.attach(&root, CgroupAttachMode::Single)
+            .map_err(program("not attached"))?;
         hooks.push(format!("cgroup/{}", &name["vigil_".len()..]));
     }
     Ok(hooks)

@@ -96,7 +96,7 @@ async fn forward(
                 tracing::warn!(error = %message, "kernel record rejected");
                 metrics::counter!("vigil_decode_errors_total", "reason" => label).increment(1);
                 loss_event(LossEvent {
-                    stage: "decode".into(),
+                    stage: crate::event::LossStage::Decode,
                     kind: None,
                     count: 1,
                     reason: message,

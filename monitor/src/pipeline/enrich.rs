@@ -209,7 +209,7 @@ impl Enricher {
                 self.programs.exit(tgid);
                 let fds = self.open_fds.remove(&tgid).unwrap_or_default();
                 let keys = fds.into_iter().map(|fd| OpenFileKey { tgid, fd });
-                self.flush(keys, &event, ReadVolumeReason::Exit, out);
+                self.flush(keys, Some(&event), ReadVolumeReason::Exit, out);
                 self.openers.remove(&tgid);
             }
             _ => {}
@@ -220,11 +220,12 @@ impl Enricher {
         out.append(&mut after);
     }
 
-    /// Reports and forgets the read volume the kernel still holds under `keys`.
+    /// Reports and forgets the read volume the kernel still holds under `keys`: at `exit`, the
+    /// exiting process's own event (its time and process), otherwise now, by the daemon.
     fn flush(
         &mut self,
         keys: impl Iterator<Item = OpenFileKey>,
-        at: &Event,
+        exit: Option<&Event>,
         reason: ReadVolumeReason,
         out: &mut Vec<Event>,
     ) {
@@ -238,15 +239,7 @@ impl Enricher {
             if stats.reads == 0 {
                 continue; // never read: nothing to report, as at close
             }
-            let mut flushed = at.clone();
-            if flushed.process.pid != key.tgid {
-                // Reported now, by the daemon, about the process that opened the file.
-                flushed = match self.openers.get(&key.tgid) {
-                    Some(p) => crate::decode::daemon_event(p.clone(), flushed.body),
-                    None => process_marker(key.tgid),
-                };
-            }
-            flushed.body = EventBody::FileRead(FileReadEvent {
+            let body = EventBody::FileRead(FileReadEvent {
                 fd: key.fd,
                 path: self.paths.reported(stats.open_ktime_ns),
                 bytes: stats.bytes,
@@ -254,6 +247,20 @@ impl Enricher {
                 open_mono_ns: stats.open_ktime_ns,
                 reason,
             });
+            let flushed = match exit {
+                Some(at) if at.process.pid == key.tgid => Event { body, ..at.clone() },
+                // Reported now, by the daemon, about the process that opened the file: as its
+                // open event described it, or (its open event lost in the kernel, so never
+                // seen here) by the one id the kernel's table keeps.
+                _ => {
+                    let process = self
+                        .openers
+                        .get(&key.tgid)
+                        .cloned()
+                        .unwrap_or_else(|| Process::known_by_pid(key.tgid));
+                    crate::decode::daemon_event(process, body)
+                }
+            };
             out.push(flushed);
         }
     }
@@ -272,9 +279,8 @@ impl Enricher {
         for key in &gone {
             self.open_fds.remove(&key.tgid);
         }
-        let at = process_marker(0);
         let tgids: HashSet<u32> = gone.iter().map(|k| k.tgid).collect();
-        self.flush(gone.into_iter(), &at, ReadVolumeReason::Exit, out);
+        self.flush(gone.into_iter(), None, ReadVolumeReason::Exit, out);
         for tgid in tgids {
             self.openers.remove(&tgid);
         }
@@ -285,22 +291,8 @@ impl Enricher {
         let Some(keys) = self.kernel_files.as_ref().map(OpenFiles::keys) else {
             return;
         };
-        let at = process_marker(0);
-        self.flush(keys.into_iter(), &at, ReadVolumeReason::Shutdown, out);
+        self.flush(keys.into_iter(), None, ReadVolumeReason::Shutdown, out);
     }
-}
-
-/// A stand-in for a process known only by its id (flushes without an exit event of its own).
-fn process_marker(tgid: u32) -> Event {
-    let process = Process {
-        pid: tgid,
-        tid: tgid,
-        ..Default::default()
-    };
-    crate::decode::daemon_event(
-        process,
-        EventBody::Fork(crate::event::ForkEvent { child_pid: 0 }),
-    )
 }
 
 /// Events taken from the channel per turn. The stage runs on a thread of its own (its /proc,

@@ -98,20 +98,16 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     )
     .context("cannot load the detection rules (detection.rules_files)")?;
     let baselines = if config.detection.baseline.enabled {
-        Some(
-            crate::detect::baseline::Baselines::open(
-                config.detection.baseline.clone(),
-                &config.spool.dir,
-                host.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        )
+        Some(crate::detect::baseline::Baselines::open(
+            config.detection.baseline.clone(),
+            &config.spool.dir,
+            host.clone(),
+        )?)
     } else {
         None
     };
     let detector = crate::detect::Detector::new(rules, baselines);
-    let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)?;
     let pod_api =
         crate::kube_api::PodApiClient::from_config(&config.identity.kubernetes_api, &host, |key| {
             std::env::var(key).ok()

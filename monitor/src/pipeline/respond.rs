@@ -197,7 +197,7 @@ fn refusal(request: &Request, process: Process, outcome: ResponseOutcome, detail
             outcome,
             detail,
             processes: 0,
-            mechanism: String::new(),
+            mechanism: None,
         }),
     )
 }

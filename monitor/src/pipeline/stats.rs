@@ -146,8 +146,8 @@ pub async fn run(
                 *before = now;
                 tracing::warn!(kind = kind_name(*k), count, "{reason}");
                 let event = loss_event(LossEvent {
-                    stage: "kernel".into(),
-                    kind: Some(kind_name(*k).into()),
+                    stage: crate::event::LossStage::Kernel,
+                    kind: RecordKind::from_u16(*k).map(EventType::from_record_kind),
                     count,
                     reason: reason.into(),
                 });

@@ -19,8 +19,8 @@ use vigil_common::{respond as verdict, ExeKey};
 use super::{ExeTarget, Request, RespondConfig, Target};
 use crate::{
     event::{
-        Event, EventBody, Process, Requester, RespondMode, ResponseAction, ResponseEvent,
-        ResponseOutcome,
+        Event, EventBody, Mechanism, Process, Requester, RespondMode, ResponseAction,
+        ResponseEvent, ResponseOutcome,
     },
     kernel::respond::{exe_key_of, KernelResponder},
 };
@@ -107,7 +107,7 @@ struct Outcome {
     outcome: ResponseOutcome,
     detail: String,
     processes: u32,
-    mechanism: &'static str,
+    mechanism: Option<Mechanism>,
 }
 
 impl Outcome {
@@ -116,7 +116,7 @@ impl Outcome {
             outcome,
             detail: detail.into(),
             processes: 0,
-            mechanism: "",
+            mechanism: None,
         }
     }
 }
@@ -428,7 +428,7 @@ impl Executor {
         let mut process = Process::default();
         let target = self.describe(&request.target, &mut process);
         let o = match request.check_shape() {
-            Err(e) => Outcome::new(ResponseOutcome::Failed, e),
+            Err(e) => Outcome::new(ResponseOutcome::Failed, e.to_string()),
             Ok(()) => self.carry_out(request, &mut process),
         };
         if o.outcome == ResponseOutcome::Done {
@@ -448,7 +448,7 @@ impl Executor {
                 outcome: o.outcome,
                 detail: o.detail,
                 processes: o.processes,
-                mechanism: o.mechanism.to_string(),
+                mechanism: o.mechanism,
             }),
         )
     }
@@ -596,7 +596,7 @@ impl Executor {
             Err(e) => Outcome::new(ResponseOutcome::Failed, format!("kill {pid}: {e}")),
         };
         o.processes = 1;
-        o.mechanism = "signal";
+        o.mechanism = Some(Mechanism::Signal);
         o
     }
 
@@ -726,7 +726,7 @@ impl Executor {
                     format!("outbound connections of session {session} are allowed again")
                 },
             );
-            o.mechanism = self.kernel.mechanisms.deny_connect;
+            o.mechanism = Some(self.kernel.mechanisms.deny_connect);
             o
         } else {
             let (hit, _) = self.signal_session(session, signal);
@@ -738,7 +738,7 @@ impl Executor {
                 ),
             );
             o.processes = hit.len() as u32;
-            o.mechanism = self.kernel.mechanisms.session;
+            o.mechanism = Some(self.kernel.mechanisms.session);
             o
         };
         if o.outcome == ResponseOutcome::Done && action == A::KillSession {
@@ -810,7 +810,7 @@ impl Executor {
                     format!("would unlock {name} (uid {uid})")
                 },
             );
-            o.mechanism = "usermod";
+            o.mechanism = Some(Mechanism::Usermod);
             return o;
         }
         let mut usermod = std::process::Command::new("usermod");
@@ -865,7 +865,7 @@ impl Executor {
             },
         );
         o.processes = killed;
-        o.mechanism = "usermod";
+        o.mechanism = Some(Mechanism::Usermod);
         o
     }
 
@@ -994,7 +994,7 @@ impl Executor {
             ),
         );
         o.processes = killed;
-        o.mechanism = self.kernel.mechanisms.deny_exec;
+        o.mechanism = Some(self.kernel.mechanisms.deny_exec);
         o
     }
 

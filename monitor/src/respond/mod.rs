@@ -179,7 +179,7 @@ impl Request {
     }
 
     /// The action and target kind agree (`kill_session` takes a session, …).
-    pub fn check_shape(&self) -> Result<(), String> {
+    pub fn check_shape(&self) -> Result<(), ShapeError> {
         use ResponseAction as A;
         let ok = matches!(
             (&self.target, self.action),
@@ -198,16 +198,23 @@ impl Request {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "{} does not act on {}",
-                self.action,
-                match self.target {
+            Err(ShapeError {
+                action: self.action,
+                target: match self.target {
                     Target::Process(_) => "a process",
                     Target::Session(_) => "a session",
                     Target::Account(_) => "an account",
                     Target::Exe(_) => "a program",
-                }
-            ))
+                },
+            })
         }
     }
+}
+
+/// A request whose action does not take its kind of target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{action} does not act on {target}")]
+pub struct ShapeError {
+    pub action: ResponseAction,
+    pub target: &'static str,
 }

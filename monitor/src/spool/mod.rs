@@ -36,7 +36,7 @@ pub use reader::{read_all, AckFile, ReadNote, SpoolItem, SpoolReader, SpoolRecor
 
 use crate::{
     durable,
-    event::{CheckpointEvent, CheckpointReason, Event, EventBody, LossEvent},
+    event::{CheckpointEvent, CheckpointReason, Event, EventBody, LossEvent, LossStage},
     trail::{Counters, Signer},
 };
 
@@ -178,11 +178,11 @@ pub struct Spool {
     fail_syncs: u32,
 }
 
-pub fn loss(stage: &str, count: u64, reason: String) -> Event {
+pub fn loss(stage: LossStage, count: u64, reason: String) -> Event {
     crate::decode::daemon_event(
         Default::default(),
         EventBody::Loss(LossEvent {
-            stage: stage.into(),
+            stage,
             kind: None,
             count,
             reason,
@@ -240,7 +240,7 @@ fn recover_segment(path: &Path, first_seq: u64) -> Result<Option<Recovered>, Spo
     let damage = (!damage.is_empty()).then(|| {
         let stretches: Vec<String> = damage.iter().map(|(a, b)| format!("{a}..{b}")).collect();
         loss(
-            "spool",
+            LossStage::Spool,
             missing,
             format!(
                 "segment {}: damaged at bytes {} ({missing} records unreadable); every whole \
@@ -289,7 +289,7 @@ impl Spool {
                         aside.display()
                     );
                     notes.push(note.clone());
-                    recovered.push(loss("spool", 0, note));
+                    recovered.push(loss(LossStage::Spool, 0, note));
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -325,7 +325,7 @@ impl Spool {
                     );
                     segment.bytes = from;
                     notes.push(note.clone());
-                    recovered.push(loss("spool", 0, note));
+                    recovered.push(loss(LossStage::Spool, 0, note));
                 }
                 ScanEnd::Torn { from } | ScanEnd::DamagedTail { from } => {
                     let note = format!(
@@ -335,7 +335,7 @@ impl Spool {
                         segment.bytes - from
                     );
                     notes.push(note.clone());
-                    recovered.push(loss("spool", 0, note));
+                    recovered.push(loss(LossStage::Spool, 0, note));
                 }
                 ScanEnd::Clean { .. } => {}
             }
@@ -709,7 +709,7 @@ impl Spool {
         }
         let seq = self.push_frame(payload);
         if let Some(reason) = self.sync_failure.take() {
-            let note = serde_json::to_vec(&loss("spool", 0, reason))?;
+            let note = serde_json::to_vec(&loss(LossStage::Spool, 0, reason))?;
             self.push_frame(&note);
         }
         Ok(seq)
@@ -774,7 +774,7 @@ impl Spool {
     }
 
     fn write_loss(&mut self, count: u64, reason: String) -> Result<u64, SpoolError> {
-        let payload = serde_json::to_vec(&loss("spool", count, reason))?;
+        let payload = serde_json::to_vec(&loss(LossStage::Spool, count, reason))?;
         self.write_record(&payload)
     }
 

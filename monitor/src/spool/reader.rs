@@ -23,7 +23,11 @@ pub enum SpoolItem {
 }
 
 fn damaged(reason: String, count: u64) -> SpoolItem {
-    SpoolItem::Damaged(Box::new(loss("spool", count, reason)))
+    SpoolItem::Damaged(Box::new(loss(
+        crate::event::LossStage::Spool,
+        count,
+        reason,
+    )))
 }
 
 /// Reads every record of the spool in `dir` from `from_seq` on. Damage, records that are not

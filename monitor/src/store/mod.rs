@@ -471,8 +471,10 @@ impl EventRow {
                 0,
                 false,
             ),
+            // The row's `gained_root` feeds the session's (`sessions_mv`): a session already root
+            // when first seen counts as one that gained it in view, in ClickHouse as in the spool.
+            EventBody::SessionStart(s) => (String::new(), Vec::new(), 0, 0, 0, s.root_when_seen),
             EventBody::Fork(_)
-            | EventBody::SessionStart(_)
             | EventBody::SessionEnd(_)
             | EventBody::Checkpoint(_)
             | EventBody::Tamper(_) => (String::new(), Vec::new(), 0, 0, 0, false),
@@ -833,7 +835,7 @@ fn events_from_details(table: &str, details: &[DetailRow]) -> crate::query::With
     let damage = first_error
         .map(|e| {
             crate::spool::loss(
-                "clickhouse",
+                crate::event::LossStage::Clickhouse,
                 undecodable,
                 format!(
                     "{undecodable} stored rows of `{table}` left out: their detail does not \
