@@ -58,5 +58,39 @@ fn a_record_that_does_not_decode_is_quarantined_and_counted_not_dropped() {
         .query("SELECT seq FROM events WHERE type = 'loss' AND seq <= 2 ORDER BY seq FORMAT TSV")
         .unwrap();
     assert_eq!(around.trim(), "0\n2", "the events around it shipped");
+
+    // The readers say so: `vigil db quarantine` lists it, byte for byte, and a listing from
+    // ClickHouse warns that records are held there.
+    let config = dir.path().join("cli.yaml");
+    std::fs::write(&config, ch.admin_config_yaml()).unwrap();
+    let vigil = |args: &[&str]| {
+        vigil_e2e::run_ok(
+            std::process::Command::new(vigil_e2e::vigil_bin())
+                .args(args)
+                .arg("--config")
+                .arg(&config),
+        )
+    };
+    let listed = vigil(&["db", "quarantine", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["seq"], 1);
+    assert!(!rows[0]["reason"].as_str().unwrap().is_empty());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(rows[0]["payload"].as_str().unwrap())
+            .unwrap(),
+        FROM_THE_FUTURE
+    );
+    let table = vigil(&["db", "quarantine"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.lines().count(), 2, "a header and the record: {table}");
+    let sessions = vigil(&["sessions"]);
+    let warned = String::from_utf8_lossy(&sessions.stderr);
+    assert!(
+        warned.contains("1 records of host") && warned.contains("vigil db quarantine"),
+        "{warned}"
+    );
     ch.stop().unwrap();
 }

@@ -136,11 +136,54 @@ fn lint() -> Result<()> {
     run(&mut nightly)
 }
 
+/// How long each step of a task took, printed as it goes and once more at the end: CI's time
+/// budget is watched by step, not guessed from the total.
+struct Steps {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let now = std::time::Instant::now();
+        Steps {
+            started: now,
+            last: now,
+            done: Vec::new(),
+        }
+    }
+
+    fn finished(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        eprintln!("xtask: {step} took {:.0} s", took.as_secs_f64());
+        self.done.push((step, took));
+    }
+
+    fn summary(&self) {
+        let steps: Vec<String> = self
+            .done
+            .iter()
+            .map(|(step, took)| format!("{step} {:.0} s", took.as_secs_f64()))
+            .collect();
+        eprintln!(
+            "xtask: {} in {:.0} s",
+            steps.join(", "),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
+    let mut steps = Steps::new();
     if !no_lint {
         lint()?;
+        steps.finished("lint");
     }
     build()?;
+    steps.finished("build");
     // Unit and property tests of every crate, then the end-to-end tests on the real kernel, one
     // at a time: each starts its own daemon, and the loss and detach checks want the host quiet.
     let mut unit = cargo();
@@ -149,6 +192,7 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
         unit.arg(f);
     }
     run(&mut unit)?;
+    steps.finished("unit tests");
     // The ClickHouse-compatible endpoint over chdb, checked with the official Python client.
     let mut pytest = Command::new(setup::python());
     pytest
@@ -162,9 +206,11 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
     if !(status.success() || filter.is_some() && status.code() == Some(5)) {
         bail!("{pytest:?} failed: {status}");
     }
+    steps.finished("endpoint tests");
     // deploy/: the chart, the manifests, the rendered configuration, unit, image, dashboard.
     if filter.is_none() {
         deploy::check(false)?;
+        steps.finished("deploy check");
     }
     let mut e2e = cargo();
     e2e.args(["test", "--release", "-p", "vigil-e2e"]);
@@ -174,16 +220,24 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
     e2e.args(["--", "--test-threads=1"]);
     e2e.env("VIGIL_BIN", vigil_bin());
     e2e.env("VIGIL_PYTHON", setup::python());
-    run(&mut e2e)
+    run(&mut e2e)?;
+    steps.finished("end-to-end tests");
+    steps.summary();
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // Each task installs what it needs: building needs the toolchain only.
+    let setup_started = std::time::Instant::now();
     match cli.command {
         Task::Build | Task::Run { .. } | Task::Lint => setup::setup_build()?,
         _ => setup::setup()?,
     }
+    eprintln!(
+        "xtask: setup took {:.0} s",
+        setup_started.elapsed().as_secs_f64()
+    );
     match cli.command {
         Task::Setup => Ok(()),
         Task::Build => build(),

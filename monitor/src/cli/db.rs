@@ -43,6 +43,18 @@ pub enum DbCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// List the spool records ClickHouse holds in quarantine: shipped, but not decodable as
+    /// events (a newer daemon wrote them before a rollback, or they are damaged), with why.
+    Quarantine {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this host's.
+        #[arg(long)]
+        host: Option<String>,
+        /// JSON, each record with its bytes (base64).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,6 +69,44 @@ pub enum SpoolCommand {
 pub fn db(command: DbCommand) -> CliResult {
     let config = match command {
         DbCommand::Migrate { config } => config,
+        DbCommand::Quarantine { config, host, json } => {
+            let config = load_config(config.as_deref())?;
+            if config.clickhouse.url.is_none() {
+                return Err(CliError::NotConfigured(
+                    "clickhouse.url is not set in the configuration: no quarantine to read",
+                ));
+            }
+            let rows = runtime()?.block_on(vigil::store::quarantined(
+                &config.clickhouse,
+                host.as_deref(),
+            ))?;
+            if json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:<24} {:<20} {:>10} {:>8}  REASON",
+                "RECEIVED", "HOST", "SEQ", "BYTES"
+            );
+            for r in &rows {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&r.payload)
+                    .map(|b| b.len().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                // Host and reason come from a monitored host's records: escaped.
+                let line = format!(
+                    "{:<24} {:<20} {:>10} {:>8}  {}",
+                    vigil::decode::rfc3339(r.received_ms.saturating_mul(1_000_000)),
+                    vigil::present::terminal_str(&r.host),
+                    r.seq,
+                    bytes,
+                    vigil::present::terminal_str(&r.reason)
+                );
+                println!("{line}");
+            }
+            eprintln!("{} records in quarantine", rows.len());
+            return Ok(());
+        }
         DbCommand::Grants {
             config,
             writer,

@@ -397,6 +397,9 @@ fn alert_id(event: &Event, rule: &str) -> String {
 
 pub struct Detector {
     rules: LiveRules,
+    /// By audit session id: the detector sees the live events of one host's one boot (its
+    /// state dies with the daemon, which lives within a boot), so the id alone is the whole
+    /// `SessionKey` here, as in the session tracker.
     sessions: HashMap<u32, SessionState>,
     /// Rule indexes by the event type they require; rules without one are in `any`.
     by_type: HashMap<crate::event::EventType, Vec<usize>>,

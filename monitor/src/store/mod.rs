@@ -268,6 +268,79 @@ struct HostKeyRow {
     key: String,
 }
 
+/// A quarantined record as `vigil db quarantine` lists it.
+#[derive(Debug, Clone, clickhouse::Row, Deserialize, Serialize, PartialEq, Eq)]
+pub struct QuarantineListing {
+    pub host: String,
+    pub seq: u64,
+    pub epoch: String,
+    /// When ClickHouse took it, milliseconds since the epoch.
+    pub received_ms: i64,
+    /// Why it did not decode.
+    pub reason: String,
+    /// The record's bytes, base64, as shipped.
+    pub payload: String,
+}
+
+/// The records held in `quarantine` (of `host`, or every host), oldest first.
+pub async fn quarantined(
+    cfg: &ClickHouseConfig,
+    host: Option<&str>,
+) -> Result<Vec<QuarantineListing>, StoreError> {
+    cfg.client(true)?
+        .query(
+            "SELECT host, seq, epoch, toUnixTimestamp64Milli(received) AS received_ms, reason,
+                payload
+             FROM quarantine
+             WHERE {host:String} = '' OR host = {host:String}
+             ORDER BY received_ms, host, seq",
+        )
+        .param("host", host.unwrap_or_default())
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct QuarantineCount {
+    host: String,
+    count: u64,
+}
+
+/// A loss record per host with records in `quarantine` (of `host`, or every host): what the
+/// readers warn of with their answer, since those records are in no listing or timeline.
+pub async fn quarantine_damage(
+    cfg: &ClickHouseConfig,
+    host: Option<&str>,
+) -> Result<Vec<Event>, StoreError> {
+    let counts: Vec<QuarantineCount> = cfg
+        .client(true)?
+        .query(
+            "SELECT host, count() AS count FROM quarantine
+             WHERE {host:String} = '' OR host = {host:String}
+             GROUP BY host ORDER BY host",
+        )
+        .param("host", host.unwrap_or_default())
+        .fetch_all()
+        .await
+        .map_err(|e| cfg.error(e))?;
+    Ok(counts
+        .into_iter()
+        .map(|c| {
+            crate::spool::loss(
+                crate::event::LossStage::Clickhouse,
+                c.count,
+                format!(
+                    "{} records of host {} are in quarantine (they did not decode when shipped) \
+                     and in no listing or timeline; `vigil db quarantine` shows them",
+                    c.count,
+                    crate::present::terminal_str(&c.host)
+                ),
+            )
+        })
+        .collect())
+}
+
 /// Every host ClickHouse holds rows or a registered key for.
 pub async fn trail_hosts(cfg: &ClickHouseConfig) -> Result<Vec<String>, StoreError> {
     cfg.client(true)?

@@ -152,6 +152,15 @@ impl ClickHouseStore {
     }
 }
 
+impl ClickHouseStore {
+    /// Records of `host` (or any) in quarantine: they may belong to what was asked for.
+    fn quarantine_damage(&self, host: Option<&str>) -> Result<Vec<Event>, ReadError> {
+        Ok(self
+            .runtime
+            .block_on(super::quarantine_damage(&self.cfg, host))?)
+    }
+}
+
 impl SessionStore for ClickHouseStore {
     fn source(&self) -> String {
         format!("ClickHouse database {}", self.cfg.database)
@@ -162,11 +171,14 @@ impl SessionStore for ClickHouseStore {
         filter: &SessionFilter,
     ) -> Result<WithDamage<Vec<SessionSummary>>, ReadError> {
         let list = self.runtime.block_on(super::sessions(&self.cfg, filter))?;
-        Ok((list, Vec::new()))
+        let damage = self.quarantine_damage(filter.host.as_deref())?;
+        Ok((list, damage))
     }
 
     fn alerts(&self, filter: &AlertFilter) -> Result<WithDamage<Vec<Event>>, ReadError> {
-        Ok(self.runtime.block_on(super::alerts(&self.cfg, filter))?)
+        let (alerts, mut damage) = self.runtime.block_on(super::alerts(&self.cfg, filter))?;
+        damage.extend(self.quarantine_damage(filter.host.as_deref())?);
+        Ok((alerts, damage))
     }
 
     fn events_of(
@@ -181,6 +193,10 @@ impl SessionStore for ClickHouseStore {
                 .block_on(super::session_events(&self.cfg, key))?;
             damage.extend(lost);
             by_key.insert(key.clone(), events);
+        }
+        let hosts: BTreeSet<&str> = keys.iter().map(|k| k.host.as_ref()).collect();
+        for host in hosts {
+            damage.extend(self.quarantine_damage(Some(host))?);
         }
         Ok((by_key, damage))
     }
