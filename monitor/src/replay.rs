@@ -431,8 +431,29 @@ fn marker_line(text: &str) -> Vec<u8> {
     line
 }
 
-/// Plays a recording to `out`, made safe, in real time (scaled).
-pub fn play(rec: &Recording, opts: &PlayOptions, out: &mut impl Write) -> std::io::Result<()> {
+/// How a replay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Played {
+    /// Every frame was drawn.
+    Whole,
+    /// `stop` was set (Ctrl-C) before the end: the terminal was restored all the same.
+    Interrupted,
+}
+
+/// How often a wait between frames looks at `stop`.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Plays a recording to `out`, made safe, in real time (scaled), until its end or until `stop`
+/// is set; either way the viewer's terminal is restored (`RESTORE_TERMINAL`) before it returns,
+/// since the recording may have left it on the alternate screen, with the cursor hidden or in
+/// line-drawing characters.
+pub fn play(
+    rec: &Recording,
+    opts: &PlayOptions,
+    out: &mut impl Write,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<Played> {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut safe = SafeTerminal::default();
     let waits = schedule(&rec.frames, opts);
     let started = Instant::now();
@@ -442,9 +463,20 @@ pub fn play(rec: &Recording, opts: &PlayOptions, out: &mut impl Write) -> std::i
         due += wait;
         if !wait.is_zero() {
             out.flush()?;
-            if let Some(left) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(left);
+            while let Some(left) = due.checked_sub(started.elapsed()) {
+                if stop.load(Relaxed) {
+                    break;
+                }
+                std::thread::sleep(left.min(STOP_POLL));
             }
+        }
+        if stop.load(Relaxed) {
+            if opts.markers {
+                out.write_all(&marker_line("replay interrupted"))?;
+            }
+            out.write_all(RESTORE_TERMINAL)?;
+            out.flush()?;
+            return Ok(Played::Interrupted);
         }
         match &frame.kind {
             FrameKind::Output { bytes } => safe.filter(bytes, &mut buf),
@@ -469,7 +501,8 @@ pub fn play(rec: &Recording, opts: &PlayOptions, out: &mut impl Write) -> std::i
         )))?;
     }
     out.write_all(RESTORE_TERMINAL)?;
-    out.flush()
+    out.flush()?;
+    Ok(Played::Whole)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -522,6 +555,56 @@ pub fn write_asciicast(rec: &Recording, out: &mut impl Write) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_replay_stops_in_its_wait_and_restores_the_terminal() {
+        let frame = |offset_ns, bytes: &[u8]| Frame {
+            offset_ns,
+            kind: FrameKind::Output {
+                bytes: bytes.to_vec(),
+            },
+        };
+        let rec = Recording {
+            session: 1,
+            host: None,
+            user: None,
+            start_ns: 0,
+            start: String::new(),
+            cols: 80,
+            rows: 24,
+            // The alternate screen, no cursor, line drawing; then an hour's wait.
+            frames: vec![
+                frame(0, b"\x1b[?1049h\x1b[?25l\x1b(0qqq"),
+                frame(3_600_000_000_000, b"never drawn"),
+            ],
+            missing_bytes: 0,
+        };
+        let opts = PlayOptions {
+            speed: 1.0,
+            max_idle: Duration::from_secs(3600),
+            instant: false,
+            markers: true,
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let setter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        let started = Instant::now();
+        let mut out = Vec::new();
+        assert_eq!(
+            play(&rec, &opts, &mut out, &stop).unwrap(),
+            Played::Interrupted
+        );
+        setter.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(out.ends_with(RESTORE_TERMINAL));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("replay interrupted") && !text.contains("never drawn"));
+    }
 
     fn safe(bytes: &[u8]) -> (Vec<u8>, Vec<&'static str>) {
         let mut s = SafeTerminal::default();

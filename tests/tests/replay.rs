@@ -376,3 +376,67 @@ fn replay_from_clickhouse_draws_what_replay_from_the_spool_draws() {
     );
     ch.stop().unwrap();
 }
+
+/// Ctrl-C during a replay puts the viewer's terminal back as it was: a session that left the
+/// alternate screen on, the cursor hidden and line drawing selected, interrupted in the middle
+/// of a pause, leaves the viewer on the main screen with a cursor, and `vigil` exits 130.
+#[test]
+fn ctrl_c_in_a_replay_restores_the_viewers_terminal() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let daemon = Daemon::start_with_spool(Some(&spool), "").expect("daemon starts");
+    let loginuid = 42_000 + std::process::id() % 4_000;
+    let mut term = Terminal::start(loginuid);
+    term.type_and_wait(
+        // Printed through %s: the echo of the typed line does not hold the text itself.
+        "printf '\\033[?1049h\\033[?25l\\033(0'; sleep 4; printf 'after %s\\n' 'the pause'\n",
+        "after the pause",
+        1,
+    );
+    let _ = term.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let events = daemon.stop().expect("daemon stops");
+    let session = events
+        .iter()
+        .find(|e| e["process"]["loginuid"] == loginuid)
+        .and_then(|e| e["process"]["sessionid"].as_u64())
+        .expect("the session was captured")
+        .to_string();
+
+    // Real time: the recorded 4 s pause is where Ctrl-C lands.
+    let child = Command::new(vigil_bin())
+        .args(["replay", &session, "--spool", spool.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it did not stop"
+    );
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(!contains(&out.stdout, b"after the pause"), "it played on");
+    // What the recording set, the viewer saw set, and then undone.
+    assert!(contains(&out.stdout, b"\x1b[?1049h"));
+    let mut parser = vt100::Parser::new(ROWS, COLS, 0);
+    parser.process(&out.stdout);
+    assert!(
+        !parser.screen().alternate_screen(),
+        "left on the alternate screen"
+    );
+    assert!(!parser.screen().hide_cursor(), "left without a cursor");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replay interrupted"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -29,6 +29,12 @@ use vigil::{
 pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Stopped by a signal (Ctrl-C) after putting the terminal back: exit status 130, as a
+    /// shell reports SIGINT.
+    #[error("interrupted")]
+    Interrupted,
+    #[error("cannot handle signals: {0}")]
+    Signal(#[source] std::io::Error),
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(transparent)]
@@ -377,6 +383,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Interrupted) => {
+            eprintln!("vigil: interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             // An error may quote what it could not read (a session id, a stored value).
             eprintln!("vigil: {}", vigil::present::visible(&e.to_string()));

@@ -373,8 +373,22 @@ pub fn replay(a: ReplayArgs) -> CliResult {
         markers: !a.no_markers,
     };
     let rec = recording(&a.store, &a.session)?;
-    vigil::replay::play(&rec, &opts, &mut std::io::stdout().lock())
-        .map_err(CliError::output("replay"))
+    // Ctrl-C (or a terminal closing, or a kill) stops the replay at the next frame or within
+    // 50 ms of a wait, and the terminal is restored before exiting.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(CliError::Signal)?;
+    }
+    match vigil::replay::play(&rec, &opts, &mut std::io::stdout().lock(), &stop)
+        .map_err(CliError::output("replay"))?
+    {
+        vigil::replay::Played::Whole => Ok(()),
+        vigil::replay::Played::Interrupted => Err(CliError::Interrupted),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
