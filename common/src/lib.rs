@@ -527,6 +527,13 @@ pub struct FileReadRecord {
 // connect
 
 pub const UNIX_PATH_MAX: usize = 108;
+/// The peer socket's path fits below this offset of the tail (the walk's write mask + 1).
+pub const CONNECT_TAIL_SPAN: u32 = 4096;
+const _: () = assert!(PATH_SPAN <= CONNECT_TAIL_SPAN);
+/// A power of two at least `CONNECT_TAIL_SPAN + COMPONENT_MAX` (see `EXEC_TAIL_CAP`).
+pub const CONNECT_TAIL_CAP: usize = 8192;
+const _: () = assert!(CONNECT_TAIL_CAP >= (CONNECT_TAIL_SPAN + COMPONENT_MAX) as usize);
+const _: () = assert!(CONNECT_TAIL_CAP.is_power_of_two());
 
 /// An outbound connect (`connect(2)` exit), with its destination as the process passed it.
 #[repr(C)]
@@ -548,7 +555,16 @@ pub struct ConnectRecord {
     /// `sun_path` for `AF_UNIX` (abstract names start with a NUL).
     pub unix_path: [u8; UNIX_PATH_MAX],
     pub _pad2: u32,
+    /// `AF_UNIX`, connected: the socket file the kernel connected to (the peer's bound inode,
+    /// whatever name, symlink, relative path or bind mount `sun_path` reached it by); zero
+    /// otherwise (abstract names have no file).
+    pub peer: FileId,
+    /// That file's path, walked as for opens, in the tail.
+    pub peer_path: PathWalk,
+    pub tail: [u8; CONNECT_TAIL_CAP],
 }
+
+pub const CONNECT_FIXED_SIZE: usize = core::mem::offset_of!(ConnectRecord, tail);
 
 // ---------------------------------------------------------------------------------------------
 // privilege changes
@@ -678,6 +694,12 @@ pub struct KernelOffsets {
     pub inode_ctime_nsec: u32,
     /// `linux_binprm.file`: the file an exec loads (the BPF LSM's `bprm_check_security`).
     pub binprm_file: u32,
+    /// A connected unix socket's peer and the path it is bound at: `socket.sk`,
+    /// `unix_sock.peer`, `unix_sock.path`, and `dentry.d_inode` for the file behind it.
+    pub socket_sk: u32,
+    pub unix_sock_peer: u32,
+    pub unix_sock_path: u32,
+    pub dentry_inode: u32,
     pub _pad: u32,
 }
 
@@ -791,8 +813,12 @@ mod tests {
         assert_eq!(size_of::<OpenRecord>(), OPEN_FIXED_SIZE + OPEN_TAIL_CAP);
         assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 24);
         assert_eq!(
+            CONNECT_FIXED_SIZE,
+            HEADER_SIZE + 4 + 4 + 2 * 4 + 16 + UNIX_PATH_MAX + 4 + 40 + 8
+        );
+        assert_eq!(
             size_of::<ConnectRecord>(),
-            HEADER_SIZE + 4 + 4 + 2 * 4 + 16 + UNIX_PATH_MAX + 4
+            CONNECT_FIXED_SIZE + CONNECT_TAIL_CAP
         );
         assert_eq!(size_of::<CredIds>(), 8 * 4 + 8);
         assert_eq!(
@@ -800,7 +826,7 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 56 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 60 * 4);
         assert_eq!(size_of::<Policy>(), 32);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

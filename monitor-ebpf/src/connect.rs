@@ -1,21 +1,37 @@
 //! connect: outbound connections with their destination (IPv4, IPv6, unix), reported at exit with
 //! the result. The sockaddr is read at exit from the caller's buffer, which the kernel has just
-//! copied (so the page is present); the arguments come from the saved user registers.
+//! copied (so the page is present); the arguments come from the saved user registers. A unix
+//! socket connected by path also gets the file the kernel connected to, walked from the peer
+//! socket's bound path: the name in `sun_path` may be a symlink, relative, or behind a bind
+//! mount.
 
 use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use core::ffi::c_void;
-use vigil_common::{kind, ConnectRecord, UNIX_PATH_MAX};
+use vigil_common::{
+    counter, kind, ConnectRecord, FileId, PathWalk, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP,
+    CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
+};
 
-use crate::{emit::emit, kernel::SysRegs, scope};
+use crate::{
+    kernel::{fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, SysRegs},
+    maps::{count, scratch, wakeup_flags, CONNECT_SCRATCH, EVENTS},
+    scope,
+    tail::Tail,
+};
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// `sys_exit` of connect: fd, sockaddr pointer and length from the saved user registers.
-#[inline(always)]
+/// `sys_exit` of connect: fd, sockaddr pointer and length from the saved user registers. A
+/// function of its own: the peer's path walk would otherwise be inlined into the syscall exit
+/// program beside the open's.
+#[inline(never)]
 pub fn on_exit(regs: SysRegs, ret: i64) {
-    let Some((task, _)) = scope::check(kind::CONNECT) else {
+    let Some((task, policy)) = scope::check(kind::CONNECT) else {
+        return;
+    };
+    let Some(rec) = scratch(&CONNECT_SCRATCH) else {
         return;
     };
     let ret = ret as i32;
@@ -23,7 +39,8 @@ pub fn on_exit(regs: SysRegs, ret: i64) {
     let addr = args[1] as *const u8;
     let addr_len = args[2] as u32;
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);
-    emit::<ConnectRecord>(kind::CONNECT, task, |rec| unsafe {
+    let rec: *mut ConnectRecord = rec;
+    unsafe {
         (*rec).fd = args[0] as i32;
         (*rec).ret = ret;
         (*rec).family = family;
@@ -72,5 +89,35 @@ pub fn on_exit(regs: SysRegs, ret: i64) {
             }
             _ => {}
         }
-    });
+    }
+    let rec = unsafe { &mut *rec };
+    rec.peer = FileId::default();
+    rec.peer_path = PathWalk::UNAVAILABLE;
+    let Some(mut tail) = Tail::<{ CONNECT_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
+        return;
+    };
+    if family == AF_UNIX && ret == 0 && policy.canonical_paths != 0 {
+        // file → struct socket → sock (a unix_sock) → its peer, bound at `path`.
+        let sock = read_ptr(fd_file(task, args[0] as u32), koff!(file_private_data));
+        let sk = read_ptr(sock, koff!(socket_sk));
+        let peer: Ptr = read_ptr(sk, koff!(unix_sock_peer));
+        if !peer.is_null() {
+            let bound = peer.wrapping_add(koff!(unix_sock_path));
+            let dentry = read_ptr(bound, koff!(path_dentry));
+            if !dentry.is_null() {
+                rec.peer = inode_id(read_ptr(dentry, koff!(dentry_inode)));
+                rec.peer_path = tail.path(bound, process_root(task));
+            }
+        }
+    }
+    // Masked, not compared: the verifier keeps a mask's bound through register copies.
+    let used = tail.pos() as usize & (CONNECT_TAIL_CAP - 1);
+    let size = CONNECT_FIXED_SIZE + used;
+    fill_header(&mut rec.header, kind::CONNECT, size as u32, task);
+    let bytes =
+        unsafe { core::slice::from_raw_parts(rec as *const ConnectRecord as *const u8, size) };
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
+        Ok(()) => count(kind::CONNECT, counter::EMITTED),
+        Err(_) => count(kind::CONNECT, counter::LOST),
+    }
 }

@@ -85,6 +85,10 @@ const fn zeroed_offsets() -> KernelOffsets {
         inode_ctime_sec: 0,
         inode_ctime_nsec: 0,
         binprm_file: 0,
+        socket_sk: 0,
+        unix_sock_peer: 0,
+        unix_sock_path: 0,
+        dentry_inode: 0,
         _pad: 0,
     }
 }
@@ -183,11 +187,16 @@ pub fn process_root(task: Ptr) -> Ptr {
 /// What the kernel knows of the file behind `file` (a `struct file`); zero when null.
 #[inline(never)]
 pub fn file_id(file: Ptr) -> FileId {
-    let mut id = FileId::default();
     if file.is_null() {
-        return id;
+        return FileId::default();
     }
-    let inode = read_ptr(file, koff!(file_inode));
+    inode_id(read_ptr(file, koff!(file_inode)))
+}
+
+/// The identity of an inode (zero for none).
+#[inline(always)]
+pub fn inode_id(inode: Ptr) -> FileId {
+    let mut id = FileId::default();
     if inode.is_null() {
         return id;
     }

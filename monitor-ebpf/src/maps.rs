@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{
-    counter, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy, ScopeEntry,
-    TtyRecord,
+    counter, ConnectRecord, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy,
+    ScopeEntry, TtyRecord,
 };
 
 /// Every record goes out through this ring buffer.
@@ -63,6 +63,8 @@ pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 pub static OPEN_SCRATCH: Array<OpenRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static TTY_SCRATCH: Array<TtyRecord> = Array::with_max_entries(1, 0);
+#[map]
+pub static CONNECT_SCRATCH: Array<ConnectRecord> = Array::with_max_entries(1, 0);
 
 /// The write position of the record being built on this CPU (see `tail::Tail`).
 #[map]

@@ -122,6 +122,8 @@ fn synthetic(i: u64) -> Event {
             family: crate::event::AddressFamily::Ipv4,
             family_number: None,
             address: Some("10.20.30.40".into()),
+            requested_address: None,
+            socket: None,
             port: Some(5432),
             result: SyscallResult::from_ret(0),
         }),

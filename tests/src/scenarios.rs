@@ -4,7 +4,7 @@
 //! setuid binary, a service-account token) are real too.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, Read, Write},
     net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
@@ -94,7 +94,13 @@ pub struct Fixtures {
     /// A terminal held open outside every scenario's session (another person's terminal).
     pub foreign_tty: String,
     tty_holder: std::process::Child,
+    /// A listener on a container runtime's API socket path (`DOCKER_SOCKET`), when this host
+    /// has none of its own; removed on drop.
+    socket_holder: Option<std::process::Child>,
 }
+
+/// Where the container runtime rule looks for Docker's API socket.
+const DOCKER_SOCKET: &str = "/run/docker.sock";
 
 const TOKEN_DIR: &str = "/run/secrets/kubernetes.io/serviceaccount";
 
@@ -198,7 +204,6 @@ impl Fixtures {
             .expect("python3 holds a pty");
         let mut foreign_tty = String::new();
         {
-            use std::io::BufRead;
             let out = tty_holder.stdout.take().expect("piped");
             std::io::BufReader::new(out)
                 .read_line(&mut foreign_tty)
@@ -222,6 +227,7 @@ impl Fixtures {
             made_token,
             foreign_tty,
             tty_holder,
+            socket_holder: docker_socket(),
         }
     }
 
@@ -316,6 +322,11 @@ impl Fixtures {
             ev(Naming, s("chroot escape", &format!("mkdir -p {d}/jail && python3 -c \"import os; out = os.open('/', os.O_RDONLY); os.chroot('{d}/jail'); os.fchdir(out); os.read(os.open('etc/hostname', os.O_RDONLY), 8)\""), "chroot-escape", "T1611")).at("/etc/hostname"),
             ev(Naming, s("raw disk", "dd if=$(findmnt -nvo SOURCE /) of=/dev/null bs=512 count=1 2>/dev/null", "raw-disk-read", "T1006")),
             ev(Naming, s("another process's environment", "cat /proc/1/environ > /dev/null", "other-process-environment-read", "T1552")).at("/proc/1/environ"),
+            ev(Naming, s("container API socket", &connect_unix(DOCKER_SOCKET), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
+            ev(Naming, s("container API socket through a symlink", &format!("ln -sf {DOCKER_SOCKET} {d}/api && {}", connect_unix(&format!("{d}/api"))), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
+            ev(Naming, s("container API socket by a relative name", &format!("cd /run && {}", connect_unix("docker.sock")), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
+            ev(Naming, s("container API socket through /proc/self/cwd", &format!("cd /run && {}", connect_unix("/proc/self/cwd/docker.sock")), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
+            ev(Naming, s("container API socket under a bind mount", &format!("mkdir -p {d}/r && mount --bind /run {d}/r && {}; umount {d}/r", connect_unix(&format!("{d}/r/docker.sock"))), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
             ev(Naming, s("another session's terminal", &format!("timeout 0.3 cat {tty} > /dev/null; true"), "other-terminal-read", "T1056.001")),
             // --- how a program is identified ----------------------------------------------
             ev(Program, s("cat copied as sudo", &format!("{} && {d}/sudo /etc/shadow > /dev/null", copy("/usr/bin/cat", "sudo")), "credential-store-read", "T1003.008")).at(shadow),
@@ -402,8 +413,38 @@ impl Fixtures {
     }
 }
 
+/// A real unix socket listening at `DOCKER_SOCKET` (accepting and closing), unless the host has
+/// one: the scenarios connect to it by other names.
+fn docker_socket() -> Option<std::process::Child> {
+    if Path::new(DOCKER_SOCKET).exists() {
+        return None;
+    }
+    let child = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(64)\nprint('ready', flush=True)\nwhile True:\n    s.accept()[0].close()",
+            DOCKER_SOCKET,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 listens on the socket");
+    let mut child = child;
+    let mut ready = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out)
+            .read_line(&mut ready)
+            .expect("the socket listener starts");
+    }
+    Some(child)
+}
+
 impl Drop for Fixtures {
     fn drop(&mut self) {
+        if let Some(mut holder) = self.socket_holder.take() {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            let _ = std::fs::remove_file(DOCKER_SOCKET);
+        }
         if self.made_token {
             let _ = std::fs::remove_dir_all("/run/secrets");
         }
@@ -411,6 +452,12 @@ impl Drop for Fixtures {
         let _ = self.tty_holder.wait();
         let _ = &self.dir;
     }
+}
+
+/// A script line connecting to the unix socket at `path` (with Python: no client program's
+/// name to go by).
+fn connect_unix(path: &str) -> String {
+    format!("python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{path}')\"")
 }
 
 fn s(name: &str, script: &str, rule: &'static str, technique: &'static str) -> Scenario {

@@ -140,7 +140,8 @@ rule_fields! {
     Succeeded = "ok", Kind::Bool, [Open, Connect, Priv], "The call succeeded (a connect in progress counts).";
     Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";
     Family = "family", Kind::Word(AddressFamily::WORDS), [Connect], "Address family.";
-    Address = "address", Kind::Str, [Connect], "IP address, or unix socket path (`@` for abstract).";
+    Address = "address", Kind::Str, [Connect], "IP address, or unix socket path (`@` for abstract): the path of the socket file the kernel connected to.";
+    RequestedAddress = "requested_address", Kind::Str, [Connect], "The unix socket path exactly as the process passed it.";
     Port = "port", Kind::Num, [Connect], "Destination port.";
     Op = "op", Kind::Word(PrivOp::WORDS), [Priv], "What changed the ids.";
     GainedRoot = "gained_root", Kind::Bool, [Priv], "Root was gained (effective, or real from effective).";

@@ -325,6 +325,11 @@ impl Fields for View<'_> {
                 .as_ref()
                 .map(|a| Value::Str(lossy(&a.0)))
                 .unwrap_or(Value::Missing),
+            (Field::RequestedAddress, EventBody::Connect(c)) => c
+                .requested_address
+                .as_ref()
+                .map(|a| Value::Str(lossy(&a.0)))
+                .unwrap_or(Value::Missing),
             (Field::Port, EventBody::Connect(c)) => c
                 .port
                 .map(|p| Value::Num(p as f64))
@@ -363,6 +368,7 @@ impl Fields for View<'_> {
                 | Field::Bytes
                 | Field::Family
                 | Field::Address
+                | Field::RequestedAddress
                 | Field::Port
                 | Field::Op
                 | Field::GainedRoot

@@ -61,9 +61,14 @@ fn line(e: &Event) -> String {
             r.reads
         ),
         EventBody::Connect(c) => format!(
-            "conn   {} {}{}{}",
+            "conn   {} {}{}{}{}",
             c.family,
             c.address.as_ref().map(bytes_text).unwrap_or_default(),
+            c.requested_address
+                .as_ref()
+                .filter(|r| Some(*r) != c.address.as_ref())
+                .map(|r| format!(" (asked as {})", bytes_text(r)))
+                .unwrap_or_default(),
             c.port.map(|p| format!(" port {p}")).unwrap_or_default(),
             c.result
                 .error

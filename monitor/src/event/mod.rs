@@ -363,8 +363,17 @@ pub struct ConnectEvent {
     /// The family's number when it is none of the named ones (`other`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_number: Option<u16>,
-    /// IP address, or unix socket path (abstract names start with `@`).
+    /// IP address, or unix socket path (abstract names start with `@`): for a unix socket
+    /// connected by path, the path of the socket file the kernel connected to.
     pub address: Option<RawBytes>,
+    /// The unix socket path as the process passed it, when the kernel's differs in spelling or
+    /// not (set whenever `socket` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_address: Option<RawBytes>,
+    /// The socket file the kernel connected to: its path walked from the peer's bound inode,
+    /// device and inode (a symlink, relative name or bind mount leads here all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<FileIdentity>,
     pub port: Option<u16>,
     pub result: SyscallResult,
 }

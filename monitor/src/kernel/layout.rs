@@ -90,6 +90,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         inode_ctime_sec: ctime_sec,
         inode_ctime_nsec: ctime_nsec,
         binprm_file: off("linux_binprm", "file")?,
+        socket_sk: off("socket", "sk")?,
+        unix_sock_peer: off("unix_sock", "peer")?,
+        unix_sock_path: off("unix_sock", "path")?,
+        dentry_inode: off("dentry", "d_inode")?,
         _pad: 0,
     })
 }

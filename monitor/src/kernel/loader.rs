@@ -169,6 +169,7 @@ impl KernelMonitor {
             .map_max_entries("EXEC_SCRATCH", scratch_slots)
             .map_max_entries("OPEN_SCRATCH", scratch_slots)
             .map_max_entries("TTY_SCRATCH", scratch_slots)
+            .map_max_entries("CONNECT_SCRATCH", scratch_slots)
             .load(KERNEL_OBJECT)?;
 
         let mut policy: Array<MapData, Policy> = take_map(&mut ebpf, "POLICY")?;
