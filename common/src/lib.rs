@@ -32,11 +32,14 @@ pub enum RecordKind {
     TtyOut = 8,
     /// Bytes a session's process read from a terminal with echo on (what was typed).
     TtyIn = 9,
+    /// An io_uring instance set up (or the attempt): its operations reach files and sockets
+    /// without the syscalls the other kinds follow.
+    IoUring = 10,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 10] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -46,6 +49,7 @@ impl RecordKind {
         RecordKind::Fork,
         RecordKind::TtyOut,
         RecordKind::TtyIn,
+        RecordKind::IoUring,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -72,8 +76,9 @@ pub mod kind {
     pub const FORK: u16 = RecordKind::Fork as u16;
     pub const TTY_OUT: u16 = RecordKind::TtyOut as u16;
     pub const TTY_IN: u16 = RecordKind::TtyIn as u16;
+    pub const IO_URING: u16 = RecordKind::IoUring as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::TtyIn as u16 + 1;
+    pub const COUNT: u16 = RecordKind::IoUring as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -631,6 +636,21 @@ pub struct ForkRecord {
 }
 
 // ---------------------------------------------------------------------------------------------
+// io_uring
+
+/// `io_uring_setup(2)` returned: the ring's size and flags as asked, and its fd or `-errno`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoUringRecord {
+    pub header: EventHeader,
+    pub entries: u32,
+    /// `io_uring_params.flags` as the process passed them.
+    pub flags: u32,
+    pub ret: i32,
+    pub _pad: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
 // load-time configuration
 
 /// Offsets of kernel struct members the programs read, found by the daemon in the kernel's BTF at
@@ -744,6 +764,8 @@ pub mod sys_class {
     /// write(2) and writev(2): terminal output when the fd is a terminal.
     pub const WRITE: u8 = 12;
     pub const WRITEV: u8 = 13;
+    /// io_uring_setup(2).
+    pub const IO_URING_SETUP: u8 = 14;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 16;
 }

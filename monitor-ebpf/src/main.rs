@@ -15,6 +15,7 @@ mod emit;
 mod exec;
 mod exit;
 mod fork;
+mod io_uring;
 mod kernel;
 mod maps;
 mod open;

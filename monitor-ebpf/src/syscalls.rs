@@ -18,7 +18,7 @@ use aya_ebpf::{
 use vigil_common::sys_class;
 
 use crate::{
-    connect, exec,
+    connect, exec, io_uring,
     kernel::{sys_class, tp_layout, Ptr, SysRegs},
     open, privs, read, tty,
 };
@@ -68,6 +68,7 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
         sys_class::CLOSE => read::on_close(regs),
         sys_class::DUP_ONTO => read::on_dup_onto(ret),
         sys_class::CONNECT => connect::on_exit(regs, ret),
+        sys_class::IO_URING_SETUP => io_uring::on_exit(regs, ret),
         c if c > sys_class::PRIV_BASE => {
             privs::on_exit(nr as u32, (c - sys_class::PRIV_BASE) as u16, ret)
         }

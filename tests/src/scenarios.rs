@@ -327,6 +327,7 @@ impl Fixtures {
             ev(Naming, s("container API socket by a relative name", &format!("cd /run && {}", connect_unix("docker.sock")), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
             ev(Naming, s("container API socket through /proc/self/cwd", &format!("cd /run && {}", connect_unix("/proc/self/cwd/docker.sock")), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
             ev(Naming, s("container API socket under a bind mount", &format!("mkdir -p {d}/r && mount --bind /run {d}/r && {}; umount {d}/r", connect_unix(&format!("{d}/r/docker.sock"))), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
+            ev(Naming, s("io_uring ring", "python3 -c \"import ctypes; p = ctypes.create_string_buffer(120); ctypes.CDLL(None, use_errno=True).syscall(425, 8, p)\"", "io-uring-in-session", "T1106")),
             ev(Naming, s("another session's terminal", &format!("timeout 0.3 cat {tty} > /dev/null; true"), "other-terminal-read", "T1056.001")),
             // --- how a program is identified ----------------------------------------------
             ev(Program, s("cat copied as sudo", &format!("{} && {d}/sudo /etc/shadow > /dev/null", copy("/usr/bin/cat", "sudo")), "credential-store-read", "T1003.008")).at(shadow),

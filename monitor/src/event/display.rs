@@ -41,6 +41,15 @@ fn line(e: &Event) -> String {
             _ => "exit".into(),
         },
         EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
+        EventBody::IoUring(u) => format!(
+            "uring  ring of {} entries set up{}",
+            u.entries,
+            u.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
         EventBody::Open(o) => format!(
             "open   {} ({}){}",
             bytes_text(&o.path),

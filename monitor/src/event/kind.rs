@@ -13,8 +13,8 @@ use vigil_common::RecordKind;
 
 use super::{
     AlertEvent, CheckpointEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent,
-    LossEvent, OpenEvent, PrivEvent, ResponseEvent, SessionEndEvent, SessionStartEvent,
-    TamperEvent, TtyEvent,
+    IoUringEvent, LossEvent, OpenEvent, PrivEvent, ResponseEvent, SessionEndEvent,
+    SessionStartEvent, TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -76,6 +76,8 @@ event_kinds! {
         "A privilege change: a set*id call or an exec that changed ids or capabilities.";
     Fork(ForkEvent) = "fork", Some(RecordKind::Fork),
         "A new process.";
+    IoUring(IoUringEvent) = "io_uring", Some(RecordKind::IoUring),
+        "An io_uring ring was set up (or tried): what goes through it reaches files and sockets without the syscalls the other kinds follow.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -108,6 +110,7 @@ impl EventType {
             RecordKind::Connect => EventType::Connect,
             RecordKind::Priv => EventType::Priv,
             RecordKind::Fork => EventType::Fork,
+            RecordKind::IoUring => EventType::IoUring,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

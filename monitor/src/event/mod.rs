@@ -415,6 +415,16 @@ pub struct ForkEvent {
     pub child_pid: u32,
 }
 
+/// An io_uring ring set up (`io_uring_setup(2)`): its size and flags as asked, and the result
+/// (the ring's fd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoUringEvent {
+    pub entries: u32,
+    /// `IORING_SETUP_*` bits.
+    pub flags: u32,
+    pub result: SyscallResult,
+}
+
 /// Events that could not be delivered, written down where they would have been.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossEvent {

@@ -123,6 +123,11 @@ pub fn sample(t: EventType) -> Event {
             gained_caps: vec!["CAP_NET_RAW".into()],
         }),
         EventType::Fork => EventBody::Fork(ForkEvent { child_pid: 4243 }),
+        EventType::IoUring => EventBody::IoUring(IoUringEvent {
+            entries: 8,
+            flags: 0,
+            result: SyscallResult::from_ret(3),
+        }),
         EventType::Loss => EventBody::Loss(LossEvent {
             stage: LossStage::Kernel,
             kind: Some(EventType::Open),

@@ -162,6 +162,7 @@ fn followed_syscalls() -> Vec<(i64, u8)> {
         (libc::SYS_close, CLOSE),
         (libc::SYS_dup3, DUP_ONTO),
         (libc::SYS_connect, CONNECT),
+        (libc::SYS_io_uring_setup, IO_URING_SETUP),
         (libc::SYS_execve, EXECVE),
         (libc::SYS_execveat, EXECVE),
         (libc::SYS_setuid, PRIV_BASE + priv_op::SETUID as u8),

@@ -547,6 +547,7 @@ impl EventRow {
             // The row's `gained_root` feeds the session's (`sessions_mv`): a session already root
             // when first seen counts as one that gained it in view, in ClickHouse as in the spool.
             EventBody::SessionStart(s) => (String::new(), Vec::new(), 0, 0, 0, s.root_when_seen),
+            EventBody::IoUring(u) => (String::new(), Vec::new(), 0, 0, u.result.ret, false),
             EventBody::Fork(_)
             | EventBody::SessionEnd(_)
             | EventBody::Checkpoint(_)
