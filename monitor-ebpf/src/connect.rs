@@ -8,13 +8,14 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use core::ffi::c_void;
 use vigil_common::{
-    counter, kind, ConnectRecord, FileId, PathWalk, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP,
-    CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
+    kind, ConnectRecord, FileId, PathWalk, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN,
+    UNIX_PATH_MAX,
 };
 
 use crate::{
+    emit::send_prefix,
     kernel::{fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, SysRegs},
-    maps::{count, scratch, wakeup_flags, CONNECT_SCRATCH, EVENTS},
+    maps::{scratch, CONNECT_SCRATCH},
     scope,
     tail::Tail,
 };
@@ -114,10 +115,5 @@ pub fn on_exit(regs: SysRegs, ret: i64) {
     let used = tail.pos() as usize & (CONNECT_TAIL_CAP - 1);
     let size = CONNECT_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::CONNECT, size as u32, task);
-    let bytes =
-        unsafe { core::slice::from_raw_parts(rec as *const ConnectRecord as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
-        Ok(()) => count(kind::CONNECT, counter::EMITTED),
-        Err(_) => count(kind::CONNECT, counter::LOST),
-    }
+    send_prefix(rec, size, kind::CONNECT);
 }

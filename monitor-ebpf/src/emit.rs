@@ -1,4 +1,4 @@
-//! Sending fixed-size records.
+//! Sending records: fixed-size ones reserved in the ring buffer, and the used prefix of those built in scratch space.
 
 use vigil_common::{counter, EventHeader};
 
@@ -26,4 +26,15 @@ pub fn emit<T: 'static>(kind: u16, task: Ptr, fill: impl FnOnce(*mut T)) {
     fill(rec);
     entry.submit(wakeup_flags());
     count(kind, counter::EMITTED);
+}
+
+/// Sends the first `size` bytes of a record built in scratch space (`size` already bounded by
+/// the caller's mask) and counts it as emitted or lost.
+#[inline(always)]
+pub fn send_prefix<T>(rec: &T, size: usize, kind: u16) {
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const T as *const u8, size) };
+    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
+        Ok(()) => count(kind, counter::EMITTED),
+        Err(_) => count(kind, counter::LOST),
+    }
 }

@@ -3,19 +3,19 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use vigil_common::{
-    counter, kind, path_flag, priv_op, stdio_kind, ExecRecord, FileId, PathWalk, PrivRecord,
-    EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED,
-    EXEC_CWD_UNAVAILABLE, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE,
-    EXEC_PREFIX_SPAN, EXEC_TAIL_CAP, TTY_NAME_MAX,
+    counter, kind, path_flag, priv_op, stdio_kind, FileId, PathWalk, PrivRecord, EXEC_ARGV_MAX,
+    EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNAVAILABLE, EXEC_CWD_TRUNCATED, EXEC_CWD_UNAVAILABLE,
+    EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_FIXED_SIZE, EXEC_PREFIX_SPAN, EXEC_TAIL_CAP,
+    TTY_NAME_MAX,
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, send_prefix},
     kernel::{
         cred_ids, current_tid, fd_file, file_id, fill_header, koff, process_root, read, read_ptr,
         tp_layout, Ptr,
     },
-    maps::{count, scratch, wakeup_flags, Pending, EVENTS, EXEC_SCRATCH, PENDING},
+    maps::{count, scratch, Pending, EXEC_SCRATCH, PENDING},
     scope,
     tail::{Copied, Tail},
 };
@@ -159,11 +159,7 @@ fn emit_exec(ctx: &TracePointContext, old_pid: u32) {
     {
         count(kind::EXEC, counter::TRUNCATED);
     }
-    let bytes = unsafe { core::slice::from_raw_parts(rec as *const ExecRecord as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
-        Ok(()) => count(kind::EXEC, counter::EMITTED),
-        Err(_) => count(kind::EXEC, counter::LOST),
-    }
+    send_prefix(rec, size, kind::EXEC);
 }
 
 /// What `fd` of `task` is, from its inode's file type.

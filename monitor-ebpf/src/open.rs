@@ -3,15 +3,15 @@
 use aya_ebpf::helpers::bpf_probe_read_user;
 use vigil_common::{
     counter, kind, open_syscall, path_flag, sys_class, FileId, FileReadRecord, FileReadStats,
-    OpenFileKey, OpenRecord, PathWalk, AT_FDCWD, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED,
-    OPEN_FIXED_SIZE, OPEN_PATH_MAX, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE,
-    OPEN_READS_UNTRACKED, OPEN_TAIL_CAP, OPEN_TAIL_SPAN,
+    OpenFileKey, PathWalk, AT_FDCWD, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE,
+    OPEN_PATH_MAX, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_READS_UNTRACKED, OPEN_TAIL_CAP,
+    OPEN_TAIL_SPAN,
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, send_prefix},
     kernel::{current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, SysRegs},
-    maps::{count, scratch, wakeup_flags, EVENTS, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
+    maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
 };
@@ -109,11 +109,7 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     if ret >= 0 && !followed {
         rec.flags |= OPEN_READS_UNTRACKED;
     }
-    let bytes = unsafe { core::slice::from_raw_parts(rec as *const OpenRecord as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
-        Ok(()) => count(kind::OPEN, counter::EMITTED),
-        Err(_) => count(kind::OPEN, counter::LOST),
-    }
+    send_prefix(rec, size, kind::OPEN);
     if followed {
         let file = fd_file(task, ret as u32);
         if !file.is_null() {

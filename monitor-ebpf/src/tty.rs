@@ -10,13 +10,14 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use core::ffi::c_void;
 use vigil_common::{
-    counter, kind, sys_class, Policy, TtyRecord, AUDIT_UNSET, TTY_DATA_CAP, TTY_FIXED_SIZE,
-    TTY_OVER_BUDGET, TTY_TRUNCATED, TTY_UNREADABLE,
+    counter, kind, sys_class, Policy, AUDIT_UNSET, TTY_DATA_CAP, TTY_FIXED_SIZE, TTY_OVER_BUDGET,
+    TTY_TRUNCATED, TTY_UNREADABLE,
 };
 
 use crate::{
+    emit::send_prefix,
     kernel::{fd_file, fill_header, koff, read, read_ptr, Ptr, SysRegs},
-    maps::{count, scratch, wakeup_flags, EVENTS, TTY_BUDGET, TTY_SCRATCH},
+    maps::{count, scratch, TTY_BUDGET, TTY_SCRATCH},
     scope,
 };
 
@@ -164,9 +165,5 @@ fn send(
     if flags != 0 {
         count(kind, counter::TRUNCATED);
     }
-    let bytes = unsafe { core::slice::from_raw_parts(rec as *const TtyRecord as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, wakeup_flags()) {
-        Ok(()) => count(kind, counter::EMITTED),
-        Err(_) => count(kind, counter::LOST),
-    }
+    send_prefix(rec, size, kind);
 }
