@@ -85,16 +85,18 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+const BUILD_ARGS: [&str; 7] = [
+    "build",
+    "--release",
+    "-p",
+    "vigil",
+    "-p",
+    "vigil-e2e",
+    "--bins",
+];
+
 pub fn build() -> Result<()> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "vigil",
-        "-p",
-        "vigil-e2e",
-        "--bins",
-    ]))
+    run(cargo().args(BUILD_ARGS))
 }
 
 /// A release binary of the workspace, where cargo puts it (`CARGO_TARGET_DIR` when set).
@@ -112,6 +114,7 @@ pub fn vigil_bin() -> PathBuf {
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    lint_kernel_crate()?;
     run(cargo().args([
         "clippy",
         "--release",
@@ -122,8 +125,11 @@ fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))?;
-    // The kernel crate is no_std for the bpf target: lint it there, with the nightly.
+    ]))
+}
+
+/// The kernel crate is no_std for the bpf target: it is linted there, with the nightly.
+fn lint_kernel_crate() -> Result<()> {
     let mut nightly = Command::new("rustup");
     nightly
         .current_dir(workspace().join("monitor-ebpf"))
@@ -176,17 +182,65 @@ impl Steps {
     }
 }
 
+/// Lints the workspace's crates while they are compiled for the tests, instead of in a check
+/// build of their own: clippy-driver as the workspace's compiler wrapper with `-D warnings`
+/// handed over the way `cargo clippy` hands it (`CLIPPY_ARGS`, `__CLIPPY_HACKERY__`-separated).
+/// `cargo clippy --all-targets` compiled every dependency a second time in check mode, which was
+/// a sixth of CI's time. The builds below compile lib, bins and every test target of each crate,
+/// which is what `--all-targets` lints (there are no benches or examples). Dependencies are not
+/// linted either way; clippy-driver leaves codegen to rustc, so the binaries the end-to-end tests
+/// run behave as the ones `cargo xtask build` makes.
+struct Linted(Option<PathBuf>);
+
+impl Linted {
+    fn new(lint: bool) -> Result<Linted> {
+        if !lint {
+            return Ok(Linted(None));
+        }
+        // The clippy-driver of the toolchain whose cargo runs this task.
+        let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        let beside = cargo.with_file_name("clippy-driver");
+        let driver = if beside.is_file() {
+            beside
+        } else {
+            let out = Command::new("rustup")
+                .args(["which", "clippy-driver"])
+                .output()
+                .context("cannot run `rustup which clippy-driver`")?;
+            if !out.status.success() {
+                bail!("no clippy-driver: `rustup component add clippy`");
+            }
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        };
+        Ok(Linted(Some(driver)))
+    }
+
+    fn cargo(&self) -> Command {
+        let mut cmd = cargo();
+        if let Some(driver) = &self.0 {
+            cmd.env("RUSTC_WORKSPACE_WRAPPER", driver);
+            cmd.env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            );
+        }
+        cmd
+    }
+}
+
 fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
     let mut steps = Steps::new();
     if !no_lint {
-        lint()?;
-        steps.finished("lint");
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        lint_kernel_crate()?;
+        steps.finished("fmt and kernel crate lint");
     }
-    build()?;
-    steps.finished("build");
+    let linted = Linted::new(!no_lint)?;
+    run(linted.cargo().args(BUILD_ARGS))?;
+    steps.finished(if no_lint { "build" } else { "build and clippy" });
     // Unit and property tests of every crate, then the end-to-end tests on the real kernel, one
     // at a time: each starts its own daemon, and the loss and detach checks want the host quiet.
-    let mut unit = cargo();
+    let mut unit = linted.cargo();
     unit.args(["test", "--release", "--workspace", "--exclude", "vigil-e2e"]);
     if let Some(f) = &filter {
         unit.arg(f);
@@ -212,7 +266,7 @@ fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
         deploy::check(false)?;
         steps.finished("deploy check");
     }
-    let mut e2e = cargo();
+    let mut e2e = linted.cargo();
     e2e.args(["test", "--release", "-p", "vigil-e2e"]);
     if let Some(f) = &filter {
         e2e.arg(f);

@@ -52,7 +52,7 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
 
     // The earlier release's schema, migrations 1-6 recorded as applied.
     ch.query_server("CREATE DATABASE vigil").unwrap();
-    let fixture = include_str!("../fixtures/schema-before-v7.sql");
+    let fixture = include_str!("../../fixtures/schema-before-v7.sql");
     for stmt in fixture
         .split(";\n")
         .map(str::trim)
