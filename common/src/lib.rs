@@ -13,7 +13,7 @@
 #![no_std]
 
 /// Bumped whenever a record's layout changes. The daemon refuses records of another version.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// The kinds of record the kernel writes (`EventHeader::kind`), written once. The value
 /// arrives from the kernel as a `u16` and is validated with [`RecordKind::from_u16`], never
@@ -35,11 +35,14 @@ pub enum RecordKind {
     /// An io_uring instance set up (or the attempt): its operations reach files and sockets
     /// without the syscalls the other kinds follow.
     IoUring = 10,
+    /// Opens the kernel counted instead of sending one record each: a process's routine opens
+    /// (loader, locale) since its exec, or the repeats of one open within the fold window.
+    OpensFolded = 11,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 11] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -50,6 +53,7 @@ impl RecordKind {
         RecordKind::TtyOut,
         RecordKind::TtyIn,
         RecordKind::IoUring,
+        RecordKind::OpensFolded,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -77,8 +81,9 @@ pub mod kind {
     pub const TTY_OUT: u16 = RecordKind::TtyOut as u16;
     pub const TTY_IN: u16 = RecordKind::TtyIn as u16;
     pub const IO_URING: u16 = RecordKind::IoUring as u16;
+    pub const OPENS_FOLDED: u16 = RecordKind::OpensFolded as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::IoUring as u16 + 1;
+    pub const COUNT: u16 = RecordKind::OpensFolded as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -146,6 +151,11 @@ pub struct Policy {
     pub tty_session_budget_kib: u32,
     /// Non-zero: walk every opened file's and executable's path from the kernel's objects.
     pub canonical_paths: u32,
+    /// Non-zero: fold routine opens and repeated opens into [`FoldedRecord`]s (see [`fold`]).
+    pub fold_opens: u32,
+    /// Read-only opens of a file the process opened (and had sent) less than this long ago are
+    /// counted in that open's fold instead of sent (milliseconds).
+    pub fold_repeat_window_ms: u32,
 }
 
 impl Policy {
@@ -159,6 +169,8 @@ impl Policy {
             max_tty_bytes: 8192,
             tty_session_budget_kib: 64 * 1024,
             canonical_paths: 1,
+            fold_opens: 0,
+            fold_repeat_window_ms: 0,
         }
     }
 }
@@ -514,8 +526,12 @@ pub struct OpenFileKey {
 pub struct FileReadStats {
     pub bytes: u64,
     pub reads: u64,
-    /// `header.ktime_ns` of the open that created the entry: joins the volume to its open.
+    /// `header.ktime_ns` of the open that created the entry: joins the volume to its open (for
+    /// a folded repeat, the open that was sent).
     pub open_ktime_ns: u64,
+    /// [`fold`] kind of the open when it was folded (its reads go into the fold), else 0.
+    pub fold: u32,
+    pub _pad: u32,
 }
 
 /// Read volume of a file, sent when it is closed (the daemon flushes the rest at process exit).
@@ -647,6 +663,62 @@ pub struct IoUringRecord {
     /// `io_uring_params.flags` as the process passed them.
     pub flags: u32,
     pub ret: i32,
+    pub _pad: u32,
+}
+
+/// How opens are folded (`FoldedRecord::fold`, `FileReadStats::fold`).
+pub mod fold {
+    /// Read-only opens of files the daemon registered as routine at start (by device, inode and
+    /// change time: a file renamed, linked, written or replaced since is another file), counted
+    /// per process and sent once per exec and at exit.
+    pub const ROUTINE: u32 = 1;
+    /// Read-only opens of a file the process opened within the window after the open that was
+    /// sent, counted in that open's slot.
+    pub const REPEAT: u32 = 2;
+}
+
+/// Opens folded into one count, and what was read through them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldCount {
+    pub opens: u64,
+    pub reads: u64,
+    pub bytes: u64,
+    pub first_ktime_ns: u64,
+    pub last_ktime_ns: u64,
+}
+
+/// Opens counted instead of sent: a process's routine opens since its exec (`file` zero), or
+/// the repeats of the open sent at `origin_ktime_ns` (`file` the file opened).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FoldedRecord {
+    pub header: EventHeader,
+    /// One of [`fold`].
+    pub fold: u32,
+    pub _pad: u32,
+    /// `header.ktime_ns` of the open that was sent (repeats); 0 for routine opens.
+    pub origin_ktime_ns: u64,
+    pub file: FileId,
+    pub count: FoldCount,
+}
+
+/// A routine file as the daemon registered it: `FOLD_ROUTINE` is keyed by device and inode, and
+/// holds the change time the file had then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FoldFileKey {
+    pub ino: u64,
+    /// `super_block.s_dev`, the kernel's encoding.
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldFileCtime {
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
     pub _pad: u32,
 }
 
@@ -810,6 +882,8 @@ mod pod {
     unsafe impl aya::Pod for super::FileReadStats {}
     unsafe impl aya::Pod for super::ScopeEntry {}
     unsafe impl aya::Pod for super::ExeKey {}
+    unsafe impl aya::Pod for super::FoldFileKey {}
+    unsafe impl aya::Pod for super::FoldFileCtime {}
 }
 
 #[cfg(test)]
@@ -833,7 +907,14 @@ mod tests {
         assert_eq!(size_of::<ExitRecord>(), HEADER_SIZE + 8);
         assert_eq!(OPEN_FIXED_SIZE, HEADER_SIZE + 40 + 8 + 4 * 4 + 2 * 4);
         assert_eq!(size_of::<OpenRecord>(), OPEN_FIXED_SIZE + OPEN_TAIL_CAP);
-        assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 24);
+        assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 32);
+        assert_eq!(size_of::<FoldCount>(), 5 * 8);
+        assert_eq!(
+            size_of::<FoldedRecord>(),
+            HEADER_SIZE + 8 + 8 + size_of::<FileId>() + size_of::<FoldCount>()
+        );
+        assert_eq!(size_of::<FoldFileKey>(), 16);
+        assert_eq!(size_of::<FoldFileCtime>(), 16);
         assert_eq!(
             CONNECT_FIXED_SIZE,
             HEADER_SIZE + 4 + 4 + 2 * 4 + 16 + UNIX_PATH_MAX + 4 + 40 + 8
@@ -849,7 +930,7 @@ mod tests {
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
         assert_eq!(size_of::<KernelOffsets>(), 60 * 4);
-        assert_eq!(size_of::<Policy>(), 32);
+        assert_eq!(size_of::<Policy>(), 40);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);
         assert!(align_of::<EventHeader>() <= 8);

@@ -44,6 +44,10 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     // A denied program (or a process of a killed session) is signalled first; its exec is
     // still recorded, and its exit shows the SIGKILL.
     crate::respond::on_exec();
+    // What the old program folded, before the new one's record (its opens are the new one's).
+    if let Some((task, _)) = scope::check(kind::OPENS_FOLDED) {
+        crate::fold::flush(task, false);
+    }
     emit_exec(&ctx, old_pid);
     // After the exec record: the daemon then knows the program that gained the ids (a trusted
     // sudo is told apart from a copy) when it sees the change.

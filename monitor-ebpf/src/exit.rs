@@ -31,6 +31,8 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if let Some((task, _)) = scope::check(kind::EXIT) {
+        // What the process folded goes out before its end.
+        crate::fold::flush(task, true);
         let exit_code = read::<u32>(task, koff!(task_exit_code)).unwrap_or(0);
         emit::<ExitRecord>(kind::EXIT, task, |rec| unsafe {
             (*rec).exit_code = exit_code;

@@ -14,6 +14,7 @@ mod connect;
 mod emit;
 mod exec;
 mod exit;
+mod fold;
 mod fork;
 mod io_uring;
 mod kernel;

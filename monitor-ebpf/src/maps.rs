@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{
-    counter, ConnectRecord, CredIds, ExecRecord, FileReadStats, OpenFileKey, OpenRecord, Policy,
-    ScopeEntry, TtyRecord,
+    counter, ConnectRecord, CredIds, ExecRecord, FileId, FileReadStats, FoldCount, FoldFileCtime,
+    FoldFileKey, OpenFileKey, OpenRecord, Policy, ScopeEntry, TtyRecord,
 };
 
 /// Every record goes out through this ring buffer.
@@ -52,6 +52,43 @@ pub static FILE_ORIGIN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(6553
 /// entry, and a full map is counted as lost privilege events.
 #[map]
 pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// What each process folded (see `fold`), by tgid; every exit removes its entry. Allocated as
+/// processes open files; when full, opens are sent rather than folded.
+#[map]
+pub static FOLDS: HashMap<u32, FoldState> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// One zeroed `FoldState`, never written: what a new `FOLDS` entry is inserted from (the
+/// value is too large for the BPF stack beside the open program's).
+#[map]
+pub static FOLD_ZERO: Array<FoldState> = Array::with_max_entries(1, 0);
+
+/// Routine files, as the daemon registered them at start: their change time then.
+#[map]
+pub static FOLD_ROUTINE: HashMap<FoldFileKey, FoldFileCtime> = HashMap::with_max_entries(16384, 0);
+
+/// Files never folded (the daemon's watched files), by device and inode.
+#[map]
+pub static FOLD_NEVER: HashMap<FoldFileKey, u8> = HashMap::with_max_entries(8192, 0);
+
+/// Files per process whose repeated opens fold at once.
+pub const FOLD_SLOTS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct RepeatSlot {
+    pub file: FileId,
+    /// `ktime_ns` of the open that was sent; 0 for a free slot.
+    pub origin_ktime_ns: u64,
+    pub count: FoldCount,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct FoldState {
+    pub routine: FoldCount,
+    pub slots: [RepeatSlot; FOLD_SLOTS],
+}
 
 /// Scratch space for the large records, built here and sent as their used prefix. One slot per
 /// CPU, indexed by CPU id (the daemon sizes them to the possible CPUs): per-CPU maps cap values

@@ -1,6 +1,6 @@
 //! open: `open`, `openat`, `openat2` and `creat`, reported at syscall exit with the result.
 
-use aya_ebpf::helpers::bpf_probe_read_user;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use vigil_common::{
     counter, kind, open_syscall, path_flag, sys_class, FileId, FileReadRecord, FileReadStats,
     OpenFileKey, PathWalk, AT_FDCWD, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE,
@@ -10,6 +10,7 @@ use vigil_common::{
 
 use crate::{
     emit::{emit, send_prefix},
+    fold,
     kernel::{current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, SysRegs},
     maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
@@ -75,14 +76,30 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     } else {
         core::ptr::null()
     };
+    // One time for the record and, when it may repeat, the fold slot it starts.
+    let now = unsafe { bpf_ktime_get_ns() };
     if opened.is_null() {
         rec.file = FileId::default();
         rec.file_path = PathWalk::UNAVAILABLE;
     } else {
         rec.file = file_id(opened);
-        rec.file_path = tail.path(opened.wrapping_add(koff!(file_path)), process_root(task));
         // The record still goes out: the open of the denied file is the evidence.
-        crate::respond::on_open(task, opened);
+        let enforced = crate::respond::on_open(task, opened);
+        if policy.fold_opens != 0 && !enforced {
+            let id = rec.file;
+            let verdict =
+                fold::decide(task, &id, args[3] as u32, policy.fold_repeat_window_ms, now);
+            if verdict != fold::SEND {
+                let (how, origin) = if verdict == fold::ROUTINE {
+                    (vigil_common::fold::ROUTINE, 0)
+                } else {
+                    (vigil_common::fold::REPEAT, verdict)
+                };
+                track_folded(task, ret as u32, how, origin);
+                return;
+            }
+        }
+        rec.file_path = tail.path(opened.wrapping_add(koff!(file_path)), process_root(task));
     }
     rec.open_flags = args[3] as u32;
     rec.mode = (args[3] >> 32) as u32;
@@ -96,6 +113,7 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     let used = tail.pos() as usize & (OPEN_TAIL_CAP - 1);
     let size = OPEN_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::OPEN, size as u32, task);
+    rec.header.ktime_ns = now;
     if flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0
         || rec.file_path.flags & path_flag::TRUNCATED != 0
     {
@@ -132,9 +150,8 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
         report_read_volume(task, fd, stats);
     }
     let stats = FileReadStats {
-        bytes: 0,
-        reads: 0,
         open_ktime_ns,
+        ..FileReadStats::default()
     };
     if OPEN_FILES.insert(key, stats, 0).is_err() {
         count(kind::FILE_READ, counter::UNTRACKED);
@@ -143,10 +160,36 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
     true
 }
 
+/// Counts the reads of a folded open's fd into its fold (see `fold::absorb_reads`). No origin
+/// is kept for its `struct file`: reads through another fd of it are not followed (a routine
+/// file, unchanged since the daemon registered it; or a repeat of a file whose sent open
+/// already has its own).
+#[inline(never)]
+fn track_folded(task: Ptr, fd: u32, how: u32, origin_ktime_ns: u64) {
+    let key = OpenFileKey {
+        tgid: current_tgid(),
+        fd,
+    };
+    if let Some(stale) = unsafe { OPEN_FILES.get(key) } {
+        let stats = *stale;
+        report_read_volume(task, fd, stats);
+    }
+    let stats = FileReadStats {
+        open_ktime_ns: origin_ktime_ns,
+        fold: how,
+        ..FileReadStats::default()
+    };
+    if OPEN_FILES.insert(key, stats, 0).is_err() {
+        count(kind::FILE_READ, counter::UNTRACKED);
+    }
+}
+
 /// Sends the read volume of a file; files never read (mmapped libraries, writes) send nothing.
-#[inline(always)]
+/// A folded open's reads go into its fold while that still counts. Not inlined: it is reached
+/// from the open, close and dup paths of the one `sys_exit` program.
+#[inline(never)]
 pub fn report_read_volume(task: Ptr, fd: u32, stats: FileReadStats) {
-    if stats.reads == 0 {
+    if stats.reads == 0 || stats.fold != 0 && fold::absorb_reads(&stats) {
         return;
     }
     emit::<FileReadRecord>(kind::FILE_READ, task, |rec| unsafe {

@@ -43,6 +43,7 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
             bytes: ret as u64,
             reads: 1,
             open_ktime_ns: *open_ktime_ns,
+            ..FileReadStats::default()
         };
         if OPEN_FILES.insert(key, stats, 0).is_err() {
             count(kind::FILE_READ, counter::UNTRACKED);

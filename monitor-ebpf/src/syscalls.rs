@@ -76,3 +76,11 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
     }
     0
 }
+
+/// The mechanism's floor, for `cargo xtask bench overhead`: an empty program on the same hook
+/// as [`vigil_sys_exit`]. Never attached by the daemon; what it costs every syscall of every
+/// process is what any raw `sys_exit` program costs before it does anything.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn vigil_floor(_ctx: RawTracePointContext) -> i32 {
+    0
+}

@@ -73,6 +73,20 @@ pub struct CaptureConfig {
     pub max_tty_bytes: u32,
     /// Terminal bytes kept per session, in MiB; beyond it only lengths are recorded.
     pub max_tty_session_mib: u32,
+    /// Routine and repeated read-only opens counted in the kernel (`opens_folded`).
+    pub fold: FoldConfig,
+}
+
+/// `capture.fold`: see `monitor-ebpf/src/fold.rs` for what is folded and what never is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoldConfig {
+    pub enabled: bool,
+    /// Files, and directories whose files (to [`crate::fold_files::MAX_DEPTH`] levels down)
+    /// are routine: registered at start by device, inode and change time.
+    pub routine: Vec<PathBuf>,
+    /// Re-opens of a file within this long after the open that was sent are counted in it.
+    pub repeat_window_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -498,6 +512,24 @@ impl Config {
                 ),
             );
         }
+        if c.fold.repeat_window_ms > 60_000 {
+            invalid(
+                "capture.fold.repeat_window_ms",
+                format!("{} is above 60000", c.fold.repeat_window_ms),
+            );
+        }
+        for path in c.fold.routine.iter().filter(|p| !p.is_absolute()) {
+            invalid(
+                "capture.fold.routine",
+                format!("{} is not an absolute path", path.display()),
+            );
+        }
+        if c.fold.enabled && !c.events.contains(&EventType::Open) {
+            invalid(
+                "capture.fold.enabled",
+                "folds opens, but capture.events does not capture `open`".to_string(),
+            );
+        }
         if c.max_tty_session_mib > 4 * 1024 * 1024 {
             invalid(
                 "capture.max_tty_session_mib",
@@ -676,13 +708,21 @@ impl Config {
                 .events
                 .iter()
                 .filter_map(|t| t.record_kind())
-                .fold(0, |acc, k| acc | kind_bit(k as u16)),
+                .fold(0, |acc, k| acc | kind_bit(k as u16))
+                // Folded opens are opens: the kind goes with `open` whenever folding is on.
+                | if c.fold.enabled {
+                    kind_bit(vigil_common::kind::OPENS_FOLDED)
+                } else {
+                    0
+                },
             max_argv_bytes: c.max_argv_bytes,
             resolve_relative_opens: u32::from(c.resolve_relative_opens),
             wakeup_bytes: c.wakeup_bytes,
             max_tty_bytes: c.max_tty_bytes,
             tty_session_budget_kib: c.max_tty_session_mib.saturating_mul(1024),
             canonical_paths: u32::from(c.canonical_paths),
+            fold_opens: u32::from(c.fold.enabled),
+            fold_repeat_window_ms: c.fold.repeat_window_ms,
         }
     }
 }

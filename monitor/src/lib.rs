@@ -10,6 +10,7 @@ pub mod detect;
 pub mod directory;
 pub mod durable;
 pub mod event;
+pub mod fold_files;
 pub mod health;
 pub mod identity;
 pub mod kernel;

@@ -93,6 +93,12 @@ pub fn evidence(summary: SessionSummary, events: &[Event]) -> SessionEvidence {
                     *read.entry(text(p)).or_default() += r.bytes;
                 }
             }
+            // What the repeats of an open read is read from that file all the same.
+            EventBody::OpensFolded(f) if f.bytes > 0 => {
+                if let Some(p) = &f.path {
+                    *read.entry(text(p)).or_default() += f.bytes;
+                }
+            }
             EventBody::Open(o) if o.result.ok() && o.access != crate::event::Access::Read => {
                 written.insert(text(&o.path));
             }

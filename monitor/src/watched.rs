@@ -13,11 +13,13 @@
 //! read is still reported under its own path.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use vigil_common::FoldFileKey;
 
 use crate::{
     detect::baseline::PathPattern,
@@ -35,6 +37,8 @@ pub struct WatchedInodes {
     patterns: Vec<String>,
     host_root: PathBuf,
     names: HashMap<(String, u64), RawBytes>,
+    /// The same files as the kernel numbers them, for its never-fold list.
+    kernel_keys: HashSet<FoldFileKey>,
     refreshed: Option<Instant>,
 }
 
@@ -44,6 +48,7 @@ impl WatchedInodes {
             patterns,
             host_root,
             names: HashMap::new(),
+            kernel_keys: HashSet::new(),
             refreshed: None,
         };
         w.refresh();
@@ -63,15 +68,23 @@ impl WatchedInodes {
         self.names.is_empty()
     }
 
-    /// Looks the files up again when [`REFRESH_EVERY`] has passed.
-    pub fn refresh_if_due(&mut self) {
+    /// The watched files by the kernel's device number and inode.
+    pub fn kernel_keys(&self) -> &HashSet<FoldFileKey> {
+        &self.kernel_keys
+    }
+
+    /// Looks the files up again when [`REFRESH_EVERY`] has passed; true when it did.
+    pub fn refresh_if_due(&mut self) -> bool {
         if self.refreshed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
             self.refresh();
+            return true;
         }
+        false
     }
 
     pub fn refresh(&mut self) {
         let mut names = HashMap::new();
+        let mut keys = HashSet::new();
         for pattern in &self.patterns {
             let roots: Vec<String> = match PathPattern::parse(pattern) {
                 PathPattern::Prefix(p) => vec![p.to_string()],
@@ -83,10 +96,11 @@ impl WatchedInodes {
             };
             let mut taken = 0;
             for root in roots {
-                self.collect(&root, 0, &mut taken, &mut names);
+                self.collect(&root, 0, &mut taken, &mut names, &mut keys);
             }
         }
         self.names = names;
+        self.kernel_keys = keys;
         self.refreshed = Some(Instant::now());
     }
 
@@ -96,6 +110,7 @@ impl WatchedInodes {
         depth: usize,
         taken: &mut usize,
         names: &mut HashMap<(String, u64), RawBytes>,
+        keys: &mut HashSet<FoldFileKey>,
     ) {
         if *taken >= MAX_PER_PATTERN {
             return;
@@ -108,6 +123,11 @@ impl WatchedInodes {
         };
         if meta.is_file() {
             *taken += 1;
+            keys.insert(FoldFileKey {
+                ino: meta.ino(),
+                dev: crate::fold_files::kernel_dev(meta.dev()),
+                _pad: 0,
+            });
             names.insert(
                 (stat_dev(meta.dev()), meta.ino()),
                 RawBytes::from(path.trim_end_matches('/')),
@@ -119,7 +139,7 @@ impl WatchedInodes {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let child = format!("{}/{}", path.trim_end_matches('/'), name.to_string_lossy());
-                self.collect(&child, depth + 1, taken, names);
+                self.collect(&child, depth + 1, taken, names, keys);
             }
         }
     }

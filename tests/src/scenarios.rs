@@ -101,6 +101,8 @@ pub struct Fixtures {
 
 /// Where the container runtime rule looks for Docker's API socket.
 const DOCKER_SOCKET: &str = "/run/docker.sock";
+/// A directory of `capture.fold.routine` in the default configuration (its files are folded).
+const ROUTINE_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 const TOKEN_DIR: &str = "/run/secrets/kubernetes.io/serviceaccount";
 
@@ -313,6 +315,10 @@ impl Fixtures {
             ev(Naming, s("tar of /etc/ssh", "tar cf - /etc/ssh 2>/dev/null | cat > /dev/null", "sensitive-tree-archived", "T1560.001")).at("/etc/ssh/ssh_host_"),
             ev(Naming, s("bind mount", &format!("mkdir -p {d}/view && mount --bind /etc {d}/view && cat {d}/view/shadow > /dev/null; umount {d}/view"), "credential-store-read", "T1003.008")).at(shadow),
             ev(Naming, s("hard link", "ln -f /etc/gshadow /etc/vigil-e2e-notes && cat /etc/vigil-e2e-notes > /dev/null; rm -f /etc/vigil-e2e-notes", "credential-store-read", "T1003.008")).at("/etc/gshadow"),
+            // The kernel folds opens of routine files (loader, locale) by inode and change
+            // time: a credential file given a routine name must still be sent and caught.
+            ev(Naming, s("hard link into a routine directory", &format!("ln -f /etc/shadow {ROUTINE_DIR}/libvigil-e2e.so.1 && cat {ROUTINE_DIR}/libvigil-e2e.so.1 > /dev/null; rm -f {ROUTINE_DIR}/libvigil-e2e.so.1"), "credential-store-read", "T1003.008")).at(shadow),
+            ev(Naming, s("bind mount over a routine file", &format!("mount --bind /etc/shadow {ROUTINE_DIR}/gconv/gconv-modules.cache && cat {ROUTINE_DIR}/gconv/gconv-modules.cache > /dev/null; umount {ROUTINE_DIR}/gconv/gconv-modules.cache"), "credential-store-read", "T1003.008")).at(shadow),
             ev(Naming, s("/proc/self/root", "cat /proc/self/root/etc/shadow > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
             ev(Naming, s("/proc/<pid>/cwd", "cd /etc && cat /proc/$$/cwd/shadow > /dev/null", "credential-store-read", "T1003.008")).at(shadow),
             ev(Naming, s("fd of the shell", "exec 3< /etc/shadow; cat /dev/fd/3 > /dev/null", "credential-store-read", "T1003.008")).at(shadow),

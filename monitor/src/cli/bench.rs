@@ -23,6 +23,30 @@ pub struct BenchSessionArgs {
     events: u64,
 }
 
+#[derive(clap::Args)]
+pub struct BenchFloorArgs {
+    /// Written once the program is attached.
+    #[arg(long)]
+    ready_file: PathBuf,
+}
+
+pub fn floor(a: BenchFloorArgs) -> CliResult {
+    let program = vigil::kernel::loader::FloorProgram::attach()
+        .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
+    }
+    std::fs::write(&a.ready_file, std::process::id().to_string())
+        .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(program);
+    Ok(())
+}
+
 pub fn ingest(a: BenchIngestArgs) -> CliResult {
     let ch = match &a.config {
         Some(path) => Some(load_config(Some(path))?.clickhouse),

@@ -144,6 +144,10 @@ enum Command {
     /// Replay benchmark set-up (run by `cargo xtask bench replay`): one long session in a spool.
     #[command(hide = true)]
     BenchSession(bench::BenchSessionArgs),
+    /// Overhead benchmark floor (run by `cargo xtask bench overhead`): an empty program on the
+    /// daemon's syscall-exit hook, attached until SIGINT or SIGTERM.
+    #[command(hide = true)]
+    BenchFloor(bench::BenchFloorArgs),
     /// Spool tools.
     Spool {
         #[command(subcommand)]
@@ -368,6 +372,7 @@ pub fn main() -> ExitCode {
         Command::Export(args) => sessions::export(args),
         Command::Report(args) => report::run(args),
         Command::BenchIngest(args) => bench::ingest(args),
+        Command::BenchFloor(args) => bench::floor(args),
         Command::BenchSession(args) => bench::session(args),
         Command::Spool { command } => db::spool(command),
         Command::Db { command } => db::db(command),

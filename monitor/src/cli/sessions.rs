@@ -220,6 +220,10 @@ pub struct SessionArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// List the kernel's folds of routine opens (loader, locale files) one line each; by
+    /// default the timeline counts them in one line at its end.
+    #[arg(long)]
+    all: bool,
 }
 
 pub fn show(a: SessionArgs) -> CliResult {
@@ -291,7 +295,15 @@ pub fn show(a: SessionArgs) -> CliResult {
         Some(name) => format!("{n}({})", cell(name)),
         None => n.to_string(),
     };
+    let mut routine = (0u64, 0u64); // (folds, opens) not listed
     for e in &timeline.events {
+        if let EventBody::OpensFolded(f) = &e.body {
+            if f.fold == vigil::event::FoldKind::Routine && !a.all {
+                routine.0 += 1;
+                routine.1 += f.opens;
+                continue;
+            }
+        }
         let ancestry = match &e.body {
             EventBody::Exec(x) if !x.ancestry.is_empty() => {
                 format!("   [{}]", ancestry_text(&x.ancestry))
@@ -304,6 +316,12 @@ pub fn show(a: SessionArgs) -> CliResult {
             e.process.pid,
             id(e.process.uid, &e.process.user),
             id(e.process.euid, &e.process.euser),
+        ));
+    }
+    if routine.0 > 0 {
+        o.push(format!(
+            "({} routine opens (loader, locale) in {} programs not listed; --all lists them)",
+            routine.1, routine.0
         ));
     }
     let mut out = std::io::stdout().lock();

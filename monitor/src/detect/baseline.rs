@@ -349,6 +349,7 @@ impl Baselines {
                 self.cfg.is_sensitive(&p).then_some(Fact::SensitivePath(p))
             }
             EventBody::FileRead(r) if r.bytes > 0 => Some(Fact::Bytes(r.bytes)),
+            EventBody::OpensFolded(f) if f.bytes > 0 => Some(Fact::Bytes(f.bytes)),
             EventBody::SessionStart(_) => Some(Fact::Host),
             _ => None,
         };

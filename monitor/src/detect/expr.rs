@@ -555,6 +555,23 @@ impl Expr {
         }
     }
 
+    /// Whether a condition of the expression on an open's path (`path`, `requested_path`)
+    /// holds for `path` by itself: a rule that could match an open of that file, whatever its
+    /// other conditions. Negated conditions are left out: they name what a rule looks away from.
+    pub fn may_name_path(&self, path: &str) -> bool {
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => a.may_name_path(path) || b.may_name_path(path),
+            Expr::Not(_) | Expr::Flag(_) => false,
+            Expr::Cmp {
+                field: Field::Path | Field::RequestedPath,
+                op,
+                value,
+                regex,
+            } if *op != Op::Ne => compare(&Value::Str(path.into()), *op, value, regex.as_ref()),
+            Expr::Cmp { .. } => false,
+        }
+    }
+
     /// Every field the expression reads.
     pub fn fields(&self, out: &mut Vec<Field>) {
         match self {

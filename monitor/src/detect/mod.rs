@@ -472,6 +472,11 @@ impl Detector {
                 {
                     s.sensitive_bytes_read += r.bytes;
                 }
+                EventBody::OpensFolded(f)
+                    if f.path.as_ref().is_some_and(|p| is_credential_file(&p.0)) =>
+                {
+                    s.sensitive_bytes_read += f.bytes;
+                }
                 EventBody::Open(o)
                     if o.result.ok()
                         && o.access != crate::event::Access::Read

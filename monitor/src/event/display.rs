@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::{Event, EventBody, RawBytes};
+use super::{Event, EventBody, FoldKind, RawBytes};
 
 fn bytes_text(b: &RawBytes) -> String {
     crate::present::terminal_text(b.as_bytes())
@@ -69,6 +69,14 @@ fn line(e: &Event) -> String {
                 .unwrap_or_else(|| format!("fd {}", r.fd)),
             r.reads
         ),
+        EventBody::OpensFolded(f) => {
+            let what = match (f.fold, &f.path) {
+                (FoldKind::Repeat, Some(path)) => format!("{} more opens of {}", f.opens, bytes_text(path)),
+                (FoldKind::Repeat, None) => format!("{} more opens of one file", f.opens),
+                (FoldKind::Routine, _) => format!("{} routine opens (loader, locale)", f.opens),
+            };
+            format!("folded {what}, {} bytes in {} reads", f.bytes, f.reads)
+        }
         EventBody::Connect(c) => format!(
             "conn   {} {}{}{}{}",
             c.family,

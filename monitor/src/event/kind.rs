@@ -13,8 +13,8 @@ use vigil_common::RecordKind;
 
 use super::{
     AlertEvent, CheckpointEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent,
-    IoUringEvent, LossEvent, OpenEvent, PrivEvent, ResponseEvent, SessionEndEvent,
-    SessionStartEvent, TamperEvent, TtyEvent,
+    IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent, ResponseEvent,
+    SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -78,6 +78,8 @@ event_kinds! {
         "A new process.";
     IoUring(IoUringEvent) = "io_uring", Some(RecordKind::IoUring),
         "An io_uring ring was set up (or tried): what goes through it reaches files and sockets without the syscalls the other kinds follow.";
+    OpensFolded(OpensFoldedEvent) = "opens_folded", Some(RecordKind::OpensFolded),
+        "Opens counted in the kernel instead of sent one by one: a program's routine opens (loader, locale), or the repeats of one open within the fold window, with what was read through them.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -111,6 +113,7 @@ impl EventType {
             RecordKind::Priv => EventType::Priv,
             RecordKind::Fork => EventType::Fork,
             RecordKind::IoUring => EventType::IoUring,
+            RecordKind::OpensFolded => EventType::OpensFolded,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

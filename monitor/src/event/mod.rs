@@ -415,6 +415,49 @@ pub struct ForkEvent {
     pub child_pid: u32,
 }
 
+/// Which of the kernel's folds an `opens_folded` event reports (`vigil_common::fold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoldKind {
+    /// A process's opens of routine files (loader, locale: `capture.fold.routine`) since its exec.
+    Routine,
+    /// Repeats of one open within `capture.fold.repeat_window_ms` of it.
+    Repeat,
+}
+
+impl FoldKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FoldKind::Routine => "routine",
+            FoldKind::Repeat => "repeat",
+        }
+    }
+}
+
+/// Opens the kernel counted instead of sending an `open` each, with what was read through them.
+/// A routine fold covers a program's routine opens (sent at its exec of the next program and at
+/// exit); a repeat fold the re-opens of the file of the `open` event at `open_mono_ns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpensFoldedEvent {
+    pub fold: FoldKind,
+    /// Repeat: the file's path, from the open that was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RawBytes>,
+    /// Repeat: the file's device (`major:minor`) and inode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// Repeat: `mono_ns` of the open that was sent; 0 for routine.
+    pub open_mono_ns: u64,
+    pub opens: u64,
+    pub reads: u64,
+    pub bytes: u64,
+    /// `mono_ns` of the first and last open folded (0 when only reads are reported).
+    pub first_mono_ns: u64,
+    pub last_mono_ns: u64,
+}
+
 /// An io_uring ring set up (`io_uring_setup(2)`): its size and flags as asked, and the result
 /// (the ring's fd).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -602,6 +645,7 @@ impl SessionCounts {
             EventBody::Exec(_) => self.commands += 1,
             EventBody::Open(o) if o.result.ok() => self.files_opened += 1,
             EventBody::FileRead(r) => self.bytes_read += r.bytes,
+            EventBody::OpensFolded(f) => self.bytes_read += f.bytes,
             EventBody::Connect(_) => self.connections += 1,
             EventBody::Priv(_) => self.privilege_changes += 1,
             _ => {}

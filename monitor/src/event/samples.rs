@@ -99,6 +99,18 @@ pub fn sample(t: EventType) -> Event {
             open_mono_ns: 1,
             reason: ReadVolumeReason::Close,
         }),
+        EventType::OpensFolded => EventBody::OpensFolded(OpensFoldedEvent {
+            fold: FoldKind::Repeat,
+            path: Some(raw("/etc/hostname")),
+            dev: Some("0:31".into()),
+            ino: Some(1234),
+            open_mono_ns: 1,
+            opens: 999,
+            reads: 1998,
+            bytes: 11988,
+            first_mono_ns: 2,
+            last_mono_ns: 3,
+        }),
         EventType::Connect => EventBody::Connect(ConnectEvent {
             fd: 4,
             family: AddressFamily::Other,

@@ -205,6 +205,9 @@ vocabulary! {
         PolicyChanged = "policy_changed",
         /// The kernel's list of processes not to watch holds more (or other) than the daemon.
         IgnoreListChanged = "ignore_list_changed",
+        /// The kernel's table of routine files it folds holds other files than the daemon
+        /// registered (an entry added there would hide a file's opens in a count).
+        FoldListChanged = "fold_list_changed",
         /// One of the daemon's kernel programs is no longer loaded.
         ProgramGone = "program_gone",
         /// A kernel counter went backwards (reset behind the daemon's back).

@@ -7,7 +7,7 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use vigil_common::{counter, kind, FileReadStats, OpenFileKey, Policy};
+use vigil_common::{counter, kind, FileReadStats, FoldFileCtime, FoldFileKey, OpenFileKey, Policy};
 
 use super::{btf::Btf, layout, tracefs::Tracefs, PreflightError};
 
@@ -45,6 +45,10 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Processes never monitored (the daemon itself).
     pub ignore_tgids: Vec<u32>,
+    /// Routine files whose read-only opens the kernel folds (see `crate::fold_files`).
+    pub routine_files: Vec<(FoldFileKey, FoldFileCtime)>,
+    /// Files never folded (the watched files), in the kernel's list before the first event.
+    pub never_fold: Vec<FoldFileKey>,
 }
 
 struct Hook {
@@ -121,6 +125,8 @@ pub struct KernelCounters {
 /// what is left in it when a process exits (enrich). No other stage reaches it.
 pub struct OpenFiles {
     open_files: HashMap<MapData, OpenFileKey, FileReadStats>,
+    /// Files the kernel never folds: the watched files, kept in step with them.
+    never_fold: HashMap<MapData, FoldFileKey, u8>,
 }
 
 /// The loaded and attached kernel side. The maps a stage needs are taken out of it once, as
@@ -137,6 +143,8 @@ pub struct KernelMonitor {
     expected_policy: Policy,
     ignored: HashMap<MapData, u32, u8>,
     expected_ignored: std::collections::BTreeSet<u32>,
+    routine: HashMap<MapData, FoldFileKey, FoldFileCtime>,
+    expected_routine: std::collections::HashMap<FoldFileKey, FoldFileCtime>,
     /// The kernel's ids of the loaded programs, by name.
     program_ids: Vec<(String, u32)>,
     /// The maps responses write, handed to the respond stage once.
@@ -181,6 +189,21 @@ impl KernelMonitor {
         for tgid in &opts.ignore_tgids {
             ignored.insert(tgid, 1, 0).map_err(|e| LoadError::Map {
                 name: "IGNORED_TGIDS",
+                detail: e.to_string(),
+            })?;
+        }
+        let mut routine: HashMap<MapData, FoldFileKey, FoldFileCtime> =
+            take_map(&mut ebpf, "FOLD_ROUTINE")?;
+        for (key, ctime) in &opts.routine_files {
+            routine.insert(key, ctime, 0).map_err(|e| LoadError::Map {
+                name: "FOLD_ROUTINE",
+                detail: e.to_string(),
+            })?;
+        }
+        let mut never_fold: HashMap<MapData, FoldFileKey, u8> = take_map(&mut ebpf, "FOLD_NEVER")?;
+        for key in &opts.never_fold {
+            never_fold.insert(key, 1, 0).map_err(|e| LoadError::Map {
+                name: "FOLD_NEVER",
                 detail: e.to_string(),
             })?;
         }
@@ -231,11 +254,16 @@ impl KernelMonitor {
             _ebpf: ebpf,
             events: Some(events),
             counters: Some(KernelCounters { counters }),
-            open_files: Some(OpenFiles { open_files }),
+            open_files: Some(OpenFiles {
+                open_files,
+                never_fold,
+            }),
             policy,
             expected_policy: opts.policy,
             ignored,
             expected_ignored: opts.ignore_tgids.iter().copied().collect(),
+            routine,
+            expected_routine: opts.routine_files.iter().copied().collect(),
             program_ids,
             responder: Some(responder),
             attached,
@@ -300,6 +328,26 @@ impl KernelMonitor {
                 format!("processes not watched: added {added:?}, removed {removed:?}"),
             ));
         }
+        // Every key and value read back (16k at most, every few seconds: a few ms).
+        let mut extra = 0usize;
+        let mut seen = 0usize;
+        for entry in self.routine.iter() {
+            match entry {
+                Ok((k, v)) if self.expected_routine.get(&k) == Some(&v) => seen += 1,
+                _ => extra += 1,
+            }
+        }
+        if extra != 0 || seen != self.expected_routine.len() {
+            out.push((
+                TamperCheck::FoldListChanged,
+                format!(
+                    "the kernel's routine files: {extra} not registered by the daemon, {} of \
+                     its {} missing",
+                    self.expected_routine.len().saturating_sub(seen),
+                    self.expected_routine.len()
+                ),
+            ));
+        }
         let loaded: std::collections::HashSet<u32> = aya::programs::loaded_programs()
             .filter_map(|p| p.ok().map(|info| info.id()))
             .collect();
@@ -359,6 +407,23 @@ impl OpenFiles {
         Some(stats)
     }
 
+    /// Makes the kernel's never-fold list the watched files `keys`: new ones added, those no
+    /// longer watched (a replaced file's old inode) removed. Returns how many could not be
+    /// written (the map full); those files may fold their repeats.
+    pub fn set_never_fold(&mut self, keys: &std::collections::HashSet<FoldFileKey>) -> usize {
+        let now: Vec<FoldFileKey> = self.never_fold.keys().filter_map(Result::ok).collect();
+        for old in now.iter().filter(|k| !keys.contains(k)) {
+            let _ = self.never_fold.remove(old);
+        }
+        let mut failed = 0;
+        for key in keys {
+            if self.never_fold.insert(key, 1, 0).is_err() {
+                failed += 1;
+            }
+        }
+        failed
+    }
+
     /// Keys of every open file the kernel is counting.
     pub fn keys(&self) -> Vec<OpenFileKey> {
         self.open_files.keys().filter_map(Result::ok).collect()
@@ -391,4 +456,31 @@ where
         name,
         detail: e.to_string(),
     })
+}
+
+/// The empty program on the daemon's `sys_exit` hook, loaded and attached alone (the overhead
+/// benchmark's floor: what the mechanism costs before any of Vigil's work). Detached on drop.
+pub struct FloorProgram {
+    _ebpf: Ebpf,
+}
+
+impl FloorProgram {
+    pub fn attach() -> Result<FloorProgram, LoadError> {
+        super::check_root()?;
+        // Smallest maps: only the program runs, and it touches none.
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", 64 * 1024)
+            .load(KERNEL_OBJECT)?;
+        let program = "vigil_floor";
+        let prog: &mut RawTracePoint = program_of(&mut ebpf, program)?;
+        prog.load()
+            .map_err(|source| LoadError::Program { program, source })?;
+        prog.attach("sys_exit")
+            .map_err(|source| LoadError::Attach {
+                program,
+                hook: "raw_tp/sys_exit".into(),
+                source,
+            })?;
+        Ok(FloorProgram { _ebpf: ebpf })
+    }
 }

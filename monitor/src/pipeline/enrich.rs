@@ -107,7 +107,7 @@ impl Enricher {
             programs,
             watched,
         } = identities;
-        Enricher {
+        let mut enricher = Enricher {
             programs,
             watched,
             kernel_files,
@@ -119,6 +119,28 @@ impl Enricher {
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
             openers: HashMap::new(),
+        };
+        enricher.sync_never_fold();
+        enricher
+    }
+
+    /// The kernel folds no open of a watched file: its list follows the watched inodes.
+    fn sync_never_fold(&mut self) {
+        let Some(kernel) = self.kernel_files.as_mut() else {
+            return;
+        };
+        let failed = kernel.set_never_fold(self.watched.kernel_keys());
+        tracing::debug!(
+            files = self.watched.kernel_keys().len(),
+            failed,
+            "never-fold list set from the watched files"
+        );
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "the kernel's never-fold list is full: repeated opens of these watched files \
+                 may be counted in one event instead of sent each"
+            );
         }
     }
 }
@@ -186,7 +208,9 @@ impl Enricher {
             // Paths are kept for the opens whose read volume the kernel follows: only those
             // come back as file_read reports.
             EventBody::Open(open) if open.result.ok() && !open.reads_untracked => {
-                if may_be_read(open) {
+                // Read-only opens also for the kernel's folds of their repeats (directories
+                // included), which name the open they repeat.
+                if may_be_read(open) || open.access == crate::event::Access::Read {
                     self.paths.insert(event.mono_ns, open.path.clone());
                 }
                 self.open_fds
@@ -197,6 +221,9 @@ impl Enricher {
                 self.openers
                     .entry(tgid)
                     .or_insert_with(|| event.process.clone());
+            }
+            EventBody::OpensFolded(folded) if folded.open_mono_ns != 0 => {
+                folded.path = self.paths.reported(folded.open_mono_ns);
             }
             EventBody::FileRead(read) => {
                 read.path = self.paths.reported(read.open_mono_ns);
@@ -239,14 +266,31 @@ impl Enricher {
             if stats.reads == 0 {
                 continue; // never read: nothing to report, as at close
             }
-            let body = EventBody::FileRead(FileReadEvent {
-                fd: key.fd,
-                path: self.paths.reported(stats.open_ktime_ns),
-                bytes: stats.bytes,
-                reads: stats.reads,
-                open_mono_ns: stats.open_ktime_ns,
-                reason,
-            });
+            // Reads through a routine open the kernel folded, still open at exit: a routine
+            // fold of reads alone (the opens went out with the process's other routine ones).
+            let body = if stats.fold == vigil_common::fold::ROUTINE {
+                EventBody::OpensFolded(crate::event::OpensFoldedEvent {
+                    fold: crate::event::FoldKind::Routine,
+                    path: None,
+                    dev: None,
+                    ino: None,
+                    open_mono_ns: 0,
+                    opens: 0,
+                    reads: stats.reads,
+                    bytes: stats.bytes,
+                    first_mono_ns: 0,
+                    last_mono_ns: 0,
+                })
+            } else {
+                EventBody::FileRead(FileReadEvent {
+                    fd: key.fd,
+                    path: self.paths.reported(stats.open_ktime_ns),
+                    bytes: stats.bytes,
+                    reads: stats.reads,
+                    open_mono_ns: stats.open_ktime_ns,
+                    reason,
+                })
+            };
             let flushed = match exit {
                 Some(at) if at.process.pid == key.tgid => Event { body, ..at.clone() },
                 // Reported now, by the daemon, about the process that opened the file: as its
@@ -268,7 +312,9 @@ impl Enricher {
     /// Flushes what the kernel holds for processes that no longer exist.
     fn sweep(&mut self, out: &mut Vec<Event>) {
         self.tree.prune();
-        self.watched.refresh_if_due();
+        if self.watched.refresh_if_due() {
+            self.sync_never_fold();
+        }
         let Some(keys) = self.kernel_files.as_ref().map(OpenFiles::keys) else {
             return;
         };

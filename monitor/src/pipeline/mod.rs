@@ -106,6 +106,32 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     } else {
         None
     };
+    // Registered now, while the rules are at hand: a file any rule names is never folded.
+    let routine_files = if config.capture.fold.enabled {
+        let found = crate::fold_files::Registration {
+            host_root: &config.identity.host_root,
+            sensitive_paths: &config.detection.baseline.sensitive_paths,
+            rules: &rules.rules,
+        }
+        .register(&config.capture.fold.routine);
+        tracing::info!(
+            files = found.files.len(),
+            named_by_rules = found.named,
+            not_root_owned_or_writable = found.unsafe_owner,
+            over_limit = found.over_limit,
+            "routine files registered for folding (capture.fold.routine)"
+        );
+        if found.over_limit > 0 {
+            tracing::warn!(
+                over_limit = found.over_limit,
+                max = crate::fold_files::MAX_FILES,
+                "more routine files than the kernel's table holds: the rest are sent as opens"
+            );
+        }
+        found.files
+    } else {
+        Vec::new()
+    };
     let detector = crate::detect::Detector::new(rules, baselines);
     let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)?;
     let pod_api =
@@ -118,10 +144,21 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             .context("cannot load the identity mapping (identity.mapping_file)")?,
         None => crate::directory::LiveDirectory::none(),
     };
+    // The watched files' inodes, looked up before the programs load: the kernel's never-fold
+    // list holds them from the first event on (the enrich stage keeps both fresh after).
+    let watched = {
+        let patterns = config.detection.baseline.sensitive_paths.clone();
+        let host_root = config.identity.host_root.clone();
+        tokio::task::spawn_blocking(move || crate::watched::WatchedInodes::new(patterns, host_root))
+            .await
+            .context("looking up the watched files")?
+    };
     let mut kernel = KernelMonitor::load(&LoadOptions {
+        never_fold: watched.kernel_keys().iter().copied().collect(),
         policy: config.policy(),
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         ignore_tgids: vec![std::process::id()],
+        routine_files,
     })?;
     tracing::info!(
         hooks = kernel.attached.len(),
@@ -263,7 +300,6 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let enrich_health = health.clone();
     let enrich_stats = stats.clone();
     let users = crate::identity::UserNames::new(config.identity.host_etc.clone());
-    let sensitive_paths = config.detection.baseline.sensitive_paths.clone();
     let host_root = config.identity.host_root.clone();
     let redactor = crate::redact::Redactor::new(&config.redaction).context("redaction.patterns")?;
     let enrich = tokio::task::spawn_blocking(move || {
@@ -272,7 +308,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             let identities = enrich::Identities {
                 users,
                 programs: crate::program::Programs::for_host(host_root.clone()),
-                watched: crate::watched::WatchedInodes::new(sensitive_paths, host_root),
+                watched,
             };
             runtime.block_on(enrich::run(
                 capture_rx,

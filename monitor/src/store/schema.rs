@@ -146,6 +146,20 @@ impl SchemaOptions {
                 name: "host_keys",
                 statements: steps(vec![self.host_keys_table()]),
             },
+            Migration {
+                version: 11,
+                name: "folded_reads",
+                // Bytes read through opens the kernel folded count as read (sessions_mv
+                // summed file_read rows only). Rows already aggregated keep what they had.
+                statements: steps(vec![
+                    format!(
+                        "DROP VIEW IF EXISTS `{}`.`sessions_mv`{}",
+                        self.database,
+                        self.on_cluster()
+                    ),
+                    self.sessions_view(),
+                ]),
+            },
         ])
         .collect()
     }
@@ -235,7 +249,7 @@ SELECT host, boot_id, session_id,
     count() AS events,
     countIf(type = 'exec') AS commands,
     countIf(type = 'open' AND ret >= 0) AS files_opened,
-    sumIf(bytes, type = 'file_read') AS bytes_read,
+    sumIf(bytes, type IN ('file_read', 'opens_folded')) AS bytes_read,
     countIf(type = 'connect') AS connections,
     countIf(type = 'priv') AS privilege_changes,
     max(gained_root) AS gained_root
@@ -942,6 +956,6 @@ mod tests {
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 }

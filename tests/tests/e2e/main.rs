@@ -9,6 +9,7 @@ mod clickhouse;
 mod containers;
 mod detect;
 mod evasion;
+mod fold;
 mod hostile;
 mod logins;
 mod migrate;

@@ -1,0 +1,149 @@
+//! Folding on the real kernel: routine opens (loader, locale) and repeated opens of one file are
+//! counted in the kernel and arrive as `opens_folded` events, with nothing lost; the files an
+//! insider cares about are never folded.
+
+use serde_json::Value;
+use vigil_e2e::{login_session, of_type, require_root, Daemon};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
+
+fn by_pid<'a>(events: &'a [Value], t: &str, pid: &Value) -> Vec<&'a Value> {
+    of_type(events, t)
+        .into_iter()
+        .filter(|e| &e["process"]["pid"] == pid)
+        .collect()
+}
+
+fn path_of(e: &Value) -> String {
+    e["path"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn routine_and_repeated_opens_fold_into_counts_and_credentials_never_do() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data.bin");
+    std::fs::write(&data, vec![b'd'; 4096]).unwrap();
+    let loginuid = 41_000 + std::process::id() % 9_000;
+    let script = format!(
+        r#"/usr/bin/ls / > /dev/null
+/usr/bin/python3 -c "
+for i in range(1000):
+    open('{data}', 'rb').read()
+for i in range(5):
+    open('/etc/shadow', 'rb').read()
+"
+exit 0"#,
+        data = data.display()
+    );
+    login_session(HELPER, loginuid, home.path(), &script);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let events = daemon.stop().expect("daemon stops");
+    let session: Vec<Value> = events
+        .into_iter()
+        .filter(|e| e["process"]["loginuid"] == loginuid)
+        .collect();
+
+    // ls: the loader's opens (ld.so.cache, libselinux, libc, ...) are one routine fold.
+    let ls = of_type(&session, "exec")
+        .into_iter()
+        .find(|e| e["filename"] == "/usr/bin/ls")
+        .expect("exec of ls");
+    let ls_pid = &ls["process"]["pid"];
+    let routine_paths: Vec<String> = by_pid(&session, "open", ls_pid)
+        .into_iter()
+        .map(path_of)
+        .filter(|p| p.starts_with("/usr/lib/x86_64-linux-gnu/") || p == "/etc/ld.so.cache")
+        .collect();
+    assert!(
+        routine_paths.is_empty(),
+        "routine opens were sent one by one: {routine_paths:?}"
+    );
+    let folded: Vec<&Value> = by_pid(&session, "opens_folded", ls_pid)
+        .into_iter()
+        .filter(|e| e["fold"] == "routine")
+        .collect();
+    let routine_opens: u64 = folded.iter().map(|e| e["opens"].as_u64().unwrap()).sum();
+    assert!(
+        routine_opens >= 2,
+        "ls's loader opens counted as routine: {folded:?}"
+    );
+
+    // python: 1000 opens of one file are one open event and folds of the other 999, and
+    // every byte read is accounted for.
+    let py = of_type(&session, "exec")
+        .into_iter()
+        .find(|e| {
+            e["argv"][0]
+                .as_str()
+                .is_some_and(|a| a.ends_with("python3"))
+        })
+        .expect("exec of python3");
+    let py_pid = &py["process"]["pid"];
+    let data_path = data.display().to_string();
+    let sent = by_pid(&session, "open", py_pid)
+        .into_iter()
+        .filter(|e| path_of(e) == data_path)
+        .count();
+    let repeats: Vec<&Value> = by_pid(&session, "opens_folded", py_pid)
+        .into_iter()
+        .filter(|e| e["fold"] == "repeat" && path_of(e) == data_path)
+        .collect();
+    let folded_opens: u64 = repeats.iter().map(|e| e["opens"].as_u64().unwrap()).sum();
+    assert!(sent >= 1, "the first open is sent");
+    assert_eq!(
+        sent as u64 + folded_opens,
+        1000,
+        "every open counted once: {sent} sent, {folded_opens} folded"
+    );
+    assert!(
+        sent <= 5,
+        "1000 opens in well under the window fold: {sent} sent"
+    );
+    let read_bytes: u64 = by_pid(&session, "file_read", py_pid)
+        .into_iter()
+        .filter(|e| path_of(e) == data_path)
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .sum::<u64>()
+        + repeats
+            .iter()
+            .map(|e| e["bytes"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(read_bytes, 1000 * 4096, "every byte read is reported");
+
+    // /etc/shadow is watched: each of its five opens is sent, and the read is an alert.
+    let shadow_opens = by_pid(&session, "open", py_pid)
+        .into_iter()
+        .filter(|e| path_of(e) == "/etc/shadow")
+        .count();
+    assert_eq!(shadow_opens, 5, "a watched file's opens are never folded");
+    assert!(
+        of_type(&session, "alert")
+            .iter()
+            .any(|a| a["rule"] == "credential-store-read"),
+        "the shadow read is an alert"
+    );
+}
+
+#[test]
+fn folding_off_sends_every_open() {
+    require_root();
+    let daemon = Daemon::start("capture:\n  fold:\n    enabled: false\n").expect("daemon starts");
+    let home = tempfile::tempdir().unwrap();
+    let loginuid = 50_000 + std::process::id() % 9_000;
+    login_session(HELPER, loginuid, home.path(), "/usr/bin/ls / > /dev/null");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let events = daemon.stop().expect("daemon stops");
+    let session: Vec<Value> = events
+        .into_iter()
+        .filter(|e| e["process"]["loginuid"] == loginuid)
+        .collect();
+    assert!(of_type(&session, "opens_folded").is_empty());
+    assert!(
+        of_type(&session, "open")
+            .iter()
+            .any(|e| path_of(e).starts_with("/usr/lib/x86_64-linux-gnu/libc.so")),
+        "the loader's opens are sent"
+    );
+}
