@@ -160,6 +160,19 @@ impl SchemaOptions {
                     self.sessions_view(),
                 ]),
             },
+            Migration {
+                version: 12,
+                name: "events_without_user_projection",
+                // The `by_user` projection (`SELECT *` ordered by login uid) stored every event
+                // a second time, 35% of the table's bytes (BENCHMARKS.md), and no query of
+                // Vigil's reads events by user: listings go through `sessions`, timelines by
+                // the session key, which is the table's own order.
+                statements: steps(vec![format!(
+                    "ALTER TABLE `{}`.`events`{} DROP PROJECTION IF EXISTS by_user",
+                    self.database,
+                    self.on_cluster()
+                )]),
+            },
         ])
         .collect()
     }
@@ -198,8 +211,7 @@ impl SchemaOptions {
     ret Int64,
     gained_root Bool,
     summary String CODEC(ZSTD(1)),
-    detail String CODEC(ZSTD(3)),
-    PROJECTION by_user (SELECT * ORDER BY loginuid, time)
+    detail String CODEC(ZSTD(3))
 ) ENGINE = {engine}
 PARTITION BY toDate(time)
 ORDER BY (host, boot_id, session_id, time, seq)
@@ -956,6 +968,6 @@ mod tests {
             }
         }
         let versions: Vec<u32> = opts.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     }
 }

@@ -126,7 +126,7 @@ fn migration_7_keys_an_earlier_releases_sessions_by_boot_and_keeps_every_event()
             .arg(&config),
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7, 8, 9, 10, 11]"),
+        String::from_utf8_lossy(&out.stdout).contains("applied migrations [7, 8, 9, 10, 11, 12]"),
         "{out:?}"
     );
     for table in ["events", "sessions", "session_identity"] {
@@ -381,7 +381,10 @@ fn migration_9_makes_events_append_only_and_keeps_every_row() {
     .unwrap();
     let out = migrate();
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("applied migrations [9, 10, 11]"), "{shown}");
+    assert!(
+        shown.contains("applied migrations [9, 10, 11, 12]"),
+        "{shown}"
+    );
     let q = |sql: &str| {
         ch.query(&format!("{sql} FORMAT TSV"))
             .unwrap()

@@ -1,5 +1,5 @@
 //! The daemon against someone with root working on it directly: a pid added to its kernel
-//! ignore list, its kernel counters zeroed, the daemon stopped with SIGSTOP for a while. Each is
+//! ignore list, a credential file added to its routine (folded) files, its kernel counters zeroed, the daemon stopped with SIGSTOP for a while. Each is
 //! noticed by the running daemon and raised as a critical alert (`monitor-tampered`).
 
 use std::time::Duration;
@@ -54,6 +54,33 @@ fn the_daemon_notices_changes_to_its_kernel_side_and_being_stopped() {
         found += 1;
     }
     assert!(found > 0, "the daemon's ignore list was not found");
+    // 1b. /etc/shadow made a routine file (its reads would fold into a program's count).
+    use std::os::unix::fs::MetadataExt as _;
+    let shadow = std::fs::metadata("/etc/shadow").unwrap();
+    let dev = (libc::major(shadow.dev()) as u64) << 20 | libc::minor(shadow.dev()) as u64;
+    for data in maps_named("FOLD_ROUTINE") {
+        // FoldFileKey { ino, dev, _pad } and FoldFileCtime { sec, nsec, _pad }, as u64 pairs.
+        let mut map: HashMap<MapData, [u64; 2], [u64; 2]> =
+            HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        map.insert(
+            [shadow.ino(), dev],
+            [shadow.ctime() as u64, shadow.ctime_nsec() as u64],
+            0,
+        )
+        .unwrap();
+    }
+    let status = std::process::Command::new(HELPER)
+        .args([
+            "login",
+            "66001",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "[open('/etc/shadow', 'rb').read() for i in range(3)]",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
     // 2. The kernel counters zeroed.
     for data in maps_named("COUNTERS") {
         let mut counters: PerCpuArray<MapData, u64> =
@@ -76,7 +103,18 @@ fn the_daemon_notices_changes_to_its_kernel_side_and_being_stopped() {
         .iter()
         .map(|t| t["check"].as_str().unwrap_or("").to_string())
         .collect();
-    for check in ["ignore_list_changed", "counters_reset", "suspended"] {
+    // The watched file is never folded, whatever the routine table says.
+    let shadow_opens = of_type(&events, "open")
+        .iter()
+        .filter(|e| e["process"]["loginuid"] == 66001 && e["path"] == "/etc/shadow")
+        .count();
+    assert_eq!(shadow_opens, 3, "each read of /etc/shadow is sent");
+    for check in [
+        "ignore_list_changed",
+        "fold_list_changed",
+        "counters_reset",
+        "suspended",
+    ] {
         assert!(
             tampers.iter().any(|t| t == check),
             "{check} not noticed: {tampers:?}"
