@@ -21,6 +21,13 @@ pub static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 
+/// Non-zero once some process may have written a login uid (see `scope::enter`): until then a
+/// process without one cannot be in scope by lineage, and its events skip the `SCOPE` lookup.
+/// Only ever set (by the kernel programs, or by the daemon at start); the daemon treats a reset
+/// as tampering.
+#[map]
+pub static LOGINUID_OPENED: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Processes never monitored, whatever their session (the daemon itself).
 #[map]
 pub static IGNORED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);

@@ -11,7 +11,9 @@ use vigil_common::{
 use crate::{
     emit::{emit, send_prefix},
     fold,
-    kernel::{current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, SysRegs},
+    kernel::{
+        current_task, current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, SysRegs,
+    },
     maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
@@ -22,6 +24,9 @@ use crate::{
 /// just faulted in (reading it at entry can see an empty path).
 #[inline(always)]
 pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
+    if ret >= 0 {
+        scope::watch_loginuid_open(current_task(), open_args(class, regs)[3] as u32, ret as u32);
+    }
     let Some((task, policy)) = scope::check(kind::OPEN) else {
         return;
     };

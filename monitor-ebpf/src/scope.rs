@@ -10,8 +10,8 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use vigil_common::{counter, kind, kind_bit, scope, Policy, ScopeEntry, AUDIT_UNSET};
 
 use crate::{
-    kernel::{current_task, loginuid, sessionid, Ptr},
-    maps::{count, IGNORED_TGIDS, POLICY, SCOPE},
+    kernel::{current_task, koff, loginuid, sessionid, Ptr},
+    maps::{count, IGNORED_TGIDS, LOGINUID_OPENED, POLICY, SCOPE},
 };
 
 /// The session process `tgid` belongs to, when it is in scope by lineage.
@@ -22,12 +22,20 @@ pub fn session_of(tgid: u32) -> Option<ScopeEntry> {
 
 /// The session of the current process: the one it was first seen in, or the audit session it
 /// is in now (recorded, so that it stays). `None` outside every session.
+///
+/// A process can be in scope without a login uid only after one of its lineage unset its own
+/// (`/proc/self/loginuid`, writable by the task itself only): until any process has opened a
+/// `loginuid` file for writing or set up an io_uring ring (which could), the many processes
+/// without a login uid (every service) are out of scope without a `SCOPE` lookup.
 #[inline(always)]
 fn enter(task: Ptr, tgid: u32) -> Option<ScopeEntry> {
+    let login = loginuid(task);
+    if login == AUDIT_UNSET && !loginuid_written() {
+        return None;
+    }
     if let Some(entry) = session_of(tgid) {
         return Some(entry);
     }
-    let login = loginuid(task);
     if login == AUDIT_UNSET {
         return None;
     }
@@ -83,4 +91,36 @@ pub fn inherit(child_tgid: u32) {
 #[inline(always)]
 pub fn leave(tgid: u32) {
     let _ = SCOPE.remove(tgid);
+}
+
+#[inline(always)]
+fn loginuid_written() -> bool {
+    LOGINUID_OPENED.get(0).is_none_or(|v| *v != 0)
+}
+
+/// Some process may now change its login uid: scope checks look every process up from now on.
+#[inline(always)]
+pub fn note_loginuid_written() {
+    if let Some(v) = LOGINUID_OPENED.get_ptr_mut(0) {
+        unsafe { *v = 1 };
+    }
+}
+
+/// `sys_exit` of an open by any process, in scope or not (the fd of a `loginuid` file can be
+/// handed to the task it belongs to): a `loginuid` file opened for writing sets the flag.
+#[inline(always)]
+pub fn watch_loginuid_open(task: Ptr, flags: u32, fd: u32) {
+    const O_ACCMODE: u32 = 0o3;
+    if flags & O_ACCMODE == 0 || loginuid_written() {
+        return;
+    }
+    let file = crate::kernel::fd_file(task, fd);
+    if file.is_null() {
+        return;
+    }
+    let dentry = crate::kernel::read_ptr(file, koff!(file_path) + koff!(path_dentry));
+    let name = crate::kernel::read_ptr(dentry, koff!(dentry_name) + koff!(qstr_name));
+    if crate::kernel::read::<[u8; 9]>(name, 0) == Some(*b"loginuid\0") {
+        note_loginuid_written();
+    }
 }

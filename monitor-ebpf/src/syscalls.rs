@@ -68,7 +68,13 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
         sys_class::CLOSE => read::on_close(regs),
         sys_class::DUP_ONTO => read::on_dup_onto(ret),
         sys_class::CONNECT => connect::on_exit(regs, ret),
-        sys_class::IO_URING_SETUP => io_uring::on_exit(regs, ret),
+        sys_class::IO_URING_SETUP => {
+            // A ring's writes pass no tracepoint: one of them could unset a login uid.
+            if ret >= 0 {
+                crate::scope::note_loginuid_written();
+            }
+            io_uring::on_exit(regs, ret)
+        }
         c if c > sys_class::PRIV_BASE => {
             privs::on_exit(nr as u32, (c - sys_class::PRIV_BASE) as u16, ret)
         }

@@ -208,6 +208,9 @@ vocabulary! {
         /// The kernel's table of routine files it folds holds other files than the daemon
         /// registered (an entry added there would hide a file's opens in a count).
         FoldListChanged = "fold_list_changed",
+        /// The kernel's flag that some process may have changed its login uid was cleared:
+        /// processes without one would skip the session lookup that keeps them in scope.
+        LoginuidFlagReset = "loginuid_flag_reset",
         /// One of the daemon's kernel programs is no longer loaded.
         ProgramGone = "program_gone",
         /// A kernel counter went backwards (reset behind the daemon's back).

@@ -145,6 +145,9 @@ pub struct KernelMonitor {
     expected_ignored: std::collections::BTreeSet<u32>,
     routine: HashMap<MapData, FoldFileKey, FoldFileCtime>,
     expected_routine: std::collections::HashMap<FoldFileKey, FoldFileCtime>,
+    /// `LOGINUID_OPENED`, and whether it was ever seen set (it is never cleared but by hand).
+    loginuid_written: Array<MapData, u32>,
+    loginuid_written_seen: std::sync::atomic::AtomicBool,
     /// The kernel's ids of the loaded programs, by name.
     program_ids: Vec<(String, u32)>,
     /// The maps responses write, handed to the respond stage once.
@@ -201,6 +204,17 @@ impl KernelMonitor {
             })?;
         }
         let mut never_fold: HashMap<MapData, FoldFileKey, u8> = take_map(&mut ebpf, "FOLD_NEVER")?;
+        let mut loginuid_written: Array<MapData, u32> = take_map(&mut ebpf, "LOGINUID_OPENED")?;
+        // A `loginuid` file already open for writing (before the programs could see its open)
+        // may yet be written: then no process skips the session lookup.
+        let already = loginuid_files_open();
+        if already {
+            loginuid_written.set(0, 1, 0).map_err(|e| LoadError::Map {
+                name: "LOGINUID_OPENED",
+                detail: e.to_string(),
+            })?;
+            tracing::info!("a loginuid file is open for writing: every process is looked up in the session map");
+        }
         for key in &opts.never_fold {
             never_fold.insert(key, 1, 0).map_err(|e| LoadError::Map {
                 name: "FOLD_NEVER",
@@ -264,6 +278,8 @@ impl KernelMonitor {
             expected_ignored: opts.ignore_tgids.iter().copied().collect(),
             routine,
             expected_routine: opts.routine_files.iter().copied().collect(),
+            loginuid_written,
+            loginuid_written_seen: std::sync::atomic::AtomicBool::new(already),
             program_ids,
             responder: Some(responder),
             attached,
@@ -301,7 +317,7 @@ impl KernelMonitor {
     }
 
     /// What is not as the daemon left it: the policy, the ignore list, the programs.
-    pub fn check_integrity(&self) -> Vec<(crate::event::TamperCheck, String)> {
+    pub fn check_integrity(&mut self) -> Vec<(crate::event::TamperCheck, String)> {
         use crate::event::TamperCheck;
         let mut out = Vec::new();
         match self.policy.get(&0, 0) {
@@ -327,6 +343,28 @@ impl KernelMonitor {
                 TamperCheck::IgnoreListChanged,
                 format!("processes not watched: added {added:?}, removed {removed:?}"),
             ));
+        }
+        match self.loginuid_written.get(&0, 0) {
+            Ok(0)
+                if self
+                    .loginuid_written_seen
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                out.push((
+                    TamperCheck::LoginuidFlagReset,
+                    "the kernel's login-uid-written flag was set and is clear again".into(),
+                ));
+                // Set it again: processes that unset their login uid stay in scope.
+                let _ = self.loginuid_written.set(0, 1, 0);
+            }
+            Ok(0) => {}
+            Ok(_) => self
+                .loginuid_written_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => out.push((
+                TamperCheck::LoginuidFlagReset,
+                format!("the login-uid-written flag is unreadable: {e}"),
+            )),
         }
         // Every key and value read back (16k at most, every few seconds: a few ms).
         let mut extra = 0usize;
@@ -483,4 +521,24 @@ impl FloorProgram {
             })?;
         Ok(FloorProgram { _ebpf: ebpf })
     }
+}
+
+/// Whether any process holds a `/proc/<pid>/loginuid` file open (read through `/proc/*/fd`).
+fn loginuid_files_open() -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true; // cannot tell: the safe answer
+    };
+    for p in procs.flatten() {
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path())
+                .is_ok_and(|t| t.file_name().is_some_and(|n| n == "loginuid"))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }

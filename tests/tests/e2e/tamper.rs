@@ -81,6 +81,34 @@ fn the_daemon_notices_changes_to_its_kernel_side_and_being_stopped() {
         .status()
         .unwrap();
     assert!(status.success());
+    // 1c. A session process opens its loginuid file for writing (without writing): the kernel
+    // notes that login uids may change from now on; clearing that note is tampering too.
+    let status = std::process::Command::new(HELPER)
+        .args([
+            "login",
+            "66002",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "open('/proc/self/loginuid', 'w')",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut flags = 0;
+    for data in maps_named("LOGINUID_OPENED") {
+        let mut flag: aya::maps::Array<MapData, u32> =
+            aya::maps::Array::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        assert_eq!(
+            flag.get(&0, 0).unwrap(),
+            1,
+            "the open was noticed by the kernel"
+        );
+        std::thread::sleep(Duration::from_millis(2500)); // the daemon sees it set
+        flag.set(0, 0, 0).unwrap();
+        flags += 1;
+    }
+    assert!(flags > 0, "the daemon's login-uid flag was not found");
     // 2. The kernel counters zeroed.
     for data in maps_named("COUNTERS") {
         let mut counters: PerCpuArray<MapData, u64> =
@@ -112,6 +140,7 @@ fn the_daemon_notices_changes_to_its_kernel_side_and_being_stopped() {
     for check in [
         "ignore_list_changed",
         "fold_list_changed",
+        "loginuid_flag_reset",
         "counters_reset",
         "suspended",
     ] {
