@@ -146,6 +146,21 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
 /// it, `close_range`) is reported first, not overwritten.
 #[inline(always)]
 fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
+    follow_fd(task, fd, open_ktime_ns, 0)
+}
+
+/// Counts the reads of a folded open's fd into its fold (see `fold::absorb_reads`). No origin
+/// is kept for its `struct file`: reads through another fd of it are not followed (a routine
+/// file, unchanged since the daemon registered it; or a repeat of a file whose sent open
+/// already has its own).
+#[inline(never)]
+fn track_folded(task: Ptr, fd: u32, how: u32, origin_ktime_ns: u64) {
+    follow_fd(task, fd, origin_ktime_ns, how);
+}
+
+/// The fd's entry in `OPEN_FILES`, for the open at `open_ktime_ns` (folded as `fold`, or 0).
+#[inline(always)]
+fn follow_fd(task: Ptr, fd: u32, open_ktime_ns: u64, fold: u32) -> bool {
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
@@ -156,6 +171,7 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
     }
     let stats = FileReadStats {
         open_ktime_ns,
+        fold,
         ..FileReadStats::default()
     };
     if OPEN_FILES.insert(key, stats, 0).is_err() {
@@ -163,30 +179,6 @@ fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
         return false;
     }
     true
-}
-
-/// Counts the reads of a folded open's fd into its fold (see `fold::absorb_reads`). No origin
-/// is kept for its `struct file`: reads through another fd of it are not followed (a routine
-/// file, unchanged since the daemon registered it; or a repeat of a file whose sent open
-/// already has its own).
-#[inline(never)]
-fn track_folded(task: Ptr, fd: u32, how: u32, origin_ktime_ns: u64) {
-    let key = OpenFileKey {
-        tgid: current_tgid(),
-        fd,
-    };
-    if let Some(stale) = unsafe { OPEN_FILES.get(key) } {
-        let stats = *stale;
-        report_read_volume(task, fd, stats);
-    }
-    let stats = FileReadStats {
-        open_ktime_ns: origin_ktime_ns,
-        fold: how,
-        ..FileReadStats::default()
-    };
-    if OPEN_FILES.insert(key, stats, 0).is_err() {
-        count(kind::FILE_READ, counter::UNTRACKED);
-    }
 }
 
 /// Sends the read volume of a file; files never read (mmapped libraries, writes) send nothing.
