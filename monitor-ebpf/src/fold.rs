@@ -150,14 +150,7 @@ pub fn flush(task: Ptr, exiting: bool) {
     };
     let state = unsafe { &mut *state };
     if state.routine.opens != 0 {
-        let count = state.routine;
-        emit::<FoldedRecord>(kind::OPENS_FOLDED, task, |rec| unsafe {
-            (*rec).fold = fold::ROUTINE;
-            (*rec)._pad = 0;
-            (*rec).origin_ktime_ns = 0;
-            (*rec).file = FileId::default();
-            (*rec).count = count;
-        });
+        send(task, fold::ROUTINE, 0, FileId::default(), state.routine);
         state.routine = FoldCount::default();
     }
     for slot in state.slots.iter_mut() {
@@ -176,15 +169,26 @@ fn send_slot(task: Ptr, slot: &mut RepeatSlot) {
     if slot.count.opens == 0 {
         return;
     }
-    let (file, origin, count) = (slot.file, slot.origin_ktime_ns, slot.count);
+    send(
+        task,
+        fold::REPEAT,
+        slot.origin_ktime_ns,
+        slot.file,
+        slot.count,
+    );
+    slot.count = FoldCount::default();
+}
+
+/// One `FoldedRecord`.
+#[inline(always)]
+fn send(task: Ptr, how: u32, origin_ktime_ns: u64, file: FileId, count: FoldCount) {
     emit::<FoldedRecord>(kind::OPENS_FOLDED, task, |rec| unsafe {
-        (*rec).fold = fold::REPEAT;
+        (*rec).fold = how;
         (*rec)._pad = 0;
-        (*rec).origin_ktime_ns = origin;
+        (*rec).origin_ktime_ns = origin_ktime_ns;
         (*rec).file = file;
         (*rec).count = count;
     });
-    slot.count = FoldCount::default();
 }
 
 #[inline(always)]

@@ -24,8 +24,9 @@ use crate::{
 /// just faulted in (reading it at entry can see an empty path).
 #[inline(always)]
 pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
+    let args = open_args(class, regs);
     if ret >= 0 {
-        scope::watch_loginuid_open(current_task(), open_args(class, regs)[3] as u32, ret as u32);
+        scope::watch_loginuid_open(current_task(), args[3] as u32, ret as u32);
     }
     let Some((task, policy)) = scope::check(kind::OPEN) else {
         return;
@@ -33,7 +34,6 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     let Some(rec) = scratch(&OPEN_SCRATCH) else {
         return;
     };
-    let args = open_args(class, regs);
     let mut flags = 0u16;
     let Some(mut tail) = Tail::<{ OPEN_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
         return;

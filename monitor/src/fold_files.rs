@@ -18,7 +18,10 @@ use std::{
 
 use vigil_common::{FoldFileCtime, FoldFileKey};
 
-use crate::detect::{baseline::PathPattern, rules::Rule};
+use crate::{
+    detect::{baseline::PathPattern, rules::Rule},
+    event::kernel_dev_number,
+};
 
 /// Directory levels walked under a routine directory (`/usr/lib/x86_64-linux-gnu/gconv`,
 /// `/usr/share/locale/<lang>/LC_MESSAGES`).
@@ -96,7 +99,7 @@ impl Registration<'_> {
         out.files.push((
             FoldFileKey {
                 ino: meta.ino(),
-                dev: kernel_dev(meta.dev()),
+                dev: kernel_dev_number(meta.dev()),
                 _pad: 0,
             },
             FoldFileCtime {
@@ -114,11 +117,6 @@ impl Registration<'_> {
             .any(|p| PathPattern::parse(p).matches(path))
             || self.rules.iter().any(|r| r.when.may_name_path(path))
     }
-}
-
-/// A `stat` device number in the kernel's `super_block.s_dev` encoding (`major << 20 | minor`).
-pub fn kernel_dev(dev: u64) -> u32 {
-    (libc::major(dev) << 20) | (libc::minor(dev) & 0xfffff)
 }
 
 #[cfg(test)]
@@ -172,7 +170,10 @@ mod tests {
 
     #[test]
     fn kernel_device_numbers_match_the_kernels_encoding() {
-        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
-        assert_eq!(kernel_dev(libc::makedev(259, 70000)), (259 << 20) | 70000);
+        assert_eq!(kernel_dev_number(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(
+            kernel_dev_number(libc::makedev(259, 70000)),
+            (259 << 20) | 70000
+        );
     }
 }

@@ -125,7 +125,7 @@ impl WatchedInodes {
             *taken += 1;
             keys.insert(FoldFileKey {
                 ino: meta.ino(),
-                dev: crate::fold_files::kernel_dev(meta.dev()),
+                dev: crate::event::kernel_dev_number(meta.dev()),
                 _pad: 0,
             });
             names.insert(

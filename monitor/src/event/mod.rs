@@ -9,7 +9,9 @@ pub mod samples;
 mod session_key;
 mod vocabulary;
 
-pub use file::{ctime_ns, kernel_dev, stat_dev, Executable, FileIdentity, ProcessExe};
+pub use file::{
+    ctime_ns, kernel_dev, kernel_dev_number, stat_dev, Executable, FileIdentity, ProcessExe,
+};
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
     Access, AddressFamily, CheckpointReason, LossStage, Mechanism, OpenSyscall, PrivOp, Requester,

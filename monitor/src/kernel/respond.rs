@@ -61,10 +61,9 @@ pub struct KernelResponder {
 /// following links: the file a process running it would have as `mm->exe_file`.
 pub fn exe_key_of(path: &Path) -> std::io::Result<ExeKey> {
     let meta = std::fs::metadata(path)?;
-    let dev = meta.dev();
     Ok(ExeKey {
         ino: meta.ino(),
-        dev: ((libc::major(dev) as u32) << 20) | (libc::minor(dev) as u32 & 0xfffff),
+        dev: crate::event::kernel_dev_number(meta.dev()),
         _pad: 0,
     })
 }

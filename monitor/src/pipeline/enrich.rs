@@ -107,7 +107,7 @@ impl Enricher {
             programs,
             watched,
         } = identities;
-        let mut enricher = Enricher {
+        Enricher {
             programs,
             watched,
             kernel_files,
@@ -119,12 +119,11 @@ impl Enricher {
             paths: OpenPaths::new(64 * 1024),
             open_fds: HashMap::new(),
             openers: HashMap::new(),
-        };
-        enricher.sync_never_fold();
-        enricher
+        }
     }
 
-    /// The kernel folds no open of a watched file: its list follows the watched inodes.
+    /// The kernel folds no open of a watched file: its list follows the watched inodes (the
+    /// loader wrote the first list, from the same lookup, before the programs attached).
     fn sync_never_fold(&mut self) {
         let Some(kernel) = self.kernel_files.as_mut() else {
             return;
