@@ -11,15 +11,19 @@ use serde::Serialize;
 use crate::{
     decode::daemon_event,
     event::*,
-    spool::{AckFile, Spool, SpoolConfig, WhenFull},
+    spool::{AckFile, Spool, SpoolConfig, SpoolThread, WhenFull},
     store::ClickHouseConfig,
 };
 
 #[derive(Debug, Serialize)]
 pub struct IngestReport {
     pub events: u64,
+    /// The median round's.
     pub spool_seconds: f64,
+    /// The median of the rounds.
     pub spool_events_per_second: f64,
+    /// Every round's, in the order run.
+    pub spool_rounds_per_second: Vec<f64>,
     pub spool_bytes: u64,
     pub clickhouse_seconds: Option<f64>,
     pub clickhouse_rows_per_second: Option<f64>,
@@ -162,26 +166,23 @@ pub fn peak_rss_bytes(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn ingest(
-    spool_dir: &Path,
-    events: u64,
-    clickhouse: Option<ClickHouseConfig>,
-) -> anyhow::Result<IngestReport> {
+/// Serializes and appends `events` synthetic events into a fresh spool at `dir`, as the sink
+/// does; seconds taken and bytes written.
+fn spool_round(dir: &Path, events: u64, pool: &[Event]) -> anyhow::Result<(f64, u64)> {
+    let _ = std::fs::remove_dir_all(dir);
     let cfg = SpoolConfig {
-        dir: spool_dir.to_path_buf(),
+        dir: dir.to_path_buf(),
         segment_bytes: 64 * 1024 * 1024,
         max_bytes: 64 * 1024 * 1024 * 1024,
         when_full: WhenFull::DropOldest,
         fsync_interval_ms: 1000,
     };
-    let mut spool = Spool::open(cfg)?;
+    let mut spool = SpoolThread::start(Spool::open(cfg)?)?;
     let mut line = Vec::with_capacity(4096);
-    // The events are made before the clock starts (making them is the decoder's work, not the
-    // spool's): a pool of every shape, used in turn.
-    let pool: Vec<Event> = (0..POOL).map(synthetic).collect();
     let started = Instant::now();
     for i in 0..events {
-        // As the sink does it: serialize once, append the bytes (chain, checksum, frame).
+        // As the sink does it: serialize once, hand the bytes to the spool's writer thread
+        // (chain, checksum, frame, write), flush now and then, close at the end.
         line.clear();
         serde_json::to_writer(&mut line, &pool[(i % POOL) as usize])?;
         spool.append_json(&line)?;
@@ -189,10 +190,30 @@ pub async fn ingest(
             spool.flush()?;
         }
     }
-    spool.flush()?;
-    let spool_seconds = started.elapsed().as_secs_f64();
-    let spool_bytes = spool.counters().bytes;
-    drop(spool);
+    let closed = spool.close(Default::default())?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((seconds, closed.counters.bytes))
+}
+
+/// `rounds` spool rounds (the median reported: this machine kind's speed varies by 10–20%
+/// from one run to the next), then, when `clickhouse` is given, the last round's spool shipped.
+pub async fn ingest(
+    spool_dir: &Path,
+    events: u64,
+    rounds: u32,
+    clickhouse: Option<ClickHouseConfig>,
+) -> anyhow::Result<IngestReport> {
+    // The events are made before the clock starts (making them is the decoder's work, not the
+    // spool's): a pool of every shape, used in turn.
+    let pool: Vec<Event> = (0..POOL).map(synthetic).collect();
+    let mut timed = Vec::new();
+    for _ in 0..rounds.max(1) {
+        timed.push(spool_round(spool_dir, events, &pool)?);
+    }
+    let spool_rounds_per_second: Vec<f64> = timed.iter().map(|(s, _)| events as f64 / s).collect();
+    let mut by_time = timed.clone();
+    by_time.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (spool_seconds, spool_bytes) = by_time[by_time.len() / 2];
 
     let mut clickhouse_seconds = None;
     if let Some(ch) = clickhouse {
@@ -226,6 +247,7 @@ pub async fn ingest(
         events,
         spool_seconds,
         spool_events_per_second: events as f64 / spool_seconds,
+        spool_rounds_per_second,
         spool_bytes,
         clickhouse_seconds,
         clickhouse_rows_per_second: clickhouse_seconds.map(|s| events as f64 / s),

@@ -825,10 +825,19 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
     println!("{:<44} {:>14} {:>10}", "measure", "value", "target");
     println!(
         "{:<44} {:>14.0} {:>10}",
-        "spool: events/s (serialize + append)",
+        "spool: events/s (serialize + append; median)",
         f("spool_events_per_second"),
         "≥300000"
     );
+    let rounds: Vec<String> = report["spool_rounds_per_second"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("{:<44} {:>25}", "spool: each round", rounds.join(" "));
     println!(
         "{:<44} {:>14.0} {:>10}",
         "ClickHouse (chdb endpoint): rows/s",

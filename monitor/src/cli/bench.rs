@@ -10,6 +10,9 @@ pub struct BenchIngestArgs {
     spool: PathBuf,
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Spool rounds, the median reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Configuration whose clickhouse: section to ship to (optional).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -59,7 +62,7 @@ pub fn ingest(a: BenchIngestArgs) -> CliResult {
         .build()
         .map_err(CliError::Runtime)?;
     let r = rt
-        .block_on(vigil::bench::ingest(&a.spool, a.events, ch))
+        .block_on(vigil::bench::ingest(&a.spool, a.events, a.rounds, ch))
         .map_err(CliError::Daemon)?;
     println!(
         "{}",

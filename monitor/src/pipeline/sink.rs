@@ -15,7 +15,7 @@ use crate::event::{Event, EventBody};
 
 /// Every output of the pipeline: the spool (durable, first) and the JSON Lines outputs.
 pub struct JsonLinesSink {
-    spool: Option<crate::spool::Spool>,
+    spool: Option<crate::spool::SpoolThread>,
     stdout: Option<BufWriter<std::io::Stdout>>,
     file: Option<(PathBuf, BufWriter<File>)>,
     line: Vec<u8>,
@@ -45,6 +45,7 @@ impl JsonLinesSink {
             }
             None => None,
         };
+        let spool = spool.map(crate::spool::SpoolThread::start).transpose()?;
         Ok(JsonLinesSink {
             spool,
             stdout: stdout.then(|| BufWriter::with_capacity(256 * 1024, std::io::stdout())),
@@ -125,17 +126,18 @@ pub fn run(
     }
     sink.flush()?;
     if let Some(spool) = sink.spool.take() {
-        let c = spool.counters();
+        let mut counters = std::mem::take(&mut sink.last_counters);
+        counters.extend(stats.counters());
+        let closed = spool.close(counters)?;
+        let c = closed.counters;
         tracing::info!(
             appended = c.appended,
             dropped = c.dropped,
             bytes = c.bytes,
             "spool counters"
         );
-        let mut counters = std::mem::take(&mut sink.last_counters);
-        counters.extend(stats.counters());
-        if let (Some(stop), Some(hooks)) = (spool.close(counters)?, &sink.checkpoint_hooks) {
-            hooks.offer_checkpoint(&stop);
+        if let (Some(stop), Some(hooks)) = (&closed.stop, &sink.checkpoint_hooks) {
+            hooks.offer_checkpoint(stop);
         }
     }
     Ok(())

@@ -20,11 +20,14 @@
 
 pub mod frame;
 mod reader;
+mod sync;
+mod writer;
 
 use std::{
     fs::File,
     io::Write,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,6 +36,7 @@ use serde::Deserialize;
 use frame::{list_segments, scan, segment_name, ScanEnd, Scanned, SegmentFile, SegmentHeader};
 pub use frame::{Chain, Epoch};
 pub use reader::{read_all, AckFile, ReadNote, SpoolItem, SpoolReader, SpoolRecord};
+pub use writer::{Closed, SpoolThread};
 
 use crate::{
     durable,
@@ -73,6 +77,8 @@ pub enum SpoolError {
     NotASegment { path: PathBuf, detail: String },
     #[error("spool: an event could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("spool: its writer thread ended unexpectedly (it panicked)")]
+    WriterEnded,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -148,7 +154,8 @@ pub struct Opened {
 pub struct Spool {
     cfg: SpoolConfig,
     segments: Vec<Segment>,
-    current: Option<File>,
+    /// Shared with the fsync thread, which may still be syncing it after a rotation.
+    current: Option<Arc<File>>,
     /// Whole record frames appended but not yet written to `current` (written at `flush`, or
     /// kept while the disk is full).
     pending: Vec<u8>,
@@ -165,9 +172,13 @@ pub struct Spool {
     /// A failed fsync, to be written down with the next record.
     sync_failure: Option<String>,
     refusal: Option<Refusal>,
+    /// When the last sync was queued.
     last_fsync: Instant,
-    /// The first sequence not yet known to be on disk (fsync'd).
+    /// The first sequence not yet known to be on disk (its fsync has returned).
     unsynced_from: u64,
+    /// The first sequence no queued sync covers.
+    sync_queued_to: u64,
+    syncer: sync::Syncer,
     /// When the age gauge was last published.
     age_published: Instant,
     counters: SpoolCounters,
@@ -421,6 +432,8 @@ impl Spool {
             refusal: None,
             last_fsync: Instant::now(),
             unsynced_from: next_seq,
+            sync_queued_to: next_seq,
+            syncer: sync::Syncer::start(),
             age_published: Instant::now()
                 .checked_sub(Duration::from_secs(2))
                 .unwrap_or_else(Instant::now),
@@ -517,9 +530,10 @@ impl Spool {
             return Ok(());
         }
         let path = self.cfg.dir.clone();
-        let Some(file) = self.current.as_mut() else {
+        let Some(file) = self.current.as_deref() else {
             return Ok(());
         };
+        let mut file = file;
         let mut written = 0;
         let result = loop {
             if written == self.pending.len() {
@@ -540,44 +554,58 @@ impl Spool {
         }
     }
 
-    fn sync_current(&mut self) -> Result<(), SpoolError> {
+    /// Queues an fsync of the current segment covering every record written so far (its
+    /// outcome is taken up by `settle_syncs`).
+    fn queue_sync(&mut self) {
         let Some(file) = self.current.as_ref() else {
-            return Ok(());
+            return;
         };
         #[cfg(test)]
-        let injected = if self.fail_syncs > 0 {
+        let fail = if self.fail_syncs > 0 {
             self.fail_syncs -= 1;
-            Some(std::io::Error::from_raw_os_error(libc::EIO))
+            true
         } else {
-            None
+            false
         };
         #[cfg(not(test))]
-        let injected: Option<std::io::Error> = None;
-        let result = match injected {
-            Some(e) => Err(e),
-            None => file.sync_data(),
+        let fail = false;
+        self.syncer.submit(file.clone(), self.next_seq, fail);
+        self.sync_queued_to = self.next_seq;
+        self.last_fsync = Instant::now();
+    }
+
+    /// Records written and not yet known to be on disk.
+    #[cfg(test)]
+    fn unsynced(&self) -> u64 {
+        self.next_seq - self.unsynced_from
+    }
+
+    /// Takes up the outcome of finished syncs (all queued ones when `wait`).
+    fn settle_syncs(&mut self, wait: bool) {
+        let done = if wait {
+            self.syncer.wait_all()
+        } else {
+            self.syncer.poll()
         };
-        match result {
-            Ok(()) => {
-                self.last_fsync = Instant::now();
-                self.unsynced_from = self.next_seq;
-                Ok(())
-            }
-            Err(e) => {
-                // After a failed fsync the kernel may already have dropped the dirty pages: the
-                // records since the last good fsync may not survive a power loss. Say so in the
-                // trail (with the next record), and write on in a fresh segment rather than
-                // trust this file.
-                metrics::counter!("vigil_spool_fsync_errors_total").increment(1);
-                let (from, to) = (self.unsynced_from, self.next_seq);
-                tracing::error!(error = %e, from, to, "spool fsync failed");
-                self.rotate_next = true;
-                self.unsynced_from = self.next_seq;
-                self.sync_failure = Some(format!(
-                    "fsync of the spool failed ({e}): records {from}..{to} may not survive a \
-                     power loss; writing on in a new segment"
-                ));
-                Ok(())
+        for d in done {
+            let upto = d.upto.min(self.next_seq);
+            match d.result {
+                Ok(()) => self.unsynced_from = self.unsynced_from.max(upto),
+                Err(e) => {
+                    // After a failed fsync the kernel may already have dropped the dirty pages:
+                    // the records since the last good fsync may not survive a power loss. Say so
+                    // in the trail (with the next record), and write on in a fresh segment
+                    // rather than trust this file.
+                    metrics::counter!("vigil_spool_fsync_errors_total").increment(1);
+                    let from = self.unsynced_from;
+                    tracing::error!(error = %e, from, to = upto, "spool fsync failed");
+                    self.rotate_next = true;
+                    self.unsynced_from = self.unsynced_from.max(upto);
+                    self.sync_failure = Some(format!(
+                        "fsync of the spool failed ({e}): records {from}..{upto} may not survive \
+                         a power loss; writing on in a new segment"
+                    ));
+                }
             }
         }
     }
@@ -624,7 +652,7 @@ impl Spool {
             carried: 0,
         });
         self.counters.bytes += frame::SEGMENT_HEADER;
-        self.current = Some(f);
+        self.current = Some(Arc::new(f));
         self.rotate_next = false;
         Ok(())
     }
@@ -641,7 +669,7 @@ impl Spool {
                 }
                 Err(e) => return Err(e),
             }
-            self.sync_current()?;
+            self.queue_sync();
         }
         self.open_segment()
     }
@@ -825,15 +853,18 @@ impl Spool {
 
     pub fn flush(&mut self) -> Result<(), SpoolError> {
         self.flush_pending()?;
+        self.settle_syncs(false);
+        // One timer sync at a time: a disk slower than the timer is not queued up further.
         if self.pending.is_empty()
-            && self.unsynced_from < self.next_seq
+            && self.sync_queued_to < self.next_seq
+            && self.syncer.in_flight() == 0
             && self.last_fsync.elapsed() >= Duration::from_millis(self.cfg.fsync_interval_ms)
         {
-            self.sync_current()?;
-            if let Some(reason) = self.sync_failure.take() {
-                self.write_loss(0, reason)?;
-                self.flush_pending()?;
-            }
+            self.queue_sync();
+        }
+        if let Some(reason) = self.sync_failure.take() {
+            self.write_loss(0, reason)?;
+            self.flush_pending()?;
         }
         metrics::gauge!("vigil_spool_bytes").set(self.counters.bytes as f64);
         metrics::gauge!("vigil_spool_pending_bytes").set(self.pending.len() as f64);
@@ -861,9 +892,24 @@ impl Spool {
         }
         let stop = self.checkpoint(CheckpointReason::Stop, counters)?;
         self.flush_pending()?;
-        self.sync_current()?;
+        self.sync_all()?;
         self.finish_pending_report();
         Ok(stop)
+    }
+
+    /// Syncs everything written and waits for it; a failed sync is written down (and that
+    /// record synced in turn, once).
+    fn sync_all(&mut self) -> Result<(), SpoolError> {
+        self.queue_sync();
+        self.settle_syncs(true);
+        if let Some(reason) = self.sync_failure.take() {
+            self.write_loss(0, reason)?;
+            self.flush_pending()?;
+            self.queue_sync();
+            self.settle_syncs(true);
+            self.sync_failure = None;
+        }
+        Ok(())
     }
 
     /// Logs (and counts) what could never reach the disk, at the very end.
@@ -886,9 +932,7 @@ impl Drop for Spool {
             let _ = self.write_refused();
         }
         let _ = self.flush_pending();
-        if let Some(f) = &self.current {
-            let _ = f.sync_data();
-        }
+        let _ = self.sync_all();
         self.finish_pending_report();
     }
 }
@@ -1140,6 +1184,15 @@ mod tests {
         }
         s.fail_syncs = 1;
         s.flush().unwrap();
+        // The sync runs on its own thread: wait for its outcome, as a later flush would find it.
+        s.settle_syncs(true);
+        assert!(
+            s.sync_failure
+                .as_deref()
+                .is_some_and(|r| r.contains("records 0..10")),
+            "{:?}",
+            s.sync_failure
+        );
         s.append(&event(10)).unwrap();
         s.flush().unwrap();
         drop(s);
@@ -1149,10 +1202,41 @@ mod tests {
         assert!(
             reasons
                 .iter()
-                .any(|r| r.contains("fsync of the spool failed")),
+                .any(|r| r.contains("fsync of the spool failed") && r.contains("records 0..10")),
             "{reasons:?}"
         );
         assert_eq!(list_segments(dir.path()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn records_count_as_durable_only_when_their_fsync_has_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(SpoolConfig {
+            segment_bytes: 1 << 20,
+            ..cfg(dir.path(), 1 << 30, WhenFull::DropOldest)
+        })
+        .unwrap();
+        for i in 0..10 {
+            s.append(&event(i)).unwrap();
+        }
+        s.flush().unwrap();
+        assert_eq!(s.sync_queued_to, 10, "the timer queued a sync of all ten");
+        s.settle_syncs(true);
+        assert_eq!(s.unsynced(), 0);
+        // A segment rotated out is synced on the thread too, and counts once that returns.
+        for i in 10..20 {
+            s.append(&event(i)).unwrap();
+        }
+        s.fail_syncs = 0;
+        s.rotate_next = true;
+        s.append(&event(20)).unwrap();
+        s.settle_syncs(true);
+        assert_eq!(
+            s.unsynced_from, 20,
+            "the rotated segment's records are on disk"
+        );
+        drop(s);
+        assert_eq!(read_back(dir.path()).0.len(), 21);
     }
 
     #[test]
