@@ -16,7 +16,8 @@
 //! the directory, so a new segment's name survives too), and at stop; acknowledgement and
 //! in-flight files are replaced atomically and durably ([`crate::durable`]). At start, recovery
 //! cuts only a torn tail (the daemon killed mid-write); damage anywhere else is skipped with a
-//! loss record, and every intact record after it is kept.
+//! loss record, and every intact record after it is kept. fsyncs run on a thread of their own
+//! (`sync.rs`), and the sink drives the writer through [`SpoolThread`] (`writer.rs`).
 
 pub mod frame;
 mod reader;
