@@ -13,7 +13,7 @@
 #![no_std]
 
 /// Bumped whenever a record's layout changes. The daemon refuses records of another version.
-pub const SCHEMA_VERSION: u16 = 3;
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// The kinds of record the kernel writes (`EventHeader::kind`), written once. The value
 /// arrives from the kernel as a `u16` and is validated with [`RecordKind::from_u16`], never
@@ -321,7 +321,16 @@ pub struct FileId {
     /// 0 for a deleted (or never linked: `O_TMPFILE`, memfd) file.
     pub nlink: u32,
     pub mode: u16,
-    pub _pad: [u8; 6],
+    /// [`file_flag`] bits: what the opening `struct file` says of itself.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+}
+
+/// `FileId.flags`.
+pub mod file_flag {
+    /// The open that made this `struct file` created the file (the kernel's `FMODE_CREATED`):
+    /// an `O_TRUNC` on it emptied nothing.
+    pub const CREATED: u8 = 1 << 0;
 }
 
 pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
@@ -792,7 +801,8 @@ pub struct KernelOffsets {
     pub unix_sock_peer: u32,
     pub unix_sock_path: u32,
     pub dentry_inode: u32,
-    pub _pad: u32,
+    /// `file.f_mode` (for `FMODE_CREATED`).
+    pub file_f_mode: u32,
 }
 
 /// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start

@@ -89,7 +89,7 @@ const fn zeroed_offsets() -> KernelOffsets {
         unix_sock_peer: 0,
         unix_sock_path: 0,
         dentry_inode: 0,
-        _pad: 0,
+        file_f_mode: 0,
     }
 }
 
@@ -190,8 +190,16 @@ pub fn file_id(file: Ptr) -> FileId {
     if file.is_null() {
         return FileId::default();
     }
-    inode_id(read_ptr(file, koff!(file_inode)))
+    let mut id = inode_id(read_ptr(file, koff!(file_inode)));
+    let f_mode: u32 = read_or_zero(file, koff!(file_f_mode));
+    if f_mode & FMODE_CREATED != 0 {
+        id.flags |= vigil_common::file_flag::CREATED;
+    }
+    id
 }
+
+/// `FMODE_CREATED` of include/linux/fs.h (bit 20 of `fmode_t`, unchanged since 4.19 added it).
+const FMODE_CREATED: u32 = 1 << 20;
 
 /// The identity of an inode (zero for none).
 #[inline(always)]

@@ -66,6 +66,7 @@ fn synthetic(i: u64) -> Event {
         deleted: false,
         truncated: false,
         outside_root: false,
+        created: false,
     };
     let body = match i % 5 {
         0 => EventBody::Exec(ExecEvent {

@@ -12,7 +12,10 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 
-use crate::{vigil_bin, workspace};
+use crate::{
+    peers::{Peer, PeerKind},
+    vigil_bin, workspace,
+};
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -450,9 +453,20 @@ enum Phase {
     On = 2,
     /// The daemon with folding off (`capture.fold.enabled: false`): what folding saves.
     NoFold = 3,
+    /// auditd with rules equivalent to the default capture (see `peers.rs`).
+    Auditd = 4,
+    /// bpftrace printing what the default capture records (see `peers.rs`).
+    Bpftrace = 5,
 }
 
-const PHASES: [Phase; 4] = [Phase::Off, Phase::Floor, Phase::On, Phase::NoFold];
+const PHASES: [Phase; 6] = [
+    Phase::Off,
+    Phase::Floor,
+    Phase::On,
+    Phase::NoFold,
+    Phase::Auditd,
+    Phase::Bpftrace,
+];
 
 fn overhead(rounds: usize, scale: f64) -> Result<()> {
     if !nix_is_root() {
@@ -501,6 +515,11 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
     let mut expected_total = vec![0u64; workloads.len()];
     let mut unmonitored_leaks = 0u64;
     let mut peak_rss_mib_seen = 0f64;
+    // Opens of the storm file each peer recorded, against the monitored opens it ran under.
+    let mut peer_opens = [0u64; 2];
+    let mut audit_lost = 0u64;
+    let mut peer_expected_opens = 0u64;
+    crate::setup::ensure_debian_packages(crate::setup::PEER_PACKAGES)?;
 
     let target_of = |w: &Workload| -> String {
         match w.storm {
@@ -520,7 +539,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         let mut times = vec![[[0.0f64; PHASES.len()]; 2]; workloads.len()]; // [w][ctx][phase]
         for phase in phases {
             let monitor = match phase {
-                Phase::Off => None,
+                Phase::Off | Phase::Auditd | Phase::Bpftrace => None,
                 Phase::Floor => Some(Monitor::start_floor(&dir)?),
                 Phase::On => Some(Monitor::start(&dir)?),
                 Phase::NoFold => Some(Monitor::start_with(
@@ -528,9 +547,27 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
                     "capture:\n  fold:\n    enabled: false\n",
                 )?),
             };
+            let peer = match phase {
+                Phase::Auditd => Some(Peer::start(PeerKind::Auditd, &dir)?),
+                Phase::Bpftrace => Some(Peer::start(PeerKind::Bpftrace, &dir)?),
+                _ => None,
+            };
             for (wi, w) in workloads.iter().enumerate() {
                 for (ci, ctx) in contexts.iter().enumerate() {
                     times[wi][ci][phase as usize] = storm(*ctx, w, w.count, &target_of(w))?;
+                }
+            }
+            if let Some(p) = peer {
+                let i = (phase == Phase::Bpftrace) as usize;
+                let seen = p.stop(&file)?;
+                peer_opens[i] += seen.records;
+                audit_lost += seen.lost;
+                if i == 0 {
+                    peer_expected_opens += workloads
+                        .iter()
+                        .filter(|w| w.storm == "open-read")
+                        .map(|w| w.count)
+                        .sum::<u64>();
                 }
             }
             if let Some(m) = monitor {
@@ -554,13 +591,15 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             for ci in 0..2 {
                 let t = times[wi][ci];
                 eprintln!(
-                    "  {:<10} {:<11} off {:>8.4} s  floor {:>8.4} s  on {:>8.4} s  on without folding {:>8.4} s",
+                    "  {:<10} {:<11} off {:>8.4} s  floor {:>8.4} s  on {:>8.4} s  on without folding {:>8.4} s  auditd {:>8.4} s  bpftrace {:>8.4} s",
                     w.name,
                     if ci == 0 { "monitored" } else { "unmonitored" },
                     t[Phase::Off as usize],
                     t[Phase::Floor as usize],
                     t[Phase::On as usize],
                     t[Phase::NoFold as usize],
+                    t[Phase::Auditd as usize],
+                    t[Phase::Bpftrace as usize],
                 );
                 for phase in PHASES {
                     ratios[phase as usize][wi][ci].push(t[phase as usize] / t[Phase::Off as usize]);
@@ -627,6 +666,32 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             (1.0 - with / m) * 100.0
         );
     }
+    println!("\npeers with rules equivalent to the default capture, same rounds (see xtask/src/peers.rs):");
+    println!(
+        "{:<11} {:>7} {:>9} {:>9} {:>9} {:>11} {:>11} {:>11}",
+        "", "floor", "Vigil", "auditd", "bpftrace", "Vigil", "auditd", "bpftrace"
+    );
+    println!(
+        "{:<11} {:>7} {:>9} {:>9} {:>9} {:>11} {:>11} {:>11}",
+        "workload", "", "monitored", "", "", "unmonitored", "", ""
+    );
+    for (wi, w) in workloads.iter().enumerate() {
+        println!(
+            "{:<11} {:>7.3} {:>9.3} {:>9.3} {:>9.3} {:>11.3} {:>11.3} {:>11.3}",
+            w.name,
+            med(Phase::Floor, wi, 1),
+            med(Phase::On, wi, 0),
+            med(Phase::Auditd, wi, 0),
+            med(Phase::Bpftrace, wi, 0),
+            med(Phase::On, wi, 1),
+            med(Phase::Auditd, wi, 1),
+            med(Phase::Bpftrace, wi, 1),
+        );
+    }
+    println!(
+        "storm-file opens recorded: auditd {}/{peer_expected_opens} (kernel audit records lost: {audit_lost}), bpftrace {}/{peer_expected_opens}",
+        peer_opens[0], peer_opens[1]
+    );
     println!("events from unmonitored processes: {unmonitored_leaks} (expected 0)");
     let rss_ok = peak_rss_mib_seen <= PEAK_RSS_TARGET_MIB;
     println!(

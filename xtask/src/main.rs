@@ -5,6 +5,7 @@
 
 mod bench;
 mod deploy;
+mod peers;
 mod setup;
 
 use std::{

@@ -44,7 +44,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 pub fn setup() -> Result<()> {
     setup_build()?;
     ensure_python_venv()?;
-    ensure_debian_packages()?;
+    ensure_debian_packages(DEBIAN_PACKAGES)?;
     Ok(())
 }
 
@@ -70,8 +70,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
 ];
 
-fn ensure_debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+/// The peers the overhead benchmark measures Vigil against (installed by the bench, not by
+/// setup: the test suite does not need them).
+pub const PEER_PACKAGES: &[&str] = &["auditd", "bpftrace"];
+
+/// Installs whichever of `packages` is missing (nothing to do, and fast, when all are there).
+pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {

@@ -135,6 +135,7 @@ rule_fields! {
     FileType = "file.type", Kind::Word(FILE_TYPES), [Open], "What the opened file is.";
     FileDeleted = "file.deleted", Kind::Bool, [Open, Exec], "The opened file, or the executable, has no name left (deleted, `O_TMPFILE`, memfd).";
     FileOutsideRoot = "file.outside_root", Kind::Bool, [Open], "The opened file lies outside the process's root directory (a chroot escape).";
+    FileCreated = "file.created", Kind::Bool, [Open], "This open created the file (the kernel's `FMODE_CREATED`): an `O_TRUNC` on it emptied nothing.";
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
     Succeeded = "ok", Kind::Bool, [Open, Connect, Priv], "The call succeeded (a connect in progress counts).";

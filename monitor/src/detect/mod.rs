@@ -303,6 +303,11 @@ impl Fields for View<'_> {
                 .as_ref()
                 .map(|f| Value::Bool(f.outside_root))
                 .unwrap_or(Value::Missing),
+            (Field::FileCreated, EventBody::Open(o)) => o
+                .file
+                .as_ref()
+                .map(|f| Value::Bool(f.created))
+                .unwrap_or(Value::Missing),
             (Field::Path, EventBody::FileRead(r)) => r
                 .path
                 .as_ref()
@@ -360,6 +365,7 @@ impl Fields for View<'_> {
                 | Field::FileType
                 | Field::FileDeleted
                 | Field::FileOutsideRoot
+                | Field::FileCreated
                 | Field::FileOtherProcess
                 | Field::SessionForeignTerminal
                 | Field::Access

@@ -36,6 +36,9 @@ pub struct FileIdentity {
     /// chroot escape).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outside_root: bool,
+    /// The open that reported it created the file (the kernel's `FMODE_CREATED`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
 }
 
 impl FileIdentity {
@@ -58,6 +61,7 @@ impl FileIdentity {
             deleted: meta.nlink() == 0,
             truncated: false,
             outside_root: false,
+            created: false,
         }
     }
 

@@ -41,6 +41,7 @@ pub fn sample(t: EventType) -> Event {
         deleted: false,
         truncated: false,
         outside_root: false,
+        created: false,
     };
     let body = match t {
         EventType::Exec => EventBody::Exec(ExecEvent {
@@ -80,6 +81,7 @@ pub fn sample(t: EventType) -> Event {
                 deleted: true,
                 truncated: true,
                 outside_root: true,
+                created: false,
                 ..file("/etc/shadow")
             }),
             syscall: OpenSyscall::Openat,

@@ -73,6 +73,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         fdtable_max_fds: off("fdtable", "max_fds")?,
         fdtable_fd: off("fdtable", "fd")?,
         file_inode: off("file", "f_inode")?,
+        file_f_mode: off("file", "f_mode")?,
         file_private_data: off("file", "private_data")?,
         inode_rdev: off("inode", "i_rdev")?,
         inode_mode: off("inode", "i_mode")?,
@@ -94,7 +95,6 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         unix_sock_peer: off("unix_sock", "peer")?,
         unix_sock_path: off("unix_sock", "path")?,
         dentry_inode: off("dentry", "d_inode")?,
-        _pad: 0,
     })
 }
 

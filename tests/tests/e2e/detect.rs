@@ -349,3 +349,65 @@ fn sigma_rules_import_and_rules_files_reload_without_restart() {
     let metrics_hint = log.contains("mine.yaml:2");
     assert!(metrics_hint, "reload error names the file and line: {log}");
 }
+
+/// Issue 17's finding: bash writes its history at exit with `O_TRUNC`, creating the file on the
+/// first interactive login of an account. Created by that open, it emptied nothing: no alert.
+/// Truncating the history that exists still alerts (so the check is not a way out), and so
+/// does moving it away.
+#[test]
+fn a_first_interactive_login_writes_its_history_without_an_alert() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let base = 34_000 + (std::process::id() % 500) * 4;
+    // A real terminal (script(1) allocates a pty), commands typed, `exit`: bash saves history.
+    session(
+        base,
+        &home,
+        "(printf 'uptime\\nid\\nexit\\n'; sleep 3) | script -qec 'bash -i' /dev/null > /dev/null",
+    );
+    let history = home.join(".bash_history");
+    let saved = std::fs::read_to_string(&history).unwrap_or_default();
+    assert!(
+        saved.contains("uptime"),
+        "bash saved its history: {saved:?}"
+    );
+    session(base + 1, &home, ": > ~/.bash_history");
+    session(
+        base + 2,
+        &home,
+        "echo x >> ~/.bash_history; mv ~/.bash_history ~/.h.old",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let events = daemon.stop().expect("daemon stops");
+
+    let history_path = history.to_string_lossy().into_owned();
+    let created_open = events.iter().any(|e| {
+        e["type"] == "open"
+            && e["process"]["loginuid"] == base
+            && vigil_e2e::raw_bytes(&e["path"]) == history_path.as_bytes()
+            && e["file"]["created"] == true
+    });
+    assert!(
+        created_open,
+        "the first login's history open is seen, created by it"
+    );
+    let alerts = of_type(&events, "alert");
+    let hit = |uid: u32| {
+        alerts
+            .iter()
+            .any(|a| a["process"]["loginuid"] == uid && a["rule"] == "shell-history-cleared")
+    };
+    assert!(
+        !hit(base),
+        "first login alerted: {:?}",
+        alerts
+            .iter()
+            .filter(|a| a["process"]["loginuid"] == base)
+            .collect::<Vec<_>>()
+    );
+    assert!(hit(base + 1), "truncating an existing history alerts");
+    assert!(hit(base + 2), "moving the history away alerts");
+}
