@@ -1172,17 +1172,23 @@ mod tests {
             .contains("new spool"));
     }
 
-    #[test]
-    fn a_failed_fsync_is_written_down_and_writing_goes_on_in_a_new_segment() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A spool of 1 MiB segments holding ten events, not yet flushed.
+    fn ten_in_one_segment(dir: &Path) -> Spool {
         let mut s = Spool::open(SpoolConfig {
             segment_bytes: 1 << 20,
-            ..cfg(dir.path(), 1 << 30, WhenFull::DropOldest)
+            ..cfg(dir, 1 << 30, WhenFull::DropOldest)
         })
         .unwrap();
         for i in 0..10 {
             s.append(&event(i)).unwrap();
         }
+        s
+    }
+
+    #[test]
+    fn a_failed_fsync_is_written_down_and_writing_goes_on_in_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ten_in_one_segment(dir.path());
         s.fail_syncs = 1;
         s.flush().unwrap();
         // The sync runs on its own thread: wait for its outcome, as a later flush would find it.
@@ -1212,14 +1218,7 @@ mod tests {
     #[test]
     fn records_count_as_durable_only_when_their_fsync_has_returned() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(SpoolConfig {
-            segment_bytes: 1 << 20,
-            ..cfg(dir.path(), 1 << 30, WhenFull::DropOldest)
-        })
-        .unwrap();
-        for i in 0..10 {
-            s.append(&event(i)).unwrap();
-        }
+        let mut s = ten_in_one_segment(dir.path());
         s.flush().unwrap();
         assert_eq!(s.sync_queued_to, 10, "the timer queued a sync of all ten");
         s.settle_syncs(true);

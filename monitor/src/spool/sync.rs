@@ -118,35 +118,30 @@ impl Syncer {
 
     /// Outcomes ready now, oldest first.
     pub fn poll(&mut self) -> Vec<SyncDone> {
+        self.collect(false)
+    }
+
+    /// Waits for every queued sync, oldest first.
+    pub fn wait_all(&mut self) -> Vec<SyncDone> {
+        self.collect(true)
+    }
+
+    fn collect(&mut self, wait: bool) -> Vec<SyncDone> {
         let mut out = std::mem::take(&mut self.inline);
         while self.in_flight > 0 {
             let Some(rx) = &self.done else { break };
-            match rx.try_recv() {
+            let next = if wait {
+                rx.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            match next {
                 Ok(d) => {
                     self.in_flight -= 1;
                     out.push(d);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.lost_thread();
-                    break;
-                }
-            }
-        }
-        out
-    }
-
-    /// Waits for every queued sync, oldest first.
-    pub fn wait_all(&mut self) -> Vec<SyncDone> {
-        let mut out = std::mem::take(&mut self.inline);
-        while self.in_flight > 0 {
-            let Some(rx) = &self.done else { break };
-            match rx.recv() {
-                Ok(d) => {
-                    self.in_flight -= 1;
-                    out.push(d);
-                }
-                Err(_) => {
                     self.lost_thread();
                     break;
                 }
