@@ -242,7 +242,8 @@ fn helper_bin() -> PathBuf {
 }
 
 /// A child process (the chdb endpoint) killed however the benchmark ends, errors included.
-struct KillOnDrop(Child);
+/// A child process killed (and reaped) when dropped, however the bench ends.
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -515,10 +516,10 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
     let mut expected_total = vec![0u64; workloads.len()];
     let mut unmonitored_leaks = 0u64;
     let mut peak_rss_mib_seen = 0f64;
-    // Opens of the storm file each peer recorded, against the monitored opens it ran under.
+    // Opens of the storm file each peer recorded (auditd, bpftrace), against the monitored
+    // opens each ran under.
     let mut peer_opens = [0u64; 2];
     let mut audit_lost = 0u64;
-    let mut peer_expected_opens = 0u64;
     crate::setup::ensure_debian_packages(crate::setup::PEER_PACKAGES)?;
 
     let target_of = |w: &Workload| -> String {
@@ -558,17 +559,13 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
                 }
             }
             if let Some(p) = peer {
-                let i = (phase == Phase::Bpftrace) as usize;
+                let i = match p.kind() {
+                    PeerKind::Auditd => 0,
+                    PeerKind::Bpftrace => 1,
+                };
                 let seen = p.stop(&file)?;
                 peer_opens[i] += seen.records;
                 audit_lost += seen.lost;
-                if i == 0 {
-                    peer_expected_opens += workloads
-                        .iter()
-                        .filter(|w| w.storm == "open-read")
-                        .map(|w| w.count)
-                        .sum::<u64>();
-                }
             }
             if let Some(m) = monitor {
                 if phase == Phase::On {
@@ -688,6 +685,12 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             med(Phase::Bpftrace, wi, 1),
         );
     }
+    let peer_expected_opens = rounds as u64
+        * workloads
+            .iter()
+            .filter(|w| w.storm == "open-read")
+            .map(|w| w.count)
+            .sum::<u64>();
     println!(
         "storm-file opens recorded: auditd {}/{peer_expected_opens} (kernel audit records lost: {audit_lost}), bpftrace {}/{peer_expected_opens}",
         peer_opens[0], peer_opens[1]

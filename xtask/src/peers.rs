@@ -6,11 +6,13 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
+
+use crate::bench::KillOnDrop;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PeerKind {
@@ -69,7 +71,7 @@ tracepoint:syscalls:sys_exit_read
 
 pub struct Peer {
     kind: PeerKind,
-    child: Child,
+    child: KillOnDrop,
     dir: PathBuf,
     /// The audit subsystem's `enabled` before the bench (restored after).
     audit_enabled_before: Option<String>,
@@ -153,13 +155,13 @@ impl Peer {
             .context("cannot start auditd")?;
         let peer = Peer {
             kind: PeerKind::Auditd,
-            child,
+            child: KillOnDrop(child),
             dir,
             audit_enabled_before: Some(enabled_before),
             audit_lost_at_start: audit_status("lost")?.parse().unwrap_or(0),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while audit_status("pid")?.parse::<u32>().unwrap_or(0) != peer.child.id() {
+        while audit_status("pid")?.parse::<u32>().unwrap_or(0) != peer.child.0.id() {
             if Instant::now() > deadline {
                 bail!(
                     "auditd not registered with the kernel in 20 s: {}",
@@ -192,7 +194,7 @@ impl Peer {
             .context("cannot start bpftrace")?;
         let mut peer = Peer {
             kind: PeerKind::Bpftrace,
-            child,
+            child: KillOnDrop(child),
             dir,
             audit_enabled_before: None,
             audit_lost_at_start: 0,
@@ -203,7 +205,7 @@ impl Peer {
             if text.contains("Attaching") {
                 break;
             }
-            if let Ok(Some(status)) = peer.child.try_wait() {
+            if let Ok(Some(status)) = peer.child.0.try_wait() {
                 bail!("bpftrace exited with {status}: {}", peer.log());
             }
             if Instant::now() > deadline {
@@ -212,6 +214,10 @@ impl Peer {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(peer)
+    }
+
+    pub fn kind(&self) -> PeerKind {
+        self.kind
     }
 
     fn log(&self) -> String {
@@ -228,14 +234,19 @@ impl Peer {
             PeerKind::Bpftrace => 0,
         };
         self.detach();
+        if self.kind == PeerKind::Auditd {
+            // Records still queued in the kernel and in auditd reach its log before it stops
+            // (SIGTERM at once loses them, and the count below would be short).
+            self.wait_log_settled(&self.dir.join("audit.log"));
+        }
         // auditd stops on SIGTERM; bpftrace prints its maps and exits on SIGINT.
         let signal = match self.kind {
             PeerKind::Auditd => libc::SIGTERM,
             PeerKind::Bpftrace => libc::SIGINT,
         };
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let status = self.child.wait()?;
+        unsafe { libc::kill(self.child.0.id() as i32, signal) };
+        let status = self.child.0.wait()?;
         if self.kind == PeerKind::Bpftrace && !status.success() {
             bail!("bpftrace exited with {status}: {}", self.log());
         }
@@ -259,6 +270,21 @@ impl Peer {
         })
     }
 
+    /// Waits (10 s at most) until `log` has not grown for half a second.
+    fn wait_log_settled(&self, log: &Path) {
+        let size = || std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = size();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = size();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     /// Removes the bench's audit rules and restores the audit state (idempotent).
     fn detach(&mut self) {
         if self.kind == PeerKind::Auditd {
@@ -270,13 +296,10 @@ impl Peer {
     }
 }
 
-/// A bench that fails half-way must not leave audit rules or a tracer behind.
+/// A bench that fails half-way must not leave audit rules behind (the tracer or auditd itself
+/// is killed by its `KillOnDrop`).
 impl Drop for Peer {
     fn drop(&mut self) {
         self.detach();
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }

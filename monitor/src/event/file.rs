@@ -85,13 +85,13 @@ pub fn kernel_dev(dev: u32) -> String {
     format!("{}:{}", dev >> 20, dev & 0xfffff)
 }
 
-/// `major:minor` of a userspace `st_dev`.
 /// A `stat` device number in the kernel's `super_block.s_dev` encoding, as the kernel programs
 /// report files (the inverse of [`kernel_dev`]'s numbers).
 pub fn kernel_dev_number(dev: u64) -> u32 {
     (libc::major(dev) << 20) | (libc::minor(dev) & 0xfffff)
 }
 
+/// `major:minor` of a userspace `st_dev`.
 pub fn stat_dev(dev: u64) -> String {
     format!("{}:{}", libc::major(dev), libc::minor(dev))
 }

@@ -81,7 +81,6 @@ pub fn sample(t: EventType) -> Event {
                 deleted: true,
                 truncated: true,
                 outside_root: true,
-                created: false,
                 ..file("/etc/shadow")
             }),
             syscall: OpenSyscall::Openat,

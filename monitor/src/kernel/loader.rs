@@ -147,7 +147,7 @@ pub struct KernelMonitor {
     expected_routine: std::collections::HashMap<FoldFileKey, FoldFileCtime>,
     /// `LOGINUID_OPENED`, and whether it was ever seen set (it is never cleared but by hand).
     loginuid_written: Array<MapData, u32>,
-    loginuid_written_seen: std::sync::atomic::AtomicBool,
+    loginuid_written_seen: bool,
     /// The kernel's ids of the loaded programs, by name.
     program_ids: Vec<(String, u32)>,
     /// The maps responses write, handed to the respond stage once.
@@ -279,7 +279,7 @@ impl KernelMonitor {
             routine,
             expected_routine: opts.routine_files.iter().copied().collect(),
             loginuid_written,
-            loginuid_written_seen: std::sync::atomic::AtomicBool::new(already),
+            loginuid_written_seen: already,
             program_ids,
             responder: Some(responder),
             attached,
@@ -345,11 +345,7 @@ impl KernelMonitor {
             ));
         }
         match self.loginuid_written.get(&0, 0) {
-            Ok(0)
-                if self
-                    .loginuid_written_seen
-                    .load(std::sync::atomic::Ordering::Relaxed) =>
-            {
+            Ok(0) if self.loginuid_written_seen => {
                 out.push((
                     TamperCheck::LoginuidFlagReset,
                     "the kernel's login-uid-written flag was set and is clear again".into(),
@@ -358,9 +354,7 @@ impl KernelMonitor {
                 let _ = self.loginuid_written.set(0, 1, 0);
             }
             Ok(0) => {}
-            Ok(_) => self
-                .loginuid_written_seen
-                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Ok(_) => self.loginuid_written_seen = true,
             Err(e) => out.push((
                 TamperCheck::LoginuidFlagReset,
                 format!("the login-uid-written flag is unreadable: {e}"),

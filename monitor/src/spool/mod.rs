@@ -531,10 +531,9 @@ impl Spool {
             return Ok(());
         }
         let path = self.cfg.dir.clone();
-        let Some(file) = self.current.as_deref() else {
+        let Some(mut file) = self.current.as_deref() else {
             return Ok(());
         };
-        let mut file = file;
         let mut written = 0;
         let result = loop {
             if written == self.pending.len() {
@@ -1227,7 +1226,6 @@ mod tests {
         for i in 10..20 {
             s.append(&event(i)).unwrap();
         }
-        s.fail_syncs = 0;
         s.rotate_next = true;
         s.append(&event(20)).unwrap();
         s.settle_syncs(true);

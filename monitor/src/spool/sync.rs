@@ -70,24 +70,15 @@ impl Syncer {
                     }
                 }
             });
-        match spawned {
-            Ok(thread) => Syncer {
-                jobs: Some(jobs_tx),
-                done: Some(done_rx),
-                thread: Some(thread),
-                inline: Vec::new(),
-                in_flight: 0,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "no fsync thread: the spool syncs inline");
-                Syncer {
-                    jobs: None,
-                    done: None,
-                    thread: None,
-                    inline: Vec::new(),
-                    in_flight: 0,
-                }
-            }
+        let thread = spawned
+            .inspect_err(|e| tracing::warn!(error = %e, "no fsync thread: the spool syncs inline"))
+            .ok();
+        Syncer {
+            jobs: thread.is_some().then_some(jobs_tx),
+            done: thread.is_some().then_some(done_rx),
+            thread,
+            inline: Vec::new(),
+            in_flight: 0,
         }
     }
 
@@ -142,7 +133,7 @@ impl Syncer {
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.lost_thread();
+                    out.push(self.lost_thread());
                     break;
                 }
             }
@@ -151,8 +142,9 @@ impl Syncer {
     }
 
     /// The thread ended with syncs outstanding (it panicked): their outcome is unknown, which
-    /// the writer must treat as a failed sync, not as success.
-    fn lost_thread(&mut self) {
+    /// the writer must treat as a failed sync, not as success (the outcome returned, in order
+    /// after those that came back).
+    fn lost_thread(&mut self) -> SyncDone {
         tracing::error!(
             outstanding = self.in_flight,
             "the fsync thread ended; the spool syncs inline"
@@ -160,10 +152,10 @@ impl Syncer {
         self.jobs = None;
         self.done = None;
         self.in_flight = 0;
-        self.inline.push(SyncDone {
+        SyncDone {
             upto: u64::MAX,
             result: Err(std::io::Error::other("the fsync thread ended")),
-        });
+        }
     }
 }
 
