@@ -136,6 +136,12 @@ fn session_events(
 /// spool losses, rows that did not decode) that say the answer may be incomplete.
 pub type WithDamage<T> = (T, Vec<Event>);
 
+/// The session risk a reviewer starts from (`vigil sessions --min-risk` without a value): the
+/// lowest that at most 1% of the detection bench's benign sessions reach, scripted, interactive
+/// and against learnt baselines alike (`cargo xtask bench detect` prints the distribution and
+/// fails when it no longer gives this).
+pub const REVIEW_MIN_RISK: u32 = 5;
+
 /// Lists the sessions in the spool matching `filter`, oldest first.
 pub fn sessions(
     spool: &Path,
@@ -259,6 +265,45 @@ impl AlertFilter {
     }
 }
 
+/// The alerts of one rule in one session: the first's details, how many, the last's time, the
+/// highest session risk they reached.
+pub struct AlertGroup<'a> {
+    pub first: &'a Event,
+    pub last_time: &'a str,
+    pub count: usize,
+    pub session_risk: u32,
+}
+
+/// `alerts` grouped by session and rule, in the order of each group's first alert.
+pub fn group_alerts(alerts: &[Event]) -> Vec<AlertGroup<'_>> {
+    let mut groups: Vec<AlertGroup> = Vec::new();
+    let mut index: std::collections::HashMap<(Option<SessionKey>, &str), usize> =
+        std::collections::HashMap::new();
+    for e in alerts {
+        let EventBody::Alert(al) = &e.body else {
+            continue;
+        };
+        match index.entry((e.session_key(), al.rule.as_str())) {
+            std::collections::hash_map::Entry::Occupied(i) => {
+                let g = &mut groups[*i.get()];
+                g.count += 1;
+                g.last_time = &e.time;
+                g.session_risk = g.session_risk.max(al.session_risk);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(groups.len());
+                groups.push(AlertGroup {
+                    first: e,
+                    last_time: &e.time,
+                    count: 1,
+                    session_risk: al.session_risk,
+                });
+            }
+        }
+    }
+    groups
+}
+
 /// The alerts in the spool matching `filter`, oldest first.
 pub fn alerts(spool: &Path, filter: &AlertFilter) -> Result<WithDamage<Vec<Event>>, SpoolError> {
     let (mut events, damage) = session_events(spool, |_, e| filter.matches(e))?;
@@ -379,6 +424,7 @@ pub fn parse_time(arg: &str, now_ns: i64) -> Result<i64, TimeArgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{samples::sample, EventType};
 
     #[test]
     fn times_parse_absolute_and_relative() {
@@ -391,6 +437,62 @@ mod tests {
         assert_eq!(
             parse_time("yesterday-ish", now),
             Err(TimeArgError::Unreadable("yesterday-ish".into()))
+        );
+    }
+    #[test]
+    fn the_readme_states_the_review_threshold_the_code_uses() {
+        let readme = include_str!("../../README.md");
+        let stated = format!("`--min-risk` alone: the review threshold, {REVIEW_MIN_RISK},");
+        assert!(
+            readme.replace('\n', " ").contains(&stated),
+            "README.md must say {stated:?}"
+        );
+    }
+
+    fn alert(session: u32, rule: &str, time: &str, risk: u32) -> Event {
+        let mut e = sample(EventType::Alert);
+        e.process.sessionid = Some(session);
+        e.time = time.to_string();
+        if let EventBody::Alert(al) = &mut e.body {
+            al.rule = rule.to_string();
+            al.session_risk = risk;
+        }
+        e
+    }
+
+    #[test]
+    fn alerts_of_one_rule_in_one_session_are_one_group() {
+        let alerts = vec![
+            alert(7, "noisy", "t1", 10),
+            alert(8, "quiet", "t2", 40),
+            alert(7, "noisy", "t3", 30),
+            alert(7, "other", "t4", 35),
+            alert(7, "noisy", "t5", 35),
+        ];
+        let groups = group_alerts(&alerts);
+        let seen: Vec<(u32, &str, usize, &str, &str, u32)> = groups
+            .iter()
+            .map(|g| {
+                let EventBody::Alert(al) = &g.first.body else {
+                    unreachable!("only alerts are grouped")
+                };
+                (
+                    g.first.process.sessionid.unwrap_or(0),
+                    al.rule.as_str(),
+                    g.count,
+                    g.first.time.as_str(),
+                    g.last_time,
+                    g.session_risk,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (7, "noisy", 3, "t1", "t5", 35),
+                (8, "quiet", 1, "t2", "t2", 40),
+                (7, "other", 1, "t4", "t4", 35),
+            ]
         );
     }
 }

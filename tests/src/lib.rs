@@ -3,6 +3,8 @@
 //!
 //! These tests load eBPF programs and so must run as root; run them with `cargo xtask test`.
 
+pub mod anomaly;
+pub mod interactive;
 pub mod scenarios;
 
 use std::{

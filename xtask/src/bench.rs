@@ -38,12 +38,16 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// Detection rate per built-in detection over attack scenarios, and false-positive alerts
-    /// per 100 benign administration sessions, on the real kernel.
+    /// Detection on the real kernel: detection rate per built-in detection and evasion class,
+    /// false alerts per 100 scripted and per 100 interactive benign sessions, precision and
+    /// recall of the anomaly alerts against learnt baselines, the distribution of session risk.
     Detect {
-        /// Benign administration sessions to run.
+        /// Scripted benign administration sessions to run.
         #[arg(long, default_value_t = 200)]
         benign: usize,
+        /// Copies of each kind of interactive session (on real terminals and over sshd).
+        #[arg(long, default_value_t = 5)]
+        interactive_copies: usize,
     },
     /// Response latency on the real kernel: from the triggering syscall to the process dead,
     /// for kill-session (a rule on an open) and deny-exec (at exec), median and p99, beside
@@ -70,7 +74,10 @@ pub fn run(which: Which) -> Result<()> {
         Which::Overhead { rounds, scale } => overhead(rounds, scale),
         Which::Ingest { events, seconds } => ingest(events, seconds),
         Which::Replay { events, runs } => replay(events, runs),
-        Which::Detect { benign } => detect(benign),
+        Which::Detect {
+            benign,
+            interactive_copies,
+        } => detect(benign, interactive_copies),
         Which::Respond { runs } => respond(runs),
     }
 }
@@ -224,10 +231,11 @@ fn respond(runs: usize) -> Result<()> {
 }
 
 /// Runs the scenario suite (tests/src/bin/detect_bench.rs) against the built daemon.
-fn detect(benign: usize) -> Result<()> {
+fn detect(benign: usize, interactive_copies: usize) -> Result<()> {
     let bench = crate::release_bin("vigil-detect-bench");
     let status = Command::new(&bench)
         .args(["--benign", &benign.to_string()])
+        .args(["--interactive-copies", &interactive_copies.to_string()])
         .env("VIGIL_BIN", vigil_bin())
         .status()
         .with_context(|| format!("cannot run {} (cargo xtask build)", bench.display()))?;

@@ -3,6 +3,7 @@
 //! the spool or ClickHouse answers.
 
 mod anomalies;
+mod baselines;
 mod bench;
 mod config;
 mod db;
@@ -74,6 +75,8 @@ pub enum CliError {
     },
     #[error(transparent)]
     Rules(#[from] vigil::detect::rules::RulesError),
+    #[error(transparent)]
+    Baseline(#[from] vigil::detect::baseline::BaselineError),
     /// Rules files with problems: each file's report, one after the other.
     #[error("{}", .0.join("\n"))]
     RulesCheck(Vec<String>),
@@ -176,6 +179,11 @@ enum Command {
     /// session, deny a program or a session's connections, lock and unlock an account. Each is
     /// written into the trail with who asked (respond.mode: dry_run only says what it would do).
     Respond(respond::RespondArgs),
+    /// Behavioural baselines: seed them from recorded events.
+    Baselines {
+        #[command(subcommand)]
+        command: baselines::BaselinesCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -383,6 +391,7 @@ pub fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Rules { command } => rules::run(command),
+        Command::Baselines { command } => baselines::run(command),
         Command::Config { command } => config::run(command),
         Command::Respond(args) => respond::respond(args),
     };

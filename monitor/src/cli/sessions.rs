@@ -28,9 +28,10 @@ pub struct SessionsArgs {
     /// Only sessions of people in this peer group (identity mapping).
     #[arg(long)]
     peer_group: Option<String>,
-    /// Only sessions whose risk score reached this (0-100).
-    #[arg(long)]
-    min_risk: Option<u32>,
+    /// Only sessions whose risk score reached this (0-100); without a value, the review
+    /// threshold calibrated on the detection bench (vigil::query::REVIEW_MIN_RISK).
+    #[arg(long, num_args = 0..=1, value_name = "RISK")]
+    min_risk: Option<Option<u32>>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -67,7 +68,9 @@ pub fn list(a: SessionsArgs) -> CliResult {
         until_ns,
         person: a.person,
         peer_group: a.peer_group,
-        min_risk: a.min_risk,
+        min_risk: a
+            .min_risk
+            .map(|r| r.unwrap_or(vigil::query::REVIEW_MIN_RISK)),
     };
     let (list, damage) = a.store.open()?.sessions(&filter)?;
     warn_damage(&damage);
@@ -141,6 +144,10 @@ pub struct AlertsArgs {
     min_severity: Option<vigil::detect::rules::Severity>,
     #[command(flatten)]
     period: PeriodArgs,
+    /// One line per alert; by default the alerts of one rule in one session are one line
+    /// (how many, the first and the last), so a noisy session does not bury the others.
+    #[arg(long)]
+    each: bool,
     /// JSON output (each alert whole).
     #[arg(long)]
     json: bool,
@@ -175,11 +182,36 @@ pub fn alerts(a: AlertsArgs) -> CliResult {
     if a.json {
         return print_json(&alerts);
     }
+    let groups: Vec<query::AlertGroup> = if a.each {
+        alerts
+            .iter()
+            .map(|e| query::AlertGroup {
+                first: e,
+                last_time: &e.time,
+                count: 1,
+                session_risk: match &e.body {
+                    EventBody::Alert(al) => al.session_risk,
+                    _ => 0,
+                },
+            })
+            .collect()
+    } else {
+        query::group_alerts(&alerts)
+    };
     let mut lines = vec![format!(
-        "{:<30}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
-        "TIME", "SESSION (host/boot/session)", "USER", "SEVERITY", "TECHNIQUE", "RISK", "RULE"
+        "{:<30}  {:<30}  {:>5}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
+        "FIRST",
+        "LAST",
+        "COUNT",
+        "SESSION (host/boot/session)",
+        "USER",
+        "SEVERITY",
+        "TECHNIQUE",
+        "RISK",
+        "RULE"
     )];
-    for e in &alerts {
+    for g in &groups {
+        let e = g.first;
         let EventBody::Alert(al) = &e.body else {
             continue;
         };
@@ -190,15 +222,17 @@ pub fn alerts(a: AlertsArgs) -> CliResult {
             .or_else(|| e.process.loginuid.map(|u| u.to_string()))
             .unwrap_or_else(|| "-".into());
         lines.push(format!(
-            "{:<30}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} {}",
+            "{:<30}  {:<30}  {:>5}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} {}",
             e.time,
+            g.last_time,
+            g.count,
             e.session_key()
                 .map(|k| cell(&k.to_string()))
                 .unwrap_or_else(|| "-".into()),
             cell(&user),
             al.severity,
             cell(&al.technique),
-            al.session_risk,
+            g.session_risk,
             cell(&al.rule),
             // The evidence quotes recorded data: keep control characters off the terminal.
             cell(&al.evidence)

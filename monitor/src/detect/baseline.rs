@@ -214,6 +214,17 @@ pub enum BaselineError {
         #[source]
         source: DurationSettingError,
     },
+    /// Another process (a running daemon, another `vigil baselines learn`) holds the state.
+    #[error(
+        "the baseline state {path} is in use by another process (a running daemon?); stop it first"
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot lock the baseline state {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the baseline state {path}: {source}")]
     Write {
         path: PathBuf,
@@ -232,11 +243,29 @@ pub struct Baselines {
     sessions: HashMap<u32, SessionView>,
     dirty: bool,
     saved: Instant,
+    /// Held while this holds the state: one writer per state file, or the last to save would
+    /// silently undo what the other learnt.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// What [`Baselines::learn_history`] made of a recorded stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Learnt {
+    pub events: usize,
+    /// Left out: recorded on another host (a host's baselines are its own).
+    pub other_hosts: usize,
+    /// User and peer-group profiles afterwards.
+    pub profiles: usize,
 }
 
 /// Which of a user's facts an event carries.
 enum Fact {
-    Binary(String),
+    /// A program run: its canonical path, and whether it is trusted to be what that path says
+    /// (a packaged program at its own path: see `ProcessExe::trusted`).
+    Binary {
+        path: String,
+        trusted: bool,
+    },
     Destination(String),
     SensitivePath(String),
     Bytes(u64),
@@ -262,6 +291,7 @@ impl Baselines {
                 source,
             })?;
         let path = cfg.state_path(spool_dir);
+        let lock = lock_state(&path)?;
         let state = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
                 Ok(s)
@@ -305,7 +335,29 @@ impl Baselines {
             sessions: HashMap::new(),
             dirty: false,
             saved: Instant::now(),
+            _lock: lock,
         })
+    }
+
+    /// Learns from a recorded stream (a spool's, an export's), in the order given, through the
+    /// path live events take, so seeded history is history the daemon could have seen. What it
+    /// would have raised is not reported: it is the past.
+    pub fn learn_history<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) -> Learnt {
+        let mut learnt = Learnt::default();
+        let mut discarded = Vec::new();
+        for event in events {
+            if !event.host.is_empty() && *event.host != *self.host {
+                learnt.other_hosts += 1;
+                continue;
+            }
+            learnt.events += 1;
+            self.observe(event, &mut discarded);
+            discarded.clear();
+        }
+        // Sessions the history left open are not this process's to carry on.
+        self.sessions.clear();
+        learnt.profiles = self.state.users.len() + self.state.groups.len();
+        learnt
     }
 
     /// Scores `event` against its user's and peer group's baselines, then learns from it.
@@ -327,7 +379,10 @@ impl Baselines {
             _ => {}
         }
         let fact = match &event.body {
-            EventBody::Exec(x) => Some(Fact::Binary(x.filename.lossy())),
+            EventBody::Exec(x) => Some(Fact::Binary {
+                path: x.filename.lossy(),
+                trusted: event.process.exe.as_ref().is_some_and(|e| e.trusted),
+            }),
             EventBody::Connect(c)
                 if c.family != crate::event::AddressFamily::Unix
                     && (c.result.ok() || c.result.error.as_deref() == Some("EINPROGRESS")) =>
@@ -377,8 +432,8 @@ impl Baselines {
         let host = &self.host;
         let hour = hour_of_week(now);
         let learn_into = |p: &mut Profile| match &fact {
-            Fact::Binary(b) => {
-                learn(&mut p.binaries, b);
+            Fact::Binary { path, .. } => {
+                learn(&mut p.binaries, path);
                 p.commands += 1;
                 p.hours[hour] += 1;
             }
@@ -412,6 +467,12 @@ impl Baselines {
     }
 
     /// Anomalies of `fact` for `user` (with the value that makes each distinct).
+    ///
+    /// Scored against the user's own history once it has learnt for `learning_period`; before
+    /// that (an account new to this host, or a colleague on a host they never used) against
+    /// their peer group's, so a newcomer is not left unscored for weeks. What the peer group
+    /// does is ordinary for each of its members: a binary, destination or sensitive path first
+    /// seen for the user but known in the group is learnt without an alert.
     fn score(
         &self,
         user: &str,
@@ -420,71 +481,58 @@ impl Baselines {
         now: i64,
     ) -> Vec<(Anomaly, String)> {
         let mut found = Vec::new();
-        let Some(profile) = self
-            .state
-            .users
-            .get(user)
-            .filter(|p| p.ready(now, self.learning))
-        else {
-            return found;
+        let ready = |p: &&Profile| p.ready(now, self.learning);
+        let own = self.state.users.get(user).filter(ready);
+        let peers = group.and_then(|g| self.state.groups.get(g).filter(ready).map(|p| (g, p)));
+        let (profile, whose) = match (own, peers) {
+            (Some(p), _) => (p, user.to_string()),
+            (None, Some((g, p))) => (p, format!("{user} (new here, against peer group {g})")),
+            (None, None) => return found,
         };
-        let peers = group.and_then(|g| {
-            self.state
-                .groups
-                .get(g)
-                .filter(|p| p.ready(now, self.learning))
-                .map(|p| (g, p))
-        });
-        // First seen for the user: lower when the peer group knows it.
-        let mut first_seen = |id: &'static str,
-                              what: &str,
-                              value: &str,
-                              known: fn(&Profile) -> &BTreeMap<String, u64>,
-                              risk: u32| {
-            if known(profile).contains_key(value) {
-                return;
+        let is_own = own.is_some();
+        type Known = fn(&Profile) -> &BTreeMap<String, u64>;
+        let known = |dimension: Known, value: &str| {
+            dimension(profile).contains_key(value)
+                || peers.is_some_and(|(_, p)| dimension(p).contains_key(value))
+        };
+        let mut first_seen = |id: &'static str, what: &str, value: &str, dimension: Known, risk| {
+            if !known(dimension, value) {
+                found.push((
+                    Anomaly {
+                        id,
+                        title: format!("First-seen {what} for {whose}: {value}"),
+                        severity: Severity::Medium,
+                        risk,
+                    },
+                    value.to_string(),
+                ));
             }
-            let (title, severity, risk) = match peers {
-                Some((g, p)) if known(p).contains_key(value) => (
-                    format!(
-                        "{user} used {what} {value} for the first time (known in peer group {g})"
-                    ),
-                    Severity::Low,
-                    risk / 3,
-                ),
-                _ => (
-                    format!("First-seen {what} for {user}: {value}"),
-                    Severity::Medium,
-                    risk,
-                ),
-            };
-            found.push((
-                Anomaly {
-                    id,
-                    title,
-                    severity,
-                    risk,
-                },
-                value.to_string(),
-            ));
         };
         match fact {
-            Fact::Binary(b) => {
-                first_seen("anomaly-new-binary", "binary", b, |p| &p.binaries, 15);
-                if profile.binaries.get(b) == Some(&1)
+            Fact::Binary { path, trusted } => {
+                // A packaged program at its own path that nobody in the peer group ran is new
+                // but ordinary (a first `lsblk`, `stat`): learnt and counted, not alerted. A
+                // program no package put there (copied, renamed, downloaded, built) is reported.
+                if *trusted && !known(|p| &p.binaries, path) {
+                    metrics::counter!("vigil_baseline_first_seen_packaged_total").increment(1);
+                } else {
+                    first_seen("anomaly-new-binary", "binary", path, |p| &p.binaries, 15);
+                }
+                if is_own
+                    && profile.binaries.get(path) == Some(&1)
                     && profile.commands >= self.cfg.rare_min_commands
                 {
                     found.push((
                         Anomaly {
                             id: "anomaly-rare-binary",
                             title: format!(
-                                "Rare binary for {user}: {b} (once in {} commands)",
+                                "Rare binary for {user}: {path} (once in {} commands)",
                                 profile.commands
                             ),
                             severity: Severity::Low,
                             risk: 5,
                         },
-                        b.clone(),
+                        path.clone(),
                     ));
                 }
                 let h = hour_of_week(now);
@@ -494,7 +542,7 @@ impl Baselines {
                         Anomaly {
                             id: "anomaly-off-hours",
                             title: format!(
-                                "{user} active outside their usual hours ({})",
+                                "{whose} active outside their usual hours ({})",
                                 hour_name(h)
                             ),
                             severity: Severity::Medium,
@@ -518,7 +566,8 @@ impl Baselines {
                 |p| &p.sensitive_paths,
                 15,
             ),
-            Fact::Bytes(b) => {
+            // A peer group's daily total is its members' sum: no norm for one newcomer.
+            Fact::Bytes(b) if is_own => {
                 let day = now.div_euclid(NS_PER_DAY);
                 let today = profile.daily_bytes.get(&day).copied().unwrap_or(0) + b;
                 let (mean, days) = profile.volume_norm(day);
@@ -540,7 +589,7 @@ impl Baselines {
                     ));
                 }
             }
-            Fact::Host => {}
+            Fact::Bytes(_) | Fact::Host => {}
         }
         found
     }
@@ -575,6 +624,34 @@ impl Baselines {
     pub fn profile(&self, user: &str) -> Option<&Profile> {
         self.state.users.get(user)
     }
+}
+
+/// An exclusive lock on `<state>.lock` (created beside the state, owner-only).
+fn lock_state(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, BaselineError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let lock_path = path.with_extension("json.lock");
+    let err = |source| BaselineError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(err)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => BaselineError::InUse {
+                path: path.to_path_buf(),
+            },
+            other => err(other.into()),
+        },
+    )
 }
 
 /// UTC hour of the week, Monday 00:00 = 0 (1970-01-01 was a Thursday).
@@ -625,5 +702,167 @@ mod tests {
         p.daily_bytes.insert(12, 0);
         p.daily_bytes.insert(13, 1_000_000);
         assert_eq!(p.volume_norm(13), (200.0, 2));
+    }
+
+    use crate::event::{samples::sample, EventType, RawBytes};
+
+    const DAY: i64 = NS_PER_DAY;
+
+    fn config() -> BaselineConfig {
+        crate::config::Config::embedded().detection.baseline
+    }
+
+    /// An event of `user` (login uid `uid`, in peer group "oncall") in session `sid` at `t`.
+    fn at(mut e: Event, uid: u32, sid: u32, t: i64) -> Event {
+        e.time_ns = t;
+        e.process.loginuid = Some(uid);
+        e.process.sessionid = Some(sid);
+        e.process.login_user = Some(format!("u{uid}"));
+        if let EventBody::SessionStart(s) = &mut e.body {
+            s.login_user = Some(format!("u{uid}"));
+            s.loginuid = uid;
+            s.session = sid;
+        }
+        e
+    }
+
+    fn exec(path: &str, trusted: bool) -> Event {
+        let mut e = sample(EventType::Exec);
+        if let EventBody::Exec(x) = &mut e.body {
+            x.filename = RawBytes::from(path);
+        }
+        if let Some(exe) = &mut e.process.exe {
+            exe.trusted = trusted;
+        }
+        e
+    }
+
+    /// A session of `uid` at `t` running `programs`; returns the anomaly ids raised.
+    fn session(
+        b: &mut Baselines,
+        uid: u32,
+        sid: u32,
+        t: i64,
+        programs: &[(&str, bool)],
+    ) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        b.observe(&at(sample(EventType::SessionStart), uid, sid, t), &mut out);
+        for (i, (p, trusted)) in programs.iter().enumerate() {
+            b.observe(&at(exec(p, *trusted), uid, sid, t + i as i64), &mut out);
+        }
+        b.observe(
+            &at(sample(EventType::SessionEnd), uid, sid, t + 100),
+            &mut out,
+        );
+        out.iter().map(|a| a.id).collect()
+    }
+
+    fn history(b: &mut Baselines, now: i64) {
+        // Three weeks of two colleagues' work at this hour of the day.
+        for day in (1..=21).rev() {
+            let t = now - day * DAY;
+            session(
+                b,
+                1,
+                day as u32 * 10,
+                t,
+                &[("/usr/bin/df", true), ("/usr/bin/ps", true)],
+            );
+            session(
+                b,
+                2,
+                day as u32 * 10 + 1,
+                t,
+                &[("/usr/bin/df", true), ("/usr/bin/lsblk", true)],
+            );
+        }
+    }
+
+    #[test]
+    fn the_peer_group_makes_a_colleagues_binary_ordinary_and_an_unpackaged_one_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Baselines::open(config(), dir.path(), "h".into()).unwrap();
+        let now = 1_795_392_000 * 1_000_000_000 + 10 * 3_600_000_000_000;
+        history(&mut b, now);
+        // A colleague's binary, and a packaged one nobody ran: learnt, not alerted.
+        assert_eq!(
+            session(
+                &mut b,
+                1,
+                900,
+                now,
+                &[("/usr/bin/lsblk", true), ("/usr/bin/lscpu", true)]
+            ),
+            Vec::<&str>::new()
+        );
+        // A copy no package put there: reported, once.
+        assert_eq!(
+            session(
+                &mut b,
+                1,
+                901,
+                now,
+                &[("/tmp/sweep", false), ("/tmp/sweep", false)]
+            ),
+            vec!["anomaly-new-binary"]
+        );
+    }
+
+    #[test]
+    fn a_newcomer_is_scored_against_the_peer_group_until_their_own_history_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Baselines::open(config(), dir.path(), "h".into()).unwrap();
+        let now = 1_795_392_000 * 1_000_000_000 + 10 * 3_600_000_000_000;
+        history(&mut b, now);
+        // User 3 never worked on this host: the group's programs are ordinary for them ...
+        assert_eq!(
+            session(&mut b, 3, 910, now, &[("/usr/bin/df", true)]),
+            Vec::<&str>::new()
+        );
+        // ... one nobody in the group runs is not, and the title says against whom.
+        let mut out = Vec::new();
+        b.observe(&at(sample(EventType::SessionStart), 3, 911, now), &mut out);
+        b.observe(&at(exec("/tmp/probe", false), 3, 911, now + 1), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].title.contains("against peer group oncall"),
+            "{}",
+            out[0].title
+        );
+        // Without a peer group, a newcomer is only learnt.
+        let mut c = Baselines::open(config(), &dir.path().join("other"), "h".into()).unwrap();
+        assert_eq!(
+            session(&mut c, 3, 920, now, &[("/tmp/probe", false)]),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn one_process_holds_a_state_and_history_learns_through_the_live_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = sample(EventType::Exec).host.to_string();
+        let mut b = Baselines::open(config(), dir.path(), host.clone()).unwrap();
+        assert!(matches!(
+            Baselines::open(config(), dir.path(), host.clone()),
+            Err(BaselineError::InUse { .. })
+        ));
+        let now = 1_795_392_000 * 1_000_000_000;
+        let mut events = vec![
+            at(sample(EventType::SessionStart), 1, 1, now - 20 * DAY),
+            at(exec("/usr/bin/df", true), 1, 1, now - 20 * DAY + 1),
+        ];
+        let mut elsewhere = at(exec("/usr/bin/ps", true), 1, 1, now - 20 * DAY + 2);
+        elsewhere.host = "other-host".into();
+        events.push(elsewhere);
+        let learnt = b.learn_history(&events);
+        assert_eq!((learnt.events, learnt.other_hosts), (2, 1));
+        let p = b.profile("u1").expect("learnt");
+        assert_eq!(p.since_ns, now - 20 * DAY);
+        assert!(p.binaries.contains_key("/usr/bin/df") && !p.binaries.contains_key("/usr/bin/ps"));
+        b.save().unwrap();
+        drop(b);
+        // Released with it, and what was learnt is there for the next.
+        let b = Baselines::open(config(), dir.path(), host).unwrap();
+        assert!(b.profile("u1").is_some());
     }
 }

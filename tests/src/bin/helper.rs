@@ -12,6 +12,10 @@
 //!                                                       with their files open
 //! vigil-test-helper storm <exec|open-read|connect> <count> <target>
 //!                                                       timed loop; prints elapsed nanoseconds
+//! vigil-test-helper pty -- CMD...                      CMD on a new terminal (its controlling
+//!                                                       tty, in a new session), typed to: each
+//!                                                       line of our stdin once its output
+//!                                                       settled; exits with CMD's status
 //! ```
 
 use std::{
@@ -125,6 +129,96 @@ fn hold_open(path: &str, n: u64, processes: u64) -> Result<(), String> {
         return Err(format!("{failed} children failed"));
     }
     Ok(())
+}
+
+/// Runs `rest` on a new pseudo-terminal and types `keys` into it a line at a time, each once the
+/// terminal has been quiet for a moment (a program that sets up its terminal flushes what was
+/// typed ahead, as it would a person's). Returns the program's exit status.
+fn pty(rest: &[String], keys: &[u8]) -> Result<std::process::ExitStatus, String> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt as _;
+    let Some((prog, args)) = rest.split_first() else {
+        return Err("pty: no command".into());
+    };
+    // A terminal of a size (full-screen programs such as top wait for one otherwise).
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pair = nix::pty::openpty(Some(&size), None).map_err(|e| format!("openpty: {e}"))?;
+    let slave = std::fs::File::from(pair.slave);
+    let mut command = Command::new(prog);
+    command
+        .args(args)
+        .stdin(slave.try_clone().map_err(|e| e.to_string())?)
+        .stdout(slave.try_clone().map_err(|e| e.to_string())?)
+        .stderr(slave.try_clone().map_err(|e| e.to_string())?);
+    // SAFETY: only async-signal-safe calls between fork and exec: setsid and an ioctl on fd 0.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    drop(slave);
+    let mut master = std::fs::File::from(pair.master);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    // Reads what the terminal shows until it has been quiet for `quiet_ms`; false once the
+    // terminal is gone (every process holding it has exited).
+    let mut settle = |master: &mut std::fs::File, quiet_ms: u16| -> bool {
+        loop {
+            let mut fds = [nix::poll::PollFd::new(
+                master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(quiet_ms)) {
+                Ok(0) => return true,
+                Ok(_) => match master.read(&mut buf) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) => {}
+                },
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+        }
+    };
+    let mut open = settle(&mut master, 150);
+    for line in keys.split_inclusive(|&b| b == b'\n') {
+        if !open {
+            break;
+        }
+        if master.write_all(line).is_err() {
+            break;
+        }
+        open = settle(&mut master, 150);
+    }
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            // Whatever it printed last, read so nothing blocks on a full terminal.
+            settle(&mut master, 50);
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{prog} still running after 30 s of typing"));
+        }
+        if !settle(&mut master, 50) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -268,6 +362,20 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vigil-test-helper: connect {path}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "pty" => {
+            let mut keys = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut keys) {
+                eprintln!("vigil-test-helper: pty: cannot read the keys: {e}");
+                return ExitCode::from(1);
+            }
+            match pty(after_dashes(&args), &keys) {
+                Ok(status) => ExitCode::from(status.code().unwrap_or(128) as u8),
+                Err(e) => {
+                    eprintln!("vigil-test-helper: {e}");
                     ExitCode::from(1)
                 }
             }

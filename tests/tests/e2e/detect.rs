@@ -411,3 +411,86 @@ fn a_first_interactive_login_writes_its_history_without_an_alert() {
     assert!(hit(base + 1), "truncating an existing history alerts");
     assert!(hit(base + 2), "moving the history away alerts");
 }
+
+/// A slice of `cargo xtask bench detect` (every attack scenario and evasion variant, a few
+/// scripted sessions, each interactive kind once, the whole anomaly population): its targets
+/// hold on every run of the suite, not only when the bench is run by hand.
+#[test]
+fn the_detection_bench_slice_meets_its_targets() {
+    require_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil-detect-bench"))
+        .args(["--benign", "20", "--interactive-copies", "1"])
+        .env("VIGIL_BIN", vigil_bin())
+        .output()
+        .expect("the detection bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("): met"),
+        "targets missed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn baselines_learn_refuses_unreadable_history_and_a_state_in_use() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/baseline.json");
+    let config = dir.path().join("learn.yaml");
+    let baseline = format!(
+        "detection:\n  baseline:\n    enabled: true\n    state_file: {}\n",
+        state.display()
+    );
+    std::fs::write(
+        &config,
+        format!("spool:\n  dir: {}\n{baseline}", dir.path().display()),
+    )
+    .unwrap();
+    let learn = |file: &Path| {
+        Command::new(vigil_bin())
+            .args(["baselines", "learn", "--config"])
+            .arg(&config)
+            .arg(file)
+            .output()
+            .expect("vigil runs")
+    };
+    // A history with a line that is not an event: refused with the place, nothing learnt.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "\n{\"type\": \"exec\"}\n").unwrap();
+    let out = learn(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("bad.jsonl:2: not an event"), "{stderr}");
+    assert!(!state.exists(), "nothing was written");
+
+    // The daemon's own recording is history it can learn from, once the daemon has stopped.
+    let daemon = Daemon::start(&baseline).expect("daemon starts");
+    session(39_990, dir.path(), "uptime > /dev/null; id > /dev/null");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = learn(&daemon.events_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "learnt into a state a daemon holds");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    let events = daemon.stop().expect("daemon stops");
+    let recorded = dir.path().join("recorded.jsonl");
+    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    std::fs::write(&recorded, lines.join("\n")).unwrap();
+    let out = learn(&recorded);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("learnt from {} events", events.len())),
+        "{stdout}"
+    );
+    let learnt: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let users = learnt["users"].as_object().unwrap();
+    assert!(
+        users.keys().any(|u| u.contains("39990")),
+        "the session's user has a profile: {:?}",
+        users.keys().collect::<Vec<_>>()
+    );
+}
