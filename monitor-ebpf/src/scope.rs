@@ -24,9 +24,10 @@ pub fn session_of(tgid: u32) -> Option<ScopeEntry> {
 /// is in now (recorded, so that it stays). `None` outside every session.
 ///
 /// A process can be in scope without a login uid only after one of its lineage unset its own
-/// (`/proc/self/loginuid`, writable by the task itself only): until any process has opened a
-/// `loginuid` file for writing or set up an io_uring ring (which could), the many processes
-/// without a login uid (every service) are out of scope without a `SCOPE` lookup.
+/// (`/proc/self/loginuid`, writable by the task itself only): until a process in a session has
+/// opened a `loginuid` file for writing (or any process another task's), or any process set up
+/// an io_uring ring (which could write one), the many processes without a login uid (every
+/// service) are out of scope without a `SCOPE` lookup.
 #[inline(always)]
 fn enter(task: Ptr, tgid: u32) -> Option<ScopeEntry> {
     let login = loginuid(task);
@@ -107,7 +108,11 @@ pub fn note_loginuid_written() {
 }
 
 /// `sys_exit` of an open by any process, in scope or not (the fd of a `loginuid` file can be
-/// handed to the task it belongs to): a `loginuid` file opened for writing sets the flag.
+/// handed to the task it belongs to): a `loginuid` file opened for writing sets the flag, unless
+/// a process outside every session opened its own. Only a process in a session can leave one
+/// in it without a login uid (by unsetting its own, or having another's file handed to it); one
+/// outside every session writing its own login uid (PAM starting a login on every SSH or cron
+/// session) only enters a session, so logins do not put every service on the slow path.
 #[inline(always)]
 pub fn watch_loginuid_open(task: Ptr, flags: u32, fd: u32) {
     const O_ACCMODE: u32 = 0o3;
@@ -120,7 +125,37 @@ pub fn watch_loginuid_open(task: Ptr, flags: u32, fd: u32) {
     }
     let dentry = crate::kernel::read_ptr(file, koff!(file_path) + koff!(path_dentry));
     let name = crate::kernel::read_ptr(dentry, koff!(dentry_name) + koff!(qstr_name));
-    if crate::kernel::read::<[u8; 9]>(name, 0) == Some(*b"loginuid\0") {
+    if crate::kernel::read::<[u8; 9]>(name, 0) != Some(*b"loginuid\0") {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if own_proc_dir(dentry as u64) == 0 || enter(task, tgid).is_some() {
         note_loginuid_written();
     }
+}
+
+/// 1 when `dentry` lies in the current thread's own `/proc` directory (`/proc/<tid>/`, or
+/// `/proc/<tgid>/task/<tid>/`; `self` and `thread-self` resolve to those), 0 otherwise or when
+/// it cannot be read. A subprogram: the digit loop stays out of the exit program's body.
+#[inline(never)]
+fn own_proc_dir(dentry: u64) -> u32 {
+    let parent = crate::kernel::read_ptr(dentry as Ptr, koff!(dentry_parent));
+    let name = crate::kernel::read_ptr(parent, koff!(dentry_name) + koff!(qstr_name));
+    let Some(digits) = crate::kernel::read::<[u8; 12]>(name, 0) else {
+        return 0;
+    };
+    let mut id: u64 = 0;
+    let mut len = 0;
+    for &c in digits.iter().take(11) {
+        if c == 0 {
+            break;
+        }
+        if !c.is_ascii_digit() {
+            return 0;
+        }
+        id = id * 10 + (c - b'0') as u64;
+        len += 1;
+    }
+    let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
+    (len > 0 && id == tid) as u32
 }

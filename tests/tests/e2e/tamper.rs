@@ -215,3 +215,63 @@ fn the_daemon_tells_systemd_it_is_ready_and_alive_and_falls_silent_when_stopped(
     );
     daemon.stop().expect("daemon stops");
 }
+
+/// The kernel's login-uid-written flag (processes without a login uid skip the session lookup
+/// until it is set) is set by a process in a session opening a `loginuid` file for writing, or
+/// by any process opening another task's; not by a process outside every session writing its
+/// own, as PAM does for every new login (which only enters a session).
+#[test]
+fn the_login_uid_flag_is_set_by_sessions_and_by_anothers_file_not_by_logins() {
+    require_root();
+    let own = std::fs::read_to_string("/proc/self/loginuid").unwrap_or_default();
+    assert_eq!(
+        own.trim(),
+        "4294967295",
+        "this test starts logins from outside every session: run it outside a login session"
+    );
+    let flag = || -> u32 {
+        let data = maps_named("LOGINUID_OPENED")
+            .pop()
+            .expect("the daemon's login-uid flag");
+        let flag: aya::maps::Array<MapData, u32> =
+            aya::maps::Array::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        flag.get(&0, 0).unwrap()
+    };
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new(HELPER)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    let python = |code: &str| {
+        let status = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", code])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{code}");
+    };
+    for case in ["another task's file", "a session's own"] {
+        let daemon = Daemon::start("").expect("daemon starts");
+        assert_eq!(flag(), 0, "clear at start");
+        // A login started from outside every session: the helper writes its own login uid.
+        run(&["login", "66100", "--", "/bin/true"]);
+        assert_eq!(flag(), 0, "a new login does not set it");
+        if case == "another task's file" {
+            // Outside every session, another task's file (its fd could be handed to that task).
+            python("open('/proc/1/loginuid', 'w')");
+        } else {
+            // Inside a session, its own: it could unset it and stay in the session.
+            run(&[
+                "login",
+                "66101",
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                "open('/proc/self/loginuid', 'w')",
+            ]);
+        }
+        assert_eq!(flag(), 1, "{case} sets it");
+        daemon.stop().expect("daemon stops");
+    }
+}
