@@ -113,6 +113,12 @@ pub fn note_loginuid_written() {
 /// in it without a login uid (by unsetting its own, or having another's file handed to it); one
 /// outside every session writing its own login uid (PAM starting a login on every SSH or cron
 /// session) only enters a session, so logins do not put every service on the slow path.
+///
+/// What that leaves: a process outside every session that writes its own login uid and keeps
+/// the file open could later unset it through that file unseen, leaving the session it entered
+/// (its children stay, by lineage). It was outside every session to begin with, which a
+/// process in a session only gets by the ways out the rules report (`session-escape-*`);
+/// closing it would mean following every close or write of every process.
 #[inline(always)]
 pub fn watch_loginuid_open(task: Ptr, flags: u32, fd: u32) {
     const O_ACCMODE: u32 = 0o3;
