@@ -3,9 +3,9 @@
 //! login) whose shell runs on a pseudo-terminal and is typed to a line at a time (the helper's
 //! `pty`): first logins, shells with history, editors, pagers, `top`, tmux, git over SSH, SSH
 //! onward, package queries, sudo, ssh-agent, and credentials clients reading their own files.
-//! Clients that cannot be installed here (the AWS CLI, helm) are stand-ins installed as a dpkg
-//! package, so they are identified as the rules identify any client: a packaged program at
-//! its own path.
+//! Clients that cannot be installed here (the AWS CLI, helm, a docker-style client without its
+//! daemon) are stand-ins installed as a dpkg package, so they are identified as the rules
+//! identify any client: a packaged program at its own path.
 
 use std::{
     path::{Path, PathBuf},
@@ -21,7 +21,7 @@ pub struct Standins {
 
 const STANDIN_PACKAGE: &str = "vigil-bench-standins";
 const STANDIN_DIR: &str = "/opt/vigil-bench/bin";
-const STANDIN_CLIENTS: [&str; 2] = ["aws", "helm"];
+const STANDIN_CLIENTS: [&str; 3] = ["aws", "helm", "docker"];
 
 impl Standins {
     /// Builds and installs the package from `standin` (the `vigil-client-standin` binary).
@@ -132,6 +132,7 @@ pub fn corpus(ssh: &SshFixture, standins: &Standins, copies: usize) -> Vec<Inter
         session("kubectl reads its config", Entry::Terminal, "kubectl config view > /dev/null\nkubectl config current-context\nexit\n"),
         session("aws-style client reads its credentials", Entry::Terminal, &format!("{bin}/aws\nexit\n")),
         session("helm-style client reads the kubeconfig", Entry::Terminal, &format!("{bin}/helm\nexit\n")),
+        session("docker-style client reads its config", Entry::Terminal, &format!("{bin}/docker\nexit\n")),
         session("python REPL", Entry::Terminal, "python3\nprint(6 * 7)\nexit()\nexit\n"),
         session("crontab listed", Entry::Terminal, "crontab -l 2> /dev/null || echo none\nexit\n"),
         session("sshd login: first commands", Entry::Sshd, "uptime\nid\nexit\n"),
@@ -157,7 +158,7 @@ pub fn corpus(ssh: &SshFixture, standins: &Standins, copies: usize) -> Vec<Inter
 /// files, a bare repository for the test user to serve.
 fn prepare_home(home: &Path, ssh: &SshFixture, fresh: bool) {
     let _ = std::fs::remove_dir_all(home);
-    for d in [".ssh", ".kube", ".aws"] {
+    for d in [".ssh", ".kube", ".aws", ".docker"] {
         std::fs::create_dir_all(home.join(d)).expect("home");
     }
     std::fs::copy(&ssh.key, home.join(".ssh/id_ed25519")).expect("key");
@@ -172,6 +173,11 @@ fn prepare_home(home: &Path, ssh: &SshFixture, fresh: bool) {
         "[default]\naws_access_key_id = AKIABENCHBENCHBENCH\naws_secret_access_key = bench\n",
     )
     .expect("aws");
+    std::fs::write(
+        home.join(".docker/config.json"),
+        "{\"auths\": {\"registry.example.com\": {\"auth\": \"YmVuY2g6YmVuY2g=\"}}}\n",
+    )
+    .expect("docker config");
     if !fresh {
         std::fs::write(home.join(".bash_history"), "ls\nuptime\ndf -h\n").expect("history");
     }

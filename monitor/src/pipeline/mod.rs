@@ -77,6 +77,9 @@ const INTEGRITY_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs the daemon until SIGINT or SIGTERM, then drains every stage and detaches.
 pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    // Before anything the configuration names is opened (or created, such as the baselines'
+    // lock): without root, that is the one error worth reporting.
+    crate::kernel::check_root()?;
     // Stop signals are caught from the first moment: one that arrives while the daemon starts
     // (or the instant it announces readiness) is remembered and drains the pipeline once it
     // runs, instead of taking the default action and killing the process mid-start

@@ -1,5 +1,5 @@
 //! `vigil-client-standin`: a stand-in for a credentials client that cannot be installed here
-//! (the AWS CLI, helm). Installed by the detection bench as a dpkg package under the client's
+//! (the AWS CLI, helm, a docker-style client without its daemon). Installed by the detection bench as a dpkg package under the client's
 //! name, it reads the files the real client reads, so the bench sees a legitimate client read
 //! its credentials the way the rules identify one: a packaged program at its own path.
 
@@ -10,6 +10,7 @@ fn files_of(client: &str) -> Option<&'static [&'static str]> {
     match client {
         "aws" => Some(&[".aws/config", ".aws/credentials"]),
         "helm" | "kubectl" => Some(&[".kube/config"]),
+        "docker" => Some(&[".docker/config.json"]),
         _ => None,
     }
 }
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     let argv0 = std::env::args().next().unwrap_or_default();
     let client = argv0.rsplit('/').next().unwrap_or_default().to_string();
     let Some(files) = files_of(&client) else {
-        eprintln!("vigil-client-standin: run as aws or helm, not {client:?}");
+        eprintln!("vigil-client-standin: run as aws, helm or docker, not {client:?}");
         return ExitCode::from(2);
     };
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
