@@ -274,8 +274,9 @@ pub struct AlertGroup<'a> {
     pub session_risk: u32,
 }
 
-/// `alerts` grouped by session and rule, in the order of each group's first alert.
-pub fn group_alerts(alerts: &[Event]) -> Vec<AlertGroup<'_>> {
+/// `alerts` grouped by session and rule, in the order of each group's first alert; with
+/// `each`, every alert is a group of its own.
+pub fn group_alerts(alerts: &[Event], each: bool) -> Vec<AlertGroup<'_>> {
     let mut groups: Vec<AlertGroup> = Vec::new();
     let mut index: std::collections::HashMap<(Option<SessionKey>, &str), usize> =
         std::collections::HashMap::new();
@@ -283,23 +284,20 @@ pub fn group_alerts(alerts: &[Event]) -> Vec<AlertGroup<'_>> {
         let EventBody::Alert(al) = &e.body else {
             continue;
         };
-        match index.entry((e.session_key(), al.rule.as_str())) {
-            std::collections::hash_map::Entry::Occupied(i) => {
-                let g = &mut groups[*i.get()];
-                g.count += 1;
-                g.last_time = &e.time;
-                g.session_risk = g.session_risk.max(al.session_risk);
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(groups.len());
-                groups.push(AlertGroup {
-                    first: e,
-                    last_time: &e.time,
-                    count: 1,
-                    session_risk: al.session_risk,
-                });
-            }
+        let key = (e.session_key(), al.rule.as_str());
+        if let Some(g) = index.get(&key).filter(|_| !each).map(|&i| &mut groups[i]) {
+            g.count += 1;
+            g.last_time = &e.time;
+            g.session_risk = g.session_risk.max(al.session_risk);
+            continue;
         }
+        index.insert(key, groups.len());
+        groups.push(AlertGroup {
+            first: e,
+            last_time: &e.time,
+            count: 1,
+            session_risk: al.session_risk,
+        });
     }
     groups
 }
@@ -469,7 +467,7 @@ mod tests {
             alert(7, "other", "t4", 35),
             alert(7, "noisy", "t5", 35),
         ];
-        let groups = group_alerts(&alerts);
+        let groups = group_alerts(&alerts, false);
         let seen: Vec<(u32, &str, usize, &str, &str, u32)> = groups
             .iter()
             .map(|g| {
@@ -492,6 +490,21 @@ mod tests {
                 (7, "noisy", 3, "t1", "t5", 35),
                 (8, "quiet", 1, "t2", "t2", 40),
                 (7, "other", 1, "t4", "t4", 35),
+            ]
+        );
+        // `--each`: every alert its own line, in order, with its own risk.
+        let each: Vec<(&str, usize, u32)> = group_alerts(&alerts, true)
+            .iter()
+            .map(|g| (g.first.time.as_str(), g.count, g.session_risk))
+            .collect();
+        assert_eq!(
+            each,
+            vec![
+                ("t1", 1, 10),
+                ("t2", 1, 40),
+                ("t3", 1, 30),
+                ("t4", 1, 35),
+                ("t5", 1, 35)
             ]
         );
     }

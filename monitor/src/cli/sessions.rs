@@ -182,22 +182,7 @@ pub fn alerts(a: AlertsArgs) -> CliResult {
     if a.json {
         return print_json(&alerts);
     }
-    let groups: Vec<query::AlertGroup> = if a.each {
-        alerts
-            .iter()
-            .map(|e| query::AlertGroup {
-                first: e,
-                last_time: &e.time,
-                count: 1,
-                session_risk: match &e.body {
-                    EventBody::Alert(al) => al.session_risk,
-                    _ => 0,
-                },
-            })
-            .collect()
-    } else {
-        query::group_alerts(&alerts)
-    };
+    let groups = query::group_alerts(&alerts, a.each);
     let mut lines = vec![format!(
         "{:<30}  {:<30}  {:>5}  {:<28} {:<12} {:<9} {:<10} {:>4}  {:<30} EVIDENCE",
         "FIRST",
