@@ -54,8 +54,8 @@ const ROLES: [Role; 8] = [
     Role::Newcomer,
     Role::NewcomerTool,
 ];
-const GROUPS: [&str; 3] = ["sre", "dba", "dev"];
-const HISTORY_DAYS: i64 = 28;
+pub const GROUPS: [&str; 3] = ["sre", "dba", "dev"];
+pub const HISTORY_DAYS: i64 = 28;
 const HOUR_NS: i64 = 3_600_000_000_000;
 const DAY_NS: i64 = 24 * HOUR_NS;
 const HOARD_BYTES: u64 = 300 << 20;
@@ -117,6 +117,11 @@ fn listener() -> TcpListener {
 }
 
 impl Population {
+    /// Accounts in the population.
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
     /// Creates the accounts (uids from `base_uid`) and fixtures; `address`: a non-loopback
     /// address of this host, where the usual (and the new) destinations listen.
     pub fn create(work: &Path, base_uid: u32, address: &str) -> Population {

@@ -21,7 +21,7 @@ pub struct Standins {
 
 const STANDIN_PACKAGE: &str = "vigil-bench-standins";
 const STANDIN_DIR: &str = "/opt/vigil-bench/bin";
-const STANDIN_CLIENTS: [&str; 3] = ["aws", "helm", "docker"];
+const STANDIN_CLIENTS: [&str; 4] = ["aws", "helm", "docker", "kubectl"];
 
 impl Standins {
     /// Builds and installs the package from `standin` (the `vigil-client-standin` binary).
@@ -108,6 +108,28 @@ fn session(name: &str, entry: Entry, keys: &str) -> Interactive {
     }
 }
 
+/// Whether `program` on PATH is a packaged program (the real client, where this host has it;
+/// the stand-in is used otherwise).
+fn packaged_on_path(program: &str) -> bool {
+    let Ok(out) = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+    else {
+        return false;
+    };
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let Ok(real) = std::fs::canonicalize(&found) else {
+        return false;
+    };
+    Command::new("dpkg")
+        .arg("-S")
+        .arg(real)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The corpus: each kind of work `copies` times (`n` in the keys is the copy's number).
 pub fn corpus(ssh: &SshFixture, standins: &Standins, copies: usize) -> Vec<Interactive> {
     let port = ssh.port;
@@ -129,7 +151,11 @@ pub fn corpus(ssh: &SshFixture, standins: &Standins, copies: usize) -> Vec<Inter
         session("package queries", Entry::Terminal, "dpkg -l bash | tail -n 1\napt-cache policy bash | head -n 3\ndpkg -S /bin/ls\nexit\n"),
         session("sudo", Entry::Terminal, "sudo -n true\nsudo -n -u nobody id -u\nexit\n"),
         session("ssh-agent", Entry::Terminal, "eval $(ssh-agent -s) > /dev/null\nssh-add -q ~/.ssh/id_ed25519\nssh-add -l > /dev/null\nssh-agent -k > /dev/null\nexit\n"),
-        session("kubectl reads its config", Entry::Terminal, "kubectl config view > /dev/null\nkubectl config current-context\nexit\n"),
+        if packaged_on_path("kubectl") {
+            session("kubectl reads its config", Entry::Terminal, "kubectl config view > /dev/null\nkubectl config current-context\nexit\n")
+        } else {
+            session("kubectl-style client reads its config", Entry::Terminal, &format!("{bin}/kubectl\nexit\n"))
+        },
         session("aws-style client reads its credentials", Entry::Terminal, &format!("{bin}/aws\nexit\n")),
         session("helm-style client reads the kubeconfig", Entry::Terminal, &format!("{bin}/helm\nexit\n")),
         session("docker-style client reads its config", Entry::Terminal, &format!("{bin}/docker\nexit\n")),

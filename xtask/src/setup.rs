@@ -68,6 +68,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libcap2-bin",
     // Certificates for the HTTPS endpoint of the Kubernetes API lookup test.
     "openssl",
+    // The detection bench's interactive corpus (and its slice in the suite): what people run on
+    // a terminal. kubectl is used where it is packaged, a stand-in otherwise.
+    "tmux",
+    "vim",
+    "less",
+    "man-db",
+    "procps",
+    "git",
 ];
 
 /// The peers the overhead benchmark measures Vigil against (installed by the bench, not by

@@ -167,6 +167,7 @@ fn run() -> anyhow::Result<bool> {
     );
     let learnt: Value = serde_json::from_slice(&learnt.stdout)?;
     let cases = population.cases();
+    let population_size = population.size();
     let daemon = Daemon::start_with_spool(
         Some(&dir.path().join("spool-test")),
         &format!("{identity}{baseline_yaml}"),
@@ -385,9 +386,9 @@ fn run() -> anyhow::Result<bool> {
     }
     println!(
         "\nANOMALIES: {} users in {} peer groups, {} days of history ({} events learnt, {} profiles); {} test sessions ({} benign, {} insider{})",
-        population_size(&cases),
-        3,
-        28,
+        population_size,
+        anomaly::GROUPS.len(),
+        anomaly::HISTORY_DAYS,
         learnt["events"],
         learnt["profiles"],
         cases.len(),
@@ -518,13 +519,6 @@ fn run() -> anyhow::Result<bool> {
         if ok { "met" } else { "MISSED" }
     );
     Ok(ok)
-}
-
-fn population_size(cases: &[anomaly::Case]) -> usize {
-    let mut users: Vec<&str> = cases.iter().map(|c| c.user.as_str()).collect();
-    users.sort_unstable();
-    users.dedup();
-    users.len()
 }
 
 /// Prints the distribution of session risk (a table and bars) and returns the review
