@@ -803,7 +803,17 @@ pub struct KernelOffsets {
     pub dentry_inode: u32,
     /// `file.f_mode` (for `FMODE_CREATED`).
     pub file_f_mode: u32,
+    /// 1 when every `inode` member a file's identity needs lies in its first [`INODE_SPAN`]
+    /// bytes (then the programs read them with one copy), 0 otherwise (a read each).
+    pub inode_span: u32,
+    /// 1 when `file.f_inode` and `file.f_mode` lie in its first [`FILE_SPAN`] bytes.
+    pub file_span: u32,
 }
+
+/// Bytes of a `struct inode` copied at once for a file's identity (see `KernelOffsets::inode_span`).
+pub const INODE_SPAN: usize = 128;
+/// Bytes of a `struct file` copied at once for its inode and mode (`KernelOffsets::file_span`).
+pub const FILE_SPAN: usize = 64;
 
 /// Offsets of tracepoint record fields, read by the daemon from tracefs `format` files at start
 /// (layouts move between kernels).
@@ -939,7 +949,7 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 60 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 62 * 4);
         assert_eq!(size_of::<Policy>(), 40);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

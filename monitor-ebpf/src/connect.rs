@@ -14,7 +14,7 @@ use vigil_common::{
 
 use crate::{
     emit::send_prefix,
-    kernel::{fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, SysRegs},
+    kernel::{fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, Regs},
     maps::{scratch, CONNECT_SCRATCH},
     scope,
     tail::Tail,
@@ -28,8 +28,8 @@ const AF_INET6: u16 = 10;
 /// function of its own: the peer's path walk would otherwise be inlined into the syscall exit
 /// program beside the open's.
 #[inline(never)]
-pub fn on_exit(regs: SysRegs, ret: i64) {
-    let Some((task, policy)) = scope::check(kind::CONNECT) else {
+pub fn on_exit(regs: impl Regs, ret: i64) {
+    let Some((task, policy)) = scope::check_at(kind::CONNECT, regs) else {
         return;
     };
     let Some(rec) = scratch(&CONNECT_SCRATCH) else {

@@ -5,15 +5,15 @@
 use aya_ebpf::helpers::bpf_probe_read_user;
 use vigil_common::{kind, IoUringRecord};
 
-use crate::{emit::emit, kernel::SysRegs, scope};
+use crate::{emit::emit, kernel::Regs, scope};
 
 /// Offset of `flags` in `struct io_uring_params` (after `sq_entries` and `cq_entries`: uapi).
 const PARAMS_FLAGS: usize = 8;
 
 /// `sys_exit` of io_uring_setup(entries, params): reported whether it succeeded or not.
 #[inline(always)]
-pub fn on_exit(regs: SysRegs, ret: i64) {
-    let Some((task, _)) = scope::check(kind::IO_URING) else {
+pub fn on_exit(regs: impl Regs, ret: i64) {
+    let Some((task, _)) = scope::check_at(kind::IO_URING, regs) else {
         return;
     };
     let params = regs.arg(1) as *const u8;

@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
 use core::ffi::c_void;
 use vigil_common::{
     sys_class, CredIds, EventHeader, FileId, KernelOffsets, ScopeEntry, SyscallAbi,
-    TracepointLayout, AUDIT_UNSET, SCHEMA_VERSION, SYSCALL_TABLE_SIZE,
+    TracepointLayout, AUDIT_UNSET, FILE_SPAN, INODE_SPAN, SCHEMA_VERSION, SYSCALL_TABLE_SIZE,
 };
 
 // Load-time globals, set by the daemon with `EbpfLoader::set_global` (read-only, so the verifier
@@ -90,6 +90,8 @@ const fn zeroed_offsets() -> KernelOffsets {
         unix_sock_path: 0,
         dentry_inode: 0,
         file_f_mode: 0,
+        inode_span: 0,
+        file_span: 0,
     }
 }
 
@@ -190,8 +192,19 @@ pub fn file_id(file: Ptr) -> FileId {
     if file.is_null() {
         return FileId::default();
     }
-    let mut id = inode_id(read_ptr(file, koff!(file_inode)));
-    let f_mode: u32 = read_or_zero(file, koff!(file_f_mode));
+    let (inode, f_mode) = if koff!(file_span) != 0 {
+        let head = Span::<FILE_SPAN>::read(file);
+        (
+            head.at::<u64>(koff!(file_inode)) as Ptr,
+            head.at::<u32>(koff!(file_f_mode)),
+        )
+    } else {
+        (
+            read_ptr(file, koff!(file_inode)),
+            read_or_zero(file, koff!(file_f_mode)),
+        )
+    };
+    let mut id = inode_id(inode);
     if f_mode & FMODE_CREATED != 0 {
         id.flags |= vigil_common::file_flag::CREATED;
     }
@@ -208,15 +221,58 @@ pub fn inode_id(inode: Ptr) -> FileId {
     if inode.is_null() {
         return id;
     }
-    let sb = read_ptr(inode, koff!(inode_sb));
-    id.ino = read_or_zero(inode, koff!(inode_ino));
-    id.ctime_sec = read_or_zero(inode, koff!(inode_ctime_sec));
-    id.ctime_nsec = read_or_zero(inode, koff!(inode_ctime_nsec));
+    let sb = if koff!(inode_span) != 0 {
+        // One copy instead of seven helper calls: this runs for every monitored open.
+        let head = Span::<INODE_SPAN>::read(inode);
+        id.ino = head.at(koff!(inode_ino));
+        id.ctime_sec = head.at(koff!(inode_ctime_sec));
+        id.ctime_nsec = head.at(koff!(inode_ctime_nsec));
+        id.uid = head.at(koff!(inode_uid));
+        id.nlink = head.at(koff!(inode_nlink));
+        id.mode = head.at(koff!(inode_mode));
+        head.at::<u64>(koff!(inode_sb)) as Ptr
+    } else {
+        id.ino = read_or_zero(inode, koff!(inode_ino));
+        id.ctime_sec = read_or_zero(inode, koff!(inode_ctime_sec));
+        id.ctime_nsec = read_or_zero(inode, koff!(inode_ctime_nsec));
+        id.uid = read_or_zero(inode, koff!(inode_uid));
+        id.nlink = read_or_zero(inode, koff!(inode_nlink));
+        id.mode = read_or_zero(inode, koff!(inode_mode));
+        read_ptr(inode, koff!(inode_sb))
+    };
     id.dev = read_or_zero(sb, koff!(sb_dev));
-    id.uid = read_or_zero(inode, koff!(inode_uid));
-    id.nlink = read_or_zero(inode, koff!(inode_nlink));
-    id.mode = read_or_zero(inode, koff!(inode_mode));
     id
+}
+
+/// The first `N` bytes of a kernel struct, copied with one helper call; members are then taken
+/// out at their offsets. The daemon sets a span flag only when every member read lies inside
+/// (`KernelOffsets::inode_span`, `file_span`), and the offsets are load-time constants, so the
+/// verifier checks each access exactly. Zero when the copy faults.
+#[repr(C, align(8))]
+pub struct Span<const N: usize>([u8; N]);
+
+impl<const N: usize> Span<N> {
+    #[inline(always)]
+    pub fn read(base: Ptr) -> Self {
+        let mut out = Span([0u8; N]);
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                out.0.as_mut_ptr() as *mut c_void,
+                N as u32,
+                base as *const c_void,
+            )
+        };
+        out
+    }
+
+    /// The `T` at `off`; zero past the end (never, where the daemon set the flag).
+    #[inline(always)]
+    pub fn at<T: Copy + Default>(&self, off: usize) -> T {
+        if off + core::mem::size_of::<T>() > N {
+            return T::default();
+        }
+        unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(off) as *const T) }
+    }
 }
 
 #[inline(always)]
@@ -286,29 +342,78 @@ pub fn sys_class(nr: u64) -> u8 {
     }
 }
 
-/// The user registers of a syscall, as the raw `sys_enter`/`sys_exit` tracepoints pass them.
+/// The user registers of a syscall, as the `sys_exit` hook hands them over. Two ways to read
+/// them, one per kind of program on that hook: see [`SysRegs`] and [`BtfRegs`].
+pub trait Regs: Copy {
+    /// Syscall argument `n` (0..6).
+    fn arg(self, n: usize) -> u64;
+    /// The syscall number, at exit.
+    fn nr(self) -> u64;
+    /// The current task's audit login uid, read the cheapest way this kind of program can.
+    fn loginuid(self) -> u32;
+}
+
+#[inline(always)]
+fn arg_offset(n: usize) -> usize {
+    (unsafe {
+        core::ptr::read_volatile(
+            core::ptr::addr_of!(SYSCALL_ABI.arg_offsets)
+                .cast::<u32>()
+                .add(n & 7),
+        )
+    }) as usize
+}
+
+#[inline(always)]
+fn nr_offset() -> usize {
+    (unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SYSCALL_ABI.nr_offset)) }) as usize
+}
+
+/// The registers as a raw tracepoint passes them: an untyped pointer, read with
+/// `bpf_probe_read_kernel` (a helper call each).
 #[derive(Clone, Copy)]
 pub struct SysRegs(pub Ptr);
 
-impl SysRegs {
-    /// Syscall argument `n` (0..6).
+impl Regs for SysRegs {
     #[inline(always)]
-    pub fn arg(self, n: usize) -> u64 {
-        let off = unsafe {
-            core::ptr::read_volatile(
-                core::ptr::addr_of!(SYSCALL_ABI.arg_offsets)
-                    .cast::<u32>()
-                    .add(n & 7),
-            )
-        };
-        read::<u64>(self.0, off as usize).unwrap_or(0)
+    fn arg(self, n: usize) -> u64 {
+        read::<u64>(self.0, arg_offset(n)).unwrap_or(0)
     }
 
-    /// The syscall number, at exit.
     #[inline(always)]
-    pub fn nr(self) -> u64 {
-        let off = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SYSCALL_ABI.nr_offset)) };
-        read::<u64>(self.0, off as usize).unwrap_or(u64::MAX)
+    fn nr(self) -> u64 {
+        read::<u64>(self.0, nr_offset()).unwrap_or(u64::MAX)
+    }
+
+    #[inline(always)]
+    fn loginuid(self) -> u32 {
+        loginuid(current_task())
+    }
+}
+
+/// The registers as a BTF-typed tracepoint (`tp_btf`) passes them: a `struct pt_regs *` the
+/// verifier knows the type of, so each register is one checked load instead of a helper call.
+/// The offsets are load-time constants (frozen `.rodata`), which the verifier checks against
+/// the kernel's `pt_regs`.
+#[derive(Clone, Copy)]
+pub struct BtfRegs(pub Ptr);
+
+impl Regs for BtfRegs {
+    #[inline(always)]
+    fn arg(self, n: usize) -> u64 {
+        unsafe { core::ptr::read_volatile(self.0.wrapping_add(arg_offset(n)) as *const u64) }
+    }
+
+    #[inline(always)]
+    fn nr(self) -> u64 {
+        unsafe { core::ptr::read_volatile(self.0.wrapping_add(nr_offset()) as *const u64) }
+    }
+
+    /// `current->loginuid` through the typed task pointer: one checked load.
+    #[inline(always)]
+    fn loginuid(self) -> u32 {
+        let task = unsafe { generated::bpf_get_current_task_btf() } as Ptr;
+        unsafe { core::ptr::read_volatile(task.wrapping_add(koff!(task_loginuid)) as *const u32) }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     emit::{emit, send_prefix},
     fold,
     kernel::{
-        current_task, current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, SysRegs,
+        current_task, current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, Regs,
     },
     maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
@@ -23,13 +23,44 @@ use crate::{
 /// saved user registers (unchanged by the call), the path from user memory, which the kernel has
 /// just faulted in (reading it at entry can see an empty path).
 #[inline(always)]
-pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
+pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     let args = open_args(class, regs);
     if ret >= 0 {
         scope::watch_loginuid_open(current_task(), args[3] as u32, ret as u32);
     }
-    let Some((task, policy)) = scope::check(kind::OPEN) else {
+    let Some((task, policy)) = scope::check_at(kind::OPEN, regs) else {
         return;
+    };
+    // The file actually opened, whatever the path the call named. Whether the open is folded
+    // is decided on it first: a folded open (a loader's library, a loop over one file) costs
+    // no copy of its path, its base directory or its file's path.
+    let opened = if ret >= 0 && policy.canonical_paths != 0 {
+        fd_file(task, ret as u32)
+    } else {
+        core::ptr::null()
+    };
+    // One time for the record and, when it may repeat, the fold slot it starts.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let id = if opened.is_null() {
+        FileId::default()
+    } else {
+        let id = file_id(opened);
+        // The record still goes out: the open of the denied file is the evidence.
+        let enforced = crate::respond::on_open(task, opened);
+        if policy.fold_opens != 0 && !enforced {
+            let verdict =
+                fold::decide(task, &id, args[3] as u32, policy.fold_repeat_window_ms, now);
+            if verdict != fold::SEND {
+                let (how, origin) = if verdict == fold::ROUTINE {
+                    (vigil_common::fold::ROUTINE, 0)
+                } else {
+                    (vigil_common::fold::REPEAT, verdict)
+                };
+                track_folded(task, ret as u32, how, origin);
+                return;
+            }
+        }
+        id
     };
     let Some(rec) = scratch(&OPEN_SCRATCH) else {
         return;
@@ -75,37 +106,12 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
             }
         }
     }
-    // The file actually opened, whatever the path above named.
-    let opened = if ret >= 0 && policy.canonical_paths != 0 {
-        fd_file(task, ret as u32)
+    rec.file = id;
+    rec.file_path = if opened.is_null() {
+        PathWalk::UNAVAILABLE
     } else {
-        core::ptr::null()
+        tail.path(opened.wrapping_add(koff!(file_path)), process_root(task))
     };
-    // One time for the record and, when it may repeat, the fold slot it starts.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if opened.is_null() {
-        rec.file = FileId::default();
-        rec.file_path = PathWalk::UNAVAILABLE;
-    } else {
-        rec.file = file_id(opened);
-        // The record still goes out: the open of the denied file is the evidence.
-        let enforced = crate::respond::on_open(task, opened);
-        if policy.fold_opens != 0 && !enforced {
-            let id = rec.file;
-            let verdict =
-                fold::decide(task, &id, args[3] as u32, policy.fold_repeat_window_ms, now);
-            if verdict != fold::SEND {
-                let (how, origin) = if verdict == fold::ROUTINE {
-                    (vigil_common::fold::ROUTINE, 0)
-                } else {
-                    (vigil_common::fold::REPEAT, verdict)
-                };
-                track_folded(task, ret as u32, how, origin);
-                return;
-            }
-        }
-        rec.file_path = tail.path(opened.wrapping_add(koff!(file_path)), process_root(task));
-    }
     rec.open_flags = args[3] as u32;
     rec.mode = (args[3] >> 32) as u32;
     rec.dfd = dfd;
@@ -198,7 +204,7 @@ pub fn report_read_volume(task: Ptr, fd: u32, stats: FileReadStats) {
 
 /// The call's arguments normalised to (syscall, dfd, path, flags | mode << 32).
 #[inline(always)]
-fn open_args(class: u8, regs: SysRegs) -> [u64; 4] {
+fn open_args(class: u8, regs: impl Regs) -> [u64; 4] {
     match class {
         sys_class::OPENAT => [
             open_syscall::OPENAT as u64,

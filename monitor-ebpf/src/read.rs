@@ -6,7 +6,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use vigil_common::{counter, kind, sys_class, FileReadStats, OpenFileKey};
 
 use crate::{
-    kernel::{current_task, current_tgid, fd_file, SysRegs},
+    kernel::{current_task, current_tgid, fd_file, Regs},
     maps::{count, FILE_ORIGIN, OPEN_FILES},
     open::report_read_volume,
     scope,
@@ -15,8 +15,8 @@ use crate::{
 /// `sys_exit` of read, pread64, readv, preadv, preadv2, sendfile64, copy_file_range and splice.
 /// The fd comes from the saved user registers, which the call leaves as they were.
 #[inline(always)]
-pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
-    if ret <= 0 || scope::check(kind::FILE_READ).is_none() {
+pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
+    if ret <= 0 || scope::check_at(kind::FILE_READ, regs).is_none() {
         return;
     }
     // sendfile(out_fd, in_fd, ...) reads from its second argument; the others from the first.
@@ -65,23 +65,23 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
 
 /// `sys_exit` of close: the fd is gone, whatever the result (Linux releases it even on EINTR).
 #[inline(always)]
-pub fn on_close(regs: SysRegs) {
-    retire(regs.arg(0) as u32);
+pub fn on_close(regs: impl Regs) {
+    retire(regs, regs.arg(0) as u32);
 }
 
 /// `sys_exit` of dup2 and dup3: the target fd now refers to another file.
 #[inline(always)]
-pub fn on_dup_onto(ret: i64) {
+pub fn on_dup_onto(regs: impl Regs, ret: i64) {
     if ret >= 0 {
-        retire(ret as u32);
+        retire(regs, ret as u32);
     }
 }
 
 /// The fd no longer refers to the file it was counted for: report what was read and forget it.
 /// Reads through whatever the fd refers to next start a fresh entry.
 #[inline(always)]
-fn retire(fd: u32) {
-    let Some((task, _)) = scope::check(kind::FILE_READ) else {
+fn retire(regs: impl Regs, fd: u32) {
+    let Some((task, _)) = scope::check_at(kind::FILE_READ, regs) else {
         return;
     };
     let key = OpenFileKey {

@@ -30,7 +30,12 @@ pub fn session_of(tgid: u32) -> Option<ScopeEntry> {
 /// service) are out of scope without a `SCOPE` lookup.
 #[inline(always)]
 fn enter(task: Ptr, tgid: u32) -> Option<ScopeEntry> {
-    let login = loginuid(task);
+    enter_as(task, tgid, loginuid(task))
+}
+
+/// [`enter`], with the task's login uid already read (`login`).
+#[inline(always)]
+fn enter_as(task: Ptr, tgid: u32, login: u32) -> Option<ScopeEntry> {
     if login == AUDIT_UNSET && !loginuid_written() {
         return None;
     }
@@ -54,6 +59,18 @@ fn enter(task: Ptr, tgid: u32) -> Option<ScopeEntry> {
 /// Otherwise counts the event as filtered and returns `None`.
 #[inline(always)]
 pub fn check(kind: u16) -> Option<(Ptr, &'static Policy)> {
+    check_as(kind, || loginuid(current_task()))
+}
+
+/// [`check`] for a syscall exit: the login uid read the way its program reads registers (one
+/// load in the typed program, a helper call in the raw one).
+#[inline(always)]
+pub fn check_at(kind: u16, regs: impl crate::kernel::Regs) -> Option<(Ptr, &'static Policy)> {
+    check_as(kind, || regs.loginuid())
+}
+
+#[inline(always)]
+fn check_as(kind: u16, login: impl FnOnce() -> u32) -> Option<(Ptr, &'static Policy)> {
     let policy = POLICY.get(0)?;
     if policy.kinds & kind_bit(kind) == 0 {
         count(kind, counter::FILTERED);
@@ -63,7 +80,7 @@ pub fn check(kind: u16) -> Option<(Ptr, &'static Policy)> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let in_scope = match policy.scope {
         scope::ALL => true,
-        scope::LOGIN_SESSIONS => enter(task, tgid).is_some(),
+        scope::LOGIN_SESSIONS => enter_as(task, tgid, login()).is_some(),
         _ => false,
     };
     if !in_scope {

@@ -12,14 +12,14 @@
 //! one is handed to its source module, which checks the scope first.
 
 use aya_ebpf::{
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use vigil_common::sys_class;
 
 use crate::{
     connect, exec, io_uring,
-    kernel::{sys_class, tp_layout, Ptr, SysRegs},
+    kernel::{sys_class, tp_layout, BtfRegs, Ptr, Regs, SysRegs},
     open, privs, read, tty,
 };
 
@@ -40,11 +40,25 @@ pub fn vigil_creds(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `sys_exit` as a BTF-typed tracepoint, where the kernel has BTF (every kernel this daemon
+/// runs on): the registers are a typed pointer, read with plain checked loads. The daemon falls
+/// back to [`vigil_raw_exit`] when this one cannot be loaded.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn vigil_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long ret)
+    sys_exit(BtfRegs(ctx.arg::<u64>(0) as Ptr), ctx.arg(1))
+}
+
+/// `sys_exit` as a raw tracepoint: the registers read with `bpf_probe_read_kernel`.
 #[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(struct pt_regs *regs, long ret); the number is in the registers, and so are the
-    // arguments, as the process passed them (syscalls do not write them back).
-    let regs = SysRegs(ctx.arg::<u64>(0) as Ptr);
+pub fn vigil_raw_exit(ctx: RawTracePointContext) -> i32 {
+    sys_exit(SysRegs(ctx.arg::<u64>(0) as Ptr), ctx.arg(1))
+}
+
+/// Either program's body. The number is in the registers, and so are the arguments, as the
+/// process passed them (syscalls do not write them back).
+#[inline(always)]
+fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
     let nr = regs.nr();
     let class = sys_class(nr);
     if class == sys_class::NONE || class == sys_class::EXECVE {
@@ -53,7 +67,6 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
     // A process of a killed or held session is signalled at any followed call (one load when
     // no response is in force).
     crate::respond::enforce_session();
-    let ret: i64 = ctx.arg(1);
     match class {
         sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
             open::on_exit(class, regs, ret)
@@ -66,7 +79,7 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
             tty::on_exit(class, regs, ret);
         }
         sys_class::CLOSE => read::on_close(regs),
-        sys_class::DUP_ONTO => read::on_dup_onto(ret),
+        sys_class::DUP_ONTO => read::on_dup_onto(regs, ret),
         sys_class::CONNECT => connect::on_exit(regs, ret),
         sys_class::IO_URING_SETUP => {
             // A ring's writes pass no tracepoint: one of them could unset a login uid.
@@ -84,9 +97,15 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 /// The mechanism's floor, for `cargo xtask bench overhead`: an empty program on the same hook
-/// as [`vigil_sys_exit`]. Never attached by the daemon; what it costs every syscall of every
+/// as [`vigil_raw_exit`]. Never attached by the daemon; what it costs every syscall of every
 /// process is what any raw `sys_exit` program costs before it does anything.
 #[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn vigil_floor(_ctx: RawTracePointContext) -> i32 {
+pub fn vigil_raw_floor(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// [`vigil_raw_floor`] on the typed hook, the floor of [`vigil_sys_exit`].
+#[btf_tracepoint(function = "sys_exit")]
+pub fn vigil_floor(_ctx: BtfTracePointContext) -> i32 {
     0
 }

@@ -16,7 +16,7 @@ use vigil_common::{
 
 use crate::{
     emit::send_prefix,
-    kernel::{fd_file, fill_header, koff, read, read_ptr, Ptr, SysRegs},
+    kernel::{fd_file, fill_header, koff, read, read_ptr, Ptr, Regs},
     maps::{count, scratch, TTY_BUDGET, TTY_SCRATCH},
     scope,
 };
@@ -51,7 +51,7 @@ fn terminal(task: Ptr, fd: u32) -> Option<Terminal> {
 /// subprogram of its own: inlined into each dispatcher arm it made the verifier's walk of the
 /// dispatcher explode.
 #[inline(never)]
-pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
+pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     if ret <= 0 {
         return;
     }
@@ -60,7 +60,7 @@ pub fn on_exit(class: u8, regs: SysRegs, ret: i64) {
     } else {
         kind::TTY_OUT
     };
-    let Some((task, policy)) = scope::check(kind) else {
+    let Some((task, policy)) = scope::check_at(kind, regs) else {
         return;
     };
     let fd = regs.arg(0) as u32;

@@ -56,10 +56,21 @@ pub enum Scope {
     All,
 }
 
+/// `capture.syscall_hook`: the program every followed syscall's exit goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallHook {
+    /// The BTF-typed tracepoint where the kernel accepts it, else the raw one.
+    Auto,
+    /// The raw tracepoint only (what runs where the kernel refuses the typed one).
+    RawTracepoint,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
     pub scope: Scope,
+    pub syscall_hook: SyscallHook,
     /// Kinds the kernel emits (`EventType::captured`; the daemon's own kinds are refused).
     pub events: Vec<EventType>,
     pub max_argv_bytes: u32,

@@ -466,15 +466,19 @@ enum Phase {
     Auditd = 4,
     /// bpftrace printing what the default capture records (see `peers.rs`).
     Bpftrace = 5,
+    /// The daemon on the raw `sys_exit` tracepoint (`capture.syscall_hook: raw_tracepoint`):
+    /// what runs where the kernel refuses the typed one.
+    RawHook = 6,
 }
 
-const PHASES: [Phase; 6] = [
+const PHASES: [Phase; 7] = [
     Phase::Off,
     Phase::Floor,
     Phase::On,
     Phase::NoFold,
     Phase::Auditd,
     Phase::Bpftrace,
+    Phase::RawHook,
 ];
 
 fn overhead(rounds: usize, scale: f64) -> Result<()> {
@@ -541,6 +545,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
     for w in &workloads {
         storm(Context::Unmonitored, w, w.count / 10 + 1, &target_of(w))?;
     }
+    let mut floor_hook = String::new();
     for round in 0..rounds {
         // Rotate which phase goes first, so drift over time does not favour one.
         let mut phases = PHASES;
@@ -549,7 +554,20 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         for phase in phases {
             let monitor = match phase {
                 Phase::Off | Phase::Auditd | Phase::Bpftrace => None,
-                Phase::Floor => Some(Monitor::start_floor(&dir)?),
+                Phase::Floor => {
+                    let floor = Monitor::start_floor(&dir)?;
+                    // "<pid> <hook>" (see `vigil bench-floor`).
+                    floor_hook = std::fs::read_to_string(dir.join("ready"))?
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("an unnamed hook")
+                        .to_string();
+                    Some(floor)
+                }
+                Phase::RawHook => Some(Monitor::start_with(
+                    &dir,
+                    "capture:\n  syscall_hook: raw_tracepoint\n",
+                )?),
                 Phase::On => Some(Monitor::start(&dir)?),
                 Phase::NoFold => Some(Monitor::start_with(
                     &dir,
@@ -596,13 +614,14 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             for ci in 0..2 {
                 let t = times[wi][ci];
                 eprintln!(
-                    "  {:<10} {:<11} off {:>8.4} s  floor {:>8.4} s  on {:>8.4} s  on without folding {:>8.4} s  auditd {:>8.4} s  bpftrace {:>8.4} s",
+                    "  {:<10} {:<11} off {:>8.4} s  floor {:>8.4} s  on {:>8.4} s  on without folding {:>8.4} s  on raw_tp {:>8.4} s  auditd {:>8.4} s  bpftrace {:>8.4} s",
                     w.name,
                     if ci == 0 { "monitored" } else { "unmonitored" },
                     t[Phase::Off as usize],
                     t[Phase::Floor as usize],
                     t[Phase::On as usize],
                     t[Phase::NoFold as usize],
+                    t[Phase::RawHook as usize],
                     t[Phase::Auditd as usize],
                     t[Phase::Bpftrace as usize],
                 );
@@ -616,7 +635,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
 
     let mut med = |phase: Phase, wi: usize, ci: usize| median(&mut ratios[phase as usize][wi][ci]);
     println!("Vigil capture overhead: median time ratio against nothing attached, over {rounds} interleaved rounds");
-    println!("(floor: an empty program on the same raw sys_exit hook; unmonitored target: floor + {FLOOR_MARGIN:.2})");
+    println!("(floor: an empty program on the daemon's hook, {floor_hook}; unmonitored target: floor + {FLOOR_MARGIN:.2})");
     println!(
         "{:<11} {:>10} {:>7} {:>11} {:>7} {:>13} {:>7} {:>22}",
         "workload",
@@ -655,6 +674,8 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             m,
             med(Phase::NoFold, wi, 0),
             med(Phase::NoFold, wi, 1),
+            med(Phase::RawHook, wi, 0),
+            med(Phase::RawHook, wi, 1),
         ));
     }
     println!("\nthe same without folding (capture.fold.enabled: false), same rounds:");
@@ -662,7 +683,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         "{:<11} {:>11} {:>13} {:>26}",
         "workload", "monitored", "unmonitored", "folding saves (monitored)"
     );
-    for (name, with, m, u) in rows {
+    for &(name, with, m, u, _, _) in &rows {
         println!(
             "{:<11} {:>11.3} {:>13.3} {:>25.1}%",
             name,
@@ -670,6 +691,14 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             u,
             (1.0 - with / m) * 100.0
         );
+    }
+    println!("\nthe daemon on raw_tp/sys_exit (capture.syscall_hook: raw_tracepoint: the fallback where the kernel refuses {floor_hook}), same rounds:");
+    println!(
+        "{:<11} {:>11} {:>13}",
+        "workload", "monitored", "unmonitored"
+    );
+    for &(name, _, _, _, m, u) in &rows {
+        println!("{name:<11} {m:>11.3} {u:>13.3}");
     }
     println!("\npeers with rules equivalent to the default capture, same rounds (see xtask/src/peers.rs):");
     println!(

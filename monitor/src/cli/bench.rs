@@ -41,8 +41,14 @@ pub fn floor(a: BenchFloorArgs) -> CliResult {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
     }
-    std::fs::write(&a.ready_file, std::process::id().to_string())
-        .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
+    // "<pid> <hook>", whole or not at all: the bench reads the hook as soon as the file exists.
+    let partial = a.ready_file.with_extension("partial");
+    std::fs::write(
+        &partial,
+        format!("{} {}\n", std::process::id(), program.hook),
+    )
+    .and_then(|()| std::fs::rename(&partial, &a.ready_file))
+    .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

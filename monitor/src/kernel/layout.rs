@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use vigil_common::{
-    priv_op, sys_class, KernelOffsets, SyscallAbi, TracepointLayout, SYSCALL_TABLE_SIZE,
+    priv_op, sys_class, KernelOffsets, SyscallAbi, TracepointLayout, FILE_SPAN, INODE_SPAN,
+    SYSCALL_TABLE_SIZE,
 };
 
 use super::{
@@ -34,7 +35,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
             (ts, ts + 8)
         }
     };
-    Ok(KernelOffsets {
+    let mut offsets = KernelOffsets {
         task_pid: off("task_struct", "pid")?,
         task_tgid: off("task_struct", "tgid")?,
         task_real_parent: off("task_struct", "real_parent")?,
@@ -95,7 +96,32 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         unix_sock_peer: off("unix_sock", "peer")?,
         unix_sock_path: off("unix_sock", "path")?,
         dentry_inode: off("dentry", "d_inode")?,
-    })
+        inode_span: 0,
+        file_span: 0,
+    };
+    let fits = |span: usize, members: &[(u32, usize)]| {
+        members
+            .iter()
+            .all(|&(offset, size)| offset as usize + size <= span) as u32
+    };
+    // (offset, bytes read): what `inode_id` and `file_id` in monitor-ebpf/src/kernel.rs read.
+    offsets.inode_span = fits(
+        INODE_SPAN,
+        &[
+            (offsets.inode_sb, 8),
+            (offsets.inode_ino, 8),
+            (offsets.inode_ctime_sec, 8),
+            (offsets.inode_ctime_nsec, 4),
+            (offsets.inode_uid, 4),
+            (offsets.inode_nlink, 4),
+            (offsets.inode_mode, 2),
+        ],
+    );
+    offsets.file_span = fits(
+        FILE_SPAN,
+        &[(offsets.file_inode, 8), (offsets.file_f_mode, 4)],
+    );
+    Ok(offsets)
 }
 
 /// Record offsets of the tracepoints whose fields the programs read.
@@ -232,5 +258,17 @@ mod tests {
             assert_ne!(*class, sys_class::NONE);
             assert!(seen.insert(*nr), "syscall {nr} listed twice");
         }
+    }
+
+    /// On this machine kind's kernel every member a file's identity needs lies in the spans the
+    /// programs copy at once (the one-copy path is what runs and is measured here), and each
+    /// member the programs take out of a span ends inside it.
+    #[test]
+    fn the_file_identity_members_fit_the_spans_on_this_kernel() {
+        let btf = Btf::from_kernel().expect("the kernel's BTF");
+        let o = kernel_offsets(&btf).expect("offsets");
+        assert_eq!((o.inode_span, o.file_span), (1, 1), "{o:?}");
+        assert!(o.inode_ctime_nsec as usize + 4 <= INODE_SPAN);
+        assert!(o.file_f_mode as usize + 4 <= FILE_SPAN);
     }
 }

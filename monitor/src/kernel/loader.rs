@@ -4,7 +4,7 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use vigil_common::{counter, kind, FileReadStats, FoldFileCtime, FoldFileKey, OpenFileKey, Policy};
@@ -35,6 +35,8 @@ pub enum LoadError {
     },
     #[error("map `{name}`: {detail}")]
     Map { name: &'static str, detail: String },
+    #[error("reading the kernel's BTF for a typed hook failed: {0}")]
+    Btf(#[from] aya::BtfError),
 }
 
 /// What the daemon asks of the kernel side.
@@ -49,6 +51,8 @@ pub struct LoadOptions {
     pub routine_files: Vec<(FoldFileKey, FoldFileCtime)>,
     /// Files never folded (the watched files), in the kernel's list before the first event.
     pub never_fold: Vec<FoldFileKey>,
+    /// Try the BTF-typed `sys_exit` program before the raw one (see [`SysExitHook`]).
+    pub typed_sys_exit: bool,
 }
 
 struct Hook {
@@ -82,11 +86,69 @@ const TRACEPOINTS: &[(&str, &[Hook])] = &[
 ];
 
 /// Raw tracepoints: program name and tracepoint.
-const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("vigil_fork", "sched_process_fork"),
-    // Every followed syscall's exit goes through this one (see monitor-ebpf/src/syscalls.rs).
-    ("vigil_sys_exit", "sys_exit"),
-];
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[("vigil_fork", "sched_process_fork")];
+
+/// How every followed syscall's exit reaches the programs (see monitor-ebpf/src/syscalls.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SysExitHook {
+    /// `tp_btf/sys_exit`: the registers are a typed pointer, read with checked loads.
+    BtfTracepoint,
+    /// `raw_tp/sys_exit`: the registers read with a helper call each; where the kernel refuses
+    /// the typed program.
+    RawTracepoint,
+}
+
+impl std::fmt::Display for SysExitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SysExitHook::BtfTracepoint => "tp_btf/sys_exit",
+            SysExitHook::RawTracepoint => "raw_tp/sys_exit",
+        })
+    }
+}
+
+/// Attaches the cheaper `sys_exit` program the kernel accepts: the typed one first, the raw one
+/// when the kernel refuses it (logged, with why).
+fn attach_sys_exit(ebpf: &mut Ebpf, try_typed: bool) -> Result<SysExitHook, LoadError> {
+    if try_typed {
+        match attach_typed_sys_exit(ebpf, "vigil_sys_exit") {
+            Ok(()) => return Ok(SysExitHook::BtfTracepoint),
+            Err(error) => tracing::warn!(
+                %error,
+                "the kernel refused tp_btf/sys_exit: every syscall exit goes through raw_tp/sys_exit"
+            ),
+        }
+    }
+    attach_raw_sys_exit(ebpf, "vigil_raw_exit")?;
+    Ok(SysExitHook::RawTracepoint)
+}
+
+fn attach_typed_sys_exit(ebpf: &mut Ebpf, program: &'static str) -> Result<(), LoadError> {
+    // aya's own reading of the kernel's BTF: it resolves the hook's type id.
+    let btf = aya::Btf::from_sys_fs()?;
+    let prog: &mut BtfTracePoint = program_of(ebpf, program)?;
+    prog.load("sys_exit", &btf)
+        .map_err(|source| LoadError::Program { program, source })?;
+    prog.attach().map_err(|source| LoadError::Attach {
+        program,
+        hook: SysExitHook::BtfTracepoint.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn attach_raw_sys_exit(ebpf: &mut Ebpf, program: &'static str) -> Result<(), LoadError> {
+    let prog: &mut RawTracePoint = program_of(ebpf, program)?;
+    prog.load()
+        .map_err(|source| LoadError::Program { program, source })?;
+    prog.attach("sys_exit")
+        .map_err(|source| LoadError::Attach {
+            program,
+            hook: SysExitHook::RawTracepoint.to_string(),
+            source,
+        })?;
+    Ok(())
+}
 
 /// Totals of one kernel counter slot, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +216,8 @@ pub struct KernelMonitor {
     responder: Option<super::respond::KernelResponder>,
     /// Hooks attached, as `category/name`.
     pub attached: Vec<String>,
+    /// Which program followed syscalls' exits go through.
+    pub sys_exit: SysExitHook,
 }
 
 impl KernelMonitor {
@@ -259,6 +323,8 @@ impl KernelMonitor {
             })?;
             attached.push(format!("raw_tp/{tp}"));
         }
+        let sys_exit = attach_sys_exit(&mut ebpf, opts.typed_sys_exit)?;
+        attached.push(sys_exit.to_string());
         let responder = super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
         let program_ids = ebpf
             .programs()
@@ -283,6 +349,7 @@ impl KernelMonitor {
             program_ids,
             responder: Some(responder),
             attached,
+            sys_exit,
         })
     }
 
@@ -494,6 +561,8 @@ where
 /// benchmark's floor: what the mechanism costs before any of Vigil's work). Detached on drop.
 pub struct FloorProgram {
     _ebpf: Ebpf,
+    /// The hook it went on.
+    pub hook: SysExitHook,
 }
 
 impl FloorProgram {
@@ -503,17 +572,16 @@ impl FloorProgram {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", 64 * 1024)
             .load(KERNEL_OBJECT)?;
-        let program = "vigil_floor";
-        let prog: &mut RawTracePoint = program_of(&mut ebpf, program)?;
-        prog.load()
-            .map_err(|source| LoadError::Program { program, source })?;
-        prog.attach("sys_exit")
-            .map_err(|source| LoadError::Attach {
-                program,
-                hook: "raw_tp/sys_exit".into(),
-                source,
-            })?;
-        Ok(FloorProgram { _ebpf: ebpf })
+        // The hook the daemon takes by default, chosen the same way.
+        let hook = match attach_typed_sys_exit(&mut ebpf, "vigil_floor") {
+            Ok(()) => SysExitHook::BtfTracepoint,
+            Err(error) => {
+                tracing::warn!(%error, "the kernel refused tp_btf/sys_exit: the floor is raw_tp/sys_exit");
+                attach_raw_sys_exit(&mut ebpf, "vigil_raw_floor")?;
+                SysExitHook::RawTracepoint
+            }
+        };
+        Ok(FloorProgram { _ebpf: ebpf, hook })
     }
 }
 

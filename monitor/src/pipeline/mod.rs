@@ -162,9 +162,11 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         ignore_tgids: vec![std::process::id()],
         routine_files,
+        typed_sys_exit: config.capture.syscall_hook == crate::config::SyscallHook::Auto,
     })?;
     tracing::info!(
         hooks = kernel.attached.len(),
+        sys_exit = %kernel.sys_exit,
         scope = ?config.capture.scope,
         "kernel programs attached"
     );

@@ -30,8 +30,22 @@ fn session_events(events: &[Value], loginuid: u32) -> Vec<Value> {
 
 #[test]
 fn login_session_commands_files_connections_and_privilege_changes() {
+    capture_a_login_session("", "tp_btf/sys_exit");
+}
+
+/// The raw `sys_exit` tracepoint is what runs where the kernel refuses the BTF-typed one
+/// (this kernel accepts it, so the fallback is forced): it captures the same session the same.
+#[test]
+fn the_raw_tracepoint_fallback_captures_the_same_session() {
+    capture_a_login_session(
+        "capture:\n  syscall_hook: raw_tracepoint\n",
+        "raw_tp/sys_exit",
+    );
+}
+
+fn capture_a_login_session(extra_yaml: &str, sys_exit_hook: &str) {
     require_root();
-    let daemon = Daemon::start("").expect("daemon starts");
+    let daemon = Daemon::start(extra_yaml).expect("daemon starts");
 
     // A working directory whose name needs quoting and is not ASCII.
     let base = tempfile::Builder::new()
@@ -114,6 +128,10 @@ exit 7"#,
     std::thread::sleep(std::time::Duration::from_millis(400));
     let metrics = daemon.scrape().expect("metrics endpoint answers");
     let stderr_before_stop = daemon.stderr();
+    assert!(
+        stderr_before_stop.contains(&format!("sys_exit={sys_exit_hook}")),
+        "the daemon did not attach {sys_exit_hook}:\n{stderr_before_stop}"
+    );
     let events = daemon.stop().expect("daemon stops cleanly");
     let ours = session_events(&events, loginuid);
     assert!(
