@@ -351,6 +351,9 @@ pub trait Regs: Copy {
     fn nr(self) -> u64;
     /// The current task's audit login uid, read the cheapest way this kind of program can.
     fn loginuid(self) -> u32;
+    /// The `struct file` behind the current task's `fd` (null when there is none), found the
+    /// cheapest way this kind of program can.
+    fn fd_file(self, fd: u32) -> Ptr;
 }
 
 #[inline(always)]
@@ -389,6 +392,11 @@ impl Regs for SysRegs {
     fn loginuid(self) -> u32 {
         loginuid(current_task())
     }
+
+    #[inline(always)]
+    fn fd_file(self, fd: u32) -> Ptr {
+        fd_file(current_task(), fd)
+    }
 }
 
 /// The registers as a BTF-typed tracepoint (`tp_btf`) passes them: a `struct pt_regs *` the
@@ -412,9 +420,37 @@ impl Regs for BtfRegs {
     /// `current->loginuid` through the typed task pointer: one checked load.
     #[inline(always)]
     fn loginuid(self) -> u32 {
-        let task = unsafe { generated::bpf_get_current_task_btf() } as Ptr;
-        unsafe { core::ptr::read_volatile(task.wrapping_add(koff!(task_loginuid)) as *const u32) }
+        typed_load(current_task_btf(), koff!(task_loginuid))
     }
+
+    /// `current->files->fdt->fd[fd]`: the first three steps are checked loads through typed
+    /// pointers (a null one reads as zero); the array's element is read with a helper call, as
+    /// the kernel's BTF types `fdt->fd` as a pointer to pointers, which the verifier does not
+    /// follow.
+    #[inline(always)]
+    fn fd_file(self, fd: u32) -> Ptr {
+        let files: u64 = typed_load(current_task_btf(), koff!(task_files));
+        let fdt: u64 = typed_load(files as Ptr, koff!(files_fdt));
+        let max_fds: u32 = typed_load(fdt as Ptr, koff!(fdtable_max_fds));
+        if fd >= max_fds {
+            return core::ptr::null();
+        }
+        let array: u64 = typed_load(fdt as Ptr, koff!(fdtable_fd));
+        read_ptr(array as Ptr, fd as usize * 8)
+    }
+}
+
+/// The current task as a BTF-typed pointer (only programs of the typed kinds may ask).
+#[inline(always)]
+fn current_task_btf() -> Ptr {
+    unsafe { generated::bpf_get_current_task_btf() as Ptr }
+}
+
+/// A member of a struct behind a BTF-typed pointer, at a load-time constant offset: one load the
+/// verifier checks against the kernel's type (a faulting one reads as zero).
+#[inline(always)]
+fn typed_load<T: Copy>(base: Ptr, off: usize) -> T {
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off) as *const T) }
 }
 
 #[inline(always)]

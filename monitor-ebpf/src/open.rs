@@ -11,9 +11,7 @@ use vigil_common::{
 use crate::{
     emit::{emit, send_prefix},
     fold,
-    kernel::{
-        current_task, current_tgid, fd_file, file_id, fill_header, koff, process_root, Ptr, Regs,
-    },
+    kernel::{current_task, current_tgid, file_id, fill_header, koff, process_root, Ptr, Regs},
     maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
@@ -35,7 +33,7 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     // is decided on it first: a folded open (a loader's library, a loop over one file) costs
     // no copy of its path, its base directory or its file's path.
     let opened = if ret >= 0 && policy.canonical_paths != 0 {
-        fd_file(task, ret as u32)
+        regs.fd_file(ret as u32)
     } else {
         core::ptr::null()
     };
@@ -92,7 +90,7 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
                 (n, cut)
             } else {
                 flags |= OPEN_BASE_IS_DFD;
-                let dir = fd_file(task, dfd as u32);
+                let dir = regs.fd_file(dfd as u32);
                 if dir.is_null() {
                     (0, false)
                 } else {
@@ -140,7 +138,11 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     }
     send_prefix(rec, size, kind::OPEN);
     if followed {
-        let file = fd_file(task, ret as u32);
+        let file = if opened.is_null() {
+            regs.fd_file(ret as u32)
+        } else {
+            opened
+        };
         if !file.is_null() {
             let _ = FILE_ORIGIN.insert(file as u64, ktime, 0);
         }
@@ -167,20 +169,30 @@ fn track_folded(task: Ptr, fd: u32, how: u32, origin_ktime_ns: u64) {
 /// The fd's entry in `OPEN_FILES`, for the open at `open_ktime_ns` (folded as `fold`, or 0).
 #[inline(always)]
 fn follow_fd(task: Ptr, fd: u32, open_ktime_ns: u64, fold: u32) -> bool {
+    const BPF_NOEXIST: u64 = 1;
+    const EEXIST: i32 = 17;
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
     };
-    if let Some(stale) = unsafe { OPEN_FILES.get(key) } {
-        let stats = *stale;
-        report_read_volume(task, fd, stats);
-    }
     let stats = FileReadStats {
         open_ktime_ns,
         fold,
         ..FileReadStats::default()
     };
-    if OPEN_FILES.insert(key, stats, 0).is_err() {
+    // Almost always the fd has no entry: one insert. An entry still there is reported, then
+    // replaced.
+    let inserted = match OPEN_FILES.insert(key, stats, BPF_NOEXIST) {
+        Err(e) if e == -EEXIST => {
+            if let Some(stale) = unsafe { OPEN_FILES.get(key) } {
+                let stale = *stale;
+                report_read_volume(task, fd, stale);
+            }
+            OPEN_FILES.insert(key, stats, 0)
+        }
+        other => other,
+    };
+    if inserted.is_err() {
         count(kind::FILE_READ, counter::UNTRACKED);
         return false;
     }

@@ -6,7 +6,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use vigil_common::{counter, kind, sys_class, FileReadStats, OpenFileKey};
 
 use crate::{
-    kernel::{current_task, current_tgid, fd_file, Regs},
+    kernel::{current_tgid, Regs},
     maps::{count, FILE_ORIGIN, OPEN_FILES},
     open::report_read_volume,
     scope,
@@ -32,7 +32,7 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     let Some(stats) = OPEN_FILES.get_ptr_mut(key) else {
         // No entry for this fd: it may still lead to a file a monitored open created, reached
         // through dup2 or inheritance. Start counting for this fd under that open.
-        let file = fd_file(current_task(), fd);
+        let file = regs.fd_file(fd);
         if file.is_null() {
             return;
         }

@@ -42,7 +42,9 @@ fn enter_as(task: Ptr, tgid: u32, login: u32) -> Option<ScopeEntry> {
     if let Some(entry) = session_of(tgid) {
         return Some(entry);
     }
-    if login == AUDIT_UNSET {
+    // The daemon's own processes never enter: one lookup when a process would, instead of one
+    // on every event of every process in a session.
+    if login == AUDIT_UNSET || unsafe { IGNORED_TGIDS.get(tgid) }.is_some() {
         return None;
     }
     let entry = ScopeEntry {
@@ -79,15 +81,11 @@ fn check_as(kind: u16, login: impl FnOnce() -> u32) -> Option<(Ptr, &'static Pol
     let task = current_task();
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let in_scope = match policy.scope {
-        scope::ALL => true,
+        scope::ALL => unsafe { IGNORED_TGIDS.get(tgid) }.is_none(),
         scope::LOGIN_SESSIONS => enter_as(task, tgid, login()).is_some(),
         _ => false,
     };
     if !in_scope {
-        count(kind, counter::FILTERED);
-        return None;
-    }
-    if unsafe { IGNORED_TGIDS.get(tgid) }.is_some() {
         count(kind, counter::FILTERED);
         return None;
     }

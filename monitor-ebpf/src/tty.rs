@@ -16,7 +16,7 @@ use vigil_common::{
 
 use crate::{
     emit::send_prefix,
-    kernel::{fd_file, fill_header, koff, read, read_ptr, Ptr, Regs},
+    kernel::{fill_header, koff, read, read_ptr, Ptr, Regs},
     maps::{count, scratch, TTY_BUDGET, TTY_SCRATCH},
     scope,
 };
@@ -31,8 +31,8 @@ struct Terminal {
 
 /// The terminal behind `fd`, when it is one.
 #[inline(always)]
-fn terminal(task: Ptr, fd: u32) -> Option<Terminal> {
-    let file = fd_file(task, fd);
+fn terminal(regs: impl Regs, fd: u32) -> Option<Terminal> {
+    let file = regs.fd_file(fd);
     if file.is_null() {
         return None;
     }
@@ -64,7 +64,7 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
         return;
     };
     let fd = regs.arg(0) as u32;
-    let Some(term) = terminal(task, fd) else {
+    let Some(term) = terminal(regs, fd) else {
         return;
     };
     let mut buf = regs.arg(1);
