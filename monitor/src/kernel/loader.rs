@@ -107,19 +107,42 @@ impl std::fmt::Display for SysExitHook {
     }
 }
 
-/// Attaches the cheaper `sys_exit` program the kernel accepts: the typed one first, the raw one
-/// when the kernel refuses it (logged, with why).
-fn attach_sys_exit(ebpf: &mut Ebpf, try_typed: bool) -> Result<SysExitHook, LoadError> {
+/// One `sys_exit` program built for both hooks: its typed and its raw name.
+struct SysExitPrograms {
+    typed: &'static str,
+    raw: &'static str,
+}
+
+/// The daemon's program on every followed syscall's exit.
+const CAPTURE_SYS_EXIT: SysExitPrograms = SysExitPrograms {
+    typed: "vigil_sys_exit",
+    raw: "vigil_raw_exit",
+};
+
+/// The empty program of the overhead benchmark's floor.
+const FLOOR_SYS_EXIT: SysExitPrograms = SysExitPrograms {
+    typed: "vigil_floor",
+    raw: "vigil_raw_floor",
+};
+
+/// Attaches the cheaper `sys_exit` program the kernel accepts: the typed one first (unless
+/// `try_typed` is false), the raw one when the kernel refuses it (logged, with why).
+fn attach_sys_exit(
+    ebpf: &mut Ebpf,
+    programs: &SysExitPrograms,
+    try_typed: bool,
+) -> Result<SysExitHook, LoadError> {
     if try_typed {
-        match attach_typed_sys_exit(ebpf, "vigil_sys_exit") {
+        match attach_typed_sys_exit(ebpf, programs.typed) {
             Ok(()) => return Ok(SysExitHook::BtfTracepoint),
             Err(error) => tracing::warn!(
                 %error,
-                "the kernel refused tp_btf/sys_exit: every syscall exit goes through raw_tp/sys_exit"
+                program = programs.typed,
+                "the kernel refused tp_btf/sys_exit: going through raw_tp/sys_exit"
             ),
         }
     }
-    attach_raw_sys_exit(ebpf, "vigil_raw_exit")?;
+    attach_raw_sys_exit(ebpf, programs.raw)?;
     Ok(SysExitHook::RawTracepoint)
 }
 
@@ -323,7 +346,7 @@ impl KernelMonitor {
             })?;
             attached.push(format!("raw_tp/{tp}"));
         }
-        let sys_exit = attach_sys_exit(&mut ebpf, opts.typed_sys_exit)?;
+        let sys_exit = attach_sys_exit(&mut ebpf, &CAPTURE_SYS_EXIT, opts.typed_sys_exit)?;
         attached.push(sys_exit.to_string());
         let responder = super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
         let program_ids = ebpf
@@ -573,14 +596,7 @@ impl FloorProgram {
             .map_max_entries("EVENTS", 64 * 1024)
             .load(KERNEL_OBJECT)?;
         // The hook the daemon takes by default, chosen the same way.
-        let hook = match attach_typed_sys_exit(&mut ebpf, "vigil_floor") {
-            Ok(()) => SysExitHook::BtfTracepoint,
-            Err(error) => {
-                tracing::warn!(%error, "the kernel refused tp_btf/sys_exit: the floor is raw_tp/sys_exit");
-                attach_raw_sys_exit(&mut ebpf, "vigil_raw_floor")?;
-                SysExitHook::RawTracepoint
-            }
-        };
+        let hook = attach_sys_exit(&mut ebpf, &FLOOR_SYS_EXIT, true)?;
         Ok(FloorProgram { _ebpf: ebpf, hook })
     }
 }
