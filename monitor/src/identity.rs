@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,8 +18,8 @@ const PASSWD_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// somewhere (`identity.host_etc`) is read directly, since the container's NSS knows only the
 /// image's users.
 pub struct UserNames {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<Arc<str>>>,
+    groups: HashMap<u32, Option<Arc<str>>>,
     watch: crate::watch::FileWatch,
     host_etc: Option<PathBuf>,
 }
@@ -68,32 +69,38 @@ impl UserNames {
         }
     }
 
-    pub fn name(&mut self, uid: u32) -> Option<String> {
+    pub fn name(&mut self, uid: u32) -> Option<Arc<str>> {
         self.refresh();
         let passwd = self.host_etc.is_some().then(|| self.databases()[0].clone());
         self.users
             .entry(uid)
-            .or_insert_with(|| match passwd {
-                Some(file) => name_in(&file, uid),
-                None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name),
+            .or_insert_with(|| {
+                match passwd {
+                    Some(file) => name_in(&file, uid),
+                    None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name),
+                }
+                .map(Arc::from)
             })
             .clone()
     }
 
-    pub fn group(&mut self, gid: u32) -> Option<String> {
+    pub fn group(&mut self, gid: u32) -> Option<Arc<str>> {
         self.refresh();
         let group = self.host_etc.is_some().then(|| self.databases()[1].clone());
         self.groups
             .entry(gid)
-            .or_insert_with(|| match group {
-                Some(file) => name_in(&file, gid),
-                None => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name),
+            .or_insert_with(|| {
+                match group {
+                    Some(file) => name_in(&file, gid),
+                    None => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                        .ok()
+                        .flatten()
+                        .map(|g| g.name),
+                }
+                .map(Arc::from)
             })
             .clone()
     }

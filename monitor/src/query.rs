@@ -205,7 +205,7 @@ pub fn summaries(events: &[Event]) -> BTreeMap<SessionKey, SessionSummary> {
         }
         s.counts.count(e);
         if s.user.is_none() {
-            s.user = e.process.login_user.clone();
+            s.user = e.process.login_user.as_deref().map(str::to_string);
         }
         match &e.body {
             EventBody::Exec(x) => {

@@ -327,15 +327,20 @@ pub struct TtyLines {
 }
 
 impl TtyLines {
-    /// Takes `event`; returns the events ready to go on (possibly none, possibly several).
-    pub fn push(&mut self, redactor: &Redactor, event: Event) -> Vec<Event> {
+    /// Takes `event`; appends to `ready` the events ready to go on (possibly none, possibly
+    /// several). Appended, not returned: nearly every event goes straight on, and a `Vec` of
+    /// one per event was an allocation and two copies of it.
+    pub fn push(&mut self, redactor: &Redactor, event: Event, ready: &mut Vec<Event>) {
         let (tty, ends_line, len) = match &event.body {
             EventBody::TtyInput(t) | EventBody::TtyOutput(t) if redactor.enabled => (
                 t.tty.clone(),
                 t.data.0.iter().any(|b| *b == b'\n' || *b == b'\r'),
                 t.data.0.len(),
             ),
-            _ => return vec![event],
+            _ => {
+                ready.push(event);
+                return;
+            }
         };
         let entry = self
             .held
@@ -349,9 +354,8 @@ impl TtyLines {
                 .remove(&tty)
                 .map(|(_, e, _)| e)
                 .unwrap_or_default();
-            return release(redactor, events);
+            ready.extend(release(redactor, events));
         }
-        Vec::new()
     }
 
     /// Lines held longer than a moment go on as they are (redacted as far as they go).
@@ -564,7 +568,7 @@ mod tests {
                 }),
             );
             e.mono_ns = out.len() as u64;
-            out.extend(lines.push(&r, e));
+            lines.push(&r, e, &mut out);
         }
         assert_eq!(
             out.len(),

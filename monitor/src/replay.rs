@@ -279,7 +279,7 @@ fn marker(e: &Event) -> Option<String> {
     let who = match (&e.body, &e.process.euser, e.process.euid) {
         // The daemon acted, not the session's process.
         (EventBody::Response(_), _, _) => "vigil".to_string(),
-        (_, Some(name), _) => name.clone(),
+        (_, Some(name), _) => name.to_string(),
         (_, None, euid) => euid.to_string(),
     };
     // One line, whatever the event held.

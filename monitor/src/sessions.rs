@@ -247,7 +247,7 @@ impl SessionTracker {
         let start = SessionStartEvent {
             session: sid,
             loginuid: p.loginuid.unwrap_or(u32::MAX),
-            login_user: p.login_user.clone(),
+            login_user: p.login_user.as_deref().map(str::to_string),
             entry: entry_kind(&ancestry, p.container_id.is_some()),
             ssh,
             identity,

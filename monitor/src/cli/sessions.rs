@@ -203,7 +203,8 @@ pub fn alerts(a: AlertsArgs) -> CliResult {
         let user = e
             .process
             .login_user
-            .clone()
+            .as_deref()
+            .map(str::to_string)
             .or_else(|| e.process.loginuid.map(|u| u.to_string()))
             .unwrap_or_else(|| "-".into());
         lines.push(format!(
@@ -310,7 +311,7 @@ pub fn show(a: SessionArgs) -> CliResult {
         query::process_tree(&timeline.events)
     ));
     o.push("timeline:".into());
-    let id = |n: u32, name: &Option<String>| match name {
+    let id = |n: u32, name: &Option<std::sync::Arc<str>>| match name {
         Some(name) => format!("{n}({})", cell(name)),
         None => n.to_string(),
     };

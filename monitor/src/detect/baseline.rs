@@ -415,7 +415,7 @@ impl Baselines {
         let user = view
             .user
             .clone()
-            .or_else(|| event.process.login_user.clone())
+            .or_else(|| event.process.login_user.as_deref().map(str::to_string))
             .unwrap_or_else(|| format!("uid:{loginuid}"));
         let group = view.group.clone();
         let now = event.time_ns;
@@ -717,7 +717,7 @@ mod tests {
         e.time_ns = t;
         e.process.loginuid = Some(uid);
         e.process.sessionid = Some(sid);
-        e.process.login_user = Some(format!("u{uid}"));
+        e.process.login_user = Some(format!("u{uid}").into());
         if let EventBody::SessionStart(s) = &mut e.body {
             s.login_user = Some(format!("u{uid}"));
             s.loginuid = uid;

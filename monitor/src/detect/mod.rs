@@ -173,6 +173,12 @@ impl Fields for View<'_> {
         let p = &e.process;
         let num = |n: u32| Value::Num(n as f64);
         let word = |w: &'static str| Value::Str(Cow::Borrowed(w));
+        fn opt_name(s: &Option<std::sync::Arc<str>>) -> Value<'_> {
+            match s {
+                Some(s) => Value::Str(Cow::Borrowed(s)),
+                None => Value::Missing,
+            }
+        }
         fn opt_str(s: &Option<String>) -> Value<'_> {
             match s {
                 Some(s) => Value::Str(Cow::Borrowed(s.as_str())),
@@ -187,9 +193,9 @@ impl Fields for View<'_> {
             (Field::ProcessUid, _) => num(p.uid),
             (Field::ProcessEuid, _) => num(p.euid),
             (Field::ProcessLoginuid, _) => p.loginuid.map(num).unwrap_or(Value::Missing),
-            (Field::ProcessUser, _) => opt_str(&p.user),
-            (Field::ProcessEuser, _) => opt_str(&p.euser),
-            (Field::ProcessLoginUser, _) => opt_str(&p.login_user),
+            (Field::ProcessUser, _) => opt_name(&p.user),
+            (Field::ProcessEuser, _) => opt_name(&p.euser),
+            (Field::ProcessLoginUser, _) => opt_name(&p.login_user),
             (Field::ProcessComm, _) => Value::Str(lossy(&p.comm.0)),
             (Field::ProcessExe, _) => p
                 .exe

@@ -154,16 +154,17 @@ pub struct Process {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_now: Option<AuditIds>,
     /// Names of `uid`, `euid` and `loginuid` on the host, filled by the enrich stage: `alice →
-    /// sudo → root` shows as user root, login_user alice.
+    /// sudo → root` shows as user root, login_user alice. Shared (`Arc`): one name is on
+    /// every event of its user, and a clone is a count, not an allocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub euser: Option<String>,
+    pub euser: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_user: Option<String>,
+    pub login_user: Option<Arc<str>>,
     /// Name of `gid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
     /// Container and Kubernetes pod, from the task's cgroup path (enrich stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,

@@ -5,12 +5,9 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, watch},
-};
+use tokio::{io::unix::AsyncFd, sync::watch};
 
-use super::PipelineStats;
+use super::{batch, PipelineStats};
 use crate::{
     decode::{decode, Clock},
     event::{Event, EventBody, LossEvent},
@@ -23,7 +20,7 @@ pub async fn run(
     ring: RingBuf<MapData>,
     clock: Clock,
     poll_interval: std::time::Duration,
-    tx: mpsc::Sender<Event>,
+    tx: batch::Sender,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<()> {
@@ -31,7 +28,7 @@ pub async fn run(
     // RingBuf lives, and the AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the kernel ring buffer: {e}"))?;
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut records: Vec<Event> = Vec::with_capacity(BATCH);
     let mut stopping = false;
     // The kernel wakes us only once enough is waiting; the tick picks up a quiet stream.
     let mut tick = tokio::time::interval(poll_interval);
@@ -39,12 +36,12 @@ pub async fn run(
     loop {
         if !stopping {
             tokio::select! {
-                _ = tick.tick() => drain(fd.get_mut(), &clock, &mut batch),
+                _ = tick.tick() => drain(fd.get_mut(), &clock, &mut records, &stats),
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();
-                    drain(ring, &clock, &mut batch);
-                    if batch.len() < BATCH {
+                    drain(ring, &clock, &mut records, &stats);
+                    if records.len() < BATCH {
                         guard.clear_ready();
                     }
                 }
@@ -56,58 +53,48 @@ pub async fn run(
         if stopping {
             // Final drain: everything already in the ring buffer goes out.
             loop {
-                drain(fd.get_mut(), &clock, &mut batch);
-                if batch.is_empty() {
+                drain(fd.get_mut(), &clock, &mut records, &stats);
+                if records.is_empty() {
                     return Ok(());
                 }
-                forward(&mut batch, &tx, &stats).await?;
+                batch::send_all(&tx, &mut records, "enrich").await?;
             }
         }
-        forward(&mut batch, &tx, &stats).await?;
+        batch::send_all(&tx, &mut records, "enrich").await?;
     }
 }
 
+/// Decodes what the ring buffer holds into `batch`, up to [`BATCH`]; a record that does not
+/// decode becomes a loss event in its place (counted and written down, never skipped).
 fn drain(
     ring: &mut RingBuf<MapData>,
     clock: &Clock,
-    batch: &mut Vec<Result<Event, (String, &'static str)>>,
+    batch: &mut Vec<Event>,
+    stats: &PipelineStats,
 ) {
     while batch.len() < BATCH {
         let Some(item) = ring.next() else {
             break;
         };
-        batch.push(decode(&item, clock).map_err(|e| (e.to_string(), e.label())));
-    }
-}
-
-async fn forward(
-    batch: &mut Vec<Result<Event, (String, &'static str)>>,
-    tx: &mpsc::Sender<Event>,
-    stats: &PipelineStats,
-) -> anyhow::Result<()> {
-    for decoded in batch.drain(..) {
-        let event = match decoded {
+        let event = match decode(&item, clock) {
             Ok(event) => {
                 stats.decoded.inc();
                 event
             }
-            Err((message, label)) => {
+            Err(e) => {
                 stats.decode_errors.inc();
-                tracing::warn!(error = %message, "kernel record rejected");
-                metrics::counter!("vigil_decode_errors_total", "reason" => label).increment(1);
+                tracing::warn!(error = %e, "kernel record rejected");
+                metrics::counter!("vigil_decode_errors_total", "reason" => e.label()).increment(1);
                 loss_event(LossEvent {
                     stage: crate::event::LossStage::Decode,
                     kind: None,
                     count: 1,
-                    reason: message,
+                    reason: e.to_string(),
                 })
             }
         };
-        if tx.send(event).await.is_err() {
-            anyhow::bail!("the enrich stage stopped");
-        }
+        batch.push(event);
     }
-    Ok(())
 }
 
 /// A daemon-made event reporting loss, stamped now.

@@ -1,33 +1,32 @@
 //! The detect stage: between enrich and the sinks. Every event goes on unchanged, followed by
 //! the alerts it raised; alerts are also offered to the webhooks, which never make it wait.
 
-use tokio::sync::mpsc;
-
+use super::batch;
 use crate::{
     detect::{webhook::Webhooks, Detector},
     event::{Event, EventBody},
 };
 
 pub async fn run(
-    mut rx: mpsc::Receiver<Event>,
-    tx: mpsc::Sender<Event>,
+    mut rx: batch::Receiver,
+    tx: batch::Sender,
     mut detector: Detector,
     webhooks: Webhooks,
 ) -> anyhow::Result<()> {
     let mut alerts = Vec::new();
-    while let Some(event) = rx.recv().await {
-        detector.process(&event, &mut alerts);
-        if tx.send(event).await.is_err() {
-            anyhow::bail!("the sink stage stopped");
-        }
-        for alert in alerts.drain(..) {
-            if matches!(alert.body, EventBody::Alert(_)) {
-                webhooks.offer(&alert);
+    let mut out: Vec<Event> = Vec::new();
+    while let Some(events) = rx.recv().await {
+        for event in events {
+            detector.process(&event, &mut alerts);
+            out.push(event);
+            for alert in alerts.drain(..) {
+                if matches!(alert.body, EventBody::Alert(_)) {
+                    webhooks.offer(&alert);
+                }
+                out.push(alert);
             }
-            if tx.send(alert).await.is_err() {
-                anyhow::bail!("the sink stage stopped");
-            }
         }
+        batch::send_all(&tx, &mut out, "respond").await?;
     }
     // The input closed: the daemon is stopping. Keep what the baselines learnt.
     detector.shutdown();

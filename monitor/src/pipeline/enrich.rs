@@ -7,10 +7,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::mpsc;
 use vigil_common::OpenFileKey;
 
-use super::PipelineStats;
+use super::{batch, PipelineStats};
 use crate::{
     event::{Event, EventBody, FileReadEvent, Process, RawBytes, ReadVolumeReason},
     kernel::loader::OpenFiles,
@@ -340,10 +339,6 @@ impl Enricher {
     }
 }
 
-/// Events taken from the channel per turn. The stage runs on a thread of its own (its /proc,
-/// TCP-table and kernel-table reads block), so a turn is one wake-up for up to this many.
-const BATCH: usize = 256;
-
 /// How often terminal lines held for redaction are checked for age.
 const HOLD_EVERY: Duration = Duration::from_millis(250);
 
@@ -356,15 +351,15 @@ fn redacted(
     let mut ready = Vec::with_capacity(out.len());
     for mut event in out.drain(..) {
         redactor.redact_event(&mut event);
-        ready.extend(lines.push(redactor, event));
+        lines.push(redactor, event, &mut ready);
     }
     ready
 }
 
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    mut rx: mpsc::Receiver<Event>,
-    tx: mpsc::Sender<Event>,
+    mut rx: batch::Receiver,
+    tx: batch::Sender,
     kernel_files: OpenFiles,
     stats: Arc<PipelineStats>,
     sessions: crate::sessions::SessionTracker,
@@ -375,17 +370,16 @@ pub async fn run(
     let mut enricher = Enricher::new(sessions, pods, identities, Some(kernel_files));
     let mut lines = crate::redact::TtyLines::default();
     let mut out = Vec::new();
-    let mut batch = Vec::with_capacity(BATCH);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.tick().await;
     let mut hold = tokio::time::interval(HOLD_EVERY);
     loop {
         let expired = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
+            received = rx.recv() => {
+                let Some(events) = received else {
                     break;
-                }
-                for event in batch.drain(..) {
+                };
+                for event in events {
                     enricher.process(event, &mut out);
                 }
                 Vec::new()
@@ -398,21 +392,13 @@ pub async fn run(
         };
         let mut ready = redacted(&redactor, &mut lines, &mut out);
         ready.extend(expired);
-        for event in ready {
-            stats.enriched.inc();
-            if tx.send(event).await.is_err() {
-                anyhow::bail!("the sink stage stopped");
-            }
-        }
+        stats.enriched.add(ready.len() as u64);
+        batch::send_all(&tx, &mut ready, "detect").await?;
     }
     enricher.flush_all(&mut out);
     let mut ready = redacted(&redactor, &mut lines, &mut out);
     ready.extend(lines.drain(&redactor));
-    for event in ready {
-        if tx.send(event).await.is_err() {
-            anyhow::bail!("the sink stage stopped");
-        }
-    }
+    batch::send_all(&tx, &mut ready, "detect").await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The daemon: capture → enrich → detect → respond → sink, connected by bounded channels, plus
 //! a stats task, the respond executor and its control socket.
 
+pub mod batch;
 pub mod capture;
 pub mod detect;
 pub mod enrich;
@@ -20,7 +21,7 @@ use std::{
 use anyhow::Context as _;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::{mpsc, watch},
+    sync::watch,
 };
 
 use crate::{
@@ -36,6 +37,9 @@ pub struct Count(AtomicU64);
 impl Count {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -185,8 +189,8 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         .context("response maps already taken")?;
 
     let capacity = config.pipeline.channel_capacity;
-    let (capture_tx, capture_rx) = mpsc::channel(capacity);
-    let (sink_tx, sink_rx) = mpsc::channel(capacity);
+    let (capture_tx, capture_rx) = batch::channel(capacity);
+    let (sink_tx, sink_rx) = batch::channel(capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let key_path = config.integrity.key_path(&config.spool.dir);
@@ -245,10 +249,10 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
             stats.clone(),
         ),
     ));
-    let (detect_tx, detect_rx) = mpsc::channel(capacity);
+    let (detect_tx, detect_rx) = batch::channel(capacity);
     // The daemon's checks of itself go through detection (an alert, webhooks) like any event.
     let tamper_tx = detect_tx.clone();
-    let (respond_tx, respond_rx) = mpsc::channel(capacity);
+    let (respond_tx, respond_rx) = batch::channel(capacity);
     let detect = tokio::spawn(health.clone().track(
         "detect",
         detect::run(detect_rx, respond_tx, detector, webhooks.clone()),
@@ -388,7 +392,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
                 for (check, detail) in kernel.check_integrity() {
                     if reported.insert((check, detail.clone())) {
                         tracing::error!(%check, %detail, "the monitor's kernel side was changed");
-                        let _ = tamper_tx.try_send(stats::tamper_event(check, detail));
+                        let _ = tamper_tx.try_send(vec![stats::tamper_event(check, detail)]);
                     }
                 }
             }

@@ -11,8 +11,9 @@ use std::{
 
 use std::os::unix::ffi::OsStrExt;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use super::batch;
 use crate::{
     event::{Event, EventBody, Process, Requester, ResponseAction, ResponseEvent, ResponseOutcome},
     respond::{
@@ -31,8 +32,8 @@ pub struct Triggers {
 }
 
 pub async fn run(
-    mut rx: mpsc::Receiver<Event>,
-    tx: mpsc::Sender<Event>,
+    mut rx: batch::Receiver,
+    tx: batch::Sender,
     jobs: std::sync::mpsc::SyncSender<Job>,
     mut triggers: Triggers,
 ) -> anyhow::Result<()> {
@@ -42,90 +43,89 @@ pub async fn run(
     // a later event of it. Bounded: forgotten at exit, and all at once if it ever fills.
     let mut loaded: HashMap<u32, (String, u64)> = HashMap::new();
     let mut requests = Vec::new();
-    while let Some(event) = rx.recv().await {
-        match &event.body {
-            EventBody::Alert(a) => {
-                let file = loaded.get(&event.process.pid);
-                for &action in &a.actions {
-                    requests.push(request_for(
-                        &event,
-                        file,
-                        action,
-                        Requester::Rule,
-                        format!("rule {}", a.rule),
-                        a.title.clone(),
-                    ));
-                }
-                if let (Some(threshold), Some(sid)) =
-                    (triggers.on_risk.threshold, event.process.sessionid)
-                {
-                    if a.session_risk >= threshold && crossed.insert(sid) {
-                        for &action in &triggers.on_risk.actions {
-                            requests.push(request_for(
-                                &event,
-                                file,
-                                action,
-                                Requester::Risk,
-                                format!(
+    let mut out: Vec<Event> = Vec::new();
+    while let Some(events) = rx.recv().await {
+        for event in events {
+            match &event.body {
+                EventBody::Alert(a) => {
+                    let file = loaded.get(&event.process.pid);
+                    for &action in &a.actions {
+                        requests.push(request_for(
+                            &event,
+                            file,
+                            action,
+                            Requester::Rule,
+                            format!("rule {}", a.rule),
+                            a.title.clone(),
+                        ));
+                    }
+                    if let (Some(threshold), Some(sid)) =
+                        (triggers.on_risk.threshold, event.process.sessionid)
+                    {
+                        if a.session_risk >= threshold && crossed.insert(sid) {
+                            for &action in &triggers.on_risk.actions {
+                                requests.push(request_for(
+                                    &event,
+                                    file,
+                                    action,
+                                    Requester::Risk,
+                                    format!(
                                     "session risk {} reached respond.on_risk.threshold {threshold}",
                                     a.session_risk
                                 ),
-                                a.reasons.join("; "),
-                            ));
+                                    a.reasons.join("; "),
+                                ));
+                            }
                         }
                     }
                 }
-            }
-            EventBody::Exec(x) => {
-                if let Some(exe) = &x.exe {
-                    if loaded.len() >= MAX_LOADED {
-                        loaded.clear();
+                EventBody::Exec(x) => {
+                    if let Some(exe) = &x.exe {
+                        if loaded.len() >= MAX_LOADED {
+                            loaded.clear();
+                        }
+                        loaded.insert(event.process.pid, (exe.file.dev.clone(), exe.file.ino));
                     }
-                    loaded.insert(event.process.pid, (exe.file.dev.clone(), exe.file.ino));
-                }
-                let denied = triggers.denied_hashes.borrow_and_update().clone();
-                if !denied.is_empty() {
-                    requests.extend(denied_content(&event, &denied).map(Ok));
-                }
-            }
-            EventBody::Exit(_) => {
-                loaded.remove(&event.process.pid);
-            }
-            EventBody::SessionEnd(_) => {
-                if let Some(sid) = event.process.sessionid {
-                    crossed.remove(&sid);
-                }
-            }
-            _ => {}
-        }
-        if tx.send(event).await.is_err() {
-            anyhow::bail!("the sink stage stopped");
-        }
-        for request in requests.drain(..) {
-            let refused = match request {
-                Err(refused) => Some(*refused),
-                Ok(request) => match jobs.try_send(Job {
-                    request,
-                    reply: None,
-                }) {
-                    Ok(()) => None,
-                    Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
-                        metrics::counter!("vigil_responses_total", "action" => job.request.action.as_str(), "outcome" => "dropped").increment(1);
-                        Some(refusal(
-                            &job.request,
-                            Process::default(),
-                            ResponseOutcome::Dropped,
-                            "the respond queue was full: not carried out".into(),
-                        ))
+                    let denied = triggers.denied_hashes.borrow_and_update().clone();
+                    if !denied.is_empty() {
+                        requests.extend(denied_content(&event, &denied).map(Ok));
                     }
-                },
-            };
-            if let Some(event) = refused {
-                if tx.send(event).await.is_err() {
-                    anyhow::bail!("the sink stage stopped");
                 }
+                EventBody::Exit(_) => {
+                    loaded.remove(&event.process.pid);
+                }
+                EventBody::SessionEnd(_) => {
+                    if let Some(sid) = event.process.sessionid {
+                        crossed.remove(&sid);
+                    }
+                }
+                _ => {}
+            }
+            out.push(event);
+            // Handed to the executor before the batch goes on: a response never waits on the sink.
+            for request in requests.drain(..) {
+                let refused = match request {
+                    Err(refused) => Some(*refused),
+                    Ok(request) => match jobs.try_send(Job {
+                        request,
+                        reply: None,
+                    }) {
+                        Ok(()) => None,
+                        Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+                            metrics::counter!("vigil_responses_total", "action" => job.request.action.as_str(), "outcome" => "dropped").increment(1);
+                            Some(refusal(
+                                &job.request,
+                                Process::default(),
+                                ResponseOutcome::Dropped,
+                                "the respond queue was full: not carried out".into(),
+                            ))
+                        }
+                    },
+                };
+                out.extend(refused);
             }
         }
+        batch::send_all(&tx, &mut out, "sink").await?;
     }
     Ok(())
 }

@@ -8,8 +8,6 @@ use std::{
     sync::Arc,
 };
 
-use tokio::sync::mpsc;
-
 use super::PipelineStats;
 use crate::event::{Event, EventBody};
 
@@ -112,15 +110,15 @@ impl JsonLinesSink {
 
 /// Blocking loop: runs until every sender is gone, then flushes.
 pub fn run(
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: super::batch::Receiver,
     mut sink: JsonLinesSink,
     stats: Arc<PipelineStats>,
 ) -> anyhow::Result<()> {
-    while let Some(event) = rx.blocking_recv() {
-        write_one(&mut sink, &event, &stats)?;
+    while let Some(events) = rx.blocking_recv() {
+        write_all(&mut sink, &events, &stats)?;
         // Drain what is already queued before paying for a flush.
-        while let Ok(event) = rx.try_recv() {
-            write_one(&mut sink, &event, &stats)?;
+        while let Ok(events) = rx.try_recv() {
+            write_all(&mut sink, &events, &stats)?;
         }
         sink.flush()?;
     }
@@ -143,9 +141,16 @@ pub fn run(
     Ok(())
 }
 
-fn write_one(sink: &mut JsonLinesSink, event: &Event, stats: &PipelineStats) -> anyhow::Result<()> {
-    sink.write(event)?;
-    stats.written.inc();
-    metrics::counter!("vigil_events_written_total", "type" => event.body.type_name()).increment(1);
+fn write_all(
+    sink: &mut JsonLinesSink,
+    events: &[Event],
+    stats: &PipelineStats,
+) -> anyhow::Result<()> {
+    for event in events {
+        sink.write(event)?;
+        stats.written.inc();
+        metrics::counter!("vigil_events_written_total", "type" => event.body.type_name())
+            .increment(1);
+    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use vigil_common::{kind, RecordKind};
 
 use super::{capture::loss_event, PipelineStats};
@@ -67,8 +67,8 @@ fn went_back(before: &[(u16, KindCounters)], now: &[(u16, KindCounters)]) -> Vec
 
 pub async fn run(
     kernel: KernelCounters,
-    tx: mpsc::Sender<Event>,
-    tamper: mpsc::Sender<Event>,
+    tx: super::batch::Sender,
+    tamper: super::batch::Sender,
     intervals: Intervals,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
@@ -98,17 +98,20 @@ pub async fn run(
                 intervals.stats.as_millis()
             );
             tracing::error!("{detail}");
-            let _ = tamper.try_send(tamper_event(crate::event::TamperCheck::Suspended, detail));
+            let _ = tamper.try_send(vec![tamper_event(
+                crate::event::TamperCheck::Suspended,
+                detail,
+            )]);
         }
         let counters = kernel.read()?;
         let back = went_back(&previous, &counters);
         if !back.is_empty() {
             let detail = format!("kernel counters went backwards: {}", back.join("; "));
             tracing::error!("{detail}");
-            let _ = tamper.try_send(tamper_event(
+            let _ = tamper.try_send(vec![tamper_event(
                 crate::event::TamperCheck::CountersReset,
                 detail,
-            ));
+            )]);
             // Losses are counted from the new values on.
             seen_lost.clear();
         }
@@ -127,9 +130,7 @@ pub async fn run(
                     counters: heartbeat_counters(&stats, &counters),
                 }),
             );
-            if tx.send(event).await.is_err() {
-                anyhow::bail!("the sink stage stopped");
-            }
+            super::batch::send_one(&tx, event, "sink").await?;
         }
         for (k, c) in &counters {
             publish(*k, c);
@@ -151,9 +152,7 @@ pub async fn run(
                     count,
                     reason: reason.into(),
                 });
-                if tx.send(event).await.is_err() {
-                    anyhow::bail!("the sink stage stopped");
-                }
+                super::batch::send_one(&tx, event, "sink").await?;
             }
         }
         metrics::gauge!("vigil_pipeline_decoded").set(stats.decoded.get() as f64);

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use vigil_common::{respond as verdict, ExeKey};
 
 use super::{ExeTarget, Request, RespondConfig, Target};
@@ -370,12 +370,12 @@ impl Executor {
     pub fn run(
         mut self,
         jobs: std::sync::mpsc::Receiver<Job>,
-        out: mpsc::Sender<Event>,
+        out: crate::pipeline::batch::Sender,
         webhooks: crate::detect::webhook::Webhooks,
     ) {
         let publish = |event: Event| {
             webhooks.offer_response(&event);
-            if out.blocking_send(event).is_err() {
+            if out.blocking_send(vec![event]).is_err() {
                 tracing::error!("the sink stopped: a response is not in the trail");
             }
         };
@@ -751,7 +751,7 @@ impl Executor {
     /// An account by name or uid: (uid, name).
     fn account(&mut self, who: &str) -> Option<(u32, String)> {
         if let Ok(uid) = who.parse::<u32>() {
-            return self.users.name(uid).map(|n| (uid, n));
+            return self.users.name(uid).map(|n| (uid, n.to_string()));
         }
         match &self.host_etc {
             Some(etc) => std::fs::read_to_string(etc.join("passwd"))

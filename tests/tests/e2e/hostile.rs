@@ -84,7 +84,7 @@ fn every_cli_output_shows_hostile_strings_without_obeying_them() {
     let mut tty_at = None;
     for e in &mut events {
         e.host = host.clone();
-        e.process.login_user = Some(format!("alice{HOSTILE}"));
+        e.process.login_user = Some(format!("alice{HOSTILE}").into());
         match &mut e.body {
             EventBody::SessionStart(s) => {
                 s.ssh = Some(SshOrigin {
