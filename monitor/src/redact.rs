@@ -327,10 +327,20 @@ pub struct TtyLines {
 }
 
 impl TtyLines {
+    /// Whether `push` would hold `event` for its line (terminal data, redaction on); every
+    /// other event goes straight on.
+    pub fn holds(redactor: &Redactor, event: &Event) -> bool {
+        redactor.enabled && matches!(event.body, EventBody::TtyInput(_) | EventBody::TtyOutput(_))
+    }
+
     /// Takes `event`; appends to `ready` the events ready to go on (possibly none, possibly
     /// several). Appended, not returned: nearly every event goes straight on, and a `Vec` of
     /// one per event was an allocation and two copies of it.
     pub fn push(&mut self, redactor: &Redactor, event: Event, ready: &mut Vec<Event>) {
+        if !Self::holds(redactor, &event) {
+            ready.push(event);
+            return;
+        }
         let (tty, ends_line, len) = match &event.body {
             EventBody::TtyInput(t) | EventBody::TtyOutput(t) if redactor.enabled => (
                 t.tty.clone(),

@@ -43,19 +43,19 @@ pub fn program_name(e: &Event) -> Cow<'_, str> {
             if let Some(arg0) = x.argv.first() {
                 let applet = base(&arg0.0);
                 if !MULTI_CALL.iter().any(|m| m.as_bytes() == applet) {
-                    return String::from_utf8_lossy(applet);
+                    return crate::event::text(applet);
                 }
             }
         }
     }
-    String::from_utf8_lossy(name)
+    crate::event::text(name)
 }
 
 /// Credential files, whose bytes read count toward exfiltration (credential reads, then a
 /// connection). Deliberately narrower than the baselines' `sensitive_paths` (which also cover
 /// configuration such as /etc/ssh/ and /root/): reading sshd_config and connecting out is routine.
 fn is_credential_file(path: &[u8]) -> bool {
-    let p = String::from_utf8_lossy(path);
+    let p = crate::event::text(path);
     ["/etc/shadow", "/etc/gshadow"].contains(&p.as_ref())
         || (p.contains("/.ssh/id_") && !p.ends_with(".pub"))
         || p.ends_with("/.aws/credentials")
@@ -131,6 +131,9 @@ struct View<'a> {
     download_then_shell: bool,
     decoded_then_shell: bool,
     written_then_executed: bool,
+    /// Read by most rules on an open or an exec, several times each: decoded once per event.
+    path: std::cell::OnceCell<Cow<'a, str>>,
+    name: std::cell::OnceCell<Cow<'a, str>>,
 }
 
 /// A terminal device: a pty, a virtual console, or a console's screen memory.
@@ -162,7 +165,7 @@ fn stdio(kind: Option<crate::event::StdioKind>) -> Value<'static> {
 }
 
 fn lossy(b: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(b)
+    crate::event::text(b)
 }
 
 impl Fields for View<'_> {
@@ -208,7 +211,9 @@ impl Fields for View<'_> {
                 .and_then(|x| x.program.as_ref())
                 .map(|x| Value::Str(lossy(&x.0)))
                 .unwrap_or(Value::Missing),
-            (Field::ProcessName, _) => Value::Str(program_name(e)),
+            (Field::ProcessName, _) => {
+                Value::Str(Cow::Borrowed(self.name.get_or_init(|| program_name(e))))
+            }
             (Field::ProcessExeTrust, _) => p
                 .exe
                 .as_ref()
@@ -286,7 +291,9 @@ impl Fields for View<'_> {
                 .and_then(|x| x.package.as_deref())
                 .map(|h| Value::Str(Cow::Borrowed(h)))
                 .unwrap_or(Value::Missing),
-            (Field::Path, EventBody::Open(o)) => Value::Str(lossy(&o.path.0)),
+            (Field::Path, EventBody::Open(o)) => {
+                Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&o.path.0))))
+            }
             (Field::RequestedPath, EventBody::Open(o)) => Value::Str(lossy(&o.requested_path.0)),
             (Field::FileType, EventBody::Open(o)) => o
                 .file
@@ -544,6 +551,8 @@ impl Detector {
             download_then_shell,
             decoded_then_shell,
             written_then_executed,
+            path: Default::default(),
+            name: Default::default(),
         };
         let candidates = self
             .by_type

@@ -55,6 +55,25 @@ pub async fn send_all(tx: &Sender, events: &mut Batch, next: &'static str) -> Re
     }
 }
 
+/// `events` with each of `extra` placed right after the event at its index (indices rising, as
+/// a stage finds them), e.g. the alerts an event raised. Nothing moves when `extra` is empty,
+/// which is nearly always: a stage forwards the batch it received as it is.
+pub fn with_inserted(events: Batch, extra: Vec<(usize, Event)>) -> Batch {
+    if extra.is_empty() {
+        return events;
+    }
+    let mut out = Vec::with_capacity(events.len() + extra.len());
+    let mut extra = extra.into_iter().peekable();
+    for (i, event) in events.into_iter().enumerate() {
+        out.push(event);
+        while let Some((_, e)) = extra.next_if(|(at, _)| *at <= i) {
+            out.push(e);
+        }
+    }
+    out.extend(extra.map(|(_, e)| e));
+    out
+}
+
 /// One event on its own (the daemon's own reports: checkpoints, losses, responses).
 pub async fn send_one(tx: &Sender, event: Event, next: &'static str) -> Result<(), Closed> {
     tx.send(vec![event]).await.map_err(|_| Closed(next))
@@ -99,6 +118,22 @@ mod tests {
             let order: Vec<u64> = got.iter().map(|e| e.mono_ns).collect();
             assert_eq!(order, (0..n as u64).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn inserted_events_follow_the_event_they_belong_to() {
+        let batch = events(4);
+        let mut extra = events(3);
+        for (e, n) in extra.iter_mut().zip([100, 101, 300]) {
+            e.mono_ns = n;
+        }
+        let extra: Vec<(usize, Event)> = [1, 1, 3].into_iter().zip(extra).collect();
+        let order: Vec<u64> = with_inserted(batch, extra)
+            .iter()
+            .map(|e| e.mono_ns)
+            .collect();
+        assert_eq!(order, [0, 1, 100, 101, 2, 3, 300]);
+        assert_eq!(with_inserted(events(2), Vec::new()).len(), 2);
     }
 
     #[tokio::test]

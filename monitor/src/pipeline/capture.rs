@@ -28,7 +28,7 @@ pub async fn run(
     // RingBuf lives, and the AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the kernel ring buffer: {e}"))?;
-    let mut records: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut records = Records::default();
     let mut stopping = false;
     // The kernel wakes us only once enough is waiting; the tick picks up a quiet stream.
     let mut tick = tokio::time::interval(poll_interval);
@@ -41,7 +41,7 @@ pub async fn run(
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();
                     drain(ring, &clock, &mut records, &stats);
-                    if records.len() < BATCH {
+                    if records.count < BATCH {
                         guard.clear_ready();
                     }
                 }
@@ -54,25 +54,51 @@ pub async fn run(
             // Final drain: everything already in the ring buffer goes out.
             loop {
                 drain(fd.get_mut(), &clock, &mut records, &stats);
-                if records.is_empty() {
+                if records.count == 0 {
                     return Ok(());
                 }
-                batch::send_all(&tx, &mut records, "enrich").await?;
+                records.send(&tx).await?;
             }
         }
-        batch::send_all(&tx, &mut records, "enrich").await?;
+        records.send(&tx).await?;
     }
 }
 
-/// Decodes what the ring buffer holds into `batch`, up to [`BATCH`]; a record that does not
+/// Decoded events waiting to go on, already cut into batches as they are decoded (each event
+/// is written once, into the batch it travels in).
+#[derive(Default)]
+struct Records {
+    full: Vec<batch::Batch>,
+    current: batch::Batch,
+    count: usize,
+}
+
+impl Records {
+    fn push(&mut self, event: Event) {
+        if self.current.len() == batch::MAX {
+            self.full.push(std::mem::take(&mut self.current));
+        }
+        if self.current.capacity() == 0 {
+            self.current.reserve_exact(batch::MAX);
+        }
+        self.current.push(event);
+        self.count += 1;
+    }
+
+    async fn send(&mut self, tx: &batch::Sender) -> Result<(), batch::Closed> {
+        self.full.push(std::mem::take(&mut self.current));
+        self.count = 0;
+        for mut events in self.full.drain(..) {
+            batch::send_all(tx, &mut events, "enrich").await?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes what the ring buffer holds into `records`, up to [`BATCH`]; a record that does not
 /// decode becomes a loss event in its place (counted and written down, never skipped).
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    clock: &Clock,
-    batch: &mut Vec<Event>,
-    stats: &PipelineStats,
-) {
-    while batch.len() < BATCH {
+fn drain(ring: &mut RingBuf<MapData>, clock: &Clock, records: &mut Records, stats: &PipelineStats) {
+    while records.count < BATCH {
         let Some(item) = ring.next() else {
             break;
         };
@@ -93,7 +119,7 @@ fn drain(
                 })
             }
         };
-        batch.push(event);
+        records.push(event);
     }
 }
 

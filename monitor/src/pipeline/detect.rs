@@ -14,18 +14,18 @@ pub async fn run(
     webhooks: Webhooks,
 ) -> anyhow::Result<()> {
     let mut alerts = Vec::new();
-    let mut out: Vec<Event> = Vec::new();
     while let Some(events) = rx.recv().await {
-        for event in events {
-            detector.process(&event, &mut alerts);
-            out.push(event);
+        let mut raised: Vec<(usize, Event)> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            detector.process(event, &mut alerts);
             for alert in alerts.drain(..) {
                 if matches!(alert.body, EventBody::Alert(_)) {
                     webhooks.offer(&alert);
                 }
-                out.push(alert);
+                raised.push((i, alert));
             }
         }
+        let mut out = batch::with_inserted(events, raised);
         batch::send_all(&tx, &mut out, "respond").await?;
     }
     // The input closed: the daemon is stopping. Keep what the baselines learnt.

@@ -348,9 +348,17 @@ fn redacted(
     lines: &mut crate::redact::TtyLines,
     out: &mut Vec<Event>,
 ) -> Vec<Event> {
+    for event in out.iter_mut() {
+        redactor.redact_event(event);
+    }
+    if !out
+        .iter()
+        .any(|e| crate::redact::TtyLines::holds(redactor, e))
+    {
+        return std::mem::take(out);
+    }
     let mut ready = Vec::with_capacity(out.len());
-    for mut event in out.drain(..) {
-        redactor.redact_event(&mut event);
+    for event in out.drain(..) {
         lines.push(redactor, event, &mut ready);
     }
     ready

@@ -43,15 +43,15 @@ pub async fn run(
     // a later event of it. Bounded: forgotten at exit, and all at once if it ever fills.
     let mut loaded: HashMap<u32, (String, u64)> = HashMap::new();
     let mut requests = Vec::new();
-    let mut out: Vec<Event> = Vec::new();
     while let Some(events) = rx.recv().await {
-        for event in events {
+        let mut refusals: Vec<(usize, Event)> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
             match &event.body {
                 EventBody::Alert(a) => {
                     let file = loaded.get(&event.process.pid);
                     for &action in &a.actions {
                         requests.push(request_for(
-                            &event,
+                            event,
                             file,
                             action,
                             Requester::Rule,
@@ -65,7 +65,7 @@ pub async fn run(
                         if a.session_risk >= threshold && crossed.insert(sid) {
                             for &action in &triggers.on_risk.actions {
                                 requests.push(request_for(
-                                    &event,
+                                    event,
                                     file,
                                     action,
                                     Requester::Risk,
@@ -88,7 +88,7 @@ pub async fn run(
                     }
                     let denied = triggers.denied_hashes.borrow_and_update().clone();
                     if !denied.is_empty() {
-                        requests.extend(denied_content(&event, &denied).map(Ok));
+                        requests.extend(denied_content(event, &denied).map(Ok));
                     }
                 }
                 EventBody::Exit(_) => {
@@ -101,7 +101,6 @@ pub async fn run(
                 }
                 _ => {}
             }
-            out.push(event);
             // Handed to the executor before the batch goes on: a response never waits on the sink.
             for request in requests.drain(..) {
                 let refused = match request {
@@ -122,9 +121,10 @@ pub async fn run(
                         }
                     },
                 };
-                out.extend(refused);
+                refusals.extend(refused.map(|r| (i, r)));
             }
         }
+        let mut out = batch::with_inserted(events, refusals);
         batch::send_all(&tx, &mut out, "sink").await?;
     }
     Ok(())
