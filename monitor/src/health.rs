@@ -298,7 +298,7 @@ fn describe_metrics() {
     describe_counter!("vigil_alerts_total", "Alerts raised, by rule and severity.");
     describe_histogram!(
         "vigil_rule_eval_seconds",
-        "Time to evaluate the detection rules on one event."
+        "Time to evaluate the detection rules on one event (one event in 16 is timed)."
     );
     describe_counter!(
         "vigil_webhook_alerts_total",

@@ -76,6 +76,17 @@ pub enum Expr {
     },
 }
 
+/// What an expression needs of one field on events of one type (see [`Expr::guard_on`]).
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// It cannot hold on such events.
+    Never,
+    /// Nothing of the field: it may hold whatever the field's value.
+    Any,
+    /// It holds only where this condition on the field alone does.
+    On(Expr),
+}
+
 /// A mistake in an expression, at a column (1-based) of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -540,18 +551,52 @@ impl Expr {
         }
     }
 
-    /// The event type the expression requires (`type == "x"` at the top of a chain of `and`),
-    /// so the detector only evaluates it for such events.
-    pub fn required_type(&self) -> Option<crate::event::EventType> {
+    /// What the expression needs of `field` on an event of type `ty`, worked out from the
+    /// expression alone: [`Guard::Never`] if it cannot hold for that type (a `type` test fails
+    /// in every branch), [`Guard::On`] a condition on `field` alone that must hold for it to,
+    /// [`Guard::Any`] if nothing on `field` is needed. A necessary condition only: where the
+    /// guard holds, the expression still decides.
+    pub fn guard_on(&self, field: Field, ty: crate::event::EventType) -> Guard {
         match self {
+            Expr::And(a, b) => match (a.guard_on(field, ty), b.guard_on(field, ty)) {
+                (Guard::Never, _) | (_, Guard::Never) => Guard::Never,
+                (Guard::Any, g) | (g, Guard::Any) => g,
+                (Guard::On(a), Guard::On(b)) => Guard::On(Expr::And(Box::new(a), Box::new(b))),
+            },
+            Expr::Or(a, b) => match (a.guard_on(field, ty), b.guard_on(field, ty)) {
+                (Guard::Never, g) | (g, Guard::Never) => g,
+                (Guard::Any, _) | (_, Guard::Any) => Guard::Any,
+                (Guard::On(a), Guard::On(b)) => Guard::On(Expr::Or(Box::new(a), Box::new(b))),
+            },
             Expr::Cmp {
                 field: Field::Type,
-                op: Op::Eq,
-                value: Literal::Str(t),
+                op,
+                value,
                 ..
-            } => crate::event::EventType::from_name(t),
-            Expr::And(a, b) => a.required_type().or_else(|| b.required_type()),
-            _ => None,
+            } => {
+                let is = |t: &String| crate::event::EventType::from_name(t) == Some(ty);
+                let holds = match (op, value) {
+                    (Op::Eq, Literal::Str(t)) => is(t),
+                    (Op::Ne, Literal::Str(t)) => !is(t),
+                    (Op::In, Literal::List(ts)) => ts.iter().any(is),
+                    _ => true,
+                };
+                if holds {
+                    Guard::Any
+                } else {
+                    Guard::Never
+                }
+            }
+            // A leaf, or a negation taken whole: a guard if it reads `field` and nothing else.
+            _ => {
+                let mut read = Vec::new();
+                self.fields(&mut read);
+                if !read.is_empty() && read.iter().all(|f| *f == field) {
+                    Guard::On(self.clone())
+                } else {
+                    Guard::Any
+                }
+            }
         }
     }
 
@@ -772,14 +817,41 @@ mod tests {
     }
 
     #[test]
-    fn type_prefilter() {
-        let e = parse(r#"type == "connect" and port == 22"#).unwrap();
-        assert_eq!(e.required_type(), Some(crate::event::EventType::Connect));
-        assert_eq!(
-            parse(r#"type == "open" or type == "exec""#)
-                .unwrap()
-                .required_type(),
-            None
-        );
+    fn type_and_path_prefilter() {
+        use crate::event::EventType::{Connect, Exec, Open};
+        let on = |src: &str, ty| parse(src).unwrap().guard_on(Field::Path, ty);
+        assert!(matches!(
+            on(r#"type == "connect" and port == 22"#, Connect),
+            Guard::Any
+        ));
+        assert!(matches!(
+            on(r#"type == "connect" and port == 22"#, Open),
+            Guard::Never
+        ));
+        assert!(matches!(
+            on(r#"type == "open" or type == "exec""#, Exec),
+            Guard::Any
+        ));
+        assert!(matches!(
+            on(r#"type in ["open", "exec"]"#, Connect),
+            Guard::Never
+        ));
+        assert!(matches!(
+            on(r#"type != "alert" and process.left_session"#, Open),
+            Guard::Any
+        ));
+        // Only the branch for the event's type counts, and only its conditions on the path.
+        let rule = r#"(type == "exec" and filename endswith "/crontab")
+            or (type == "open" and ok and (path startswith "/etc/cron" or path == "/etc/crontab"))"#;
+        assert!(matches!(on(rule, Exec), Guard::Any));
+        let Guard::On(guard) = on(rule, Open) else {
+            panic!("no guard on the path");
+        };
+        let mut read = Vec::new();
+        guard.fields(&mut read);
+        assert!(read.iter().all(|f| *f == Field::Path), "{read:?}");
+        // A path condition beside something else under `or` decides nothing alone.
+        let either = r#"type == "open" and (path == "/etc/shadow" or process.uid == 0)"#;
+        assert!(matches!(on(either, Open), Guard::Any));
     }
 }

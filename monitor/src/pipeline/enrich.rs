@@ -387,6 +387,9 @@ pub async fn run(
                 let Some(events) = received else {
                     break;
                 };
+                // Room for the batch up front: `out` leaves the stage whole each time, and
+                // growing it one event at a time moved every event several times over.
+                out.reserve(events.len());
                 for event in events {
                     enricher.process(event, &mut out);
                 }
