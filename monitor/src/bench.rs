@@ -47,12 +47,12 @@ fn synthetic(i: u64) -> Event {
         sessionid: Some(7 + (i % 3) as u32),
         cgroup_id: 4242,
         comm: "bash".into(),
-        exe: Some(crate::event::ProcessExe {
+        exe: Some(std::sync::Arc::new(crate::event::ProcessExe {
             path: "/usr/bin/bash".into(),
             program: Some("/usr/bin/bash".into()),
             trust: crate::event::Trust::Packaged,
             trusted: true,
-        }),
+        })),
         ..Default::default()
     };
     let file = |path: &str, ino: u64| crate::event::FileIdentity {

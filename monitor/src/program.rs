@@ -147,7 +147,7 @@ pub struct Programs {
     verdicts: HashMap<(String, u64, i64, Vec<u8>), Verdict>,
     /// The program of each process, from its exec (inherited at fork), or read from
     /// `/proc/<pid>/exe` for processes older than the daemon. `None`: could not be known.
-    running: HashMap<u32, Option<ProcessExe>>,
+    running: HashMap<u32, Option<Arc<ProcessExe>>>,
 }
 
 impl Programs {
@@ -173,19 +173,19 @@ impl Programs {
     }
 
     /// An exec loaded `exe`: fills in the daemon's verdict and returns what the process runs now.
-    pub fn exec(&mut self, pid: u32, exe: &mut Executable) -> ProcessExe {
+    pub fn exec(&mut self, pid: u32, exe: &mut Executable) -> Arc<ProcessExe> {
         let v = self.verdict(pid, &exe.file);
         exe.sha256 = v.sha256;
         exe.package = v.package.map(|p| p.to_string());
         exe.trust = v.trust;
-        let running = self.process_exe(exe.file.path.clone(), v.program, v.trust);
+        let running = Arc::new(self.process_exe(exe.file.path.clone(), v.program, v.trust));
         self.running.insert(pid, Some(running.clone()));
         running
     }
 
     /// An exec whose executable the kernel could not name (nothing to check): unverified.
-    pub fn exec_unknown(&mut self, pid: u32, filename: &RawBytes) -> ProcessExe {
-        let running = self.process_exe(filename.clone(), None, Trust::Unverified);
+    pub fn exec_unknown(&mut self, pid: u32, filename: &RawBytes) -> Arc<ProcessExe> {
+        let running = Arc::new(self.process_exe(filename.clone(), None, Trust::Unverified));
         self.running.insert(pid, Some(running.clone()));
         running
     }
@@ -200,7 +200,7 @@ impl Programs {
     }
 
     /// What process `pid` runs.
-    pub fn of(&mut self, pid: u32) -> Option<ProcessExe> {
+    pub fn of(&mut self, pid: u32) -> Option<Arc<ProcessExe>> {
         if let Some(known) = self.running.get(&pid) {
             return known.clone();
         }
@@ -224,7 +224,7 @@ impl Programs {
 
     /// A process the daemon saw no exec of (it predates the daemon): its executable through
     /// procfs.
-    fn read_proc(&mut self, pid: u32) -> Option<ProcessExe> {
+    fn read_proc(&mut self, pid: u32) -> Option<Arc<ProcessExe>> {
         let link = format!("/proc/{pid}/exe");
         let target = std::fs::read_link(&link).ok()?;
         let meta = std::fs::metadata(&link).ok()?;
@@ -236,7 +236,7 @@ impl Programs {
         let mut file = FileIdentity::from_metadata(RawBytes(path), &meta);
         file.deleted |= deleted;
         let v = self.verdict(pid, &file);
-        Some(self.process_exe(file.path, v.program, v.trust))
+        Some(Arc::new(self.process_exe(file.path, v.program, v.trust)))
     }
 
     fn verdict(&mut self, pid: u32, file: &FileIdentity) -> Verdict {

@@ -36,7 +36,8 @@ const MAX_DEPTH: usize = 4;
 pub struct WatchedInodes {
     patterns: Vec<String>,
     host_root: PathBuf,
-    names: HashMap<(String, u64), RawBytes>,
+    /// By inode, then device: looked up on every open without building a key.
+    names: HashMap<u64, Vec<(String, RawBytes)>>,
     /// The same files as the kernel numbers them, for its never-fold list.
     kernel_keys: HashSet<FoldFileKey>,
     refreshed: Option<Instant>,
@@ -57,11 +58,15 @@ impl WatchedInodes {
 
     /// The watched name of inode `(dev, ino)`, if it is a watched file.
     pub fn name(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
-        self.names.get(&(dev.to_string(), ino))
+        self.names
+            .get(&ino)?
+            .iter()
+            .find(|(d, _)| d == dev)
+            .map(|(_, name)| name)
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.names.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,7 +114,7 @@ impl WatchedInodes {
         path: &str,
         depth: usize,
         taken: &mut usize,
-        names: &mut HashMap<(String, u64), RawBytes>,
+        names: &mut HashMap<u64, Vec<(String, RawBytes)>>,
         keys: &mut HashSet<FoldFileKey>,
     ) {
         if *taken >= MAX_PER_PATTERN {
@@ -128,10 +133,14 @@ impl WatchedInodes {
                 dev: crate::event::kernel_dev_number(meta.dev()),
                 _pad: 0,
             });
-            names.insert(
-                (stat_dev(meta.dev()), meta.ino()),
-                RawBytes::from(path.trim_end_matches('/')),
-            );
+            let dev = stat_dev(meta.dev());
+            let name = RawBytes::from(path.trim_end_matches('/'));
+            // One name per file: the last path that reached it.
+            let same = names.entry(meta.ino()).or_default();
+            match same.iter_mut().find(|(d, _)| *d == dev) {
+                Some((_, known)) => *known = name,
+                None => same.push((dev, name)),
+            }
         } else if meta.is_dir() && depth < MAX_DEPTH {
             let Ok(entries) = std::fs::read_dir(&on_host) else {
                 return;

@@ -732,7 +732,7 @@ mod tests {
             x.filename = RawBytes::from(path);
         }
         if let Some(exe) = &mut e.process.exe {
-            exe.trusted = trusted;
+            std::sync::Arc::make_mut(exe).trusted = trusted;
         }
         e
     }

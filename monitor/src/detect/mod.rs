@@ -472,10 +472,15 @@ impl Detector {
     }
 
     /// Evaluates the rules on `event` (already enriched); alerts follow it in `out`.
-    pub fn process(&mut self, event: &Event, out: &mut Vec<Event>) {
+    /// Takes up an edit of the rules files, if there was one (the stage asks once per batch:
+    /// looking costs a clock read, too much to pay on every event).
+    pub fn refresh_rules(&mut self) {
         if self.rules.refresh() {
             self.index();
         }
+    }
+
+    pub fn process(&mut self, event: &Event, out: &mut Vec<Event>) {
         let sid = event.process.sessionid;
         // Session context, updated before the rules see the event.
         let mut download_then_shell = false;

@@ -162,9 +162,10 @@ pub struct Process {
     pub cgroup_id: u64,
     /// The task's own name: for display only, since the process sets it (`exe` says what runs).
     pub comm: RawBytes,
-    /// The program it runs (enrich stage, from its exec or `/proc/<pid>/exe`).
+    /// The program it runs (enrich stage, from its exec or `/proc/<pid>/exe`). Shared: every
+    /// event of a process carries the same one, and a copy per event was an allocation each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exe: Option<ProcessExe>,
+    pub exe: Option<std::sync::Arc<ProcessExe>>,
     /// Set when the process changed its audit login uid or session after it entered its session
     /// (it stays attributed to `loginuid`/`sessionid`): what the kernel reports for it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]

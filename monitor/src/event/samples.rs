@@ -245,12 +245,12 @@ pub fn sample(t: EventType) -> Event {
             sessionid: Some(7),
             cgroup_id: 1,
             comm: RawBytes::from("cat"),
-            exe: Some(ProcessExe {
+            exe: Some(std::sync::Arc::new(ProcessExe {
                 path: raw("/tmp/sudo"),
                 program: Some(raw("/usr/bin/cat")),
                 trust: Trust::Writable,
                 trusted: false,
-            }),
+            })),
             audit_now: Some(AuditIds {
                 loginuid: None,
                 sessionid: Some(8),

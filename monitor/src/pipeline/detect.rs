@@ -15,6 +15,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut alerts = Vec::new();
     while let Some(events) = rx.recv().await {
+        detector.refresh_rules();
         let mut raised: Vec<(usize, Event)> = Vec::new();
         for (i, event) in events.iter().enumerate() {
             detector.process(event, &mut alerts);
