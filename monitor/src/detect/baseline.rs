@@ -400,8 +400,10 @@ impl Baselines {
                     })
             }
             EventBody::Open(o) if o.result.ok() => {
-                let p = o.path.lossy();
-                self.cfg.is_sensitive(&p).then_some(Fact::SensitivePath(p))
+                let p = o.path.text();
+                self.cfg
+                    .is_sensitive(&p)
+                    .then(|| Fact::SensitivePath(p.into_owned()))
             }
             EventBody::FileRead(r) if r.bytes > 0 => Some(Fact::Bytes(r.bytes)),
             EventBody::OpensFolded(f) if f.bytes > 0 => Some(Fact::Bytes(f.bytes)),

@@ -390,6 +390,7 @@ pub async fn run(
                 // Room for the batch up front: `out` leaves the stage whole each time, and
                 // growing it one event at a time moved every event several times over.
                 out.reserve(events.len());
+                enricher.users.refresh();
                 for event in events {
                     enricher.process(event, &mut out);
                 }

@@ -467,6 +467,7 @@ impl Executor {
             Target::Session(sid) => {
                 process.sessionid = Some(*sid);
                 process.loginuid = self.kernel.sessions().get(sid).copied();
+                self.users.refresh();
                 process.login_user = process.loginuid.and_then(|u| self.users.name(u));
                 let origin = crate::event::Origin::this_process();
                 format!(
