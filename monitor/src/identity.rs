@@ -57,11 +57,6 @@ impl UserNames {
         }
     }
 
-    fn databases(&self) -> [PathBuf; 2] {
-        let etc = self.host_etc.as_deref().unwrap_or(Path::new("/etc"));
-        [etc.join("passwd"), etc.join("group")]
-    }
-
     /// Forgets the names once the user or group database changed (looked at most once per
     /// [`PASSWD_CHECK_EVERY`]). Asked by the caller at its own pace, not on every lookup: the
     /// enrich stage names four ids per event, and a clock read for each cost more than the
@@ -74,44 +69,38 @@ impl UserNames {
     }
 
     pub fn name(&mut self, uid: u32) -> Option<Arc<str>> {
-        if let Some(known) = self.users.get(&uid) {
-            return known.clone();
-        }
-        let passwd = self.host_etc.is_some().then(|| self.databases()[0].clone());
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                match passwd {
-                    Some(file) => name_in(&file, uid),
-                    None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                        .ok()
-                        .flatten()
-                        .map(|u| u.name),
-                }
-                .map(Arc::from)
-            })
-            .clone()
+        let etc = self.host_etc.as_deref();
+        named(&mut self.users, uid, || match etc {
+            Some(etc) => name_in(&etc.join("passwd"), uid),
+            None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+        })
     }
 
     pub fn group(&mut self, gid: u32) -> Option<Arc<str>> {
-        if let Some(known) = self.groups.get(&gid) {
-            return known.clone();
-        }
-        let group = self.host_etc.is_some().then(|| self.databases()[1].clone());
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                match group {
-                    Some(file) => name_in(&file, gid),
-                    None => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-                        .ok()
-                        .flatten()
-                        .map(|g| g.name),
-                }
-                .map(Arc::from)
-            })
-            .clone()
+        let etc = self.host_etc.as_deref();
+        named(&mut self.groups, gid, || match etc {
+            Some(etc) => name_in(&etc.join("group"), gid),
+            None => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|g| g.name),
+        })
     }
+}
+
+/// The name of `id` from `cache`, looked up once (`lookup`) when it is not there yet.
+fn named(
+    cache: &mut HashMap<u32, Option<Arc<str>>>,
+    id: u32,
+    lookup: impl FnOnce() -> Option<String>,
+) -> Option<Arc<str>> {
+    cache
+        .entry(id)
+        .or_insert_with(|| lookup().map(Arc::from))
+        .clone()
 }
 
 #[derive(Debug, Clone)]

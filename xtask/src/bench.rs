@@ -410,13 +410,7 @@ fn storm(ctx: Context, w: &Workload, count: u64, target: &str) -> Result<f64> {
         .args(["storm", w.storm, &count.to_string(), target])
         .output()
         .context("cannot run vigil-test-helper")?;
-    if !out.status.success() {
-        bail!(
-            "storm {} failed: {}",
-            w.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = succeeded(out, &format!("storm {}", w.name))?;
     let ns: f64 = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -801,12 +795,7 @@ fn stored_bytes(port: u16) -> Result<Vec<(String, u64, u64)>> {
         .args(["-c", &script])
         .output()
         .context("cannot run the ClickHouse client")?;
-    if !out.status.success() {
-        bail!(
-            "storage query failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = succeeded(out, "storage query")?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -879,12 +868,7 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
         Vec::new()
     };
     drop(ch);
-    if !out.status.success() {
-        bail!(
-            "vigil bench-ingest failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = succeeded(out, "vigil bench-ingest")?;
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("bench-ingest output")?;
 
@@ -925,12 +909,7 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
         .arg(dir.join("spool"))
         .output()
         .context("cannot run vigil spool stats")?;
-    if !stats.status.success() {
-        bail!(
-            "vigil spool stats failed: {}",
-            String::from_utf8_lossy(&stats.stderr)
-        );
-    }
+    let stats = succeeded(stats, "vigil spool stats")?;
     let stats: serde_json::Value =
         serde_json::from_slice(&stats.stdout).context("vigil spool stats output")?;
     let captured =
@@ -1056,12 +1035,7 @@ fn replay(events: u64, runs: usize) -> Result<()> {
         .arg(&spool)
         .output()
         .with_context(|| format!("cannot run {}", vigil_bin().display()))?;
-    if !out.status.success() {
-        bail!(
-            "bench-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    succeeded(out, "bench-session")?;
     let spool_arg = spool.to_string_lossy().into_owned();
     let session = "77";
     let replay_args = ["replay", session, "--spool", &spool_arg, "--instant"];
@@ -1116,4 +1090,12 @@ fn replay(events: u64, runs: usize) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `out` itself if its command exited successfully, else an error naming `what`, with its stderr.
+fn succeeded(out: std::process::Output, what: &str) -> Result<std::process::Output> {
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out)
 }
