@@ -111,13 +111,19 @@ impl Daemon {
                 dir.path().join("control.sock").display()
             )
         };
+        // Counters read ten times a second, unless the test sets the pipeline up itself.
+        let pipeline_block = if extra_yaml.lines().any(|l| l.starts_with("pipeline:")) {
+            ""
+        } else {
+            "pipeline:\n  stats_interval_ms: 100\n"
+        };
         let ready = dir.path().join("ready");
         let metrics_port = free_port();
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "output:\n  stdout: false\n  file: {}\n{spool_block}{respond_block}metrics:\n  listen: 127.0.0.1:{metrics_port}\npipeline:\n  stats_interval_ms: 100\n{extra_yaml}",
+                "output:\n  stdout: false\n  file: {}\n{spool_block}{respond_block}metrics:\n  listen: 127.0.0.1:{metrics_port}\n{pipeline_block}{extra_yaml}",
                 events_path.display()
             ),
         )?;

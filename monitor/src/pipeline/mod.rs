@@ -392,7 +392,15 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
                 for (check, detail) in kernel.check_integrity() {
                     if reported.insert((check, detail.clone())) {
                         tracing::error!(%check, %detail, "the monitor's kernel side was changed");
-                        let _ = tamper_tx.try_send(vec![stats::tamper_event(check, detail)]);
+                        // Waited for: with the pipeline backed up, dropping it would hide the
+                        // one report that matters (the pipeline drains meanwhile; a signal is
+                        // taken up right after).
+                        let event = stats::tamper_event(check, detail);
+                        if batch::send_one(&tamper_tx, event, "detect").await.is_err() {
+                            tracing::error!(
+                                "the detect stage stopped: the report above is in the log only"
+                            );
+                        }
                     }
                 }
             }

@@ -98,20 +98,18 @@ pub async fn run(
                 intervals.stats.as_millis()
             );
             tracing::error!("{detail}");
-            let _ = tamper.try_send(vec![tamper_event(
-                crate::event::TamperCheck::Suspended,
-                detail,
-            )]);
+            // Waited for, as every other report of this loop: a full channel must not drop it.
+            let event = tamper_event(crate::event::TamperCheck::Suspended, detail);
+            super::batch::send_one(&tamper, event, "detect").await?;
         }
         let counters = kernel.read()?;
         let back = went_back(&previous, &counters);
         if !back.is_empty() {
             let detail = format!("kernel counters went backwards: {}", back.join("; "));
             tracing::error!("{detail}");
-            let _ = tamper.try_send(vec![tamper_event(
-                crate::event::TamperCheck::CountersReset,
-                detail,
-            )]);
+            // Waited for, as every other report of this loop: a full channel must not drop it.
+            let event = tamper_event(crate::event::TamperCheck::CountersReset, detail);
+            super::batch::send_one(&tamper, event, "detect").await?;
             // Losses are counted from the new values on.
             seen_lost.clear();
         }

@@ -275,3 +275,52 @@ fn the_login_uid_flag_is_set_by_sessions_and_by_anothers_file_not_by_logins() {
         daemon.stop().expect("daemon stops");
     }
 }
+
+/// Stopped while a storm fills the kernel ring buffer, the daemon wakes to a backlog that keeps
+/// every stage's channel full for a while: the report that it was stopped must wait for room,
+/// not be dropped because there was none at that moment.
+#[test]
+fn being_stopped_is_reported_even_when_the_pipeline_is_backed_up() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, vec![7u8; 4096]).unwrap();
+    // Channels of a few batches, and every open an event of its own (no folding).
+    let daemon = Daemon::start(
+        "pipeline:\n  channel_capacity: 1\n  stats_interval_ms: 100\ncapture:\n  fold:\n    enabled: false\n",
+    )
+    .expect("daemon starts");
+    let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+    let mut storm = std::process::Command::new(HELPER)
+        .args([
+            "login",
+            "66010",
+            "--",
+            HELPER,
+            "storm",
+            "open-read",
+            "200000",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    assert!(storm.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(4));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    let events = daemon.stop().expect("daemon stops");
+    assert!(
+        of_type(&events, "loss")
+            .iter()
+            .any(|l| l["stage"] == "kernel"),
+        "the storm did not fill the ring buffer: the test did not back the pipeline up"
+    );
+    let suspended = of_type(&events, "tamper")
+        .iter()
+        .filter(|t| t["check"] == "suspended")
+        .count();
+    assert_eq!(suspended, 1, "the stop was reported once");
+}
