@@ -341,8 +341,9 @@ impl TtyLines {
             ready.push(event);
             return;
         }
+        // Terminal data with redaction on (`holds`), from here on.
         let (tty, ends_line, len) = match &event.body {
-            EventBody::TtyInput(t) | EventBody::TtyOutput(t) if redactor.enabled => (
+            EventBody::TtyInput(t) | EventBody::TtyOutput(t) => (
                 t.tty.clone(),
                 t.data.0.iter().any(|b| *b == b'\n' || *b == b'\r'),
                 t.data.0.len(),

@@ -471,7 +471,6 @@ impl Detector {
         self.rules.rules.len()
     }
 
-    /// Evaluates the rules on `event` (already enriched); alerts follow it in `out`.
     /// Takes up an edit of the rules files, if there was one (the stage asks once per batch:
     /// looking costs a clock read, too much to pay on every event).
     pub fn refresh_rules(&mut self) {
@@ -480,6 +479,7 @@ impl Detector {
         }
     }
 
+    /// Evaluates the rules on `event` (already enriched); alerts follow it in `out`.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Event>) {
         let sid = event.process.sessionid;
         // Session context, updated before the rules see the event.
