@@ -94,6 +94,8 @@ pub enum Entry {
 pub struct Interactive {
     pub name: String,
     pub entry: Entry,
+    /// Lines typed to the shell at its prompt; a line that starts with GS (`\x1d`) is typed to
+    /// the program in the foreground (an editor, pager, REPL) once it reads the terminal.
     pub keys: String,
     /// A home without shell history (a first login).
     pub fresh_home: bool,
@@ -141,10 +143,10 @@ pub fn corpus(ssh: &SshFixture, standins: &Standins, copies: usize) -> Vec<Inter
             ..session("first login of a new account", Entry::Terminal, "uptime\nexit\n")
         },
         session("shell with history", Entry::Terminal, "ls\nhistory | tail -n 3\nexit\n"),
-        session("editor saves a note", Entry::Terminal, "vi -u NONE ~/notes-{n}.txt\nihello\x1b:wq\nexit\n"),
-        session("editor changes a config", Entry::Terminal, "vi -u NONE /tmp/vigil-bench-app-{n}.conf\nGoworkers = 4\x1b:wq\nrm -f /tmp/vigil-bench-app-{n}.conf\nexit\n"),
-        session("pager and manual", Entry::Terminal, "less /etc/services\nq\nman -P cat ls > /dev/null 2>&1\nexit\n"),
-        session("top", Entry::Terminal, "top\nq\nexit\n"),
+        session("editor saves a note", Entry::Terminal, "vi -u NONE ~/notes-{n}.txt\n\x1dihello\x1b:wq\nexit\n"),
+        session("editor changes a config", Entry::Terminal, "vi -u NONE /tmp/vigil-bench-app-{n}.conf\n\x1dGoworkers = 4\x1b:wq\nrm -f /tmp/vigil-bench-app-{n}.conf\nexit\n"),
+        session("pager and manual", Entry::Terminal, "less /etc/services\n\x1dq\nman -P cat ls > /dev/null 2>&1\nexit\n"),
+        session("top", Entry::Terminal, "top\n\x1dq\nexit\n"),
         session("tmux inside the session", Entry::Terminal, "tmux -L vb{n} new-session -d 'sleep 1'\ntmux -L vb{n} ls\ntmux -L vb{n} kill-server\nexit\n"),
         session("git over SSH", Entry::Terminal, &format!("GIT_SSH_COMMAND='ssh -i ~/.ssh/id_ed25519 {ssh_opts}' git clone -q ssh://{USER}@127.0.0.1:{port}/home/{USER}/vigil-bench-repo.git /tmp/vigil-bench-clone-{{n}}\ngit -C /tmp/vigil-bench-clone-{{n}} log --oneline | head -n 1\nrm -rf /tmp/vigil-bench-clone-{{n}}\nexit\n")),
         session("SSH onward", Entry::Terminal, &format!("ssh -n -i ~/.ssh/id_ed25519 {ssh_opts} -p {port} {USER}@127.0.0.1 uptime\nexit\n")),
@@ -159,12 +161,12 @@ pub fn corpus(ssh: &SshFixture, standins: &Standins, copies: usize) -> Vec<Inter
         session("aws-style client reads its credentials", Entry::Terminal, &format!("{bin}/aws\nexit\n")),
         session("helm-style client reads the kubeconfig", Entry::Terminal, &format!("{bin}/helm\nexit\n")),
         session("docker-style client reads its config", Entry::Terminal, &format!("{bin}/docker\nexit\n")),
-        session("python REPL", Entry::Terminal, "python3\nprint(6 * 7)\nexit()\nexit\n"),
+        session("python REPL", Entry::Terminal, "python3\n\x1dprint(6 * 7)\n\x1dexit()\nexit\n"),
         session("crontab listed", Entry::Terminal, "crontab -l 2> /dev/null || echo none\nexit\n"),
         session("sshd login: first commands", Entry::Sshd, "uptime\nid\nexit\n"),
         session("sshd login: sudo and files", Entry::Sshd, "sudo -n true\nls -la\nexit\n"),
-        session("sshd login: editor", Entry::Sshd, "vi -u NONE notes-{n}.txt\nihi\x1b:wq\nexit\n"),
-        session("sshd login: top and pager", Entry::Sshd, "top\nq\nless /etc/services\nq\nexit\n"),
+        session("sshd login: editor", Entry::Sshd, "vi -u NONE notes-{n}.txt\n\x1dihi\x1b:wq\nexit\n"),
+        session("sshd login: top and pager", Entry::Sshd, "top\n\x1dq\nless /etc/services\n\x1dq\nexit\n"),
     ];
     let mut all = Vec::new();
     for n in 0..copies {
@@ -254,6 +256,7 @@ pub fn run(helper: &str, s: &Interactive, uid: u32, home: &Path, ssh: &SshFixtur
                     "--",
                     helper,
                     "pty",
+                    "--shell",
                     "--",
                     "/bin/bash",
                     "-i",

@@ -12,10 +12,15 @@
 //!                                                       with their files open
 //! vigil-test-helper storm <exec|open-read|connect> <count> <target>
 //!                                                       timed loop; prints elapsed nanoseconds
-//! vigil-test-helper pty -- CMD...                      CMD on a new terminal (its controlling
+//! vigil-test-helper pty [--shell] -- CMD...            CMD on a new terminal (its controlling
 //!                                                       tty, in a new session), typed to: each
 //!                                                       line of our stdin once its output
-//!                                                       settled; exits with CMD's status
+//!                                                       settled; exits with CMD's status. With
+//!                                                       --shell CMD is an interactive shell: a
+//!                                                       line is typed once the shell reads at
+//!                                                       its prompt, a line starting with GS
+//!                                                       (0x1d) once a program it started reads
+//!                                                       the terminal
 //! ```
 
 use std::{
@@ -131,10 +136,44 @@ fn hold_open(path: &str, n: u64, processes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Who a line of keys is typed to (`pty --shell`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The shell, at its prompt.
+    Shell,
+    /// A program the shell started, reading the terminal itself (an editor, pager, REPL).
+    Program,
+}
+
+/// How long a session on `pty` may take, typing and all (a loaded machine is slow, not stuck).
+const TYPING_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Marks a line typed to the program in the foreground rather than to the shell.
+const TO_PROGRAM: u8 = 0x1d;
+
+/// Whether `reader` is reading the terminal now: the foreground process group is the shell's
+/// (or not) and the terminal is in non-canonical mode, as readline and full-screen programs
+/// set it. A program that sets up its terminal discards what was typed before (sudo's relay,
+/// vi), so keys wait for it. The master answers for the terminal's foreground group and modes.
+fn reading(master: &std::fs::File, shell: nix::unistd::Pid, reader: Reader) -> bool {
+    let Ok(foreground) = nix::unistd::tcgetpgrp(master) else {
+        return false;
+    };
+    let Ok(modes) = nix::sys::termios::tcgetattr(master) else {
+        return false;
+    };
+    let raw = !modes
+        .local_flags
+        .contains(nix::sys::termios::LocalFlags::ICANON);
+    raw && ((foreground == shell) == (reader == Reader::Shell))
+}
+
 /// Runs `rest` on a new pseudo-terminal and types `keys` into it a line at a time, each once the
-/// terminal has been quiet for a moment (a program that sets up its terminal flushes what was
-/// typed ahead, as it would a person's). Returns the program's exit status.
-fn pty(rest: &[String], keys: &[u8]) -> Result<std::process::ExitStatus, String> {
+/// terminal has been quiet for a moment and, with `shell`, once the line's reader reads the
+/// terminal (a program that sets up its terminal flushes what was typed ahead, as it would a
+/// person's; a loaded machine can start it later than any quiet period). Returns the program's
+/// exit status.
+fn pty(rest: &[String], shell: bool, keys: &[u8]) -> Result<std::process::ExitStatus, String> {
     use std::os::fd::AsFd;
     use std::os::unix::process::CommandExt as _;
     let Some((prog, args)) = rest.split_first() else {
@@ -170,7 +209,7 @@ fn pty(rest: &[String], keys: &[u8]) -> Result<std::process::ExitStatus, String>
         .map_err(|e| format!("cannot run {prog}: {e}"))?;
     drop(slave);
     let mut master = std::fs::File::from(pair.master);
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = Instant::now() + TYPING_LIMIT;
     let mut buf = [0u8; 4096];
     // Reads what the terminal shows until it has been quiet for `quiet_ms`; false once the
     // terminal is gone (every process holding it has exited).
@@ -194,8 +233,30 @@ fn pty(rest: &[String], keys: &[u8]) -> Result<std::process::ExitStatus, String>
             }
         }
     };
+    let shell_pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut open = settle(&mut master, 150);
     for line in keys.split_inclusive(|&b| b == b'\n') {
+        let (reader, line) = match line.split_first() {
+            Some((&TO_PROGRAM, rest)) => (Reader::Program, rest),
+            _ => (Reader::Shell, line),
+        };
+        while open && shell && !reading(&master, shell_pid, reader) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let to = if reader == Reader::Shell {
+                    "the shell"
+                } else {
+                    "a program"
+                };
+                return Err(format!(
+                    "{to} was not reading the terminal for {:?} within {} s",
+                    String::from_utf8_lossy(line),
+                    TYPING_LIMIT.as_secs()
+                ));
+            }
+            open = settle(&mut master, 50);
+        }
         if !open {
             break;
         }
@@ -213,7 +274,10 @@ fn pty(rest: &[String], keys: &[u8]) -> Result<std::process::ExitStatus, String>
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("{prog} still running after 30 s of typing"));
+            return Err(format!(
+                "{prog} still running after {} s of typing",
+                TYPING_LIMIT.as_secs()
+            ));
         }
         if !settle(&mut master, 50) {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -372,7 +436,8 @@ fn main() -> ExitCode {
                 eprintln!("vigil-test-helper: pty: cannot read the keys: {e}");
                 return ExitCode::from(1);
             }
-            match pty(after_dashes(&args), &keys) {
+            let shell = args.get(1).is_some_and(|a| a == "--shell");
+            match pty(after_dashes(&args), shell, &keys) {
                 Ok(status) => ExitCode::from(status.code().unwrap_or(128) as u8),
                 Err(e) => {
                     eprintln!("vigil-test-helper: {e}");
