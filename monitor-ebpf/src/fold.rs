@@ -150,7 +150,7 @@ pub fn flush(task: Ptr, exiting: bool) {
     };
     let state = unsafe { &mut *state };
     if state.routine.opens != 0 {
-        send(task, fold::ROUTINE, 0, FileId::default(), state.routine);
+        send(task, fold::ROUTINE, 0, &FileId::default(), &state.routine);
         state.routine = FoldCount::default();
     }
     for slot in state.slots.iter_mut() {
@@ -173,21 +173,22 @@ fn send_slot(task: Ptr, slot: &mut RepeatSlot) {
         task,
         fold::REPEAT,
         slot.origin_ktime_ns,
-        slot.file,
-        slot.count,
+        &slot.file,
+        &slot.count,
     );
     slot.count = FoldCount::default();
 }
 
-/// One `FoldedRecord`.
-#[inline(always)]
-fn send(task: Ptr, how: u32, origin_ktime_ns: u64, file: FileId, count: FoldCount) {
+/// One `FoldedRecord`. Not inlined: [`flush`] sends up to five, and [`decide`] one, and each
+/// inlined copy kept its own stack (see `kernel::Span` for why stack counts).
+#[inline(never)]
+fn send(task: Ptr, how: u32, origin_ktime_ns: u64, file: &FileId, count: &FoldCount) {
     emit::<FoldedRecord>(kind::OPENS_FOLDED, task, |rec| unsafe {
         (*rec).fold = how;
         (*rec)._pad = 0;
         (*rec).origin_ktime_ns = origin_ktime_ns;
-        (*rec).file = file;
-        (*rec).count = count;
+        (*rec).file = *file;
+        (*rec).count = *count;
     });
 }
 

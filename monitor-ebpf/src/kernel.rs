@@ -1,8 +1,9 @@
 //! Reading the current task through member offsets the daemon found in BTF.
 
+use crate::maps::{SPAN_MAX, SPAN_SCRATCH};
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
 };
 use core::ffi::c_void;
 use vigil_common::{
@@ -247,31 +248,34 @@ pub fn inode_id(inode: Ptr) -> FileId {
 /// The first `N` bytes of a kernel struct, copied with one helper call; members are then taken
 /// out at their offsets. The daemon sets a span flag only when every member read lies inside
 /// (`KernelOffsets::inode_span`, `file_span`), and the offsets are load-time constants, so the
-/// verifier checks each access exactly. Zero when the copy faults.
-#[repr(C, align(8))]
-pub struct Span<const N: usize>([u8; N]);
+/// verifier checks each access exactly. Zero when the copy faults (the helper zeroes it).
+///
+/// The copy lands in per-CPU scratch ([`SPAN_SCRATCH`]), not on the stack: a program and the
+/// subprograms it calls share 512 bytes of stack where the kernel gives tracing programs no
+/// private stack, and these spans sat in most of the deepest frames. One span at a time: take
+/// out what is needed before the next [`Span::read`].
+pub struct Span<const N: usize>(*const u8);
 
 impl<const N: usize> Span<N> {
     #[inline(always)]
     pub fn read(base: Ptr) -> Self {
-        let mut out = Span([0u8; N]);
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.0.as_mut_ptr() as *mut c_void,
-                N as u32,
-                base as *const c_void,
-            )
+        const { assert!(N <= SPAN_MAX) };
+        let Some(buf) = SPAN_SCRATCH.get_ptr_mut(0) else {
+            return Span(core::ptr::null());
         };
-        out
+        unsafe {
+            generated::bpf_probe_read_kernel(buf as *mut c_void, N as u32, base as *const c_void)
+        };
+        Span(buf as *const u8)
     }
 
     /// The `T` at `off`; zero past the end (never, where the daemon set the flag).
     #[inline(always)]
     pub fn at<T: Copy + Default>(&self, off: usize) -> T {
-        if off + core::mem::size_of::<T>() > N {
+        if self.0.is_null() || off + core::mem::size_of::<T>() > N {
             return T::default();
         }
-        unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(off) as *const T) }
+        unsafe { core::ptr::read_unaligned(self.0.add(off) as *const T) }
     }
 }
 
@@ -306,25 +310,28 @@ pub fn fill_header(h: *mut EventHeader, kind: u16, size: u32, task: Ptr) {
         loginuid: audit_loginuid,
         sessionid: audit_sessionid,
     });
-    let header = EventHeader {
-        version: SCHEMA_VERSION,
-        kind,
-        size,
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        ppid: read::<u32>(parent, koff!(task_tgid)).unwrap_or(0),
-        uid: uid_gid as u32,
-        euid: read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX),
-        gid: (uid_gid >> 32) as u32,
-        loginuid: session.loginuid,
-        sessionid: session.sessionid,
-        audit_loginuid,
-        audit_sessionid,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    unsafe { core::ptr::write(h, header) };
+    // Field by field into the record, not built on the stack and copied: see `Span`.
+    unsafe {
+        (*h).version = SCHEMA_VERSION;
+        (*h).kind = kind;
+        (*h).size = size;
+        (*h).ktime_ns = bpf_ktime_get_ns();
+        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).pid = pid_tgid as u32;
+        (*h).tgid = (pid_tgid >> 32) as u32;
+        (*h).ppid = read::<u32>(parent, koff!(task_tgid)).unwrap_or(0);
+        (*h).uid = uid_gid as u32;
+        (*h).euid = read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX);
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).loginuid = session.loginuid;
+        (*h).sessionid = session.sessionid;
+        (*h).audit_loginuid = audit_loginuid;
+        (*h).audit_sessionid = audit_sessionid;
+        generated::bpf_get_current_comm(
+            core::ptr::addr_of_mut!((*h).comm) as *mut c_void,
+            core::mem::size_of_val(&(*h).comm) as u32,
+        );
+    }
 }
 
 /// The dispatcher class of syscall `nr` (`sys_class::NONE` for anything not followed).
@@ -437,6 +444,46 @@ impl Regs for BtfRegs {
         }
         let array: u64 = typed_load(fdt as Ptr, koff!(fdtable_fd));
         read_ptr(array as Ptr, fd as usize * 8)
+    }
+}
+
+/// Registers with the current task's login uid already read: the syscall exit reads it first
+/// to decide scope, and every check after reuses it instead of reading the task again.
+#[derive(Clone, Copy)]
+pub struct WithLogin<R> {
+    pub regs: R,
+    pub login: u32,
+}
+
+impl<R: Regs> WithLogin<R> {
+    #[inline(always)]
+    pub fn read(regs: R) -> Self {
+        WithLogin {
+            regs,
+            login: regs.loginuid(),
+        }
+    }
+}
+
+impl<R: Regs> Regs for WithLogin<R> {
+    #[inline(always)]
+    fn arg(self, n: usize) -> u64 {
+        self.regs.arg(n)
+    }
+
+    #[inline(always)]
+    fn nr(self) -> u64 {
+        self.regs.nr()
+    }
+
+    #[inline(always)]
+    fn loginuid(self) -> u32 {
+        self.login
+    }
+
+    #[inline(always)]
+    fn fd_file(self, fd: u32) -> Ptr {
+        self.regs.fd_file(fd)
     }
 }
 

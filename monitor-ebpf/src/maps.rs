@@ -110,6 +110,14 @@ pub static TTY_SCRATCH: Array<TtyRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONNECT_SCRATCH: Array<ConnectRecord> = Array::with_max_entries(1, 0);
 
+/// The largest `kernel::Span`: the inode's head.
+pub const SPAN_MAX: usize = vigil_common::INODE_SPAN;
+const _: () = assert!(vigil_common::FILE_SPAN <= SPAN_MAX);
+
+/// Where `kernel::Span` copies a kernel struct's head, per CPU (see there).
+#[map]
+pub static SPAN_SCRATCH: PerCpuArray<[u8; SPAN_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
 /// The write position of the record being built on this CPU (see `tail::Tail`).
 #[map]
 pub static TAIL_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

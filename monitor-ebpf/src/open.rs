@@ -17,14 +17,18 @@ use crate::{
     tail::{Copied, Tail},
 };
 
-/// `sys_exit` of open, openat, openat2 and creat. Everything is read now: the arguments from the
+/// `sys_exit` of open, openat, openat2 and creat (of a process `outside_every_session`: only the
+/// `loginuid` watch, which any process's open may trip). Everything is read now: the arguments from the
 /// saved user registers (unchanged by the call), the path from user memory, which the kernel has
 /// just faulted in (reading it at entry can see an empty path).
 #[inline(always)]
-pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
+pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool) {
     let args = open_args(class, regs);
     if ret >= 0 {
         scope::watch_loginuid_open(current_task(), args[3] as u32, ret as u32);
+    }
+    if outside_every_session {
+        return;
     }
     let Some((task, policy)) = scope::check_at(kind::OPEN, regs) else {
         return;

@@ -109,6 +109,18 @@ pub fn leave(tgid: u32) {
     let _ = SCOPE.remove(tgid);
 }
 
+/// Whether the current process, of login uid `login`, is outside every session, decided
+/// without a `SCOPE` lookup: the policy scopes to login sessions, the process has no login uid, and no process could have
+/// left a session by unsetting its own ([`enter_as`] decides the same first). Checks of the
+/// current task's other events then need not run: nothing of it is emitted or counted.
+#[inline(always)]
+pub fn outside_every_session(login: u32) -> bool {
+    let Some(policy) = POLICY.get(0) else {
+        return false;
+    };
+    policy.scope == scope::LOGIN_SESSIONS && login == AUDIT_UNSET && !loginuid_written()
+}
+
 #[inline(always)]
 fn loginuid_written() -> bool {
     LOGINUID_OPENED.get(0).is_none_or(|v| *v != 0)

@@ -9,7 +9,9 @@
 //! tracepoints make the kernel set up a perf record and copy the arguments for each call before
 //! our program even runs, which unmonitored processes would pay on every open and read. Here a
 //! syscall nobody follows costs one register read and one load from the class table; a followed
-//! one is handed to its source module, which checks the scope first.
+//! one of a process outside every session costs the login uid and two loads more (and is not
+//! counted as filtered: counting it would cost every service a map update per syscall); any
+//! other is handed to its source module, which checks the scope first.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
@@ -19,7 +21,7 @@ use vigil_common::sys_class;
 
 use crate::{
     connect, exec, io_uring,
-    kernel::{sys_class, tp_layout, BtfRegs, Ptr, Regs, SysRegs},
+    kernel::{sys_class, tp_layout, BtfRegs, Ptr, Regs, SysRegs, WithLogin},
     open, privs, read, tty,
 };
 
@@ -64,12 +66,22 @@ fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
     if class == sys_class::NONE || class == sys_class::EXECVE {
         return 0;
     }
+    // Outside every session (every service, on a host where no session process has unset its
+    // login uid): decided from the login uid and two loads before anything else is read or
+    // counted, since every followed syscall of every process comes this way. The handlers would
+    // decide the same in `scope::check_at`; only what they do for any process, in a session or
+    // not, still runs: an open's `loginuid` watch, io_uring's flag, the set*id bookkeeping.
+    let regs = WithLogin::read(regs);
+    let outside = crate::scope::outside_every_session(regs.login);
+    if outside && !of_any_process(class) {
+        return 0;
+    }
     // A process of a killed or held session is signalled at any followed call (one load when
     // no response is in force).
     crate::respond::enforce_session();
     match class {
         sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
-            open::on_exit(class, regs, ret)
+            open::on_exit(class, regs, ret, outside)
         }
         sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(class, regs, ret),
         sys_class::READ_TTY | sys_class::WRITE | sys_class::WRITEV => {
@@ -94,6 +106,19 @@ fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
         _ => {}
     }
     0
+}
+
+/// Classes whose exit does something for a process outside every session too.
+#[inline(always)]
+fn of_any_process(class: u8) -> bool {
+    matches!(
+        class,
+        sys_class::OPENAT
+            | sys_class::OPEN
+            | sys_class::OPENAT2
+            | sys_class::CREAT
+            | sys_class::IO_URING_SETUP
+    ) || class > sys_class::PRIV_BASE
 }
 
 /// The mechanism's floor, for `cargo xtask bench overhead`: an empty program on the same hook

@@ -256,7 +256,7 @@ fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "vigil_kernel_events_total",
-        "Kernel events by kind and outcome (emitted, filtered, lost, truncated)."
+        "Kernel events by kind and outcome (emitted, filtered, lost, truncated); filtered counts events of processes the policy leaves out, except syscalls of processes outside every session, which the kernel drops before counting."
     );
     describe_counter!(
         "vigil_events_written_total",

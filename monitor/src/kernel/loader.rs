@@ -12,7 +12,8 @@ use vigil_common::{counter, kind, FileReadStats, FoldFileCtime, FoldFileKey, Ope
 use super::{btf::Btf, layout, tracefs::Tracefs, PreflightError};
 
 /// The kernel object built by monitor/build.rs.
-static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+pub(crate) static KERNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

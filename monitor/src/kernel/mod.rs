@@ -7,6 +7,9 @@ pub mod loader;
 pub mod respond;
 pub mod tracefs;
 
+#[cfg(test)]
+mod stack_budget;
+
 use std::path::PathBuf;
 
 pub use loader::{KernelMonitor, LoadOptions};
