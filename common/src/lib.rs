@@ -38,11 +38,14 @@ pub enum RecordKind {
     /// Opens the kernel counted instead of sending one record each: a process's routine opens
     /// (loader, locale) since its exec, or the repeats of one open within the fold window.
     OpensFolded = 11,
+    /// A process in scope made a 32-bit syscall (x86_64's ia32 ABI: `int 0x80` from a 64-bit
+    /// program, or a 32-bit program): once per process, at the first one Vigil follows.
+    CompatSyscall = 12,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 11] = [
+    pub const ALL: [RecordKind; 12] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -54,6 +57,7 @@ impl RecordKind {
         RecordKind::TtyIn,
         RecordKind::IoUring,
         RecordKind::OpensFolded,
+        RecordKind::CompatSyscall,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -82,8 +86,9 @@ pub mod kind {
     pub const TTY_IN: u16 = RecordKind::TtyIn as u16;
     pub const IO_URING: u16 = RecordKind::IoUring as u16;
     pub const OPENS_FOLDED: u16 = RecordKind::OpensFolded as u16;
+    pub const COMPAT_SYSCALL: u16 = RecordKind::CompatSyscall as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::OpensFolded as u16 + 1;
+    pub const COUNT: u16 = RecordKind::CompatSyscall as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -675,6 +680,15 @@ pub struct IoUringRecord {
     pub _pad: u32,
 }
 
+/// A process's first followed 32-bit syscall: its number in the 32-bit table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompatSyscallRecord {
+    pub header: EventHeader,
+    pub nr: u32,
+    pub ret: i32,
+}
+
 /// How opens are folded (`FoldedRecord::fold`, `FileReadStats::fold`).
 pub mod fold {
     /// Read-only opens of files the daemon registered as routine at start (by device, inode and
@@ -858,8 +872,17 @@ pub mod sys_class {
     pub const WRITEV: u8 = 13;
     /// io_uring_setup(2).
     pub const IO_URING_SETUP: u8 = 14;
+    /// writev(2) made through the 32-bit ABI: its iovecs are `compat_iovec`s (two u32s).
+    pub const WRITEV_COMPAT: u8 = 15;
+    /// socketcall(2), the 32-bit ABI's one entry to the socket calls: `SYS_CONNECT` with its
+    /// arguments in user memory is a connect.
+    pub const SOCKETCALL: u8 = 16;
+    /// A call the dispatcher sees but cannot decode (the 32-bit ABI's set*id family: the
+    /// per-syscall entry tracepoints that keep the credentials before the call do not fire for
+    /// 32-bit calls): counted as an untracked `priv` event of a session process.
+    pub const PRIV_UNDECODED: u8 = 17;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
-    pub const PRIV_BASE: u8 = 16;
+    pub const PRIV_BASE: u8 = 32;
 }
 
 /// Syscall numbers covered by the class table.
@@ -872,20 +895,30 @@ pub const SYSCALL_TABLE_SIZE: usize = 512;
 pub struct SyscallAbi {
     /// Offsets in `struct pt_regs` of the six syscall arguments.
     pub arg_offsets: [u32; 6],
+    /// The same for a 32-bit (compat) syscall, which a 64-bit process can make too (`int
+    /// 0x80`): other registers (bx, cx, dx, si, di, bp on x86_64), of which the kernel reads the
+    /// low 32 bits.
+    pub compat_arg_offsets: [u32; 6],
     /// Offset in `struct pt_regs` of the syscall number at exit (`orig_ax` on x86_64).
     pub nr_offset: u32,
-    pub _pad: u32,
+    /// Offset in `struct task_struct` of `thread_info.status`, whose `TS_COMPAT` bit marks a
+    /// 32-bit syscall in progress (until the return to user mode, after `sys_exit`).
+    pub task_ti_status: u32,
     /// [`sys_class`] per syscall number.
     pub classes: [u8; SYSCALL_TABLE_SIZE],
+    /// [`sys_class`] per 32-bit syscall number (the numbers differ: 5 is open there, fstat here).
+    pub compat_classes: [u8; SYSCALL_TABLE_SIZE],
 }
 
 impl SyscallAbi {
     pub const fn empty() -> Self {
         SyscallAbi {
             arg_offsets: [0; 6],
+            compat_arg_offsets: [0; 6],
             nr_offset: 0,
-            _pad: 0,
+            task_ti_status: 0,
             classes: [0; SYSCALL_TABLE_SIZE],
+            compat_classes: [0; SYSCALL_TABLE_SIZE],
         }
     }
 }
@@ -933,6 +966,7 @@ mod tests {
             size_of::<FoldedRecord>(),
             HEADER_SIZE + 8 + 8 + size_of::<FileId>() + size_of::<FoldCount>()
         );
+        assert_eq!(size_of::<CompatSyscallRecord>(), HEADER_SIZE + 8);
         assert_eq!(size_of::<FoldFileKey>(), 16);
         assert_eq!(size_of::<FoldFileCtime>(), 16);
         assert_eq!(

@@ -24,11 +24,26 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// `sys_exit` of connect: fd, sockaddr pointer and length from the saved user registers. A
+/// `SYS_CONNECT` of include/uapi/linux/net.h: socketcall's number for connect.
+const SYS_CONNECT: u64 = 3;
+
+/// `sys_exit` of connect (fd, sockaddr pointer and length from the saved user registers), or,
+/// `via_socketcall`, of the 32-bit ABI's socketcall(call, args): for `SYS_CONNECT` the same
+/// three are u32s in user memory (read after the call, as a native connect's address is). A
 /// function of its own: the peer's path walk would otherwise be inlined into the syscall exit
 /// program beside the open's.
 #[inline(never)]
-pub fn on_exit(regs: impl Regs, ret: i64) {
+pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
+    let args = if via_socketcall {
+        if regs.arg(0) != SYS_CONNECT {
+            return;
+        }
+        let a: [u32; 3] = unsafe { bpf_probe_read_user(regs.arg(1) as *const [u32; 3]) }
+            .unwrap_or([u32::MAX, 0, 0]);
+        [a[0] as u64, a[1] as u64, a[2] as u64]
+    } else {
+        [regs.arg(0), regs.arg(1), regs.arg(2)]
+    };
     let Some((task, policy)) = scope::check_at(kind::CONNECT, regs) else {
         return;
     };
@@ -36,7 +51,6 @@ pub fn on_exit(regs: impl Regs, ret: i64) {
         return;
     };
     let ret = ret as i32;
-    let args = [regs.arg(0), regs.arg(1), regs.arg(2)];
     let addr = args[1] as *const u8;
     let addr_len = args[2] as u32;
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.unwrap_or(0);

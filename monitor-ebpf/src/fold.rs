@@ -111,8 +111,9 @@ pub fn decide(task: Ptr, id: &FileId, flags: u32, window_ms: u32, now: u64) -> u
 }
 
 /// Reads of a folded open's fd, at its close: into its fold if that is still counting, else
-/// false (the caller sends them as the read volume of the open they belong to).
-#[inline(never)]
+/// false (the caller sends them as the read volume of the open they belong to). Inlined: its
+/// caller is the deepest subprogram of the open path, and its frame would come on top.
+#[inline(always)]
 pub fn absorb_reads(stats: &FileReadStats) -> bool {
     let Some(state) = FOLDS.get_ptr_mut(current_tgid()) else {
         return false;

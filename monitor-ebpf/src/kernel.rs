@@ -279,6 +279,23 @@ impl<const N: usize> Span<N> {
     }
 }
 
+/// [`cred_ids`] written in place (into a record), not built on the stack and copied.
+#[inline(always)]
+pub fn write_cred_ids(task: Ptr, out: *mut CredIds) {
+    let cred = read_ptr(task, koff!(task_cred));
+    unsafe {
+        (*out).uid = read::<u32>(cred, koff!(cred_uid)).unwrap_or(u32::MAX);
+        (*out).euid = read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX);
+        (*out).suid = read::<u32>(cred, koff!(cred_suid)).unwrap_or(u32::MAX);
+        (*out).fsuid = read::<u32>(cred, koff!(cred_fsuid)).unwrap_or(u32::MAX);
+        (*out).gid = read::<u32>(cred, koff!(cred_gid)).unwrap_or(u32::MAX);
+        (*out).egid = read::<u32>(cred, koff!(cred_egid)).unwrap_or(u32::MAX);
+        (*out).sgid = read::<u32>(cred, koff!(cred_sgid)).unwrap_or(u32::MAX);
+        (*out).fsgid = read::<u32>(cred, koff!(cred_fsgid)).unwrap_or(u32::MAX);
+        (*out).cap_effective = read::<u64>(cred, koff!(cred_cap_effective)).unwrap_or(0);
+    }
+}
+
 #[inline(always)]
 pub fn cred_ids(task: Ptr) -> CredIds {
     let cred = read_ptr(task, koff!(task_cred));
@@ -349,6 +366,25 @@ pub fn sys_class(nr: u64) -> u8 {
     }
 }
 
+/// The dispatcher class of 32-bit syscall `nr` (`SyscallAbi::compat_classes`).
+#[inline(always)]
+pub fn compat_sys_class(nr: u64) -> u8 {
+    if nr >= SYSCALL_TABLE_SIZE as u64 {
+        return sys_class::NONE;
+    }
+    unsafe {
+        core::ptr::read_volatile(
+            core::ptr::addr_of!(SYSCALL_ABI.compat_classes)
+                .cast::<u8>()
+                .add(nr as usize),
+        )
+    }
+}
+
+/// `TS_COMPAT` of arch/x86/include/asm/thread_info.h: a 32-bit syscall is in progress (set at
+/// its entry, cleared on the return to user mode, so still set at `sys_exit`).
+const TS_COMPAT: u32 = 0x0002;
+
 /// The user registers of a syscall, as the `sys_exit` hook hands them over. Two ways to read
 /// them, one per kind of program on that hook: see [`SysRegs`] and [`BtfRegs`].
 pub trait Regs: Copy {
@@ -372,6 +408,31 @@ fn arg_offset(n: usize) -> usize {
                 .add(n & 7),
         )
     }) as usize
+}
+
+/// What only the hook's own registers can tell: which ABI the call came through, and the
+/// arguments of a 32-bit call. [`Exit`] picks the arguments by ABI for every handler.
+pub trait HookRegs: Regs {
+    /// Whether the syscall ending is a 32-bit one (`TS_COMPAT` of the current thread).
+    fn in_compat_syscall(self) -> bool;
+    /// Argument `n` of a 32-bit syscall: its register's low 32 bits, as the kernel reads them.
+    fn compat_arg(self, n: usize) -> u64;
+}
+
+#[inline(always)]
+fn compat_arg_offset(n: usize) -> usize {
+    (unsafe {
+        core::ptr::read_volatile(
+            core::ptr::addr_of!(SYSCALL_ABI.compat_arg_offsets)
+                .cast::<u32>()
+                .add(n & 7),
+        )
+    }) as usize
+}
+
+#[inline(always)]
+fn ti_status_offset() -> usize {
+    (unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SYSCALL_ABI.task_ti_status)) }) as usize
 }
 
 #[inline(always)]
@@ -403,6 +464,18 @@ impl Regs for SysRegs {
     #[inline(always)]
     fn fd_file(self, fd: u32) -> Ptr {
         fd_file(current_task(), fd)
+    }
+}
+
+impl HookRegs for SysRegs {
+    #[inline(always)]
+    fn in_compat_syscall(self) -> bool {
+        read::<u32>(current_task(), ti_status_offset()).unwrap_or(0) & TS_COMPAT != 0
+    }
+
+    #[inline(always)]
+    fn compat_arg(self, n: usize) -> u64 {
+        read::<u64>(self.0, compat_arg_offset(n)).unwrap_or(0) & 0xffff_ffff
     }
 }
 
@@ -447,28 +520,51 @@ impl Regs for BtfRegs {
     }
 }
 
-/// Registers with the current task's login uid already read: the syscall exit reads it first
-/// to decide scope, and every check after reuses it instead of reading the task again.
+impl HookRegs for BtfRegs {
+    #[inline(always)]
+    fn in_compat_syscall(self) -> bool {
+        typed_load::<u32>(current_task_btf(), ti_status_offset()) & TS_COMPAT != 0
+    }
+
+    #[inline(always)]
+    fn compat_arg(self, n: usize) -> u64 {
+        let reg = unsafe {
+            core::ptr::read_volatile(self.0.wrapping_add(compat_arg_offset(n)) as *const u64)
+        };
+        reg & 0xffff_ffff
+    }
+}
+
+/// One syscall's exit as every handler reads it: the hook's registers, the ABI the call came
+/// through (a 64-bit process can make 32-bit calls, with other numbers and registers, which
+/// must not be a way around what is followed), and the current task's login uid, read once to
+/// decide scope and reused by every check after.
 #[derive(Clone, Copy)]
-pub struct WithLogin<R> {
+pub struct Exit<R> {
     pub regs: R,
+    pub compat: bool,
     pub login: u32,
 }
 
-impl<R: Regs> WithLogin<R> {
+impl<R: HookRegs> Exit<R> {
     #[inline(always)]
-    pub fn read(regs: R) -> Self {
-        WithLogin {
+    pub fn read(regs: R, compat: bool) -> Self {
+        Exit {
             regs,
+            compat,
             login: regs.loginuid(),
         }
     }
 }
 
-impl<R: Regs> Regs for WithLogin<R> {
+impl<R: HookRegs> Regs for Exit<R> {
     #[inline(always)]
     fn arg(self, n: usize) -> u64 {
-        self.regs.arg(n)
+        if self.compat {
+            self.regs.compat_arg(n)
+        } else {
+            self.regs.arg(n)
+        }
     }
 
     #[inline(always)]

@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod compat;
 mod connect;
 mod emit;
 mod exec;

@@ -122,6 +122,11 @@ pub static SPAN_SCRATCH: PerCpuArray<[u8; SPAN_MAX]> = PerCpuArray::with_max_ent
 #[map]
 pub static TAIL_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// Processes that sent their `compat_syscall` event (by tgid). LRU: a forgotten one sends
+/// another, which only says more.
+#[map]
+pub static COMPAT_SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// Terminal bytes copied per audit session, against `Policy::tty_session_budget_kib`. LRU: a
 /// forgotten session starts a fresh budget, which only lets more through.
 #[map]

@@ -189,7 +189,6 @@ fn follow_fd(task: Ptr, fd: u32, open_ktime_ns: u64, fold: u32) -> bool {
     let inserted = match OPEN_FILES.insert(key, stats, BPF_NOEXIST) {
         Err(e) if e == -EEXIST => {
             if let Some(stale) = unsafe { OPEN_FILES.get(key) } {
-                let stale = *stale;
                 report_read_volume(task, fd, stale);
             }
             OPEN_FILES.insert(key, stats, 0)
@@ -206,15 +205,18 @@ fn follow_fd(task: Ptr, fd: u32, open_ktime_ns: u64, fold: u32) -> bool {
 /// Sends the read volume of a file; files never read (mmapped libraries, writes) send nothing.
 /// A folded open's reads go into its fold while that still counts. Not inlined: it is reached
 /// from the open, close and dup paths of the one `sys_exit` program.
+///
+/// `stats` is the table's entry itself (read in place, not copied: every byte of a frame on the
+/// open path counts against the 512-byte stack, see `kernel::Span`).
 #[inline(never)]
-pub fn report_read_volume(task: Ptr, fd: u32, stats: FileReadStats) {
-    if stats.reads == 0 || stats.fold != 0 && fold::absorb_reads(&stats) {
+pub fn report_read_volume(task: Ptr, fd: u32, stats: &FileReadStats) {
+    if stats.reads == 0 || stats.fold != 0 && fold::absorb_reads(stats) {
         return;
     }
     emit::<FileReadRecord>(kind::FILE_READ, task, |rec| unsafe {
         (*rec).fd = fd;
         (*rec)._pad = 0;
-        (*rec).stats = stats;
+        (*rec).stats = *stats;
     });
 }
 

@@ -8,8 +8,9 @@
 //! Exits go through one raw-tracepoint program rather than a tracepoint per syscall: per-syscall
 //! tracepoints make the kernel set up a perf record and copy the arguments for each call before
 //! our program even runs, which unmonitored processes would pay on every open and read. Here a
-//! syscall nobody follows costs one register read and one load from the class table; a followed
-//! one of a process outside every session costs the login uid and two loads more (and is not
+//! syscall nobody follows costs one register read and a load from each class table (native and
+//! 32-bit); a followed one of a process outside every session costs the thread's ABI, the login
+//! uid and two loads more (and is not
 //! counted as filtered: counting it would cost every service a map update per syscall); any
 //! other is handed to its source module, which checks the scope first.
 
@@ -17,11 +18,12 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
-use vigil_common::sys_class;
+use vigil_common::{counter, kind, sys_class};
 
 use crate::{
-    connect, exec, io_uring,
-    kernel::{sys_class, tp_layout, BtfRegs, Ptr, Regs, SysRegs, WithLogin},
+    compat, connect, exec, io_uring,
+    kernel::{compat_sys_class, sys_class, tp_layout, BtfRegs, Exit, HookRegs, Ptr, SysRegs},
+    maps::count,
     open, privs, read, tty,
 };
 
@@ -59,10 +61,21 @@ pub fn vigil_raw_exit(ctx: RawTracePointContext) -> i32 {
 
 /// Either program's body. The number is in the registers, and so are the arguments, as the
 /// process passed them (syscalls do not write them back).
+///
+/// A 64-bit process can also make 32-bit syscalls (`int 0x80`, where the kernel has ia32
+/// emulation): other numbers (5 is open there, fstat here) and other registers. Both tables are
+/// looked at first; the thread's ABI is read only for a number either follows, and picks the
+/// class and, through [`Exit`], the registers every handler reads.
 #[inline(always)]
-fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
+fn sys_exit(regs: impl HookRegs, ret: i64) -> i32 {
     let nr = regs.nr();
-    let class = sys_class(nr);
+    let native = sys_class(nr);
+    let compat = compat_sys_class(nr);
+    if native == sys_class::NONE && compat == sys_class::NONE {
+        return 0;
+    }
+    let is_compat = regs.in_compat_syscall();
+    let class = if is_compat { compat } else { native };
     if class == sys_class::NONE || class == sys_class::EXECVE {
         return 0;
     }
@@ -71,7 +84,7 @@ fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
     // counted, since every followed syscall of every process comes this way. The handlers would
     // decide the same in `scope::check_at`; only what they do for any process, in a session or
     // not, still runs: an open's `loginuid` watch, io_uring's flag, the set*id bookkeeping.
-    let regs = WithLogin::read(regs);
+    let regs = Exit::read(regs, is_compat);
     let outside = crate::scope::outside_every_session(regs.login);
     if outside && !of_any_process(class) {
         return 0;
@@ -79,12 +92,15 @@ fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
     // A process of a killed or held session is signalled at any followed call (one load when
     // no response is in force).
     crate::respond::enforce_session();
+    if is_compat {
+        compat::on_syscall(regs, nr as u32, ret);
+    }
     match class {
         sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
             open::on_exit(class, regs, ret, outside)
         }
         sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(class, regs, ret),
-        sys_class::READ_TTY | sys_class::WRITE | sys_class::WRITEV => {
+        sys_class::READ_TTY | sys_class::WRITE | sys_class::WRITEV | sys_class::WRITEV_COMPAT => {
             if class == sys_class::READ_TTY {
                 read::on_exit(sys_class::READ_FD0, regs, ret);
             }
@@ -92,13 +108,20 @@ fn sys_exit(regs: impl Regs, ret: i64) -> i32 {
         }
         sys_class::CLOSE => read::on_close(regs),
         sys_class::DUP_ONTO => read::on_dup_onto(regs, ret),
-        sys_class::CONNECT => connect::on_exit(regs, ret),
+        sys_class::CONNECT | sys_class::SOCKETCALL => {
+            connect::on_exit(regs, ret, class == sys_class::SOCKETCALL)
+        }
         sys_class::IO_URING_SETUP => {
             // A ring's writes pass no tracepoint: one of them could unset a login uid.
             if ret >= 0 {
                 crate::scope::note_loginuid_written();
             }
             io_uring::on_exit(regs, ret)
+        }
+        sys_class::PRIV_UNDECODED => {
+            if crate::scope::check_at(kind::PRIV, regs).is_some() {
+                count(kind::PRIV, counter::UNTRACKED);
+            }
         }
         c if c > sys_class::PRIV_BASE => {
             privs::on_exit(nr as u32, (c - sys_class::PRIV_BASE) as u16, ret)

@@ -82,6 +82,14 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
         if first[1] < len {
             len = first[1];
         }
+    } else if class == sys_class::WRITEV_COMPAT {
+        // The same, of a 32-bit writev: a `compat_iovec` is two u32s.
+        let first: [u32; 2] =
+            unsafe { bpf_probe_read_user(buf as *const [u32; 2]) }.unwrap_or([0; 2]);
+        buf = first[0] as u64;
+        if (first[1] as u64) < len {
+            len = first[1] as u64;
+        }
     }
     send(kind, task, policy, &term, fd, buf, len, ret as u64);
 }

@@ -628,6 +628,8 @@ pub fn login_session(
             script,
         ])
         .env("HOME", home)
+        // Scripts that need one of the helper's precise actions run it by this name.
+        .env("VIGIL_TEST_HELPER", helper)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -333,6 +333,11 @@ impl Fixtures {
             ev(Naming, s("container API socket by a relative name", &format!("cd /run && {}", connect_unix("docker.sock")), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
             ev(Naming, s("container API socket through /proc/self/cwd", &format!("cd /run && {}", connect_unix("/proc/self/cwd/docker.sock")), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
             ev(Naming, s("container API socket under a bind mount", &format!("mkdir -p {d}/r && mount --bind /run {d}/r && {}; umount {d}/r", connect_unix(&format!("{d}/r/docker.sock"))), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
+            // A 64-bit process may make 32-bit syscalls (int 0x80): other numbers, registers
+            // and a socketcall multiplexer, which a monitor of the native numbers never sees.
+            ev(Naming, s("32-bit open through int 0x80", "\"$VIGIL_TEST_HELPER\" int80 open /etc/shadow", "credential-store-read", "T1003.008")).at(shadow).also("compat-syscall-in-session"),
+            ev(Naming, s("32-bit openat from a directory fd", "\"$VIGIL_TEST_HELPER\" int80 openat /etc/ssh ssh_host_ed25519_key", "ssh-private-key-read", "T1552.004")).at(host_key).also("compat-syscall-in-session"),
+            ev(Naming, s("32-bit socketcall connect", &format!("\"$VIGIL_TEST_HELPER\" int80 connect-unix {DOCKER_SOCKET}"), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET).also("compat-syscall-in-session"),
             ev(Naming, s("io_uring ring", "python3 -c \"import ctypes; p = ctypes.create_string_buffer(120); ctypes.CDLL(None, use_errno=True).syscall(425, 8, p)\"", "io-uring-in-session", "T1106")),
             ev(Naming, s("another session's terminal", &format!("timeout 0.3 cat {tty} > /dev/null; true"), "other-terminal-read", "T1056.001")),
             // --- how a program is identified ----------------------------------------------

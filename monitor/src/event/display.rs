@@ -41,6 +41,16 @@ fn line(e: &Event) -> String {
             _ => "exit".into(),
         },
         EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
+        EventBody::CompatSyscall(c) => format!(
+            "abi32  32-bit syscall {} ({}){}",
+            c.syscall.as_deref().unwrap_or("unknown"),
+            c.nr,
+            c.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
         EventBody::IoUring(u) => format!(
             "uring  ring of {} entries set up{}",
             u.entries,

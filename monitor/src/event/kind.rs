@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use vigil_common::RecordKind;
 
 use super::{
-    AlertEvent, CheckpointEvent, ConnectEvent, ExecEvent, ExitEvent, FileReadEvent, ForkEvent,
-    IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent, ResponseEvent,
-    SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
+    AlertEvent, CheckpointEvent, CompatSyscallEvent, ConnectEvent, ExecEvent, ExitEvent,
+    FileReadEvent, ForkEvent, IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent,
+    ResponseEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -80,6 +80,8 @@ event_kinds! {
         "An io_uring ring was set up (or tried): what goes through it reaches files and sockets without the syscalls the other kinds follow.";
     OpensFolded(OpensFoldedEvent) = "opens_folded", Some(RecordKind::OpensFolded),
         "Opens counted in the kernel instead of sent one by one: a program's routine opens (loader, locale), or the repeats of one open within the fold window, with what was read through them.";
+    CompatSyscall(CompatSyscallEvent) = "compat_syscall", Some(RecordKind::CompatSyscall),
+        "A process made a 32-bit syscall (the ia32 ABI a 64-bit program reaches with int 0x80, with other numbers than the native ones): once per process, at the first one followed. Its opens, reads and connects are recorded as any others.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -114,6 +116,7 @@ impl EventType {
             RecordKind::Fork => EventType::Fork,
             RecordKind::IoUring => EventType::IoUring,
             RecordKind::OpensFolded => EventType::OpensFolded,
+            RecordKind::CompatSyscall => EventType::CompatSyscall,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

@@ -488,6 +488,18 @@ pub struct IoUringEvent {
     pub result: SyscallResult,
 }
 
+/// A process's first followed 32-bit syscall: its number in the 32-bit table, the kernel's
+/// name for it, and its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompatSyscallEvent {
+    pub nr: u32,
+    /// The name in the kernel's 32-bit table (`open`, `socketcall`, ...): one of the calls the
+    /// kernel programs follow (`kernel::layout::compat_syscall_name`), `None` for a number the
+    /// daemon does not know.
+    pub syscall: Option<String>,
+    pub result: SyscallResult,
+}
+
 /// Events that could not be delivered, written down where they would have been.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossEvent {

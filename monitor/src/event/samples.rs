@@ -141,6 +141,11 @@ pub fn sample(t: EventType) -> Event {
             flags: 0,
             result: SyscallResult::from_ret(3),
         }),
+        EventType::CompatSyscall => EventBody::CompatSyscall(CompatSyscallEvent {
+            nr: 5,
+            syscall: Some("open".into()),
+            result: SyscallResult::from_ret(3),
+        }),
         EventType::Loss => EventBody::Loss(LossEvent {
             stage: LossStage::Kernel,
             kind: Some(EventType::Open),

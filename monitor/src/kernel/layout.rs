@@ -210,9 +210,81 @@ fn followed_syscalls() -> Vec<(i64, u8)> {
     table
 }
 
+/// The 32-bit syscalls Vigil follows (x86_64's ia32 emulation, which any 64-bit process can
+/// call with `int 0x80`), by their own numbers, with their class. Written here because the libc
+/// crate has only the native numbers; a test checks each against the kernel headers'
+/// `asm/unistd_32.h`. The numbers are the kernel's `syscall_32.tbl` and never change.
+///
+/// execve and execveat are absent: `sched_process_exec` records every exec, whatever the ABI.
+/// The set*id family is seen but not decoded ([`sys_class::PRIV_UNDECODED`]): the entry
+/// tracepoints that keep the credentials before the call do not fire for 32-bit calls (ftrace
+/// ignores them), so a session's 32-bit set*id is counted as an untracked `priv` event, and
+/// the ids it set show in every later event's header.
+#[cfg(target_arch = "x86_64")]
+fn followed_compat_syscalls() -> Vec<(&'static str, i64, u8)> {
+    use sys_class::*;
+    vec![
+        ("read", 3, READ_TTY),
+        ("write", 4, WRITE),
+        ("open", 5, OPEN),
+        ("close", 6, CLOSE),
+        ("creat", 8, CREAT),
+        ("dup2", 63, DUP_ONTO),
+        ("socketcall", 102, SOCKETCALL),
+        ("readv", 145, READ_FD0),
+        ("writev", 146, WRITEV_COMPAT),
+        ("pread64", 180, READ_FD0),
+        ("sendfile", 187, READ_FD1),
+        ("sendfile64", 239, READ_FD1),
+        ("openat", 295, OPENAT),
+        ("splice", 313, READ_FD0),
+        ("dup3", 330, DUP_ONTO),
+        ("preadv", 333, READ_FD0),
+        ("connect", 362, CONNECT),
+        ("copy_file_range", 377, READ_FD0),
+        ("preadv2", 378, READ_FD0),
+        ("io_uring_setup", 425, IO_URING_SETUP),
+        ("openat2", 437, OPENAT2),
+        ("setuid", 23, PRIV_UNDECODED),
+        ("setgid", 46, PRIV_UNDECODED),
+        ("setreuid", 70, PRIV_UNDECODED),
+        ("setregid", 71, PRIV_UNDECODED),
+        ("setfsuid", 138, PRIV_UNDECODED),
+        ("setfsgid", 139, PRIV_UNDECODED),
+        ("setresuid", 164, PRIV_UNDECODED),
+        ("setresgid", 170, PRIV_UNDECODED),
+        ("setreuid32", 203, PRIV_UNDECODED),
+        ("setregid32", 204, PRIV_UNDECODED),
+        ("setresuid32", 208, PRIV_UNDECODED),
+        ("setresgid32", 210, PRIV_UNDECODED),
+        ("setuid32", 213, PRIV_UNDECODED),
+        ("setgid32", 214, PRIV_UNDECODED),
+        ("setfsuid32", 215, PRIV_UNDECODED),
+        ("setfsgid32", 216, PRIV_UNDECODED),
+    ]
+}
+
+/// The kernel's name of 32-bit syscall `nr`, when it is one the kernel programs follow (the
+/// only ones a `compat_syscall` event can name).
+#[cfg(target_arch = "x86_64")]
+pub fn compat_syscall_name(nr: u32) -> Option<&'static str> {
+    followed_compat_syscalls()
+        .into_iter()
+        .find(|(_, n, _)| *n == nr as i64)
+        .map(|(name, _, _)| name)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn compat_syscall_name(_nr: u32) -> Option<&'static str> {
+    None
+}
+
 /// Where the syscall arguments live in `struct pt_regs` (BTF names), per architecture.
 #[cfg(target_arch = "x86_64")]
 const ARG_REGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
+/// The same for 32-bit syscalls (the i386 convention).
+#[cfg(target_arch = "x86_64")]
+const COMPAT_ARG_REGS: [&str; 6] = ["bx", "cx", "dx", "si", "di", "bp"];
 #[cfg(target_arch = "x86_64")]
 const NR_REG: &str = "orig_ax";
 
@@ -223,11 +295,33 @@ pub fn syscall_abi(btf: &Btf) -> Result<SyscallAbi, PreflightError> {
     for (slot, reg) in abi.arg_offsets.iter_mut().zip(ARG_REGS) {
         *slot = btf.member_offset("pt_regs", reg)?;
     }
+    for (slot, reg) in abi.compat_arg_offsets.iter_mut().zip(COMPAT_ARG_REGS) {
+        *slot = btf.member_offset("pt_regs", reg)?;
+    }
     abi.nr_offset = btf.member_offset("pt_regs", NR_REG)?;
-    for (nr, class) in followed_syscalls() {
+    // thread_info is the first member of task_struct on x86_64 (THREAD_INFO_IN_TASK), but
+    // where BTF says.
+    abi.task_ti_status = btf.member_offset("task_struct", "thread_info")?
+        + btf.member_offset("thread_info", "status")?;
+    fill_classes(&mut abi.classes, followed_syscalls())?;
+    fill_classes(
+        &mut abi.compat_classes,
+        followed_compat_syscalls()
+            .into_iter()
+            .map(|(_, nr, class)| (nr, class)),
+    )?;
+    Ok(abi)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn fill_classes(
+    table: &mut [u8; SYSCALL_TABLE_SIZE],
+    syscalls: impl IntoIterator<Item = (i64, u8)>,
+) -> Result<(), PreflightError> {
+    for (nr, class) in syscalls {
         let slot = usize::try_from(nr)
             .ok()
-            .and_then(|n| abi.classes.get_mut(n))
+            .and_then(|n| table.get_mut(n))
             .ok_or_else(|| {
                 PreflightError::Layout(format!(
                     "syscall number {nr} is beyond the {SYSCALL_TABLE_SIZE}-entry class table"
@@ -235,7 +329,7 @@ pub fn syscall_abi(btf: &Btf) -> Result<SyscallAbi, PreflightError> {
             })?;
         *slot = class;
     }
-    Ok(abi)
+    Ok(())
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -257,6 +351,48 @@ mod tests {
             assert!((*nr as usize) < SYSCALL_TABLE_SIZE, "{nr}");
             assert_ne!(*class, sys_class::NONE);
             assert!(seen.insert(*nr), "syscall {nr} listed twice");
+        }
+    }
+
+    /// Every 32-bit number is the kernel's own (its uapi header, which Debian's linux-libc-dev
+    /// installs), once, and each native followed call that has a 32-bit twin is followed there
+    /// too, but for execve (recorded at `sched_process_exec`) and the set*id family.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_followed_compat_syscall_is_the_kernels_number() {
+        let header = std::fs::read_to_string("/usr/include/x86_64-linux-gnu/asm/unistd_32.h")
+            .expect("the kernel's asm/unistd_32.h (linux-libc-dev)");
+        let numbers: std::collections::HashMap<&str, i64> = header
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define __NR_"))
+            .filter_map(|l| {
+                let (name, nr) = l.split_once(' ')?;
+                Some((name, nr.trim().parse().ok()?))
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for (name, nr, class) in followed_compat_syscalls() {
+            assert_eq!(numbers.get(name), Some(&nr), "{name}");
+            assert!(
+                (nr as usize) < SYSCALL_TABLE_SIZE && seen.insert(nr),
+                "{name}"
+            );
+            assert_ne!(class, sys_class::NONE);
+        }
+        let compat: std::collections::HashSet<u8> = followed_compat_syscalls()
+            .into_iter()
+            .map(|(_, _, class)| class)
+            .collect();
+        for (_, class) in followed_syscalls() {
+            let twin = match class {
+                sys_class::WRITEV => sys_class::WRITEV_COMPAT,
+                c if c > sys_class::PRIV_BASE => sys_class::PRIV_UNDECODED,
+                c => c,
+            };
+            assert!(
+                class == sys_class::EXECVE || compat.contains(&twin),
+                "class {class} has no 32-bit twin"
+            );
         }
     }
 

@@ -548,6 +548,14 @@ impl EventRow {
             // when first seen counts as one that gained it in view, in ClickHouse as in the spool.
             EventBody::SessionStart(s) => (String::new(), Vec::new(), 0, 0, 0, s.root_when_seen),
             EventBody::IoUring(u) => (String::new(), Vec::new(), 0, 0, u.result.ret, false),
+            EventBody::CompatSyscall(c) => (
+                c.syscall.clone().unwrap_or_default(),
+                Vec::new(),
+                0,
+                0,
+                c.result.ret,
+                false,
+            ),
             EventBody::OpensFolded(f) => (
                 f.path.as_ref().map(|p| p.lossy()).unwrap_or_default(),
                 Vec::new(),

@@ -12,6 +12,10 @@
 //!                                                       with their files open
 //! vigil-test-helper storm <exec|open-read|connect> <count> <target>
 //!                                                       timed loop; prints elapsed nanoseconds
+//! vigil-test-helper int80 open <path>                  open and read path through the 32-bit
+//!                                                       syscall ABI (int 0x80): open, read, close
+//! vigil-test-helper int80 openat <dir> <name>          the same with openat from a directory fd
+//! vigil-test-helper int80 connect-unix <path>          socketcall(SYS_SOCKET), socketcall(SYS_CONNECT)
 //! vigil-test-helper pty [--shell] -- CMD...            CMD on a new terminal (its controlling
 //!                                                       tty, in a new session), typed to: each
 //!                                                       line of our stdin once its output
@@ -430,6 +434,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "int80" => match int80::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil-test-helper: int80: {e}");
+                ExitCode::from(1)
+            }
+        },
         "pty" => {
             let mut keys = Vec::new();
             if let Err(e) = std::io::stdin().read_to_end(&mut keys) {
@@ -465,5 +476,171 @@ fn main() -> ExitCode {
             }
         }
         _ => usage(),
+    }
+}
+
+/// Syscalls through the 32-bit ABI from this 64-bit process, as an insider would make them to
+/// get past a monitor that follows only the native numbers. Pointers must be below 4 GiB (the
+/// kernel reads the registers' low halves): everything passed lives in one `MAP_32BIT` page.
+#[cfg(target_arch = "x86_64")]
+mod int80 {
+    // The i386 numbers (arch/x86/entry/syscalls/syscall_32.tbl).
+    const READ: u32 = 3;
+    const OPEN: u32 = 5;
+    const CLOSE: u32 = 6;
+    const SOCKETCALL: u32 = 102;
+    const OPENAT: u32 = 295;
+    const SYS_SOCKET: u32 = 1;
+    const SYS_CONNECT: u32 = 3;
+
+    /// One `int 0x80`: eax the number, ebx, ecx, edx the arguments; the result in eax.
+    fn syscall(nr: u32, a: u32, b: u32, c: u32) -> i32 {
+        let ret: u64;
+        // SAFETY: a syscall with integer arguments; pointers among them point into the page
+        // `Low` owns. rbx is reserved by the compiler, so it is swapped in and out around the
+        // call. The kernel may clear r8-r11 on the way back; r12-r15 are declared for safety.
+        unsafe {
+            core::arch::asm!(
+                "xchg {a}, rbx",
+                "int 0x80",
+                "xchg {a}, rbx",
+                a = inout(reg) a as u64 => _,
+                inlateout("rax") nr as u64 => ret,
+                in("rcx") b as u64,
+                in("rdx") c as u64,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            );
+        }
+        ret as u32 as i32
+    }
+
+    fn check(what: &str, ret: i32) -> Result<u32, String> {
+        if ret < 0 {
+            Err(format!(
+                "{what}: {}",
+                std::io::Error::from_raw_os_error(-ret)
+            ))
+        } else {
+            Ok(ret as u32)
+        }
+    }
+
+    /// A page below 4 GiB, written from its start.
+    struct Low {
+        base: *mut u8,
+        used: usize,
+    }
+
+    impl Low {
+        fn new() -> Result<Self, String> {
+            // SAFETY: an anonymous private mapping; checked for failure below.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+                    -1,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return Err(format!(
+                    "mmap MAP_32BIT: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(Low {
+                base: base as *mut u8,
+                used: 0,
+            })
+        }
+
+        /// Copies `bytes` in (8-byte aligned) and returns their 32-bit address.
+        fn put(&mut self, bytes: &[u8]) -> Result<u32, String> {
+            let at = self.used.div_ceil(8) * 8;
+            if at + bytes.len() > 4096 {
+                return Err("arguments exceed one page".into());
+            }
+            // SAFETY: within the page, which nothing else references.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(at), bytes.len())
+            };
+            self.used = at + bytes.len();
+            Ok(self.base as u32 + at as u32)
+        }
+
+        fn c_string(&mut self, s: &str) -> Result<u32, String> {
+            let mut b = s.as_bytes().to_vec();
+            b.push(0);
+            self.put(&b)
+        }
+    }
+
+    impl Drop for Low {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`.
+            unsafe { libc::munmap(self.base as *mut libc::c_void, 4096) };
+        }
+    }
+
+    fn read_all(low: &mut Low, fd: u32) -> Result<(), String> {
+        let buf = low.put(&[0u8; 512])?;
+        while check("read", syscall(READ, fd, buf, 512))? > 0 {}
+        check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
+    }
+
+    pub fn run(args: &[String]) -> Result<(), String> {
+        let mut low = Low::new()?;
+        match args {
+            [op, path] if op == "open" => {
+                let p = low.c_string(path)?;
+                let fd = check(
+                    &format!("open {path}"),
+                    syscall(OPEN, p, libc::O_RDONLY as u32, 0),
+                )?;
+                read_all(&mut low, fd)
+            }
+            [op, dir, name] if op == "openat" => {
+                let d = low.c_string(dir)?;
+                let dirfd = check(
+                    &format!("open {dir}"),
+                    syscall(OPEN, d, (libc::O_RDONLY | libc::O_DIRECTORY) as u32, 0),
+                )?;
+                let n = low.c_string(name)?;
+                let fd = check(
+                    &format!("openat {name}"),
+                    syscall(OPENAT, dirfd, n, libc::O_RDONLY as u32),
+                )?;
+                read_all(&mut low, fd)?;
+                check("close", syscall(CLOSE, dirfd, 0, 0)).map(|_| ())
+            }
+            [op, path] if op == "connect-unix" => {
+                let words =
+                    |w: [u32; 3]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                let sa = low.put(&words([libc::AF_UNIX as u32, libc::SOCK_STREAM as u32, 0]))?;
+                let fd = check("socket", syscall(SOCKETCALL, SYS_SOCKET, sa, 0))?;
+                let mut addr = (libc::AF_UNIX as u16).to_le_bytes().to_vec();
+                addr.extend_from_slice(path.as_bytes());
+                addr.push(0);
+                let len = addr.len() as u32;
+                let a = low.put(&addr)?;
+                let ca = low.put(&words([fd, a, len]))?;
+                check(
+                    &format!("connect {path}"),
+                    syscall(SOCKETCALL, SYS_CONNECT, ca, 0),
+                )?;
+                check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
+            }
+            _ => Err("usage: int80 open <path> | openat <dir> <name> | connect-unix <path>".into()),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod int80 {
+    pub fn run(_args: &[String]) -> Result<(), String> {
+        Err("the 32-bit syscall ABI is only exercised on x86_64".into())
     }
 }

@@ -76,7 +76,7 @@ fn every_evasion_variant_is_detected_with_its_canonical_path() {
         if let Some(also) = e.also {
             if !mine.iter().any(|a| a["rule"] == also) {
                 failures.push(format!(
-                    "{}: what followed left the session: no {also} in it ({:?})",
+                    "{}: no {also} in its session too ({:?})",
                     s.name,
                     mine.iter().map(|a| &a["rule"]).collect::<Vec<_>>()
                 ));
