@@ -298,19 +298,9 @@ pub fn write_cred_ids(task: Ptr, out: *mut CredIds) {
 
 #[inline(always)]
 pub fn cred_ids(task: Ptr) -> CredIds {
-    let cred = read_ptr(task, koff!(task_cred));
-    CredIds {
-        uid: read::<u32>(cred, koff!(cred_uid)).unwrap_or(u32::MAX),
-        euid: read::<u32>(cred, koff!(cred_euid)).unwrap_or(u32::MAX),
-        suid: read::<u32>(cred, koff!(cred_suid)).unwrap_or(u32::MAX),
-        fsuid: read::<u32>(cred, koff!(cred_fsuid)).unwrap_or(u32::MAX),
-        gid: read::<u32>(cred, koff!(cred_gid)).unwrap_or(u32::MAX),
-        egid: read::<u32>(cred, koff!(cred_egid)).unwrap_or(u32::MAX),
-        sgid: read::<u32>(cred, koff!(cred_sgid)).unwrap_or(u32::MAX),
-        fsgid: read::<u32>(cred, koff!(cred_fsgid)).unwrap_or(u32::MAX),
-        // kernel_cap_t: one u64 since 6.3, two u32 (low first) before; the same bytes.
-        cap_effective: read::<u64>(cred, koff!(cred_cap_effective)).unwrap_or(0),
-    }
+    let mut ids = CredIds::default();
+    write_cred_ids(task, &mut ids);
+    ids
 }
 
 /// Fills every field of a record header for the current task.
@@ -354,31 +344,21 @@ pub fn fill_header(h: *mut EventHeader, kind: u16, size: u32, task: Ptr) {
 /// The dispatcher class of syscall `nr` (`sys_class::NONE` for anything not followed).
 #[inline(always)]
 pub fn sys_class(nr: u64) -> u8 {
-    if nr >= SYSCALL_TABLE_SIZE as u64 {
-        return sys_class::NONE;
-    }
-    unsafe {
-        core::ptr::read_volatile(
-            core::ptr::addr_of!(SYSCALL_ABI.classes)
-                .cast::<u8>()
-                .add(nr as usize),
-        )
-    }
+    class_in(core::ptr::addr_of!(SYSCALL_ABI.classes), nr)
 }
 
 /// The dispatcher class of 32-bit syscall `nr` (`SyscallAbi::compat_classes`).
 #[inline(always)]
 pub fn compat_sys_class(nr: u64) -> u8 {
+    class_in(core::ptr::addr_of!(SYSCALL_ABI.compat_classes), nr)
+}
+
+#[inline(always)]
+fn class_in(table: *const [u8; SYSCALL_TABLE_SIZE], nr: u64) -> u8 {
     if nr >= SYSCALL_TABLE_SIZE as u64 {
         return sys_class::NONE;
     }
-    unsafe {
-        core::ptr::read_volatile(
-            core::ptr::addr_of!(SYSCALL_ABI.compat_classes)
-                .cast::<u8>()
-                .add(nr as usize),
-        )
-    }
+    unsafe { core::ptr::read_volatile(table.cast::<u8>().add(nr as usize)) }
 }
 
 /// `TS_COMPAT` of arch/x86/include/asm/thread_info.h: a 32-bit syscall is in progress (set at
@@ -401,13 +381,13 @@ pub trait Regs: Copy {
 
 #[inline(always)]
 fn arg_offset(n: usize) -> usize {
-    (unsafe {
-        core::ptr::read_volatile(
-            core::ptr::addr_of!(SYSCALL_ABI.arg_offsets)
-                .cast::<u32>()
-                .add(n & 7),
-        )
-    }) as usize
+    register_offset(core::ptr::addr_of!(SYSCALL_ABI.arg_offsets), n)
+}
+
+/// Entry `n` of one of `SYSCALL_ABI`'s register offset tables (a load-time constant).
+#[inline(always)]
+fn register_offset(table: *const [u32; 6], n: usize) -> usize {
+    (unsafe { core::ptr::read_volatile(table.cast::<u32>().add(n & 7)) }) as usize
 }
 
 /// What only the hook's own registers can tell: which ABI the call came through, and the
@@ -421,13 +401,7 @@ pub trait HookRegs: Regs {
 
 #[inline(always)]
 fn compat_arg_offset(n: usize) -> usize {
-    (unsafe {
-        core::ptr::read_volatile(
-            core::ptr::addr_of!(SYSCALL_ABI.compat_arg_offsets)
-                .cast::<u32>()
-                .add(n & 7),
-        )
-    }) as usize
+    register_offset(core::ptr::addr_of!(SYSCALL_ABI.compat_arg_offsets), n)
 }
 
 #[inline(always)]
