@@ -17,10 +17,10 @@ use crate::{
     tail::{Copied, Tail},
 };
 
-/// `sys_exit` of open, openat, openat2 and creat (of a process `outside_every_session`: only the
-/// `loginuid` watch, which any process's open may trip). Everything is read now: the arguments from the
-/// saved user registers (unchanged by the call), the path from user memory, which the kernel has
-/// just faulted in (reading it at entry can see an empty path).
+/// `sys_exit` of open, openat, openat2 and creat (of a process `outside_every_session`: only
+/// the `loginuid` watch, which any process's open may trip). Everything is read now: the
+/// arguments from the saved user registers (unchanged by the call), the path from user memory,
+/// which the kernel has just faulted in (reading it at entry can see an empty path).
 #[inline(always)]
 pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool) {
     let args = open_args(class, regs);

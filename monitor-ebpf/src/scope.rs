@@ -36,7 +36,7 @@ fn enter(task: Ptr, tgid: u32) -> Option<ScopeEntry> {
 /// [`enter`], with the task's login uid already read (`login`).
 #[inline(always)]
 fn enter_as(task: Ptr, tgid: u32, login: u32) -> Option<ScopeEntry> {
-    if login == AUDIT_UNSET && !loginuid_written() {
+    if without_session(login) {
         return None;
     }
     if let Some(entry) = session_of(tgid) {
@@ -110,15 +110,22 @@ pub fn leave(tgid: u32) {
 }
 
 /// Whether the current process, of login uid `login`, is outside every session, decided
-/// without a `SCOPE` lookup: the policy scopes to login sessions, the process has no login uid, and no process could have
-/// left a session by unsetting its own ([`enter_as`] decides the same first). Checks of the
-/// current task's other events then need not run: nothing of it is emitted or counted.
+/// without a `SCOPE` lookup: the policy scopes to login sessions and [`without_session`] holds.
+/// Checks of the current task's other events then need not run: nothing of it is emitted or
+/// counted.
 #[inline(always)]
 pub fn outside_every_session(login: u32) -> bool {
     let Some(policy) = POLICY.get(0) else {
         return false;
     };
-    policy.scope == scope::LOGIN_SESSIONS && login == AUDIT_UNSET && !loginuid_written()
+    policy.scope == scope::LOGIN_SESSIONS && without_session(login)
+}
+
+/// A process of login uid `login` is in no session, with no `SCOPE` lookup needed: it has no
+/// login uid, and no process could have left a session by unsetting its own.
+#[inline(always)]
+fn without_session(login: u32) -> bool {
+    login == AUDIT_UNSET && !loginuid_written()
 }
 
 #[inline(always)]

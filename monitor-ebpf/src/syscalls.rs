@@ -10,9 +10,9 @@
 //! our program even runs, which unmonitored processes would pay on every open and read. Here a
 //! syscall nobody follows costs one register read and a load from each class table (native and
 //! 32-bit); a followed one of a process outside every session costs the thread's ABI, the login
-//! uid and two loads more (and is not
-//! counted as filtered: counting it would cost every service a map update per syscall); any
-//! other is handed to its source module, which checks the scope first.
+//! uid and two loads more (and is not counted as filtered: counting it would cost every service
+//! a map update per syscall); any other is handed to its source module, which checks the scope
+//! first.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
