@@ -32,3 +32,10 @@ pub fn on_syscall(regs: impl Regs, nr: u32, ret: i64) {
         (*rec).ret = ret;
     });
 }
+
+/// The process `tgid` ended: its entry goes, so that a later process given the same id (ids
+/// are reused) sends its own event instead of being taken for one that already did.
+#[inline(always)]
+pub fn leave(tgid: u32) {
+    let _ = COMPAT_SEEN.remove(tgid);
+}

@@ -40,6 +40,8 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
         });
     }
     // After the record, which names the session the process was in.
-    scope::leave((bpf_get_current_pid_tgid() >> 32) as u32);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    scope::leave(tgid);
+    crate::compat::leave(tgid);
     0
 }
