@@ -15,6 +15,11 @@
 //!   the slot, at exec and at exit. The first open always goes out, so rules and the timeline
 //!   see the file; the record says how many more times it was opened and read.
 //!
+//! A folded open's reads go into its fold too. While the process has fewer than [`HELD_FDS`]
+//! folded fds open, the fd is held in its fold entry ([`HeldFd`]) and its reads counted there,
+//! so a folded open, its reads and its close cost lookups only: no `OPEN_FILES` entry is
+//! inserted and deleted. Beyond that, the fd is followed in `OPEN_FILES` as any open.
+//!
 //! Never folded: writes, opens of the files the daemon watches ([`FOLD_NEVER`]: the sensitive
 //! paths, kept fresh by the daemon), opens a response acted on, and any open when the process's
 //! fold table has no room (it is then sent: costs, never loss). Threads of one process share
@@ -25,28 +30,41 @@ use vigil_common::{fold, kind, FileId, FileReadStats, FoldCount, FoldFileKey, Fo
 
 use crate::{
     emit::emit,
-    kernel::{current_tgid, Ptr},
-    maps::{RepeatSlot, FOLDS, FOLD_NEVER, FOLD_ROUTINE, FOLD_SLOTS, FOLD_ZERO},
+    kernel::{current_task, current_tgid, fd_file, Ptr},
+    maps::{
+        FoldState, HeldFd, RepeatSlot, FOLDS, FOLD_NEVER, FOLD_ROUTINE, FOLD_SLOTS, FOLD_ZERO,
+        HELD_FDS,
+    },
+    open::report_read_volume,
 };
 
 /// [`decide`]'s answer: send the open.
 pub const SEND: u64 = 0;
 /// [`decide`]'s answer: counted as a routine open. Any other answer is a repeat, counted in the
-/// slot of the open sent at that `ktime_ns` (never 0 or 1).
+/// slot of the open sent at that `ktime_ns` (never 0 or 1), with [`HELD`] maybe set.
 pub const ROUTINE: u64 = 1;
+/// Set in [`decide`]'s answer when the folded open's fd is held in the fold entry (its reads
+/// are counted there; see [`HeldFd`]). Clear: the caller follows the fd in `OPEN_FILES`.
+pub const HELD: u64 = 1 << 63;
+/// The fd [`decide`] is given when the open's reads are not followed: nothing is held.
+pub const NO_FD: u32 = u32::MAX;
 
 const O_ACCMODE: u32 = 0o3;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 const O_PATH: u32 = 0o10000000;
 
-/// Decides for a successful open of a file (identity `id`) with `flags`, at `now`: counted, or
-/// sent. An open that is sent and may repeat takes a slot now (what the slot counted before is
-/// sent first), with `now` as its origin: the caller gives the open record that time. Not
-/// inlined, and one scalar out: the open program's path walk after it is verified once, not
-/// once per way this went.
+/// Decides for a successful open of `file` (identity `id`) with `flags` (the low half of
+/// `flags_fd`; the fd it returned in the high half, or [`NO_FD`]), at `now`: counted, or sent.
+/// An open that is sent and may repeat takes a slot now (what the slot counted before is sent
+/// first), with `now` as its origin: the caller gives the open record that time. A counted
+/// open's fd is held when there is room ([`HELD`]). Not inlined, and one scalar out: the open
+/// program's path walk after it is verified once, not once per way this went (and a BPF call
+/// takes five arguments, hence the pair).
 #[inline(never)]
-pub fn decide(task: Ptr, id: &FileId, flags: u32, window_ms: u32, now: u64) -> u64 {
+pub fn decide(file: Ptr, id: &FileId, flags_fd: u64, window_ms: u32, now: u64) -> u64 {
+    let flags = flags_fd as u32;
+    let fd = (flags_fd >> 32) as u32;
     if flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_PATH) != 0 {
         return SEND;
     }
@@ -78,7 +96,7 @@ pub fn decide(task: Ptr, id: &FileId, flags: u32, window_ms: u32, now: u64) -> u
     if let Some(registered) = unsafe { FOLD_ROUTINE.get(key) } {
         if registered.ctime_sec == id.ctime_sec && registered.ctime_nsec == nsec(id.ctime_nsec) {
             add_open(&mut state.routine, now);
-            return ROUTINE;
+            return ROUTINE | hold(state, fd, file, fold::ROUTINE, 0);
         }
     }
     let window = window_ms as u64 * 1_000_000;
@@ -90,7 +108,8 @@ pub fn decide(task: Ptr, id: &FileId, flags: u32, window_ms: u32, now: u64) -> u
         if slot.origin_ktime_ns != 0 && same_file(&slot.file, id) {
             if now.wrapping_sub(slot.origin_ktime_ns) < window {
                 add_open(&mut slot.count, now);
-                return slot.origin_ktime_ns;
+                let origin = slot.origin_ktime_ns;
+                return origin | hold(state, fd, file, fold::REPEAT, origin);
             }
             // The window is over: this open is sent and starts the next one.
             take = i;
@@ -102,12 +121,110 @@ pub fn decide(task: Ptr, id: &FileId, flags: u32, window_ms: u32, now: u64) -> u
         }
     }
     if let Some(slot) = state.slots.get_mut(take) {
-        send_slot(task, slot);
+        send_slot(current_task(), slot);
         slot.file = *id;
         slot.origin_ktime_ns = now;
         slot.count = FoldCount::default();
     }
     SEND
+}
+
+/// Holds `fd` (opened as `file`, folded as `how` into the slot of `origin`) in the fold entry;
+/// [`HELD`], or 0 when there is no fd to hold or no room. An entry still there for the same fd
+/// (closed without `close(2)`: `close_range`, a ring's close) is let go first.
+#[inline(always)]
+fn hold(state: &mut FoldState, fd: u32, file: Ptr, how: u32, origin: u64) -> u64 {
+    if fd == NO_FD {
+        return 0;
+    }
+    let mut free = HELD_FDS;
+    for i in 0..HELD_FDS {
+        let number = state.held[i].fd_plus_one;
+        if number == fd.wrapping_add(1) {
+            let_go(state, i);
+            free = i;
+            break;
+        }
+        if number == 0 && free == HELD_FDS {
+            free = i;
+        }
+    }
+    let Some(held) = state.held.get_mut(free) else {
+        return 0;
+    };
+    *held = HeldFd {
+        fd_plus_one: fd.wrapping_add(1),
+        _pad: 0,
+        file: file as u64,
+        stats: FileReadStats {
+            bytes: 0,
+            reads: 0,
+            open_ktime_ns: origin,
+            fold: how,
+            _pad: 0,
+        },
+    };
+    HELD
+}
+
+/// A read of `bytes` from `fd`, when the fd is held in the current process's fold entry.
+#[inline(always)]
+pub fn count_read(fd: u32, bytes: u64) -> bool {
+    let Some(state) = FOLDS.get_ptr_mut(current_tgid()) else {
+        return false;
+    };
+    let number = fd.wrapping_add(1);
+    for i in 0..HELD_FDS {
+        let held = unsafe { &mut (*state).held[i] };
+        if held.fd_plus_one == number {
+            // Threads of one process may read the same fd at once.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut held.stats.bytes, bytes);
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut held.stats.reads, 1);
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// `fd` is closed (or replaced): if the current process's fold entry holds it, its reads go into
+/// their fold and the entry is free.
+#[inline(always)]
+pub fn release_fd(fd: u32) {
+    let Some(state) = FOLDS.get_ptr_mut(current_tgid()) else {
+        return;
+    };
+    let state = unsafe { &mut *state };
+    let number = fd.wrapping_add(1);
+    for i in 0..HELD_FDS {
+        if state.held[i].fd_plus_one == number {
+            let_go(state, i);
+            return;
+        }
+    }
+}
+
+/// Frees held entry `i`: what was read through it goes into its fold, or, when that fold is no
+/// longer counting (sent at an exec since), out as the read volume of the open it belongs to.
+/// Read in place, not copied: see `kernel::Span` for why stack counts.
+#[inline(always)]
+fn let_go(state: &mut FoldState, i: usize) {
+    let FoldState {
+        routine,
+        slots,
+        held,
+    } = state;
+    let Some(held) = held.get_mut(i) else {
+        return;
+    };
+    if held.fd_plus_one == 0 {
+        return;
+    }
+    if held.stats.reads != 0 && !absorb_into(routine, slots, &held.stats) {
+        report_read_volume(current_task(), held.fd_plus_one - 1, &held.stats);
+    }
+    held.fd_plus_one = 0;
 }
 
 /// Reads of a folded open's fd, at its close: into its fold if that is still counting, else
@@ -119,11 +236,21 @@ pub fn absorb_reads(stats: &FileReadStats) -> bool {
         return false;
     };
     let state = unsafe { &mut *state };
+    absorb_into(&mut state.routine, &mut state.slots, stats)
+}
+
+/// [`absorb_reads`] into a fold entry's counts.
+#[inline(always)]
+fn absorb_into(
+    routine: &mut FoldCount,
+    slots: &mut [RepeatSlot; FOLD_SLOTS],
+    stats: &FileReadStats,
+) -> bool {
     let count = if stats.fold == fold::ROUTINE {
-        &mut state.routine
+        routine
     } else {
         let mut found = None;
-        for slot in state.slots.iter_mut() {
+        for slot in slots.iter_mut() {
             if slot.origin_ktime_ns == stats.open_ktime_ns && slot.origin_ktime_ns != 0 {
                 found = Some(&mut slot.count);
                 break;
@@ -150,7 +277,18 @@ pub fn flush(task: Ptr, exiting: bool) {
         return;
     };
     let state = unsafe { &mut *state };
-    if state.routine.opens != 0 {
+    // Held fds first, so their reads count in what goes out now: at exit every one; at an exec
+    // those that no longer refer to the file they were opened as (closed on exec). The others
+    // stay open in the new program, still counted.
+    for i in 0..HELD_FDS {
+        let number = state.held[i].fd_plus_one;
+        if number != 0 && (exiting || fd_file(task, number - 1) as u64 != state.held[i].file) {
+            let_go(state, i);
+        }
+    }
+    // Reads of a routine fd held across an exec count even when the new program has opened
+    // no routine file yet.
+    if state.routine.opens != 0 || state.routine.reads != 0 {
         send(task, fold::ROUTINE, 0, &FileId::default(), &state.routine);
         state.routine = FoldCount::default();
     }

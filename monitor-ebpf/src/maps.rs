@@ -90,11 +90,30 @@ pub struct RepeatSlot {
     pub count: FoldCount,
 }
 
+/// Fds of folded opens per process whose reads its `FOLDS` entry counts itself; a folded open
+/// beyond them is followed in `OPEN_FILES` as any open.
+pub const HELD_FDS: usize = 4;
+
+/// An fd of a folded open, held in the process's fold entry: its reads are counted here instead
+/// of in an `OPEN_FILES` entry, so a folded open, read and closed, inserts and deletes nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct HeldFd {
+    /// The fd plus one; 0 for a free entry.
+    pub fd_plus_one: u32,
+    pub _pad: u32,
+    /// The `struct file` it was opened as: at an exec, an fd that no longer refers to it (closed
+    /// on exec) is let go, so a later fd of that number is not counted under it.
+    pub file: u64,
+    pub stats: FileReadStats,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct FoldState {
     pub routine: FoldCount,
     pub slots: [RepeatSlot; FOLD_SLOTS],
+    pub held: [HeldFd; HELD_FDS],
 }
 
 /// Scratch space for the large records, built here and sent as their used prefix. One slot per

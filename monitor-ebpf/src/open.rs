@@ -50,15 +50,27 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
         // The record still goes out: the open of the denied file is the evidence.
         let enforced = crate::respond::on_open(task, opened);
         if policy.fold_opens != 0 && !enforced {
-            let verdict =
-                fold::decide(task, &id, args[3] as u32, policy.fold_repeat_window_ms, now);
+            let reads_followed = scope::kind_enabled(kind::FILE_READ);
+            let fd = if reads_followed {
+                ret as u32
+            } else {
+                fold::NO_FD
+            };
+            let flags_fd = args[3] as u32 as u64 | (fd as u64) << 32;
+            let verdict = fold::decide(opened, &id, flags_fd, policy.fold_repeat_window_ms, now);
             if verdict != fold::SEND {
-                let (how, origin) = if verdict == fold::ROUTINE {
-                    (vigil_common::fold::ROUTINE, 0)
-                } else {
-                    (vigil_common::fold::REPEAT, verdict)
-                };
-                track_folded(task, ret as u32, how, origin);
+                if verdict & fold::HELD != 0 {
+                    // Its reads are counted in the fold entry: an entry still here for the
+                    // same fd (closed without `close(2)`) must not take them.
+                    crate::read::retire_followed(task, fd);
+                } else if reads_followed {
+                    let (how, origin) = if verdict == fold::ROUTINE {
+                        (vigil_common::fold::ROUTINE, 0)
+                    } else {
+                        (vigil_common::fold::REPEAT, verdict)
+                    };
+                    track_folded(task, fd, how, origin);
+                }
                 return;
             }
         }
@@ -136,7 +148,9 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     // Following starts before the record goes out, so the record can say when the table had no
     // room. Such a file is counted once, here: it gets no origin either, so its reads do not
     // try (and count) again.
-    let followed = ret >= 0 && track_read_volume(task, ret as u32, ktime);
+    let followed = ret >= 0
+        && scope::kind_enabled(kind::FILE_READ)
+        && track_read_volume(task, ret as u32, ktime);
     if ret >= 0 && !followed {
         rec.flags |= OPEN_READS_UNTRACKED;
     }
@@ -158,6 +172,9 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
 /// it, `close_range`) is reported first, not overwritten.
 #[inline(always)]
 fn track_read_volume(task: Ptr, fd: u32, open_ktime_ns: u64) -> bool {
+    // A folded open's fd of the same number still held (closed without `close(2)`) is let go:
+    // reads of this fd are this open's.
+    fold::release_fd(fd);
     follow_fd(task, fd, open_ktime_ns, 0)
 }
 

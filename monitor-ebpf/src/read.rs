@@ -6,7 +6,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use vigil_common::{counter, kind, sys_class, FileReadStats, OpenFileKey};
 
 use crate::{
-    kernel::{current_tgid, Regs},
+    fold,
+    kernel::{current_task, current_tgid, Ptr, Regs},
     maps::{count, FILE_ORIGIN, OPEN_FILES},
     open::report_read_volume,
     scope,
@@ -14,9 +15,13 @@ use crate::{
 
 /// `sys_exit` of read, pread64, readv, preadv, preadv2, sendfile64, copy_file_range and splice.
 /// The fd comes from the saved user registers, which the call leaves as they were.
+///
+/// The fd's entry is looked up before the scope: only a process in scope makes one (at its
+/// open, or below), and it stays in scope until it exits, so a read of a followed file costs
+/// one lookup, not two.
 #[inline(always)]
 pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
-    if ret <= 0 || scope::check_at(kind::FILE_READ, regs).is_none() {
+    if ret <= 0 || !scope::kind_enabled(kind::FILE_READ) {
         return;
     }
     // sendfile(out_fd, in_fd, ...) reads from its second argument; the others from the first.
@@ -30,6 +35,10 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
         fd,
     };
     let Some(stats) = OPEN_FILES.get_ptr_mut(key) else {
+        // A folded open's fd, held in the fold entry (only a process in scope has one).
+        if fold::count_read(fd, ret as u64) || scope::check_at(kind::FILE_READ, regs).is_none() {
+            return;
+        }
         // No entry for this fd: it may still lead to a file a monitored open created, reached
         // through dup2 or inheritance. Start counting for this fd under that open.
         let file = regs.fd_file(fd);
@@ -66,32 +75,43 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
 /// `sys_exit` of close: the fd is gone, whatever the result (Linux releases it even on EINTR).
 #[inline(always)]
 pub fn on_close(regs: impl Regs) {
-    retire(regs, regs.arg(0) as u32);
+    retire(regs.arg(0) as u32);
 }
 
 /// `sys_exit` of dup2 and dup3: the target fd now refers to another file.
 #[inline(always)]
-pub fn on_dup_onto(regs: impl Regs, ret: i64) {
+pub fn on_dup_onto(ret: i64) {
     if ret >= 0 {
-        retire(regs, ret as u32);
+        retire(ret as u32);
     }
 }
 
 /// The fd no longer refers to the file it was counted for: report what was read and forget it.
-/// Reads through whatever the fd refers to next start a fresh entry.
+/// Reads through whatever the fd refers to next start a fresh entry. No scope check: the entry
+/// exists only for a process in scope (see [`on_exit`]); a close of any other fd is two lookups.
 #[inline(always)]
-fn retire(regs: impl Regs, fd: u32) {
-    let Some((task, _)) = scope::check_at(kind::FILE_READ, regs) else {
+fn retire(fd: u32) {
+    if !scope::kind_enabled(kind::FILE_READ) {
         return;
-    };
+    }
+    if !retire_followed(current_task(), fd) {
+        fold::release_fd(fd);
+    }
+}
+
+/// Reports and removes the fd's `OPEN_FILES` entry of the current process; false when it has
+/// none.
+#[inline(always)]
+pub fn retire_followed(task: Ptr, fd: u32) -> bool {
     let key = OpenFileKey {
         tgid: current_tgid(),
         fd,
     };
     let Some(stats) = (unsafe { OPEN_FILES.get(key) }) else {
-        return;
+        return false;
     };
     // Reported from the entry itself, before it goes: no copy on the stack.
     report_read_volume(task, fd, stats);
     let _ = OPEN_FILES.remove(key);
+    true
 }

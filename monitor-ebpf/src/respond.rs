@@ -107,11 +107,15 @@ pub fn on_exec() -> bool {
 
 /// At a successful open by a process in scope: a dynamic loader opening a denied executable
 /// (`/lib64/ld-linux-x86-64.so.2 ./denied`) is killed before it maps it. Returns whether it was.
-#[inline(never)]
+/// The guard is inlined (one load on every monitored open when nothing is denied); the check is
+/// not.
+#[inline(always)]
 pub fn on_open(task: Ptr, opened: Ptr) -> bool {
-    if active() & respond::ACTIVE_DENY_EXEC == 0 || opened.is_null() {
-        return false;
-    }
+    active() & respond::ACTIVE_DENY_EXEC != 0 && !opened.is_null() && deny_loader_open(task, opened)
+}
+
+#[inline(never)]
+fn deny_loader_open(task: Ptr, opened: Ptr) -> bool {
     let key = file_key(opened);
     if unsafe { DENY_EXEC.get(key) }.is_none() {
         return false;
@@ -125,13 +129,16 @@ pub fn on_open(task: Ptr, opened: Ptr) -> bool {
 }
 
 /// Signals the current process when its session is killed or held (counted as `exit`
-/// enforced: the process ends or stops). Returns whether it signalled. Not inlined: a call
-/// keeps the verifier's walk of the large exit program from multiplying by this one's paths.
-#[inline(never)]
+/// enforced: the process ends or stops). Returns whether it signalled. The guard is inlined
+/// (one load on every followed syscall when no session is acted on); the rest is a call, which
+/// keeps the verifier's walk of the large exit program from multiplying by its paths.
+#[inline(always)]
 pub fn enforce_session() -> bool {
-    if active() & respond::ACTIVE_SESSIONS == 0 {
-        return false;
-    }
+    active() & respond::ACTIVE_SESSIONS != 0 && signal_session()
+}
+
+#[inline(never)]
+fn signal_session() -> bool {
     let tgid = current_tgid();
     let Some(entry) = scope::session_of(tgid) else {
         return false;

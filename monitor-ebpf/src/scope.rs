@@ -64,6 +64,14 @@ pub fn check(kind: u16) -> Option<(Ptr, &'static Policy)> {
     check_as(kind, || loginuid(current_task()))
 }
 
+/// Whether `kind` events are emitted at all (the policy's kinds), with no scope check: for work
+/// on an entry only a process in scope makes (an fd's read volume), and such a process stays in
+/// scope until it exits. Nothing is counted as filtered.
+#[inline(always)]
+pub fn kind_enabled(kind: u16) -> bool {
+    POLICY.get(0).is_some_and(|p| p.kinds & kind_bit(kind) != 0)
+}
+
 /// [`check`] for a syscall exit: the login uid read the way its program reads registers (one
 /// load in the typed program, a helper call in the raw one).
 #[inline(always)]

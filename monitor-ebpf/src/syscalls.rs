@@ -107,7 +107,7 @@ fn sys_exit(regs: impl HookRegs, ret: i64) -> i32 {
             tty::on_exit(class, regs, ret);
         }
         sys_class::CLOSE => read::on_close(regs),
-        sys_class::DUP_ONTO => read::on_dup_onto(regs, ret),
+        sys_class::DUP_ONTO => read::on_dup_onto(ret),
         sys_class::CONNECT | sys_class::SOCKETCALL => {
             connect::on_exit(regs, ret, class == sys_class::SOCKETCALL)
         }

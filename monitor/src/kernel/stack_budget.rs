@@ -232,3 +232,22 @@ fn the_analysis_sees_frames_and_calls() {
         "{chain:?}"
     );
 }
+
+/// No program calls the memory builtins bpf-linker exports (`memset`, `memcpy`, ...): in BPF they
+/// are byte-at-a-time loops, and a zeroed struct on the open path cost one (see
+/// `monitor-ebpf/build.rs`). Zeroing and copying are expanded into word loads and stores.
+#[test]
+fn no_program_calls_a_byte_loop_memory_builtin() {
+    let analysis = analyse(super::loader::KERNEL_OBJECT);
+    let builtins = ["memset", "memcpy", "memmove", "memcmp", "bcmp"];
+    let mut calling = Vec::new();
+    for (caller, callees) in &analysis.calls {
+        for callee in callees {
+            let name = &analysis.names[callee];
+            if builtins.contains(&name.as_str()) {
+                calling.push(format!("{} calls {name}", analysis.names[caller]));
+            }
+        }
+    }
+    assert!(calling.is_empty(), "{}", calling.join("\n"));
+}

@@ -126,6 +126,98 @@ exit 0"#,
     );
 }
 
+/// A folded open's fd is held in the kernel's fold entry of its process (a few at a time; the
+/// rest are followed as any open): every byte read through one is reported, whether it is
+/// closed, closed by an exec, or kept across an exec and read by the new program; and a pipe
+/// given the number of an fd the exec closed is not counted as that file's.
+#[test]
+fn folded_fds_count_every_read_across_closes_and_execs() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data.bin");
+    std::fs::write(&data, vec![b'd'; 4096]).unwrap();
+    let program = home.path().join("held.py");
+    std::fs::write(
+        &program,
+        r#"import os, sys
+data = sys.argv[1]
+# More folded fds open at once than a fold entry holds.
+for _ in range(50):
+    fds = [os.open(data, os.O_RDONLY) for _ in range(6)]
+    for fd in fds:
+        assert len(os.read(fd, 8192)) == 4096
+    for fd in fds:
+        os.close(fd)
+# Pipes below, so that the next two fds are above what the new program's own start opens.
+pipes = [os.pipe() for _ in range(8)]
+# Read once, then closed by the exec (O_CLOEXEC, Python's default).
+closed_by_exec = os.open(data, os.O_RDONLY)
+assert len(os.read(closed_by_exec, 1000)) == 1000
+# Kept across the exec, and read by the new program.
+kept = os.open(data, os.O_RDONLY)
+os.set_inheritable(kept, True)
+for r, w in pipes:
+    os.close(r)
+    os.close(w)
+# The new program takes the number the exec freed for a pipe (pipe(2) is not an open).
+after = f"""import os
+pipes = []
+while not pipes or pipes[-1][0] < {closed_by_exec}:
+    pipes.append(os.pipe())
+r, w = pipes[-1]
+assert r == {closed_by_exec}, (r, {closed_by_exec})
+os.write(w, b"p" * 777)
+assert len(os.read(r, 777)) == 777
+assert len(os.read({kept}, 8192)) == 4096
+"""
+os.execv(sys.executable, [sys.executable, "-c", after])
+"#,
+    )
+    .unwrap();
+    let loginuid = 32_000 + std::process::id() % 9_000;
+    let script = format!("/usr/bin/python3 {} {}", program.display(), data.display());
+    let status = login_session(HELPER, loginuid, home.path(), &script);
+    assert!(status.success(), "the session's program failed: {status}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let events = daemon.stop().expect("daemon stops");
+    let session: Vec<Value> = events
+        .into_iter()
+        .filter(|e| e["process"]["loginuid"] == loginuid)
+        .collect();
+    let data_path = data.display().to_string();
+    let py = of_type(&session, "exec")
+        .into_iter()
+        .find(|e| e["argv"][1].as_str() == Some(program.to_str().unwrap()))
+        .expect("exec of the program");
+    let pid = &py["process"]["pid"];
+    let sent = by_pid(&session, "open", pid)
+        .into_iter()
+        .filter(|e| path_of(e) == data_path)
+        .count() as u64;
+    let repeats: Vec<&Value> = by_pid(&session, "opens_folded", pid)
+        .into_iter()
+        .filter(|e| e["fold"] == "repeat" && path_of(e) == data_path)
+        .collect();
+    let folded: u64 = repeats.iter().map(|e| e["opens"].as_u64().unwrap()).sum();
+    assert_eq!(sent + folded, 302, "every open counted once: {sent} sent");
+    assert!(sent < 10, "the opens folded: {sent} sent");
+    let reads: Vec<&Value> = by_pid(&session, "file_read", pid)
+        .into_iter()
+        .filter(|e| path_of(e) == data_path)
+        .collect();
+    let bytes: u64 = reads
+        .iter()
+        .chain(repeats.iter())
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        bytes,
+        300 * 4096 + 1000 + 4096,
+        "every byte read from the file is reported, and none of the pipe's: {reads:?} {repeats:?}"
+    );
+}
+
 #[test]
 fn folding_off_sends_every_open() {
     require_root();
