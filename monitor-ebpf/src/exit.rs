@@ -7,7 +7,7 @@ use vigil_common::{kind, ExitRecord};
 
 use crate::{
     emit::emit,
-    kernel::{current_tid, koff, read, tp_layout},
+    kernel::{current_task, current_tid, koff, read, tp_layout},
     maps::PENDING,
     scope,
 };
@@ -30,9 +30,10 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
     if !process_ends {
         return 0;
     }
+    // What the process folded goes out before its end, and its fold entry goes, whatever the
+    // policy emits of exits (only a process in scope has one).
+    crate::fold::flush(current_task(), true);
     if let Some((task, _)) = scope::check(kind::EXIT) {
-        // What the process folded goes out before its end.
-        crate::fold::flush(task, true);
         let exit_code = read::<u32>(task, koff!(task_exit_code)).unwrap_or(0);
         emit::<ExitRecord>(kind::EXIT, task, |rec| unsafe {
             (*rec).exit_code = exit_code;

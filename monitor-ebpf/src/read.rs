@@ -18,11 +18,12 @@ use crate::{
 ///
 /// The fd's entry is looked up before the scope: only a process in scope makes one (at its
 /// open, or below), and it stays in scope until it exits, so a read of a followed file costs
-/// one lookup, not two.
+/// one lookup, not two. True when the read was counted: the process is then known to be in
+/// scope (the terminal check after it need not look it up again).
 #[inline(always)]
-pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
+pub fn on_exit(class: u8, regs: impl Regs, ret: i64) -> bool {
     if ret <= 0 || !scope::kind_enabled(kind::FILE_READ) {
-        return;
+        return false;
     }
     // sendfile(out_fd, in_fd, ...) reads from its second argument; the others from the first.
     let fd = if class == sys_class::READ_FD1 {
@@ -36,17 +37,20 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     };
     let Some(stats) = OPEN_FILES.get_ptr_mut(key) else {
         // A folded open's fd, held in the fold entry (only a process in scope has one).
-        if fold::count_read(fd, ret as u64) || scope::check_at(kind::FILE_READ, regs).is_none() {
-            return;
+        if fold::count_read(fd, ret as u64) {
+            return true;
+        }
+        if scope::check_at(kind::FILE_READ, regs).is_none() {
+            return false;
         }
         // No entry for this fd: it may still lead to a file a monitored open created, reached
         // through dup2 or inheritance. Start counting for this fd under that open.
         let file = regs.fd_file(fd);
         if file.is_null() {
-            return;
+            return false;
         }
         let Some(open_ktime_ns) = (unsafe { FILE_ORIGIN.get(file as u64) }) else {
-            return;
+            return false;
         };
         let stats = FileReadStats {
             bytes: ret as u64,
@@ -57,7 +61,7 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
         if OPEN_FILES.insert(key, stats, 0).is_err() {
             count(kind::FILE_READ, counter::UNTRACKED);
         }
-        return;
+        return true;
     };
     // Threads of one process may read the same fd at once.
     unsafe {
@@ -70,6 +74,7 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
             1,
         );
     }
+    true
 }
 
 /// `sys_exit` of close: the fd is gone, whatever the result (Linux releases it even on EINTR).

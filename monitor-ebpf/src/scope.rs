@@ -72,6 +72,18 @@ pub fn kind_enabled(kind: u16) -> bool {
     POLICY.get(0).is_some_and(|p| p.kinds & kind_bit(kind) != 0)
 }
 
+/// [`check`] for a process known to be in scope (by an entry only such a process makes): the
+/// policy alone, no session lookup.
+#[inline(always)]
+pub fn check_kind(kind: u16) -> Option<(Ptr, &'static Policy)> {
+    let policy = POLICY.get(0)?;
+    if policy.kinds & kind_bit(kind) == 0 {
+        count(kind, counter::FILTERED);
+        return None;
+    }
+    Some((current_task(), policy))
+}
+
 /// [`check`] for a syscall exit: the login uid read the way its program reads registers (one
 /// load in the typed program, a helper call in the raw one).
 #[inline(always)]

@@ -99,12 +99,14 @@ fn sys_exit(regs: impl HookRegs, ret: i64) -> i32 {
         sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
             open::on_exit(class, regs, ret, outside)
         }
-        sys_class::READ_FD0 | sys_class::READ_FD1 => read::on_exit(class, regs, ret),
+        sys_class::READ_FD0 | sys_class::READ_FD1 => {
+            read::on_exit(class, regs, ret);
+        }
         sys_class::READ_TTY | sys_class::WRITE | sys_class::WRITEV | sys_class::WRITEV_COMPAT => {
-            if class == sys_class::READ_TTY {
-                read::on_exit(sys_class::READ_FD0, regs, ret);
-            }
-            tty::on_exit(class, regs, ret);
+            // A read counted for a followed fd: the process is known to be in scope.
+            let in_scope =
+                class == sys_class::READ_TTY && read::on_exit(sys_class::READ_FD0, regs, ret);
+            tty::on_exit(class, regs, ret, in_scope);
         }
         sys_class::CLOSE => read::on_close(regs),
         sys_class::DUP_ONTO => read::on_dup_onto(ret),

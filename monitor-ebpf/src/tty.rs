@@ -50,8 +50,11 @@ fn terminal(regs: impl Regs, fd: u32) -> Option<Terminal> {
 /// `sys_exit` of read (input), write and writev (output). One call site for the record, and a
 /// subprogram of its own: inlined into each dispatcher arm it made the verifier's walk of the
 /// dispatcher explode.
+///
+/// `in_scope`: the process is known to be in scope (its read was just counted for a followed
+/// fd), so only the policy is checked, not the session map.
 #[inline(never)]
-pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
+pub fn on_exit(class: u8, regs: impl Regs, ret: i64, in_scope: bool) {
     if ret <= 0 {
         return;
     }
@@ -60,7 +63,12 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     } else {
         kind::TTY_OUT
     };
-    let Some((task, policy)) = scope::check_at(kind, regs) else {
+    let checked = if in_scope {
+        scope::check_kind(kind)
+    } else {
+        scope::check_at(kind, regs)
+    };
+    let Some((task, policy)) = checked else {
         return;
     };
     let fd = regs.arg(0) as u32;
