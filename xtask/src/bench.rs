@@ -273,6 +273,10 @@ struct Workload {
     /// Ratio target (on/off median) for the monitored context; the unmonitored one must stay
     /// within [`FLOOR_MARGIN`] of the floor.
     target: f64,
+    /// Storms per phase and context in a round; the fastest counts. The short storms (tens of
+    /// milliseconds) are where another tenant of this 2-core VM taking a core for a moment
+    /// moved a phase's time by a third; the fastest of a few is the least disturbed.
+    repeats: usize,
 }
 
 /// A running daemon for one "on" phase.
@@ -513,18 +517,21 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             storm: "exec",
             count: scaled(1500),
             target: 1.05,
+            repeats: 1,
         },
         Workload {
             name: "open+read",
             storm: "open-read",
             count: scaled(60000),
             target: 1.30,
+            repeats: 5,
         },
         Workload {
             name: "connect",
             storm: "connect",
             count: scaled(10000),
             target: 1.05,
+            repeats: 3,
         },
     ];
     let contexts = [Context::Monitored, Context::Unmonitored];
@@ -587,7 +594,11 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
             };
             for (wi, w) in workloads.iter().enumerate() {
                 for (ci, ctx) in contexts.iter().enumerate() {
-                    times[wi][ci][phase as usize] = storm(*ctx, w, w.count, &target_of(w))?;
+                    let mut fastest = f64::INFINITY;
+                    for _ in 0..w.repeats {
+                        fastest = fastest.min(storm(*ctx, w, w.count, &target_of(w))?);
+                    }
+                    times[wi][ci][phase as usize] = fastest;
                 }
             }
             if let Some(p) = peer {
@@ -607,7 +618,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
                 if phase == Phase::On {
                     for (wi, w) in workloads.iter().enumerate() {
                         captured_total[wi] += captured(&events, w.storm, &file, port);
-                        expected_total[wi] += w.count;
+                        expected_total[wi] += w.count * w.repeats as u64;
                     }
                 }
                 unmonitored_leaks += events
@@ -641,6 +652,14 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
 
     let mut med = |phase: Phase, wi: usize, ci: usize| median(&mut ratios[phase as usize][wi][ci]);
     println!("Vigil capture overhead: median time ratio against nothing attached, over {rounds} interleaved rounds");
+    println!(
+        "(a phase's time is its fastest storm in the round; storms per phase: {})",
+        workloads
+            .iter()
+            .map(|w| format!("{} {}", w.name, w.repeats))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("(floor: an empty program on the daemon's hook, {floor_hook}; unmonitored target: floor + {FLOOR_MARGIN:.2})");
     println!(
         "{:<11} {:>10} {:>7} {:>11} {:>7} {:>13} {:>7} {:>22}",
@@ -732,7 +751,7 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
         * workloads
             .iter()
             .filter(|w| w.storm == "open-read")
-            .map(|w| w.count)
+            .map(|w| w.count * w.repeats as u64)
             .sum::<u64>();
     println!(
         "storm-file opens recorded: auditd {}/{peer_expected_opens} (kernel audit records lost: {audit_lost}), bpftrace {}/{peer_expected_opens}",
@@ -891,6 +910,7 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
                 storm: "open-read",
                 count: 5000,
                 target: 0.0,
+                repeats: 1,
             },
             5000,
             &file,
