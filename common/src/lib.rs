@@ -449,6 +449,8 @@ pub mod open_syscall {
     pub const OPEN: u16 = 2;
     pub const OPENAT2: u16 = 3;
     pub const CREAT: u16 = 4;
+    /// No path asked for: `dfd` is the mount fd, the file is known by what was opened.
+    pub const OPEN_BY_HANDLE_AT: u16 = 5;
 }
 
 /// `AT_FDCWD` as it arrives in `dfd`.
@@ -881,6 +883,9 @@ pub mod sys_class {
     /// per-syscall entry tracepoints that keep the credentials before the call do not fire for
     /// 32-bit calls): counted as an untracked `priv` event of a session process.
     pub const PRIV_UNDECODED: u8 = 17;
+    /// open_by_handle_at(2): an open with no path (a file handle from `name_to_handle_at`, on
+    /// a mount fd); the file opened is walked as any open's.
+    pub const OPEN_BY_HANDLE: u8 = 18;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 32;
 }

@@ -1,4 +1,5 @@
-//! open: `open`, `openat`, `openat2` and `creat`, reported at syscall exit with the result.
+//! open: `open`, `openat`, `openat2`, `creat` and `open_by_handle_at`, reported at syscall exit
+//! with the result.
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use vigil_common::{
@@ -83,15 +84,20 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     let Some(mut tail) = Tail::<{ OPEN_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
         return;
     };
-    let path_len = match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
-        Copied::Whole(n) => n,
-        Copied::Cut(n) => {
-            flags |= OPEN_PATH_TRUNCATED;
-            n
-        }
-        Copied::Failed => {
-            flags |= OPEN_PATH_UNAVAILABLE;
-            0
+    // open_by_handle_at names no path: the file it opened is all there is.
+    let path_len = if args[0] == open_syscall::OPEN_BY_HANDLE_AT as u64 {
+        0
+    } else {
+        match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
+            Copied::Whole(n) => n,
+            Copied::Cut(n) => {
+                flags |= OPEN_PATH_TRUNCATED;
+                n
+            }
+            Copied::Failed => {
+                flags |= OPEN_PATH_UNAVAILABLE;
+                0
+            }
         }
     };
     let dfd = args[1] as u32 as i32;
@@ -265,6 +271,13 @@ fn open_args(class: u8, regs: impl Regs) -> [u64; 4] {
                 (flags & 0xffff_ffff) | (mode << 32),
             ]
         }
+        sys_class::OPEN_BY_HANDLE => [
+            // open_by_handle_at(mount_fd, handle, flags): no path, no mode (it cannot create).
+            open_syscall::OPEN_BY_HANDLE_AT as u64,
+            regs.arg(0),
+            0,
+            regs.arg(2) & 0xffff_ffff,
+        ],
         _ => [
             // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)
             open_syscall::CREAT as u64,

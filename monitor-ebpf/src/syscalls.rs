@@ -96,9 +96,11 @@ fn sys_exit(regs: impl HookRegs, ret: i64) -> i32 {
         compat::on_syscall(regs, nr as u32, ret);
     }
     match class {
-        sys_class::OPENAT | sys_class::OPEN | sys_class::OPENAT2 | sys_class::CREAT => {
-            open::on_exit(class, regs, ret, outside)
-        }
+        sys_class::OPENAT
+        | sys_class::OPEN
+        | sys_class::OPENAT2
+        | sys_class::CREAT
+        | sys_class::OPEN_BY_HANDLE => open::on_exit(class, regs, ret, outside),
         sys_class::READ_FD0 | sys_class::READ_FD1 => {
             read::on_exit(class, regs, ret);
         }
@@ -142,6 +144,7 @@ fn of_any_process(class: u8) -> bool {
             | sys_class::OPEN
             | sys_class::OPENAT2
             | sys_class::CREAT
+            | sys_class::OPEN_BY_HANDLE
             | sys_class::IO_URING_SETUP
     ) || class > sys_class::PRIV_BASE
 }

@@ -335,6 +335,9 @@ impl Fixtures {
             ev(Naming, s("container API socket under a bind mount", &format!("mkdir -p {d}/r && mount --bind /run {d}/r && {}; umount {d}/r", connect_unix(&format!("{d}/r/docker.sock"))), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET),
             // A 64-bit process may make 32-bit syscalls (int 0x80): other numbers, registers
             // and a socketcall multiplexer, which a monitor of the native numbers never sees.
+            // open_by_handle_at names no path: a file handle from name_to_handle_at, opened on
+            // a mount fd.
+            ev(Naming, s("file handle instead of a path", "\"$VIGIL_TEST_HELPER\" by-handle /etc/shadow", "credential-store-read", "T1003.008")).at(shadow),
             ev(Naming, s("32-bit open through int 0x80", "\"$VIGIL_TEST_HELPER\" int80 open /etc/shadow", "credential-store-read", "T1003.008")).at(shadow).also("compat-syscall-in-session"),
             ev(Naming, s("32-bit openat from a directory fd", "\"$VIGIL_TEST_HELPER\" int80 openat /etc/ssh ssh_host_ed25519_key", "ssh-private-key-read", "T1552.004")).at(host_key).also("compat-syscall-in-session"),
             ev(Naming, s("32-bit socketcall connect", &format!("\"$VIGIL_TEST_HELPER\" int80 connect-unix {DOCKER_SOCKET}"), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET).also("compat-syscall-in-session"),

@@ -87,6 +87,8 @@ vocabulary! {
         Open = "open",
         Openat2 = "openat2",
         Creat = "creat",
+        /// A file handle (`name_to_handle_at`) opened on a mount fd: no path was asked for.
+        OpenByHandleAt = "open_by_handle_at",
     }
 }
 

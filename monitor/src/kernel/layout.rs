@@ -175,6 +175,7 @@ fn followed_syscalls() -> Vec<(i64, u8)> {
     let mut table = vec![
         (libc::SYS_openat, OPENAT),
         (libc::SYS_openat2, OPENAT2),
+        (libc::SYS_open_by_handle_at, OPEN_BY_HANDLE),
         (libc::SYS_read, READ_TTY),
         (libc::SYS_write, WRITE),
         (libc::SYS_writev, WRITEV),
@@ -240,6 +241,7 @@ fn followed_compat_syscalls() -> Vec<(&'static str, i64, u8)> {
         ("splice", 313, READ_FD0),
         ("dup3", 330, DUP_ONTO),
         ("preadv", 333, READ_FD0),
+        ("open_by_handle_at", 342, OPEN_BY_HANDLE),
         ("connect", 362, CONNECT),
         ("copy_file_range", 377, READ_FD0),
         ("preadv2", 378, READ_FD0),

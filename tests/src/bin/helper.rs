@@ -16,6 +16,9 @@
 //!                                                       syscall ABI (int 0x80): open, read, close
 //! vigil-test-helper int80 openat <dir> <name>          the same with openat from a directory fd
 //! vigil-test-helper int80 connect-unix <path>          socketcall(SYS_SOCKET), socketcall(SYS_CONNECT)
+//! vigil-test-helper by-handle <path>                   open and read path through a file handle:
+//!                                                       name_to_handle_at, then open_by_handle_at
+//!                                                       on its directory's mount (no path)
 //! vigil-test-helper pty [--shell] -- CMD...            CMD on a new terminal (its controlling
 //!                                                       tty, in a new session), typed to: each
 //!                                                       line of our stdin once its output
@@ -434,6 +437,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "by-handle" => {
+            let Some(path) = args.get(1) else {
+                return usage();
+            };
+            match read_by_handle(path) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: by-handle {path}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         "int80" => match int80::run(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -483,6 +498,64 @@ fn main() -> ExitCode {
 /// get past a monitor that follows only the native numbers. Pointers must be below 4 GiB (the
 /// kernel reads the registers' low halves): everything passed lives in one `MAP_32BIT` page.
 #[cfg(target_arch = "x86_64")]
+/// Opens `path` the way no path is named at the open: its handle first (`name_to_handle_at`),
+/// then `open_by_handle_at` on a directory of the same mount, and reads it to the end.
+fn read_by_handle(path: &str) -> Result<(), String> {
+    use std::{ffi::CString, io::Read, os::fd::FromRawFd};
+    /// `MAX_HANDLE_SZ` of include/linux/exportfs.h.
+    const MAX_HANDLE_SZ: usize = 128;
+    #[repr(C)]
+    struct Handle {
+        head: libc::file_handle,
+        bytes: [u8; MAX_HANDLE_SZ],
+    }
+    let name = CString::new(path).map_err(|e| e.to_string())?;
+    let dir = std::path::Path::new(path)
+        .parent()
+        .ok_or("the path has no directory")?;
+    // SAFETY: zeroed is a valid `file_handle` with room after it; the kernel writes at most
+    // `handle_bytes` bytes of handle.
+    let mut handle: Handle = unsafe { std::mem::zeroed() };
+    handle.head.handle_bytes = MAX_HANDLE_SZ as u32;
+    let mut mount_id = 0;
+    // SAFETY: valid C string, handle buffer and out-pointer.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            &mut handle.head,
+            &mut mount_id,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "name_to_handle_at: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mount = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: an fd we own and the handle the kernel just filled.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            std::os::fd::AsRawFd::as_raw_fd(&mount),
+            &mut handle.head,
+            libc::O_RDONLY,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "open_by_handle_at: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the fd was just opened and is owned here only.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut content = Vec::new();
+    file.read_to_end(&mut content).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 mod int80 {
     // The i386 numbers (arch/x86/entry/syscalls/syscall_32.tbl).
     const READ: u32 = 3;
