@@ -336,6 +336,10 @@ pub mod file_flag {
     /// The open that made this `struct file` created the file (the kernel's `FMODE_CREATED`):
     /// an `O_TRUNC` on it emptied nothing.
     pub const CREATED: u8 = 1 << 0;
+    /// The `struct file` was opened for reading (`FMODE_READ`): a copied fd's access.
+    pub const READABLE: u8 = 1 << 1;
+    /// The `struct file` was opened for writing (`FMODE_WRITE`).
+    pub const WRITABLE: u8 = 1 << 2;
 }
 
 pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
@@ -451,6 +455,9 @@ pub mod open_syscall {
     pub const CREAT: u16 = 4;
     /// No path asked for: `dfd` is the mount fd, the file is known by what was opened.
     pub const OPEN_BY_HANDLE_AT: u16 = 5;
+    /// Another process's open file, copied with `pidfd_getfd`: `dfd` is the pidfd, the flags
+    /// the file's access mode.
+    pub const PIDFD_GETFD: u16 = 6;
 }
 
 /// `AT_FDCWD` as it arrives in `dfd`.
@@ -886,6 +893,9 @@ pub mod sys_class {
     /// open_by_handle_at(2): an open with no path (a file handle from `name_to_handle_at`, on
     /// a mount fd); the file opened is walked as any open's.
     pub const OPEN_BY_HANDLE: u8 = 18;
+    /// pidfd_getfd(2): a copy of another process's fd, reported as an open of the file it
+    /// refers to (no path asked for; the access is the file's own).
+    pub const FD_FROM_PROCESS: u8 = 19;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 32;
 }

@@ -209,11 +209,20 @@ pub fn file_id(file: Ptr) -> FileId {
     if f_mode & FMODE_CREATED != 0 {
         id.flags |= vigil_common::file_flag::CREATED;
     }
+    if f_mode & FMODE_READ != 0 {
+        id.flags |= vigil_common::file_flag::READABLE;
+    }
+    if f_mode & FMODE_WRITE != 0 {
+        id.flags |= vigil_common::file_flag::WRITABLE;
+    }
     id
 }
 
 /// `FMODE_CREATED` of include/linux/fs.h (bit 20 of `fmode_t`, unchanged since 4.19 added it).
 const FMODE_CREATED: u32 = 1 << 20;
+/// `FMODE_READ` and `FMODE_WRITE` (bits 0 and 1, unchanged since they were defined).
+const FMODE_READ: u32 = 1 << 0;
+const FMODE_WRITE: u32 = 1 << 1;
 
 /// The identity of an inode (zero for none).
 #[inline(always)]

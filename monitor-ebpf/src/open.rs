@@ -1,5 +1,6 @@
 //! open: `open`, `openat`, `openat2`, `creat` and `open_by_handle_at`, reported at syscall exit
-//! with the result.
+//! with the result; and `pidfd_getfd`, which gives a process another's open file, as an open of
+//! that file.
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use vigil_common::{
@@ -84,8 +85,11 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     let Some(mut tail) = Tail::<{ OPEN_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
         return;
     };
-    // open_by_handle_at names no path: the file it opened is all there is.
-    let path_len = if args[0] == open_syscall::OPEN_BY_HANDLE_AT as u64 {
+    // open_by_handle_at and pidfd_getfd name no path: the file opened is all there is.
+    let path_len = if matches!(
+        class,
+        sys_class::OPEN_BY_HANDLE | sys_class::FD_FROM_PROCESS
+    ) {
         0
     } else {
         match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
@@ -243,6 +247,9 @@ pub fn report_read_volume(task: Ptr, fd: u32, stats: &FileReadStats) {
     });
 }
 
+/// `O_PATH` of include/uapi/asm-generic/fcntl.h.
+const O_PATH: u64 = 0o10000000;
+
 /// The call's arguments normalised to (syscall, dfd, path, flags | mode << 32).
 #[inline(always)]
 fn open_args(class: u8, regs: impl Regs) -> [u64; 4] {
@@ -277,6 +284,15 @@ fn open_args(class: u8, regs: impl Regs) -> [u64; 4] {
             regs.arg(0),
             0,
             regs.arg(2) & 0xffff_ffff,
+        ],
+        sys_class::FD_FROM_PROCESS => [
+            // pidfd_getfd(pidfd, targetfd, flags).
+            // Never folded (as `O_PATH`): a copied fd is always worth its record. The daemon
+            // takes its access from the file (`FileId::flags`, from `f_mode`).
+            open_syscall::PIDFD_GETFD as u64,
+            regs.arg(0),
+            0,
+            O_PATH,
         ],
         _ => [
             // creat(path, mode) == open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)

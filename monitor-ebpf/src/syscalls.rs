@@ -100,7 +100,8 @@ fn sys_exit(regs: impl HookRegs, ret: i64) -> i32 {
         | sys_class::OPEN
         | sys_class::OPENAT2
         | sys_class::CREAT
-        | sys_class::OPEN_BY_HANDLE => open::on_exit(class, regs, ret, outside),
+        | sys_class::OPEN_BY_HANDLE
+        | sys_class::FD_FROM_PROCESS => open::on_exit(class, regs, ret, outside),
         sys_class::READ_FD0 | sys_class::READ_FD1 => {
             read::on_exit(class, regs, ret);
         }
@@ -145,6 +146,7 @@ fn of_any_process(class: u8) -> bool {
             | sys_class::OPENAT2
             | sys_class::CREAT
             | sys_class::OPEN_BY_HANDLE
+            | sys_class::FD_FROM_PROCESS
             | sys_class::IO_URING_SETUP
     ) || class > sys_class::PRIV_BASE
 }

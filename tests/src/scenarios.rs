@@ -93,6 +93,9 @@ pub struct Fixtures {
     made_token: bool,
     /// A terminal held open outside every scenario's session (another person's terminal).
     pub foreign_tty: String,
+    /// The same process outside every session holds `/etc/shadow` open: its pid and that fd (a
+    /// service's open file, which `pidfd_getfd` can copy).
+    pub foreign_shadow: (u32, i32),
     tty_holder: std::process::Child,
     /// A listener on a container runtime's API socket path (`DOCKER_SOCKET`), when this host
     /// has none of its own; removed on drop.
@@ -199,7 +202,7 @@ impl Fixtures {
         let mut tty_holder = Command::new("python3")
             .args([
                 "-c",
-                "import os, sys, time\nm, s = os.openpty()\nprint(os.ttyname(s), flush=True)\ntime.sleep(3600)",
+                "import os, sys, time\nm, s = os.openpty()\nf = os.open('/etc/shadow', os.O_RDONLY)\nprint(os.ttyname(s), os.getpid(), f, flush=True)\ntime.sleep(3600)",
             ])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -211,7 +214,17 @@ impl Fixtures {
                 .read_line(&mut foreign_tty)
                 .expect("pty name");
         }
-        let foreign_tty = foreign_tty.trim().to_string();
+        let mut held = foreign_tty.split_whitespace();
+        let (foreign_tty, foreign_shadow) = match (held.next(), held.next(), held.next()) {
+            (Some(tty), Some(pid), Some(fd)) => (
+                tty.to_string(),
+                (
+                    pid.parse().expect("holder pid"),
+                    fd.parse().expect("holder fd"),
+                ),
+            ),
+            _ => panic!("the holder's line: {foreign_tty:?}"),
+        };
         let sink = TcpListener::bind("0.0.0.0:0").expect("bind");
         let sink_port = sink.local_addr().map(|a| a.port()).unwrap_or(0);
         std::thread::spawn(move || for _c in sink.incoming() {});
@@ -228,6 +241,7 @@ impl Fixtures {
             outbound_ip: outbound_address(),
             made_token,
             foreign_tty,
+            foreign_shadow,
             tty_holder,
             socket_holder: docker_socket(),
         }
@@ -302,6 +316,7 @@ impl Fixtures {
         use EvasionClass::*;
         let d = self.dir.display();
         let tty = &self.foreign_tty;
+        let (holder, holder_fd) = self.foreign_shadow;
         // A copy of a program, made at the start of the script that uses it.
         let copy = |from: &str, name: &str| format!("cp {from} {d}/{name} && chmod 755 {d}/{name}");
         let shadow = "/etc/shadow";
@@ -338,6 +353,8 @@ impl Fixtures {
             // open_by_handle_at names no path: a file handle from name_to_handle_at, opened on
             // a mount fd.
             ev(Naming, s("file handle instead of a path", "\"$VIGIL_TEST_HELPER\" by-handle /etc/shadow", "credential-store-read", "T1003.008")).at(shadow),
+            // pidfd_getfd copies another process's open file: a read with no open of its own.
+            ev(Naming, s("another process's open file, copied", &format!("python3 -c \"import ctypes, os; fd = ctypes.CDLL(None).syscall(438, os.pidfd_open({holder}), {holder_fd}, 0); os.read(fd, 4096)\""), "credential-store-read", "T1003.008")).at(shadow),
             ev(Naming, s("32-bit open through int 0x80", "\"$VIGIL_TEST_HELPER\" int80 open /etc/shadow", "credential-store-read", "T1003.008")).at(shadow).also("compat-syscall-in-session"),
             ev(Naming, s("32-bit openat from a directory fd", "\"$VIGIL_TEST_HELPER\" int80 openat /etc/ssh ssh_host_ed25519_key", "ssh-private-key-read", "T1552.004")).at(host_key).also("compat-syscall-in-session"),
             ev(Naming, s("32-bit socketcall connect", &format!("\"$VIGIL_TEST_HELPER\" int80 connect-unix {DOCKER_SOCKET}"), "container-runtime-socket", "T1609")).at(DOCKER_SOCKET).also("compat-syscall-in-session"),

@@ -89,6 +89,8 @@ vocabulary! {
         Creat = "creat",
         /// A file handle (`name_to_handle_at`) opened on a mount fd: no path was asked for.
         OpenByHandleAt = "open_by_handle_at",
+        /// Another process's open file, copied with `pidfd_getfd`: no path was asked for.
+        PidfdGetfd = "pidfd_getfd",
     }
 }
 
