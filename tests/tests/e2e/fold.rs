@@ -18,13 +18,28 @@ fn path_of(e: &Value) -> String {
     e["path"].as_str().unwrap_or_default().to_string()
 }
 
-#[test]
-fn routine_and_repeated_opens_fold_into_counts_and_credentials_never_do() {
+/// A daemon on the default configuration, and a home holding `data.bin` (4096 bytes).
+fn daemon_and_data_file() -> (Daemon, tempfile::TempDir, std::path::PathBuf) {
     require_root();
     let daemon = Daemon::start("").expect("daemon starts");
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data.bin");
     std::fs::write(&data, vec![b'd'; 4096]).unwrap();
+    (daemon, home, data)
+}
+
+/// Everything the daemon recorded of the session of `loginuid`, once stopped.
+fn session_events(daemon: Daemon, loginuid: u32) -> Vec<Value> {
+    let events = daemon.stop().expect("daemon stops");
+    events
+        .into_iter()
+        .filter(|e| e["process"]["loginuid"] == loginuid)
+        .collect()
+}
+
+#[test]
+fn routine_and_repeated_opens_fold_into_counts_and_credentials_never_do() {
+    let (daemon, home, data) = daemon_and_data_file();
     let loginuid = 41_000 + std::process::id() % 9_000;
     let script = format!(
         r#"/usr/bin/ls / > /dev/null
@@ -39,11 +54,7 @@ exit 0"#,
     );
     login_session(HELPER, loginuid, home.path(), &script);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let events = daemon.stop().expect("daemon stops");
-    let session: Vec<Value> = events
-        .into_iter()
-        .filter(|e| e["process"]["loginuid"] == loginuid)
-        .collect();
+    let session = session_events(daemon, loginuid);
 
     // ls: the loader's opens (ld.so.cache, libselinux, libc, ...) are one routine fold.
     let ls = of_type(&session, "exec")
@@ -132,11 +143,7 @@ exit 0"#,
 /// given the number of an fd the exec closed is not counted as that file's.
 #[test]
 fn folded_fds_count_every_read_across_closes_and_execs() {
-    require_root();
-    let daemon = Daemon::start("").expect("daemon starts");
-    let home = tempfile::tempdir().unwrap();
-    let data = home.path().join("data.bin");
-    std::fs::write(&data, vec![b'd'; 4096]).unwrap();
+    let (daemon, home, data) = daemon_and_data_file();
     let program = home.path().join("held.py");
     std::fs::write(
         &program,
@@ -180,11 +187,7 @@ os.execv(sys.executable, [sys.executable, "-c", after])
     let status = login_session(HELPER, loginuid, home.path(), &script);
     assert!(status.success(), "the session's program failed: {status}");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let events = daemon.stop().expect("daemon stops");
-    let session: Vec<Value> = events
-        .into_iter()
-        .filter(|e| e["process"]["loginuid"] == loginuid)
-        .collect();
+    let session = session_events(daemon, loginuid);
     let data_path = data.display().to_string();
     let py = of_type(&session, "exec")
         .into_iter()
@@ -226,11 +229,7 @@ fn folding_off_sends_every_open() {
     let loginuid = 50_000 + std::process::id() % 9_000;
     login_session(HELPER, loginuid, home.path(), "/usr/bin/ls / > /dev/null");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let events = daemon.stop().expect("daemon stops");
-    let session: Vec<Value> = events
-        .into_iter()
-        .filter(|e| e["process"]["loginuid"] == loginuid)
-        .collect();
+    let session = session_events(daemon, loginuid);
     assert!(of_type(&session, "opens_folded").is_empty());
     assert!(
         of_type(&session, "open")
