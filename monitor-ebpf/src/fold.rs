@@ -137,19 +137,12 @@ fn hold(state: &mut FoldState, fd: u32, file: Ptr, how: u32, origin: u64) -> u64
     if fd == NO_FD {
         return 0;
     }
-    let mut free = HELD_FDS;
-    for i in 0..HELD_FDS {
-        let number = state.held[i].fd_plus_one;
-        if number == fd.wrapping_add(1) {
-            let_go(state, i);
-            free = i;
-            break;
-        }
-        if number == 0 && free == HELD_FDS {
-            free = i;
-        }
+    let stale = held_at(state, fd);
+    if let Some(i) = stale {
+        let_go(state, i);
     }
-    let Some(held) = state.held.get_mut(free) else {
+    let free = stale.or_else(|| (0..HELD_FDS).find(|&i| state.held[i].fd_plus_one == 0));
+    let Some(held) = free.and_then(|i| state.held.get_mut(i)) else {
         return 0;
     };
     *held = HeldFd {
@@ -173,19 +166,16 @@ pub fn count_read(fd: u32, bytes: u64) -> bool {
     let Some(state) = FOLDS.get_ptr_mut(current_tgid()) else {
         return false;
     };
-    let number = fd.wrapping_add(1);
-    for i in 0..HELD_FDS {
-        let held = unsafe { &mut (*state).held[i] };
-        if held.fd_plus_one == number {
-            // Threads of one process may read the same fd at once.
-            unsafe {
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut held.stats.bytes, bytes);
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut held.stats.reads, 1);
-            }
-            return true;
-        }
+    let state = unsafe { &mut *state };
+    let Some(held) = held_at(state, fd).and_then(|i| state.held.get_mut(i)) else {
+        return false;
+    };
+    // Threads of one process may read the same fd at once.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut held.stats.bytes, bytes);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut held.stats.reads, 1);
     }
-    false
+    true
 }
 
 /// `fd` is closed (or replaced): if the current process's fold entry holds it, its reads go into
@@ -196,13 +186,16 @@ pub fn release_fd(fd: u32) {
         return;
     };
     let state = unsafe { &mut *state };
-    let number = fd.wrapping_add(1);
-    for i in 0..HELD_FDS {
-        if state.held[i].fd_plus_one == number {
-            let_go(state, i);
-            return;
-        }
+    if let Some(i) = held_at(state, fd) {
+        let_go(state, i);
     }
+}
+
+/// The index of `fd` among the fold entry's held fds.
+#[inline(always)]
+fn held_at(state: &FoldState, fd: u32) -> Option<usize> {
+    let number = fd.wrapping_add(1);
+    (0..HELD_FDS).find(|&i| state.held[i].fd_plus_one == number)
 }
 
 /// Frees held entry `i`: what was read through it goes into its fold, or, when that fold is no
