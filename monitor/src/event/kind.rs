@@ -57,6 +57,17 @@ macro_rules! event_kinds {
             pub fn event_type(&self) -> EventType {
                 match self { $( EventBody::$variant(_) => EventType::$variant, )* }
             }
+
+            /// The body of a `kind` event from the fields after its tag (see `json.rs`).
+            pub(super) fn from_fields<'de, A: serde::de::MapAccess<'de>>(
+                kind: EventType,
+                fields: A,
+            ) -> Result<EventBody, A::Error> {
+                let fields = serde::de::value::MapAccessDeserializer::new(fields);
+                match kind {
+                    $( EventType::$variant => <$body>::deserialize(fields).map(EventBody::$variant), )*
+                }
+            }
         }
     };
 }

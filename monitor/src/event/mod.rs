@@ -3,6 +3,7 @@
 
 mod display;
 mod file;
+mod json;
 mod kind;
 #[cfg(test)]
 pub mod samples;

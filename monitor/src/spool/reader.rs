@@ -137,6 +137,15 @@ pub struct SpoolRecord {
     pub payload: Vec<u8>,
 }
 
+/// One record as `SpoolReader::read_with` hands it over, its payload borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub seq: u64,
+    pub epoch: Epoch,
+    pub chain: Option<Chain>,
+    pub payload: &'a [u8],
+}
+
 /// Follows the spool as it is written, from one sequence on.
 pub struct SpoolReader {
     dir: PathBuf,
@@ -225,6 +234,23 @@ impl SpoolReader {
         max: usize,
         out: &mut Vec<SpoolRecord>,
     ) -> Result<Vec<ReadNote>, SpoolError> {
+        self.read_with(max, |r| {
+            out.push(SpoolRecord {
+                seq: r.seq,
+                epoch: r.epoch,
+                chain: r.chain,
+                payload: r.payload.to_vec(),
+            })
+        })
+    }
+
+    /// Hands up to `max` records to `each`, borrowed from the reader's window (no copy of the
+    /// payload: the shipper decodes and forwards each one in place), and says what it skipped.
+    pub fn read_with(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(RecordRef<'_>),
+    ) -> Result<Vec<ReadNote>, SpoolError> {
         let mut notes = Vec::new();
         let mut taken = 0;
         while taken < max {
@@ -234,6 +260,7 @@ impl SpoolReader {
             let Some((seg, offset)) = self.current.as_mut() else {
                 break;
             };
+            let epoch = seg.header.epoch;
             let bad = match seg.at(*offset)? {
                 At::Record {
                     seq,
@@ -241,8 +268,12 @@ impl SpoolReader {
                     payload,
                     end,
                 } if seq >= self.next_seq => {
-                    let payload = payload.to_vec();
-                    let epoch = seg.header.epoch;
+                    each(RecordRef {
+                        seq,
+                        epoch,
+                        chain,
+                        payload,
+                    });
                     if seq > self.next_seq {
                         notes.push(ReadNote::Gap {
                             from: self.next_seq,
@@ -250,12 +281,6 @@ impl SpoolReader {
                             reason: format!("records missing from segment {}", seg.path.display()),
                         });
                     }
-                    out.push(SpoolRecord {
-                        seq,
-                        epoch,
-                        chain,
-                        payload,
-                    });
                     *offset = end;
                     self.next_seq = seq + 1;
                     taken += 1;

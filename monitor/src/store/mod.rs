@@ -6,7 +6,7 @@ pub mod reader;
 pub mod schema;
 pub mod shipper;
 
-use std::path::PathBuf;
+use std::{borrow::Cow, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,9 @@ pub enum StoreError {
         #[source]
         source: clickhouse::error::Error,
     },
+    /// The spool could not be read while a batch was being sent (the shipper tries again).
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl ClickHouseConfig {
@@ -441,29 +444,34 @@ pub async fn register_key(
 
 /// Where a row sits in its host's chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainedRecord {
+pub struct ChainedRecord<'a> {
     pub seq: u64,
-    pub epoch: String,
+    /// The epoch in hex (made once per batch: every record of a batch has the same one).
+    pub epoch: &'a str,
     /// All zero for records of a format-1 spool segment (unchained).
     pub chain: [u8; 32],
 }
 
 /// One row of `events`: the fields people filter on, flattened, and the whole event as JSON in
 /// `detail` (lossless: non-UTF-8 bytes stay base64 there).
-#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq)]
-pub struct EventRow {
-    pub host: String,
-    pub boot_id: String,
+///
+/// Borrowed from the spool record and the decoded event it is made of: the shipper streams one
+/// row at a time into the insert, and a copy of each string per row was a third of its
+/// allocations.
+#[derive(Debug, Clone, clickhouse::Row, Serialize, PartialEq)]
+pub struct EventRow<'a> {
+    pub host: &'a str,
+    pub boot_id: &'a str,
     pub seq: u64,
     /// The spool's chain epoch (hex) and the chain after this record: `vigil verify`
     /// recomputes it from `detail`.
-    pub epoch: String,
+    pub epoch: &'a str,
     pub chain: [u8; 32],
     /// DateTime64(9): nanoseconds since the epoch.
     pub time: i64,
     pub mono_ns: u64,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: &'static str,
     pub session_id: u32,
     pub loginuid: u32,
     pub pid: u32,
@@ -473,34 +481,40 @@ pub struct EventRow {
     pub euid: u32,
     pub gid: u32,
     pub cgroup_id: u64,
-    pub comm: String,
-    pub path: String,
-    pub argv: Vec<String>,
+    pub comm: Cow<'a, str>,
+    pub path: Cow<'a, str>,
+    pub argv: Vec<Cow<'a, str>>,
     pub bytes: u64,
     pub port: u16,
     pub ret: i64,
     pub gained_root: bool,
     pub summary: String,
-    pub detail: String,
+    pub detail: &'a str,
 }
 
-impl EventRow {
+impl<'a> EventRow<'a> {
     /// `host` is the shipping daemon's: a row names the host that sent it, whatever the event
-    /// says (an event carrying another host's name is stored under the sender's).
-    pub fn new(host: &str, record: &ChainedRecord, event: &Event, detail: String) -> EventRow {
+    /// says (an event carrying another host's name is stored under the sender's). `detail` is
+    /// the record's payload, byte for byte (the chain is computed over it).
+    pub fn new(
+        host: &'a str,
+        record: &ChainedRecord<'a>,
+        event: &'a Event,
+        detail: &'a str,
+    ) -> EventRow<'a> {
         let p = &event.process;
         let (path, argv, bytes, port, ret, gained_root) = match &event.body {
             EventBody::Exec(x) => (
-                x.filename.lossy(),
-                x.argv.iter().map(|a| a.lossy()).collect(),
+                x.filename.text(),
+                x.argv.iter().map(|a| a.text()).collect(),
                 0,
                 0,
                 0,
                 false,
             ),
-            EventBody::Open(o) => (o.path.lossy(), Vec::new(), 0, 0, o.result.ret, false),
+            EventBody::Open(o) => (o.path.text(), Vec::new(), 0, 0, o.result.ret, false),
             EventBody::FileRead(r) => (
-                r.path.as_ref().map(|p| p.lossy()).unwrap_or_default(),
+                r.path.as_ref().map(|p| p.text()).unwrap_or_default(),
                 Vec::new(),
                 r.bytes,
                 0,
@@ -508,36 +522,48 @@ impl EventRow {
                 false,
             ),
             EventBody::Connect(c) => (
-                c.address.as_ref().map(|a| a.lossy()).unwrap_or_default(),
+                c.address.as_ref().map(|a| a.text()).unwrap_or_default(),
                 Vec::new(),
                 0,
                 c.port.unwrap_or(0),
                 c.result.ret,
                 false,
             ),
-            EventBody::Priv(x) => (String::new(), Vec::new(), 0, 0, x.result.ret, x.gained_root),
+            EventBody::Priv(x) => (
+                Cow::Borrowed(""),
+                Vec::new(),
+                0,
+                0,
+                x.result.ret,
+                x.gained_root,
+            ),
             EventBody::Exit(x) => (
-                String::new(),
+                Cow::Borrowed(""),
                 Vec::new(),
                 0,
                 0,
                 x.exit_code.unwrap_or(0) as i64,
                 false,
             ),
-            EventBody::Loss(l) => (String::new(), Vec::new(), l.count, 0, 0, false),
+            EventBody::Loss(l) => (Cow::Borrowed(""), Vec::new(), l.count, 0, 0, false),
             EventBody::Alert(a) => (
-                a.rule.clone(),
+                Cow::Borrowed(a.rule.as_str()),
                 Vec::new(),
                 0,
                 0,
                 a.session_risk as i64,
                 false,
             ),
-            EventBody::TtyOutput(t) | EventBody::TtyInput(t) => {
-                (t.tty.clone(), Vec::new(), t.total_bytes, 0, 0, false)
-            }
+            EventBody::TtyOutput(t) | EventBody::TtyInput(t) => (
+                Cow::Borrowed(t.tty.as_str()),
+                Vec::new(),
+                t.total_bytes,
+                0,
+                0,
+                false,
+            ),
             EventBody::Response(r) => (
-                r.target.clone(),
+                Cow::Borrowed(r.target.as_str()),
                 Vec::new(),
                 r.processes as u64,
                 0,
@@ -546,10 +572,12 @@ impl EventRow {
             ),
             // The row's `gained_root` feeds the session's (`sessions_mv`): a session already root
             // when first seen counts as one that gained it in view, in ClickHouse as in the spool.
-            EventBody::SessionStart(s) => (String::new(), Vec::new(), 0, 0, 0, s.root_when_seen),
-            EventBody::IoUring(u) => (String::new(), Vec::new(), 0, 0, u.result.ret, false),
+            EventBody::SessionStart(s) => {
+                (Cow::Borrowed(""), Vec::new(), 0, 0, 0, s.root_when_seen)
+            }
+            EventBody::IoUring(u) => (Cow::Borrowed(""), Vec::new(), 0, 0, u.result.ret, false),
             EventBody::CompatSyscall(c) => (
-                c.syscall.clone().unwrap_or_default(),
+                Cow::Borrowed(c.syscall.as_deref().unwrap_or_default()),
                 Vec::new(),
                 0,
                 0,
@@ -557,7 +585,7 @@ impl EventRow {
                 false,
             ),
             EventBody::OpensFolded(f) => (
-                f.path.as_ref().map(|p| p.lossy()).unwrap_or_default(),
+                f.path.as_ref().map(|p| p.text()).unwrap_or_default(),
                 Vec::new(),
                 f.bytes,
                 0,
@@ -567,17 +595,17 @@ impl EventRow {
             EventBody::Fork(_)
             | EventBody::SessionEnd(_)
             | EventBody::Checkpoint(_)
-            | EventBody::Tamper(_) => (String::new(), Vec::new(), 0, 0, 0, false),
+            | EventBody::Tamper(_) => (Cow::Borrowed(""), Vec::new(), 0, 0, 0, false),
         };
         EventRow {
-            host: host.to_string(),
-            boot_id: event.boot_id.to_string(),
+            host,
+            boot_id: &event.boot_id,
             seq: record.seq,
-            epoch: record.epoch.clone(),
+            epoch: record.epoch,
             chain: record.chain,
             time: event.time_ns,
             mono_ns: event.mono_ns,
-            kind: event.body.type_name().to_string(),
+            kind: event.body.type_name(),
             session_id: p.sessionid.unwrap_or(0),
             loginuid: p.loginuid.unwrap_or(u32::MAX),
             pid: p.pid,
@@ -587,7 +615,7 @@ impl EventRow {
             euid: p.euid,
             gid: p.gid,
             cgroup_id: p.cgroup_id,
-            comm: p.comm.lossy(),
+            comm: p.comm.text(),
             path,
             argv,
             bytes,
@@ -616,7 +644,7 @@ pub struct QuarantineRow {
 impl QuarantineRow {
     pub fn new(
         host: &str,
-        record: &ChainedRecord,
+        record: &ChainedRecord<'_>,
         error: &dyn std::fmt::Display,
         payload: &[u8],
     ) -> Self {
@@ -624,7 +652,7 @@ impl QuarantineRow {
         QuarantineRow {
             host: host.to_string(),
             seq: record.seq,
-            epoch: record.epoch.clone(),
+            epoch: record.epoch.to_string(),
             chain: record.chain,
             reason: error.to_string(),
             payload: base64::engine::general_purpose::STANDARD.encode(payload),

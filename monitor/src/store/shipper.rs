@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use super::{check_schema, ChainedRecord, ClickHouseConfig, EventRow, QuarantineRow, StoreError};
 use crate::{
     event::Event,
-    spool::{AckFile, ReadNote, SpoolReader, SpoolRecord},
+    spool::{AckFile, Chain, Epoch, ReadNote, SpoolReader},
 };
 
 const CONSUMER: &str = "clickhouse";
@@ -61,7 +61,7 @@ impl Inflight {
     }
 }
 
-fn token(host: &str, epoch: &str, from: u64, to: u64) -> String {
+fn batch_token(host: &str, epoch: &str, from: u64, to: u64) -> String {
     format!("vigil:{host}:{epoch}:{from}-{to}")
 }
 
@@ -134,6 +134,138 @@ impl ShipperStatus {
     }
 }
 
+/// Records read from the spool for one step of a batch, their payloads in one reused buffer.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    records: Vec<(u64, Epoch, Option<Chain>, std::ops::Range<usize>)>,
+}
+
+/// Records read from the spool per step of a batch: enough to keep the client's buffer full,
+/// few enough that a chunk is a few hundred kilobytes.
+const CHUNK_RECORDS: usize = 1024;
+
+/// What one batch put into ClickHouse.
+struct Shipped {
+    rows: u64,
+    quarantined: u64,
+}
+
+/// Sends records `from..=to` of the spool: each decoded and streamed into the `events` insert
+/// as it is read, the ones that do not decode into `quarantine` after it. Both inserts carry the
+/// batch's deduplication token, so a batch sent again after a failure is kept once.
+async fn ship(
+    cfg: &ClickHouseConfig,
+    client: &clickhouse::Client,
+    host: &str,
+    reader: &mut SpoolReader,
+    chunk: &mut Chunk,
+    from: u64,
+    to: u64,
+) -> Result<Shipped, StoreError> {
+    let mut events: Option<clickhouse::insert::Insert<EventRow<'static>>> = None;
+    let mut quarantined: Vec<QuarantineRow> = Vec::new();
+    let mut token: Option<String> = None;
+    let mut epoch_hex = (Epoch::default(), String::new());
+    let mut rows = 0u64;
+    while reader.next_seq() <= to {
+        chunk.bytes.clear();
+        chunk.records.clear();
+        let want = (to + 1 - reader.next_seq()).min(CHUNK_RECORDS as u64) as usize;
+        let notes = reader.read_with(want, |r| {
+            let at = chunk.bytes.len();
+            chunk.bytes.extend_from_slice(r.payload);
+            chunk
+                .records
+                .push((r.seq, r.epoch, r.chain, at..chunk.bytes.len()));
+        })?;
+        for note in notes {
+            let ReadNote::Gap { from, to, reason } = note;
+            tracing::warn!(from, to, %reason, "spool gap while shipping");
+            metrics::counter!("vigil_clickhouse_spool_gaps_total").increment(1);
+        }
+        if chunk.records.is_empty() {
+            break; // the rest of the batch is gone (reported as a gap)
+        }
+        for (seq, epoch, chain, range) in &chunk.records {
+            if *seq > to {
+                break; // past the batch (a gap moved the reader on): the next batch's
+            }
+            if epoch_hex.1.is_empty() || epoch_hex.0 != *epoch {
+                epoch_hex = (*epoch, epoch.hex());
+            }
+            // The token names the batch's first epoch: a spool made anew never repeats the
+            // tokens of an earlier one (ClickHouse would silently discard its batches).
+            let token = token.get_or_insert_with(|| batch_token(host, &epoch_hex.1, from, to));
+            let place = ChainedRecord {
+                seq: *seq,
+                epoch: &epoch_hex.1,
+                chain: chain.map(|c| c.0).unwrap_or_default(),
+            };
+            let payload = &chunk.bytes[range.clone()];
+            // `detail` must be the payload byte for byte (the chain is computed over it), so
+            // only a payload that is UTF-8 goes there; JSON from serde always is.
+            let detail = match std::str::from_utf8(payload) {
+                Ok(detail) => detail,
+                Err(_) => {
+                    quarantined.push(QuarantineRow::new(host, &place, &"not UTF-8", payload));
+                    continue;
+                }
+            };
+            let event = match Event::from_json(payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    quarantined.push(QuarantineRow::new(host, &place, &e, payload));
+                    continue;
+                }
+            };
+            let insert = match events.as_mut() {
+                Some(insert) => insert,
+                None => events.insert(
+                    client
+                        .insert::<EventRow<'static>>("events")
+                        .await
+                        .map_err(|e| cfg.error(e))?
+                        .with_setting("insert_deduplication_token", token.as_str())
+                        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1"),
+                ),
+            };
+            insert
+                .write(&EventRow::new(host, &place, &event, detail))
+                .await
+                .map_err(|e| cfg.error(e))?;
+            rows += 1;
+        }
+        if chunk.records.last().is_some_and(|r| r.0 >= to) {
+            break;
+        }
+    }
+    if let Some(insert) = events {
+        insert.end().await.map_err(|e| cfg.error(e))?;
+    }
+    if !quarantined.is_empty() {
+        tracing::warn!(
+            count = quarantined.len(),
+            first_seq = quarantined[0].seq,
+            reason = %quarantined[0].reason,
+            "spool records that do not decode as events go to the quarantine table"
+        );
+        let token = token.unwrap_or_else(|| batch_token(host, &epoch_hex.1, from, to));
+        insert(
+            cfg,
+            client,
+            "quarantine",
+            &quarantined,
+            &format!("{token}:q"),
+        )
+        .await?;
+    }
+    Ok(Shipped {
+        rows,
+        quarantined: quarantined.len() as u64,
+    })
+}
+
 /// Runs until shutdown. On shutdown it makes one last attempt to ship what the spool holds.
 /// `spool_position` is the spool writer's next sequence, to publish the lag (events written but
 /// not yet in ClickHouse).
@@ -172,97 +304,63 @@ pub async fn run(
         .next_seq
         .store(ack.next(), std::sync::atomic::Ordering::Relaxed);
     let inflight = Inflight::new(&spool);
+    // Two readers over the same spool: `probe` runs ahead and decides where a batch ends without
+    // copying anything; `reader` then streams the batch's records into the insert. The batch is
+    // never held whole in memory (only one chunk of records and the client's send buffer), so
+    // batches can be as large as ClickHouse wants them.
     let mut reader = SpoolReader::new(&spool, ack.next());
+    let mut probe = SpoolReader::new(&spool, ack.next());
     // A batch that was being sent when we stopped goes again, exactly as it was.
     let mut resend = inflight
         .load()
         .filter(|(from, _)| *from == reader.next_seq());
-    let mut records: Vec<SpoolRecord> = Vec::new();
     let batch_age = Duration::from_millis(cfg.batch_ms);
+    let mut chunk = Chunk::default();
     let mut stopping = false;
     loop {
-        let want = match resend {
-            Some((from, to)) => (to - from + 1) as usize,
-            None => cfg.batch_rows,
+        let from = reader.next_seq();
+        let to = match resend {
+            Some((_, to)) => {
+                probe = SpoolReader::new(&spool, to + 1);
+                to
+            }
+            None => {
+                // What the spool holds from `from` on, up to a batch (gaps are reported by the
+                // streaming reader, not here, so each is reported once).
+                let (mut count, mut last) = (0usize, None);
+                let started = Instant::now();
+                loop {
+                    probe.read_with(cfg.batch_rows - count, |r| {
+                        count += 1;
+                        last = Some(r.seq);
+                    })?;
+                    if count >= cfg.batch_rows || (count > 0 && started.elapsed() >= batch_age) {
+                        break;
+                    }
+                    if stopping {
+                        break;
+                    }
+                    if sleep_or_stop(Duration::from_millis(50), &mut shutdown).await {
+                        stopping = true;
+                    }
+                }
+                match last {
+                    Some(last) => last,
+                    None => return Ok(()), // stopping, nothing left
+                }
+            }
         };
-        let started = Instant::now();
-        loop {
-            let notes = reader.read(want - records.len(), &mut records)?;
-            for note in notes {
-                let ReadNote::Gap { from, to, reason } = note;
-                tracing::warn!(from, to, %reason, "spool gap while shipping");
-                metrics::counter!("vigil_clickhouse_spool_gaps_total").increment(1);
-            }
-            if records.len() >= want || (!records.is_empty() && started.elapsed() >= batch_age) {
-                break;
-            }
-            if stopping {
-                break;
-            }
-            if sleep_or_stop(Duration::from_millis(50), &mut shutdown).await {
-                stopping = true;
-            }
-        }
-        if records.is_empty() {
-            return Ok(()); // stopping, nothing left
-        }
-        let (from, to) = (records[0].seq, records[records.len() - 1].seq);
-        let epoch = records[0].epoch.hex();
-        // The payload moves into the row (as `detail`): one copy of each event in memory.
-        let mut rows: Vec<EventRow> = Vec::with_capacity(records.len());
-        let mut quarantined: Vec<QuarantineRow> = Vec::new();
-        for record in records.drain(..) {
-            let place = ChainedRecord {
-                seq: record.seq,
-                epoch: record.epoch.hex(),
-                chain: record.chain.map(|c| c.0).unwrap_or_default(),
-            };
-            let payload = record.payload;
-            match serde_json::from_slice::<Event>(&payload) {
-                // `detail` must be the payload byte for byte (the chain is computed over it),
-                // so only a payload that is UTF-8 goes there; JSON from serde always is.
-                Ok(event) => match String::from_utf8(payload) {
-                    Ok(detail) => rows.push(EventRow::new(&host, &place, &event, detail)),
-                    Err(e) => quarantined.push(QuarantineRow::new(
-                        &host,
-                        &place,
-                        &"not UTF-8",
-                        e.as_bytes(),
-                    )),
-                },
-                Err(e) => quarantined.push(QuarantineRow::new(&host, &place, &e, &payload)),
-            }
-        }
-        if !quarantined.is_empty() {
-            tracing::warn!(
-                count = quarantined.len(),
-                first_seq = quarantined[0].seq,
-                reason = %quarantined[0].reason,
-                "spool records that do not decode as events go to the quarantine table"
-            );
-        }
         inflight.store(from, to)?;
-        let token = token(&host, &epoch, from, to);
         let mut attempt_backoff = Duration::from_millis(100);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let sent = Instant::now();
-            let sent_both = async {
-                insert(
-                    &cfg,
-                    &client,
-                    "quarantine",
-                    &quarantined,
-                    &format!("{token}:q"),
-                )
-                .await?;
-                insert(&cfg, &client, "events", &rows, &token).await
-            };
-            match sent_both.await {
-                Ok(()) => {
+            let outcome = ship(&cfg, &client, &host, &mut reader, &mut chunk, from, to).await;
+            match outcome {
+                Ok(shipped) => {
                     metrics::counter!("vigil_clickhouse_quarantined_total")
-                        .increment(quarantined.len() as u64);
-                    metrics::counter!("vigil_clickhouse_rows_total").increment(rows.len() as u64);
+                        .increment(shipped.quarantined);
+                    metrics::counter!("vigil_clickhouse_rows_total").increment(shipped.rows);
                     metrics::counter!("vigil_clickhouse_batches_total").increment(1);
                     metrics::histogram!("vigil_clickhouse_insert_seconds")
                         .record(sent.elapsed().as_secs_f64());
@@ -271,7 +369,9 @@ pub async fn run(
                 Err(e) => {
                     metrics::counter!("vigil_clickhouse_errors_total").increment(1);
                     status.failed(&e);
-                    tracing::warn!(error = %e, from, to, "ClickHouse insert failed; will retry the same batch");
+                    tracing::warn!(error = %e, from, to, "shipping a batch failed; will retry the same batch");
+                    // The same records again, from the spool: the reader starts over at `from`.
+                    reader = SpoolReader::new(&spool, from);
                     // While stopping, give up after a short while: the batch stays in flight on
                     // disk and goes first at the next start.
                     if stopping && Instant::now() > deadline {
@@ -286,6 +386,11 @@ pub async fn run(
         }
         ack.ack(to)?;
         status.acked(to + 1);
+        if reader.next_seq() != to + 1 {
+            // The spool changed between the probe and the send (it deleted records when full):
+            // the next batch starts right after this one's range, whatever the reader skipped.
+            reader = SpoolReader::new(&spool, to + 1);
+        }
         inflight.clear();
         resend = None;
         metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
