@@ -305,20 +305,38 @@ def make_handler(engine, users):
 
         def do_POST(self):
             self._method = "POST"
-            length = int(self.headers.get("Content-Length") or 0)
+            body = self._read_body()
+            if body is None:
+                # The client went away before its body ended. ClickHouse aborts such an insert;
+                # running it on the part that arrived would store part of a batch under the
+                # batch's deduplication token, and the whole batch sent again would then be
+                # dropped as a duplicate.
+                self.close_connection = True
+                return
+            self._handle(body)
+
+        def _read_body(self):
+            """The request body, or None when the connection ended before it did."""
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                 body = bytearray()
                 while True:
-                    size = int(self.rfile.readline().strip() or b"0", 16)
+                    line = self.rfile.readline()
+                    if not line.endswith(b"\n"):
+                        return None
+                    try:
+                        size = int(line.split(b";")[0].strip(), 16)
+                    except ValueError:
+                        return None
                     if size == 0:
                         self.rfile.readline()
-                        break
-                    body += self.rfile.read(size)
-                    self.rfile.readline()
-                body = bytes(body)
-            else:
-                body = self.rfile.read(length) if length else b""
-            self._handle(body)
+                        return bytes(body)
+                    chunk = self.rfile.read(size)
+                    if len(chunk) != size or not self.rfile.readline().endswith(b"\n"):
+                        return None
+                    body += chunk
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            return body if len(body) == length else None
 
         def _handle(self, body):
             url = urlsplit(self.path)

@@ -137,6 +137,44 @@ def test_deduplication_token_makes_resends_idempotent(client):
     assert client.query("SELECT count() FROM dd").result_rows[0][0] == 3
 
 
+def test_a_body_cut_short_is_not_inserted(endpoint):
+    """A client that goes away mid-body (killed, or its request called back) inserts nothing:
+    a part of a batch stored under the batch's token would make the whole batch, sent again,
+    a duplicate to drop."""
+    requests.post(f"http://127.0.0.1:{endpoint}/", auth=(USER, PASSWORD),
+                  data=b"CREATE TABLE IF NOT EXISTS cut (id UInt64) ENGINE = MergeTree ORDER BY id")
+    query = "/?query=INSERT+INTO+cut+FORMAT+TSV&insert_deduplication_token=cut-1"
+    auth = "Authorization: Basic " + __import__("base64").b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    whole_chunk = b"1\n2\n"
+    cut = [
+        # chunked: a whole chunk, then the connection ends before the terminating chunk
+        f"POST {query} HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + f"{len(whole_chunk):x}\r\n".encode() + whole_chunk + b"\r\n",
+        # chunked: the connection ends inside a chunk
+        f"POST {query} HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + b"10\r\n3\n4\n",
+        # Content-Length larger than what arrives
+        f"POST {query} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b"5\n6\n",
+    ]
+    for request in cut:
+        with socket.create_connection(("127.0.0.1", endpoint)) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(10)
+            while s.recv(4096):
+                pass
+    r = requests.post(f"http://127.0.0.1:{endpoint}/", auth=(USER, PASSWORD),
+                      data=b"SELECT count() FROM cut")
+    assert r.text.strip() == "0", r.text
+    # The whole batch, sent again with the same token, is stored.
+    r = requests.post(f"http://127.0.0.1:{endpoint}{query}", auth=(USER, PASSWORD), data=b"1\n2\n")
+    assert r.status_code == 200, r.text
+    r = requests.post(f"http://127.0.0.1:{endpoint}/", auth=(USER, PASSWORD),
+                      data=b"SELECT count() FROM cut")
+    assert r.text.strip() == "2", r.text
+
+
 def test_insert_select_and_values_are_queries(endpoint):
     auth = (USER, PASSWORD)
     url = f"http://127.0.0.1:{endpoint}/"
