@@ -74,6 +74,9 @@ pub enum StoreError {
     /// The spool could not be read while a batch was being sent (the shipper tries again).
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    /// The task waiting for ClickHouse's answer to a batch ended without one (it panicked).
+    #[error("the ClickHouse shipper's insert task ended without an answer: {0}")]
+    Shipper(String),
 }
 
 impl ClickHouseConfig {

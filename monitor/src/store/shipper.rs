@@ -7,6 +7,12 @@
 //! (in `events` and in the `sessions` view alike). While ClickHouse is away the shipper retries
 //! with backoff and the spool absorbs what arrives; capture never waits for it.
 //!
+//! A batch is streamed: its records are read from the spool, decoded and written into the
+//! insert a chunk at a time, never held whole. Two batches are in flight at most: while
+//! ClickHouse takes one, the next is read and sent (the shipper and the server work at the same
+//! time instead of taking turns). Acknowledgements stay in order; when one batch fails, every
+//! unacknowledged range is sent again as it was, in order, with its own token.
+//!
 //! The daemon never changes the schema: it checks, with its insert-only credentials, that the
 //! schema is the version it needs, and waits (the spool holding everything) until an
 //! administrator has run `vigil db migrate`. Each row carries its record's epoch, sequence and
@@ -18,6 +24,7 @@
 //! was, with the reason, in the same batch, and is counted (`vigil_clickhouse_quarantined_total`).
 
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -32,10 +39,13 @@ use crate::{
 
 const CONSUMER: &str = "clickhouse";
 
-/// The range being sent, kept on disk until acknowledged.
+/// The ranges being sent (at most `IN_FLIGHT`, oldest first), kept on disk until acknowledged.
 struct Inflight {
     path: PathBuf,
 }
+
+/// Batches sent and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 2;
 
 impl Inflight {
     fn new(spool: &Path) -> Inflight {
@@ -44,20 +54,38 @@ impl Inflight {
         }
     }
 
-    fn load(&self) -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
-        let (from, to) = text.trim().split_once('-')?;
-        Some((from.parse().ok()?, to.parse().ok()?))
+    /// The ranges recorded, as long as they follow each other from `next` on (one line each;
+    /// a file of one range is what an earlier Vigil wrote). Anything else names nothing that
+    /// can be sent again exactly, and is left out.
+    fn load(&self, next: u64) -> Vec<(u64, u64)> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut expect = next;
+        for line in text.lines() {
+            let Some((from, to)) = line.trim().split_once('-') else {
+                break;
+            };
+            let (Ok(from), Ok(to)) = (from.parse::<u64>(), to.parse::<u64>()) else {
+                break;
+            };
+            if from != expect || to < from {
+                break;
+            }
+            ranges.push((from, to));
+            expect = to + 1;
+        }
+        ranges
     }
 
-    /// Atomically and durably (see `crate::durable`): after a power loss it names the batch
-    /// that was being sent, or none, never half of one.
-    fn store(&self, from: u64, to: u64) -> std::io::Result<()> {
-        crate::durable::write_atomic(&self.path, format!("{from}-{to}\n").as_bytes())
-    }
-
-    fn clear(&self) {
-        let _ = std::fs::remove_file(&self.path);
+    /// Atomically and durably (see `crate::durable`): after a power loss it names the batches
+    /// that were being sent, or none, never half of one.
+    fn store(&self, ranges: impl Iterator<Item = (u64, u64)>) -> std::io::Result<()> {
+        let text: String = ranges.map(|(from, to)| format!("{from}-{to}\n")).collect();
+        if text.is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+            return Ok(());
+        }
+        crate::durable::write_atomic(&self.path, text.as_bytes())
     }
 }
 
@@ -151,23 +179,66 @@ struct Shipped {
     quarantined: u64,
 }
 
-/// Sends records `from..=to` of the spool: each decoded and streamed into the `events` insert
-/// as it is read, the ones that do not decode into `quarantine` after it. Both inserts carry the
+/// A batch whose rows are all written: what is left is for ClickHouse to take it.
+struct Sending {
+    events: Option<clickhouse::insert::Insert<EventRow<'static>>>,
+    quarantined: Vec<QuarantineRow>,
+    token: Option<String>,
+    rows: u64,
+}
+
+impl Sending {
+    /// Ends the `events` insert (ClickHouse answers once it and its views hold the batch), then
+    /// inserts the records that did not decode into `quarantine` under the batch's token.
+    async fn finish(
+        self,
+        cfg: ClickHouseConfig,
+        client: clickhouse::Client,
+    ) -> Result<Shipped, StoreError> {
+        if let Some(insert) = self.events {
+            insert.end().await.map_err(|e| cfg.error(e))?;
+        }
+        if let (Some(first), Some(token)) = (self.quarantined.first(), &self.token) {
+            tracing::warn!(
+                count = self.quarantined.len(),
+                first_seq = first.seq,
+                reason = %first.reason,
+                "spool records that do not decode as events go to the quarantine table"
+            );
+            insert(
+                &cfg,
+                &client,
+                "quarantine",
+                &self.quarantined,
+                &format!("{token}:q"),
+            )
+            .await?;
+        }
+        Ok(Shipped {
+            rows: self.rows,
+            quarantined: self.quarantined.len() as u64,
+        })
+    }
+}
+
+/// Reads records `from..=to` of the spool and writes each, decoded, into the `events` insert as
+/// it is read; the ones that do not decode are kept for `quarantine`. Both inserts carry the
 /// batch's deduplication token, so a batch sent again after a failure is kept once.
-async fn ship(
+async fn send(
     cfg: &ClickHouseConfig,
     client: &clickhouse::Client,
     host: &str,
     reader: &mut SpoolReader,
     chunk: &mut Chunk,
-    from: u64,
-    to: u64,
-) -> Result<Shipped, StoreError> {
-    let mut events: Option<clickhouse::insert::Insert<EventRow<'static>>> = None;
-    let mut quarantined: Vec<QuarantineRow> = Vec::new();
-    let mut token: Option<String> = None;
+    (from, to): (u64, u64),
+) -> Result<Sending, StoreError> {
+    let mut sending = Sending {
+        events: None,
+        quarantined: Vec::new(),
+        token: None,
+        rows: 0,
+    };
     let mut epoch_hex = (Epoch::default(), String::new());
-    let mut rows = 0u64;
     while reader.next_seq() <= to {
         chunk.bytes.clear();
         chunk.records.clear();
@@ -196,7 +267,9 @@ async fn ship(
             }
             // The token names the batch's first epoch: a spool made anew never repeats the
             // tokens of an earlier one (ClickHouse would silently discard its batches).
-            let token = token.get_or_insert_with(|| batch_token(host, &epoch_hex.1, from, to));
+            let token = sending
+                .token
+                .get_or_insert_with(|| batch_token(host, &epoch_hex.1, from, to));
             let place = ChainedRecord {
                 seq: *seq,
                 epoch: &epoch_hex.1,
@@ -208,20 +281,22 @@ async fn ship(
             let detail = match std::str::from_utf8(payload) {
                 Ok(detail) => detail,
                 Err(_) => {
-                    quarantined.push(QuarantineRow::new(host, &place, &"not UTF-8", payload));
+                    let row = QuarantineRow::new(host, &place, &"not UTF-8", payload);
+                    sending.quarantined.push(row);
                     continue;
                 }
             };
             let event = match Event::from_json(payload) {
                 Ok(event) => event,
                 Err(e) => {
-                    quarantined.push(QuarantineRow::new(host, &place, &e, payload));
+                    let row = QuarantineRow::new(host, &place, &e, payload);
+                    sending.quarantined.push(row);
                     continue;
                 }
             };
-            let insert = match events.as_mut() {
+            let insert = match sending.events.as_mut() {
                 Some(insert) => insert,
-                None => events.insert(
+                None => sending.events.insert(
                     client
                         .insert::<EventRow<'static>>("events")
                         .await
@@ -234,36 +309,20 @@ async fn ship(
                 .write(&EventRow::new(host, &place, &event, detail))
                 .await
                 .map_err(|e| cfg.error(e))?;
-            rows += 1;
+            sending.rows += 1;
         }
         if chunk.records.last().is_some_and(|r| r.0 >= to) {
             break;
         }
     }
-    if let Some(insert) = events {
-        insert.end().await.map_err(|e| cfg.error(e))?;
-    }
-    if !quarantined.is_empty() {
-        tracing::warn!(
-            count = quarantined.len(),
-            first_seq = quarantined[0].seq,
-            reason = %quarantined[0].reason,
-            "spool records that do not decode as events go to the quarantine table"
-        );
-        let token = token.unwrap_or_else(|| batch_token(host, &epoch_hex.1, from, to));
-        insert(
-            cfg,
-            client,
-            "quarantine",
-            &quarantined,
-            &format!("{token}:q"),
-        )
-        .await?;
-    }
-    Ok(Shipped {
-        rows,
-        quarantined: quarantined.len() as u64,
-    })
+    Ok(sending)
+}
+
+/// A batch sent, ClickHouse's answer pending.
+struct InFlight {
+    range: (u64, u64),
+    started: Instant,
+    answer: tokio::task::JoinHandle<Result<Shipped, StoreError>>,
 }
 
 /// Runs until shutdown. On shutdown it makes one last attempt to ship what the spool holds.
@@ -305,97 +364,243 @@ pub async fn run(
         .store(ack.next(), std::sync::atomic::Ordering::Relaxed);
     let inflight = Inflight::new(&spool);
     // Two readers over the same spool: `probe` runs ahead and decides where a batch ends without
-    // copying anything; `reader` then streams the batch's records into the insert. The batch is
-    // never held whole in memory (only one chunk of records and the client's send buffer), so
-    // batches can be as large as ClickHouse wants them.
+    // copying anything; `reader` then streams the batch's records into the insert.
     let mut reader = SpoolReader::new(&spool, ack.next());
     let mut probe = SpoolReader::new(&spool, ack.next());
-    // A batch that was being sent when we stopped goes again, exactly as it was.
-    let mut resend = inflight
-        .load()
-        .filter(|(from, _)| *from == reader.next_seq());
-    let batch_age = Duration::from_millis(cfg.batch_ms);
+    // Batches that were being sent when we stopped go again first, exactly as they were.
+    let mut resend: VecDeque<(u64, u64)> = inflight.load(ack.next()).into();
+    let mut sent: VecDeque<InFlight> = VecDeque::new();
+    let mut plan = Plan::default();
     let mut chunk = Chunk::default();
+    let mut attempt_backoff = Duration::from_millis(100);
     let mut stopping = false;
+    let mut failing_since: Option<Instant> = None;
     loop {
-        let from = reader.next_seq();
-        let to = match resend {
-            Some((_, to)) => {
-                probe = SpoolReader::new(&spool, to + 1);
-                to
+        // The next batch: one to send again, or what the spool holds from `from` on.
+        let range = match resend.pop_front() {
+            Some(range) => {
+                probe = SpoolReader::new(&spool, range.1 + 1);
+                plan = Plan::default();
+                Some(range)
             }
-            None => {
-                // What the spool holds from `from` on, up to a batch (gaps are reported by the
-                // streaming reader, not here, so each is reported once).
-                let (mut count, mut last) = (0usize, None);
-                let started = Instant::now();
-                loop {
-                    probe.read_with(cfg.batch_rows - count, |r| {
-                        count += 1;
-                        last = Some(r.seq);
-                    })?;
-                    if count >= cfg.batch_rows || (count > 0 && started.elapsed() >= batch_age) {
-                        break;
-                    }
-                    if stopping {
-                        break;
-                    }
-                    if sleep_or_stop(Duration::from_millis(50), &mut shutdown).await {
-                        stopping = true;
-                    }
+            None => loop {
+                // Gaps are reported by the streaming reader, not here, so once each.
+                probe.read_with(cfg.batch_rows - plan.count, |r| {
+                    plan.count += 1;
+                    plan.last = Some(r.seq);
+                })?;
+                let since = *plan.since.get_or_insert_with(Instant::now);
+                let full = plan.count >= cfg.batch_rows;
+                let aged = plan.count > 0 && since.elapsed() >= Duration::from_millis(cfg.batch_ms);
+                if full || aged || (stopping && plan.count > 0) {
+                    let to = plan.last.take().unwrap_or_default();
+                    plan = Plan::default();
+                    break Some((reader.next_seq(), to));
                 }
-                match last {
-                    Some(last) => last,
-                    None => return Ok(()), // stopping, nothing left
+                // Not a batch yet: take ClickHouse's answers meanwhile (the plan is kept).
+                if !sent.is_empty() || stopping {
+                    break None;
                 }
-            }
+                if sleep_or_stop(Duration::from_millis(50), &mut shutdown).await {
+                    stopping = true;
+                }
+            },
         };
-        inflight.store(from, to)?;
-        let mut attempt_backoff = Duration::from_millis(100);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let sent = Instant::now();
-            let outcome = ship(&cfg, &client, &host, &mut reader, &mut chunk, from, to).await;
-            match outcome {
+        if let Some(range) = range {
+            // On disk in the order sent: a restart sends them again in that order.
+            inflight.store(
+                sent.iter()
+                    .map(|b| b.range)
+                    .chain([range])
+                    .chain(resend.iter().copied()),
+            )?;
+            match send(&cfg, &client, &host, &mut reader, &mut chunk, range).await {
+                Ok(sending) => {
+                    let answer = tokio::spawn(sending.finish(cfg.clone(), client.clone()));
+                    sent.push_back(InFlight {
+                        range,
+                        started: Instant::now(),
+                        answer,
+                    });
+                    if reader.next_seq() != range.1 + 1 {
+                        // The spool changed between the probe and the send (it deleted records
+                        // when full): the next batch starts right after this one's range.
+                        reader = SpoolReader::new(&spool, range.1 + 1);
+                    }
+                }
+                Err(e) => {
+                    // Never sent whole: it goes again, after the ones sent before it.
+                    let mut again = call_back(&mut sent).await;
+                    again.push(range);
+                    failed(&e, again, &mut resend, &status, &inflight);
+                    reader = SpoolReader::new(&spool, resend[0].0);
+                    if retry_or_stop(
+                        &mut attempt_backoff,
+                        retry_max,
+                        &mut failing_since,
+                        &mut stopping,
+                        &mut shutdown,
+                    )
+                    .await
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
+        // Take answers: the oldest once the most that may be in flight are, and every one when
+        // there is nothing more to send yet.
+        let mut failure = false;
+        while sent.len() >= IN_FLIGHT || (range.is_none() && !sent.is_empty()) {
+            let Some(batch) = sent.pop_front() else {
+                break;
+            };
+            let answer = match batch.answer.await {
+                Ok(answer) => answer,
+                Err(e) => Err(StoreError::Shipper(e.to_string())),
+            };
+            match answer {
                 Ok(shipped) => {
                     metrics::counter!("vigil_clickhouse_quarantined_total")
                         .increment(shipped.quarantined);
                     metrics::counter!("vigil_clickhouse_rows_total").increment(shipped.rows);
                     metrics::counter!("vigil_clickhouse_batches_total").increment(1);
                     metrics::histogram!("vigil_clickhouse_insert_seconds")
-                        .record(sent.elapsed().as_secs_f64());
-                    break;
+                        .record(batch.started.elapsed().as_secs_f64());
+                    let to = batch.range.1;
+                    ack.ack(to)?;
+                    status.acked(to + 1);
+                    metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
+                    inflight.store(sent.iter().map(|b| b.range).chain(resend.iter().copied()))?;
+                    attempt_backoff = Duration::from_millis(100);
+                    failing_since = None;
                 }
                 Err(e) => {
-                    metrics::counter!("vigil_clickhouse_errors_total").increment(1);
-                    status.failed(&e);
-                    tracing::warn!(error = %e, from, to, "shipping a batch failed; will retry the same batch");
-                    // The same records again, from the spool: the reader starts over at `from`.
-                    reader = SpoolReader::new(&spool, from);
-                    // While stopping, give up after a short while: the batch stays in flight on
-                    // disk and goes first at the next start.
-                    if stopping && Instant::now() > deadline {
-                        return Ok(());
-                    }
-                    if sleep_or_stop(attempt_backoff, &mut shutdown).await {
-                        stopping = true;
-                    }
-                    attempt_backoff = (attempt_backoff * 2).min(retry_max);
+                    // The oldest failed: it goes again first, then every one sent after it.
+                    let mut again = vec![batch.range];
+                    again.extend(call_back(&mut sent).await);
+                    failed(&e, again, &mut resend, &status, &inflight);
+                    failure = true;
+                    break;
                 }
             }
         }
-        ack.ack(to)?;
-        status.acked(to + 1);
-        if reader.next_seq() != to + 1 {
-            // The spool changed between the probe and the send (it deleted records when full):
-            // the next batch starts right after this one's range, whatever the reader skipped.
-            reader = SpoolReader::new(&spool, to + 1);
+        if failure {
+            // Send again from the first range not acknowledged, after a wait.
+            reader = SpoolReader::new(&spool, resend[0].0);
+            if retry_or_stop(
+                &mut attempt_backoff,
+                retry_max,
+                &mut failing_since,
+                &mut stopping,
+                &mut shutdown,
+            )
+            .await
+            {
+                return Ok(());
+            }
+            continue;
         }
-        inflight.clear();
-        resend = None;
-        metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
+        if range.is_none() && sent.is_empty() && stopping {
+            return Ok(()); // stopping, nothing left
+        }
         // The lag gauges are computed at each scrape from `status` (see health.rs), so they
         // also move while ClickHouse is away.
         let _ = &spool_position;
+    }
+}
+
+/// Where the next batch ends, as far as the probe has read: kept while the shipper takes
+/// answers, so a batch is still as full (or as old) as configured.
+#[derive(Default)]
+struct Plan {
+    count: usize,
+    last: Option<u64>,
+    since: Option<Instant>,
+}
+
+/// Calls back every batch in flight (their answers no longer matter: they go again, in order)
+/// and returns their ranges in the order they were sent.
+async fn call_back(sent: &mut VecDeque<InFlight>) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::with_capacity(sent.len());
+    for batch in sent.drain(..) {
+        batch.answer.abort();
+        let _ = batch.answer.await;
+        ranges.push(batch.range);
+    }
+    ranges
+}
+
+/// A batch failed: reported, and `again` (every range not acknowledged, in the order sent) goes
+/// first, before whatever was already to be sent again.
+fn failed(
+    e: &StoreError,
+    again: Vec<(u64, u64)>,
+    resend: &mut VecDeque<(u64, u64)>,
+    status: &ShipperStatus,
+    inflight: &Inflight,
+) {
+    metrics::counter!("vigil_clickhouse_errors_total").increment(1);
+    status.failed(e);
+    let (from, to) = (again[0].0, again[again.len() - 1].1);
+    tracing::warn!(error = %e, from, to, "shipping to ClickHouse failed; what is not acknowledged goes again, as it was");
+    for range in again.into_iter().rev() {
+        resend.push_front(range);
+    }
+    if let Err(e) = inflight.store(resend.iter().copied()) {
+        tracing::warn!(error = %e, "cannot record the batches to send again");
+    }
+}
+
+/// Waits before sending again (doubling, up to `retry_max`). True when the shipper should stop:
+/// stopping and still failing after a short while (what was in flight stays recorded on disk
+/// and goes first at the next start).
+async fn retry_or_stop(
+    backoff: &mut Duration,
+    retry_max: Duration,
+    failing_since: &mut Option<Instant>,
+    stopping: &mut bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let since = *failing_since.get_or_insert_with(Instant::now);
+    if *stopping && since.elapsed() > Duration::from_secs(5) {
+        return true;
+    }
+    if sleep_or_stop(*backoff, shutdown).await {
+        *stopping = true;
+    }
+    *backoff = (*backoff * 2).min(retry_max);
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inflight_file_names_ranges_that_follow_on_from_the_acknowledgement() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("acks")).unwrap();
+        let inflight = Inflight::new(dir.path());
+        assert_eq!(inflight.load(0), vec![]);
+        inflight.store([(10, 19), (20, 25)].into_iter()).unwrap();
+        assert_eq!(inflight.load(10), vec![(10, 19), (20, 25)]);
+        // Behind or past the acknowledgement: nothing of it can be sent again as it was.
+        assert_eq!(inflight.load(11), vec![]);
+        assert_eq!(inflight.load(20), vec![]);
+        // An earlier Vigil's one range.
+        std::fs::write(&inflight.path, "10-19\n").unwrap();
+        assert_eq!(inflight.load(10), vec![(10, 19)]);
+        // A range that does not follow the one before it ends the list; so does damage.
+        std::fs::write(&inflight.path, "10-19\n21-30\n").unwrap();
+        assert_eq!(inflight.load(10), vec![(10, 19)]);
+        std::fs::write(&inflight.path, "10-19\n20-2x\n").unwrap();
+        assert_eq!(inflight.load(10), vec![(10, 19)]);
+        std::fs::write(&inflight.path, "10-9\n").unwrap();
+        assert_eq!(inflight.load(10), vec![]);
+        // Nothing in flight: no file.
+        inflight.store(std::iter::empty()).unwrap();
+        assert!(!inflight.path.exists());
     }
 }

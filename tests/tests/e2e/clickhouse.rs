@@ -1,6 +1,7 @@
 //! Kernel → daemon → spool → ClickHouse → CLI, end to end, against the real ClickHouse engine
 //! (chdb behind deploy/dev/chdb_http.py): events arrive exactly once, through a ClickHouse outage
-//! in the middle of a stream and through the daemon being killed with SIGKILL while shipping.
+//! in the middle of a stream and through the daemon being killed with SIGKILL while shipping,
+//! with one batch or two in flight.
 
 use std::{
     path::Path,
@@ -415,6 +416,91 @@ fn daemon_killed_while_shipping_resumes_exactly_once() {
         commands_of(400),
         "sessions view counts each exec once"
     );
+    ch.stop().unwrap();
+}
+
+/// Rows of the synthetic spool's sequences (below `events`) in ClickHouse: all of them, and
+/// how many distinct.
+fn synthetic_rows(ch: &ClickHouse, events: u64) -> (u64, u64) {
+    let out = ch
+        .query(&format!(
+            "SELECT count(), uniqExact(seq) FROM events WHERE seq < {events} FORMAT TSV"
+        ))
+        .unwrap_or_default();
+    let mut fields = out
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0));
+    (fields.next().unwrap_or(0), fields.next().unwrap_or(0))
+}
+
+/// A long spool shipped in small batches keeps two in flight all the time. The daemon is
+/// killed with both in flight, and later ClickHouse goes away with both in flight: what was
+/// not acknowledged goes again in the order it was sent, with the same tokens, so every
+/// record is in ClickHouse exactly once.
+#[test]
+fn batches_in_flight_go_again_as_they_were_after_a_kill_and_an_outage() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    const EVENTS: u64 = 200_000;
+    run_ok(
+        Command::new(vigil_bin())
+            .args(["bench-ingest", "--rounds", "1", "--events"])
+            .arg(EVENTS.to_string())
+            .arg("--spool")
+            .arg(&spool),
+    );
+    let data = dir.path().join("ch");
+    let port = free_port();
+    let ch = ClickHouse::start_migrated(&data, port).expect("ClickHouse starts");
+    let yaml = format!("{}  batch_rows: 1000\n", ch.config_yaml());
+    let wait_for = |ch: &ClickHouse, rows: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (count, _) = synthetic_rows(ch, EVENTS);
+            if count >= rows {
+                return count;
+            }
+            if Instant::now() > deadline {
+                let missing = ch
+                    .query(&format!(
+                        "SELECT min(number), max(number), count() FROM numbers({EVENTS}) \
+                         WHERE number NOT IN (SELECT seq FROM events) FORMAT TSV"
+                    ))
+                    .unwrap_or_default();
+                let acks = std::fs::read_to_string(spool.join("acks/clickhouse"));
+                let inflight = std::fs::read_to_string(spool.join("acks/clickhouse.inflight"));
+                panic!(
+                    "{what}: {count} rows of {rows}; missing (min, max, count): {missing}; \
+                     ack {acks:?}, in flight {inflight:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+
+    let daemon = Daemon::start_with_spool(Some(&spool), &yaml).expect("daemon starts");
+    wait_for(&ch, 20_000, "before the kill");
+    daemon.kill().expect("SIGKILL");
+    let inflight =
+        std::fs::read_to_string(spool.join("acks/clickhouse.inflight")).unwrap_or_default();
+
+    let daemon = Daemon::start_with_spool(Some(&spool), &yaml).expect("daemon restarts");
+    wait_for(&ch, 60_000, "before the outage");
+    ch.stop().unwrap();
+    std::thread::sleep(Duration::from_secs(1)); // the shipper fails and retries meanwhile
+    let ch = ClickHouse::start(&data, port).expect("ClickHouse restarts");
+    wait_for(&ch, EVENTS, "after the outage");
+    let metrics = daemon.scrape().expect("metrics");
+    daemon.stop().expect("daemon stops");
+
+    assert_eq!(
+        synthetic_rows(&ch, EVENTS),
+        (EVENTS, EVENTS),
+        "every record exactly once (in flight at the kill: {inflight:?})"
+    );
+    let errors = Daemon::metric(&metrics, "vigil_clickhouse_errors_total", &[]).unwrap_or(0.0);
+    assert!(errors >= 1.0, "the outage was seen: {metrics}");
     ch.stop().unwrap();
 }
 
