@@ -11,7 +11,11 @@
 //! insert a chunk at a time, never held whole. Two batches are in flight at most: while
 //! ClickHouse takes one, the next is read and sent (the shipper and the server work at the same
 //! time instead of taking turns). Acknowledgements stay in order; when one batch fails, every
-//! unacknowledged range is sent again as it was, in order, with its own token.
+//! unacknowledged range is sent again as it was, in order, with its own token. That a batch sent
+//! again is kept once rests on ClickHouse's per-block deduplication: a server forms blocks from
+//! the rows it parses (about a million rows or 256 MiB by default, far above a batch), the same
+//! rows always into the same blocks, and a body cut short fails to parse instead of becoming a
+//! block of its own (`deploy/dev/chdb_http.py` does the same).
 //!
 //! The daemon never changes the schema: it checks, with its insert-only credentials, that the
 //! schema is the version it needs, and waits (the spool holding everything) until an
@@ -406,6 +410,7 @@ pub async fn run(
                 }
             },
         };
+        let mut failure = false;
         if let Some(range) = range {
             // On disk in the order sent: a restart sends them again in that order.
             inflight.store(
@@ -433,26 +438,13 @@ pub async fn run(
                     let mut again = call_back(&mut sent).await;
                     again.push(range);
                     failed(&e, again, &mut resend, &status, &inflight);
-                    reader = SpoolReader::new(&spool, resend[0].0);
-                    if retry_or_stop(
-                        &mut attempt_backoff,
-                        retry_max,
-                        &mut failing_since,
-                        &mut stopping,
-                        &mut shutdown,
-                    )
-                    .await
-                    {
-                        return Ok(());
-                    }
-                    continue;
+                    failure = true;
                 }
             }
         }
         // Take answers: the oldest once the most that may be in flight are, and every one when
         // there is nothing more to send yet.
-        let mut failure = false;
-        while sent.len() >= IN_FLIGHT || (range.is_none() && !sent.is_empty()) {
+        while !failure && (sent.len() >= IN_FLIGHT || (range.is_none() && !sent.is_empty())) {
             let Some(batch) = sent.pop_front() else {
                 break;
             };
