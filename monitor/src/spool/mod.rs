@@ -1334,6 +1334,42 @@ mod tests {
         );
     }
 
+    /// Borrowed reading stops right after the record the caller breaks on, and the next read
+    /// starts at the record after it: nothing is skipped or handed over twice.
+    #[test]
+    fn reading_borrowed_records_stops_where_asked_and_goes_on_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(cfg(dir.path(), 1 << 30, WhenFull::DropOldest)).unwrap();
+        for n in 0..20u32 {
+            spool.append(&event(n)).unwrap();
+        }
+        spool.flush().unwrap();
+        let mut reader = SpoolReader::new(dir.path(), 0);
+        let mut seen = Vec::new();
+        let notes = reader
+            .read_with(100, |r| {
+                seen.push((r.seq, Event::from_json(r.payload).unwrap().mono_ns));
+                if r.seq == 6 {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (0..7).collect::<Vec<_>>()
+        );
+        assert_eq!(reader.next_seq(), 7);
+        let mut rest = Vec::new();
+        reader.read(100, &mut rest).unwrap();
+        assert_eq!(
+            rest.iter().map(|g| g.seq).collect::<Vec<_>>(),
+            (7..20).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn reader_reports_damage_and_reads_past_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,10 @@
 //! what they could not read — damage anywhere, missing segments, records a segment should hold
 //! and does not — as loss records or gap notes; they never stop at damage.
 
-use std::path::{Path, PathBuf};
+use std::{
+    ops::ControlFlow,
+    path::{Path, PathBuf},
+};
 
 use super::{
     frame::{list_segments, scan, At, Chain, Epoch, Scanned, SegmentFile},
@@ -240,16 +243,18 @@ impl SpoolReader {
                 epoch: r.epoch,
                 chain: r.chain,
                 payload: r.payload.to_vec(),
-            })
+            });
+            ControlFlow::Continue(())
         })
     }
 
     /// Hands up to `max` records to `each`, borrowed from the reader's window (no copy of the
-    /// payload: the shipper decodes and forwards each one in place), and says what it skipped.
+    /// payload: the shipper decodes and forwards each one in place), until `each` says
+    /// `Break` (after that record), and says what it skipped.
     pub fn read_with(
         &mut self,
         max: usize,
-        mut each: impl FnMut(RecordRef<'_>),
+        mut each: impl FnMut(RecordRef<'_>) -> ControlFlow<()>,
     ) -> Result<Vec<ReadNote>, SpoolError> {
         let mut notes = Vec::new();
         let mut taken = 0;
@@ -268,7 +273,7 @@ impl SpoolReader {
                     payload,
                     end,
                 } if seq >= self.next_seq => {
-                    each(RecordRef {
+                    let flow = each(RecordRef {
                         seq,
                         epoch,
                         chain,
@@ -284,6 +289,9 @@ impl SpoolReader {
                     *offset = end;
                     self.next_seq = seq + 1;
                     taken += 1;
+                    if flow.is_break() {
+                        break;
+                    }
                     continue;
                 }
                 At::Record { .. } | At::Corrupt => true,

@@ -29,6 +29,7 @@
 
 use std::{
     collections::VecDeque,
+    ops::ControlFlow,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -174,8 +175,10 @@ struct Chunk {
 }
 
 /// Records read from the spool per step of a batch: enough to keep the client's buffer full,
-/// few enough that a chunk is a few hundred kilobytes.
+/// few enough that a chunk is a few hundred kilobytes; and at most about this many bytes of them
+/// (a record can be megabytes: a long argv, a terminal's output).
 const CHUNK_RECORDS: usize = 1024;
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// What one batch put into ClickHouse.
 struct Shipped {
@@ -253,6 +256,11 @@ async fn send(
             chunk
                 .records
                 .push((r.seq, r.epoch, r.chain, at..chunk.bytes.len()));
+            if chunk.bytes.len() >= CHUNK_BYTES {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })?;
         for note in notes {
             let ReadNote::Gap { from, to, reason } = note;
@@ -392,6 +400,7 @@ pub async fn run(
                 probe.read_with(cfg.batch_rows - plan.count, |r| {
                     plan.count += 1;
                     plan.last = Some(r.seq);
+                    ControlFlow::Continue(())
                 })?;
                 let since = *plan.since.get_or_insert_with(Instant::now);
                 let full = plan.count >= cfg.batch_rows;
@@ -419,12 +428,13 @@ pub async fn run(
                     .chain([range])
                     .chain(resend.iter().copied()),
             )?;
+            let started = Instant::now();
             match send(&cfg, &client, &host, &mut reader, &mut chunk, range).await {
                 Ok(sending) => {
                     let answer = tokio::spawn(sending.finish(cfg.clone(), client.clone()));
                     sent.push_back(InFlight {
                         range,
-                        started: Instant::now(),
+                        started,
                         answer,
                     });
                     if reader.next_seq() != range.1 + 1 {
