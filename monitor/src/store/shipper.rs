@@ -98,30 +98,25 @@ fn batch_token(host: &str, epoch: &str, from: u64, to: u64) -> String {
     format!("vigil:{host}:{epoch}:{from}-{to}")
 }
 
-async fn insert<R>(
+/// The insert into `table` in `slot`, opened with the batch's deduplication token at its first
+/// row (a batch with no row for a table sends that table nothing).
+async fn opened<'s, R: clickhouse::RowWrite>(
+    slot: &'s mut Option<clickhouse::insert::Insert<R>>,
     cfg: &ClickHouseConfig,
     client: &clickhouse::Client,
     table: &str,
-    rows: &[R],
     token: &str,
-) -> Result<(), StoreError>
-where
-    R: clickhouse::RowOwned,
-    for<'a> R: clickhouse::RowWrite<Value<'a> = R>,
-{
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client
-        .insert::<R>(table)
-        .await
-        .map_err(|e| cfg.error(e))?
-        .with_setting("insert_deduplication_token", token)
-        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
-    for row in rows {
-        insert.write(row).await.map_err(|e| cfg.error(e))?;
-    }
-    insert.end().await.map_err(|e| cfg.error(e))
+) -> Result<&'s mut clickhouse::insert::Insert<R>, StoreError> {
+    let insert = match slot.take() {
+        Some(insert) => insert,
+        None => client
+            .insert::<R>(table)
+            .await
+            .map_err(|e| cfg.error(e))?
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1"),
+    };
+    Ok(slot.insert(insert))
 }
 
 /// Sleeps for `d` unless shutdown comes first; true when shutting down.
@@ -189,48 +184,43 @@ struct Shipped {
 /// A batch whose rows are all written: what is left is for ClickHouse to take it.
 struct Sending {
     events: Option<clickhouse::insert::Insert<EventRow<'static>>>,
-    quarantined: Vec<QuarantineRow>,
-    token: Option<String>,
+    /// Records that did not decode, streamed into `quarantine` as they come (a spool written by
+    /// a newer daemon can be nothing else, and a batch of them held in memory would be large).
+    quarantine: Option<clickhouse::insert::Insert<QuarantineRow>>,
     rows: u64,
+    quarantined: u64,
+    /// The first one's sequence and reason, for the log.
+    first_quarantined: Option<(u64, String)>,
 }
 
 impl Sending {
-    /// Ends the `events` insert (ClickHouse answers once it and its views hold the batch), then
-    /// inserts the records that did not decode into `quarantine` under the batch's token.
-    async fn finish(
-        self,
-        cfg: ClickHouseConfig,
-        client: clickhouse::Client,
-    ) -> Result<Shipped, StoreError> {
+    /// Ends both inserts: ClickHouse answers once the batch is in `events` and its views, and
+    /// in `quarantine`.
+    async fn finish(self, cfg: ClickHouseConfig) -> Result<Shipped, StoreError> {
         if let Some(insert) = self.events {
             insert.end().await.map_err(|e| cfg.error(e))?;
         }
-        if let (Some(first), Some(token)) = (self.quarantined.first(), &self.token) {
+        if let Some(insert) = self.quarantine {
+            insert.end().await.map_err(|e| cfg.error(e))?;
+        }
+        if let Some((first_seq, reason)) = &self.first_quarantined {
             tracing::warn!(
-                count = self.quarantined.len(),
-                first_seq = first.seq,
-                reason = %first.reason,
-                "spool records that do not decode as events go to the quarantine table"
+                count = self.quarantined,
+                first_seq,
+                %reason,
+                "spool records that do not decode as events went to the quarantine table"
             );
-            insert(
-                &cfg,
-                &client,
-                "quarantine",
-                &self.quarantined,
-                &format!("{token}:q"),
-            )
-            .await?;
         }
         Ok(Shipped {
             rows: self.rows,
-            quarantined: self.quarantined.len() as u64,
+            quarantined: self.quarantined,
         })
     }
 }
 
 /// Reads records `from..=to` of the spool and writes each, decoded, into the `events` insert as
-/// it is read; the ones that do not decode are kept for `quarantine`. Both inserts carry the
-/// batch's deduplication token, so a batch sent again after a failure is kept once.
+/// it is read, and each that does not decode into the `quarantine` insert. Both carry the batch's
+/// deduplication token (`:q` after it for quarantine), so a batch sent again is kept once.
 async fn send(
     cfg: &ClickHouseConfig,
     client: &clickhouse::Client,
@@ -241,10 +231,12 @@ async fn send(
 ) -> Result<Sending, StoreError> {
     let mut sending = Sending {
         events: None,
-        quarantined: Vec::new(),
-        token: None,
+        quarantine: None,
         rows: 0,
+        quarantined: 0,
+        first_quarantined: None,
     };
+    let mut token: Option<String> = None;
     let mut epoch_hex = (Epoch::default(), String::new());
     while reader.next_seq() <= to {
         chunk.bytes.clear();
@@ -279,9 +271,7 @@ async fn send(
             }
             // The token names the batch's first epoch: a spool made anew never repeats the
             // tokens of an earlier one (ClickHouse would silently discard its batches).
-            let token = sending
-                .token
-                .get_or_insert_with(|| batch_token(host, &epoch_hex.1, from, to));
+            let token = token.get_or_insert_with(|| batch_token(host, &epoch_hex.1, from, to));
             let place = ChainedRecord {
                 seq: *seq,
                 epoch: &epoch_hex.1,
@@ -290,38 +280,32 @@ async fn send(
             let payload = &chunk.bytes[range.clone()];
             // `detail` must be the payload byte for byte (the chain is computed over it), so
             // only a payload that is UTF-8 goes there; JSON from serde always is.
-            let detail = match std::str::from_utf8(payload) {
-                Ok(detail) => detail,
-                Err(_) => {
-                    let row = QuarantineRow::new(host, &place, &"not UTF-8", payload);
-                    sending.quarantined.push(row);
-                    continue;
-                }
+            let decoded = match std::str::from_utf8(payload) {
+                Ok(detail) => Event::from_json(payload)
+                    .map(|event| (event, detail))
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err("not UTF-8".to_string()),
             };
-            let event = match Event::from_json(payload) {
-                Ok(event) => event,
-                Err(e) => {
-                    let row = QuarantineRow::new(host, &place, &e, payload);
-                    sending.quarantined.push(row);
-                    continue;
-                }
-            };
-            let insert = match sending.events.as_mut() {
-                Some(insert) => insert,
-                None => sending.events.insert(
-                    client
-                        .insert::<EventRow<'static>>("events")
+            match decoded {
+                Ok((event, detail)) => {
+                    let insert =
+                        opened(&mut sending.events, cfg, client, "events", token.as_str()).await?;
+                    insert
+                        .write(&EventRow::new(host, &place, &event, detail))
                         .await
-                        .map_err(|e| cfg.error(e))?
-                        .with_setting("insert_deduplication_token", token.as_str())
-                        .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1"),
-                ),
-            };
-            insert
-                .write(&EventRow::new(host, &place, &event, detail))
-                .await
-                .map_err(|e| cfg.error(e))?;
-            sending.rows += 1;
+                        .map_err(|e| cfg.error(e))?;
+                    sending.rows += 1;
+                }
+                Err(reason) => {
+                    let row = QuarantineRow::new(host, &place, &reason, payload);
+                    let token = format!("{token}:q");
+                    let insert =
+                        opened(&mut sending.quarantine, cfg, client, "quarantine", &token).await?;
+                    insert.write(&row).await.map_err(|e| cfg.error(e))?;
+                    sending.quarantined += 1;
+                    sending.first_quarantined.get_or_insert((*seq, reason));
+                }
+            }
         }
         if chunk.records.last().is_some_and(|r| r.0 >= to) {
             break;
@@ -431,7 +415,7 @@ pub async fn run(
             let started = Instant::now();
             match send(&cfg, &client, &host, &mut reader, &mut chunk, range).await {
                 Ok(sending) => {
-                    let answer = tokio::spawn(sending.finish(cfg.clone(), client.clone()));
+                    let answer = tokio::spawn(sending.finish(cfg.clone()));
                     sent.push_back(InFlight {
                         range,
                         started,
