@@ -288,8 +288,7 @@ async fn send(
             };
             match decoded {
                 Ok((event, detail)) => {
-                    let insert =
-                        opened(&mut sending.events, cfg, client, "events", token.as_str()).await?;
+                    let insert = opened(&mut sending.events, cfg, client, "events", token).await?;
                     insert
                         .write(&EventRow::new(host, &place, &event, detail))
                         .await
@@ -374,10 +373,36 @@ pub async fn run(
     loop {
         // The next batch: one to send again, or what the spool holds from `from` on.
         let range = match resend.pop_front() {
-            Some(range) => {
-                probe = SpoolReader::new(&spool, range.1 + 1);
+            Some((from, to)) => {
+                // As far as the spool holds it: a range past the spool's end (spool data a
+                // power cut took while the in-flight file survived, or an edited file) is cut
+                // to what is there, so what is acknowledged is what was sent; ranges after it
+                // lie beyond the end too.
+                let mut held = None;
+                let mut check = SpoolReader::new(&spool, from);
+                let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+                check.read_with(len.saturating_add(1), |r| {
+                    if r.seq <= to {
+                        held = Some(r.seq);
+                    }
+                    if r.seq >= to {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
+                if held != Some(to) {
+                    tracing::warn!(
+                        from,
+                        to,
+                        held,
+                        "a batch to send again is not all in the spool; sending what it holds"
+                    );
+                    resend.clear();
+                }
+                probe = SpoolReader::new(&spool, held.map_or(from, |end| end + 1));
                 plan = Plan::default();
-                Some(range)
+                held.map(|end| (from, end))
             }
             None => loop {
                 // Gaps are reported by the streaming reader, not here, so once each.
