@@ -236,7 +236,8 @@ async fn send(
         quarantined: 0,
         first_quarantined: None,
     };
-    let mut token: Option<String> = None;
+    // The batch's token, and the one its quarantine insert carries.
+    let mut tokens: Option<(String, String)> = None;
     let mut epoch_hex = (Epoch::default(), String::new());
     while reader.next_seq() <= to {
         chunk.bytes.clear();
@@ -271,7 +272,10 @@ async fn send(
             }
             // The token names the batch's first epoch: a spool made anew never repeats the
             // tokens of an earlier one (ClickHouse would silently discard its batches).
-            let token = token.get_or_insert_with(|| batch_token(host, &epoch_hex.1, from, to));
+            let (token, quarantine_token) = tokens.get_or_insert_with(|| {
+                let token = batch_token(host, &epoch_hex.1, from, to);
+                (token.clone(), format!("{token}:q"))
+            });
             let place = ChainedRecord {
                 seq: *seq,
                 epoch: &epoch_hex.1,
@@ -297,9 +301,14 @@ async fn send(
                 }
                 Err(reason) => {
                     let row = QuarantineRow::new(host, &place, &reason, payload);
-                    let token = format!("{token}:q");
-                    let insert =
-                        opened(&mut sending.quarantine, cfg, client, "quarantine", &token).await?;
+                    let insert = opened(
+                        &mut sending.quarantine,
+                        cfg,
+                        client,
+                        "quarantine",
+                        quarantine_token,
+                    )
+                    .await?;
                     insert.write(&row).await.map_err(|e| cfg.error(e))?;
                     sending.quarantined += 1;
                     sending.first_quarantined.get_or_insert((*seq, reason));
@@ -431,12 +440,7 @@ pub async fn run(
         let mut failure = false;
         if let Some(range) = range {
             // On disk in the order sent: a restart sends them again in that order.
-            inflight.store(
-                sent.iter()
-                    .map(|b| b.range)
-                    .chain([range])
-                    .chain(resend.iter().copied()),
-            )?;
+            inflight.store(unacknowledged(&sent, Some(range), &resend))?;
             let started = Instant::now();
             match send(&cfg, &client, &host, &mut reader, &mut chunk, range).await {
                 Ok(sending) => {
@@ -483,7 +487,7 @@ pub async fn run(
                     ack.ack(to)?;
                     status.acked(to + 1);
                     metrics::gauge!("vigil_clickhouse_acked_seq").set(to as f64);
-                    inflight.store(sent.iter().map(|b| b.range).chain(resend.iter().copied()))?;
+                    inflight.store(unacknowledged(&sent, None, &resend))?;
                     attempt_backoff = Duration::from_millis(100);
                     failing_since = None;
                 }
@@ -531,6 +535,19 @@ struct Plan {
     since: Option<Instant>,
 }
 
+/// Every range not yet acknowledged, in the order sent: those in flight, the one being sent,
+/// those to send again.
+fn unacknowledged<'a>(
+    sent: &'a VecDeque<InFlight>,
+    sending: Option<(u64, u64)>,
+    resend: &'a VecDeque<(u64, u64)>,
+) -> impl Iterator<Item = (u64, u64)> + 'a {
+    sent.iter()
+        .map(|b| b.range)
+        .chain(sending)
+        .chain(resend.iter().copied())
+}
+
 /// Calls back every batch in flight (their answers no longer matter: they go again, in order)
 /// and returns their ranges in the order they were sent.
 async fn call_back(sent: &mut VecDeque<InFlight>) -> Vec<(u64, u64)> {
@@ -559,7 +576,7 @@ fn failed(
     for range in again.into_iter().rev() {
         resend.push_front(range);
     }
-    if let Err(e) = inflight.store(resend.iter().copied()) {
+    if let Err(e) = inflight.store(unacknowledged(&VecDeque::new(), None, resend)) {
         tracing::warn!(error = %e, "cannot record the batches to send again");
     }
 }
