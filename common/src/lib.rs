@@ -900,6 +900,141 @@ pub mod sys_class {
     pub const PRIV_BASE: u8 = 32;
 }
 
+/// One followed syscall's entry function in the kernel: where an `fexit` program attaches
+/// when the kernel allows fexit (a BPF tracing program attaches to exactly one function, so
+/// there is one program per entry: `vigil_fexit_<i>`, `i` the index in
+/// [`X86_64_SYSCALL_ENTRIES`], each taking its class and ABI from its entry when it is built).
+///
+/// The function is the one the kernel's syscall table calls for that ABI (`syscall_64.tbl`,
+/// and `syscall_32.tbl`'s compat entry point where it has one): hooking another function of
+/// the same syscall (`__ia32_sys_open` instead of `__ia32_compat_sys_open`) would miss every
+/// call. The daemon checks each against the followed syscalls (`kernel::layout`, by test) and
+/// against the kernel's BTF before it loads any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallEntry {
+    /// The syscall's name in its ABI's table (`setuid32`, `pread64`).
+    pub syscall: &'static str,
+    /// The kernel function the syscall table calls (`__x64_sys_openat`).
+    pub function: &'static str,
+    /// Its [`sys_class`].
+    pub class: u8,
+    /// Whether it is the 32-bit ABI's entry (`int 0x80`): its arguments are in the i386
+    /// registers.
+    pub compat: bool,
+}
+
+const fn native(syscall: &'static str, function: &'static str, class: u8) -> SyscallEntry {
+    SyscallEntry {
+        syscall,
+        function,
+        class,
+        compat: false,
+    }
+}
+
+const fn ia32(syscall: &'static str, function: &'static str, class: u8) -> SyscallEntry {
+    SyscallEntry {
+        syscall,
+        function,
+        class,
+        compat: true,
+    }
+}
+
+/// Every followed syscall's entry function on x86_64 but execve and execveat (their exits
+/// need no program: `sched_process_exec` records every exec). The number of `vigil_fexit_<i>`
+/// programs in the kernel object is this table's length (checked when it is built).
+pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
+    use sys_class::*;
+    const fn set(op: u16) -> u8 {
+        PRIV_BASE + op as u8
+    }
+    &[
+        native("openat", "__x64_sys_openat", OPENAT),
+        native("openat2", "__x64_sys_openat2", OPENAT2),
+        native("open", "__x64_sys_open", OPEN),
+        native("creat", "__x64_sys_creat", CREAT),
+        native(
+            "open_by_handle_at",
+            "__x64_sys_open_by_handle_at",
+            OPEN_BY_HANDLE,
+        ),
+        native("pidfd_getfd", "__x64_sys_pidfd_getfd", FD_FROM_PROCESS),
+        native("read", "__x64_sys_read", READ_TTY),
+        native("write", "__x64_sys_write", WRITE),
+        native("writev", "__x64_sys_writev", WRITEV),
+        native("pread64", "__x64_sys_pread64", READ_FD0),
+        native("readv", "__x64_sys_readv", READ_FD0),
+        native("preadv", "__x64_sys_preadv", READ_FD0),
+        native("preadv2", "__x64_sys_preadv2", READ_FD0),
+        native("copy_file_range", "__x64_sys_copy_file_range", READ_FD0),
+        native("splice", "__x64_sys_splice", READ_FD0),
+        // syscall_64.tbl: 40 sendfile sys_sendfile64.
+        native("sendfile", "__x64_sys_sendfile64", READ_FD1),
+        native("close", "__x64_sys_close", CLOSE),
+        native("dup2", "__x64_sys_dup2", DUP_ONTO),
+        native("dup3", "__x64_sys_dup3", DUP_ONTO),
+        native("connect", "__x64_sys_connect", CONNECT),
+        native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
+        native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
+        native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
+        native("setresuid", "__x64_sys_setresuid", set(priv_op::SETRESUID)),
+        native("setfsuid", "__x64_sys_setfsuid", set(priv_op::SETFSUID)),
+        native("setgid", "__x64_sys_setgid", set(priv_op::SETGID)),
+        native("setregid", "__x64_sys_setregid", set(priv_op::SETREGID)),
+        native("setresgid", "__x64_sys_setresgid", set(priv_op::SETRESGID)),
+        native("setfsgid", "__x64_sys_setfsgid", set(priv_op::SETFSGID)),
+        ia32("read", "__ia32_sys_read", READ_TTY),
+        ia32("write", "__ia32_sys_write", WRITE),
+        ia32("open", "__ia32_compat_sys_open", OPEN),
+        ia32("close", "__ia32_sys_close", CLOSE),
+        ia32("creat", "__ia32_sys_creat", CREAT),
+        ia32("dup2", "__ia32_sys_dup2", DUP_ONTO),
+        ia32("socketcall", "__ia32_compat_sys_socketcall", SOCKETCALL),
+        ia32("readv", "__ia32_sys_readv", READ_FD0),
+        ia32("writev", "__ia32_sys_writev", WRITEV_COMPAT),
+        ia32("pread64", "__ia32_sys_ia32_pread64", READ_FD0),
+        ia32("sendfile", "__ia32_compat_sys_sendfile", READ_FD1),
+        ia32("sendfile64", "__ia32_sys_sendfile64", READ_FD1),
+        ia32("openat", "__ia32_compat_sys_openat", OPENAT),
+        ia32("splice", "__ia32_sys_splice", READ_FD0),
+        ia32("dup3", "__ia32_sys_dup3", DUP_ONTO),
+        ia32("preadv", "__ia32_compat_sys_preadv", READ_FD0),
+        ia32(
+            "open_by_handle_at",
+            "__ia32_compat_sys_open_by_handle_at",
+            OPEN_BY_HANDLE,
+        ),
+        ia32("connect", "__ia32_sys_connect", CONNECT),
+        ia32("copy_file_range", "__ia32_sys_copy_file_range", READ_FD0),
+        ia32("preadv2", "__ia32_compat_sys_preadv2", READ_FD0),
+        ia32(
+            "io_uring_setup",
+            "__ia32_sys_io_uring_setup",
+            IO_URING_SETUP,
+        ),
+        ia32("openat2", "__ia32_sys_openat2", OPENAT2),
+        ia32("pidfd_getfd", "__ia32_sys_pidfd_getfd", FD_FROM_PROCESS),
+        // The 16-bit id calls of the i386 table, then their 32-bit successors.
+        ia32("setuid", "__ia32_sys_setuid16", PRIV_UNDECODED),
+        ia32("setgid", "__ia32_sys_setgid16", PRIV_UNDECODED),
+        ia32("setreuid", "__ia32_sys_setreuid16", PRIV_UNDECODED),
+        ia32("setregid", "__ia32_sys_setregid16", PRIV_UNDECODED),
+        ia32("setfsuid", "__ia32_sys_setfsuid16", PRIV_UNDECODED),
+        ia32("setfsgid", "__ia32_sys_setfsgid16", PRIV_UNDECODED),
+        ia32("setresuid", "__ia32_sys_setresuid16", PRIV_UNDECODED),
+        ia32("setresgid", "__ia32_sys_setresgid16", PRIV_UNDECODED),
+        ia32("setreuid32", "__ia32_sys_setreuid", PRIV_UNDECODED),
+        ia32("setregid32", "__ia32_sys_setregid", PRIV_UNDECODED),
+        ia32("setresuid32", "__ia32_sys_setresuid", PRIV_UNDECODED),
+        ia32("setresgid32", "__ia32_sys_setresgid", PRIV_UNDECODED),
+        ia32("setuid32", "__ia32_sys_setuid", PRIV_UNDECODED),
+        ia32("setgid32", "__ia32_sys_setgid", PRIV_UNDECODED),
+        ia32("setfsuid32", "__ia32_sys_setfsuid", PRIV_UNDECODED),
+        ia32("setfsgid32", "__ia32_sys_setfsgid", PRIV_UNDECODED),
+    ]
+};
+
 /// Syscall numbers covered by the class table.
 pub const SYSCALL_TABLE_SIZE: usize = 512;
 

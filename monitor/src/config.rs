@@ -60,10 +60,25 @@ pub enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyscallHook {
-    /// The BTF-typed tracepoint where the kernel accepts it, else the raw one.
+    /// The cheapest the kernel accepts: fexit on each followed syscall's entry function, else
+    /// the BTF-typed `sys_exit` tracepoint, else the raw one.
     Auto,
+    /// The BTF-typed tracepoint where the kernel accepts it, else the raw one (never fexit).
+    BtfTracepoint,
     /// The raw tracepoint only (what runs where the kernel refuses the typed one).
     RawTracepoint,
+}
+
+impl SyscallHook {
+    /// The cheapest kernel hook this setting lets the daemon try.
+    pub fn cheapest(self) -> crate::kernel::SysExitHook {
+        use crate::kernel::SysExitHook;
+        match self {
+            SyscallHook::Auto => SysExitHook::Fexit,
+            SyscallHook::BtfTracepoint => SysExitHook::BtfTracepoint,
+            SyscallHook::RawTracepoint => SysExitHook::RawTracepoint,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

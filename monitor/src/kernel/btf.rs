@@ -136,7 +136,19 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                KIND_FUNC_PROTO => {
+                    // The parameters, kept as members (name, type) to describe a function.
+                    for i in 0..vlen {
+                        let m = pos + i * 8;
+                        members.push(Member {
+                            name: u32_at(type_data, m)?,
+                            type_id: u32_at(type_data, m + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    vlen * 8
+                }
+                KIND_ENUM => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
                 KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
                 | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
@@ -262,6 +274,52 @@ impl Btf {
     /// Whether `struct strukt` exists.
     pub fn has_struct(&self, strukt: &str) -> bool {
         self.structs_by_name.contains_key(strukt)
+    }
+
+    /// Whether the kernel has function `name` (a BTF `FUNC`, which an fexit program can attach
+    /// to).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.function(name).is_some()
+    }
+
+    /// Function `name`'s signature as C-like text: `long (const struct pt_regs *)`. `None`
+    /// when the kernel's BTF has no such function.
+    pub fn function_signature(&self, name: &str) -> Option<String> {
+        let func = self.function(name)?;
+        let proto = self.types.get(func.size_or_type as usize)?;
+        let params: Vec<String> = proto
+            .members
+            .iter()
+            .map(|p| self.type_text(p.type_id, 0))
+            .collect();
+        Some(format!(
+            "{} ({})",
+            self.type_text(proto.size_or_type, 0),
+            params.join(", ")
+        ))
+    }
+
+    fn function(&self, name: &str) -> Option<&Type> {
+        self.types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name) == name)
+    }
+
+    /// A type as C-like text, through pointers and qualifiers (typedefs by their name).
+    fn type_text(&self, id: u32, depth: u32) -> String {
+        let Some(t) = self.types.get(id as usize).filter(|_| depth < 16) else {
+            return "?".into();
+        };
+        match t.kind {
+            0 => "void".into(),
+            KIND_PTR => format!("{} *", self.type_text(t.size_or_type, depth + 1)),
+            KIND_CONST => format!("const {}", self.type_text(t.size_or_type, depth + 1)),
+            KIND_VOLATILE => format!("volatile {}", self.type_text(t.size_or_type, depth + 1)),
+            KIND_RESTRICT | KIND_TYPE_TAG => self.type_text(t.size_or_type, depth + 1),
+            KIND_STRUCT => format!("struct {}", self.name(t.name)),
+            KIND_UNION => format!("union {}", self.name(t.name)),
+            _ => self.name(t.name).to_string(),
+        }
     }
 }
 

@@ -169,45 +169,82 @@ pub fn tracepoint_layout(tracefs: &Tracefs) -> Result<TracepointLayout, Prefligh
     })
 }
 
-/// The syscalls Vigil follows, by number on this architecture, with their dispatcher class.
-fn followed_syscalls() -> Vec<(i64, u8)> {
+/// The syscalls Vigil follows, by name and number on this architecture, with their dispatcher
+/// class (a test checks each name's number against the kernel headers).
+fn followed_syscalls() -> Vec<(&'static str, i64, u8)> {
     use sys_class::*;
     let mut table = vec![
-        (libc::SYS_openat, OPENAT),
-        (libc::SYS_openat2, OPENAT2),
-        (libc::SYS_open_by_handle_at, OPEN_BY_HANDLE),
-        (libc::SYS_pidfd_getfd, FD_FROM_PROCESS),
-        (libc::SYS_read, READ_TTY),
-        (libc::SYS_write, WRITE),
-        (libc::SYS_writev, WRITEV),
-        (libc::SYS_pread64, READ_FD0),
-        (libc::SYS_readv, READ_FD0),
-        (libc::SYS_preadv, READ_FD0),
-        (libc::SYS_preadv2, READ_FD0),
-        (libc::SYS_copy_file_range, READ_FD0),
-        (libc::SYS_splice, READ_FD0),
-        (libc::SYS_sendfile, READ_FD1),
-        (libc::SYS_close, CLOSE),
-        (libc::SYS_dup3, DUP_ONTO),
-        (libc::SYS_connect, CONNECT),
-        (libc::SYS_io_uring_setup, IO_URING_SETUP),
-        (libc::SYS_execve, EXECVE),
-        (libc::SYS_execveat, EXECVE),
-        (libc::SYS_setuid, PRIV_BASE + priv_op::SETUID as u8),
-        (libc::SYS_setreuid, PRIV_BASE + priv_op::SETREUID as u8),
-        (libc::SYS_setresuid, PRIV_BASE + priv_op::SETRESUID as u8),
-        (libc::SYS_setfsuid, PRIV_BASE + priv_op::SETFSUID as u8),
-        (libc::SYS_setgid, PRIV_BASE + priv_op::SETGID as u8),
-        (libc::SYS_setregid, PRIV_BASE + priv_op::SETREGID as u8),
-        (libc::SYS_setresgid, PRIV_BASE + priv_op::SETRESGID as u8),
-        (libc::SYS_setfsgid, PRIV_BASE + priv_op::SETFSGID as u8),
+        ("openat", libc::SYS_openat, OPENAT),
+        ("openat2", libc::SYS_openat2, OPENAT2),
+        (
+            "open_by_handle_at",
+            libc::SYS_open_by_handle_at,
+            OPEN_BY_HANDLE,
+        ),
+        ("pidfd_getfd", libc::SYS_pidfd_getfd, FD_FROM_PROCESS),
+        ("read", libc::SYS_read, READ_TTY),
+        ("write", libc::SYS_write, WRITE),
+        ("writev", libc::SYS_writev, WRITEV),
+        ("pread64", libc::SYS_pread64, READ_FD0),
+        ("readv", libc::SYS_readv, READ_FD0),
+        ("preadv", libc::SYS_preadv, READ_FD0),
+        ("preadv2", libc::SYS_preadv2, READ_FD0),
+        ("copy_file_range", libc::SYS_copy_file_range, READ_FD0),
+        ("splice", libc::SYS_splice, READ_FD0),
+        ("sendfile", libc::SYS_sendfile, READ_FD1),
+        ("close", libc::SYS_close, CLOSE),
+        ("dup3", libc::SYS_dup3, DUP_ONTO),
+        ("connect", libc::SYS_connect, CONNECT),
+        ("io_uring_setup", libc::SYS_io_uring_setup, IO_URING_SETUP),
+        ("execve", libc::SYS_execve, EXECVE),
+        ("execveat", libc::SYS_execveat, EXECVE),
+        (
+            "setuid",
+            libc::SYS_setuid,
+            PRIV_BASE + priv_op::SETUID as u8,
+        ),
+        (
+            "setreuid",
+            libc::SYS_setreuid,
+            PRIV_BASE + priv_op::SETREUID as u8,
+        ),
+        (
+            "setresuid",
+            libc::SYS_setresuid,
+            PRIV_BASE + priv_op::SETRESUID as u8,
+        ),
+        (
+            "setfsuid",
+            libc::SYS_setfsuid,
+            PRIV_BASE + priv_op::SETFSUID as u8,
+        ),
+        (
+            "setgid",
+            libc::SYS_setgid,
+            PRIV_BASE + priv_op::SETGID as u8,
+        ),
+        (
+            "setregid",
+            libc::SYS_setregid,
+            PRIV_BASE + priv_op::SETREGID as u8,
+        ),
+        (
+            "setresgid",
+            libc::SYS_setresgid,
+            PRIV_BASE + priv_op::SETRESGID as u8,
+        ),
+        (
+            "setfsgid",
+            libc::SYS_setfsgid,
+            PRIV_BASE + priv_op::SETFSGID as u8,
+        ),
     ];
     // Only architectures with the legacy calls have them.
     #[cfg(target_arch = "x86_64")]
     table.extend([
-        (libc::SYS_open, OPEN),
-        (libc::SYS_creat, CREAT),
-        (libc::SYS_dup2, DUP_ONTO),
+        ("open", libc::SYS_open, OPEN),
+        ("creat", libc::SYS_creat, CREAT),
+        ("dup2", libc::SYS_dup2, DUP_ONTO),
     ]);
     table
 }
@@ -307,7 +344,12 @@ pub fn syscall_abi(btf: &Btf) -> Result<SyscallAbi, PreflightError> {
     // where BTF says.
     abi.task_ti_status = btf.member_offset("task_struct", "thread_info")?
         + btf.member_offset("thread_info", "status")?;
-    fill_classes(&mut abi.classes, followed_syscalls())?;
+    fill_classes(
+        &mut abi.classes,
+        followed_syscalls()
+            .into_iter()
+            .map(|(_, nr, class)| (nr, class)),
+    )?;
     fill_classes(
         &mut abi.compat_classes,
         followed_compat_syscalls()
@@ -351,7 +393,7 @@ mod tests {
     fn every_followed_syscall_fits_the_table_once() {
         let table = followed_syscalls();
         let mut seen = std::collections::HashSet::new();
-        for (nr, class) in &table {
+        for (_, nr, class) in &table {
             assert!((*nr as usize) < SYSCALL_TABLE_SIZE, "{nr}");
             assert_ne!(*class, sys_class::NONE);
             assert!(seen.insert(*nr), "syscall {nr} listed twice");
@@ -364,16 +406,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_followed_compat_syscall_is_the_kernels_number() {
-        let header = std::fs::read_to_string("/usr/include/x86_64-linux-gnu/asm/unistd_32.h")
-            .expect("the kernel's asm/unistd_32.h (linux-libc-dev)");
-        let numbers: std::collections::HashMap<&str, i64> = header
-            .lines()
-            .filter_map(|l| l.strip_prefix("#define __NR_"))
-            .filter_map(|l| {
-                let (name, nr) = l.split_once(' ')?;
-                Some((name, nr.trim().parse().ok()?))
-            })
-            .collect();
+        let numbers = kernel_numbers("unistd_32.h");
         let mut seen = std::collections::HashSet::new();
         for (name, nr, class) in followed_compat_syscalls() {
             assert_eq!(numbers.get(name), Some(&nr), "{name}");
@@ -387,7 +420,7 @@ mod tests {
             .into_iter()
             .map(|(_, _, class)| class)
             .collect();
-        for (_, class) in followed_syscalls() {
+        for (_, _, class) in followed_syscalls() {
             let twin = match class {
                 sys_class::WRITEV => sys_class::WRITEV_COMPAT,
                 c if c > sys_class::PRIV_BASE => sys_class::PRIV_UNDECODED,
@@ -397,6 +430,99 @@ mod tests {
                 class == sys_class::EXECVE || compat.contains(&twin),
                 "class {class} has no 32-bit twin"
             );
+        }
+    }
+
+    /// Syscall numbers by name from the kernel's uapi header `asm/<header>` (Debian's
+    /// linux-libc-dev installs them).
+    #[cfg(target_arch = "x86_64")]
+    fn kernel_numbers(header: &str) -> std::collections::HashMap<String, i64> {
+        let path = format!("/usr/include/x86_64-linux-gnu/asm/{header}");
+        let text = std::fs::read_to_string(&path).expect("the kernel's uapi headers");
+        text.lines()
+            .filter_map(|l| l.strip_prefix("#define __NR_"))
+            .filter_map(|l| {
+                let (name, nr) = l.split_once(' ')?;
+                Some((name.to_string(), nr.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_followed_native_syscall_is_the_kernels_number() {
+        let numbers = kernel_numbers("unistd_64.h");
+        for (name, nr, _) in followed_syscalls() {
+            assert_eq!(numbers.get(name), Some(&nr), "{name}");
+        }
+    }
+
+    /// The fexit programs follow exactly what the `sys_exit` tables follow: one entry function
+    /// per followed syscall and ABI, of the same class, and none else (execve and execveat
+    /// need none: `sched_process_exec` records every exec).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_syscall_entry_functions_are_the_followed_syscalls() {
+        use std::collections::BTreeSet;
+        let entries = |compat: bool| -> BTreeSet<(&str, u8)> {
+            let listed: Vec<(&str, u8)> = vigil_common::X86_64_SYSCALL_ENTRIES
+                .iter()
+                .filter(|e| e.compat == compat)
+                .map(|e| (e.syscall, e.class))
+                .collect();
+            let set: BTreeSet<_> = listed.iter().copied().collect();
+            assert_eq!(set.len(), listed.len(), "an entry listed twice");
+            set
+        };
+        let native: BTreeSet<(&str, u8)> = followed_syscalls()
+            .into_iter()
+            .filter(|(_, _, class)| *class != sys_class::EXECVE)
+            .map(|(name, _, class)| (name, class))
+            .collect();
+        assert_eq!(entries(false), native);
+        let compat: BTreeSet<(&str, u8)> = followed_compat_syscalls()
+            .into_iter()
+            .map(|(name, _, class)| (name, class))
+            .collect();
+        assert_eq!(entries(true), compat);
+        let functions: BTreeSet<&str> = vigil_common::X86_64_SYSCALL_ENTRIES
+            .iter()
+            .map(|e| e.function)
+            .collect();
+        assert_eq!(functions.len(), vigil_common::X86_64_SYSCALL_ENTRIES.len());
+    }
+
+    /// Every entry function is one of this kernel's syscall entries (in its BTF, taking the
+    /// registers), the ABI its name says. A 32-bit syscall with a compat entry point is entered
+    /// there and not through its `__ia32_sys_` twin, which exists too: where this kernel has a
+    /// `__ia32_compat_sys_<name>`, the table must name it, but for the calls whose i386 entry
+    /// is another function by the kernel's `syscall_32.tbl` (listed here).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_syscall_entry_function_is_this_kernels() {
+        // syscall_32.tbl: `239 sendfile64 sys_sendfile64` (its compat twin serves other
+        // architectures' compat tables).
+        const NOT_THE_COMPAT_ENTRY: [&str; 1] = ["sendfile64"];
+        let btf = Btf::from_kernel().expect("the kernel's BTF");
+        for entry in vigil_common::X86_64_SYSCALL_ENTRIES {
+            assert_eq!(
+                btf.function_signature(entry.function).as_deref(),
+                Some("long int (const struct pt_regs *)"),
+                "{entry:?}"
+            );
+            let prefix = if entry.compat {
+                "__ia32_"
+            } else {
+                "__x64_sys_"
+            };
+            assert!(entry.function.starts_with(prefix), "{entry:?}");
+            let compat_entry = format!("__ia32_compat_sys_{}", entry.syscall);
+            if entry.compat
+                && btf.has_function(&compat_entry)
+                && !NOT_THE_COMPAT_ENTRY.contains(&entry.syscall)
+            {
+                assert_eq!(entry.function, compat_entry, "{entry:?}");
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use vigil_common::{counter, kind, FileReadStats, FoldFileCtime, FoldFileKey, OpenFileKey, Policy};
@@ -34,6 +34,22 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("kernel program `{0}` is missing from the kernel object")]
+    MissingProgram(String),
+    #[error("kernel program `{program}` is not of the kind its hook needs: {source}")]
+    ProgramKind {
+        program: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("the fexit program on `{function}` failed to load or attach: {source}")]
+    SyscallEntry {
+        function: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("no table of syscall entry functions for this architecture")]
+    NoSyscallEntries,
     #[error("map `{name}`: {detail}")]
     Map { name: &'static str, detail: String },
     #[error("reading the kernel's BTF for a typed hook failed: {0}")]
@@ -52,8 +68,9 @@ pub struct LoadOptions {
     pub routine_files: Vec<(FoldFileKey, FoldFileCtime)>,
     /// Files never folded (the watched files), in the kernel's list before the first event.
     pub never_fold: Vec<FoldFileKey>,
-    /// Try the BTF-typed `sys_exit` program before the raw one (see [`SysExitHook`]).
-    pub typed_sys_exit: bool,
+    /// The cheapest hook to try for followed syscalls' exits; the daemon goes down
+    /// [`SysExitHook`]'s order from there to the first the kernel accepts.
+    pub sys_exit_from: SysExitHook,
 }
 
 struct Hook {
@@ -89,9 +106,15 @@ const TRACEPOINTS: &[(&str, &[Hook])] = &[
 /// Raw tracepoints: program name and tracepoint.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[("vigil_fork", "sched_process_fork")];
 
-/// How every followed syscall's exit reaches the programs (see monitor-ebpf/src/syscalls.rs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How every followed syscall's exit reaches the programs (see monitor-ebpf/src/syscalls.rs),
+/// cheapest first: the daemon takes the first the kernel accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SysExitHook {
+    /// One `fexit` program on each followed syscall's entry function
+    /// ([`vigil_common::X86_64_SYSCALL_ENTRIES`]): a syscall nobody follows runs no program,
+    /// and a followed one only its own handler. Where the kernel allows fexit (not this
+    /// project's test machines, which refuse it at load).
+    Fexit,
     /// `tp_btf/sys_exit`: the registers are a typed pointer, read with checked loads.
     BtfTracepoint,
     /// `raw_tp/sys_exit`: the registers read with a helper call each; where the kernel refuses
@@ -102,38 +125,102 @@ pub enum SysExitHook {
 impl std::fmt::Display for SysExitHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            SysExitHook::Fexit => "fexit/syscall entries",
             SysExitHook::BtfTracepoint => "tp_btf/sys_exit",
             SysExitHook::RawTracepoint => "raw_tp/sys_exit",
         })
     }
 }
 
-/// One `sys_exit` program built for both hooks: its typed and its raw name.
+/// One `sys_exit` program built for both hooks: its typed and its raw name, and whether the
+/// fexit programs on the syscall entry functions stand for it.
 struct SysExitPrograms {
     typed: &'static str,
     raw: &'static str,
+    fexit: bool,
 }
 
 /// The daemon's program on every followed syscall's exit.
 const CAPTURE_SYS_EXIT: SysExitPrograms = SysExitPrograms {
     typed: "vigil_sys_exit",
     raw: "vigil_raw_exit",
+    fexit: true,
 };
 
-/// The empty program of the overhead benchmark's floor.
+/// The empty program of the overhead benchmark's floor (on the tracepoint hooks only: where
+/// the daemon runs on fexit, its cost has no single program to compare with).
 const FLOOR_SYS_EXIT: SysExitPrograms = SysExitPrograms {
     typed: "vigil_floor",
     raw: "vigil_raw_floor",
+    fexit: false,
 };
 
-/// Attaches the cheaper `sys_exit` program the kernel accepts: the typed one first (unless
-/// `try_typed` is false), the raw one when the kernel refuses it (logged, with why).
+/// The kernel object's program for syscall entry `index` of [`SYSCALL_ENTRIES`].
+pub(crate) fn syscall_entry_program(index: usize) -> String {
+    format!("vigil_fexit_{index}")
+}
+
+/// The entry functions of followed syscalls on this architecture (none where Vigil has no
+/// table of them: the daemon then goes through `sys_exit`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const SYSCALL_ENTRIES: &[vigil_common::SyscallEntry] =
+    vigil_common::X86_64_SYSCALL_ENTRIES;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const SYSCALL_ENTRIES: &[vigil_common::SyscallEntry] = &[];
+
+/// Loads and attaches one fexit program on each syscall entry function, all or none: a
+/// followed syscall left without its program would be a way around capture, so on any refusal
+/// every one loaded so far is unloaded (detaching it) before the error is returned. The first
+/// refusal comes at the first program on kernels without fexit (EPERM, as here).
+fn attach_syscall_entries(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    if SYSCALL_ENTRIES.is_empty() {
+        return Err(LoadError::NoSyscallEntries);
+    }
+    let btf = aya::Btf::from_sys_fs()?;
+    let mut done = 0;
+    let result = (|| {
+        for (index, entry) in SYSCALL_ENTRIES.iter().enumerate() {
+            let name = syscall_entry_program(index);
+            let prog: &mut FExit = program_of(ebpf, &name)?;
+            let function = entry.function;
+            prog.load(function, &btf)
+                .map_err(|source| LoadError::SyscallEntry { function, source })?;
+            done = index + 1;
+            prog.attach()
+                .map_err(|source| LoadError::SyscallEntry { function, source })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for index in 0..done {
+            if let Ok(prog) = program_of::<FExit>(ebpf, &syscall_entry_program(index)) {
+                if let Err(error) = prog.unload() {
+                    tracing::warn!(%error, index, "unloading a syscall entry program failed");
+                }
+            }
+        }
+    }
+    result
+}
+
+/// Attaches the cheapest hook for followed syscalls' exits the kernel accepts, from `from` on:
+/// the fexit programs (the daemon's own, not the floor's), then the typed `sys_exit` program,
+/// then the raw one. Each refusal is logged with why.
 fn attach_sys_exit(
     ebpf: &mut Ebpf,
     programs: &SysExitPrograms,
-    try_typed: bool,
+    from: SysExitHook,
 ) -> Result<SysExitHook, LoadError> {
-    if try_typed {
+    if from == SysExitHook::Fexit && programs.fexit {
+        match attach_syscall_entries(ebpf) {
+            Ok(()) => return Ok(SysExitHook::Fexit),
+            Err(error) => tracing::warn!(
+                %error,
+                "the kernel refused fexit on the syscall entry functions: going through sys_exit"
+            ),
+        }
+    }
+    if from <= SysExitHook::BtfTracepoint {
         match attach_typed_sys_exit(ebpf, programs.typed) {
             Ok(()) => return Ok(SysExitHook::BtfTracepoint),
             Err(error) => tracing::warn!(
@@ -172,6 +259,35 @@ fn attach_raw_sys_exit(ebpf: &mut Ebpf, program: &'static str) -> Result<(), Loa
             source,
         })?;
     Ok(())
+}
+
+/// Checks the host, finds this kernel's layouts and loads the kernel object with them (maps
+/// created, no program loaded yet).
+fn open_object(ring_buffer_bytes: u32) -> Result<(Ebpf, Tracefs), LoadError> {
+    super::check_root()?;
+    let btf = Btf::from_kernel()?;
+    let tracefs = Tracefs::find_or_mount()?;
+    let offsets = layout::kernel_offsets(&btf)?;
+    let tp_layout = layout::tracepoint_layout(&tracefs)?;
+    let syscall_abi = layout::syscall_abi(&btf)?;
+    tracing::debug!(?offsets, ?tp_layout, "kernel layouts");
+
+    // One scratch slot per possible CPU (ids index the slots).
+    let scratch_slots = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Map {
+        name: "EXEC_SCRATCH",
+        detail: format!("cannot count CPUs from {path}: {source}"),
+    })? as u32;
+    let ebpf = EbpfLoader::new()
+        .override_global("KERNEL_OFFSETS", &offsets, true)
+        .override_global("TP_LAYOUT", &tp_layout, true)
+        .override_global("SYSCALL_ABI", &syscall_abi, true)
+        .map_max_entries("EVENTS", ring_buffer_bytes)
+        .map_max_entries("EXEC_SCRATCH", scratch_slots)
+        .map_max_entries("OPEN_SCRATCH", scratch_slots)
+        .map_max_entries("TTY_SCRATCH", scratch_slots)
+        .map_max_entries("CONNECT_SCRATCH", scratch_slots)
+        .load(KERNEL_OBJECT)?;
+    Ok((ebpf, tracefs))
 }
 
 /// Totals of one kernel counter slot, summed over CPUs.
@@ -247,29 +363,7 @@ pub struct KernelMonitor {
 impl KernelMonitor {
     /// Checks the host, finds layouts, loads and attaches everything.
     pub fn load(opts: &LoadOptions) -> Result<KernelMonitor, LoadError> {
-        super::check_root()?;
-        let btf = Btf::from_kernel()?;
-        let tracefs = Tracefs::find_or_mount()?;
-        let offsets = layout::kernel_offsets(&btf)?;
-        let tp_layout = layout::tracepoint_layout(&tracefs)?;
-        let syscall_abi = layout::syscall_abi(&btf)?;
-        tracing::debug!(?offsets, ?tp_layout, "kernel layouts");
-
-        // One scratch slot per possible CPU (ids index the slots).
-        let scratch_slots = aya::util::nr_cpus().map_err(|(path, source)| LoadError::Map {
-            name: "EXEC_SCRATCH",
-            detail: format!("cannot count CPUs from {path}: {source}"),
-        })? as u32;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("KERNEL_OFFSETS", &offsets, true)
-            .override_global("TP_LAYOUT", &tp_layout, true)
-            .override_global("SYSCALL_ABI", &syscall_abi, true)
-            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-            .map_max_entries("EXEC_SCRATCH", scratch_slots)
-            .map_max_entries("OPEN_SCRATCH", scratch_slots)
-            .map_max_entries("TTY_SCRATCH", scratch_slots)
-            .map_max_entries("CONNECT_SCRATCH", scratch_slots)
-            .load(KERNEL_OBJECT)?;
+        let (mut ebpf, tracefs) = open_object(opts.ring_buffer_bytes)?;
 
         let mut policy: Array<MapData, Policy> = take_map(&mut ebpf, "POLICY")?;
         policy.set(0, opts.policy, 0).map_err(|e| LoadError::Map {
@@ -347,7 +441,7 @@ impl KernelMonitor {
             })?;
             attached.push(format!("raw_tp/{tp}"));
         }
-        let sys_exit = attach_sys_exit(&mut ebpf, &CAPTURE_SYS_EXIT, opts.typed_sys_exit)?;
+        let sys_exit = attach_sys_exit(&mut ebpf, &CAPTURE_SYS_EXIT, opts.sys_exit_from)?;
         attached.push(sys_exit.to_string());
         let responder = super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
         let program_ids = ebpf
@@ -554,17 +648,17 @@ impl OpenFiles {
 }
 
 /// The program `name` of the kernel object, as its type `P`.
-fn program_of<'a, P>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut P, LoadError>
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut P, LoadError>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     ebpf.program_mut(program)
-        .ok_or_else(|| LoadError::Map {
-            name: "programs",
-            detail: format!("program `{program}` missing from the kernel object"),
-        })?
+        .ok_or_else(|| LoadError::MissingProgram(program.to_string()))?
         .try_into()
-        .map_err(|source| LoadError::Program { program, source })
+        .map_err(|source| LoadError::ProgramKind {
+            program: program.to_string(),
+            source,
+        })
 }
 
 pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
@@ -597,7 +691,7 @@ impl FloorProgram {
             .map_max_entries("EVENTS", 64 * 1024)
             .load(KERNEL_OBJECT)?;
         // The hook the daemon takes by default, chosen the same way.
-        let hook = attach_sys_exit(&mut ebpf, &FLOOR_SYS_EXIT, true)?;
+        let hook = attach_sys_exit(&mut ebpf, &FLOOR_SYS_EXIT, SysExitHook::BtfTracepoint)?;
         Ok(FloorProgram { _ebpf: ebpf, hook })
     }
 }
@@ -620,4 +714,62 @@ fn loginuid_files_open() -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+    /// The kernel object holds one fexit program per syscall entry function, under the name
+    /// the loader asks for, and no other: none is left unattached, none is missing.
+    #[test]
+    fn one_fexit_program_per_syscall_entry() {
+        let file = object::File::parse(super::KERNEL_OBJECT).expect("the kernel object parses");
+        let mut fexit: Vec<String> = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+            .filter(|s| {
+                s.section_index()
+                    .and_then(|i| file.section_by_index(i).ok())
+                    .and_then(|sec| sec.name().ok().map(|n| n == "fexit"))
+                    .unwrap_or(false)
+            })
+            .filter_map(|s| s.name().ok().map(str::to_string))
+            .collect();
+        fexit.sort();
+        let mut expected: Vec<String> = (0..super::SYSCALL_ENTRIES.len())
+            .map(super::syscall_entry_program)
+            .collect();
+        expected.sort();
+        assert_eq!(fexit, expected);
+    }
+
+    /// Every fexit program's code passes this kernel's verifier. The kernel refuses fexit
+    /// itself, so each program's twin on `tp_btf/sys_exit` is loaded instead (the same code,
+    /// program type and context: see monitor-ebpf/src/syscalls.rs), with this kernel's layouts,
+    /// and never attached.
+    #[test]
+    fn every_syscall_entry_program_passes_the_verifier() {
+        if !nix::unistd::Uid::effective().is_root() {
+            panic!("loading kernel programs needs root (the test suite runs as root)");
+        }
+        let (mut ebpf, _tracefs) = super::open_object(64 * 1024).expect("the object opens");
+        let btf = aya::Btf::from_sys_fs().expect("the kernel's BTF");
+        let started = std::time::Instant::now();
+        let mut refused = Vec::new();
+        for (index, entry) in super::SYSCALL_ENTRIES.iter().enumerate() {
+            let name = format!("vigil_fxchk_{index}");
+            let prog: &mut aya::programs::BtfTracePoint =
+                super::program_of(&mut ebpf, &name).expect("the twin is in the object");
+            if let Err(error) = prog.load("sys_exit", &btf) {
+                refused.push(format!("{name} ({}): {error:?}", entry.function));
+            }
+        }
+        assert!(refused.is_empty(), "{}", refused.join("\n"));
+        eprintln!(
+            "{} entry programs verified in {:?}",
+            super::SYSCALL_ENTRIES.len(),
+            started.elapsed()
+        );
+    }
 }

@@ -12,7 +12,7 @@ mod stack_budget;
 
 use std::path::PathBuf;
 
-pub use loader::{KernelMonitor, LoadOptions};
+pub use loader::{KernelMonitor, LoadOptions, SysExitHook};
 
 /// Why the kernel side cannot start, naming what is missing.
 #[derive(Debug, thiserror::Error)]

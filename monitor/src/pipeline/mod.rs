@@ -166,7 +166,7 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         ignore_tgids: vec![std::process::id()],
         routine_files,
-        typed_sys_exit: config.capture.syscall_hook == crate::config::SyscallHook::Auto,
+        sys_exit_from: config.capture.syscall_hook.cheapest(),
     })?;
     tracing::info!(
         hooks = kernel.attached.len(),

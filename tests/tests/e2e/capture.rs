@@ -28,6 +28,9 @@ fn session_events(events: &[Value], loginuid: u32) -> Vec<Value> {
         .collect()
 }
 
+/// The default (`syscall_hook: auto`) tries fexit on the syscall entry functions first; this
+/// kernel refuses fexit at load, so the daemon must say so and fall back to the typed
+/// tracepoint, every followed syscall still captured.
 #[test]
 fn login_session_commands_files_connections_and_privilege_changes() {
     capture_a_login_session("", "tp_btf/sys_exit");
@@ -131,6 +134,15 @@ exit 7"#,
     assert!(
         stderr_before_stop.contains(&format!("sys_exit={sys_exit_hook}")),
         "the daemon did not attach {sys_exit_hook}:\n{stderr_before_stop}"
+    );
+    // Only `auto` tries fexit, and the refusal names the first entry function and why.
+    let fexit_refused = stderr_before_stop
+        .contains("the kernel refused fexit on the syscall entry functions")
+        && stderr_before_stop.contains("__x64_sys_openat");
+    assert_eq!(
+        fexit_refused,
+        extra_yaml.is_empty(),
+        "fexit tried and refused, as the setting says:\n{stderr_before_stop}"
     );
     let events = daemon.stop().expect("daemon stops cleanly");
     let ours = session_events(&events, loginuid);
@@ -491,7 +503,9 @@ fn stopping_detaches_every_program() {
     names.dedup();
     assert_eq!(
         names,
-        // The LSM program loads only where the kernel runs the BPF LSM (not here).
+        // The LSM program loads only where the kernel runs the BPF LSM, and the fexit programs
+        // on the syscall entry functions only where the kernel allows fexit (neither here: a
+        // refused fexit program leaves none of them loaded).
         [
             "vigil_connect4",
             "vigil_connect6",
