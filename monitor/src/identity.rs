@@ -18,8 +18,8 @@ const PASSWD_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// somewhere (`identity.host_etc`) is read directly, since the container's NSS knows only the
 /// image's users.
 pub struct UserNames {
-    users: HashMap<u32, Option<Arc<str>>>,
-    groups: HashMap<u32, Option<Arc<str>>>,
+    users: crate::IdMap<u32, Option<Arc<str>>>,
+    groups: crate::IdMap<u32, Option<Arc<str>>>,
     watch: crate::watch::FileWatch,
     host_etc: Option<PathBuf>,
 }
@@ -47,8 +47,8 @@ impl UserNames {
     pub fn new(host_etc: Option<PathBuf>) -> Self {
         let etc = host_etc.as_deref().unwrap_or(Path::new("/etc"));
         UserNames {
-            users: HashMap::new(),
-            groups: HashMap::new(),
+            users: Default::default(),
+            groups: Default::default(),
             watch: crate::watch::FileWatch::new(
                 vec![etc.join("passwd"), etc.join("group")],
                 PASSWD_CHECK_EVERY,
@@ -93,7 +93,7 @@ impl UserNames {
 
 /// The name of `id` from `cache`, looked up once (`lookup`) when it is not there yet.
 fn named(
-    cache: &mut HashMap<u32, Option<Arc<str>>>,
+    cache: &mut crate::IdMap<u32, Option<Arc<str>>>,
     id: u32,
     lookup: impl FnOnce() -> Option<String>,
 ) -> Option<Arc<str>> {
@@ -115,7 +115,7 @@ struct Node {
 /// Processes known from fork, exec and exit events, seeded from /proc at start.
 #[derive(Default)]
 pub struct ProcessTree {
-    nodes: HashMap<u32, Node>,
+    nodes: crate::IdMap<u32, Node>,
 }
 
 /// Exited processes stay this long, so that orphans keep their ancestry.
@@ -386,7 +386,7 @@ pub fn parse_cgroup_path(path: &str) -> Workload {
 /// the cgroup2 hierarchy; walks again, at most once a second, when an id is not known.
 pub struct Cgroups {
     root: Option<std::path::PathBuf>,
-    by_id: HashMap<u64, Workload>,
+    by_id: crate::IdMap<u64, Workload>,
     walked: Option<Instant>,
 }
 
@@ -394,7 +394,7 @@ impl Default for Cgroups {
     fn default() -> Self {
         Cgroups {
             root: cgroup2_root(),
-            by_id: HashMap::new(),
+            by_id: Default::default(),
             walked: None,
         }
     }

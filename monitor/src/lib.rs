@@ -31,3 +31,11 @@ pub mod store;
 pub mod trail;
 pub mod watch;
 pub mod watched;
+
+/// A map keyed by a kernel id (pid, uid, gid, cgroup or audit session id) that the pipeline
+/// looks up on every event: foldhash instead of the standard SipHash, which was most of the
+/// cost of those lookups. Randomly seeded per map like the standard one; not for keys an
+/// insider writes freely (paths, names), which keep the standard hasher.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The set of [`IdMap`].
+pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -240,7 +240,7 @@ pub struct Baselines {
     path: PathBuf,
     host: String,
     state: State,
-    sessions: HashMap<u32, SessionView>,
+    sessions: crate::IdMap<u32, SessionView>,
     dirty: bool,
     saved: Instant,
     /// Held while this holds the state: one writer per state file, or the last to save would
@@ -332,7 +332,7 @@ impl Baselines {
                 version: STATE_VERSION,
                 ..state
             },
-            sessions: HashMap::new(),
+            sessions: Default::default(),
             dirty: false,
             saved: Instant::now(),
             _lock: lock,

@@ -429,7 +429,7 @@ pub struct Detector {
     /// By audit session id: the detector sees the live events of one host's one boot (its
     /// state dies with the daemon, which lives within a boot), so the id alone is the whole
     /// `SessionKey` here, as in the session tracker.
-    sessions: HashMap<u32, SessionState>,
+    sessions: crate::IdMap<u32, SessionState>,
     /// The rules that can match each event type, and what they need of its path (see
     /// `guard`).
     by_type: HashMap<crate::event::EventType, guard::Candidates>,
@@ -445,7 +445,7 @@ impl Detector {
             rules,
             baselines,
             anomalies: Vec::new(),
-            sessions: HashMap::new(),
+            sessions: Default::default(),
             by_type: HashMap::new(),
             // The first event is timed: the histogram has a sample from the start.
             untimed: TIMED_EVERY - 1,
@@ -632,7 +632,7 @@ impl Finding<'_> {
 
 /// The alert for `rule` matching `event`, counting it into its session's risk (once per rule
 /// id and session).
-fn alert(rule: &Finding, sessions: &mut HashMap<u32, SessionState>, event: &Event) -> Event {
+fn alert(rule: &Finding, sessions: &mut crate::IdMap<u32, SessionState>, event: &Event) -> Event {
     let sid = event.process.sessionid;
     let (session_risk, reasons) = match sid.map(|s| sessions.entry(s).or_default()) {
         Some(s) => {

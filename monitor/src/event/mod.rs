@@ -4,6 +4,7 @@
 mod display;
 mod file;
 mod json;
+pub use json::EventWriter;
 mod kind;
 #[cfg(test)]
 pub mod samples;

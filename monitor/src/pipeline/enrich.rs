@@ -2,7 +2,7 @@
 //! volume of files a process still held when it exited.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -85,11 +85,11 @@ pub struct Enricher {
     paths: OpenPaths,
     /// fds each process opened (from open events), to flush at its exit without scanning the
     /// kernel's table.
-    open_fds: HashMap<u32, HashSet<u32>>,
+    open_fds: crate::IdMap<u32, crate::IdSet<u32>>,
     /// Who each of those processes was at its last open (enriched): a read volume flushed
     /// without the process's own exit (swept, or at shutdown) is attributed to it, session
     /// and all, rather than to a stand-in known only by its pid.
-    openers: HashMap<u32, Process>,
+    openers: crate::IdMap<u32, Process>,
     /// The kernel's open-file table, this stage's alone (None where no kernel is loaded).
     kernel_files: Option<OpenFiles>,
 }
@@ -116,8 +116,8 @@ impl Enricher {
             sessions,
             pods,
             paths: OpenPaths::new(64 * 1024),
-            open_fds: HashMap::new(),
-            openers: HashMap::new(),
+            open_fds: Default::default(),
+            openers: Default::default(),
         }
     }
 

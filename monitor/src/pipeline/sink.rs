@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::PipelineStats;
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, EventWriter};
 
 /// Every output of the pipeline: the spool (durable, first) and the JSON Lines outputs.
 pub struct JsonLinesSink {
@@ -17,6 +17,8 @@ pub struct JsonLinesSink {
     stdout: Option<BufWriter<std::io::Stdout>>,
     file: Option<(PathBuf, BufWriter<File>)>,
     line: Vec<u8>,
+    /// Writes each event's JSON, reusing its process's part from the process's last event.
+    writer: EventWriter,
     /// The last heartbeat's counters: the stop checkpoint carries them (with the pipeline's
     /// own, read fresh), so that no counter seems to go backwards at the end of a run.
     last_counters: crate::trail::Counters,
@@ -49,6 +51,7 @@ impl JsonLinesSink {
             stdout: stdout.then(|| BufWriter::with_capacity(256 * 1024, std::io::stdout())),
             file,
             line: Vec::with_capacity(4096),
+            writer: EventWriter::new(),
             last_counters: Default::default(),
             checkpoint_hooks: None,
         })
@@ -78,7 +81,7 @@ impl JsonLinesSink {
             return Ok(());
         }
         self.line.clear();
-        serde_json::to_writer(&mut self.line, event)?;
+        self.writer.write(&mut self.line, event)?;
         if let Some(spool) = &mut self.spool {
             spool.append_json(&self.line)?;
         }
