@@ -188,33 +188,25 @@ fn entry_exit<const I: usize>(ctx: FExitContext) -> i32 {
     entry_exit_of::<I>(BtfRegs(ctx.arg::<u64>(0) as Ptr), ctx.arg(1))
 }
 
+/// [`entry_exit`] from the registers and the result (the twins of the fexit programs in the
+/// `entry-check` object call it too).
 #[inline(always)]
-fn entry_exit_of<const I: usize>(regs: BtfRegs, ret: i64) -> i32 {
+pub fn entry_exit_of<const I: usize>(regs: BtfRegs, ret: i64) -> i32 {
     let class = const { X86_64_SYSCALL_ENTRIES[I].class };
     let compat = const { X86_64_SYSCALL_ENTRIES[I].compat };
     on_exit(class, compat, regs, regs.nr(), ret)
 }
 
 /// One `fexit` program per entry of [`X86_64_SYSCALL_ENTRIES`] (a tracing program attaches to
-/// one function; the daemon names the function at load), and its twin on `tp_btf/sys_exit`.
-///
-/// The twins are never attached. They exist so that kernels which refuse fexit (this project's
-/// test machines) can still put every entry program's code through their verifier: a
-/// `tp_btf/sys_exit` program is the same program type and sees the same context (`struct
-/// pt_regs *regs, long ret`) as an fexit program on a syscall entry function (`const struct
-/// pt_regs *regs`, then the result). A unit test loads each twin.
+/// one function; the daemon names the function at load). Each has a twin on `tp_btf/sys_exit`
+/// in the `entry-check` object (src/entry_check.rs), which tests put through the verifier of
+/// kernels that refuse fexit.
 macro_rules! syscall_entry_programs {
-    ($($index:literal $name:ident $twin:ident),* $(,)?) => {
+    ($($index:literal $name:ident),* $(,)?) => {
         $(
             #[fexit]
             pub fn $name(ctx: FExitContext) -> i32 {
                 entry_exit::<$index>(ctx)
-            }
-
-            #[btf_tracepoint(function = "sys_exit")]
-            pub fn $twin(ctx: BtfTracePointContext) -> i32 {
-                let regs = BtfRegs(ctx.arg::<u64>(0) as Ptr);
-                entry_exit_of::<$index>(regs, ctx.arg(1))
             }
         )*
         const _: () = assert!(
@@ -225,37 +217,18 @@ macro_rules! syscall_entry_programs {
 }
 
 syscall_entry_programs!(
-    0 vigil_fexit_0 vigil_fxchk_0, 1 vigil_fexit_1 vigil_fxchk_1, 2 vigil_fexit_2 vigil_fxchk_2,
-    3 vigil_fexit_3 vigil_fxchk_3, 4 vigil_fexit_4 vigil_fxchk_4, 5 vigil_fexit_5 vigil_fxchk_5,
-    6 vigil_fexit_6 vigil_fxchk_6, 7 vigil_fexit_7 vigil_fxchk_7, 8 vigil_fexit_8 vigil_fxchk_8,
-    9 vigil_fexit_9 vigil_fxchk_9, 10 vigil_fexit_10 vigil_fxchk_10,
-    11 vigil_fexit_11 vigil_fxchk_11, 12 vigil_fexit_12 vigil_fxchk_12,
-    13 vigil_fexit_13 vigil_fxchk_13, 14 vigil_fexit_14 vigil_fxchk_14,
-    15 vigil_fexit_15 vigil_fxchk_15, 16 vigil_fexit_16 vigil_fxchk_16,
-    17 vigil_fexit_17 vigil_fxchk_17, 18 vigil_fexit_18 vigil_fxchk_18,
-    19 vigil_fexit_19 vigil_fxchk_19, 20 vigil_fexit_20 vigil_fxchk_20,
-    21 vigil_fexit_21 vigil_fxchk_21, 22 vigil_fexit_22 vigil_fxchk_22,
-    23 vigil_fexit_23 vigil_fxchk_23, 24 vigil_fexit_24 vigil_fxchk_24,
-    25 vigil_fexit_25 vigil_fxchk_25, 26 vigil_fexit_26 vigil_fxchk_26,
-    27 vigil_fexit_27 vigil_fxchk_27, 28 vigil_fexit_28 vigil_fxchk_28,
-    29 vigil_fexit_29 vigil_fxchk_29, 30 vigil_fexit_30 vigil_fxchk_30,
-    31 vigil_fexit_31 vigil_fxchk_31, 32 vigil_fexit_32 vigil_fxchk_32,
-    33 vigil_fexit_33 vigil_fxchk_33, 34 vigil_fexit_34 vigil_fxchk_34,
-    35 vigil_fexit_35 vigil_fxchk_35, 36 vigil_fexit_36 vigil_fxchk_36,
-    37 vigil_fexit_37 vigil_fxchk_37, 38 vigil_fexit_38 vigil_fxchk_38,
-    39 vigil_fexit_39 vigil_fxchk_39, 40 vigil_fexit_40 vigil_fxchk_40,
-    41 vigil_fexit_41 vigil_fxchk_41, 42 vigil_fexit_42 vigil_fxchk_42,
-    43 vigil_fexit_43 vigil_fxchk_43, 44 vigil_fexit_44 vigil_fxchk_44,
-    45 vigil_fexit_45 vigil_fxchk_45, 46 vigil_fexit_46 vigil_fxchk_46,
-    47 vigil_fexit_47 vigil_fxchk_47, 48 vigil_fexit_48 vigil_fxchk_48,
-    49 vigil_fexit_49 vigil_fxchk_49, 50 vigil_fexit_50 vigil_fxchk_50,
-    51 vigil_fexit_51 vigil_fxchk_51, 52 vigil_fexit_52 vigil_fxchk_52,
-    53 vigil_fexit_53 vigil_fxchk_53, 54 vigil_fexit_54 vigil_fxchk_54,
-    55 vigil_fexit_55 vigil_fxchk_55, 56 vigil_fexit_56 vigil_fxchk_56,
-    57 vigil_fexit_57 vigil_fxchk_57, 58 vigil_fexit_58 vigil_fxchk_58,
-    59 vigil_fexit_59 vigil_fxchk_59, 60 vigil_fexit_60 vigil_fxchk_60,
-    61 vigil_fexit_61 vigil_fxchk_61, 62 vigil_fexit_62 vigil_fxchk_62,
-    63 vigil_fexit_63 vigil_fxchk_63, 64 vigil_fexit_64 vigil_fxchk_64,
-    65 vigil_fexit_65 vigil_fxchk_65, 66 vigil_fexit_66 vigil_fxchk_66,
-    67 vigil_fexit_67 vigil_fxchk_67,
+    0 vigil_fexit_0, 1 vigil_fexit_1, 2 vigil_fexit_2, 3 vigil_fexit_3, 4 vigil_fexit_4,
+    5 vigil_fexit_5, 6 vigil_fexit_6, 7 vigil_fexit_7, 8 vigil_fexit_8, 9 vigil_fexit_9,
+    10 vigil_fexit_10, 11 vigil_fexit_11, 12 vigil_fexit_12, 13 vigil_fexit_13, 14 vigil_fexit_14,
+    15 vigil_fexit_15, 16 vigil_fexit_16, 17 vigil_fexit_17, 18 vigil_fexit_18, 19 vigil_fexit_19,
+    20 vigil_fexit_20, 21 vigil_fexit_21, 22 vigil_fexit_22, 23 vigil_fexit_23, 24 vigil_fexit_24,
+    25 vigil_fexit_25, 26 vigil_fexit_26, 27 vigil_fexit_27, 28 vigil_fexit_28, 29 vigil_fexit_29,
+    30 vigil_fexit_30, 31 vigil_fexit_31, 32 vigil_fexit_32, 33 vigil_fexit_33, 34 vigil_fexit_34,
+    35 vigil_fexit_35, 36 vigil_fexit_36, 37 vigil_fexit_37, 38 vigil_fexit_38, 39 vigil_fexit_39,
+    40 vigil_fexit_40, 41 vigil_fexit_41, 42 vigil_fexit_42, 43 vigil_fexit_43, 44 vigil_fexit_44,
+    45 vigil_fexit_45, 46 vigil_fexit_46, 47 vigil_fexit_47, 48 vigil_fexit_48, 49 vigil_fexit_49,
+    50 vigil_fexit_50, 51 vigil_fexit_51, 52 vigil_fexit_52, 53 vigil_fexit_53, 54 vigil_fexit_54,
+    55 vigil_fexit_55, 56 vigil_fexit_56, 57 vigil_fexit_57, 58 vigil_fexit_58, 59 vigil_fexit_59,
+    60 vigil_fexit_60, 61 vigil_fexit_61, 62 vigil_fexit_62, 63 vigil_fexit_63, 64 vigil_fexit_64,
+    65 vigil_fexit_65, 66 vigil_fexit_66, 67 vigil_fexit_67,
 );

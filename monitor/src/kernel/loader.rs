@@ -15,6 +15,12 @@ use super::{btf::Btf, layout, tracefs::Tracefs, PreflightError};
 pub(crate) static KERNEL_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
+/// The same programs and the fexit programs' `tp_btf` twins (monitor-ebpf/src/entry_check.rs),
+/// for the test that verifies them where the kernel refuses fexit.
+#[cfg(test)]
+static ENTRY_CHECK_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/entry-check"));
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
@@ -172,18 +178,17 @@ pub(crate) const SYSCALL_ENTRIES: &[vigil_common::SyscallEntry] = &[];
 /// followed syscall left without its program would be a way around capture, so on any refusal
 /// every one loaded so far is unloaded (detaching it) before the error is returned. The first
 /// refusal comes at the first program on kernels without fexit (EPERM, as here).
-fn attach_syscall_entries(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+fn attach_syscall_entries(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadError> {
     if SYSCALL_ENTRIES.is_empty() {
         return Err(LoadError::NoSyscallEntries);
     }
-    let btf = aya::Btf::from_sys_fs()?;
     let mut done = 0;
     let result = (|| {
         for (index, entry) in SYSCALL_ENTRIES.iter().enumerate() {
             let name = syscall_entry_program(index);
             let prog: &mut FExit = program_of(ebpf, &name)?;
             let function = entry.function;
-            prog.load(function, &btf)
+            prog.load(function, btf)
                 .map_err(|source| LoadError::SyscallEntry { function, source })?;
             done = index + 1;
             prog.attach()
@@ -211,8 +216,20 @@ fn attach_sys_exit(
     programs: &SysExitPrograms,
     from: SysExitHook,
 ) -> Result<SysExitHook, LoadError> {
-    if from == SysExitHook::Fexit && programs.fexit {
-        match attach_syscall_entries(ebpf) {
+    // aya's reading of the kernel's BTF resolves the typed hooks' ids. Read once for both: it
+    // is about 12 MiB while it lives, and the daemon's peak memory is a target.
+    let btf = match from {
+        SysExitHook::RawTracepoint => None,
+        _ => match aya::Btf::from_sys_fs() {
+            Ok(btf) => Some(btf),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the kernel's BTF: going through raw_tp/sys_exit");
+                None
+            }
+        },
+    };
+    if let (SysExitHook::Fexit, true, Some(btf)) = (from, programs.fexit, &btf) {
+        match attach_syscall_entries(ebpf, btf) {
             Ok(()) => return Ok(SysExitHook::Fexit),
             Err(error) => tracing::warn!(
                 %error,
@@ -220,8 +237,8 @@ fn attach_sys_exit(
             ),
         }
     }
-    if from <= SysExitHook::BtfTracepoint {
-        match attach_typed_sys_exit(ebpf, programs.typed) {
+    if let Some(btf) = &btf {
+        match attach_typed_sys_exit(ebpf, programs.typed, btf) {
             Ok(()) => return Ok(SysExitHook::BtfTracepoint),
             Err(error) => tracing::warn!(
                 %error,
@@ -234,11 +251,13 @@ fn attach_sys_exit(
     Ok(SysExitHook::RawTracepoint)
 }
 
-fn attach_typed_sys_exit(ebpf: &mut Ebpf, program: &'static str) -> Result<(), LoadError> {
-    // aya's own reading of the kernel's BTF: it resolves the hook's type id.
-    let btf = aya::Btf::from_sys_fs()?;
+fn attach_typed_sys_exit(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    btf: &aya::Btf,
+) -> Result<(), LoadError> {
     let prog: &mut BtfTracePoint = program_of(ebpf, program)?;
-    prog.load("sys_exit", &btf)
+    prog.load("sys_exit", btf)
         .map_err(|source| LoadError::Program { program, source })?;
     prog.attach().map_err(|source| LoadError::Attach {
         program,
@@ -263,7 +282,7 @@ fn attach_raw_sys_exit(ebpf: &mut Ebpf, program: &'static str) -> Result<(), Loa
 
 /// Checks the host, finds this kernel's layouts and loads the kernel object with them (maps
 /// created, no program loaded yet).
-fn open_object(ring_buffer_bytes: u32) -> Result<(Ebpf, Tracefs), LoadError> {
+fn open_object(object: &[u8], ring_buffer_bytes: u32) -> Result<(Ebpf, Tracefs), LoadError> {
     super::check_root()?;
     let btf = Btf::from_kernel()?;
     let tracefs = Tracefs::find_or_mount()?;
@@ -286,7 +305,7 @@ fn open_object(ring_buffer_bytes: u32) -> Result<(Ebpf, Tracefs), LoadError> {
         .map_max_entries("OPEN_SCRATCH", scratch_slots)
         .map_max_entries("TTY_SCRATCH", scratch_slots)
         .map_max_entries("CONNECT_SCRATCH", scratch_slots)
-        .load(KERNEL_OBJECT)?;
+        .load(object)?;
     Ok((ebpf, tracefs))
 }
 
@@ -363,7 +382,7 @@ pub struct KernelMonitor {
 impl KernelMonitor {
     /// Checks the host, finds layouts, loads and attaches everything.
     pub fn load(opts: &LoadOptions) -> Result<KernelMonitor, LoadError> {
-        let (mut ebpf, tracefs) = open_object(opts.ring_buffer_bytes)?;
+        let (mut ebpf, tracefs) = open_object(KERNEL_OBJECT, opts.ring_buffer_bytes)?;
 
         let mut policy: Array<MapData, Policy> = take_map(&mut ebpf, "POLICY")?;
         policy.set(0, opts.policy, 0).map_err(|e| LoadError::Map {
@@ -746,14 +765,15 @@ mod tests {
 
     /// Every fexit program's code passes this kernel's verifier. The kernel refuses fexit
     /// itself, so each program's twin on `tp_btf/sys_exit` is loaded instead (the same code,
-    /// program type and context: see monitor-ebpf/src/syscalls.rs), with this kernel's layouts,
-    /// and never attached.
+    /// program type and context: see monitor-ebpf/src/entry_twins.rs), from the `entry-check`
+    /// object with this kernel's layouts, and never attached.
     #[test]
     fn every_syscall_entry_program_passes_the_verifier() {
         if !nix::unistd::Uid::effective().is_root() {
             panic!("loading kernel programs needs root (the test suite runs as root)");
         }
-        let (mut ebpf, _tracefs) = super::open_object(64 * 1024).expect("the object opens");
+        let (mut ebpf, _tracefs) =
+            super::open_object(super::ENTRY_CHECK_OBJECT, 64 * 1024).expect("the object opens");
         let btf = aya::Btf::from_sys_fs().expect("the kernel's BTF");
         let started = std::time::Instant::now();
         let mut refused = Vec::new();

@@ -168,6 +168,10 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
         routine_files,
         sys_exit_from: config.capture.syscall_hook.cheapest(),
     })?;
+    // Loading parsed the kernel's BTF twice (ours and aya's, about 25 MiB while they lived) and
+    // the kernel object: give the freed pages back before the pipeline's own peak adds to them.
+    // SAFETY: malloc_trim only releases free heap memory; no pointer is passed.
+    unsafe { libc::malloc_trim(0) };
     tracing::info!(
         hooks = kernel.attached.len(),
         sys_exit = %kernel.sys_exit,
