@@ -892,6 +892,8 @@ fn ingest(events: u64, seconds: u64) -> Result<()> {
         serde_json::from_slice(&out.stdout).context("bench-ingest output")?;
 
     // 3: the whole daemon, kernel to spool, under a sustained monitored open+read storm.
+    // The synthetic spool is done with: its page cache goes back (see the storm's warm-up).
+    let _ = std::fs::remove_dir_all(dir.join("spool-synthetic"));
     let file = dir.join("data.bin");
     std::fs::write(&file, vec![7u8; 4096])?;
     let file = file.to_string_lossy().into_owned();
