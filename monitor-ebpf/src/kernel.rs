@@ -402,8 +402,17 @@ fn register_offset(table: *const [u32; 6], n: usize) -> usize {
 /// What only the hook's own registers can tell: which ABI the call came through, and the
 /// arguments of a 32-bit call. [`Exit`] picks the arguments by ABI for every handler.
 pub trait HookRegs: Regs {
-    /// Whether the syscall ending is a 32-bit one (`TS_COMPAT` of the current thread).
-    fn in_compat_syscall(self) -> bool;
+    /// The current task, as this kind of program reads through it best (a typed pointer where
+    /// it can). Taken once per exit and handed to what reads the task: each helper call costs
+    /// a return thunk on hosts with return-stack mitigations, and every followed syscall of
+    /// every process pays these.
+    fn task(self) -> Self::Task;
+    /// What [`HookRegs::task`] gives.
+    type Task: Copy;
+    /// Whether the syscall ending is a 32-bit one (`TS_COMPAT` of `task`, the current thread).
+    fn in_compat_syscall(self, task: Self::Task) -> bool;
+    /// The audit login uid of `task`, the current task.
+    fn loginuid_of(self, task: Self::Task) -> u32;
     /// Argument `n` of a 32-bit syscall: its register's low 32 bits, as the kernel reads them.
     fn compat_arg(self, n: usize) -> u64;
 }
@@ -450,10 +459,23 @@ impl Regs for SysRegs {
     }
 }
 
+/// The raw hook asks for the task where it reads it (nothing is kept: a pointer kept across
+/// the exit grew the raw program's frame past the stack budget, and its reads are helper calls
+/// either way).
 impl HookRegs for SysRegs {
+    type Task = ();
+
     #[inline(always)]
-    fn in_compat_syscall(self) -> bool {
+    fn task(self) {}
+
+    #[inline(always)]
+    fn in_compat_syscall(self, _task: ()) -> bool {
         read::<u32>(current_task(), ti_status_offset()).unwrap_or(0) & TS_COMPAT != 0
+    }
+
+    #[inline(always)]
+    fn loginuid_of(self, _task: ()) -> u32 {
+        loginuid(current_task())
     }
 
     #[inline(always)]
@@ -480,10 +502,9 @@ impl Regs for BtfRegs {
         unsafe { core::ptr::read_volatile(self.0.wrapping_add(nr_offset()) as *const u64) }
     }
 
-    /// `current->loginuid` through the typed task pointer: one checked load.
     #[inline(always)]
     fn loginuid(self) -> u32 {
-        typed_load(current_task_btf(), koff!(task_loginuid))
+        self.loginuid_of(self.task())
     }
 
     /// `current->files->fdt->fd[fd]`: the first three steps are checked loads through typed
@@ -504,9 +525,22 @@ impl Regs for BtfRegs {
 }
 
 impl HookRegs for BtfRegs {
+    type Task = Ptr;
+
     #[inline(always)]
-    fn in_compat_syscall(self) -> bool {
-        typed_load::<u32>(current_task_btf(), ti_status_offset()) & TS_COMPAT != 0
+    fn task(self) -> Ptr {
+        current_task_btf()
+    }
+
+    #[inline(always)]
+    fn in_compat_syscall(self, task: Ptr) -> bool {
+        typed_load::<u32>(task, ti_status_offset()) & TS_COMPAT != 0
+    }
+
+    /// `current->loginuid` through the typed task pointer: one checked load.
+    #[inline(always)]
+    fn loginuid_of(self, task: Ptr) -> u32 {
+        typed_load(task, koff!(task_loginuid))
     }
 
     #[inline(always)]
@@ -531,11 +565,11 @@ pub struct Exit<R> {
 
 impl<R: HookRegs> Exit<R> {
     #[inline(always)]
-    pub fn read(regs: R, compat: bool) -> Self {
+    pub fn read(regs: R, compat: bool, task: R::Task) -> Self {
         Exit {
             regs,
             compat,
-            login: regs.loginuid(),
+            login: regs.loginuid_of(task),
         }
     }
 }

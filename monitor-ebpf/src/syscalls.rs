@@ -74,16 +74,24 @@ fn sys_exit(regs: impl HookRegs, ret: i64) -> i32 {
     if native == sys_class::NONE && compat == sys_class::NONE {
         return 0;
     }
-    let is_compat = regs.in_compat_syscall();
+    let task = regs.task();
+    let is_compat = regs.in_compat_syscall(task);
     let class = if is_compat { compat } else { native };
-    on_exit(class, is_compat, regs, nr, ret)
+    on_exit(class, is_compat, regs, task, nr, ret)
 }
 
 /// One followed syscall's exit, its class and ABI known: from the tables on the `sys_exit`
 /// hook, from the function an `fexit` program is attached to (constants there, so each of
 /// those programs holds only its own class's handler).
 #[inline(always)]
-fn on_exit(class: u8, is_compat: bool, regs: impl HookRegs, nr: u64, ret: i64) -> i32 {
+fn on_exit<R: HookRegs>(
+    class: u8,
+    is_compat: bool,
+    regs: R,
+    task: R::Task,
+    nr: u64,
+    ret: i64,
+) -> i32 {
     if class == sys_class::NONE || class == sys_class::EXECVE {
         return 0;
     }
@@ -92,7 +100,7 @@ fn on_exit(class: u8, is_compat: bool, regs: impl HookRegs, nr: u64, ret: i64) -
     // counted, since every followed syscall of every process comes this way. The handlers would
     // decide the same in `scope::check_at`; only what they do for any process, in a session or
     // not, still runs: an open's `loginuid` watch, io_uring's flag, the set*id bookkeeping.
-    let regs = Exit::read(regs, is_compat);
+    let regs = Exit::read(regs, is_compat, task);
     let outside = crate::scope::outside_every_session(regs.login);
     if outside && !of_any_process(class) {
         return 0;
@@ -194,7 +202,7 @@ fn entry_exit<const I: usize>(ctx: FExitContext) -> i32 {
 pub fn entry_exit_of<const I: usize>(regs: BtfRegs, ret: i64) -> i32 {
     let class = const { X86_64_SYSCALL_ENTRIES[I].class };
     let compat = const { X86_64_SYSCALL_ENTRIES[I].compat };
-    on_exit(class, compat, regs, regs.nr(), ret)
+    on_exit(class, compat, regs, regs.task(), regs.nr(), ret)
 }
 
 /// One `fexit` program per entry of [`X86_64_SYSCALL_ENTRIES`] (a tracing program attaches to
