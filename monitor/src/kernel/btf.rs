@@ -282,7 +282,7 @@ impl Btf {
         self.function(name).is_some()
     }
 
-    /// Function `name`'s signature as C-like text: `long (const struct pt_regs *)`. `None`
+    /// Function `name`'s signature as C-like text: `long int (const struct pt_regs *)`. `None`
     /// when the kernel's BTF has no such function.
     pub fn function_signature(&self, name: &str) -> Option<String> {
         let func = self.function(name)?;
