@@ -106,7 +106,7 @@ event_kinds! {
     Alert(AlertEvent) = "alert", None,
         "A detection rule matched an event, with the session's risk after it.";
     Tamper(TamperEvent) = "tamper", None,
-        "The daemon's check of itself failed: its kernel maps or programs changed, its counters went back, or it was suspended.";
+        "The daemon's check of itself failed: its kernel maps, programs or hooks changed, its counters went back, or it was suspended.";
     Response(ResponseEvent) = "response", None,
         "A response (kill, hold, deny, lock, and their undoing): who asked, what was done and how it ended, dry runs and refusals included.";
     Checkpoint(CheckpointEvent) = "checkpoint", None,

@@ -217,6 +217,10 @@ vocabulary! {
         LoginuidFlagReset = "loginuid_flag_reset",
         /// One of the daemon's kernel programs is no longer loaded.
         ProgramGone = "program_gone",
+        /// One of the daemon's hooks was taken away while its program stayed loaded: a link
+        /// detached (`bpftool link detach`) or running another program (`BPF_LINK_UPDATE`).
+        /// A cgroup connect hook is attached again.
+        HookDetached = "hook_detached",
         /// A kernel counter went backwards (reset behind the daemon's back).
         CountersReset = "counters_reset",
         /// The daemon did not run for a while (stopped with SIGSTOP, frozen, starved).

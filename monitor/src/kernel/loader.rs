@@ -2,6 +2,8 @@
 //!
 //! Dropping [`KernelMonitor`] detaches every program and closes every map: nothing stays loaded.
 
+use std::collections::BTreeMap;
+
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FExit, RawTracePoint, TracePoint},
@@ -9,7 +11,13 @@ use aya::{
 };
 use vigil_common::{counter, kind, FileReadStats, FoldFileCtime, FoldFileKey, OpenFileKey, Policy};
 
-use super::{btf::Btf, layout, tracefs::Tracefs, PreflightError};
+use super::{
+    btf::Btf,
+    layout,
+    links::{self, held_links, HeldLink, LinkChange},
+    tracefs::Tracefs,
+    PreflightError,
+};
 
 /// The kernel object built by monitor/build.rs.
 pub(crate) static KERNEL_OBJECT: &[u8] =
@@ -42,6 +50,8 @@ pub enum LoadError {
     },
     #[error("kernel program `{0}` is missing from the kernel object")]
     MissingProgram(String),
+    #[error("cannot read the daemon's own links in /proc/self/fdinfo: {0}")]
+    Links(#[source] std::io::Error),
     #[error("kernel program `{program}` is not of the kind its hook needs: {source}")]
     ProgramKind {
         program: String,
@@ -369,6 +379,11 @@ pub struct KernelMonitor {
     loginuid_written_seen: bool,
     /// The kernel's ids of the loaded programs, by name.
     program_ids: Vec<(String, u32)>,
+    /// The links the daemon attached, as the kernel showed them then: a link detached, or
+    /// running another program since, is tampering (see `links`).
+    expected_links: BTreeMap<u32, HeldLink>,
+    /// The cgroup connect hooks, attached again when taken away.
+    connect_hooks: Option<super::respond::ConnectHooks>,
     /// The maps responses write, handed to the respond stage once.
     responder: Option<super::respond::KernelResponder>,
     /// Hooks attached, as `category/name`.
@@ -460,11 +475,13 @@ impl KernelMonitor {
         }
         let sys_exit = attach_sys_exit(&mut ebpf, &CAPTURE_SYS_EXIT, opts.sys_exit_from)?;
         attached.push(sys_exit.to_string());
-        let responder = super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
+        let (responder, connect_hooks) =
+            super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
         let program_ids = ebpf
             .programs()
             .filter_map(|(name, p)| Some((name.to_string(), p.info().ok()?.id())))
             .collect();
+        let expected_links = held_links().map_err(LoadError::Links)?;
         Ok(KernelMonitor {
             _ebpf: ebpf,
             events: Some(events),
@@ -482,6 +499,8 @@ impl KernelMonitor {
             loginuid_written,
             loginuid_written_seen: already,
             program_ids,
+            expected_links,
+            connect_hooks,
             responder: Some(responder),
             attached,
             sys_exit,
@@ -595,7 +614,76 @@ impl KernelMonitor {
                 }
             }
         }
+        self.check_links(&mut out);
         out
+    }
+
+    /// A link detached (`bpftool link detach`), running another program (`BPF_LINK_UPDATE`)
+    /// or gone: reported, and a connect hook attached again. Each report names the link's id,
+    /// so a hook taken away again is reported again.
+    fn check_links(&mut self, out: &mut Vec<(crate::event::TamperCheck, String)>) {
+        use crate::event::TamperCheck;
+        let now = match held_links() {
+            Ok(now) => now,
+            Err(e) => {
+                out.push((
+                    TamperCheck::HookDetached,
+                    format!("the daemon's links are unreadable in /proc/self/fdinfo: {e}"),
+                ));
+                return;
+            }
+        };
+        let changes: Vec<(HeldLink, LinkChange)> = links::changed(&self.expected_links, &now)
+            .into_iter()
+            .map(|(was, how)| (was.clone(), how))
+            .collect();
+        if changes.is_empty() {
+            return;
+        }
+        let mut repaired = false;
+        for (was, how) in changes {
+            let program = self
+                .program_ids
+                .iter()
+                .find(|(_, id)| Some(*id) == was.prog_id)
+                .map(|(name, _)| name.clone())
+                .unwrap_or_else(|| "an unknown program".into());
+            let what = match how {
+                LinkChange::Gone => "is gone".to_string(),
+                LinkChange::Detached => "was detached from its cgroup".to_string(),
+                LinkChange::ProgramReplaced { now } => format!(
+                    "runs another program now ({})",
+                    now.map_or("none".into(), |id| format!("id {id}"))
+                ),
+            };
+            let mut detail = format!("link {} ({}, {program}) {what}", was.id, was.link_type);
+            match self.connect_hooks.as_mut() {
+                Some(hooks) if hooks.holds(&program) => {
+                    match hooks.reattach(&mut self._ebpf, &program) {
+                        Ok(()) => detail.push_str("; attached again"),
+                        Err(e) => detail.push_str(&format!("; attaching it again failed: {e}")),
+                    }
+                    repaired = true;
+                }
+                _ => {}
+            }
+            // Reported once: what it is now is what is expected from here on.
+            self.expected_links.remove(&was.id);
+            out.push((TamperCheck::HookDetached, detail));
+        }
+        if repaired {
+            // The new links are expected from now on (those found unchanged stay as they were).
+            if let Ok(now) = held_links() {
+                for (id, link) in now {
+                    let ours = link
+                        .prog_id
+                        .is_some_and(|p| self.program_ids.iter().any(|(_, id)| *id == p));
+                    if ours && link.cgroup_id != Some(0) {
+                        self.expected_links.entry(id).or_insert(link);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod btf;
 pub mod layout;
+pub mod links;
 pub mod loader;
 pub mod respond;
 pub mod tracefs;

@@ -16,7 +16,7 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, MapData},
-    programs::{links::CgroupAttachMode, CgroupSockAddr},
+    programs::{cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr},
     Ebpf,
 };
 use serde::Serialize;
@@ -77,16 +77,21 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 
 impl KernelResponder {
     /// Takes the maps, attaches the connect programs where cgroup v2 allows and probes the LSM.
-    pub(super) fn load(ebpf: &mut Ebpf, attached: &mut Vec<String>) -> Result<Self, LoadError> {
+    /// The connect hooks come back apart: the loader keeps them, to attach them again if they
+    /// are detached (see `ConnectHooks::reattach`).
+    pub(super) fn load(
+        ebpf: &mut Ebpf,
+        attached: &mut Vec<String>,
+    ) -> Result<(Self, Option<ConnectHooks>), LoadError> {
         let mut notes = Vec::new();
-        let deny_connect = match attach_connect(ebpf) {
+        let (deny_connect, connect_hooks) = match ConnectHooks::attach(ebpf) {
             Ok(hooks) => {
-                attached.extend(hooks);
-                Mechanism::CgroupConnect
+                attached.extend(hooks.names());
+                (Mechanism::CgroupConnect, Some(hooks))
             }
             Err(why) => {
                 notes.push(format!("deny_connect unavailable: {why}"));
-                Mechanism::Unavailable
+                (Mechanism::Unavailable, None)
             }
         };
         let deny_exec = match attach_lsm(ebpf) {
@@ -101,7 +106,7 @@ impl KernelResponder {
                 Mechanism::ExecTracepointSignal
             }
         };
-        Ok(KernelResponder {
+        let responder = KernelResponder {
             active: super::loader::take_map(ebpf, "RESPOND_ACTIVE")?,
             verdicts: super::loader::take_map(ebpf, "SESSION_VERDICTS")?,
             deny_exec: super::loader::take_map(ebpf, "DENY_EXEC")?,
@@ -114,7 +119,8 @@ impl KernelResponder {
                 session: Mechanism::Signal,
                 notes,
             },
-        })
+        };
+        Ok((responder, connect_hooks))
     }
 
     /// Whether outbound connections can be refused here.
@@ -318,13 +324,7 @@ fn attach_lsm(ebpf: &mut Ebpf) -> Result<String, MechanismError> {
         return Err(MechanismError::LsmOff(lsm.trim().to_string()));
     }
     let btf = aya::Btf::from_sys_fs().map_err(MechanismError::Btf)?;
-    let program = |what| {
-        move |source| MechanismError::Program {
-            program: PROGRAM,
-            what,
-            source,
-        }
-    };
+    let program = |what| program_error(PROGRAM, what);
     let prog: &mut aya::programs::Lsm = ebpf
         .program_mut(PROGRAM)
         .ok_or(MechanismError::Missing(PROGRAM))?
@@ -336,30 +336,89 @@ fn attach_lsm(ebpf: &mut Ebpf) -> Result<String, MechanismError> {
     Ok("lsm/bprm_check_security".into())
 }
 
-/// Attaches `vigil_connect4`/`vigil_connect6` at the root of cgroup v2; the hooks attached, or
-/// why not.
-fn attach_connect(ebpf: &mut Ebpf) -> Result<Vec<String>, MechanismError> {
-    let root = cgroup2_root()?;
-    let mut hooks = Vec::new();
-    for name in ["vigil_connect4", "vigil_connect6"] {
-        let program = |what| {
-            move |source| MechanismError::Program {
-                program: name,
-                what,
-                source,
-            }
+/// The cgroup connect programs, as attached at the root of cgroup v2 (so every process of the
+/// host passes them): what a session denied the network is refused by.
+pub(super) struct ConnectHooks {
+    root: std::fs::File,
+    links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+}
+
+impl ConnectHooks {
+    const PROGRAMS: [&'static str; 2] = ["vigil_connect4", "vigil_connect6"];
+
+    /// Attaches `vigil_connect4`/`vigil_connect6`, or says why not.
+    fn attach(ebpf: &mut Ebpf) -> Result<ConnectHooks, MechanismError> {
+        let mut hooks = ConnectHooks {
+            root: cgroup2_root()?,
+            links: Vec::new(),
         };
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(MechanismError::Missing(name))?
-            .try_into()
-            .map_err(program("not a cgroup sock_addr program"))?;
-        prog.load().map_err(program("refused"))?;
+        for name in Self::PROGRAMS {
+            let prog = connect_program(ebpf, name)?;
+            prog.load().map_err(program_error(name, "refused"))?;
+            hooks.attach_one(prog, name)?;
+        }
+        Ok(hooks)
+    }
+
+    fn attach_one(
+        &mut self,
+        prog: &mut CgroupSockAddr,
+        name: &'static str,
+    ) -> Result<(), MechanismError> {
         // A link (kernels from 5.7) takes no flags and never displaces other programs there:
         // `Single` is what asks for no flags.
-        prog.attach(&root, CgroupAttachMode::Single)
-            .map_err(program("not attached"))?;
-        hooks.push(format!("cgroup/{}", &name["vigil_".len()..]));
+        let link = prog
+            .attach(&self.root, CgroupAttachMode::Single)
+            .map_err(program_error(name, "not attached"))?;
+        self.links.push((name, link));
+        Ok(())
     }
-    Ok(hooks)
+
+    /// The hooks, as `cgroup/connect4`.
+    fn names(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .map(|(name, _)| format!("cgroup/{}", &name["vigil_".len()..]))
+            .collect()
+    }
+
+    /// Whether `program` is one of these hooks' programs.
+    pub(super) fn holds(&self, program: &str) -> bool {
+        self.links.iter().any(|(name, _)| *name == program)
+    }
+
+    /// Lets go of `program`'s link (detached, or running another program since) and attaches
+    /// the program again: the old link, released, takes whatever was put in its place with it.
+    pub(super) fn reattach(&mut self, ebpf: &mut Ebpf, program: &str) -> Result<(), String> {
+        let Some(at) = self.links.iter().position(|(name, _)| *name == program) else {
+            return Err(format!("{program} is not a connect hook"));
+        };
+        let (name, old) = self.links.swap_remove(at);
+        let prog = connect_program(ebpf, name).map_err(|e| e.to_string())?;
+        // Closing the fd is all a detach of an fd link does; it cannot fail in a way that
+        // matters here (the link is no longer what it was either way).
+        let _ = prog.detach(old);
+        self.attach_one(prog, name).map_err(|e| e.to_string())
+    }
+}
+
+fn connect_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, MechanismError> {
+    ebpf.program_mut(name)
+        .ok_or(MechanismError::Missing(name))?
+        .try_into()
+        .map_err(program_error(name, "not a cgroup sock_addr program"))
+}
+
+fn program_error(
+    program: &'static str,
+    what: &'static str,
+) -> impl Fn(aya::programs::ProgramError) -> MechanismError {
+    move |source| MechanismError::Program {
+        program,
+        what,
+        source,
+    }
 }

@@ -1,6 +1,6 @@
 //! Responses on the real kernel, in real sessions: a denied program dies at exec before writing
 //! anything (by path, through a link, and a copy by its content), a denied session's connect
-//! gets EPERM and is recorded, a held session stops and resumes and dies on kill, a rule's
+//! gets EPERM and is recorded (and still does after root detaches the connect hooks), a held session stops and resumes and dies on kill, a rule's
 //! `kill_session` ends the session that tripped it, a locked account's next SSH login is refused
 //! by the real sshd and unlocking lets it in. Dry-run changes nothing; protected accounts and
 //! programs are never touched; every response is in the trail with who asked.
@@ -275,6 +275,111 @@ fn a_session_denied_the_network_gets_eperm_and_the_attempt_is_recorded() {
     assert!(responses(&events)
         .iter()
         .any(|r| r["action"] == "deny_connect" && r["process"]["sessionid"] == session.id));
+}
+
+/// Detaches the daemon's cgroup links of `program` as root could (`bpftool link detach id N`):
+/// the ids of the links detached. By hand (`BPF_LINK_GET_FD_BY_ID`, then `BPF_LINK_DETACH`,
+/// numbered as in include/uapi/linux/bpf.h): aya detaches only links it made itself.
+fn detach_links_of(program: &str) -> Vec<u32> {
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let bpf = |cmd: libc::c_long, first: u32| {
+        // Both commands read one u32 at the start of `union bpf_attr`.
+        let mut attr = [0u8; 64];
+        attr[..4].copy_from_slice(&first.to_ne_bytes());
+        // SAFETY: bpf(2) reads `attr.len()` bytes of `attr`, which lives across the call.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len()) }
+    };
+    let programs: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(program))
+        .map(|p| p.id())
+        .collect();
+    let mut detached = Vec::new();
+    for link in aya::programs::loaded_links().filter_map(Result::ok) {
+        if !matches!(link.link_type(), Ok(aya::programs::links::LinkType::Cgroup))
+            || !programs.contains(&link.program_id())
+        {
+            continue;
+        }
+        let fd = bpf(BPF_LINK_GET_FD_BY_ID, link.id());
+        assert!(
+            fd >= 0,
+            "link {}: {}",
+            link.id(),
+            std::io::Error::last_os_error()
+        );
+        let detach = bpf(BPF_LINK_DETACH, fd as u32);
+        let why = std::io::Error::last_os_error();
+        // SAFETY: `fd` was opened above and is closed once.
+        unsafe { libc::close(fd as i32) };
+        assert_eq!(detach, 0, "link {}: {why}", link.id());
+        detached.push(link.id());
+    }
+    detached
+}
+
+/// Root detaching the connect hooks, twice, to let a denied session out: each time the daemon
+/// reports it (a critical alert naming the link) and attaches the hook again, so the session
+/// is still refused.
+#[test]
+fn detached_connect_hooks_are_reported_and_attached_again() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).expect("daemon starts");
+    let mut detached = Vec::new();
+    for _ in 0..2 {
+        let now: Vec<u32> = ["vigil_connect4", "vigil_connect6"]
+            .iter()
+            .flat_map(|p| detach_links_of(p))
+            .collect();
+        assert_eq!(now.len(), 2, "one link per connect hook: {now:?}");
+        detached.extend(now);
+        // The daemon checks every 2 s.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let go = dir.path().join("go");
+    let result = dir.path().join("result");
+    let mut session = LiveSession::start(
+        61003,
+        &format!(
+            "while [ ! -e {go} ]; do sleep 0.05; done; {HELPER} connect 127.0.0.1:{port} 2>/dev/null; echo $? > {result}",
+            go = go.display(),
+            result = result.display()
+        ),
+    );
+    let (ok, answer) = respond(dir.path(), &["deny-connect", &session.id.to_string()]);
+    assert!(ok, "{answer}");
+    std::fs::write(&go, "").unwrap();
+    assert!(session.wait(Duration::from_secs(10)).is_some());
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap().trim(),
+        "1",
+        "the session's connect is refused with the hooks attached again"
+    );
+
+    let events = daemon.stop().unwrap();
+    let reports: Vec<String> = of_type(&events, "tamper")
+        .iter()
+        .filter(|t| t["check"] == "hook_detached")
+        .map(|t| t["detail"].as_str().unwrap_or("").to_string())
+        .collect();
+    for id in &detached {
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.starts_with(&format!("link {id} ")) && r.ends_with("attached again")),
+            "link {id} not reported: {reports:?}"
+        );
+    }
+    assert!(of_type(&events, "alert")
+        .iter()
+        .any(|a| a["rule"] == "monitor-tampered"
+            && a["severity"] == "critical"
+            && a["evidence"].as_str().unwrap_or("").contains("detached")));
 }
 
 #[test]
