@@ -83,11 +83,38 @@ impl BaselineConfig {
             .clone()
             .unwrap_or_else(|| spool_dir.join("baseline.json"))
     }
+}
 
-    fn is_sensitive(&self, path: &str) -> bool {
-        self.sensitive_paths
-            .iter()
-            .any(|p| PathPattern::parse(p).matches(path))
+/// A list of [`PathPattern`]s compiled once into one automaton: whether any matches a path is
+/// one pass over it (every open is checked, and one `starts_with` or `contains` per pattern
+/// was a measurable part of the daemon's time).
+pub struct PathPatterns {
+    automaton: aho_corasick::AhoCorasick,
+    /// By pattern index: a prefix (must match at the start) or a fragment (anywhere).
+    prefix: Vec<bool>,
+}
+
+impl PathPatterns {
+    pub fn new(patterns: &[String]) -> Result<PathPatterns, aho_corasick::BuildError> {
+        let parsed: Vec<PathPattern> = patterns.iter().map(|p| PathPattern::parse(p)).collect();
+        Ok(PathPatterns {
+            // Standard semantics: overlapping matches are all reported, so a fragment found
+            // inside a longer pattern's match is not lost.
+            automaton: aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(parsed.iter().map(|p| p.text()))?,
+            prefix: parsed
+                .iter()
+                .map(|p| matches!(p, PathPattern::Prefix(_)))
+                .collect(),
+        })
+    }
+
+    /// Whether any pattern matches `path`, as [`PathPattern::matches`] says.
+    pub fn matches(&self, path: &str) -> bool {
+        self.automaton
+            .find_overlapping_iter(path)
+            .any(|m| m.start() == 0 || !self.prefix[m.pattern().as_usize()])
     }
 }
 
@@ -104,6 +131,12 @@ impl<'a> PathPattern<'a> {
         match pattern.strip_prefix('*') {
             Some(fragment) => PathPattern::Fragment(fragment),
             None => PathPattern::Prefix(pattern),
+        }
+    }
+
+    fn text(self) -> &'a str {
+        match self {
+            PathPattern::Prefix(t) | PathPattern::Fragment(t) => t,
         }
     }
 
@@ -214,6 +247,8 @@ pub enum BaselineError {
         #[source]
         source: DurationSettingError,
     },
+    #[error("baseline: detection.baseline.sensitive_paths: {0}")]
+    SensitivePaths(#[source] aho_corasick::BuildError),
     /// Another process (a running daemon, another `vigil baselines learn`) holds the state.
     #[error(
         "the baseline state {path} is in use by another process (a running daemon?); stop it first"
@@ -235,6 +270,7 @@ pub enum BaselineError {
 
 pub struct Baselines {
     cfg: BaselineConfig,
+    sensitive: PathPatterns,
     learning: Duration,
     save_every: Duration,
     path: PathBuf,
@@ -290,6 +326,8 @@ impl Baselines {
                 key: "detection.baseline.save_every",
                 source,
             })?;
+        let sensitive =
+            PathPatterns::new(&cfg.sensitive_paths).map_err(BaselineError::SensitivePaths)?;
         let path = cfg.state_path(spool_dir);
         let lock = lock_state(&path)?;
         let state = match std::fs::read(&path) {
@@ -324,6 +362,7 @@ impl Baselines {
         };
         Ok(Baselines {
             cfg,
+            sensitive,
             learning,
             save_every,
             path,
@@ -401,8 +440,8 @@ impl Baselines {
             }
             EventBody::Open(o) if o.result.ok() => {
                 let p = o.path.text();
-                self.cfg
-                    .is_sensitive(&p)
+                self.sensitive
+                    .matches(&p)
                     .then(|| Fact::SensitivePath(p.into_owned()))
             }
             EventBody::FileRead(r) if r.bytes > 0 => Some(Fact::Bytes(r.bytes)),
@@ -866,5 +905,56 @@ mod tests {
         // Released with it, and what was learnt is there for the next.
         let b = Baselines::open(config(), dir.path(), host).unwrap();
         assert!(b.profile("u1").is_some());
+    }
+
+    #[test]
+    fn compiled_path_patterns_answer_as_each_pattern_does() {
+        let patterns: Vec<String> = [
+            "/etc/shadow",
+            "/etc/ssh/",
+            "/root/",
+            "*/.ssh/",
+            "*id_rsa",
+            "/etc/",
+            "*/etc/shadow",
+            "",
+            "*",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let paths = [
+            "/etc/shadow",
+            "/etc/shadow-",
+            "/x/etc/shadow",
+            "/home/a/.ssh/id_rsa",
+            "/home/a/.ssh",
+            "/root",
+            "/root/.bashrc",
+            "/var/etc/ssh/x",
+            "/tmp/id_rsa.pub",
+            "",
+            "/",
+            "etc/shadow",
+            "/etc",
+        ];
+        for subset in 0..(1u32 << patterns.len()) {
+            let some: Vec<String> = patterns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| subset & (1 << i) != 0)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let compiled = PathPatterns::new(&some).unwrap();
+            for path in paths {
+                let each = some.iter().any(|p| PathPattern::parse(p).matches(path));
+                assert_eq!(compiled.matches(path), each, "{some:?} on {path:?}");
+            }
+        }
+        let listed = PathPatterns::new(&patterns[..4]).unwrap();
+        assert!(listed.matches("/etc/ssh/sshd_config"));
+        assert!(!listed.matches("/usr/etc/x"));
+        // Nothing listed matches nothing.
+        assert!(!PathPatterns::new(&[]).unwrap().matches("/etc/shadow"));
     }
 }
