@@ -593,7 +593,8 @@ pub struct ConnectRecord {
     pub port: u16,
     /// `addrlen` the process passed, capped.
     pub addr_len: u16,
-    pub _pad: u16,
+    /// `CONNECT_*` flags.
+    pub flags: u16,
     /// IPv4 in the first 4 bytes, or IPv6 (network byte order).
     pub addr: [u8; 16],
     /// `sun_path` for `AF_UNIX` (abstract names start with a NUL).
@@ -609,6 +610,32 @@ pub struct ConnectRecord {
 }
 
 pub const CONNECT_FIXED_SIZE: usize = core::mem::offset_of!(ConnectRecord, tail);
+
+/// `family`, `port` and `addr` are the destination the kernel copied from the caller and
+/// connected to (its cgroup `connect4`/`connect6` hook saw it), not the caller's buffer read
+/// after the call.
+pub const CONNECT_ADDR_KERNEL: u16 = 1 << 0;
+/// The caller's buffer held another address than the kernel's by the time the call returned:
+/// another thread rewrote it during the call (what hides a destination from a monitor that
+/// reads the buffer afterwards).
+pub const CONNECT_ADDR_REWRITTEN: u16 = 1 << 1;
+
+/// An IP destination as the kernel copied it at a thread's `connect` (the cgroup hook's
+/// `bpf_sock_addr`), kept until that call's exit reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ConnectDest {
+    /// The `struct sock` connecting: the exit takes this destination only for the socket its
+    /// fd names, never one a stale entry left for another socket.
+    pub sk: u64,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u32,
+    /// IPv4 in the first 4 bytes, or IPv6 (network byte order).
+    pub addr: [u8; 16],
+}
 
 // ---------------------------------------------------------------------------------------------
 // privilege changes
@@ -1127,6 +1154,7 @@ mod tests {
             size_of::<ConnectRecord>(),
             CONNECT_FIXED_SIZE + CONNECT_TAIL_CAP
         );
+        assert_eq!(size_of::<ConnectDest>(), 8 + 2 + 2 + 4 + 16);
         assert_eq!(size_of::<CredIds>(), 8 * 4 + 8);
         assert_eq!(
             size_of::<PrivRecord>(),

@@ -1,21 +1,32 @@
 //! connect: outbound connections with their destination (IPv4, IPv6, unix), reported at exit with
-//! the result. The sockaddr is read at exit from the caller's buffer, which the kernel has just
-//! copied (so the page is present); the arguments come from the saved user registers. A unix
-//! socket connected by path also gets the file the kernel connected to, walked from the peer
+//! the result; the arguments come from the saved user registers.
+//!
+//! An IP destination is the one the kernel copied and connected to: the cgroup
+//! `connect4`/`connect6` hook keeps it for the thread ([`note_destination`]) and the exit takes
+//! it. The caller's buffer, read at exit, is only compared with it: another thread of the
+//! caller can rewrite the buffer while the call runs, and a destination read from it would be
+//! whatever the caller chose to show (the record then says it was rewritten). Where the hook is
+//! not attached (no cgroup v2, or detached until the daemon attaches it again) the buffer is
+//! all there is.
+//!
+//! A unix socket connected by path gets the file the kernel connected to, walked from the peer
 //! socket's bound path: the name in `sun_path` may be a symlink, relative, or behind a bind
 //! mount.
 
-use aya_ebpf::helpers::{bpf_probe_read_user, generated};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    programs::SockAddrContext,
+};
 use core::ffi::c_void;
 use vigil_common::{
-    kind, ConnectRecord, FileId, PathWalk, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN,
-    UNIX_PATH_MAX,
+    kind, ConnectDest, ConnectRecord, FileId, PathWalk, CONNECT_ADDR_KERNEL,
+    CONNECT_ADDR_REWRITTEN, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
 };
 
 use crate::{
     emit::send_prefix,
     kernel::{fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, Regs},
-    maps::{scratch, CONNECT_SCRATCH},
+    maps::{scratch, CONNECT_DEST, CONNECT_SCRATCH},
     scope,
     tail::Tail,
 };
@@ -26,6 +37,40 @@ const AF_INET6: u16 = 10;
 
 /// `SYS_CONNECT` of include/uapi/linux/net.h: socketcall's number for connect.
 const SYS_CONNECT: u64 = 3;
+
+/// `cgroup/connect4` (`V6` false) or `cgroup/connect6`, in the connecting thread: keeps the
+/// destination the kernel copied from the caller (`user_*`, before any program rewrites it) for
+/// the thread's `connect` exit. Nothing is kept for a process outside every session.
+#[inline(always)]
+pub fn note_destination<const V6: bool>(ctx: &SockAddrContext) {
+    if !scope::may_be_in_scope() {
+        return;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context the kernel passed. Each hook reads only its own family's fields, at
+    // their own size: the verifier refuses `user_ip6` to a `connect4` program.
+    let dest = unsafe {
+        let mut addr = [0u8; 16];
+        if V6 {
+            let w = (*sa).user_ip6;
+            addr[..4].copy_from_slice(&w[0].to_ne_bytes());
+            addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
+            addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
+            addr[12..].copy_from_slice(&w[3].to_ne_bytes());
+        } else {
+            addr[..4].copy_from_slice(&(*sa).user_ip4.to_ne_bytes());
+        }
+        ConnectDest {
+            sk: (*sa).__bindgen_anon_1.sk as u64,
+            family: if V6 { AF_INET6 } else { AF_INET },
+            // Network byte order in the low 16 bits.
+            port: u16::from_be((*sa).user_port as u16),
+            _pad: 0,
+            addr,
+        }
+    };
+    let _ = CONNECT_DEST.insert(bpf_get_current_pid_tgid(), dest, 0);
+}
 
 /// `sys_exit` of connect (fd, sockaddr pointer and length from the saved user registers), or,
 /// `via_socketcall`, of the 32-bit ABI's socketcall(call, args): for `SYS_CONNECT` the same
@@ -64,7 +109,7 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
         } else {
             addr_len as u16
         };
-        (*rec)._pad = 0;
+        (*rec).flags = 0;
         (*rec)._pad2 = 0;
         (*rec).port = 0;
         (*rec).addr = [0; 16];
@@ -106,6 +151,7 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
         }
     }
     let rec = unsafe { &mut *rec };
+    let family = take_kernel_destination(task, args[0] as u32, rec).unwrap_or(family);
     rec.peer = FileId::default();
     rec.peer_path = PathWalk::UNAVAILABLE;
     let Some(mut tail) = Tail::<{ CONNECT_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
@@ -130,4 +176,52 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
     let size = CONNECT_FIXED_SIZE + used;
     fill_header(&mut rec.header, kind::CONNECT, size as u32, task);
     send_prefix(rec, size, kind::CONNECT);
+}
+
+/// Puts the destination the kernel copied for this call (kept by [`note_destination`]) in
+/// `rec`, in place of the caller's buffer read at exit, and says whether that buffer differed.
+/// Its family, or `None` when the hook kept nothing for this thread's socket `fd` (no cgroup
+/// hook, a unix socket, a call refused before the hook).
+#[inline(always)]
+fn take_kernel_destination(task: Ptr, fd: u32, rec: &mut ConnectRecord) -> Option<u16> {
+    let key = bpf_get_current_pid_tgid();
+    let kept = CONNECT_DEST.get_ptr(key)?;
+    // SAFETY: the map's own value, read before the entry is removed.
+    let dest: &ConnectDest = unsafe { &*kept };
+    // The socket this call connected: an entry left by another call of the thread (one io_uring
+    // made) names another.
+    let sock = read_ptr(fd_file(task, fd), koff!(file_private_data));
+    let sk = read_ptr(sock, koff!(socket_sk));
+    let ours = !sk.is_null() && sk as u64 == dest.sk;
+    let family = if ours {
+        let same = rec.family == dest.family
+            && rec.port == dest.port
+            && words(&rec.addr) == words(&dest.addr);
+        rec.flags |= CONNECT_ADDR_KERNEL;
+        if !same {
+            rec.flags |= CONNECT_ADDR_REWRITTEN;
+        }
+        rec.family = dest.family;
+        rec.port = dest.port;
+        rec.addr = dest.addr;
+        // (What the buffer put in `unix_path`, had it said AF_UNIX, is not read for an IP
+        // family.)
+        Some(dest.family)
+    } else {
+        None
+    };
+    let _ = CONNECT_DEST.remove(key);
+    family
+}
+
+/// An address as two words: compared without a byte loop (or a `bcmp` the target lacks).
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> (u64, u64) {
+    // SAFETY: 16 bytes, read unaligned.
+    unsafe {
+        (
+            core::ptr::read_unaligned(addr.as_ptr() as *const u64),
+            core::ptr::read_unaligned(addr.as_ptr().add(8) as *const u64),
+        )
+    }
 }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{
-    counter, ConnectRecord, CredIds, ExecRecord, FileId, FileReadStats, FoldCount, FoldFileCtime,
+    counter, ConnectDest, ConnectRecord, CredIds, ExecRecord, FileId, FileReadStats, FoldCount, FoldFileCtime,
     FoldFileKey, OpenFileKey, OpenRecord, Policy, ScopeEntry, TtyRecord,
 };
 
@@ -52,6 +52,13 @@ pub static OPEN_FILES: HashMap<OpenFileKey, FileReadStats> = HashMap::with_max_e
 /// attribution, never an event already counted.
 #[map]
 pub static FILE_ORIGIN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// The destination the kernel copied at each thread's last `connect` (its cgroup hook), until
+/// the call's exit reports it: the caller's buffer, read then, may have been rewritten by
+/// another thread during the call. By thread id (a thread is in one call at a time); LRU, so an
+/// entry no exit takes (a connect that io_uring made for the thread) makes room for the next.
+#[map]
+pub static CONNECT_DEST: LruHashMap<u64, ConnectDest> = LruHashMap::with_max_entries(4096, 0);
 
 /// Credentials of a thread at the entry of a call that may change them (the set*id family,
 /// execve), kept until its exit. A thread is in one syscall at a time, so one entry per thread.

@@ -199,12 +199,16 @@ fn connect_verdict() -> i32 {
     }
 }
 
+/// Also where the capture learns each connect's destination as the kernel copied it (see
+/// `connect::note_destination`): these hooks are attached whether or not a response is in force.
 #[cgroup_sock_addr(connect4)]
-pub fn vigil_connect4(_ctx: SockAddrContext) -> i32 {
+pub fn vigil_connect4(ctx: SockAddrContext) -> i32 {
+    crate::connect::note_destination::<false>(&ctx);
     connect_verdict()
 }
 
 #[cgroup_sock_addr(connect6)]
-pub fn vigil_connect6(_ctx: SockAddrContext) -> i32 {
+pub fn vigil_connect6(ctx: SockAddrContext) -> i32 {
+    crate::connect::note_destination::<true>(&ctx);
     connect_verdict()
 }

@@ -112,6 +112,21 @@ fn check_as(kind: u16, login: impl FnOnce() -> u32) -> Option<(Ptr, &'static Pol
     Some((task, policy))
 }
 
+/// Whether the current process may be in scope, decided without a `SCOPE` lookup and without
+/// counting: for a hook that only keeps what a later check of the same call reads (a connect's
+/// destination, taken at its exit once [`check_at`] has decided).
+#[inline(always)]
+pub fn may_be_in_scope() -> bool {
+    let Some(policy) = POLICY.get(0) else {
+        return false;
+    };
+    match policy.scope {
+        scope::ALL => true,
+        scope::LOGIN_SESSIONS => !without_session(loginuid(current_task())),
+        _ => false,
+    }
+}
+
 /// A process forked `child_tgid`: it inherits the parent's session, whatever its audit ids.
 #[inline(always)]
 pub fn inherit(child_tgid: u32) {

@@ -131,6 +131,7 @@ fn synthetic(i: u64) -> Event {
             socket: None,
             port: Some(5432),
             result: SyscallResult::from_ret(0),
+            address_rewritten: false,
         }),
         _ => EventBody::Exit(ExitEvent {
             exit_code: Some(0),

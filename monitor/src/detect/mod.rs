@@ -353,6 +353,7 @@ impl Fields for View<'_> {
                 .port
                 .map(|p| Value::Num(p as f64))
                 .unwrap_or(Value::Missing),
+            (Field::AddressRewritten, EventBody::Connect(c)) => Value::Bool(c.address_rewritten),
             (Field::Op, EventBody::Priv(x)) => word(x.op.as_str()),
             (Field::GainedRoot, EventBody::Priv(x)) => Value::Bool(x.gained_root),
             (Field::GainedCaps, EventBody::Priv(x)) => Value::List(
@@ -390,6 +391,7 @@ impl Fields for View<'_> {
                 | Field::Address
                 | Field::RequestedAddress
                 | Field::Port
+                | Field::AddressRewritten
                 | Field::Op
                 | Field::GainedRoot
                 | Field::GainedCaps,

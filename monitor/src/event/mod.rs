@@ -398,6 +398,11 @@ pub struct ConnectEvent {
     pub socket: Option<FileIdentity>,
     pub port: Option<u16>,
     pub result: SyscallResult,
+    /// The caller's `sockaddr` no longer held this destination (the kernel's) when the call
+    /// returned: another of its threads rewrote it during the call, which hides where a
+    /// connection went from a monitor that reads the buffer afterwards. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub address_rewritten: bool,
 }
 
 /// Every id of a task's credentials.

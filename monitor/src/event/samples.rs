@@ -121,6 +121,7 @@ pub fn sample(t: EventType) -> Event {
             socket: Some(file("/run/docker.sock")),
             port: Some(443),
             result: SyscallResult::from_ret(0),
+            address_rewritten: true,
         }),
         EventType::Priv => EventBody::Priv(PrivEvent {
             op: PrivOp::Setresuid,

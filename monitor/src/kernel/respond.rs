@@ -90,7 +90,9 @@ impl KernelResponder {
                 (Mechanism::CgroupConnect, Some(hooks))
             }
             Err(why) => {
-                notes.push(format!("deny_connect unavailable: {why}"));
+                notes.push(format!(
+                    "deny_connect unavailable, and IP connect destinations are read from the caller's buffer after the call: {why}"
+                ));
                 (Mechanism::Unavailable, None)
             }
         };

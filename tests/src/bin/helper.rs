@@ -6,6 +6,11 @@
 //! vigil-test-helper setuid <uid> -- CMD...             setuid(uid), then exec CMD
 //! vigil-test-helper connect <ip:port>                  TCP connect (IPv4 or IPv6) and close
 //! vigil-test-helper connect-unix <path>                unix stream connect and close
+//! vigil-test-helper connect-race <ip:port> <decoy ip:port> <n>
+//!                                                       n IPv4 connects through one sockaddr
+//!                                                       that a second thread keeps rewriting
+//!                                                       between the two addresses; prints, per
+//!                                                       attempt, `ok` or the errno name
 //! vigil-test-helper read-exit <path> <n>               read n bytes, exit without closing
 //! vigil-test-helper hold-open <path> <n> <procs>       procs children each open path n times and
 //!                                                       read a byte from each; all exit together
@@ -106,6 +111,87 @@ fn storm(kind: &str, count: u64, target: &str) -> Result<u128, String> {
         other => return Err(format!("unknown storm `{other}`")),
     }
     Ok(start.elapsed().as_nanos())
+}
+
+/// Runs the calling thread on `core` only (best effort: a machine of one core races less).
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The head of a `sockaddr_in` (family, port, address) as one word, so the rewriting thread
+/// swaps whole addresses.
+fn sockaddr_head(addr: std::net::SocketAddrV4) -> u64 {
+    let mut head = [0u8; 8];
+    head[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    head[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    head[4..].copy_from_slice(&addr.ip().octets());
+    u64::from_ne_bytes(head)
+}
+
+/// What an insider does to put a harmless destination in a monitor that reads the caller's
+/// buffer after the call: the kernel copies the address at entry, and another thread writes the
+/// decoy there while the connect runs. One attempt per new socket; each line says whether the
+/// kernel connected (`ok`: the real address, the only one listening) or not.
+fn connect_race(real: std::net::SocketAddrV4, decoy: std::net::SocketAddrV4, n: u32) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    #[repr(C, align(8))]
+    struct SockaddrIn {
+        head: AtomicU64,
+        zero: AtomicU64,
+    }
+    static BUF: SockaddrIn = SockaddrIn {
+        head: AtomicU64::new(0),
+        zero: AtomicU64::new(0),
+    };
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let (real_head, decoy_head) = (sockaddr_head(real), sockaddr_head(decoy));
+    BUF.head.store(real_head, Ordering::SeqCst);
+    // The two threads on two cores, so the buffer changes while the call runs (a loopback
+    // connect does not sleep: on one core the rewriting thread would only run between calls).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    pin_to_core(0);
+    let flipper = std::thread::spawn(move || {
+        pin_to_core(cores.saturating_sub(1));
+        while !DONE.load(Ordering::Relaxed) {
+            // Each address held about as long as the other (a few hundred nanoseconds, less
+            // than a loopback connect takes).
+            for head in [decoy_head, real_head] {
+                BUF.head.store(head, Ordering::Relaxed);
+                for _ in 0..200 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    for _ in 0..n {
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        if fd < 0 {
+            let _ = writeln!(out, "socket {}", std::io::Error::last_os_error());
+            continue;
+        }
+        let ret = unsafe {
+            libc::connect(
+                fd,
+                std::ptr::addr_of!(BUF) as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        let outcome = if ret == 0 {
+            "ok".to_string()
+        } else {
+            format!("{:?}", nix::errno::Errno::last())
+        };
+        unsafe { libc::close(fd) };
+        let _ = writeln!(out, "{outcome}");
+    }
+    DONE.store(true, Ordering::Relaxed);
+    let _ = flipper.join();
 }
 
 fn hold_open(path: &str, n: u64, processes: u64) -> Result<(), String> {
@@ -340,6 +426,17 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        "connect-race" => {
+            let (Some(real), Some(decoy), Some(n)) = (
+                args.get(1).and_then(|a| a.parse().ok()),
+                args.get(2).and_then(|a| a.parse().ok()),
+                args.get(3).and_then(|n| n.parse::<u32>().ok()),
+            ) else {
+                return usage();
+            };
+            connect_race(real, decoy, n);
+            ExitCode::SUCCESS
         }
         "read-exit" => {
             // Read N bytes of a file and exit without closing it: the read volume must still be

@@ -645,3 +645,91 @@ fn reads_still_open_at_stop_are_reported_in_their_session() {
         "the volume is in the session that opened the file"
     );
 }
+
+/// A connect's destination is the address the kernel connected to. The kernel copies the
+/// caller's `sockaddr` at entry; an insider's second thread rewrites that buffer while the call
+/// runs, so a monitor reading it at exit would record a harmless decoy for a connection that
+/// went elsewhere (and the other way round). Every attempt is checked against what the kernel
+/// did: only the real address listens, so a connect that succeeded went there and a refused one
+/// went to the decoy. The rewriting itself is reported, and alerted.
+#[test]
+fn a_connect_is_recorded_where_the_kernel_sent_it_whatever_its_buffer_says_after() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let real = TcpListener::bind("127.0.0.1:0").unwrap();
+    let real_port = real.local_addr().unwrap().port();
+    serve_tcp(real);
+    // A port nothing listens on: bound, then let go.
+    let decoy_port = TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let attempts = 300;
+    let loginuid = 40_000 + std::process::id() % 20_000 + 1;
+    let out = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            HELPER,
+            "connect-race",
+            &format!("127.0.0.1:{real_port}"),
+            &format!("127.0.0.2:{decoy_port}"),
+            &attempts.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let outcomes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(outcomes.len(), attempts, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o == "ok" || o == "ECONNREFUSED"),
+        "{outcomes:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let ours = session_events(&events, loginuid);
+    let mut connects = of_type(&ours, "connect");
+    connects.sort_by_key(|c| c["mono_ns"].as_u64());
+    assert_eq!(connects.len(), attempts, "one event per attempt");
+    let mut wrong = Vec::new();
+    for (outcome, c) in outcomes.iter().zip(&connects) {
+        let (address, port, ret) = if outcome == "ok" {
+            ("127.0.0.1", real_port, 0)
+        } else {
+            ("127.0.0.2", decoy_port, -libc::ECONNREFUSED as i64)
+        };
+        assert_eq!(c["result"]["ret"], ret, "events out of order? {c}");
+        if c["address"] != address || c["port"] != port {
+            wrong.push(c["address"].to_string() + ":" + &c["port"].to_string());
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {attempts} connects recorded at another address than the kernel's, e.g. {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    // The buffer held the other address at some exits (the thread rewrites it without pause):
+    // said on those events and nowhere else, and alerted.
+    let rewritten: Vec<&&Value> = connects
+        .iter()
+        .filter(|c| c["address_rewritten"] == true)
+        .collect();
+    assert!(
+        !rewritten.is_empty(),
+        "no connect of {attempts} was seen rewritten"
+    );
+    assert!(rewritten.len() < attempts, "every connect seen rewritten");
+    assert!(
+        of_type(&events, "alert")
+            .iter()
+            .any(|a| a["process"]["loginuid"] == loginuid
+                && a["rule"] == "connect-destination-rewritten"),
+        "no connect-destination-rewritten alert"
+    );
+}
