@@ -619,6 +619,10 @@ pub const CONNECT_ADDR_KERNEL: u16 = 1 << 0;
 /// another thread rewrote it during the call (what hides a destination from a monitor that
 /// reads the buffer afterwards).
 pub const CONNECT_ADDR_REWRITTEN: u16 = 1 << 1;
+/// The kernel opened this connection in a send (`sendto`/`sendmsg` with `MSG_FASTOPEN`: TCP
+/// Fast Open), or in a connect made for the thread without a connect(2) exit (io_uring): it is
+/// reported at that send's exit.
+pub const CONNECT_AT_SEND: u16 = 1 << 2;
 
 /// An IP destination as the kernel copied it at a thread's `connect` (the cgroup hook's
 /// `bpf_sock_addr`), kept until that call's exit reports it.
@@ -923,6 +927,10 @@ pub mod sys_class {
     /// pidfd_getfd(2): a copy of another process's fd, reported as an open of the file it
     /// refers to (no path asked for; the access is the file's own).
     pub const FD_FROM_PROCESS: u8 = 19;
+    /// sendto(2), sendmsg(2), sendmmsg(2) (fd in the first argument): TCP Fast Open connects
+    /// a socket in its first send (`MSG_FASTOPEN`) with no connect(2), which the send's exit
+    /// reports as a connect.
+    pub const SEND: u8 = 20;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 32;
 }
@@ -1002,6 +1010,9 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         native("dup2", "__x64_sys_dup2", DUP_ONTO),
         native("dup3", "__x64_sys_dup3", DUP_ONTO),
         native("connect", "__x64_sys_connect", CONNECT),
+        native("sendto", "__x64_sys_sendto", SEND),
+        native("sendmsg", "__x64_sys_sendmsg", SEND),
+        native("sendmmsg", "__x64_sys_sendmmsg", SEND),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1033,6 +1044,9 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
             OPEN_BY_HANDLE,
         ),
         ia32("connect", "__ia32_sys_connect", CONNECT),
+        ia32("sendto", "__ia32_sys_sendto", SEND),
+        ia32("sendmsg", "__ia32_compat_sys_sendmsg", SEND),
+        ia32("sendmmsg", "__ia32_compat_sys_sendmmsg", SEND),
         ia32("copy_file_range", "__ia32_sys_copy_file_range", READ_FD0),
         ia32("preadv2", "__ia32_compat_sys_preadv2", READ_FD0),
         ia32(

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use vigil_common::{
     kind, ConnectDest, ConnectRecord, FileId, PathWalk, CONNECT_ADDR_KERNEL,
-    CONNECT_ADDR_REWRITTEN, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
+    CONNECT_ADDR_REWRITTEN, CONNECT_AT_SEND, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
 };
 
 use crate::{
@@ -35,8 +35,12 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// `SYS_CONNECT` of include/uapi/linux/net.h: socketcall's number for connect.
+/// socketcall's call numbers (include/uapi/linux/net.h): connect, and the sends that can
+/// connect a socket (TCP Fast Open).
 const SYS_CONNECT: u64 = 3;
+const SYS_SENDTO: u64 = 11;
+const SYS_SENDMSG: u64 = 16;
+const SYS_SENDMMSG: u64 = 20;
 
 /// `cgroup/connect4` (`V6` false) or `cgroup/connect6`, in the connecting thread: keeps the
 /// destination the kernel copied from the caller (`user_*`, before any program rewrites it) for
@@ -80,8 +84,17 @@ pub fn note_destination<const V6: bool>(ctx: &SockAddrContext) {
 #[inline(never)]
 pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
     let args = if via_socketcall {
-        if regs.arg(0) != SYS_CONNECT {
-            return;
+        match regs.arg(0) {
+            SYS_CONNECT => {}
+            SYS_SENDTO | SYS_SENDMSG | SYS_SENDMMSG => {
+                // The fd is the first of the call's arguments in user memory.
+                let fd = unsafe { bpf_probe_read_user(regs.arg(1) as *const u32) };
+                if let Ok(fd) = fd {
+                    on_send_exit(regs, ret, fd);
+                }
+                return;
+            }
+            _ => return,
         }
         let a: [u32; 3] = unsafe { bpf_probe_read_user(regs.arg(1) as *const [u32; 3]) }
             .unwrap_or([u32::MAX, 0, 0]);
@@ -151,7 +164,7 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
         }
     }
     let rec = unsafe { &mut *rec };
-    let family = take_kernel_destination(task, args[0] as u32, rec).unwrap_or(family);
+    let family = take_kernel_destination(task, args[0] as u32, rec, true).unwrap_or(family);
     rec.peer = FileId::default();
     rec.peer_path = PathWalk::UNAVAILABLE;
     let Some(mut tail) = Tail::<{ CONNECT_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
@@ -178,12 +191,50 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
     send_prefix(rec, size, kind::CONNECT);
 }
 
+/// `sys_exit` of sendto, sendmsg or sendmmsg on socket `fd`: a send with `MSG_FASTOPEN`
+/// connects a TCP socket with no connect(2) (TCP Fast Open), and its cgroup connect hook kept
+/// the destination; reported as a connect. Any other send finds nothing kept: one lookup.
+#[inline(never)]
+pub fn on_send_exit(regs: impl Regs, ret: i64, fd: u32) {
+    if unsafe { CONNECT_DEST.get(bpf_get_current_pid_tgid()) }.is_none() {
+        return;
+    }
+    let Some((task, _)) = scope::check_at(kind::CONNECT, regs) else {
+        return;
+    };
+    let Some(rec) = scratch(&CONNECT_SCRATCH) else {
+        return;
+    };
+    rec.fd = fd as i32;
+    // The send's byte count is not a connect's result: connected (or under way) is 0.
+    rec.ret = if ret < 0 { ret as i32 } else { 0 };
+    rec.family = 0;
+    rec.port = 0;
+    rec.addr_len = 0;
+    rec.flags = CONNECT_AT_SEND;
+    rec._pad2 = 0;
+    rec.addr = [0; 16];
+    rec.peer = FileId::default();
+    rec.peer_path = PathWalk::UNAVAILABLE;
+    // (`unix_path` is left as it is: it is not read for an IP family.)
+    if take_kernel_destination(task, fd, rec, false).is_none() {
+        return;
+    }
+    fill_header(&mut rec.header, kind::CONNECT, CONNECT_FIXED_SIZE as u32, task);
+    send_prefix(rec, CONNECT_FIXED_SIZE, kind::CONNECT);
+}
+
 /// Puts the destination the kernel copied for this call (kept by [`note_destination`]) in
-/// `rec`, in place of the caller's buffer read at exit, and says whether that buffer differed.
-/// Its family, or `None` when the hook kept nothing for this thread's socket `fd` (no cgroup
-/// hook, a unix socket, a call refused before the hook).
+/// `rec`; with `from_buffer`, in place of the caller's buffer read at exit, saying whether that
+/// buffer differed. Its family, or `None` when the hook kept nothing for this thread's socket
+/// `fd` (no cgroup hook, a unix socket, a call refused before the hook).
 #[inline(always)]
-fn take_kernel_destination(task: Ptr, fd: u32, rec: &mut ConnectRecord) -> Option<u16> {
+fn take_kernel_destination(
+    task: Ptr,
+    fd: u32,
+    rec: &mut ConnectRecord,
+    from_buffer: bool,
+) -> Option<u16> {
     let key = bpf_get_current_pid_tgid();
     let kept = CONNECT_DEST.get_ptr(key)?;
     // SAFETY: the map's own value, read before the entry is removed.
@@ -198,7 +249,7 @@ fn take_kernel_destination(task: Ptr, fd: u32, rec: &mut ConnectRecord) -> Optio
             && rec.port == dest.port
             && words(&rec.addr) == words(&dest.addr);
         rec.flags |= CONNECT_ADDR_KERNEL;
-        if !same {
+        if from_buffer && !same {
             rec.flags |= CONNECT_ADDR_REWRITTEN;
         }
         rec.family = dest.family;

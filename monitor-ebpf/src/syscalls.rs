@@ -132,6 +132,7 @@ fn on_exit<R: HookRegs>(
         sys_class::CONNECT | sys_class::SOCKETCALL => {
             connect::on_exit(regs, ret, class == sys_class::SOCKETCALL)
         }
+        sys_class::SEND => connect::on_send_exit(regs, ret, regs.arg(0) as u32),
         sys_class::IO_URING_SETUP => {
             // A ring's writes pass no tracepoint: one of them could unset a login uid.
             if ret >= 0 {
@@ -238,5 +239,6 @@ syscall_entry_programs!(
     50 vigil_fexit_50, 51 vigil_fexit_51, 52 vigil_fexit_52, 53 vigil_fexit_53, 54 vigil_fexit_54,
     55 vigil_fexit_55, 56 vigil_fexit_56, 57 vigil_fexit_57, 58 vigil_fexit_58, 59 vigil_fexit_59,
     60 vigil_fexit_60, 61 vigil_fexit_61, 62 vigil_fexit_62, 63 vigil_fexit_63, 64 vigil_fexit_64,
-    65 vigil_fexit_65, 66 vigil_fexit_66, 67 vigil_fexit_67,
+    65 vigil_fexit_65, 66 vigil_fexit_66, 67 vigil_fexit_67, 68 vigil_fexit_68, 69 vigil_fexit_69,
+    70 vigil_fexit_70, 71 vigil_fexit_71, 72 vigil_fexit_72, 73 vigil_fexit_73,
 );

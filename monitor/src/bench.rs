@@ -132,6 +132,7 @@ fn synthetic(i: u64) -> Event {
             port: Some(5432),
             result: SyscallResult::from_ret(0),
             address_rewritten: false,
+            opened_by_send: false,
         }),
         _ => EventBody::Exit(ExitEvent {
             exit_code: Some(0),

@@ -354,6 +354,7 @@ impl Fields for View<'_> {
                 .map(|p| Value::Num(p as f64))
                 .unwrap_or(Value::Missing),
             (Field::AddressRewritten, EventBody::Connect(c)) => Value::Bool(c.address_rewritten),
+            (Field::OpenedBySend, EventBody::Connect(c)) => Value::Bool(c.opened_by_send),
             (Field::Op, EventBody::Priv(x)) => word(x.op.as_str()),
             (Field::GainedRoot, EventBody::Priv(x)) => Value::Bool(x.gained_root),
             (Field::GainedCaps, EventBody::Priv(x)) => Value::List(
@@ -392,6 +393,7 @@ impl Fields for View<'_> {
                 | Field::RequestedAddress
                 | Field::Port
                 | Field::AddressRewritten
+                | Field::OpenedBySend
                 | Field::Op
                 | Field::GainedRoot
                 | Field::GainedCaps,

@@ -403,6 +403,11 @@ pub struct ConnectEvent {
     /// connection went from a monitor that reads the buffer afterwards. Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub address_rewritten: bool,
+    /// The kernel opened this connection in a send, with no connect(2) of the process's: TCP
+    /// Fast Open (`sendto`/`sendmsg` with `MSG_FASTOPEN`), or a connect io_uring made for the
+    /// thread. Reported at that send. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub opened_by_send: bool,
 }
 
 /// Every id of a task's credentials.

@@ -122,6 +122,7 @@ pub fn sample(t: EventType) -> Event {
             port: Some(443),
             result: SyscallResult::from_ret(0),
             address_rewritten: true,
+            opened_by_send: true,
         }),
         EventType::Priv => EventBody::Priv(PrivEvent {
             op: PrivOp::Setresuid,

@@ -6,6 +6,9 @@
 //! vigil-test-helper setuid <uid> -- CMD...             setuid(uid), then exec CMD
 //! vigil-test-helper connect <ip:port>                  TCP connect (IPv4 or IPv6) and close
 //! vigil-test-helper connect-unix <path>                unix stream connect and close
+//! vigil-test-helper fast-open <ip:port>                TCP Fast Open: a socket connected by its
+//!                                                       first send (sendto with MSG_FASTOPEN),
+//!                                                       no connect(2)
 //! vigil-test-helper connect-race <ip:port> <decoy ip:port> <n>
 //!                                                       n IPv4 connects through one sockaddr
 //!                                                       that a second thread keeps rewriting
@@ -113,13 +116,52 @@ fn storm(kind: &str, count: u64, target: &str) -> Result<u128, String> {
     Ok(start.elapsed().as_nanos())
 }
 
+/// Connects a TCP socket to `addr` with its first send, as TCP Fast Open does (the kernel
+/// sends the SYN from `sendto`; without a cookie yet, the data follows the handshake).
+fn fast_open(addr: std::net::SocketAddr) -> Result<(), String> {
+    use nix::sys::socket::{
+        socket, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrLike,
+    };
+    use std::os::fd::AsRawFd;
+    let (v4, v6);
+    let (family, to): (_, &dyn SockaddrLike) = match addr {
+        std::net::SocketAddr::V4(a) => {
+            v4 = SockaddrIn::from(a);
+            (AddressFamily::Inet, &v4)
+        }
+        std::net::SocketAddr::V6(a) => {
+            v6 = SockaddrIn6::from(a);
+            (AddressFamily::Inet6, &v6)
+        }
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::empty(), None)
+        .map_err(|e| format!("socket: {e}"))?;
+    // nix has no MSG_FASTOPEN: libc's sendto, with nix's address.
+    let data = b"x";
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_FASTOPEN,
+            to.as_ptr(),
+            to.len(),
+        )
+    };
+    if sent < 0 {
+        return Err(format!(
+            "sendto MSG_FASTOPEN: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the calling thread on `core` only (best effort: a machine of one core races less).
 fn pin_to_core(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(core).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
 }
 
@@ -423,6 +465,18 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vigil-test-helper: connect {addr}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "fast-open" => {
+            let Some(addr) = args.get(1).and_then(|a| a.parse().ok()) else {
+                return usage();
+            };
+            match fast_open(addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: fast-open {addr}: {e}");
                     ExitCode::from(1)
                 }
             }

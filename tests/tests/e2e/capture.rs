@@ -733,3 +733,58 @@ fn a_connect_is_recorded_where_the_kernel_sent_it_whatever_its_buffer_says_after
         "no connect-destination-rewritten alert"
     );
 }
+
+/// TCP Fast Open connects a socket in its first send (`sendto` with `MSG_FASTOPEN`), with no
+/// connect(2): such a connection is still a `connect` event, at the kernel's destination, said
+/// to be opened by a send. IPv4 and IPv6.
+#[test]
+fn a_connection_opened_by_its_first_send_is_a_connect() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p4 = v4.local_addr().unwrap().port();
+    serve_tcp(v4);
+    let v6 = TcpListener::bind("[::1]:0").unwrap();
+    let p6 = v6.local_addr().unwrap().port();
+    serve_tcp(v6);
+    let loginuid = 40_000 + std::process::id() % 20_000 + 2;
+    let script = format!(
+        "{HELPER} fast-open 127.0.0.1:{p4} && {HELPER} fast-open '[::1]:{p6}' && {HELPER} connect 127.0.0.1:{p4}"
+    );
+    let status = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let ours = session_events(&events, loginuid);
+    let connects = of_type(&ours, "connect");
+    let summary: Vec<(String, u64, bool, i64)> = connects
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap_or("").to_string(),
+                c["port"].as_u64().unwrap_or(0),
+                c["opened_by_send"] == true,
+                c["result"]["ret"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("127.0.0.1".to_string(), p4 as u64, true, 0),
+            ("::1".to_string(), p6 as u64, true, 0),
+            ("127.0.0.1".to_string(), p4 as u64, false, 0),
+        ],
+        "{connects:#?}"
+    );
+}
