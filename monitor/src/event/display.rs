@@ -88,7 +88,7 @@ fn line(e: &Event) -> String {
             format!("folded {what}, {} bytes in {} reads", f.bytes, f.reads)
         }
         EventBody::Connect(c) => format!(
-            "conn   {} {}{}{}{}",
+            "conn   {} {}{}{}{}{}{}",
             c.family,
             c.address.as_ref().map(bytes_text).unwrap_or_default(),
             c.requested_address
@@ -97,6 +97,16 @@ fn line(e: &Event) -> String {
                 .map(|r| format!(" (asked as {})", bytes_text(r)))
                 .unwrap_or_default(),
             c.port.map(|p| format!(" port {p}")).unwrap_or_default(),
+            if c.opened_by_send {
+                " (opened by a send: TCP Fast Open)"
+            } else {
+                ""
+            },
+            if c.address_rewritten {
+                " (ADDRESS BUFFER REWRITTEN during the call)"
+            } else {
+                ""
+            },
             c.result
                 .error
                 .as_deref()

@@ -11,9 +11,13 @@ use vigil_e2e::{login_session, of_type, raw_bytes, require_root, Daemon};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_vigil-test-helper");
 
-/// Accepts (and drops) connections forever, so connects succeed.
-fn serve_tcp(listener: TcpListener) {
+/// A listener on `addr` (port 0: any) that accepts (and drops) connections forever, so
+/// connects succeed; its port.
+fn serve_tcp(addr: &str) -> u16 {
+    let listener = TcpListener::bind(addr).unwrap();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || for _ in listener.incoming() {});
+    port
 }
 
 fn serve_unix(listener: UnixListener) {
@@ -72,12 +76,8 @@ fn capture_a_login_session(extra_yaml: &str, sys_exit_hook: &str) {
     std::fs::copy(HELPER, &suid).unwrap();
     std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
 
-    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p4 = v4.local_addr().unwrap().port();
-    serve_tcp(v4);
-    let v6 = TcpListener::bind("[::1]:0").unwrap();
-    let p6 = v6.local_addr().unwrap().port();
-    serve_tcp(v6);
+    let p4 = serve_tcp("127.0.0.1:0");
+    let p6 = serve_tcp("[::1]:0");
     let sock = base.path().join("agent.sock");
     serve_unix(UnixListener::bind(&sock).unwrap());
 
@@ -656,9 +656,7 @@ fn reads_still_open_at_stop_are_reported_in_their_session() {
 fn a_connect_is_recorded_where_the_kernel_sent_it_whatever_its_buffer_says_after() {
     require_root();
     let daemon = Daemon::start("").expect("daemon starts");
-    let real = TcpListener::bind("127.0.0.1:0").unwrap();
-    let real_port = real.local_addr().unwrap().port();
-    serve_tcp(real);
+    let real_port = serve_tcp("127.0.0.1:0");
     // A port nothing listens on: bound, then let go.
     let decoy_port = TcpListener::bind("127.0.0.2:0")
         .unwrap()
@@ -741,12 +739,8 @@ fn a_connect_is_recorded_where_the_kernel_sent_it_whatever_its_buffer_says_after
 fn a_connection_opened_by_its_first_send_is_a_connect() {
     require_root();
     let daemon = Daemon::start("").expect("daemon starts");
-    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p4 = v4.local_addr().unwrap().port();
-    serve_tcp(v4);
-    let v6 = TcpListener::bind("[::1]:0").unwrap();
-    let p6 = v6.local_addr().unwrap().port();
-    serve_tcp(v6);
+    let p4 = serve_tcp("127.0.0.1:0");
+    let p6 = serve_tcp("[::1]:0");
     let loginuid = 40_000 + std::process::id() % 20_000 + 2;
     let script = format!(
         "{HELPER} fast-open 127.0.0.1:{p4} && {HELPER} fast-open '[::1]:{p6}' && {HELPER} connect 127.0.0.1:{p4}"
