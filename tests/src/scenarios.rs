@@ -385,6 +385,9 @@ impl Fixtures {
             ev(Scope, s("docker run", "docker run --rm alpine cat /etc/shadow > /dev/null 2>&1; true", "session-escape-container", "T1609")),
             ev(Scope, s("kubectl exec", "kubectl exec pod-x -- cat /etc/shadow > /dev/null 2>&1; true", "session-escape-container", "T1609")),
             ev(Scope, s("ssh to localhost", "exec 3<>/dev/tcp/127.0.0.1/22 2>/dev/null; true", "session-escape-ssh-localhost", "T1021.004")),
+            // TCP Fast Open connects in the first send: no connect(2) at all.
+            ev(Scope, s("ssh to localhost by TCP Fast Open", "\"$VIGIL_TEST_HELPER\" fast-open 127.0.0.1:22 2>/dev/null; true", "session-escape-ssh-localhost", "T1021.004")),
+            ev(Scope, s("ssh to localhost by TCP Fast Open through socketcall", "\"$VIGIL_TEST_HELPER\" int80 fast-open 127.0.0.1:22 2>/dev/null; true", "session-escape-ssh-localhost", "T1021.004")).also("compat-syscall-in-session"),
         ]
     }
 

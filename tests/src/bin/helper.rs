@@ -24,6 +24,8 @@
 //!                                                       syscall ABI (int 0x80): open, read, close
 //! vigil-test-helper int80 openat <dir> <name>          the same with openat from a directory fd
 //! vigil-test-helper int80 connect-unix <path>          socketcall(SYS_SOCKET), socketcall(SYS_CONNECT)
+//! vigil-test-helper int80 fast-open <ipv4:port>        socketcall(SYS_SOCKET), then
+//!                                                       socketcall(SYS_SENDTO, MSG_FASTOPEN)
 //! vigil-test-helper by-handle <path>                   open and read path through a file handle:
 //!                                                       name_to_handle_at, then open_by_handle_at
 //!                                                       on its directory's mount (no path)
@@ -716,6 +718,7 @@ mod int80 {
     const OPENAT: u32 = 295;
     const SYS_SOCKET: u32 = 1;
     const SYS_CONNECT: u32 = 3;
+    const SYS_SENDTO: u32 = 11;
 
     /// One `int 0x80`: eax the number, ebx, ecx, edx the arguments; the result in eax.
     fn syscall(nr: u32, a: u32, b: u32, c: u32) -> i32 {
@@ -857,7 +860,31 @@ mod int80 {
                 )?;
                 check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
             }
-            _ => Err("usage: int80 open <path> | openat <dir> <name> | connect-unix <path>".into()),
+            [op, to] if op == "fast-open" => {
+                // TCP Fast Open through socketcall(SYS_SENDTO): a connect with no connect call,
+                // in the ABI whose arguments are words in user memory.
+                let to: std::net::SocketAddrV4 =
+                    to.parse().map_err(|e| format!("{to}: {e}"))?;
+                let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                let sa = low.put(&words(&[libc::AF_INET as u32, libc::SOCK_STREAM as u32, 0]))?;
+                let fd = check("socket", syscall(SOCKETCALL, SYS_SOCKET, sa, 0))?;
+                let mut addr = (libc::AF_INET as u16).to_le_bytes().to_vec();
+                addr.extend_from_slice(&to.port().to_be_bytes());
+                addr.extend_from_slice(&to.ip().octets());
+                addr.extend_from_slice(&[0; 8]);
+                let a = low.put(&addr)?;
+                let data = low.put(b"x")?;
+                let args = low.put(&words(&[fd, data, 1, libc::MSG_FASTOPEN as u32, a, 16]))?;
+                check(
+                    &format!("sendto MSG_FASTOPEN {to}"),
+                    syscall(SOCKETCALL, SYS_SENDTO, args, 0),
+                )?;
+                check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
+            }
+            _ => Err(
+                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port>"
+                    .into(),
+            ),
         }
     }
 }
