@@ -43,8 +43,11 @@ const SYS_SENDMSG: u64 = 16;
 const SYS_SENDMMSG: u64 = 20;
 
 /// `cgroup/connect4` (`V6` false) or `cgroup/connect6`, in the connecting thread: keeps the
-/// destination the kernel copied from the caller (`user_*`, before any program rewrites it) for
-/// the thread's `connect` exit. Nothing is kept for a process outside every session.
+/// destination the kernel copied from the caller (`user_*`) for the thread's `connect` exit.
+/// Programs of descendant cgroups run before this one (attached at the root), so what they
+/// rewrote is seen rewritten; a program attached at the root after this one could still
+/// rewrite it afterwards (see the README's limits). Nothing is kept for a process outside every
+/// session.
 #[inline(always)]
 pub fn note_destination<const V6: bool>(ctx: &SockAddrContext) {
     if !scope::may_be_in_scope() {
