@@ -20,7 +20,8 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use vigil_common::{
     kind, ConnectDest, ConnectRecord, FileId, PathWalk, CONNECT_ADDR_KERNEL,
-    CONNECT_ADDR_REWRITTEN, CONNECT_AT_SEND, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
+    CONNECT_ADDR_REWRITTEN, CONNECT_AT_SEND, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP,
+    CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
 };
 
 use crate::{
@@ -167,7 +168,9 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
         }
     }
     let rec = unsafe { &mut *rec };
-    let family = take_kernel_destination(task, args[0] as u32, rec, true).unwrap_or(family);
+    let family = kept_destination()
+        .and_then(|kept| take_kernel_destination(kept, task, args[0] as u32, rec, true))
+        .unwrap_or(family);
     rec.peer = FileId::default();
     rec.peer_path = PathWalk::UNAVAILABLE;
     let Some(mut tail) = Tail::<{ CONNECT_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
@@ -199,9 +202,9 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
 /// the destination; reported as a connect. Any other send finds nothing kept: one lookup.
 #[inline(never)]
 pub fn on_send_exit(regs: impl Regs, ret: i64, fd: u32) {
-    if unsafe { CONNECT_DEST.get(bpf_get_current_pid_tgid()) }.is_none() {
+    let Some(kept) = kept_destination() else {
         return;
-    }
+    };
     let Some((task, _)) = scope::check_at(kind::CONNECT, regs) else {
         return;
     };
@@ -220,28 +223,39 @@ pub fn on_send_exit(regs: impl Regs, ret: i64, fd: u32) {
     rec.peer = FileId::default();
     rec.peer_path = PathWalk::UNAVAILABLE;
     // (`unix_path` is left as it is: it is not read for an IP family.)
-    if take_kernel_destination(task, fd, rec, false).is_none() {
+    if take_kernel_destination(kept, task, fd, rec, false).is_none() {
         return;
     }
-    fill_header(&mut rec.header, kind::CONNECT, CONNECT_FIXED_SIZE as u32, task);
+    fill_header(
+        &mut rec.header,
+        kind::CONNECT,
+        CONNECT_FIXED_SIZE as u32,
+        task,
+    );
     send_prefix(rec, CONNECT_FIXED_SIZE, kind::CONNECT);
 }
 
-/// Puts the destination the kernel copied for this call (kept by [`note_destination`]) in
-/// `rec`; with `from_buffer`, in place of the caller's buffer read at exit, saying whether that
-/// buffer differed. Its family, or `None` when the hook kept nothing for this thread's socket
-/// `fd` (no cgroup hook, a unix socket, a call refused before the hook).
+/// The destination [`note_destination`] kept for this thread (`None`: it kept nothing), with
+/// its key: looked up once, then taken or dropped by [`take_kernel_destination`].
+#[inline(always)]
+fn kept_destination() -> Option<(u64, &'static ConnectDest)> {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the map's own value, read before `take_kernel_destination` removes the entry.
+    CONNECT_DEST.get_ptr(key).map(|p| (key, unsafe { &*p }))
+}
+
+/// Puts the `kept` destination (the one the kernel copied for this call) in `rec`; with
+/// `from_buffer`, in place of the caller's buffer read at exit, saying whether that buffer
+/// differed. Its family, or `None` when it was kept for another socket than `fd`'s (a stale
+/// entry). The entry is removed either way.
 #[inline(always)]
 fn take_kernel_destination(
+    (key, dest): (u64, &ConnectDest),
     task: Ptr,
     fd: u32,
     rec: &mut ConnectRecord,
     from_buffer: bool,
 ) -> Option<u16> {
-    let key = bpf_get_current_pid_tgid();
-    let kept = CONNECT_DEST.get_ptr(key)?;
-    // SAFETY: the map's own value, read before the entry is removed.
-    let dest: &ConnectDest = unsafe { &*kept };
     // The socket this call connected: an entry left by another call of the thread (one io_uring
     // made) names another.
     let sock = read_ptr(fd_file(task, fd), koff!(file_private_data));

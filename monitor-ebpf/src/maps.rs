@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{
-    counter, ConnectDest, ConnectRecord, CredIds, ExecRecord, FileId, FileReadStats, FoldCount, FoldFileCtime,
-    FoldFileKey, OpenFileKey, OpenRecord, Policy, ScopeEntry, TtyRecord,
+    counter, ConnectDest, ConnectRecord, CredIds, ExecRecord, FileId, FileReadStats, FoldCount,
+    FoldFileCtime, FoldFileKey, OpenFileKey, OpenRecord, Policy, ScopeEntry, TtyRecord,
 };
 
 /// Every record goes out through this ring buffer.

@@ -171,10 +171,17 @@ fn pin_to_core(core: usize) {
 /// swaps whole addresses.
 fn sockaddr_head(addr: std::net::SocketAddrV4) -> u64 {
     let mut head = [0u8; 8];
-    head[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-    head[2..4].copy_from_slice(&addr.port().to_be_bytes());
-    head[4..].copy_from_slice(&addr.ip().octets());
+    head.copy_from_slice(&sockaddr_in(addr)[..8]);
     u64::from_ne_bytes(head)
+}
+
+/// `addr` as the kernel reads a `sockaddr_in` (nix's, as bytes).
+fn sockaddr_in(addr: std::net::SocketAddrV4) -> [u8; 16] {
+    use nix::sys::socket::SockaddrLike;
+    let sa = nix::sys::socket::SockaddrIn::from(addr);
+    // SAFETY: a `sockaddr_in` is 16 bytes, which `len` says.
+    assert_eq!(sa.len() as usize, 16);
+    unsafe { std::ptr::read_unaligned(sa.as_ptr() as *const [u8; 16]) }
 }
 
 /// What an insider does to put a harmless destination in a monitor that reads the caller's
@@ -868,11 +875,7 @@ mod int80 {
                 let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
                 let sa = low.put(&words(&[libc::AF_INET as u32, libc::SOCK_STREAM as u32, 0]))?;
                 let fd = check("socket", syscall(SOCKETCALL, SYS_SOCKET, sa, 0))?;
-                let mut addr = (libc::AF_INET as u16).to_le_bytes().to_vec();
-                addr.extend_from_slice(&to.port().to_be_bytes());
-                addr.extend_from_slice(&to.ip().octets());
-                addr.extend_from_slice(&[0; 8]);
-                let a = low.put(&addr)?;
+                let a = low.put(&super::sockaddr_in(to))?;
                 let data = low.put(b"x")?;
                 let args = low.put(&words(&[fd, data, 1, libc::MSG_FASTOPEN as u32, a, 16]))?;
                 check(
