@@ -114,7 +114,7 @@ pub fn vigil_bin() -> PathBuf {
 }
 
 fn lint() -> Result<()> {
-    run(cargo().args(["fmt", "--all", "--check"]))?;
+    check_format()?;
     lint_kernel_crate()?;
     run(cargo().args([
         "clippy",
@@ -127,6 +127,28 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))
+}
+
+/// `cargo fmt --check` of the workspace and of the kernel crate, which is not a workspace
+/// member (`--all` does not reach it). The kernel crate's two roots `include!` `programs.rs`,
+/// whose modules `cargo fmt` therefore never sees: rustfmt is given that file itself.
+fn check_format() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "fmt",
+        "--manifest-path",
+        "monitor-ebpf/Cargo.toml",
+        "--check",
+    ]))?;
+    run(Command::new("rustfmt")
+        .current_dir(workspace())
+        .env("PATH", setup::path_with_tools())
+        .args([
+            "--check",
+            "--edition",
+            "2021",
+            "monitor-ebpf/src/programs.rs",
+        ]))
 }
 
 /// The kernel crate is no_std for the bpf target: it is linted there, with the nightly.
@@ -232,7 +254,7 @@ impl Linted {
 fn test(filter: Option<String>, no_lint: bool) -> Result<()> {
     let mut steps = Steps::new();
     if !no_lint {
-        run(cargo().args(["fmt", "--all", "--check"]))?;
+        check_format()?;
         lint_kernel_crate()?;
         steps.finished("fmt and kernel crate lint");
     }
