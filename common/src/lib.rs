@@ -623,6 +623,48 @@ pub const CONNECT_ADDR_REWRITTEN: u16 = 1 << 1;
 /// Fast Open), or in a connect made for the thread without a connect(2) exit (io_uring): it is
 /// reported at that send's exit.
 pub const CONNECT_AT_SEND: u16 = 1 << 2;
+/// A UDP datagram addressed to this destination with no connect(2) (`sendto`/`sendmsg` with an
+/// address): reported by the kernel's cgroup `sendmsg4`/`sendmsg6` hook at the first datagram
+/// of a socket in a process to each destination ([`DATAGRAM_DESTS_PER_SOCKET`] remembered). The
+/// hook does not know the fd (`fd` is -1); `ret` is 0, or `-EPERM` when the session was denied
+/// the network and the datagram refused.
+pub const CONNECT_DATAGRAM: u16 = 1 << 3;
+
+/// Destinations remembered per socket and process for [`CONNECT_DATAGRAM`]: a datagram to one
+/// of them is not reported again (as a connected socket's sends are not); a socket that cycles
+/// over more is reported again each time one comes back.
+pub const DATAGRAM_DESTS_PER_SOCKET: usize = 4;
+
+/// A datagram destination, compared as three words: address, then port and family.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DatagramDest {
+    pub addr: [u64; 2],
+    /// `port | family << 16`; 0 for a free slot (no datagram goes to family 0).
+    pub port_family: u32,
+    pub _pad: u32,
+}
+
+/// The datagram destinations a socket was reported sending to, in one process.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct DatagramDests {
+    pub dests: [DatagramDest; DATAGRAM_DESTS_PER_SOCKET],
+    /// The slot the next new destination takes (round robin).
+    pub next: u32,
+    pub _pad: u32,
+}
+
+/// Key of the datagram destinations: the socket's cookie (unique for the host's uptime, never
+/// reused as a `struct sock` address is) and the sending process, so a socket handed to
+/// another process reports that process's datagrams too.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct DatagramKey {
+    pub cookie: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
 
 /// An IP destination as the kernel copied it at a thread's `connect` (the cgroup hook's
 /// `bpf_sock_addr`), kept until that call's exit reports it.

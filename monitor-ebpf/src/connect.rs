@@ -19,15 +19,18 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 use vigil_common::{
-    kind, ConnectDest, ConnectRecord, FileId, PathWalk, CONNECT_ADDR_KERNEL,
-    CONNECT_ADDR_REWRITTEN, CONNECT_AT_SEND, CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP,
-    CONNECT_TAIL_SPAN, UNIX_PATH_MAX,
+    kind, ConnectDest, ConnectRecord, DatagramDest, DatagramDests, DatagramKey, FileId, PathWalk,
+    CONNECT_ADDR_KERNEL, CONNECT_ADDR_REWRITTEN, CONNECT_AT_SEND, CONNECT_DATAGRAM,
+    CONNECT_FIXED_SIZE, CONNECT_TAIL_CAP, CONNECT_TAIL_SPAN, DATAGRAM_DESTS_PER_SOCKET,
+    UNIX_PATH_MAX,
 };
 
 use crate::{
-    emit::send_prefix,
-    kernel::{fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, Regs},
-    maps::{scratch, CONNECT_DEST, CONNECT_SCRATCH},
+    emit::{emit_fixed, send_prefix},
+    kernel::{
+        current_tgid, fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, Regs,
+    },
+    maps::{scratch, CONNECT_DEST, CONNECT_SCRATCH, DATAGRAM_DESTS},
     scope,
     tail::Tail,
 };
@@ -54,10 +57,17 @@ pub fn note_destination<const V6: bool>(ctx: &SockAddrContext) {
     if !scope::may_be_in_scope() {
         return;
     }
+    let _ = CONNECT_DEST.insert(bpf_get_current_pid_tgid(), kernel_destination::<V6>(ctx), 0);
+}
+
+/// The destination in a cgroup `sock_addr` hook's context (`V6`: a `*6` hook), as the kernel
+/// copied it from the caller.
+#[inline(always)]
+fn kernel_destination<const V6: bool>(ctx: &SockAddrContext) -> ConnectDest {
     let sa = ctx.sock_addr;
     // SAFETY: the context the kernel passed. Each hook reads only its own family's fields, at
     // their own size: the verifier refuses `user_ip6` to a `connect4` program.
-    let dest = unsafe {
+    unsafe {
         let mut addr = [0u8; 16];
         if V6 {
             let w = (*sa).user_ip6;
@@ -76,8 +86,88 @@ pub fn note_destination<const V6: bool>(ctx: &SockAddrContext) {
             _pad: 0,
             addr,
         }
+    }
+}
+
+/// `cgroup/sendmsg4` (`V6` false) or `cgroup/sendmsg6`: a UDP datagram addressed by its sender
+/// (`sendto`/`sendmsg` with an address, no connect(2)), at the destination the kernel copied.
+/// Reported from here, not from the send's exit: one `sendmmsg` can address several
+/// destinations, and the exit would see only the last. Only the first datagram of a socket in
+/// a process to each destination is reported (see `CONNECT_DATAGRAM`), as a connected socket's
+/// later sends are not. `allowed`: the hook's verdict (a session denied the network has its
+/// datagrams refused, reported as `-EPERM`).
+#[inline(always)]
+pub fn on_datagram<const V6: bool>(ctx: &SockAddrContext, allowed: bool) {
+    if !scope::may_be_in_scope() {
+        return;
+    }
+    let dest = kernel_destination::<V6>(ctx);
+    let seen = DatagramDest {
+        addr: words(&dest.addr).into(),
+        port_family: dest.port as u32 | (dest.family as u32) << 16,
+        _pad: 0,
     };
-    let _ = CONNECT_DEST.insert(bpf_get_current_pid_tgid(), dest, 0);
+    let key = DatagramKey {
+        // SAFETY: the hook's own context, as the helper takes it.
+        cookie: unsafe { generated::bpf_get_socket_cookie(ctx.sock_addr as *mut c_void) },
+        tgid: current_tgid(),
+        _pad: 0,
+    };
+    // Looked up before the scope: only a process in scope makes an entry, so a datagram to a
+    // destination already reported costs one lookup, not two.
+    let known = DATAGRAM_DESTS.get_ptr_mut(key);
+    if known.is_some_and(|k| already_sent_to(unsafe { &*k }, &seen)) {
+        return;
+    }
+    let Some((task, _)) = scope::check(kind::CONNECT) else {
+        return;
+    };
+    remember_datagram(&key, known, seen);
+    const EPERM: i32 = 1;
+    emit_fixed::<ConnectRecord, CONNECT_FIXED_SIZE>(kind::CONNECT, task, |rec| unsafe {
+        (*rec).fd = -1;
+        (*rec).ret = if allowed { 0 } else { -EPERM };
+        (*rec).family = dest.family;
+        (*rec).port = dest.port;
+        (*rec).addr_len = 0;
+        (*rec).flags = CONNECT_ADDR_KERNEL | CONNECT_DATAGRAM;
+        (*rec).addr = dest.addr;
+        (*rec).unix_path = [0; UNIX_PATH_MAX];
+        (*rec)._pad2 = 0;
+        (*rec).peer = FileId::default();
+        (*rec).peer_path = PathWalk::UNAVAILABLE;
+    });
+}
+
+/// Whether the socket and process of `seen` were already reported sending to `dest`.
+#[inline(always)]
+fn already_sent_to(seen: &DatagramDests, dest: &DatagramDest) -> bool {
+    // Word by word: a derived comparison of the arrays may become a `bcmp` the target lacks.
+    seen.dests.iter().any(|d| {
+        d.addr[0] == dest.addr[0] && d.addr[1] == dest.addr[1] && d.port_family == dest.port_family
+    })
+}
+
+/// Remembers `dest`, new for the socket and process of `key` (whose entry is `known`, if
+/// any): in a free slot, else over the oldest. A full table (a map error) remembers nothing:
+/// the next datagram there is reported again, never lost.
+#[inline(always)]
+fn remember_datagram(key: &DatagramKey, known: Option<*mut DatagramDests>, dest: DatagramDest) {
+    let Some(seen) = known else {
+        let mut fresh = DatagramDests::default();
+        fresh.dests[0] = dest;
+        fresh.next = 1;
+        let _ = DATAGRAM_DESTS.insert(key, fresh, 0);
+        return;
+    };
+    // SAFETY: the map's own value; threads of one process sending on one socket at once may
+    // both find a destination new (two records, not none).
+    let seen = unsafe { &mut *seen };
+    let slot = seen.next as usize % DATAGRAM_DESTS_PER_SOCKET;
+    if let Some(d) = seen.dests.get_mut(slot) {
+        *d = dest;
+    }
+    seen.next = (slot as u32 + 1) % DATAGRAM_DESTS_PER_SOCKET as u32;
 }
 
 /// `sys_exit` of connect (fd, sockaddr pointer and length from the saved user registers), or,

@@ -28,6 +28,22 @@ pub fn emit<T: 'static>(kind: u16, task: Ptr, fill: impl FnOnce(*mut T)) {
     count(kind, counter::EMITTED);
 }
 
+/// [`emit`] of only the first `N` bytes of a `T`, its fixed part (a record whose tail this one
+/// leaves empty): `fill` must write no field past them.
+#[inline(always)]
+pub fn emit_fixed<T: 'static, const N: usize>(kind: u16, task: Ptr, fill: impl FnOnce(*mut T)) {
+    const { assert!(N <= core::mem::size_of::<T>()) };
+    let Some(mut entry) = EVENTS.reserve::<[u8; N]>(0) else {
+        count(kind, counter::LOST);
+        return;
+    };
+    let rec = entry.as_mut_ptr() as *mut T;
+    fill_header(rec as *mut EventHeader, kind, N as u32, task);
+    fill(rec);
+    entry.submit(wakeup_flags());
+    count(kind, counter::EMITTED);
+}
+
 /// Sends the first `size` bytes of a record built in scratch space (`size` already bounded by
 /// the caller's mask) and counts it as emitted or lost.
 #[inline(always)]

@@ -600,6 +600,14 @@ impl<R: HookRegs> Regs for Exit<R> {
     }
 }
 
+/// The current task's login uid through the typed task pointer: one checked load, not a helper
+/// call. For the cgroup socket hooks, which every datagram of every service passes (the kernel
+/// gives them the typed pointer too, to a loader with `CAP_PERFMON`).
+#[inline(always)]
+pub fn current_loginuid_typed() -> u32 {
+    typed_load(current_task_btf(), koff!(task_loginuid))
+}
+
 /// The current task as a BTF-typed pointer (only programs of the typed kinds may ask).
 #[inline(always)]
 fn current_task_btf() -> Ptr {

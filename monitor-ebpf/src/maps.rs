@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{
-    counter, ConnectDest, ConnectRecord, CredIds, ExecRecord, FileId, FileReadStats, FoldCount,
-    FoldFileCtime, FoldFileKey, OpenFileKey, OpenRecord, Policy, ScopeEntry, TtyRecord,
+    counter, ConnectDest, ConnectRecord, CredIds, DatagramDests, DatagramKey, ExecRecord, FileId,
+    FileReadStats, FoldCount, FoldFileCtime, FoldFileKey, OpenFileKey, OpenRecord, Policy,
+    ScopeEntry, TtyRecord,
 };
 
 /// Every record goes out through this ring buffer.
@@ -59,6 +60,13 @@ pub static FILE_ORIGIN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(6553
 /// entry no exit takes (a connect that io_uring made for the thread) makes room for the next.
 #[map]
 pub static CONNECT_DEST: LruHashMap<u64, ConnectDest> = LruHashMap::with_max_entries(4096, 0);
+
+/// The destinations each socket was reported sending datagrams to, per process (see
+/// `CONNECT_DATAGRAM`). LRU: a socket evicted here reports its next datagram to any destination
+/// again (more records, never fewer).
+#[map]
+pub static DATAGRAM_DESTS: LruHashMap<DatagramKey, DatagramDests> =
+    LruHashMap::with_max_entries(8192, 0);
 
 /// Credentials of a thread at the entry of a call that may change them (the set*id family,
 /// execve), kept until its exit. A thread is in one syscall at a time, so one entry per thread.

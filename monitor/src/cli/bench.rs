@@ -41,11 +41,17 @@ pub fn floor(a: BenchFloorArgs) -> CliResult {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;
     }
-    // "<pid> <hook>", whole or not at all: the bench reads the hook as soon as the file exists.
+    // "<pid> <hook> <datagram hooks>", whole or not at all: the bench reads the hooks as soon as
+    // the file exists.
     let partial = a.ready_file.with_extension("partial");
     std::fs::write(
         &partial,
-        format!("{} {}\n", std::process::id(), program.hook),
+        format!(
+            "{} {} {}\n",
+            std::process::id(),
+            program.hook,
+            program.datagram_hooks.join(",")
+        ),
     )
     .and_then(|()| std::fs::rename(&partial, &a.ready_file))
     .map_err(|e| CliError::Daemon(anyhow::Error::new(e)))?;

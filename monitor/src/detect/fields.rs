@@ -145,6 +145,7 @@ rule_fields! {
     RequestedAddress = "requested_address", Kind::Str, [Connect], "The unix socket path exactly as the process passed it.";
     Port = "port", Kind::Num, [Connect], "Destination port.";
     OpenedBySend = "opened_by_send", Kind::Bool, [Connect], "The connection was opened in a send (TCP Fast Open), with no connect(2).";
+    Datagram = "datagram", Kind::Bool, [Connect], "A UDP datagram sent to this address with no connect(2): the first of its socket to it.";
     AddressRewritten = "address_rewritten", Kind::Bool, [Connect], "Another thread rewrote the caller's address buffer during the call (the destination is the kernel's).";
     Op = "op", Kind::Word(PrivOp::WORDS), [Priv], "What changed the ids.";
     GainedRoot = "gained_root", Kind::Bool, [Priv], "Root was gained (effective, or real from effective).";

@@ -355,6 +355,7 @@ impl Fields for View<'_> {
                 .unwrap_or(Value::Missing),
             (Field::AddressRewritten, EventBody::Connect(c)) => Value::Bool(c.address_rewritten),
             (Field::OpenedBySend, EventBody::Connect(c)) => Value::Bool(c.opened_by_send),
+            (Field::Datagram, EventBody::Connect(c)) => Value::Bool(c.datagram),
             (Field::Op, EventBody::Priv(x)) => word(x.op.as_str()),
             (Field::GainedRoot, EventBody::Priv(x)) => Value::Bool(x.gained_root),
             (Field::GainedCaps, EventBody::Priv(x)) => Value::List(
@@ -394,6 +395,7 @@ impl Fields for View<'_> {
                 | Field::Port
                 | Field::AddressRewritten
                 | Field::OpenedBySend
+                | Field::Datagram
                 | Field::Op
                 | Field::GainedRoot
                 | Field::GainedCaps,

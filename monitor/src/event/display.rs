@@ -99,6 +99,8 @@ fn line(e: &Event) -> String {
             c.port.map(|p| format!(" port {p}")).unwrap_or_default(),
             if c.opened_by_send {
                 " (opened by a send: TCP Fast Open)"
+            } else if c.datagram {
+                " (UDP datagram, no connect)"
             } else {
                 ""
             },

@@ -82,7 +82,7 @@ event_kinds! {
     FileRead(FileReadEvent) = "file_read", Some(RecordKind::FileRead),
         "What was read from one open file, counted in the kernel and reported at close or exit.";
     Connect(ConnectEvent) = "connect", Some(RecordKind::Connect),
-        "An outbound connection (IPv4, IPv6 or unix socket) and its result.";
+        "An outbound connection (IPv4, IPv6 or unix socket) and its result, or the first UDP datagram a socket addressed to a destination with no connect(2).";
     Priv(PrivEvent) = "priv", Some(RecordKind::Priv),
         "A privilege change: a set*id call or an exec that changed ids or capabilities.";
     Fork(ForkEvent) = "fork", Some(RecordKind::Fork),

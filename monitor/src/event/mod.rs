@@ -408,6 +408,13 @@ pub struct ConnectEvent {
     /// thread. Reported at that send. Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub opened_by_send: bool,
+    /// A UDP datagram sent to this destination with no connect(2) (`sendto`/`sendmsg` with an
+    /// address): the first of its socket in this process to that destination (later ones to
+    /// it are not reported, as a connected socket's sends are not). `fd` is -1 (the kernel's
+    /// hook does not know it); `result` is ok, or `EPERM` when a response refused it. Written
+    /// only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub datagram: bool,
 }
 
 /// Every id of a task's credentials.

@@ -123,6 +123,7 @@ pub fn sample(t: EventType) -> Event {
             result: SyscallResult::from_ret(0),
             address_rewritten: true,
             opened_by_send: true,
+            datagram: true,
         }),
         EventType::Priv => EventBody::Priv(PrivEvent {
             op: PrivOp::Setresuid,

@@ -68,6 +68,8 @@ pub enum LoadError {
     NoSyscallEntries,
     #[error("map `{name}`: {detail}")]
     Map { name: &'static str, detail: String },
+    #[error("the empty datagram hooks of the floor: {0}")]
+    FloorHooks(#[source] super::respond::MechanismError),
 }
 
 /// What the daemon asks of the kernel side.
@@ -783,9 +785,13 @@ where
 /// The empty program on the daemon's `sys_exit` hook, loaded and attached alone (the overhead
 /// benchmark's floor: what the mechanism costs before any of Vigil's work). Detached on drop.
 pub struct FloorProgram {
+    /// The empty datagram hooks (dropped before the object that holds their programs).
+    _datagram_hooks: super::respond::ConnectHooks,
     _ebpf: Ebpf,
     /// The hook it went on.
     pub hook: SysExitHook,
+    /// The datagram hooks it went on too (`cgroup/sendmsg4`, ...).
+    pub datagram_hooks: Vec<String>,
 }
 
 impl FloorProgram {
@@ -797,7 +803,19 @@ impl FloorProgram {
             .load(KERNEL_OBJECT)?;
         // The hook the daemon takes by default, chosen the same way.
         let hook = attach_sys_exit(&mut ebpf, &FLOOR_SYS_EXIT, SysExitHook::BtfTracepoint)?;
-        Ok(FloorProgram { _ebpf: ebpf, hook })
+        // The daemon's datagram hooks have a floor of their own: every datagram a process
+        // addresses passes them.
+        let datagram_hooks = super::respond::ConnectHooks::attach_programs(
+            &mut ebpf,
+            &super::respond::ConnectHooks::FLOOR_PROGRAMS,
+        )
+        .map_err(LoadError::FloorHooks)?;
+        Ok(FloorProgram {
+            datagram_hooks: datagram_hooks.names(),
+            _datagram_hooks: datagram_hooks,
+            _ebpf: ebpf,
+            hook,
+        })
     }
 }
 

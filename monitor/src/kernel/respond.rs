@@ -91,7 +91,7 @@ impl KernelResponder {
             }
             Err(why) => {
                 notes.push(format!(
-                    "deny_connect unavailable, and IP connect destinations are read from the caller's buffer after the call: {why}"
+                    "deny_connect unavailable, IP connect destinations are read from the caller's buffer after the call, and UDP datagrams sent to an address (no connect(2)) are not reported: {why}"
                 ));
                 (Mechanism::Unavailable, None)
             }
@@ -238,12 +238,9 @@ impl KernelResponder {
     }
 }
 
-/// The root of cgroup v2: where the host mounted it, else mounted by the daemon. Every process
-/// is in the v2 hierarchy whether or not the host uses it, so programs at its root see every
-/// connect.
 /// Why a kernel mechanism for responses is not in use here (an operator's note, in `/readyz`).
 #[derive(Debug, thiserror::Error)]
-enum MechanismError {
+pub enum MechanismError {
     #[error("cannot create {CGROUP2_OWN_MOUNT}: {0}")]
     MountPoint(#[source] std::io::Error),
     #[error("cgroup v2 is not mounted, and mounting it at {CGROUP2_OWN_MOUNT} failed: {0}")]
@@ -285,6 +282,9 @@ fn cause(e: &aya::programs::ProgramError) -> String {
         .unwrap_or_default()
 }
 
+/// The root of cgroup v2: where the host mounted it, else mounted by the daemon. Every process
+/// is in the v2 hierarchy whether or not the host uses it, so programs at its root see every
+/// connect.
 fn cgroup2_root() -> Result<std::fs::File, MechanismError> {
     let path = match crate::identity::cgroup2_root() {
         Some(p) => p,
@@ -346,15 +346,33 @@ pub(super) struct ConnectHooks {
 }
 
 impl ConnectHooks {
-    const PROGRAMS: [&'static str; 2] = ["vigil_connect4", "vigil_connect6"];
+    const PROGRAMS: [&'static str; 4] = [
+        "vigil_connect4",
+        "vigil_connect6",
+        "vigil_sendmsg4",
+        "vigil_sendmsg6",
+    ];
 
-    /// Attaches `vigil_connect4`/`vigil_connect6`, or says why not.
+    /// The empty programs on the datagram hooks: the mechanism's floor (see
+    /// `FloorProgram`).
+    pub(super) const FLOOR_PROGRAMS: [&'static str; 2] =
+        ["vigil_floor_sendmsg4", "vigil_floor_sendmsg6"];
+
+    /// Attaches the connect and datagram hooks, or says why not.
     fn attach(ebpf: &mut Ebpf) -> Result<ConnectHooks, MechanismError> {
+        Self::attach_programs(ebpf, &Self::PROGRAMS)
+    }
+
+    /// Attaches `programs` at the root of cgroup v2, or says why not.
+    pub(super) fn attach_programs(
+        ebpf: &mut Ebpf,
+        programs: &[&'static str],
+    ) -> Result<ConnectHooks, MechanismError> {
         let mut hooks = ConnectHooks {
             root: cgroup2_root()?,
             links: Vec::new(),
         };
-        for name in Self::PROGRAMS {
+        for &name in programs {
             let prog = connect_program(ebpf, name)?;
             prog.load().map_err(program_error(name, "refused"))?;
             hooks.attach_one(prog, name)?;
@@ -377,7 +395,7 @@ impl ConnectHooks {
     }
 
     /// The hooks, as `cgroup/connect4`.
-    fn names(&self) -> Vec<String> {
+    pub(super) fn names(&self) -> Vec<String> {
         self.links
             .iter()
             .map(|(name, _)| format!("cgroup/{}", &name["vigil_".len()..]))

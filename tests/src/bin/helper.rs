@@ -9,6 +9,11 @@
 //! vigil-test-helper fast-open <ip:port>                TCP Fast Open: a socket connected by its
 //!                                                       first send (sendto with MSG_FASTOPEN),
 //!                                                       no connect(2)
+//! vigil-test-helper datagrams [--mmsg] <ip:port>...  one UDP datagram to each address in order,
+//!                                                       no connect(2): sendto on one unconnected
+//!                                                       socket per family; with --mmsg the IPv4
+//!                                                       ones all in one sendmmsg call. Prints
+//!                                                       `ok` or the errno name per datagram
 //! vigil-test-helper connect-race <ip:port> <decoy ip:port> <n>
 //!                                                       n IPv4 connects through one sockaddr
 //!                                                       that a second thread keeps rewriting
@@ -18,7 +23,7 @@
 //! vigil-test-helper hold-open <path> <n> <procs>       procs children each open path n times and
 //!                                                       read a byte from each; all exit together
 //!                                                       with their files open
-//! vigil-test-helper storm <exec|open-read|connect> <count> <target>
+//! vigil-test-helper storm <exec|open-read|connect|udp> <count> <target>
 //!                                                       timed loop; prints elapsed nanoseconds
 //! vigil-test-helper int80 open <path>                  open and read path through the 32-bit
 //!                                                       syscall ABI (int 0x80): open, read, close
@@ -113,9 +118,78 @@ fn storm(kind: &str, count: u64, target: &str) -> Result<u128, String> {
                     nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &linger);
             }
         }
+        "udp" => {
+            // Datagrams addressed with no connect(2): what a service's metrics or DNS client
+            // does, and what the cgroup sendmsg hooks see.
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+            for _ in 0..count {
+                s.send_to(b"x", target)
+                    .map_err(|e| format!("send to {target}: {e}"))?;
+            }
+        }
         other => return Err(format!("unknown storm `{other}`")),
     }
     Ok(start.elapsed().as_nanos())
+}
+
+/// One UDP datagram to each of `to`, in order, with no connect(2); with `mmsg` the IPv4 ones in a
+/// single sendmmsg call (one call, several destinations). One line per datagram: `ok` or the
+/// errno's name.
+fn datagrams(to: &[std::net::SocketAddr], mmsg: bool) -> Result<(), String> {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd;
+    let v4 = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    let v6 = UdpSocket::bind("[::]:0").map_err(|e| format!("bind [::]: {e}"))?;
+    let outcome = |r: std::io::Result<usize>| match r {
+        Ok(_) => println!("ok"),
+        Err(e) => println!(
+            "{:?}",
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+        ),
+    };
+    if mmsg {
+        let dests: Vec<[u8; 16]> = to
+            .iter()
+            .filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(sockaddr_in(*a)),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        let mut data = *b"d";
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: each header points at its own address and the one iovec, all alive across
+        // the call.
+        let mut msgs: Vec<libc::mmsghdr> = dests
+            .iter()
+            .map(|d| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = d.as_ptr() as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = 16;
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let sent =
+            unsafe { libc::sendmmsg(v4.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+        if sent < 0 {
+            return Err(format!("sendmmsg: {}", std::io::Error::last_os_error()));
+        }
+        for i in 0..msgs.len() {
+            println!("{}", if (i as i32) < sent { "ok" } else { "unsent" });
+        }
+    }
+    for addr in to {
+        match addr {
+            SocketAddr::V4(_) if mmsg => {}
+            SocketAddr::V4(_) => outcome(v4.send_to(b"d", addr)),
+            SocketAddr::V6(_) => outcome(v6.send_to(b"d", addr)),
+        }
+    }
+    Ok(())
 }
 
 /// Connects a TCP socket to `addr` with its first send, as TCP Fast Open does (the kernel
@@ -486,6 +560,23 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vigil-test-helper: fast-open {addr}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        "datagrams" => {
+            let mmsg = args.get(1).is_some_and(|a| a == "--mmsg");
+            let to: Result<Vec<std::net::SocketAddr>, _> = args[1 + mmsg as usize..]
+                .iter()
+                .map(|a| a.parse())
+                .collect();
+            let Ok(to) = to else {
+                return usage();
+            };
+            match datagrams(&to, mmsg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: datagrams: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -513,6 +513,8 @@ fn stopping_detaches_every_program() {
             "vigil_exec",
             "vigil_exit",
             "vigil_fork",
+            "vigil_sendmsg4",
+            "vigil_sendmsg6",
             "vigil_sys_exit"
         ],
         "programs loaded while running"
@@ -781,4 +783,69 @@ fn a_connection_opened_by_its_first_send_is_a_connect() {
         ],
         "{connects:#?}"
     );
+}
+
+/// A UDP datagram sent to an address with no connect(2) (`sendto`, or several destinations in
+/// one `sendmmsg`) is a `connect` event at the kernel's destination, said to be a datagram:
+/// once per socket, process and destination, however many datagrams go there. Before, such
+/// traffic (DNS tunnelling, exfiltration by UDP) left no record at all.
+#[test]
+fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let loginuid = 40_000 + std::process::id() % 20_000 + 3;
+    // Nothing needs to listen: a datagram is sent whether or not anyone receives it.
+    let script = format!(
+        "{HELPER} datagrams 127.0.0.1:5301 127.0.0.1:5301 127.0.0.1:5302 127.0.0.1:5301 '[::1]:5303' \
+         && {HELPER} datagrams --mmsg 127.0.0.1:5304 127.0.0.1:5305 127.0.0.1:5304"
+    );
+    let output = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["ok"; 8]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let ours = session_events(&events, loginuid);
+    let connects = of_type(&ours, "connect");
+    let summary: Vec<(String, u64, bool, i64)> = connects
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap_or("").to_string(),
+                c["port"].as_u64().unwrap_or(0),
+                c["datagram"] == true,
+                c["result"]["ret"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect();
+    let d = |a: &str, p: u64| (a.to_string(), p, true, 0);
+    assert_eq!(
+        summary,
+        vec![
+            d("127.0.0.1", 5301),
+            d("127.0.0.1", 5302),
+            d("::1", 5303),
+            d("127.0.0.1", 5304),
+            d("127.0.0.1", 5305),
+        ],
+        "{connects:#?}"
+    );
+    // The second helper is another process: its socket reports its own destinations.
+    let pids: Vec<&Value> = connects.iter().map(|c| &c["process"]["pid"]).collect();
+    assert_eq!(pids[0], pids[2]);
+    assert_ne!(pids[2], pids[3]);
 }

@@ -1,6 +1,7 @@
 //! The evasion suite: what an insider who has read Vigil's source tries, each in a real login
-//! session on the real kernel under the real daemon. Three classes (how a file is named or
-//! reached, how a program is identified, how a process leaves its session); every variant must
+//! session on the real kernel under the real daemon. Four classes (how a file is named or
+//! reached, how a program is identified, how a process leaves its session, how traffic leaves
+//! the host); every variant must
 //! raise its rule with its ATT&CK technique, name the file by its canonical path, and (for the
 //! ways out of a session) still attribute what followed to the session. A benign session beside
 //! them raises nothing.

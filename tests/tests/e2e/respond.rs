@@ -228,13 +228,19 @@ fn a_session_denied_the_network_gets_eperm_and_the_attempt_is_recorded() {
     let port = listener.local_addr().unwrap().port();
     let go = dir.path().join("go");
     let result = dir.path().join("result");
+    // A datagram to an address, with no connect(2), is refused all the same.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let sent = dir.path().join("sent");
     let mut session = LiveSession::start(
         61001,
         &format!(
-            "while [ ! -e {go} ]; do sleep 0.05; done; {HELPER} connect 127.0.0.1:{port} 2> {err}; echo $? > {result}",
+            "while [ ! -e {go} ]; do sleep 0.05; done; {HELPER} connect 127.0.0.1:{port} 2> {err}; echo $? > {result}; \
+             {HELPER} datagrams 127.0.0.1:{udp_port} > {sent}",
             go = go.display(),
             err = dir.path().join("err").display(),
-            result = result.display()
+            result = result.display(),
+            sent = sent.display()
         ),
     );
     let (ok, answer) = respond(dir.path(), &["deny-connect", &session.id.to_string()]);
@@ -245,6 +251,12 @@ fn a_session_denied_the_network_gets_eperm_and_the_attempt_is_recorded() {
     assert_eq!(std::fs::read_to_string(&result).unwrap().trim(), "1");
     let err = std::fs::read_to_string(dir.path().join("err")).unwrap();
     assert!(err.contains("Operation not permitted"), "{err}");
+    assert_eq!(std::fs::read_to_string(&sent).unwrap().trim(), "EPERM");
+    udp.set_nonblocking(true).unwrap();
+    assert!(
+        udp.recv(&mut [0u8; 8]).is_err(),
+        "the denied session's datagram arrived"
+    );
     // Someone outside the session still connects.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 
@@ -271,6 +283,15 @@ fn a_session_denied_the_network_gets_eperm_and_the_attempt_is_recorded() {
             .unwrap_or("")
             .contains("EPERM")),
         "the refused attempt is recorded: {refused:#?}"
+    );
+    let datagrams: Vec<_> = of_type(&events, "connect")
+        .into_iter()
+        .filter(|c| c["process"]["sessionid"] == session.id && c["port"] == udp_port)
+        .collect();
+    assert!(
+        matches!(&datagrams[..], [d] if d["datagram"] == true
+            && d["result"]["error"].as_str().unwrap_or("").contains("EPERM")),
+        "the refused datagram is recorded once: {datagrams:#?}"
     );
     assert!(responses(&events)
         .iter()
@@ -329,11 +350,16 @@ fn detached_connect_hooks_are_reported_and_attached_again() {
     let daemon = Daemon::start(&respond_yaml(dir.path(), "enforce", "")).expect("daemon starts");
     let mut detached = Vec::new();
     for _ in 0..2 {
-        let now: Vec<u32> = ["vigil_connect4", "vigil_connect6"]
-            .iter()
-            .flat_map(|p| detach_links_of(p))
-            .collect();
-        assert_eq!(now.len(), 2, "one link per connect hook: {now:?}");
+        let now: Vec<u32> = [
+            "vigil_connect4",
+            "vigil_connect6",
+            "vigil_sendmsg4",
+            "vigil_sendmsg6",
+        ]
+        .iter()
+        .flat_map(|p| detach_links_of(p))
+        .collect();
+        assert_eq!(now.len(), 4, "one link per cgroup hook: {now:?}");
         detached.extend(now);
         // The daemon checks every 2 s.
         std::thread::sleep(Duration::from_secs(3));
