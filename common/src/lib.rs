@@ -41,11 +41,15 @@ pub enum RecordKind {
     /// A process in scope made a 32-bit syscall (x86_64's ia32 ABI: `int 0x80` from a 64-bit
     /// program, or a 32-bit program): once per process, at the first one Vigil follows.
     CompatSyscall = 12,
+    /// A process in scope called bpf(2), the way to every eBPF program, map and link on the
+    /// host (the monitor's own among them): once per process and command, and every time for
+    /// the commands that load, attach or reach an object by id.
+    Bpf = 13,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 12] = [
+    pub const ALL: [RecordKind; 13] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -58,6 +62,7 @@ impl RecordKind {
         RecordKind::IoUring,
         RecordKind::OpensFolded,
         RecordKind::CompatSyscall,
+        RecordKind::Bpf,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -87,8 +92,9 @@ pub mod kind {
     pub const IO_URING: u16 = RecordKind::IoUring as u16;
     pub const OPENS_FOLDED: u16 = RecordKind::OpensFolded as u16;
     pub const COMPAT_SYSCALL: u16 = RecordKind::CompatSyscall as u16;
+    pub const BPF: u16 = RecordKind::Bpf as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::CompatSyscall as u16 + 1;
+    pub const COUNT: u16 = RecordKind::Bpf as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -771,6 +777,78 @@ pub struct CompatSyscallRecord {
     pub ret: i32,
 }
 
+/// A bpf(2) call of a process in scope, at its exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BpfRecord {
+    pub header: EventHeader,
+    /// The command (`enum bpf_cmd` of include/uapi/linux/bpf.h).
+    pub cmd: u32,
+    /// The result: an fd, 0, or `-errno`.
+    pub ret: i32,
+    /// The id of the map, program or link the call returned an fd of (see [`bpf_object`]),
+    /// read from the kernel's object behind that fd (not from the caller's buffer, which
+    /// another thread can rewrite during the call); 0 when none.
+    pub object_id: u32,
+    /// One of [`bpf_object`].
+    pub object: u32,
+}
+
+/// What kind of object a bpf(2) call returned an fd of (`BpfRecord::object`).
+pub mod bpf_object {
+    pub const NONE: u32 = 0;
+    pub const MAP: u32 = 1;
+    pub const PROGRAM: u32 = 2;
+    pub const LINK: u32 = 3;
+}
+
+/// The bpf(2) commands Vigil names (`enum bpf_cmd`, include/uapi/linux/bpf.h; numbers are ABI).
+pub mod bpf_cmd {
+    pub const MAP_CREATE: u32 = 0;
+    pub const PROG_LOAD: u32 = 5;
+    pub const OBJ_GET: u32 = 7;
+    pub const PROG_ATTACH: u32 = 8;
+    pub const PROG_DETACH: u32 = 9;
+    pub const PROG_GET_FD_BY_ID: u32 = 13;
+    pub const MAP_GET_FD_BY_ID: u32 = 14;
+    pub const RAW_TRACEPOINT_OPEN: u32 = 17;
+    pub const LINK_CREATE: u32 = 28;
+    pub const LINK_UPDATE: u32 = 29;
+    pub const LINK_GET_FD_BY_ID: u32 = 30;
+    pub const LINK_DETACH: u32 = 34;
+
+    /// Commands reported every time: they load or attach code, or reach an existing object
+    /// (the monitor's own maps, programs and links among them) by id or pinned path. Any other
+    /// is reported once per process.
+    pub const fn always_reported(cmd: u32) -> bool {
+        matches!(
+            cmd,
+            MAP_CREATE
+                | PROG_LOAD
+                | OBJ_GET
+                | PROG_ATTACH
+                | PROG_DETACH
+                | PROG_GET_FD_BY_ID
+                | MAP_GET_FD_BY_ID
+                | RAW_TRACEPOINT_OPEN
+                | LINK_CREATE
+                | LINK_UPDATE
+                | LINK_GET_FD_BY_ID
+                | LINK_DETACH
+        )
+    }
+
+    /// The kind of object (`super::bpf_object`) whose fd a successful `cmd` returns.
+    pub const fn returned_object(cmd: u32) -> u32 {
+        match cmd {
+            MAP_CREATE | MAP_GET_FD_BY_ID => super::bpf_object::MAP,
+            PROG_LOAD | PROG_GET_FD_BY_ID => super::bpf_object::PROGRAM,
+            RAW_TRACEPOINT_OPEN | LINK_CREATE | LINK_GET_FD_BY_ID => super::bpf_object::LINK,
+            _ => super::bpf_object::NONE,
+        }
+    }
+}
+
 /// How opens are folded (`FoldedRecord::fold`, `FileReadStats::fold`).
 pub mod fold {
     /// Read-only opens of files the daemon registered as routine at start (by device, inode and
@@ -899,6 +977,12 @@ pub struct KernelOffsets {
     pub dentry_inode: u32,
     /// `file.f_mode` (for `FMODE_CREATED`).
     pub file_f_mode: u32,
+    /// `bpf_map.id`, `bpf_prog.aux` and `bpf_prog_aux.id`, `bpf_link.id`: the id of the object
+    /// behind an fd a bpf(2) call returned.
+    pub bpf_map_id: u32,
+    pub bpf_prog_aux: u32,
+    pub bpf_prog_aux_id: u32,
+    pub bpf_link_id: u32,
     /// 1 when every `inode` member a file's identity needs lies in its first [`INODE_SPAN`]
     /// bytes (then the programs read them with one copy), 0 otherwise (a read each).
     pub inode_span: u32,
@@ -973,6 +1057,8 @@ pub mod sys_class {
     /// a socket in its first send (`MSG_FASTOPEN`) with no connect(2), which the send's exit
     /// reports as a connect.
     pub const SEND: u8 = 20;
+    /// bpf(2): reported as a `bpf` event (see `RecordKind::Bpf`).
+    pub const BPF: u8 = 21;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 32;
 }
@@ -1055,6 +1141,7 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         native("sendto", "__x64_sys_sendto", SEND),
         native("sendmsg", "__x64_sys_sendmsg", SEND),
         native("sendmmsg", "__x64_sys_sendmmsg", SEND),
+        native("bpf", "__x64_sys_bpf", BPF),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1089,6 +1176,7 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         ia32("sendto", "__ia32_sys_sendto", SEND),
         ia32("sendmsg", "__ia32_compat_sys_sendmsg", SEND),
         ia32("sendmmsg", "__ia32_compat_sys_sendmmsg", SEND),
+        ia32("bpf", "__ia32_sys_bpf", BPF),
         ia32("copy_file_range", "__ia32_sys_copy_file_range", READ_FD0),
         ia32("preadv2", "__ia32_compat_sys_preadv2", READ_FD0),
         ia32(
@@ -1200,6 +1288,7 @@ mod tests {
             HEADER_SIZE + 8 + 8 + size_of::<FileId>() + size_of::<FoldCount>()
         );
         assert_eq!(size_of::<CompatSyscallRecord>(), HEADER_SIZE + 8);
+        assert_eq!(size_of::<BpfRecord>(), HEADER_SIZE + 16);
         assert_eq!(size_of::<FoldFileKey>(), 16);
         assert_eq!(size_of::<FoldFileCtime>(), 16);
         assert_eq!(

@@ -44,5 +44,6 @@ twins!(
     55 vigil_fxchk_55, 56 vigil_fxchk_56, 57 vigil_fxchk_57, 58 vigil_fxchk_58, 59 vigil_fxchk_59,
     60 vigil_fxchk_60, 61 vigil_fxchk_61, 62 vigil_fxchk_62, 63 vigil_fxchk_63, 64 vigil_fxchk_64,
     65 vigil_fxchk_65, 66 vigil_fxchk_66, 67 vigil_fxchk_67, 68 vigil_fxchk_68, 69 vigil_fxchk_69,
-    70 vigil_fxchk_70, 71 vigil_fxchk_71, 72 vigil_fxchk_72, 73 vigil_fxchk_73,
+    70 vigil_fxchk_70, 71 vigil_fxchk_71, 72 vigil_fxchk_72, 73 vigil_fxchk_73, 74 vigil_fxchk_74,
+    75 vigil_fxchk_75,
 );

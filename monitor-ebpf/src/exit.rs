@@ -44,5 +44,6 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     scope::leave(tgid);
     crate::compat::leave(tgid);
+    crate::bpf::leave(tgid);
     0
 }

@@ -91,6 +91,10 @@ const fn zeroed_offsets() -> KernelOffsets {
         unix_sock_path: 0,
         dentry_inode: 0,
         file_f_mode: 0,
+        bpf_map_id: 0,
+        bpf_prog_aux: 0,
+        bpf_prog_aux_id: 0,
+        bpf_link_id: 0,
         inode_span: 0,
         file_span: 0,
     }

@@ -161,6 +161,11 @@ pub static TAIL_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static COMPAT_SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
+/// The bpf(2) commands each process has reported once (bit `cmd`), by tgid. LRU: a forgotten
+/// process reports its commands again, which only says more.
+#[map]
+pub static BPF_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
 /// Terminal bytes copied per audit session, against `Policy::tty_session_budget_kib`. LRU: a
 /// forgotten session starts a fresh budget, which only lets more through.
 #[map]

@@ -1,6 +1,7 @@
 // The modules and items of a kernel object, shared by its two roots: `main.rs` (the daemon's
 // object) and `entry_check.rs` (the tests' object, with the fexit programs' twins).
 
+mod bpf;
 mod compat;
 mod connect;
 mod emit;

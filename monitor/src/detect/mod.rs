@@ -356,6 +356,14 @@ impl Fields for View<'_> {
             (Field::AddressRewritten, EventBody::Connect(c)) => Value::Bool(c.address_rewritten),
             (Field::OpenedBySend, EventBody::Connect(c)) => Value::Bool(c.opened_by_send),
             (Field::Datagram, EventBody::Connect(c)) => Value::Bool(c.datagram),
+            (Field::Command, EventBody::Bpf(b)) => word(b.command.as_str()),
+            (Field::Object, EventBody::Bpf(b)) => {
+                b.object.map(|o| word(o.as_str())).unwrap_or(Value::Missing)
+            }
+            (Field::ObjectId, EventBody::Bpf(b)) => b
+                .object_id
+                .map(|id| Value::Num(id as f64))
+                .unwrap_or(Value::Missing),
             (Field::Op, EventBody::Priv(x)) => word(x.op.as_str()),
             (Field::GainedRoot, EventBody::Priv(x)) => Value::Bool(x.gained_root),
             (Field::GainedCaps, EventBody::Priv(x)) => Value::List(
@@ -396,6 +404,9 @@ impl Fields for View<'_> {
                 | Field::AddressRewritten
                 | Field::OpenedBySend
                 | Field::Datagram
+                | Field::Command
+                | Field::Object
+                | Field::ObjectId
                 | Field::Op
                 | Field::GainedRoot
                 | Field::GainedCaps,

@@ -41,6 +41,23 @@ fn line(e: &Event) -> String {
             _ => "exit".into(),
         },
         EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
+        EventBody::Bpf(b) => format!(
+            "bpf    {}{}{}",
+            if b.command == super::BpfCommand::Other {
+                format!("command {}", b.command_number)
+            } else {
+                b.command.to_string()
+            },
+            match (b.object, b.object_id) {
+                (Some(o), Some(id)) => format!(" {o} id {id}"),
+                _ => String::new(),
+            },
+            b.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
         EventBody::CompatSyscall(c) => format!(
             "abi32  32-bit syscall {} ({}){}",
             c.syscall.as_deref().unwrap_or("unknown"),

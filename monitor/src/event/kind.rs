@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use vigil_common::RecordKind;
 
 use super::{
-    AlertEvent, CheckpointEvent, CompatSyscallEvent, ConnectEvent, ExecEvent, ExitEvent,
+    AlertEvent, BpfEvent, CheckpointEvent, CompatSyscallEvent, ConnectEvent, ExecEvent, ExitEvent,
     FileReadEvent, ForkEvent, IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent,
     ResponseEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
 };
@@ -93,6 +93,8 @@ event_kinds! {
         "Opens counted in the kernel instead of sent one by one: a program's routine opens (loader, locale), or the repeats of one open within the fold window, with what was read through them.";
     CompatSyscall(CompatSyscallEvent) = "compat_syscall", Some(RecordKind::CompatSyscall),
         "A process made a 32-bit syscall (the ia32 ABI a 64-bit program reaches with int 0x80, with other numbers than the native ones): once per process, at the first one followed. Its opens, reads and connects are recorded as any others.";
+    Bpf(BpfEvent) = "bpf", Some(RecordKind::Bpf),
+        "A process called bpf(2), which reaches every eBPF program, map and link on the host (the monitor's own among them): once per process and command, and every time it loads or attaches code or reaches an object by id or pinned path.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -128,6 +130,7 @@ impl EventType {
             RecordKind::IoUring => EventType::IoUring,
             RecordKind::OpensFolded => EventType::OpensFolded,
             RecordKind::CompatSyscall => EventType::CompatSyscall,
+            RecordKind::Bpf => EventType::Bpf,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

@@ -16,9 +16,9 @@ pub use file::{
 };
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, CheckpointReason, LossStage, Mechanism, OpenSyscall, PrivOp, Requester,
-    RespondMode, ResponseAction, ResponseOutcome, SessionEntry, Severity, TamperCheck, Trust,
-    Vocabulary,
+    Access, AddressFamily, BpfCommand, BpfObject, CheckpointReason, LossStage, Mechanism,
+    OpenSyscall, PrivOp, Requester, RespondMode, ResponseAction, ResponseOutcome, SessionEntry,
+    Severity, TamperCheck, Trust, Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -516,6 +516,22 @@ pub struct CompatSyscallEvent {
     /// kernel programs follow (`kernel::layout::compat_syscall_name`), `None` for a number the
     /// daemon does not know.
     pub syscall: Option<String>,
+    pub result: SyscallResult,
+}
+
+/// A bpf(2) call in a session (see `RecordKind::Bpf` for which are reported): the command, the
+/// object whose fd it returned, by the id the kernel gave that object, and the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfEvent {
+    pub command: BpfCommand,
+    /// The kernel's number for the command (the only name of one that is `other`).
+    pub command_number: u32,
+    /// The map, program or link the call returned an fd of (created, loaded, attached, or
+    /// reached by id), read from the kernel's object behind that fd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<BpfObject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<u32>,
     pub result: SyscallResult,
 }
 

@@ -149,6 +149,13 @@ pub fn sample(t: EventType) -> Event {
             syscall: Some("open".into()),
             result: SyscallResult::from_ret(3),
         }),
+        EventType::Bpf => EventBody::Bpf(BpfEvent {
+            command: BpfCommand::MapGetFdById,
+            command_number: 14,
+            object: Some(BpfObject::Map),
+            object_id: Some(42),
+            result: SyscallResult::from_ret(5),
+        }),
         EventType::Loss => EventBody::Loss(LossEvent {
             stage: LossStage::Kernel,
             kind: Some(EventType::Open),

@@ -346,3 +346,118 @@ vocabulary! {
         Unavailable = "unavailable",
     }
 }
+
+vocabulary! {
+    /// A bpf(2) command (`enum bpf_cmd` of include/uapi/linux/bpf.h, in number order: a
+    /// command's word is at its number; a unit test checks the list against the header).
+    BpfCommand {
+        MapCreate = "map_create",
+        MapLookupElem = "map_lookup_elem",
+        MapUpdateElem = "map_update_elem",
+        MapDeleteElem = "map_delete_elem",
+        MapGetNextKey = "map_get_next_key",
+        ProgLoad = "prog_load",
+        ObjPin = "obj_pin",
+        ObjGet = "obj_get",
+        ProgAttach = "prog_attach",
+        ProgDetach = "prog_detach",
+        ProgTestRun = "prog_test_run",
+        ProgGetNextId = "prog_get_next_id",
+        MapGetNextId = "map_get_next_id",
+        ProgGetFdById = "prog_get_fd_by_id",
+        MapGetFdById = "map_get_fd_by_id",
+        ObjGetInfoByFd = "obj_get_info_by_fd",
+        ProgQuery = "prog_query",
+        RawTracepointOpen = "raw_tracepoint_open",
+        BtfLoad = "btf_load",
+        BtfGetFdById = "btf_get_fd_by_id",
+        TaskFdQuery = "task_fd_query",
+        MapLookupAndDeleteElem = "map_lookup_and_delete_elem",
+        MapFreeze = "map_freeze",
+        BtfGetNextId = "btf_get_next_id",
+        MapLookupBatch = "map_lookup_batch",
+        MapLookupAndDeleteBatch = "map_lookup_and_delete_batch",
+        MapUpdateBatch = "map_update_batch",
+        MapDeleteBatch = "map_delete_batch",
+        LinkCreate = "link_create",
+        LinkUpdate = "link_update",
+        LinkGetFdById = "link_get_fd_by_id",
+        LinkGetNextId = "link_get_next_id",
+        EnableStats = "enable_stats",
+        IterCreate = "iter_create",
+        LinkDetach = "link_detach",
+        ProgBindMap = "prog_bind_map",
+        TokenCreate = "token_create",
+        /// A number this daemon does not know (newer than it): the event keeps the number.
+        Other = "other",
+    }
+}
+
+impl BpfCommand {
+    /// The command numbered `cmd` by the kernel.
+    pub fn from_number(cmd: u32) -> BpfCommand {
+        BpfCommand::ALL
+            .get(cmd as usize)
+            .copied()
+            .filter(|c| *c != BpfCommand::Other)
+            .unwrap_or(BpfCommand::Other)
+    }
+}
+
+vocabulary! {
+    /// What a bpf(2) call returned an fd of.
+    BpfObject {
+        Map = "map",
+        Program = "program",
+        Link = "link",
+    }
+}
+
+#[cfg(test)]
+mod bpf_command_tests {
+    use super::BpfCommand;
+
+    /// The commands of this system's `enum bpf_cmd` (linux/bpf.h, whose numbers are ABI), in
+    /// order: a prefix of the vocabulary (the headers may be older than the kernel), each at
+    /// its number; and the numbers the kernel programs test are those of the same names.
+    #[test]
+    fn bpf_commands_are_the_kernels_in_number_order() {
+        let header = std::fs::read_to_string("/usr/include/linux/bpf.h")
+            .expect("linux/bpf.h (linux-libc-dev) is installed");
+        let body = header
+            .split_once("enum bpf_cmd {")
+            .and_then(|(_, rest)| rest.split_once("};"))
+            .map(|(body, _)| body)
+            .expect("enum bpf_cmd in linux/bpf.h");
+        let names: Vec<String> = body
+            .lines()
+            .map(str::trim)
+            // `BPF_PROG_RUN = BPF_PROG_TEST_RUN` is an alias, not a number of its own.
+            .filter(|l| l.starts_with("BPF_") && !l.contains('='))
+            .map(|l| l.trim_end_matches(',')["BPF_".len()..].to_ascii_lowercase())
+            .collect();
+        assert!(names.len() >= 36, "{names:?}");
+        for (number, name) in names.iter().enumerate() {
+            assert_eq!(BpfCommand::from_number(number as u32).as_str(), name);
+        }
+        let number = |name: &str| names.iter().position(|n| n == name).unwrap() as u32;
+        use vigil_common::bpf_cmd as k;
+        for (constant, name) in [
+            (k::MAP_CREATE, "map_create"),
+            (k::PROG_LOAD, "prog_load"),
+            (k::OBJ_GET, "obj_get"),
+            (k::PROG_ATTACH, "prog_attach"),
+            (k::PROG_DETACH, "prog_detach"),
+            (k::PROG_GET_FD_BY_ID, "prog_get_fd_by_id"),
+            (k::MAP_GET_FD_BY_ID, "map_get_fd_by_id"),
+            (k::RAW_TRACEPOINT_OPEN, "raw_tracepoint_open"),
+            (k::LINK_CREATE, "link_create"),
+            (k::LINK_UPDATE, "link_update"),
+            (k::LINK_GET_FD_BY_ID, "link_get_fd_by_id"),
+            (k::LINK_DETACH, "link_detach"),
+        ] {
+            assert_eq!(constant, number(name), "{name}");
+        }
+        assert_eq!(BpfCommand::from_number(10_000), BpfCommand::Other);
+    }
+}

@@ -579,6 +579,14 @@ impl<'a> EventRow<'a> {
                 (Cow::Borrowed(""), Vec::new(), 0, 0, 0, s.root_when_seen)
             }
             EventBody::IoUring(u) => (Cow::Borrowed(""), Vec::new(), 0, 0, u.result.ret, false),
+            EventBody::Bpf(b) => (
+                Cow::Borrowed(b.command.as_str()),
+                Vec::new(),
+                b.object_id.unwrap_or(0) as u64,
+                0,
+                b.result.ret,
+                false,
+            ),
             EventBody::CompatSyscall(c) => (
                 Cow::Borrowed(c.syscall.as_deref().unwrap_or_default()),
                 Vec::new(),

@@ -14,6 +14,12 @@
 //!                                                       socket per family; with --mmsg the IPv4
 //!                                                       ones all in one sendmmsg call. Prints
 //!                                                       `ok` or the errno name per datagram
+//! vigil-test-helper bpf-map-fd <name>                 what `bpftool map show name <name>` does,
+//!                                                       by raw bpf(2) calls: every map id in
+//!                                                       turn (MAP_GET_NEXT_ID), an fd of each
+//!                                                       (MAP_GET_FD_BY_ID), its name
+//!                                                       (OBJ_GET_INFO_BY_FD); prints the id of
+//!                                                       the last map so named
 //! vigil-test-helper connect-race <ip:port> <decoy ip:port> <n>
 //!                                                       n IPv4 connects through one sockaddr
 //!                                                       that a second thread keeps rewriting
@@ -31,6 +37,7 @@
 //! vigil-test-helper int80 connect-unix <path>          socketcall(SYS_SOCKET), socketcall(SYS_CONNECT)
 //! vigil-test-helper int80 fast-open <ipv4:port>        socketcall(SYS_SOCKET), then
 //!                                                       socketcall(SYS_SENDTO, MSG_FASTOPEN)
+//! vigil-test-helper int80 bpf-next-map               bpf(BPF_MAP_GET_NEXT_ID) through int 0x80
 //! vigil-test-helper by-handle <path>                   open and read path through a file handle:
 //!                                                       name_to_handle_at, then open_by_handle_at
 //!                                                       on its directory's mount (no path)
@@ -190,6 +197,49 @@ fn datagrams(to: &[std::net::SocketAddr], mmsg: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The id of the last map named `name`, found as an insider with root would reach the monitor's
+/// maps: by id, with raw bpf(2) calls (numbers and layouts of include/uapi/linux/bpf.h).
+fn bpf_map_fd(name: &str) -> Result<u32, String> {
+    const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
+    const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: bpf(2) reads and writes at most `attr.len()` bytes of `attr`, and writes
+    // through the `info` pointer inside it only as many bytes as `info_len` says.
+    let bpf = |cmd: libc::c_long, attr: &mut [u8; 64]| unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len())
+    };
+    let mut found = None;
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 64];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        if bpf(BPF_MAP_GET_NEXT_ID, &mut attr) != 0 {
+            break; // ENOENT: no more
+        }
+        id = u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]);
+        let mut attr = [0u8; 64];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        let fd = bpf(BPF_MAP_GET_FD_BY_ID, &mut attr);
+        if fd < 0 {
+            continue; // gone meanwhile
+        }
+        // struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name[16].
+        let mut info = [0u8; 80];
+        let mut attr = [0u8; 64];
+        attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+        let ok = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0;
+        // SAFETY: `fd` came from the call above and is closed once.
+        unsafe { libc::close(fd as i32) };
+        let named = &info[24..40];
+        if ok && named.split(|&b| b == 0).next() == Some(name.as_bytes()) {
+            found = Some(id);
+        }
+    }
+    found.ok_or_else(|| format!("no map named {name}"))
 }
 
 /// Connects a TCP socket to `addr` with its first send, as TCP Fast Open does (the kernel
@@ -564,6 +614,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "bpf-map-fd" => {
+            let Some(name) = args.get(1) else {
+                return usage();
+            };
+            match bpf_map_fd(name) {
+                Ok(id) => {
+                    println!("{id}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vigil-test-helper: bpf-map-fd: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         "datagrams" => {
             let mmsg = args.get(1).is_some_and(|a| a == "--mmsg");
             let to: Result<Vec<std::net::SocketAddr>, _> = args[1 + mmsg as usize..]
@@ -817,6 +882,8 @@ mod int80 {
     const SYS_SOCKET: u32 = 1;
     const SYS_CONNECT: u32 = 3;
     const SYS_SENDTO: u32 = 11;
+    const BPF: u32 = 357;
+    const BPF_MAP_GET_NEXT_ID: u32 = 12;
 
     /// One `int 0x80`: eax the number, ebx, ecx, edx the arguments; the result in eax.
     fn syscall(nr: u32, a: u32, b: u32, c: u32) -> i32 {
@@ -975,8 +1042,13 @@ mod int80 {
                 )?;
                 check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
             }
+            [op] if op == "bpf-next-map" => {
+                // bpf(BPF_MAP_GET_NEXT_ID) through the 32-bit ABI: the first map id on the host.
+                let attr = low.put(&[0u8; 16])?;
+                check("bpf", syscall(BPF, BPF_MAP_GET_NEXT_ID, attr, 16)).map(|_| ())
+            }
             _ => Err(
-                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port>"
+                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port> | bpf-next-map"
                     .into(),
             ),
         }

@@ -849,3 +849,60 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
     assert_eq!(pids[0], pids[2]);
     assert_ne!(pids[2], pids[3]);
 }
+
+/// bpf(2) in a session, as root reaches the monitor's own maps (`bpftool map show`): the
+/// enumeration is reported once per process and command, and each fd got by id is reported
+/// with the id of the map the kernel gave it, the daemon's own `POLICY` among them, and alerted.
+#[test]
+fn bpf_calls_in_a_session_name_the_objects_they_reach() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let ours: Vec<u32> = aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str() == Some("POLICY"))
+        .map(|m| m.id())
+        .collect();
+    let loginuid = 40_000 + std::process::id() % 20_000 + 4;
+    let output = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            HELPER,
+            "bpf-map-fd",
+            "POLICY",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let found: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        ours.contains(&found),
+        "{found} is not a POLICY map: {ours:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let mine = session_events(&events, loginuid);
+    let calls = of_type(&mine, "bpf");
+    let count = |command: &str| calls.iter().filter(|c| c["command"] == command).count();
+    // One per process and command for the walk and the info; one per map reached by id.
+    assert_eq!(count("map_get_next_id"), 1, "{calls:#?}");
+    assert_eq!(count("obj_get_info_by_fd"), 1, "{calls:#?}");
+    let reached: Vec<u64> = calls
+        .iter()
+        .filter(|c| c["command"] == "map_get_fd_by_id")
+        .inspect(|c| assert_eq!(c["object"], "map", "{c}"))
+        .filter_map(|c| c["object_id"].as_u64())
+        .collect();
+    assert!(reached.len() > 1, "{calls:#?}");
+    assert!(reached.contains(&(found as u64)), "{reached:?}");
+    assert!(
+        of_type(&events, "alert")
+            .iter()
+            .any(|a| a["process"]["loginuid"] == loginuid && a["rule"] == "bpf-in-session"),
+        "no bpf-in-session alert"
+    );
+}

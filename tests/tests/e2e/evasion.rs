@@ -1,7 +1,7 @@
 //! The evasion suite: what an insider who has read Vigil's source tries, each in a real login
-//! session on the real kernel under the real daemon. Four classes (how a file is named or
+//! session on the real kernel under the real daemon. Five classes (how a file is named or
 //! reached, how a program is identified, how a process leaves its session, how traffic leaves
-//! the host); every variant must
+//! the host, how the monitor itself is reached); every variant must
 //! raise its rule with its ATT&CK technique, name the file by its canonical path, and (for the
 //! ways out of a session) still attribute what followed to the session. A benign session beside
 //! them raises nothing.
@@ -28,11 +28,12 @@ fn every_evasion_variant_is_detected_with_its_canonical_path() {
            cat /proc/self/environ > /dev/null; cat < /etc/hostname > /dev/null; true";
 
     let daemon = Daemon::start_with_spool(Some(&dir.path().join("spool")), "").expect("daemon");
-    let base = 40_000 + (std::process::id() % 500) * 60;
+    let base = 40_000 + (std::process::id() % 500) * 100;
     for (i, e) in evasions.iter().enumerate() {
         vigil_e2e::login_session(HELPER, base + i as u32, &home, &e.scenario.script);
     }
-    let benign_uid = base + 59;
+    let benign_uid = base + 99;
+    assert!(evasions.len() < 99, "session ids would overlap");
     vigil_e2e::login_session(HELPER, benign_uid, &home, &benign);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let events = daemon.stop().expect("daemon stops");
