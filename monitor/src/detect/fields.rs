@@ -5,8 +5,8 @@
 //! importer maps onto it; the README's table is checked against [`Field::ALL`].
 
 use crate::event::{
-    Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, PrivOp, SessionEntry,
-    Trust, Vocabulary,
+    Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, OpenSyscall, PrivOp,
+    SessionEntry, Trust, Vocabulary,
 };
 
 /// A field's type in the rule language.
@@ -138,6 +138,7 @@ rule_fields! {
     FileOutsideRoot = "file.outside_root", Kind::Bool, [Open], "The opened file lies outside the process's root directory (a chroot escape).";
     FileCreated = "file.created", Kind::Bool, [Open], "This open created the file (the kernel's `FMODE_CREATED`): an `O_TRUNC` on it emptied nothing.";
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
+    OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
     Succeeded = "ok", Kind::Bool, [Open, Connect, Priv], "The call succeeded (a connect in progress counts).";
     Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";

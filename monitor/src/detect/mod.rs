@@ -328,6 +328,7 @@ impl Fields for View<'_> {
                 .map(|x| Value::Str(lossy(&x.0)))
                 .unwrap_or(Value::Missing),
             (Field::Access, EventBody::Open(o)) => word(o.access.as_str()),
+            (Field::OpenedBy, EventBody::Open(o)) => word(o.syscall.as_str()),
             (Field::Truncate, EventBody::Open(o)) => {
                 Value::Bool(o.flags & (libc::O_TRUNC as u32) != 0)
             }
@@ -394,6 +395,7 @@ impl Fields for View<'_> {
                 | Field::FileOtherProcess
                 | Field::SessionForeignTerminal
                 | Field::Access
+                | Field::OpenedBy
                 | Field::Truncate
                 | Field::Succeeded
                 | Field::Bytes
