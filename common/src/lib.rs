@@ -1306,7 +1306,13 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 62 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 66 * 4);
+        assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);
+        assert_eq!(
+            size_of::<DatagramDests>(),
+            DATAGRAM_DESTS_PER_SOCKET * size_of::<DatagramDest>() + 8
+        );
+        assert_eq!(size_of::<DatagramKey>(), 16);
         assert_eq!(size_of::<Policy>(), 40);
         assert_eq!(TTY_FIXED_SIZE, HEADER_SIZE + 4 * 4 + 2 * 4 + 4 * 2);
         assert_eq!(size_of::<TtyRecord>(), TTY_FIXED_SIZE + TTY_DATA_CAP);

@@ -32,6 +32,22 @@ fn session_events(events: &[Value], loginuid: u32) -> Vec<Value> {
         .collect()
 }
 
+/// Each connect as (address, port, whether `flag` is set on it, result): what the tests of
+/// connects made without connect(2) compare, in order.
+fn connect_summary(connects: &[&Value], flag: &str) -> Vec<(String, u64, bool, i64)> {
+    connects
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap_or("").to_string(),
+                c["port"].as_u64().unwrap_or(0),
+                c[flag] == true,
+                c["result"]["ret"].as_i64().unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
 /// The default (`syscall_hook: auto`) tries fexit on the syscall entry functions first; this
 /// kernel refuses fexit at load, so the daemon must say so and fall back to the typed
 /// tracepoint, every followed syscall still captured.
@@ -763,17 +779,7 @@ fn a_connection_opened_by_its_first_send_is_a_connect() {
     let events = daemon.stop().expect("daemon stops");
     let ours = session_events(&events, loginuid);
     let connects = of_type(&ours, "connect");
-    let summary: Vec<(String, u64, bool, i64)> = connects
-        .iter()
-        .map(|c| {
-            (
-                c["address"].as_str().unwrap_or("").to_string(),
-                c["port"].as_u64().unwrap_or(0),
-                c["opened_by_send"] == true,
-                c["result"]["ret"].as_i64().unwrap_or(1),
-            )
-        })
-        .collect();
+    let summary = connect_summary(&connects, "opened_by_send");
     assert_eq!(
         summary,
         vec![
@@ -821,17 +827,7 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
     let events = daemon.stop().expect("daemon stops");
     let ours = session_events(&events, loginuid);
     let connects = of_type(&ours, "connect");
-    let summary: Vec<(String, u64, bool, i64)> = connects
-        .iter()
-        .map(|c| {
-            (
-                c["address"].as_str().unwrap_or("").to_string(),
-                c["port"].as_u64().unwrap_or(0),
-                c["datagram"] == true,
-                c["result"]["ret"].as_i64().unwrap_or(1),
-            )
-        })
-        .collect();
+    let summary = connect_summary(&connects, "datagram");
     let d = |a: &str, p: u64| (a.to_string(), p, true, 0);
     assert_eq!(
         summary,
