@@ -45,11 +45,15 @@ pub enum RecordKind {
     /// host (the monitor's own among them): once per process and command, and every time for
     /// the commands that load, attach or reach an object by id.
     Bpf = 13,
+    /// A process in scope created (or tried to create) a socket below the transport layer: raw
+    /// IP, packet (`AF_PACKET`), or ICMP echo. Such sockets send what no connect or datagram
+    /// hook sees (crafted packets, ping tunnels) and read every packet on an interface.
+    RawSocket = 14,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 13] = [
+    pub const ALL: [RecordKind; 14] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -63,6 +67,7 @@ impl RecordKind {
         RecordKind::OpensFolded,
         RecordKind::CompatSyscall,
         RecordKind::Bpf,
+        RecordKind::RawSocket,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -93,8 +98,9 @@ pub mod kind {
     pub const OPENS_FOLDED: u16 = RecordKind::OpensFolded as u16;
     pub const COMPAT_SYSCALL: u16 = RecordKind::CompatSyscall as u16;
     pub const BPF: u16 = RecordKind::Bpf as u16;
+    pub const RAW_SOCKET: u16 = RecordKind::RawSocket as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::Bpf as u16 + 1;
+    pub const COUNT: u16 = RecordKind::RawSocket as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -794,6 +800,44 @@ pub struct BpfRecord {
     pub object: u32,
 }
 
+/// A socket below the transport layer, at the exit of the call that made it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawSocketRecord {
+    pub header: EventHeader,
+    /// Family, type (`SOCK_*`, flags masked off) and protocol: of the kernel's socket when it
+    /// was made (not the caller's arguments, which socketcall passes in raceable memory), else
+    /// as asked. A packet socket's protocol is always as asked (the kernel keeps it elsewhere).
+    pub family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+    /// The fd, or `-errno`.
+    pub ret: i32,
+}
+
+/// Which sockets are reported as `RecordKind::RawSocket`: raw IP, packet, ICMP echo.
+pub mod raw_socket {
+    pub const AF_INET: u32 = 2;
+    pub const AF_INET6: u32 = 10;
+    pub const AF_PACKET: u32 = 17;
+    pub const SOCK_DGRAM: u32 = 2;
+    pub const SOCK_RAW: u32 = 3;
+    pub const IPPROTO_ICMP: u32 = 1;
+    pub const IPPROTO_ICMPV6: u32 = 58;
+    /// `SOCK_TYPE_MASK`: the type without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub const TYPE_MASK: u32 = 0xf;
+
+    /// Whether a socket of this family, type and protocol is reported.
+    pub const fn reported(family: u32, sock_type: u32, protocol: u32) -> bool {
+        let sock_type = sock_type & TYPE_MASK;
+        family == AF_PACKET
+            || (family == AF_INET || family == AF_INET6)
+                && (sock_type == SOCK_RAW
+                    || sock_type == SOCK_DGRAM
+                        && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6))
+    }
+}
+
 /// What kind of object a bpf(2) call returned an fd of (`BpfRecord::object`).
 pub mod bpf_object {
     pub const NONE: u32 = 0;
@@ -983,6 +1027,11 @@ pub struct KernelOffsets {
     pub bpf_prog_aux: u32,
     pub bpf_prog_aux_id: u32,
     pub bpf_link_id: u32,
+    /// `sock.sk_family` (in `sock_common`), `sock.sk_type`, `sock.sk_protocol`: what a socket
+    /// the kernel made is.
+    pub sock_family: u32,
+    pub sock_type: u32,
+    pub sock_protocol: u32,
     /// 1 when every `inode` member a file's identity needs lies in its first [`INODE_SPAN`]
     /// bytes (then the programs read them with one copy), 0 otherwise (a read each).
     pub inode_span: u32,
@@ -1059,6 +1108,8 @@ pub mod sys_class {
     pub const SEND: u8 = 20;
     /// bpf(2): reported as a `bpf` event (see `RecordKind::Bpf`).
     pub const BPF: u8 = 21;
+    /// socket(2): a socket below the transport layer is a `raw_socket` event.
+    pub const SOCKET: u8 = 22;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 32;
 }
@@ -1142,6 +1193,7 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         native("sendmsg", "__x64_sys_sendmsg", SEND),
         native("sendmmsg", "__x64_sys_sendmmsg", SEND),
         native("bpf", "__x64_sys_bpf", BPF),
+        native("socket", "__x64_sys_socket", SOCKET),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1177,6 +1229,7 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         ia32("sendmsg", "__ia32_compat_sys_sendmsg", SEND),
         ia32("sendmmsg", "__ia32_compat_sys_sendmmsg", SEND),
         ia32("bpf", "__ia32_sys_bpf", BPF),
+        ia32("socket", "__ia32_sys_socket", SOCKET),
         ia32("copy_file_range", "__ia32_sys_copy_file_range", READ_FD0),
         ia32("preadv2", "__ia32_compat_sys_preadv2", READ_FD0),
         ia32(
@@ -1306,7 +1359,8 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 66 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 69 * 4);
+        assert_eq!(size_of::<RawSocketRecord>(), HEADER_SIZE + 16);
         assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);
         assert_eq!(
             size_of::<DatagramDests>(),

@@ -41,6 +41,8 @@ const AF_INET6: u16 = 10;
 
 /// socketcall's call numbers (include/uapi/linux/net.h): connect, and the sends that can
 /// connect a socket (TCP Fast Open).
+/// socketcall's `SYS_SOCKET`: dispatched to `socket` before this module (see `syscalls`).
+pub const SYS_SOCKET: u64 = 1;
 const SYS_CONNECT: u64 = 3;
 const SYS_SENDTO: u64 = 11;
 const SYS_SENDMSG: u64 = 16;

@@ -95,6 +95,9 @@ const fn zeroed_offsets() -> KernelOffsets {
         bpf_prog_aux: 0,
         bpf_prog_aux_id: 0,
         bpf_link_id: 0,
+        sock_family: 0,
+        sock_type: 0,
+        sock_protocol: 0,
         inode_span: 0,
         file_span: 0,
     }

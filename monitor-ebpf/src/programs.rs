@@ -17,6 +17,7 @@ mod privs;
 mod read;
 mod respond;
 mod scope;
+mod socket;
 mod syscalls;
 mod tail;
 mod tty;

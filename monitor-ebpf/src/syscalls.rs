@@ -24,7 +24,7 @@ use crate::{
     bpf, compat, connect, exec, io_uring,
     kernel::{compat_sys_class, sys_class, tp_layout, BtfRegs, Exit, HookRegs, Ptr, Regs, SysRegs},
     maps::count,
-    open, privs, read, tty,
+    open, privs, read, socket, tty,
 };
 
 /// Entry of execve, execveat and the set*id family only (per-syscall tracepoints: the kernel
@@ -129,11 +129,17 @@ fn on_exit<R: HookRegs>(
         }
         sys_class::CLOSE => read::on_close(regs),
         sys_class::DUP_ONTO => read::on_dup_onto(ret),
+        // socketcall's socket(2) goes to its own module from here, not through connect's
+        // subprogram: a third frame on the chain would pass the kernel's 512-byte stack limit.
+        sys_class::SOCKETCALL if regs.arg(0) == connect::SYS_SOCKET => {
+            socket::on_exit(regs, ret, true)
+        }
         sys_class::CONNECT | sys_class::SOCKETCALL => {
             connect::on_exit(regs, ret, class == sys_class::SOCKETCALL)
         }
         sys_class::SEND => connect::on_send_exit(regs, ret, regs.arg(0) as u32),
         sys_class::BPF => bpf::on_exit(regs, ret),
+        sys_class::SOCKET => socket::on_exit(regs, ret, false),
         sys_class::IO_URING_SETUP => {
             // A ring's writes pass no tracepoint: one of them could unset a login uid.
             if ret >= 0 {
@@ -242,5 +248,5 @@ syscall_entry_programs!(
     60 vigil_fexit_60, 61 vigil_fexit_61, 62 vigil_fexit_62, 63 vigil_fexit_63, 64 vigil_fexit_64,
     65 vigil_fexit_65, 66 vigil_fexit_66, 67 vigil_fexit_67, 68 vigil_fexit_68, 69 vigil_fexit_69,
     70 vigil_fexit_70, 71 vigil_fexit_71, 72 vigil_fexit_72, 73 vigil_fexit_73, 74 vigil_fexit_74,
-    75 vigil_fexit_75,
+    75 vigil_fexit_75, 76 vigil_fexit_76, 77 vigil_fexit_77,
 );

@@ -407,6 +407,9 @@ impl Fixtures {
             ev(Monitor, s("the daemon's open files taken with pidfd_getfd", "python3 -c \"import ctypes, os; ctypes.CDLL(None).syscall(438, os.pidfd_open(int(os.popen('pgrep -nx vigil').read())), 0, 0)\"", "process-memory-access", "T1003.007")),
             ev(Monitor, s("map ids walked from python", "python3 -c \"import ctypes; a = ctypes.create_string_buffer(64); ctypes.CDLL(None).syscall(321, 12, a, 64)\"", "bpf-in-session", "T1562.001")),
             ev(Monitor, s("map ids walked through the 32-bit ABI", "\"$VIGIL_TEST_HELPER\" int80 bpf-next-map", "bpf-in-session", "T1562.001")).also("compat-syscall-in-session"),
+            ev(Network, s("a raw ICMP socket (a ping tunnel)", "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(b'\\\\x08\\\\x00\\\\xf7\\\\xff\\\\x00\\\\x00\\\\x00\\\\x00', ('127.0.0.1', 0))\"", "raw-socket-in-session", "T1095")),
+            ev(Network, s("a packet socket (a sniffer)", "python3 -c \"import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)).recv(1)\" & sleep 0.2; kill $! 2>/dev/null; true", "raw-socket-in-session", "T1095")),
+            ev(Network, s("a raw socket through socketcall", "\"$VIGIL_TEST_HELPER\" int80 raw-socket", "raw-socket-in-session", "T1095")).also("compat-syscall-in-session"),
             ev(Network, s("key sent by python's sendto", &format!("{key} && python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'k', ('{ip}', {sink}))\""), "bulk-read-then-outbound", "T1041")),
         ]
     }

@@ -6,7 +6,7 @@
 
 use crate::event::{
     Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, OpenSyscall, PrivOp,
-    SessionEntry, Trust, Vocabulary,
+    SessionEntry, SocketType, Trust, Vocabulary,
 };
 
 /// A field's type in the rule language.
@@ -140,9 +140,11 @@ rule_fields! {
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
     OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
-    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv], "The call succeeded (a connect in progress counts).";
+    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv, RawSocket], "The call succeeded (a connect in progress counts).";
     Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";
-    Family = "family", Kind::Word(AddressFamily::WORDS), [Connect], "Address family.";
+    Family = "family", Kind::Word(AddressFamily::WORDS), [Connect, RawSocket], "Address family.";
+    SocketKind = "socket_type", Kind::Word(SocketType::WORDS), [RawSocket], "The socket's type: `raw`, or `dgram` (an ICMP echo socket, or cooked `AF_PACKET` frames).";
+    Protocol = "protocol", Kind::Num, [RawSocket], "The socket's protocol (IP protocol number; for `AF_PACKET` the ethertype in network order).";
     Address = "address", Kind::Str, [Connect], "IP address, or unix socket path (`@` for abstract): the path of the socket file the kernel connected to.";
     RequestedAddress = "requested_address", Kind::Str, [Connect], "The unix socket path exactly as the process passed it.";
     Port = "port", Kind::Num, [Connect], "Destination port.";

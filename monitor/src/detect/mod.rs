@@ -340,6 +340,10 @@ impl Fields for View<'_> {
             }
             (Field::Bytes, EventBody::FileRead(r)) => Value::Num(r.bytes as f64),
             (Field::Family, EventBody::Connect(c)) => word(c.family.as_str()),
+            (Field::Family, EventBody::RawSocket(r)) => word(r.family.as_str()),
+            (Field::Succeeded, EventBody::RawSocket(r)) => Value::Bool(r.result.ok()),
+            (Field::SocketKind, EventBody::RawSocket(r)) => word(r.socket_type.as_str()),
+            (Field::Protocol, EventBody::RawSocket(r)) => Value::Num(r.protocol as f64),
             (Field::Address, EventBody::Connect(c)) => c
                 .address
                 .as_ref()
@@ -406,6 +410,8 @@ impl Fields for View<'_> {
                 | Field::AddressRewritten
                 | Field::OpenedBySend
                 | Field::Datagram
+                | Field::SocketKind
+                | Field::Protocol
                 | Field::Command
                 | Field::Object
                 | Field::ObjectId

@@ -41,6 +41,21 @@ fn line(e: &Event) -> String {
             _ => "exit".into(),
         },
         EventBody::Fork(f) => format!("fork   child {}", f.child_pid),
+        EventBody::RawSocket(r) => format!(
+            "socket {} {} protocol {}{}",
+            r.family_number
+                .map(|n| format!("family {n}"))
+                .unwrap_or_else(|| r.family.to_string()),
+            r.socket_type_number
+                .map(|n| format!("type {n}"))
+                .unwrap_or_else(|| r.socket_type.to_string()),
+            r.protocol,
+            r.result
+                .error
+                .as_deref()
+                .map(|e| format!(" failed: {e}"))
+                .unwrap_or_default()
+        ),
         EventBody::Bpf(b) => format!(
             "bpf    {}{}{}",
             if b.command == super::BpfCommand::Other {

@@ -14,7 +14,7 @@ use vigil_common::RecordKind;
 use super::{
     AlertEvent, BpfEvent, CheckpointEvent, CompatSyscallEvent, ConnectEvent, ExecEvent, ExitEvent,
     FileReadEvent, ForkEvent, IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent,
-    ResponseEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
+    RawSocketEvent, ResponseEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -95,6 +95,8 @@ event_kinds! {
         "A process made a 32-bit syscall (the ia32 ABI a 64-bit program reaches with int 0x80, with other numbers than the native ones): once per process, at the first one followed. Its opens, reads and connects are recorded as any others.";
     Bpf(BpfEvent) = "bpf", Some(RecordKind::Bpf),
         "A process called bpf(2), which reaches every eBPF program, map and link on the host (the monitor's own among them): once per process and command, and every time it loads or attaches code or reaches an object by id or pinned path.";
+    RawSocket(RawSocketEvent) = "raw_socket", Some(RecordKind::RawSocket),
+        "A socket below the transport layer was made (or tried): raw IP, packet (`AF_PACKET`) or ICMP echo. What it sends passes no connect or datagram hook; a packet socket reads every frame on an interface.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -131,6 +133,7 @@ impl EventType {
             RecordKind::OpensFolded => EventType::OpensFolded,
             RecordKind::CompatSyscall => EventType::CompatSyscall,
             RecordKind::Bpf => EventType::Bpf,
+            RecordKind::RawSocket => EventType::RawSocket,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

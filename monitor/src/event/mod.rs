@@ -18,7 +18,7 @@ pub use kind::{EventBody, EventType};
 pub use vocabulary::{
     Access, AddressFamily, BpfCommand, BpfObject, CheckpointReason, LossStage, Mechanism,
     OpenSyscall, PrivOp, Requester, RespondMode, ResponseAction, ResponseOutcome, SessionEntry,
-    Severity, TamperCheck, Trust, Vocabulary,
+    Severity, SocketType, TamperCheck, Trust, Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -532,6 +532,23 @@ pub struct BpfEvent {
     pub object: Option<BpfObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_id: Option<u32>,
+    pub result: SyscallResult,
+}
+
+/// A socket below the transport layer made (or tried) in a session: raw IP, packet
+/// (`AF_PACKET`), ICMP echo. What it sends passes no connect or datagram hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawSocketEvent {
+    pub family: AddressFamily,
+    /// The family's number when it is none of the named ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_number: Option<u32>,
+    pub socket_type: SocketType,
+    /// `SOCK_*` when `socket_type` is `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_type_number: Option<u32>,
+    /// The protocol (IP protocol number, or for `AF_PACKET` the ethertype in network order).
+    pub protocol: u32,
     pub result: SyscallResult,
 }
 

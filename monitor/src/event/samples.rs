@@ -156,6 +156,14 @@ pub fn sample(t: EventType) -> Event {
             object_id: Some(42),
             result: SyscallResult::from_ret(5),
         }),
+        EventType::RawSocket => EventBody::RawSocket(RawSocketEvent {
+            family: AddressFamily::Other,
+            family_number: Some(44),
+            socket_type: SocketType::Other,
+            socket_type_number: Some(5),
+            protocol: 1,
+            result: SyscallResult::from_ret(3),
+        }),
         EventType::Loss => EventBody::Loss(LossEvent {
             stage: LossStage::Kernel,
             kind: Some(EventType::Open),

@@ -101,6 +101,8 @@ vocabulary! {
         Ipv4 = "ipv4",
         Ipv6 = "ipv6",
         Unix = "unix",
+        /// `AF_PACKET`: frames below IP (a `raw_socket`).
+        Packet = "packet",
         /// Written before families were a vocabulary as `family_N`; read back as this.
         #[serde(other)]
         Other = "other",
@@ -459,5 +461,16 @@ mod bpf_command_tests {
             assert_eq!(constant, number(name), "{name}");
         }
         assert_eq!(BpfCommand::from_number(10_000), BpfCommand::Other);
+    }
+}
+
+vocabulary! {
+    /// A socket's type below the transport layer (`SOCK_RAW`, `SOCK_DGRAM`: for `AF_PACKET`
+    /// cooked frames, for IP an ICMP echo socket).
+    SocketType {
+        Raw = "raw",
+        Dgram = "dgram",
+        /// Any other number (kept beside it in the event).
+        Other = "other",
     }
 }

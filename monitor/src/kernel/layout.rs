@@ -100,6 +100,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         bpf_prog_aux: off("bpf_prog", "aux")?,
         bpf_prog_aux_id: off("bpf_prog_aux", "id")?,
         bpf_link_id: off("bpf_link", "id")?,
+        // `struct sock` begins with its `sock_common`.
+        sock_family: off("sock", "__sk_common")? + off("sock_common", "skc_family")?,
+        sock_type: off("sock", "sk_type")?,
+        sock_protocol: off("sock", "sk_protocol")?,
         inode_span: 0,
         file_span: 0,
     };
@@ -203,6 +207,7 @@ fn followed_syscalls() -> Vec<(&'static str, i64, u8)> {
         ("sendmsg", libc::SYS_sendmsg, SEND),
         ("sendmmsg", libc::SYS_sendmmsg, SEND),
         ("bpf", libc::SYS_bpf, BPF),
+        ("socket", libc::SYS_socket, SOCKET),
         ("io_uring_setup", libc::SYS_io_uring_setup, IO_URING_SETUP),
         ("execve", libc::SYS_execve, EXECVE),
         ("execveat", libc::SYS_execveat, EXECVE),
@@ -293,6 +298,7 @@ fn followed_compat_syscalls() -> Vec<(&'static str, i64, u8)> {
         ("sendto", 369, SEND),
         ("sendmsg", 370, SEND),
         ("bpf", 357, BPF),
+        ("socket", 359, SOCKET),
         ("copy_file_range", 377, READ_FD0),
         ("preadv2", 378, READ_FD0),
         ("io_uring_setup", 425, IO_URING_SETUP),

@@ -579,6 +579,14 @@ impl<'a> EventRow<'a> {
                 (Cow::Borrowed(""), Vec::new(), 0, 0, 0, s.root_when_seen)
             }
             EventBody::IoUring(u) => (Cow::Borrowed(""), Vec::new(), 0, 0, u.result.ret, false),
+            EventBody::RawSocket(r) => (
+                Cow::Borrowed(r.family.as_str()),
+                Vec::new(),
+                r.protocol as u64,
+                0,
+                r.result.ret,
+                false,
+            ),
             EventBody::Bpf(b) => (
                 Cow::Borrowed(b.command.as_str()),
                 Vec::new(),

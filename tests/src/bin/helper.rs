@@ -38,6 +38,7 @@
 //! vigil-test-helper int80 fast-open <ipv4:port>        socketcall(SYS_SOCKET), then
 //!                                                       socketcall(SYS_SENDTO, MSG_FASTOPEN)
 //! vigil-test-helper int80 bpf-next-map               bpf(BPF_MAP_GET_NEXT_ID) through int 0x80
+//! vigil-test-helper int80 raw-socket                 socketcall(SYS_SOCKET) of a raw ICMP socket
 //! vigil-test-helper by-handle <path>                   open and read path through a file handle:
 //!                                                       name_to_handle_at, then open_by_handle_at
 //!                                                       on its directory's mount (no path)
@@ -1042,13 +1043,25 @@ mod int80 {
                 )?;
                 check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
             }
+            [op] if op == "raw-socket" => {
+                // socketcall(SYS_SOCKET, [AF_INET, SOCK_RAW, IPPROTO_ICMP]): a raw socket made
+                // through the multiplexer, its arguments words in user memory.
+                let words = |w: &[u32]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                let sa = low.put(&words(&[
+                    libc::AF_INET as u32,
+                    libc::SOCK_RAW as u32,
+                    libc::IPPROTO_ICMP as u32,
+                ]))?;
+                let fd = check("socket", syscall(SOCKETCALL, SYS_SOCKET, sa, 0))?;
+                check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
+            }
             [op] if op == "bpf-next-map" => {
                 // bpf(BPF_MAP_GET_NEXT_ID) through the 32-bit ABI: the first map id on the host.
                 let attr = low.put(&[0u8; 16])?;
                 check("bpf", syscall(BPF, BPF_MAP_GET_NEXT_ID, attr, 16)).map(|_| ())
             }
             _ => Err(
-                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port> | bpf-next-map"
+                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port> | bpf-next-map | raw-socket"
                     .into(),
             ),
         }

@@ -902,3 +902,61 @@ fn bpf_calls_in_a_session_name_the_objects_they_reach() {
         "no bpf-in-session alert"
     );
 }
+
+/// Sockets below the transport layer (raw IP, packet, ICMP echo) send what no connect or
+/// datagram hook sees: each one made in a session is a `raw_socket` event, described by the
+/// kernel's socket (also when made through the 32-bit socketcall, whose arguments lie in
+/// memory), and alerted; an ordinary UDP socket is not.
+#[test]
+fn raw_and_packet_sockets_in_a_session_are_recorded() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let loginuid = 40_000 + std::process::id() % 20_000 + 5;
+    let script = format!(
+        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+         socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP); \
+         socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\" && {HELPER} int80 raw-socket"
+    );
+    let output = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let mine = session_events(&events, loginuid);
+    let sockets: Vec<(String, String, u64, bool)> = of_type(&mine, "raw_socket")
+        .iter()
+        .map(|s| {
+            (
+                s["family"].as_str().unwrap_or("").to_string(),
+                s["socket_type"].as_str().unwrap_or("").to_string(),
+                s["protocol"].as_u64().unwrap_or(u64::MAX),
+                s["result"]["ret"].as_i64().unwrap_or(-1) >= 0,
+            )
+        })
+        .collect();
+    let s = |f: &str, t: &str, p: u64| (f.to_string(), t.to_string(), p, true);
+    assert_eq!(
+        sockets,
+        vec![
+            s("ipv4", "raw", 17),
+            // ETH_P_ALL (3) in network order, as the kernel keeps it.
+            s("packet", "raw", 0x0300),
+            s("ipv4", "raw", 1),
+        ]
+    );
+    assert!(
+        of_type(&events, "alert")
+            .iter()
+            .any(|a| a["process"]["loginuid"] == loginuid && a["rule"] == "raw-socket-in-session"),
+        "no raw-socket-in-session alert"
+    );
+}
