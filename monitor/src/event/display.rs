@@ -50,11 +50,7 @@ fn line(e: &Event) -> String {
                 .map(|n| format!("type {n}"))
                 .unwrap_or_else(|| r.socket_type.to_string()),
             r.protocol,
-            r.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&r.result)
         ),
         EventBody::Bpf(b) => format!(
             "bpf    {}{}{}",
@@ -67,40 +63,24 @@ fn line(e: &Event) -> String {
                 (Some(o), Some(id)) => format!(" {o} id {id}"),
                 _ => String::new(),
             },
-            b.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&b.result)
         ),
         EventBody::CompatSyscall(c) => format!(
             "abi32  32-bit syscall {} ({}){}",
             c.syscall.as_deref().unwrap_or("unknown"),
             c.nr,
-            c.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&c.result)
         ),
         EventBody::IoUring(u) => format!(
             "uring  ring of {} entries set up{}",
             u.entries,
-            u.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&u.result)
         ),
         EventBody::Open(o) => format!(
             "open   {} ({}){}",
             bytes_text(&o.path),
             o.access,
-            o.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&o.result)
         ),
         EventBody::FileRead(r) => format!(
             "read   {} bytes from {} ({} reads)",
@@ -141,11 +121,7 @@ fn line(e: &Event) -> String {
             } else {
                 ""
             },
-            c.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&c.result)
         ),
         EventBody::Priv(p) => format!(
             "priv   {} uid {}→{} euid {}→{}{}{}",
@@ -155,11 +131,7 @@ fn line(e: &Event) -> String {
             p.old.euid,
             p.new.euid,
             if p.gained_root { " GAINED ROOT" } else { "" },
-            p.result
-                .error
-                .as_deref()
-                .map(|e| format!(" failed: {e}"))
-                .unwrap_or_default()
+            failed(&p.result)
         ),
         EventBody::Loss(l) => format!("LOSS   {} events at {}: {}", l.count, l.stage, l.reason),
         EventBody::Tamper(t) => format!("TAMPER {}: {}", t.check, t.detail),
@@ -226,4 +198,13 @@ fn line(e: &Event) -> String {
             s.counts.privilege_changes
         ),
     }
+}
+
+/// " failed: <error>" for a call that failed, nothing for one that succeeded.
+fn failed(result: &super::SyscallResult) -> String {
+    result
+        .error
+        .as_deref()
+        .map(|e| format!(" failed: {e}"))
+        .unwrap_or_default()
 }

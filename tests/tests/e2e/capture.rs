@@ -32,6 +32,24 @@ fn session_events(events: &[Value], loginuid: u32) -> Vec<Value> {
         .collect()
 }
 
+/// `sh -c script` in a new login session of `loginuid`, run to its end: its output, after it
+/// succeeded.
+fn in_session(loginuid: u32, script: &str) -> std::process::Output {
+    let output = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    output
+}
+
 /// Each connect as (address, port, whether `flag` is set on it, result): what the tests of
 /// connects made without connect(2) compare, in order.
 fn connect_summary(connects: &[&Value], flag: &str) -> Vec<(String, u64, bool, i64)> {
@@ -763,18 +781,7 @@ fn a_connection_opened_by_its_first_send_is_a_connect() {
     let script = format!(
         "{HELPER} fast-open 127.0.0.1:{p4} && {HELPER} fast-open '[::1]:{p6}' && {HELPER} connect 127.0.0.1:{p4}"
     );
-    let status = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    in_session(loginuid, &script);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let events = daemon.stop().expect("daemon stops");
     let ours = session_events(&events, loginuid);
@@ -805,18 +812,7 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
         "{HELPER} datagrams 127.0.0.1:5301 127.0.0.1:5301 127.0.0.1:5302 127.0.0.1:5301 '[::1]:5303' \
          && {HELPER} datagrams --mmsg 127.0.0.1:5304 127.0.0.1:5305 127.0.0.1:5304"
     );
-    let output = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let output = in_session(loginuid, &script);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -859,18 +855,7 @@ fn bpf_calls_in_a_session_name_the_objects_they_reach() {
         .map(|m| m.id())
         .collect();
     let loginuid = 40_000 + std::process::id() % 20_000 + 4;
-    let output = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            HELPER,
-            "bpf-map-fd",
-            "POLICY",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let output = in_session(loginuid, &format!("{HELPER} bpf-map-fd POLICY"));
     let found: u32 = String::from_utf8_lossy(&output.stdout)
         .trim()
         .parse()
@@ -917,18 +902,7 @@ fn raw_and_packet_sockets_in_a_session_are_recorded() {
          socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP); \
          socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\" && {HELPER} int80 raw-socket"
     );
-    let output = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    in_session(loginuid, &script);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let events = daemon.stop().expect("daemon stops");
     let mine = session_events(&events, loginuid);
