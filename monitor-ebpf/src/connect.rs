@@ -28,7 +28,8 @@ use vigil_common::{
 use crate::{
     emit::{emit_fixed, send_prefix},
     kernel::{
-        current_tgid, fd_file, fill_header, inode_id, koff, process_root, read_ptr, Ptr, Regs,
+        current_tgid, fd_file, fill_header, inode_id, koff, process_root, read_ptr, socket_sock,
+        Ptr, Regs,
     },
     maps::{scratch, CONNECT_DEST, CONNECT_SCRATCH, DATAGRAM_DESTS},
     scope,
@@ -39,9 +40,9 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// socketcall's call numbers (include/uapi/linux/net.h): connect, and the sends that can
-/// connect a socket (TCP Fast Open).
-/// socketcall's `SYS_SOCKET`: dispatched to `socket` before this module (see `syscalls`).
+/// socketcall's call numbers (include/uapi/linux/net.h): socket (dispatched to `socket` before
+/// this module, see `syscalls`), connect, and the sends that can connect a socket (TCP Fast
+/// Open).
 pub const SYS_SOCKET: u64 = 1;
 const SYS_CONNECT: u64 = 3;
 const SYS_SENDTO: u64 = 11;
@@ -270,8 +271,7 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
     };
     if family == AF_UNIX && ret == 0 && policy.canonical_paths != 0 {
         // file → struct socket → sock (a unix_sock) → its peer, bound at `path`.
-        let sock = read_ptr(fd_file(task, args[0] as u32), koff!(file_private_data));
-        let sk = read_ptr(sock, koff!(socket_sk));
+        let sk = socket_sock(fd_file(task, args[0] as u32));
         let peer: Ptr = read_ptr(sk, koff!(unix_sock_peer));
         if !peer.is_null() {
             let bound = peer.wrapping_add(koff!(unix_sock_path));
@@ -350,8 +350,7 @@ fn take_kernel_destination(
 ) -> Option<u16> {
     // The socket this call connected: an entry left by another call of the thread (one io_uring
     // made) names another.
-    let sock = read_ptr(fd_file(task, fd), koff!(file_private_data));
-    let sk = read_ptr(sock, koff!(socket_sk));
+    let sk = socket_sock(fd_file(task, fd));
     let ours = !sk.is_null() && sk as u64 == dest.sk;
     let family = if ours {
         let same = rec.family == dest.family

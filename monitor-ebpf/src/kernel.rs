@@ -184,6 +184,14 @@ pub fn sessionid(task: Ptr) -> u32 {
     read::<u32>(task, koff!(task_sessionid)).unwrap_or(AUDIT_UNSET)
 }
 
+/// The `struct sock` of the socket behind `file` (`file->private_data` is its `struct socket`),
+/// null for a null file (a read through a null pointer reads zero). Only a socket's file gives
+/// a `sock`: callers pass the fd a socket call used or returned, or compare the result with one.
+#[inline(always)]
+pub fn socket_sock(file: Ptr) -> Ptr {
+    read_ptr(read_ptr(file, koff!(file_private_data)), koff!(socket_sk))
+}
+
 /// The process's root directory (`&task->fs->root`, a `struct path`), null when it has none.
 #[inline(always)]
 pub fn process_root(task: Ptr) -> Ptr {

@@ -7,7 +7,7 @@ use vigil_common::{kind, raw_socket, RawSocketRecord};
 
 use crate::{
     emit::emit,
-    kernel::{koff, read, read_ptr, Ptr, Regs},
+    kernel::{koff, read, socket_sock, Regs},
     scope,
 };
 
@@ -24,8 +24,7 @@ pub fn on_exit(regs: impl Regs, ret: i64, via_socketcall: bool) {
         [regs.arg(0) as u32, regs.arg(1) as u32, regs.arg(2) as u32]
     };
     let made = if ret >= 0 {
-        let sock: Ptr = read_ptr(regs.fd_file(ret as u32), koff!(file_private_data));
-        let sk = read_ptr(sock, koff!(socket_sk));
+        let sk = socket_sock(regs.fd_file(ret as u32));
         if sk.is_null() {
             asked
         } else {
