@@ -801,7 +801,8 @@ fn a_connection_opened_by_its_first_send_is_a_connect() {
 /// A UDP datagram sent to an address with no connect(2) (`sendto`, or several destinations in
 /// one `sendmmsg`) is a `connect` event at the kernel's destination, said to be a datagram:
 /// once per socket, process and destination, however many datagrams go there. Before, such
-/// traffic (DNS tunnelling, exfiltration by UDP) left no record at all.
+/// traffic (DNS tunnelling, exfiltration by UDP) left no record at all. An IPv4 address
+/// written as IPv6 (`::ffff:a.b.c.d`, from an IPv6 socket) is the IPv4 destination it reaches.
 #[test]
 fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
     require_root();
@@ -809,7 +810,7 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
     let loginuid = 40_000 + std::process::id() % 20_000 + 3;
     // Nothing needs to listen: a datagram is sent whether or not anyone receives it.
     let script = format!(
-        "{HELPER} datagrams 127.0.0.1:5301 127.0.0.1:5301 127.0.0.1:5302 127.0.0.1:5301 '[::1]:5303' \
+        "{HELPER} datagrams 127.0.0.1:5301 127.0.0.1:5301 127.0.0.1:5302 127.0.0.1:5301 '[::1]:5303' '[::ffff:127.0.0.1]:5306' \
          && {HELPER} datagrams --mmsg 127.0.0.1:5304 127.0.0.1:5305 127.0.0.1:5304"
     );
     let output = in_session(loginuid, &script);
@@ -817,7 +818,7 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .collect::<Vec<_>>(),
-        vec!["ok"; 8]
+        vec!["ok"; 9]
     );
     std::thread::sleep(std::time::Duration::from_millis(400));
     let events = daemon.stop().expect("daemon stops");
@@ -831,6 +832,7 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
             d("127.0.0.1", 5301),
             d("127.0.0.1", 5302),
             d("::1", 5303),
+            d("127.0.0.1", 5306),
             d("127.0.0.1", 5304),
             d("127.0.0.1", 5305),
         ],
@@ -838,8 +840,9 @@ fn datagrams_sent_without_connect_are_recorded_once_per_destination() {
     );
     // The second helper is another process: its socket reports its own destinations.
     let pids: Vec<&Value> = connects.iter().map(|c| &c["process"]["pid"]).collect();
-    assert_eq!(pids[0], pids[2]);
-    assert_ne!(pids[2], pids[3]);
+    assert_eq!(pids[0], pids[3]);
+    assert_ne!(pids[3], pids[4]);
+    assert_eq!(connects[3]["family"], "ipv4", "{:#?}", connects[3]);
 }
 
 /// bpf(2) in a session, as root reaches the monitor's own maps (`bpftool map show`): the
