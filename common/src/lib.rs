@@ -49,11 +49,16 @@ pub enum RecordKind {
     /// IP, packet (`AF_PACKET`), or ICMP echo. Such sockets send what no connect or datagram
     /// hook sees (crafted packets, ping tunnels) and read every packet on an interface.
     RawSocket = 14,
+    /// A process in scope reached into another process: attached to it with ptrace(2)
+    /// (`PTRACE_ATTACH`, `PTRACE_SEIZE`), or read or wrote its memory with
+    /// `process_vm_readv`/`process_vm_writev`. A tracer can run any code in its tracee: a
+    /// session's work done inside a service outside it has left the session.
+    ProcessAccess = 15,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 14] = [
+    pub const ALL: [RecordKind; 15] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -68,6 +73,7 @@ impl RecordKind {
         RecordKind::CompatSyscall,
         RecordKind::Bpf,
         RecordKind::RawSocket,
+        RecordKind::ProcessAccess,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -99,8 +105,9 @@ pub mod kind {
     pub const COMPAT_SYSCALL: u16 = RecordKind::CompatSyscall as u16;
     pub const BPF: u16 = RecordKind::Bpf as u16;
     pub const RAW_SOCKET: u16 = RecordKind::RawSocket as u16;
+    pub const PROCESS_ACCESS: u16 = RecordKind::ProcessAccess as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::RawSocket as u16 + 1;
+    pub const COUNT: u16 = RecordKind::ProcessAccess as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -815,6 +822,57 @@ pub struct RawSocketRecord {
     pub ret: i32,
 }
 
+/// A process in scope reaching into another one (`RecordKind::ProcessAccess`), at the exit of
+/// the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessAccessRecord {
+    pub header: EventHeader,
+    /// One of [`process_access`]'s operations.
+    pub operation: u32,
+    /// The target as the caller named it: a thread id, in the caller's pid namespace.
+    pub target_pid: u32,
+    /// The process the kernel linked as tracee (a ptrace attach that succeeded: the newest
+    /// entry of the tracer's `ptraced` list, checked against the id asked for), else 0.
+    pub target_tgid: u32,
+    /// That target's session as the programs' lineage map has it ([`ScopeEntry`]), or
+    /// [`AUDIT_UNSET`] when it is in none (or `target_tgid` is 0).
+    pub target_loginuid: u32,
+    pub target_sessionid: u32,
+    /// The result: 0 or bytes moved, or `-errno`.
+    pub ret: i32,
+    /// [`process_access::CALLER_PID_NS_NESTED`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// The operations a [`ProcessAccessRecord`] reports.
+pub mod process_access {
+    /// The caller counts process ids in a pid namespace below the initial one: `target_pid`
+    /// is not an id the daemon can look up.
+    pub const CALLER_PID_NS_NESTED: u32 = 1;
+
+    pub const PTRACE_ATTACH: u32 = 1;
+    pub const PTRACE_SEIZE: u32 = 2;
+    pub const PROCESS_VM_READV: u32 = 3;
+    pub const PROCESS_VM_WRITEV: u32 = 4;
+
+    /// `PTRACE_ATTACH` and `PTRACE_SEIZE` (include/uapi/linux/ptrace.h): the requests that make
+    /// a tracer. What a tracer then does (peeks, pokes, register writes) needs one of them first,
+    /// or a child that asked to be traced (`PTRACE_TRACEME`), which is of the tracer's session.
+    pub const REQUEST_ATTACH: u64 = 16;
+    pub const REQUEST_SEIZE: u64 = 0x4206;
+
+    /// The operation of a ptrace request, when it is one reported.
+    pub const fn of_ptrace(request: u64) -> Option<u32> {
+        match request {
+            REQUEST_ATTACH => Some(PTRACE_ATTACH),
+            REQUEST_SEIZE => Some(PTRACE_SEIZE),
+            _ => None,
+        }
+    }
+}
+
 /// Which sockets are reported as `RecordKind::RawSocket`: raw IP, packet, ICMP echo.
 pub mod raw_socket {
     pub const AF_INET: u32 = 2;
@@ -1032,6 +1090,14 @@ pub struct KernelOffsets {
     pub sock_family: u32,
     pub sock_type: u32,
     pub sock_protocol: u32,
+    /// `task_struct.ptraced` (the tracer's list of tracees, newest first) and
+    /// `task_struct.ptrace_entry` (a tracee's node in it): whom a ptrace attach linked.
+    pub task_ptraced: u32,
+    pub task_ptrace_entry: u32,
+    /// `task_struct.thread_pid` and `pid.level`: how deep the task's pid namespace is (0: the
+    /// initial one, whose ids the daemon sees).
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
     /// 1 when every `inode` member a file's identity needs lies in its first [`INODE_SPAN`]
     /// bytes (then the programs read them with one copy), 0 otherwise (a read each).
     pub inode_span: u32,
@@ -1110,6 +1176,11 @@ pub mod sys_class {
     pub const BPF: u8 = 21;
     /// socket(2): a socket below the transport layer is a `raw_socket` event.
     pub const SOCKET: u8 = 22;
+    /// ptrace(2): an attach is a `process_access` event.
+    pub const PTRACE: u8 = 23;
+    /// process_vm_readv and process_vm_writev: `process_access` events.
+    pub const PROCESS_VM_READ: u8 = 24;
+    pub const PROCESS_VM_WRITE: u8 = 25;
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 32;
 }
@@ -1194,6 +1265,17 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         native("sendmmsg", "__x64_sys_sendmmsg", SEND),
         native("bpf", "__x64_sys_bpf", BPF),
         native("socket", "__x64_sys_socket", SOCKET),
+        native("ptrace", "__x64_sys_ptrace", PTRACE),
+        native(
+            "process_vm_readv",
+            "__x64_sys_process_vm_readv",
+            PROCESS_VM_READ,
+        ),
+        native(
+            "process_vm_writev",
+            "__x64_sys_process_vm_writev",
+            PROCESS_VM_WRITE,
+        ),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1230,6 +1312,17 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         ia32("sendmmsg", "__ia32_compat_sys_sendmmsg", SEND),
         ia32("bpf", "__ia32_sys_bpf", BPF),
         ia32("socket", "__ia32_sys_socket", SOCKET),
+        ia32("ptrace", "__ia32_compat_sys_ptrace", PTRACE),
+        ia32(
+            "process_vm_readv",
+            "__ia32_sys_process_vm_readv",
+            PROCESS_VM_READ,
+        ),
+        ia32(
+            "process_vm_writev",
+            "__ia32_sys_process_vm_writev",
+            PROCESS_VM_WRITE,
+        ),
         ia32("copy_file_range", "__ia32_sys_copy_file_range", READ_FD0),
         ia32("preadv2", "__ia32_compat_sys_preadv2", READ_FD0),
         ia32(
@@ -1359,8 +1452,9 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 69 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 73 * 4);
         assert_eq!(size_of::<RawSocketRecord>(), HEADER_SIZE + 16);
+        assert_eq!(size_of::<ProcessAccessRecord>(), HEADER_SIZE + 32);
         assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);
         assert_eq!(
             size_of::<DatagramDests>(),

@@ -45,5 +45,6 @@ twins!(
     60 vigil_fxchk_60, 61 vigil_fxchk_61, 62 vigil_fxchk_62, 63 vigil_fxchk_63, 64 vigil_fxchk_64,
     65 vigil_fxchk_65, 66 vigil_fxchk_66, 67 vigil_fxchk_67, 68 vigil_fxchk_68, 69 vigil_fxchk_69,
     70 vigil_fxchk_70, 71 vigil_fxchk_71, 72 vigil_fxchk_72, 73 vigil_fxchk_73, 74 vigil_fxchk_74,
-    75 vigil_fxchk_75, 76 vigil_fxchk_76, 77 vigil_fxchk_77,
+    75 vigil_fxchk_75, 76 vigil_fxchk_76, 77 vigil_fxchk_77, 78 vigil_fxchk_78, 79 vigil_fxchk_79,
+    80 vigil_fxchk_80, 81 vigil_fxchk_81, 82 vigil_fxchk_82, 83 vigil_fxchk_83,
 );

@@ -98,6 +98,10 @@ const fn zeroed_offsets() -> KernelOffsets {
         sock_family: 0,
         sock_type: 0,
         sock_protocol: 0,
+        task_ptraced: 0,
+        task_ptrace_entry: 0,
+        task_thread_pid: 0,
+        pid_level: 0,
         inode_span: 0,
         file_span: 0,
     }

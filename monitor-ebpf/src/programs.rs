@@ -14,6 +14,7 @@ mod kernel;
 mod maps;
 mod open;
 mod privs;
+mod process_access;
 mod read;
 mod respond;
 mod scope;

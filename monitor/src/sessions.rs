@@ -265,6 +265,15 @@ impl SessionTracker {
         out.push(stamped(event, EventBody::SessionStart(start)));
     }
 
+    /// The session (of those followed) whose processes include `pid`, by the execs, forks and
+    /// exits seen in it.
+    pub fn session_of_process(&self, pid: u32) -> Option<u32> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.live.contains(&pid))
+            .map(|(sid, _)| *sid)
+    }
+
     /// Called for every event after it went out: counts it, follows the session's processes, and
     /// emits `session_end` when the last one exits.
     pub fn after(&mut self, event: &Event, out: &mut Vec<Event>) {

@@ -6,7 +6,7 @@
 
 use crate::event::{
     Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, OpenSyscall, PrivOp,
-    SessionEntry, SocketType, Trust, Vocabulary,
+    ProcessAccessOp, SessionEntry, SocketType, Trust, Vocabulary,
 };
 
 /// A field's type in the rule language.
@@ -140,7 +140,7 @@ rule_fields! {
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
     OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
-    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv, RawSocket], "The call succeeded (a connect in progress counts).";
+    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv, RawSocket, ProcessAccess], "The call succeeded (a connect in progress counts).";
     Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";
     Family = "family", Kind::Word(AddressFamily::WORDS), [Connect, RawSocket], "Address family.";
     SocketKind = "socket_type", Kind::Word(SocketType::WORDS), [RawSocket], "The socket's type: `raw`, or `dgram` (an ICMP echo socket, or cooked `AF_PACKET` frames).";
@@ -155,6 +155,9 @@ rule_fields! {
     Command = "command", Kind::Word(BpfCommand::WORDS), [Bpf], "The bpf(2) command (`map_get_fd_by_id`, `prog_load`, …).";
     Object = "object", Kind::Word(BpfObject::WORDS), [Bpf], "What the call returned an fd of: a map, a program or a link.";
     ObjectId = "object_id", Kind::Num, [Bpf], "The kernel's id of that map, program or link (`bpftool map show id N`).";
+    Operation = "operation", Kind::Word(ProcessAccessOp::WORDS), [ProcessAccess], "How the process reached into another: a ptrace attach (which can run any code in the target), or a read or write of its memory.";
+    TargetPid = "target_pid", Kind::Num, [ProcessAccess], "The target as the caller named it (a thread id in its pid namespace).";
+    TargetInSession = "target_in_session", Kind::Bool, [ProcessAccess], "The target is of the caller's own session (by lineage); false for another session, none, or a target that could not be told.";
     GainedRoot = "gained_root", Kind::Bool, [Priv], "Root was gained (effective, or real from effective).";
     GainedCaps = "gained_caps", Kind::List, [Priv], "Capabilities an exec gave short of root (`CAP_NET_RAW`).";
     SessionEntry = "session.entry", Kind::Word(SessionEntry::WORDS), [], "How the session was entered.";

@@ -344,6 +344,12 @@ impl Fields for View<'_> {
             (Field::Succeeded, EventBody::RawSocket(r)) => Value::Bool(r.result.ok()),
             (Field::SocketKind, EventBody::RawSocket(r)) => word(r.socket_type.as_str()),
             (Field::Protocol, EventBody::RawSocket(r)) => Value::Num(r.protocol as f64),
+            (Field::Succeeded, EventBody::ProcessAccess(a)) => Value::Bool(a.result.ok()),
+            (Field::Operation, EventBody::ProcessAccess(a)) => word(a.operation.as_str()),
+            (Field::TargetPid, EventBody::ProcessAccess(a)) => Value::Num(a.target_pid as f64),
+            (Field::TargetInSession, EventBody::ProcessAccess(a)) => {
+                Value::Bool(a.target_in_session)
+            }
             (Field::Address, EventBody::Connect(c)) => c
                 .address
                 .as_ref()
@@ -412,6 +418,9 @@ impl Fields for View<'_> {
                 | Field::Datagram
                 | Field::SocketKind
                 | Field::Protocol
+                | Field::Operation
+                | Field::TargetPid
+                | Field::TargetInSession
                 | Field::Command
                 | Field::Object
                 | Field::ObjectId

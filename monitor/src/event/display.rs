@@ -52,6 +52,18 @@ fn line(e: &Event) -> String {
             r.protocol,
             failed(&r.result)
         ),
+        EventBody::ProcessAccess(a) => format!(
+            "{} pid {}{}{}",
+            a.operation,
+            a.target_pid,
+            match (a.target_in_session, a.target_session) {
+                (true, _) => " (this session)".to_string(),
+                (false, Some(other)) => format!(" (session {other})"),
+                (false, None) if a.result.ok() => " (outside every session)".to_string(),
+                (false, None) => String::new(),
+            },
+            failed(&a.result)
+        ),
         EventBody::Bpf(b) => format!(
             "bpf    {}{}{}",
             if b.command == super::BpfCommand::Other {

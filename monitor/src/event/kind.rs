@@ -14,7 +14,8 @@ use vigil_common::RecordKind;
 use super::{
     AlertEvent, BpfEvent, CheckpointEvent, CompatSyscallEvent, ConnectEvent, ExecEvent, ExitEvent,
     FileReadEvent, ForkEvent, IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent,
-    RawSocketEvent, ResponseEvent, SessionEndEvent, SessionStartEvent, TamperEvent, TtyEvent,
+    ProcessAccessEvent, RawSocketEvent, ResponseEvent, SessionEndEvent, SessionStartEvent,
+    TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -97,6 +98,8 @@ event_kinds! {
         "A process called bpf(2), which reaches every eBPF program, map and link on the host (the monitor's own among them): once per process and command, and every time it loads or attaches code or reaches an object by id or pinned path.";
     RawSocket(RawSocketEvent) = "raw_socket", Some(RecordKind::RawSocket),
         "A socket below the transport layer was made (or tried): raw IP, packet (`AF_PACKET`) or ICMP echo. What it sends passes no connect or datagram hook; a packet socket reads every frame on an interface.";
+    ProcessAccess(ProcessAccessEvent) = "process_access", Some(RecordKind::ProcessAccess),
+        "A process reached into another: attached to it with ptrace (`PTRACE_ATTACH`, `PTRACE_SEIZE`), or read or wrote its memory (`process_vm_readv`, `process_vm_writev`), naming the target and whether it is of the same session. A tracer can run any code in its tracee.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -134,6 +137,7 @@ impl EventType {
             RecordKind::CompatSyscall => EventType::CompatSyscall,
             RecordKind::Bpf => EventType::Bpf,
             RecordKind::RawSocket => EventType::RawSocket,
+            RecordKind::ProcessAccess => EventType::ProcessAccess,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

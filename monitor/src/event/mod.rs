@@ -17,8 +17,8 @@ pub use file::{
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
     Access, AddressFamily, BpfCommand, BpfObject, CheckpointReason, LossStage, Mechanism,
-    OpenSyscall, PrivOp, Requester, RespondMode, ResponseAction, ResponseOutcome, SessionEntry,
-    Severity, SocketType, TamperCheck, Trust, Vocabulary,
+    OpenSyscall, PrivOp, ProcessAccessOp, Requester, RespondMode, ResponseAction, ResponseOutcome,
+    SessionEntry, Severity, SocketType, TamperCheck, Trust, Vocabulary,
 };
 
 use std::{fmt, sync::Arc};
@@ -549,6 +549,31 @@ pub struct RawSocketEvent {
     pub socket_type_number: Option<u32>,
     /// The protocol (IP protocol number, or for `AF_PACKET` the ethertype in network order).
     pub protocol: u32,
+    pub result: SyscallResult,
+}
+
+/// A process in a session reached into another: attached to it with ptrace, or read or wrote
+/// its memory (see `RecordKind::ProcessAccess`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessAccessEvent {
+    pub operation: ProcessAccessOp,
+    /// The target as the caller named it: a thread id, in the caller's pid namespace.
+    pub target_pid: u32,
+    /// The target process as the kernel linked it (an attach that succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tgid: Option<u32>,
+    /// The session the target belongs to by lineage, when it belongs to one: the kernel's map
+    /// for an attach, the daemon's sessions for a memory read or write by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_session: Option<u32>,
+    /// Whether the target is of the caller's own session. False when it is of another, of
+    /// none, or could not be told (an attach that failed, a caller in a pid namespace of its
+    /// own, a target gone).
+    pub target_in_session: bool,
+    /// The caller counts process ids in a pid namespace of its own: `target_pid` is its
+    /// number there, not one the daemon can look up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caller_pid_ns_nested: bool,
     pub result: SyscallResult,
 }
 

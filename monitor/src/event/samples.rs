@@ -164,6 +164,15 @@ pub fn sample(t: EventType) -> Event {
             protocol: 1,
             result: SyscallResult::from_ret(3),
         }),
+        EventType::ProcessAccess => EventBody::ProcessAccess(ProcessAccessEvent {
+            operation: ProcessAccessOp::PtraceSeize,
+            target_pid: 812,
+            target_tgid: Some(812),
+            target_session: Some(7),
+            target_in_session: false,
+            caller_pid_ns_nested: true,
+            result: SyscallResult::from_ret(0),
+        }),
         EventType::Loss => EventBody::Loss(LossEvent {
             stage: LossStage::Kernel,
             kind: Some(EventType::Open),

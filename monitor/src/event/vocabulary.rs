@@ -474,3 +474,18 @@ vocabulary! {
         Other = "other",
     }
 }
+
+vocabulary! {
+    /// How a process reached into another (`process_access`).
+    ProcessAccessOp {
+        /// `ptrace(PTRACE_ATTACH)`: the tracee stops, and the tracer may then read and write
+        /// its memory and registers.
+        PtraceAttach = "ptrace_attach",
+        /// `ptrace(PTRACE_SEIZE)`: the same without stopping it.
+        PtraceSeize = "ptrace_seize",
+        /// `process_vm_readv`: the other process's memory read.
+        ProcessVmReadv = "process_vm_readv",
+        /// `process_vm_writev`: the other process's memory written.
+        ProcessVmWritev = "process_vm_writev",
+    }
+}

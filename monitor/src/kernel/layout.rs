@@ -104,6 +104,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         sock_family: off("sock", "__sk_common")? + off("sock_common", "skc_family")?,
         sock_type: off("sock", "sk_type")?,
         sock_protocol: off("sock", "sk_protocol")?,
+        task_ptraced: off("task_struct", "ptraced")?,
+        task_ptrace_entry: off("task_struct", "ptrace_entry")?,
+        task_thread_pid: off("task_struct", "thread_pid")?,
+        pid_level: off("pid", "level")?,
         inode_span: 0,
         file_span: 0,
     };
@@ -208,6 +212,17 @@ fn followed_syscalls() -> Vec<(&'static str, i64, u8)> {
         ("sendmmsg", libc::SYS_sendmmsg, SEND),
         ("bpf", libc::SYS_bpf, BPF),
         ("socket", libc::SYS_socket, SOCKET),
+        ("ptrace", libc::SYS_ptrace, PTRACE),
+        (
+            "process_vm_readv",
+            libc::SYS_process_vm_readv,
+            PROCESS_VM_READ,
+        ),
+        (
+            "process_vm_writev",
+            libc::SYS_process_vm_writev,
+            PROCESS_VM_WRITE,
+        ),
         ("io_uring_setup", libc::SYS_io_uring_setup, IO_URING_SETUP),
         ("execve", libc::SYS_execve, EXECVE),
         ("execveat", libc::SYS_execveat, EXECVE),
@@ -299,6 +314,9 @@ fn followed_compat_syscalls() -> Vec<(&'static str, i64, u8)> {
         ("sendmsg", 370, SEND),
         ("bpf", 357, BPF),
         ("socket", 359, SOCKET),
+        ("ptrace", 26, PTRACE),
+        ("process_vm_readv", 347, PROCESS_VM_READ),
+        ("process_vm_writev", 348, PROCESS_VM_WRITE),
         ("copy_file_range", 377, READ_FD0),
         ("preadv2", 378, READ_FD0),
         ("io_uring_setup", 425, IO_URING_SETUP),
@@ -519,8 +537,11 @@ mod tests {
     #[test]
     fn every_syscall_entry_function_is_this_kernels() {
         // syscall_32.tbl: `239 sendfile64 sys_sendfile64` (its compat twin serves other
-        // architectures' compat tables).
-        const NOT_THE_COMPAT_ENTRY: [&str; 1] = ["sendfile64"];
+        // architectures' compat tables); `347 process_vm_readv sys_process_vm_readv` and its
+        // writev (the compat versions went in 5.10; what is left of them is the weak
+        // not-implemented stub).
+        const NOT_THE_COMPAT_ENTRY: [&str; 3] =
+            ["sendfile64", "process_vm_readv", "process_vm_writev"];
         let btf = Btf::from_kernel().expect("the kernel's BTF");
         for entry in vigil_common::X86_64_SYSCALL_ENTRIES {
             assert_eq!(

@@ -220,6 +220,16 @@ impl Enricher {
                     .entry(tgid)
                     .or_insert_with(|| event.process.clone());
             }
+            // The kernel names an attach's target from its own link; any other target is
+            // looked up by the id the caller passed, among the processes followed in sessions
+            // (only where the caller counts ids as the daemon does).
+            EventBody::ProcessAccess(access)
+                if access.target_tgid.is_none() && !access.caller_pid_ns_nested =>
+            {
+                access.target_session = self.sessions.session_of_process(access.target_pid);
+                access.target_in_session = access.target_session.is_some()
+                    && access.target_session == event.process.sessionid;
+            }
             EventBody::OpensFolded(folded) if folded.open_mono_ns != 0 => {
                 folded.path = self.paths.reported(folded.open_mono_ns);
             }

@@ -587,6 +587,15 @@ impl<'a> EventRow<'a> {
                 r.result.ret,
                 false,
             ),
+            // The row's `path` names the operation and its `bytes` the target, as `bpf` rows do.
+            EventBody::ProcessAccess(a) => (
+                Cow::Borrowed(a.operation.as_str()),
+                Vec::new(),
+                a.target_pid as u64,
+                0,
+                a.result.ret,
+                false,
+            ),
             EventBody::Bpf(b) => (
                 Cow::Borrowed(b.command.as_str()),
                 Vec::new(),

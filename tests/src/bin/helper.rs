@@ -20,6 +20,14 @@
 //!                                                       (MAP_GET_FD_BY_ID), its name
 //!                                                       (OBJ_GET_INFO_BY_FD); prints the id of
 //!                                                       the last map so named
+//! vigil-test-helper ptrace-seize <pid>                 ptrace(PTRACE_SEIZE) of pid (it keeps
+//!                                                       running), then exit, which detaches it
+//! vigil-test-helper vm-rewrite <pid>                   8 bytes at the top of pid's stack (the
+//!                                                       end of its environment, never written
+//!                                                       after exec) read with process_vm_readv
+//!                                                       and written back with process_vm_writev:
+//!                                                       a write into another process that
+//!                                                       changes nothing
 //! vigil-test-helper connect-race <ip:port> <decoy ip:port> <n>
 //!                                                       n IPv4 connects through one sockaddr
 //!                                                       that a second thread keeps rewriting
@@ -39,6 +47,7 @@
 //!                                                       socketcall(SYS_SENDTO, MSG_FASTOPEN)
 //! vigil-test-helper int80 bpf-next-map               bpf(BPF_MAP_GET_NEXT_ID) through int 0x80
 //! vigil-test-helper int80 raw-socket                 socketcall(SYS_SOCKET) of a raw ICMP socket
+//! vigil-test-helper int80 ptrace-seize <pid>           ptrace(PTRACE_SEIZE) of pid through int 0x80
 //! vigil-test-helper by-handle <path>                   open and read path through a file handle:
 //!                                                       name_to_handle_at, then open_by_handle_at
 //!                                                       on its directory's mount (no path)
@@ -202,6 +211,54 @@ fn datagrams(to: &[std::net::SocketAddr], mmsg: bool) -> Result<(), String> {
 
 /// The id of the last map named `name`, found as an insider with root would reach the monitor's
 /// maps: by id, with raw bpf(2) calls (numbers and layouts of include/uapi/linux/bpf.h).
+/// `ptrace-seize`: the attach that makes this process pid's tracer, without stopping it.
+fn ptrace_seize(pid: libc::pid_t) -> Result<(), String> {
+    // SAFETY: PTRACE_SEIZE reads neither addr nor data (no options asked for).
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    if r != 0 {
+        return Err(format!("PTRACE_SEIZE: {}", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// `vm-rewrite`: the last 8 bytes of pid's stack mapping, read and written back unchanged.
+fn vm_rewrite(pid: libc::pid_t) -> Result<(), String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| e.to_string())?;
+    let end = maps
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .and_then(|l| l.split(['-', ' ']).nth(1))
+        .and_then(|end| u64::from_str_radix(end, 16).ok())
+        .ok_or("no [stack] in its maps")?;
+    let mut bytes = [0u8; 8];
+    let local = libc::iovec {
+        iov_base: bytes.as_mut_ptr().cast(),
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: (end - 8) as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: the local iovec covers `bytes` exactly; the remote one is the other process's.
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if read != 8 {
+        return Err(format!("process_vm_readv: {}", nix::errno::Errno::last()));
+    }
+    // SAFETY: as above; the bytes written are the ones just read there.
+    let written = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if written != 8 {
+        return Err(format!("process_vm_writev: {}", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
 fn bpf_map_fd(name: &str) -> Result<u32, String> {
     const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
     const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
@@ -630,6 +687,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "ptrace-seize" | "vm-rewrite" => {
+            let Some(pid) = args.get(1).and_then(|p| p.parse().ok()) else {
+                return usage();
+            };
+            let done = if cmd == "ptrace-seize" {
+                ptrace_seize(pid)
+            } else {
+                vm_rewrite(pid)
+            };
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-test-helper: {cmd} {pid}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         "datagrams" => {
             let mmsg = args.get(1).is_some_and(|a| a == "--mmsg");
             let to: Result<Vec<std::net::SocketAddr>, _> = args[1 + mmsg as usize..]
@@ -884,9 +958,12 @@ mod int80 {
     const SYS_CONNECT: u32 = 3;
     const SYS_SENDTO: u32 = 11;
     const BPF: u32 = 357;
+    const PTRACE: u32 = 26;
+    const PTRACE_SEIZE: u32 = 0x4206;
     const BPF_MAP_GET_NEXT_ID: u32 = 12;
 
-    /// One `int 0x80`: eax the number, ebx, ecx, edx the arguments; the result in eax.
+    /// One `int 0x80`: eax the number, ebx, ecx, edx the arguments (esi, edi zero); the result
+    /// in eax.
     fn syscall(nr: u32, a: u32, b: u32, c: u32) -> i32 {
         let ret: u64;
         // SAFETY: a syscall with integer arguments; pointers among them point into the page
@@ -901,6 +978,10 @@ mod int80 {
                 inlateout("rax") nr as u64 => ret,
                 in("rcx") b as u64,
                 in("rdx") c as u64,
+                // The fourth and fifth arguments, unused here, are zero (not what the registers
+                // held): ptrace(PTRACE_SEIZE) refuses options it does not know.
+                in("rsi") 0u64,
+                in("rdi") 0u64,
                 out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                 out("r12") _, out("r13") _, out("r14") _, out("r15") _,
             );
@@ -1055,13 +1136,18 @@ mod int80 {
                 let fd = check("socket", syscall(SOCKETCALL, SYS_SOCKET, sa, 0))?;
                 check("close", syscall(CLOSE, fd, 0, 0)).map(|_| ())
             }
+            [op, pid] if op == "ptrace-seize" => {
+                // ptrace(PTRACE_SEIZE, pid) through the 32-bit ABI; exiting detaches.
+                let pid: u32 = pid.parse().map_err(|_| format!("not a pid: {pid}"))?;
+                check("ptrace", syscall(PTRACE, PTRACE_SEIZE, pid, 0)).map(|_| ())
+            }
             [op] if op == "bpf-next-map" => {
                 // bpf(BPF_MAP_GET_NEXT_ID) through the 32-bit ABI: the first map id on the host.
                 let attr = low.put(&[0u8; 16])?;
                 check("bpf", syscall(BPF, BPF_MAP_GET_NEXT_ID, attr, 16)).map(|_| ())
             }
             _ => Err(
-                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port> | bpf-next-map | raw-socket"
+                "usage: int80 open <path> | openat <dir> <name> | connect-unix <path> | fast-open <ipv4:port> | bpf-next-map | raw-socket | ptrace-seize <pid>"
                     .into(),
             ),
         }

@@ -937,3 +937,83 @@ fn raw_and_packet_sockets_in_a_session_are_recorded() {
         "no raw-socket-in-session alert"
     );
 }
+
+/// A tracer can run any code in its tracee, and `process_vm_writev` writes another process's
+/// memory: work put into a service outside the session runs outside it. Each attach and each
+/// memory read or write made in a session is a `process_access` event naming its target (for
+/// an attach, the process the kernel linked) and whether the target is of the session; doing
+/// it to a process outside the session is alerted as a way out, to one of the session's own
+/// only as memory access. A refused attach is reported too.
+#[test]
+fn reaching_into_a_process_outside_the_session_is_an_escape() {
+    require_root();
+    let daemon = Daemon::start("").expect("daemon starts");
+    // A service outside every session: started by this test, which runs outside any.
+    let mut service = Command::new("sleep").arg("30").spawn().unwrap();
+    let outside = service.id();
+    let loginuid = 40_000 + std::process::id() % 20_000 + 6;
+    // 4194303 is pid_max's last id: no process has it here.
+    let script = format!(
+        "set -e
+         {HELPER} ptrace-seize {outside}
+         {HELPER} vm-rewrite {outside}
+         sleep 30 &
+         own=$!
+         {HELPER} ptrace-seize $own
+         {HELPER} vm-rewrite $own
+         kill $own
+         ! {HELPER} ptrace-seize 4194303 2>/dev/null
+         echo $own"
+    );
+    let output = in_session(loginuid, &script);
+    let own: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let _ = service.kill();
+    let _ = service.wait();
+    let mine = session_events(&events, loginuid);
+    let accesses = of_type(&mine, "process_access");
+    let seen: Vec<(String, u64, bool, bool)> = accesses
+        .iter()
+        .map(|a| {
+            (
+                a["operation"].as_str().unwrap_or("").to_string(),
+                a["target_pid"].as_u64().unwrap_or(0),
+                a["target_in_session"] == true,
+                a["result"]["error"].is_null(),
+            )
+        })
+        .collect();
+    let a = |op: &str, pid: u64, own: bool, ok: bool| (op.to_string(), pid, own, ok);
+    let outside = outside as u64;
+    assert_eq!(
+        seen,
+        vec![
+            a("ptrace_seize", outside, false, true),
+            a("process_vm_readv", outside, false, true),
+            a("process_vm_writev", outside, false, true),
+            a("ptrace_seize", own, true, true),
+            a("process_vm_readv", own, true, true),
+            a("process_vm_writev", own, true, true),
+            a("ptrace_seize", 4194303, false, false),
+        ]
+    );
+    // The attach's target is the process the kernel linked, not only the id passed.
+    assert_eq!(accesses[0]["target_tgid"], outside);
+    assert_eq!(accesses[3]["target_tgid"], own);
+    let rules = |rule: &str| {
+        of_type(&events, "alert")
+            .iter()
+            .filter(|x| x["process"]["loginuid"] == loginuid && x["rule"] == rule)
+            .count()
+    };
+    assert_eq!(
+        rules("session-escape-injection"),
+        2,
+        "the attach to the service and the write into it, not the session's own"
+    );
+    assert!(rules("process-memory-access") >= 1);
+}
