@@ -27,7 +27,7 @@ use crate::{
 pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool) {
     let args = open_args(class, regs);
     if ret >= 0 {
-        scope::watch_loginuid_open(current_task(), args[3] as u32, ret as u32);
+        scope::watch_loginuid_open(args[3] as u32, ret as u32);
     }
     if outside_every_session {
         return;
