@@ -743,18 +743,32 @@ fn overhead(rounds: usize, scale: f64) -> Result<()> {
     }
     println!("\nthe same without folding (capture.fold.enabled: false), same rounds:");
     println!(
-        "{:<11} {:>11} {:>13} {:>26}",
-        "workload", "monitored", "unmonitored", "folding saves (monitored)"
+        "{:<11} {:>11} {:>13} {:>26} {:>22}",
+        "workload",
+        "monitored",
+        "unmonitored",
+        "folding saves (monitored)",
+        "unmonitored Δ (noise)"
     );
-    for &(name, with, m, u, _, _) in &rows {
+    // Folding applies to processes in scope only: an unmonitored process runs the same kernel
+    // code in both phases, so the gap between its two ratios is this run's noise, printed
+    // beside the 0.03 the targets allow.
+    let mut noise: f64 = 0.0;
+    for (wi, &(name, with, m, u, _, _)) in rows.iter().enumerate() {
+        let unmonitored_on = med(Phase::On, wi, 1);
+        noise = noise.max((unmonitored_on - u).abs());
         println!(
-            "{:<11} {:>11.3} {:>13.3} {:>25.1}%",
+            "{:<11} {:>11.3} {:>13.3} {:>25.1}% {:>+22.3}",
             name,
             m,
             u,
-            (1.0 - with / m) * 100.0
+            (1.0 - with / m) * 100.0,
+            unmonitored_on - u
         );
     }
+    println!(
+        "(unmonitored processes run the same kernel code in both phases: their ratios differ by up to {noise:.3} in this run, against the {FLOOR_MARGIN:.2} the unmonitored targets allow)"
+    );
     println!("\nthe daemon on raw_tp/sys_exit (capture.syscall_hook: raw_tracepoint: the fallback where the kernel refuses {floor_hook}), same rounds:");
     println!(
         "{:<11} {:>11} {:>13}",
