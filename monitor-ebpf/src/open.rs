@@ -13,7 +13,7 @@ use vigil_common::{
 use crate::{
     emit::{emit, send_prefix},
     fold,
-    kernel::{current_task, current_tgid, file_id, fill_header, koff, process_root, Ptr, Regs},
+    kernel::{current_tgid, file_id, fill_header, koff, process_root, Ptr, Regs},
     maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
     tail::{Copied, Tail},
@@ -131,6 +131,9 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
         }
     }
     rec.file = id;
+    if !opened.is_null() && crate::kernel::is_process_memory(opened) {
+        rec.file.flags |= vigil_common::file_flag::PROCESS_MEMORY;
+    }
     rec.file_path = if opened.is_null() {
         PathWalk::UNAVAILABLE
     } else {
