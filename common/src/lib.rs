@@ -359,6 +359,10 @@ pub mod file_flag {
     pub const READABLE: u8 = 1 << 1;
     /// The `struct file` was opened for writing (`FMODE_WRITE`).
     pub const WRITABLE: u8 = 1 << 2;
+    /// A process's memory (`/proc/<pid>/mem`, `/proc/<pid>/task/<tid>/mem`), known by the
+    /// kernel's own objects, not by the path: a procfs inode under the kernel's name `mem`,
+    /// whatever mount, bind mount or second procfs reached it. Set on the opens that are sent.
+    pub const PROCESS_MEMORY: u8 = 1 << 3;
 }
 
 pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
@@ -1065,6 +1069,8 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
+    /// `super_block.s_magic`: which file system (procfs, for a process's memory file).
+    pub sb_magic: u32,
     pub inode_uid: u32,
     pub inode_nlink: u32,
     pub inode_ctime_sec: u32,
@@ -1452,7 +1458,7 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 73 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 74 * 4);
         assert_eq!(size_of::<RawSocketRecord>(), HEADER_SIZE + 16);
         assert_eq!(size_of::<ProcessAccessRecord>(), HEADER_SIZE + 32);
         assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);

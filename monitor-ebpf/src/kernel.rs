@@ -100,6 +100,7 @@ const fn zeroed_offsets() -> KernelOffsets {
         sock_protocol: 0,
         task_ptraced: 0,
         task_ptrace_entry: 0,
+        sb_magic: 0,
         task_thread_pid: 0,
         pid_level: 0,
         inode_span: 0,
@@ -235,6 +236,24 @@ pub fn file_id(file: Ptr) -> FileId {
         id.flags |= vigil_common::file_flag::WRITABLE;
     }
     id
+}
+
+/// Whether `file` is a process's memory (`/proc/<pid>/mem` or a thread's): a procfs inode
+/// whose dentry the kernel named `mem`. Names in procfs are the kernel's (no one can make a
+/// file there), and this is the file's own dentry, not the last component of the path walked,
+/// which a bind mount of the file (`mount --bind /proc/1/mem /tmp/x`) renames. Four reads: for
+/// the opens that are sent, not for folded ones.
+#[inline(always)]
+pub fn is_process_memory(file: Ptr) -> bool {
+    /// `PROC_SUPER_MAGIC` of include/uapi/linux/magic.h.
+    const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+    let sb = read_ptr(read_ptr(file, koff!(file_inode)), koff!(inode_sb));
+    if read::<u64>(sb, koff!(sb_magic)) != Some(PROC_SUPER_MAGIC) {
+        return false;
+    }
+    let dentry = read_ptr(file, koff!(file_path) + koff!(path_dentry));
+    let name = read_ptr(dentry, koff!(dentry_name) + koff!(qstr_name));
+    read::<[u8; 4]>(name, 0) == Some(*b"mem\0")
 }
 
 /// `FMODE_CREATED` of include/linux/fs.h (bit 20 of `fmode_t`, unchanged since 4.19 added it).

@@ -67,6 +67,7 @@ fn synthetic(i: u64) -> Event {
         truncated: false,
         outside_root: false,
         created: false,
+        process_memory: false,
     };
     let body = match i % 5 {
         0 => EventBody::Exec(ExecEvent {

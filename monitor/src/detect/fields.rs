@@ -137,6 +137,7 @@ rule_fields! {
     FileDeleted = "file.deleted", Kind::Bool, [Open, Exec], "The opened file, or the executable, has no name left (deleted, `O_TMPFILE`, memfd).";
     FileOutsideRoot = "file.outside_root", Kind::Bool, [Open], "The opened file lies outside the process's root directory (a chroot escape).";
     FileCreated = "file.created", Kind::Bool, [Open], "This open created the file (the kernel's `FMODE_CREATED`): an `O_TRUNC` on it emptied nothing.";
+    FileProcessMemory = "file.process_memory", Kind::Bool, [Open], "The opened file is a process's memory (`/proc/<pid>/mem` or a thread's), known by the kernel's objects: through any mount, bind mount or second procfs.";
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
     OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";

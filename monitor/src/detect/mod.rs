@@ -322,6 +322,11 @@ impl Fields for View<'_> {
                 .as_ref()
                 .map(|f| Value::Bool(f.created))
                 .unwrap_or(Value::Missing),
+            (Field::FileProcessMemory, EventBody::Open(o)) => o
+                .file
+                .as_ref()
+                .map(|f| Value::Bool(f.process_memory))
+                .unwrap_or(Value::Missing),
             (Field::Path, EventBody::FileRead(r)) => r
                 .path
                 .as_ref()
@@ -402,6 +407,7 @@ impl Fields for View<'_> {
                 | Field::FileDeleted
                 | Field::FileOutsideRoot
                 | Field::FileCreated
+                | Field::FileProcessMemory
                 | Field::FileOtherProcess
                 | Field::SessionForeignTerminal
                 | Field::Access

@@ -39,6 +39,10 @@ pub struct FileIdentity {
     /// The open that reported it created the file (the kernel's `FMODE_CREATED`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub created: bool,
+    /// A process's memory (`/proc/<pid>/mem` or a thread's), as the kernel knows it: by its
+    /// file system and the kernel's own name for it, whatever path or mount reached it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub process_memory: bool,
 }
 
 impl FileIdentity {
@@ -62,6 +66,7 @@ impl FileIdentity {
             truncated: false,
             outside_root: false,
             created: false,
+            process_memory: false,
         }
     }
 

@@ -42,6 +42,7 @@ pub fn sample(t: EventType) -> Event {
         truncated: false,
         outside_root: false,
         created: false,
+        process_memory: true,
     };
     let body = match t {
         EventType::Exec => EventBody::Exec(ExecEvent {

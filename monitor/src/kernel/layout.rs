@@ -87,6 +87,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         inode_ino: off("inode", "i_ino")?,
         inode_sb: off("inode", "i_sb")?,
         sb_dev: off("super_block", "s_dev")?,
+        sb_magic: off("super_block", "s_magic")?,
         inode_uid: off("inode", "i_uid")?,
         inode_nlink: off("inode", "i_nlink")?,
         inode_ctime_sec: ctime_sec,
