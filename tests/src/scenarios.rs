@@ -25,13 +25,13 @@ pub struct Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EvasionClass {
     /// How a file is named or reached: symlinks, `..`, directory fds, bind mounts, hard links,
-    /// `/proc/<pid>/root`, mapped reads, a chroot escape, the raw disk.
+    /// `/proc/<pid>/root`, a second procfs, mapped reads, a chroot escape, the raw disk.
     Naming,
     /// How a program is identified: copies, renames, a file bind-mounted over a trusted one,
     /// argv[0] and `comm` rewritten, programs run from memory, decoded payloads.
     Program,
     /// How a process leaves its session: the login uid rewritten, daemonised children, a
-    /// scheduler, a container, another SSH login.
+    /// scheduler, a container, another SSH login, work injected into a process outside it.
     Scope,
     /// How traffic leaves without looking like a connection: a datagram addressed with no
     /// connect(2), several destinations in one call, the 32-bit ABI.
