@@ -510,6 +510,11 @@ pub struct OpenRecord {
     pub cwd_len: u16,
     /// `OPEN_*` flags.
     pub flags: u16,
+    /// For a process's memory file (`file_flag::PROCESS_MEMORY`): the process whose memory it
+    /// is (`mm->owner`, 0 when it cannot be read) and its session as the lineage map has it
+    /// ([`AUDIT_UNSET`] for none). Zero and unset otherwise.
+    pub memory_tgid: u32,
+    pub memory_sessionid: u32,
     pub tail: [u8; OPEN_TAIL_CAP],
 }
 
@@ -1071,6 +1076,9 @@ pub struct KernelOffsets {
     pub sb_dev: u32,
     /// `super_block.s_magic`: which file system (procfs, for a process's memory file).
     pub sb_magic: u32,
+    /// `mm_struct.owner`: the task an `mm` belongs to (kernels with `CONFIG_MEMCG`; 0 where it
+    /// is absent, and a memory file's owner is then not resolved).
+    pub mm_owner: u32,
     pub inode_uid: u32,
     pub inode_nlink: u32,
     pub inode_ctime_sec: u32,
@@ -1458,7 +1466,7 @@ mod tests {
             HEADER_SIZE + 4 + 4 + 12 + 4 + 2 * 40
         );
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
-        assert_eq!(size_of::<KernelOffsets>(), 74 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 75 * 4);
         assert_eq!(size_of::<RawSocketRecord>(), HEADER_SIZE + 16);
         assert_eq!(size_of::<ProcessAccessRecord>(), HEADER_SIZE + 32);
         assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);

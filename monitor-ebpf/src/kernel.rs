@@ -101,6 +101,7 @@ const fn zeroed_offsets() -> KernelOffsets {
         task_ptraced: 0,
         task_ptrace_entry: 0,
         sb_magic: 0,
+        mm_owner: 0,
         task_thread_pid: 0,
         pid_level: 0,
         inode_span: 0,
@@ -254,6 +255,25 @@ pub fn is_process_memory(file: Ptr) -> bool {
     let dentry = read_ptr(file, koff!(file_path) + koff!(path_dentry));
     let name = read_ptr(dentry, koff!(dentry_name) + koff!(qstr_name));
     read::<[u8; 4]>(name, 0) == Some(*b"mem\0")
+}
+
+/// The process whose memory the memory file `file` opens, and its session: the file holds the
+/// `mm` it was opened on (`private_data`), and `mm->owner` is the task that owns it. Not the
+/// pid in the file's path, which a bind mount hides and a second procfs renumbers.
+#[inline(always)]
+pub fn memory_owner(file: Ptr) -> (u32, u32) {
+    if koff!(mm_owner) == 0 {
+        return (0, AUDIT_UNSET);
+    }
+    let mm = read_ptr(file, koff!(file_private_data));
+    let owner = read_ptr(mm, koff!(mm_owner));
+    let tgid = read::<u32>(owner, koff!(task_tgid)).unwrap_or(0);
+    let session = if tgid == 0 {
+        None
+    } else {
+        crate::scope::session_of(tgid)
+    };
+    (tgid, session.map_or(AUDIT_UNSET, |s| s.sessionid))
 }
 
 /// `FMODE_CREATED` of include/linux/fs.h (bit 20 of `fmode_t`, unchanged since 4.19 added it).

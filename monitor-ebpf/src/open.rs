@@ -5,9 +5,9 @@
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use vigil_common::{
     counter, kind, open_syscall, path_flag, sys_class, FileId, FileReadRecord, FileReadStats,
-    OpenFileKey, PathWalk, AT_FDCWD, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED, OPEN_FIXED_SIZE,
-    OPEN_PATH_MAX, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE, OPEN_READS_UNTRACKED, OPEN_TAIL_CAP,
-    OPEN_TAIL_SPAN,
+    OpenFileKey, PathWalk, AT_FDCWD, AUDIT_UNSET, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED,
+    OPEN_FIXED_SIZE, OPEN_PATH_MAX, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE,
+    OPEN_READS_UNTRACKED, OPEN_TAIL_CAP, OPEN_TAIL_SPAN,
 };
 
 use crate::{
@@ -131,9 +131,15 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
         }
     }
     rec.file = id;
-    if !opened.is_null() && crate::kernel::is_process_memory(opened) {
-        rec.file.flags |= vigil_common::file_flag::PROCESS_MEMORY;
-    }
+    let (memory_tgid, memory_sessionid) =
+        if !opened.is_null() && crate::kernel::is_process_memory(opened) {
+            rec.file.flags |= vigil_common::file_flag::PROCESS_MEMORY;
+            crate::kernel::memory_owner(opened)
+        } else {
+            (0, AUDIT_UNSET)
+        };
+    rec.memory_tgid = memory_tgid;
+    rec.memory_sessionid = memory_sessionid;
     rec.file_path = if opened.is_null() {
         PathWalk::UNAVAILABLE
     } else {

@@ -103,6 +103,7 @@ fn synthetic(i: u64) -> Event {
             stderr: Some(StdioKind::Tty),
         }),
         1 => EventBody::Open(OpenEvent {
+            memory_of: None,
             path: "/etc/app/config.d/database.yaml".into(),
             requested_path: "/etc/app/config.d/database.yaml".into(),
             file: Some(file("/etc/app/config.d/database.yaml", 2_400_117 + i % 64)),

@@ -158,7 +158,7 @@ rule_fields! {
     ObjectId = "object_id", Kind::Num, [Bpf], "The kernel's id of that map, program or link (`bpftool map show id N`).";
     Operation = "operation", Kind::Word(ProcessAccessOp::WORDS), [ProcessAccess], "How the process reached into another: a ptrace attach (which can run any code in the target), or a read or write of its memory.";
     TargetPid = "target_pid", Kind::Num, [ProcessAccess], "The target as the caller named it (a thread id in its pid namespace).";
-    TargetInSession = "target_in_session", Kind::Bool, [ProcessAccess], "The target is of the caller's own session (by lineage); false for another session, none, or a target that could not be told.";
+    TargetInSession = "target_in_session", Kind::Bool, [ProcessAccess, Open], "The target (of a `process_access`; of an open, the process whose memory file it is) is of the caller's own session (by lineage); false for another session, none, or a target that could not be told. Missing on opens of any other file.";
     GainedRoot = "gained_root", Kind::Bool, [Priv], "Root was gained (effective, or real from effective).";
     GainedCaps = "gained_caps", Kind::List, [Priv], "Capabilities an exec gave short of root (`CAP_NET_RAW`).";
     SessionEntry = "session.entry", Kind::Word(SessionEntry::WORDS), [], "How the session was entered.";

@@ -355,6 +355,11 @@ impl Fields for View<'_> {
             (Field::TargetInSession, EventBody::ProcessAccess(a)) => {
                 Value::Bool(a.target_in_session)
             }
+            (Field::TargetInSession, EventBody::Open(o)) => o
+                .memory_of
+                .as_ref()
+                .map(|m| Value::Bool(m.in_session))
+                .unwrap_or(Value::Missing),
             (Field::Address, EventBody::Connect(c)) => c
                 .address
                 .as_ref()

@@ -352,6 +352,23 @@ pub struct OpenEvent {
     /// loss is counted). Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reads_untracked: bool,
+    /// For a process's memory file (`file.process_memory`): whose memory it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_of: Option<MemoryOwner>,
+}
+
+/// The process whose memory a memory file opens, as the kernel holds it (the `mm`'s owner),
+/// not the pid in its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryOwner {
+    /// Its process id; `None` when the kernel's owner could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its session by lineage, when it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
+    /// Whether it is of the opener's own session (false when it could not be told).
+    pub in_session: bool,
 }
 
 /// Why a read volume was reported.

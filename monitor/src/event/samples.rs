@@ -75,6 +75,11 @@ pub fn sample(t: EventType) -> Event {
             core_dumped: false,
         }),
         EventType::Open => EventBody::Open(OpenEvent {
+            memory_of: Some(MemoryOwner {
+                pid: Some(812),
+                session: None,
+                in_session: false,
+            }),
             path: raw("/etc/shadow"),
             requested_path: raw("shadow"),
             file: Some(FileIdentity {

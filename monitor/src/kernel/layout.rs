@@ -88,6 +88,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, PreflightError> {
         inode_sb: off("inode", "i_sb")?,
         sb_dev: off("super_block", "s_dev")?,
         sb_magic: off("super_block", "s_magic")?,
+        // Only with CONFIG_MEMCG: without it a memory file's owner is left unresolved.
+        mm_owner: off("mm_struct", "owner").unwrap_or(0),
         inode_uid: off("inode", "i_uid")?,
         inode_nlink: off("inode", "i_nlink")?,
         inode_ctime_sec: ctime_sec,

@@ -943,7 +943,8 @@ fn raw_and_packet_sockets_in_a_session_are_recorded() {
 /// memory read or write made in a session is a `process_access` event naming its target (for
 /// an attach, the process the kernel linked) and whether the target is of the session; doing
 /// it to a process outside the session is alerted as a way out, to one of the session's own
-/// only as memory access. A refused attach is reported too.
+/// only as memory access. A refused attach is reported too. A memory file opened for writing
+/// names its owner the same way (the kernel's `mm`, not the pid in the path).
 #[test]
 fn reaching_into_a_process_outside_the_session_is_an_escape() {
     require_root();
@@ -961,6 +962,7 @@ fn reaching_into_a_process_outside_the_session_is_an_escape() {
          own=$!
          {HELPER} ptrace-seize $own
          {HELPER} vm-rewrite $own
+         exec 3<>/proc/{outside}/mem 4<>/proc/$own/mem
          kill $own
          ! {HELPER} ptrace-seize 4194303 2>/dev/null
          echo $own"
@@ -1010,10 +1012,23 @@ fn reaching_into_a_process_outside_the_session_is_an_escape() {
             .filter(|x| x["process"]["loginuid"] == loginuid && x["rule"] == rule)
             .count()
     };
+    // Memory files opened for writing: whose memory each is, by the kernel's `mm`.
+    let memory: Vec<(u64, bool)> = of_type(&mine, "open")
+        .iter()
+        .filter(|o| o["file"]["process_memory"] == true)
+        .map(|o| {
+            (
+                o["memory_of"]["pid"].as_u64().unwrap_or(0),
+                o["memory_of"]["in_session"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(memory, vec![(outside, false), (own, true)]);
     assert_eq!(
         rules("session-escape-injection"),
-        2,
-        "the attach to the service and the write into it, not the session's own"
+        3,
+        "the attach to the service, the write into it and its memory file opened for writing, \
+         not the session's own"
     );
     assert!(rules("process-memory-access") >= 1);
 }
