@@ -1439,7 +1439,10 @@ mod tests {
         );
         assert_eq!(size_of::<ExecRecord>(), EXEC_FIXED_SIZE + EXEC_TAIL_CAP);
         assert_eq!(size_of::<ExitRecord>(), HEADER_SIZE + 8);
-        assert_eq!(OPEN_FIXED_SIZE, HEADER_SIZE + 40 + 8 + 4 * 4 + 2 * 4);
+        assert_eq!(
+            OPEN_FIXED_SIZE,
+            HEADER_SIZE + 40 + 8 + 4 * 4 + 2 * 4 + 4 * 2
+        );
         assert_eq!(size_of::<OpenRecord>(), OPEN_FIXED_SIZE + OPEN_TAIL_CAP);
         assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 32);
         assert_eq!(size_of::<FoldCount>(), 5 * 8);
