@@ -846,13 +846,11 @@ pub struct ProcessAccessRecord {
     pub target_tgid: u32,
     /// That target's session as the programs' lineage map has it ([`ScopeEntry`]), or
     /// [`AUDIT_UNSET`] when it is in none (or `target_tgid` is 0).
-    pub target_loginuid: u32,
     pub target_sessionid: u32,
     /// The result: 0 or bytes moved, or `-errno`.
     pub ret: i32,
     /// [`process_access::CALLER_PID_NS_NESTED`].
     pub flags: u32,
-    pub _pad: u32,
 }
 
 /// The operations a [`ProcessAccessRecord`] reports.
@@ -1471,7 +1469,7 @@ mod tests {
         assert_eq!(size_of::<ForkRecord>(), HEADER_SIZE + 8);
         assert_eq!(size_of::<KernelOffsets>(), 75 * 4);
         assert_eq!(size_of::<RawSocketRecord>(), HEADER_SIZE + 16);
-        assert_eq!(size_of::<ProcessAccessRecord>(), HEADER_SIZE + 32);
+        assert_eq!(size_of::<ProcessAccessRecord>(), HEADER_SIZE + 24);
         assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);
         assert_eq!(
             size_of::<DatagramDests>(),

@@ -268,12 +268,7 @@ pub fn memory_owner(file: Ptr) -> (u32, u32) {
     let mm = read_ptr(file, koff!(file_private_data));
     let owner = read_ptr(mm, koff!(mm_owner));
     let tgid = read::<u32>(owner, koff!(task_tgid)).unwrap_or(0);
-    let session = if tgid == 0 {
-        None
-    } else {
-        crate::scope::session_of(tgid)
-    };
-    (tgid, session.map_or(AUDIT_UNSET, |s| s.sessionid))
+    (tgid, crate::scope::session_id_of(tgid))
 }
 
 /// `FMODE_CREATED` of include/linux/fs.h (bit 20 of `fmode_t`, unchanged since 4.19 added it).

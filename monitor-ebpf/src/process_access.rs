@@ -10,7 +10,7 @@
 //! number in its pid namespace, and the process behind it could have been another by the time
 //! a daemon looked.
 
-use vigil_common::{kind, process_access, sys_class, ProcessAccessRecord, ScopeEntry, AUDIT_UNSET};
+use vigil_common::{kind, process_access, sys_class, ProcessAccessRecord};
 
 use crate::{
     emit::emit,
@@ -43,16 +43,12 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     } else {
         core::ptr::null()
     };
-    let (target_tgid, target) = if tracee.is_null() {
-        (0, None)
+    let target_tgid = if tracee.is_null() {
+        0
     } else {
-        let tgid = read::<u32>(tracee, koff!(task_tgid)).unwrap_or(0);
-        (tgid, scope::session_of(tgid))
+        read::<u32>(tracee, koff!(task_tgid)).unwrap_or(0)
     };
-    let target = target.unwrap_or(ScopeEntry {
-        loginuid: AUDIT_UNSET,
-        sessionid: AUDIT_UNSET,
-    });
+    let target_sessionid = scope::session_id_of(target_tgid);
     // The id asked for is the caller's to count: one in a pid namespace of its own names
     // another process (or none) in the initial one, which is all the daemon can look up.
     let thread_pid = read_ptr(task, koff!(task_thread_pid));
@@ -66,11 +62,9 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
         (*rec).operation = operation;
         (*rec).target_pid = target_pid;
         (*rec).target_tgid = target_tgid;
-        (*rec).target_loginuid = target.loginuid;
-        (*rec).target_sessionid = target.sessionid;
+        (*rec).target_sessionid = target_sessionid;
         (*rec).ret = ret;
         (*rec).flags = flags;
-        (*rec)._pad = 0;
     });
 }
 

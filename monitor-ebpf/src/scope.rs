@@ -20,6 +20,16 @@ pub fn session_of(tgid: u32) -> Option<ScopeEntry> {
     unsafe { SCOPE.get(tgid) }.copied()
 }
 
+/// The audit session process `tgid` belongs to by lineage, [`AUDIT_UNSET`] for none (or no
+/// process, 0): how a target another process reached into is reported.
+#[inline(always)]
+pub fn session_id_of(tgid: u32) -> u32 {
+    if tgid == 0 {
+        return AUDIT_UNSET;
+    }
+    session_of(tgid).map_or(AUDIT_UNSET, |s| s.sessionid)
+}
+
 /// The session of the current process: the one it was first seen in, or the audit session it
 /// is in now (recorded, so that it stays). `None` outside every session.
 ///

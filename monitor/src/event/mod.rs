@@ -354,21 +354,36 @@ pub struct OpenEvent {
     pub reads_untracked: bool,
     /// For a process's memory file (`file.process_memory`): whose memory it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_of: Option<MemoryOwner>,
+    pub memory_of: Option<TargetProcess>,
 }
 
-/// The process whose memory a memory file opens, as the kernel holds it (the `mm`'s owner),
-/// not the pid in its path.
+/// A process another one reached into, as the kernel named it (the tracee an attach linked,
+/// the owner of the `mm` a memory file holds), not by an id the caller passed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryOwner {
-    /// Its process id; `None` when the kernel's owner could not be read.
+pub struct TargetProcess {
+    /// Its process id; `None` when the kernel's object could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// Its session by lineage, when it is in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u32>,
-    /// Whether it is of the opener's own session (false when it could not be told).
+    /// Whether it is of the caller's own session (false when it could not be told).
     pub in_session: bool,
+}
+
+impl TargetProcess {
+    /// From a record's target: its `tgid` (0 for none) and lineage session (`AUDIT_UNSET` for
+    /// none), against the caller's session `own`.
+    pub fn from_kernel(tgid: u32, sessionid: u32, own: u32) -> TargetProcess {
+        const UNSET: u32 = vigil_common::AUDIT_UNSET;
+        let pid = (tgid != 0).then_some(tgid);
+        let session = pid.and((sessionid != UNSET).then_some(sessionid));
+        TargetProcess {
+            pid,
+            session,
+            in_session: own != UNSET && session == Some(own),
+        }
+    }
 }
 
 /// Why a read volume was reported.

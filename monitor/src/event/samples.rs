@@ -75,7 +75,7 @@ pub fn sample(t: EventType) -> Event {
             core_dumped: false,
         }),
         EventType::Open => EventBody::Open(OpenEvent {
-            memory_of: Some(MemoryOwner {
+            memory_of: Some(TargetProcess {
                 pid: Some(812),
                 session: None,
                 in_session: false,
