@@ -185,13 +185,14 @@ fn spool_round(dir: &Path, events: u64, pool: &[Event]) -> anyhow::Result<(f64, 
     };
     let mut spool = SpoolThread::start(Spool::open(cfg)?)?;
     let mut line = Vec::with_capacity(4096);
+    let mut writer = EventWriter::new();
     let started = Instant::now();
     for i in 0..events {
         // As the sink does it: serialize once, hand the bytes to the spool's writer thread
         // (chain, checksum, frame, write), flush now and then, close at the end.
         line.clear();
-        serde_json::to_writer(&mut line, &pool[(i % POOL) as usize])?;
-        spool.append_json(&line)?;
+        let process = writer.write(&mut line, &pool[(i % POOL) as usize])?;
+        spool.append_json(&line, Some(process))?;
         if i % 4096 == 4095 {
             spool.flush()?;
         }

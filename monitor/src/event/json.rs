@@ -175,6 +175,8 @@ struct KeptProcess {
     boot_id: Arc<str>,
     process: Process,
     json: Vec<u8>,
+    /// Where the process's value starts in `json`.
+    process_at: usize,
 }
 
 impl Default for EventWriter {
@@ -194,8 +196,13 @@ impl EventWriter {
         }
     }
 
-    /// Appends `event`'s JSON to `out`.
-    pub fn write(&mut self, out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> {
+    /// Appends `event`'s JSON to `out`; where in `out` the value of its `process` key is (the
+    /// spool's chain hashes that part once per process: `spool::frame::process_span`).
+    pub fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        event: &Event,
+    ) -> serde_json::Result<std::ops::Range<usize>> {
         // `Event`'s fields in their order, then the body's (flattened: `type` first).
         out.extend_from_slice(b"{\"mono_ns\":");
         serde_json::to_writer(&mut *out, &event.mono_ns)?;
@@ -203,16 +210,18 @@ impl EventWriter {
         serde_json::to_writer(&mut *out, &event.time_ns)?;
         out.extend_from_slice(b",\"time\":");
         serde_json::to_writer(&mut *out, &event.time)?;
-        out.extend_from_slice(self.shared(event)?);
+        let kept = self.shared(event)?;
+        let process = out.len() + kept.process_at..out.len() + kept.json.len();
+        out.extend_from_slice(&kept.json);
         let body = out.len();
         serde_json::to_writer(&mut *out, &event.body)?;
         // The body alone is an object, `{"type":…}`: its fields continue the event's.
         out[body] = b',';
-        Ok(())
+        Ok(process)
     }
 
     /// `,"host":…,"boot_id":…,"process":{…}` of `event`.
-    fn shared(&mut self, event: &Event) -> serde_json::Result<&[u8]> {
+    fn shared(&mut self, event: &Event) -> serde_json::Result<&KeptProcess> {
         let found = self.kept.iter().position(|k| {
             k.process == event.process && k.host == event.host && k.boot_id == event.boot_id
         });
@@ -225,12 +234,14 @@ impl EventWriter {
                 json.extend_from_slice(b",\"boot_id\":");
                 serde_json::to_writer(&mut json, &event.boot_id)?;
                 json.extend_from_slice(b",\"process\":");
+                let process_at = json.len();
                 serde_json::to_writer(&mut json, &event.process)?;
                 let kept = KeptProcess {
                     host: event.host.clone(),
                     boot_id: event.boot_id.clone(),
                     process: event.process.clone(),
                     json,
+                    process_at,
                 };
                 if self.kept.len() < Self::KEPT {
                     self.kept.push(kept);
@@ -243,7 +254,7 @@ impl EventWriter {
                 }
             }
         };
-        Ok(&self.kept[slot].json)
+        Ok(&self.kept[slot])
     }
 }
 
@@ -286,14 +297,25 @@ mod tests {
         let first = events.clone();
         events.extend(first);
         for e in &events {
-            let mut out = Vec::new();
-            writer.write(&mut out, e).unwrap();
+            // Written after another event, as the sink's batches are.
+            let mut out = b"{}".to_vec();
+            let process = writer.write(&mut out, e).unwrap();
+            let out = &out[2..];
             assert_eq!(
-                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(out),
                 String::from_utf8_lossy(&serde_json::to_vec(e).unwrap()),
                 "{}",
                 e.body.type_name()
             );
+            // Where it says the process is, is where the chain's reader finds it.
+            let process = process.start - 2..process.end - 2;
+            assert_eq!(
+                Some(process.clone()),
+                crate::spool::frame::process_span(out),
+                "{}",
+                e.body.type_name()
+            );
+            assert_eq!(&out[process], serde_json::to_vec(&e.process).unwrap());
         }
     }
 

@@ -81,9 +81,9 @@ impl JsonLinesSink {
             return Ok(());
         }
         self.line.clear();
-        self.writer.write(&mut self.line, event)?;
+        let process = self.writer.write(&mut self.line, event)?;
         if let Some(spool) = &mut self.spool {
-            spool.append_json(&self.line)?;
+            spool.append_json(&self.line, Some(process))?;
         }
         self.line.push(b'\n');
         if let Some(out) = &mut self.stdout {

@@ -6,10 +6,26 @@
 //! record  (format 2): "VRC2" | u32 payload length | u32 CRC-32 | u64 seq | [32] chain | payload
 //! ```
 //!
-//! `chain(n) = SHA-256(chain(n-1) | seq(n) little-endian | payload(n))`, and an epoch's chain
-//! starts at `SHA-256("vigil-chain-v1" | epoch)`. The CRC covers everything after it (seq, chain,
-//! payload): it finds accidents; the chain, with signed checkpoints (see `crate::trail`), finds
-//! edits. The record magic lets a reader find the next whole record after damage instead of
+//! An epoch's chain starts at `SHA-256("vigil-chain-v1" | epoch)`, and for a record whose
+//! payload has a top-level `process` member (its value's bytes `P`, at byte offset `at`):
+//!
+//! ```text
+//! chain(n) = SHA-256(chain(n-1) | seq(n) | 0x00 | u32 at | u32 len(P) | SHA-256(P)
+//!                    | payload(n) before P | payload(n) after P)          (little-endian)
+//! ```
+//!
+//! and `SHA-256(chain(n-1) | seq(n) | payload(n))` for a payload without one. A process's part
+//! is the same on each of its events (ids, names, program: half of an open's record), so the
+//! writer hashes it once per process and the chain per record covers the rest and that digest.
+//! The per-record hash was a sixth of the daemon's work; this halves it. Every byte is still
+//! bound: `at`, the length and the digest fix `P`, the rest is hashed as it is. Records of
+//! segments written before (by Vigil up to this rule) were chained whole; a verifier accepts
+//! either form (`Chain::links`). The two cannot stand in for each other: after `chain | seq`
+//! the split input holds 0x00, and a payload beginning with 0x00 (never JSON) is refused, so
+//! the split input of one record can never be passed off as another's whole payload.
+//!
+//! The CRC covers everything after it (seq, chain, payload): it finds accidents; the chain,
+//! with signed checkpoints (see `crate::trail`), finds edits. The record magic lets a reader find the next whole record after damage instead of
 //! giving up on the rest of the segment. A payload is JSON (non-UTF-8 bytes are base64, control
 //! bytes escaped), so a hostile argument cannot plant a record frame inside a payload: a frame's
 //! length field holds a zero byte, which JSON never writes raw.
@@ -19,6 +35,7 @@
 
 use std::{
     fs::File,
+    ops::Range,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
@@ -52,13 +69,60 @@ impl Chain {
         Chain(h.finalize().into())
     }
 
-    /// The chain after a record of `seq` holding `payload`.
+    /// The chain after a record of `seq` holding `payload`, its process part found by reading
+    /// it (`process_span`).
     pub fn next(&self, seq: u64, payload: &[u8]) -> Chain {
+        match process_span(payload) {
+            Some(span) => {
+                let digest = ProcessDigest::of(&payload[span.clone()]);
+                self.next_with(seq, payload, span, &digest)
+            }
+            None => self.next_whole(seq, payload),
+        }
+    }
+
+    /// The chain after a record whose process part is `payload[span]`, hashed as `digest`:
+    /// the writer's fast path, where both are known. `span` must be what `process_span` finds
+    /// (the event writer's test checks it is), or the record will not verify.
+    pub fn next_with(
+        &self,
+        seq: u64,
+        payload: &[u8],
+        span: Range<usize>,
+        digest: &ProcessDigest,
+    ) -> Chain {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(seq.to_le_bytes());
+        h.update([0u8]);
+        h.update((span.start as u32).to_le_bytes());
+        h.update((span.len() as u32).to_le_bytes());
+        h.update(digest.0);
+        h.update(&payload[..span.start]);
+        h.update(&payload[span.end..]);
+        Chain(h.finalize().into())
+    }
+
+    /// The chain over the whole payload: records without a process part, and every record of
+    /// a segment written before processes were hashed apart.
+    pub fn next_whole(&self, seq: u64, payload: &[u8]) -> Chain {
         let mut h = Sha256::new();
         h.update(self.0);
         h.update(seq.to_le_bytes());
         h.update(payload);
         Chain(h.finalize().into())
+    }
+
+    /// Whether `chain` is the chain after a record of `seq` holding `payload`, by today's rule
+    /// or by the whole-payload rule of records written before it.
+    pub fn links(&self, seq: u64, payload: &[u8], chain: Chain) -> bool {
+        // Else the split input of a record (0x00, offsets, the process's digest, the rest)
+        // would verify as a payload of its own: the record with its process cut out.
+        if payload.first() == Some(&0) {
+            return false;
+        }
+        self.next(seq, payload) == chain
+            || (process_span(payload).is_some() && self.next_whole(seq, payload) == chain)
     }
 
     pub fn hex(&self) -> String {
@@ -74,6 +138,67 @@ impl Chain {
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Chain({})", &self.hex()[..16])
+    }
+}
+
+/// SHA-256 of a record's process part, as the chain takes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ProcessDigest(pub [u8; 32]);
+
+impl ProcessDigest {
+    pub fn of(process: &[u8]) -> ProcessDigest {
+        ProcessDigest(Sha256::digest(process).into())
+    }
+}
+
+/// Where a payload's process part is: the bytes of the value of its top-level `process` key,
+/// when the payload is a JSON object (its first byte `{`) with exactly one. What the chain's reader (`vigil
+/// verify`) goes by, so it alone defines the span; the writer's knowledge of where it wrote
+/// the process must agree with it.
+pub fn process_span(payload: &[u8]) -> Option<Range<usize>> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        process: Option<&'a serde_json::value::RawValue>,
+    }
+    if payload.first() != Some(&b'{') {
+        // (serde would also read a struct from an array.)
+        return None;
+    }
+    let top: Top<'_> = serde_json::from_slice(payload).ok()?;
+    let raw = top.process?.get().as_bytes();
+    // The value borrows from `payload` (a `&RawValue` is never a copy), so its offset is
+    // where it points.
+    let at = (raw.as_ptr() as usize).checked_sub(payload.as_ptr() as usize)?;
+    (at + raw.len() <= payload.len()).then_some(at..at + raw.len())
+}
+
+/// A few processes' parts and their digests, the most recent kept: a session's busy processes
+/// interleave, and each part is hashed once while it is kept.
+#[derive(Default)]
+pub struct ProcessDigests {
+    kept: Vec<(Vec<u8>, ProcessDigest)>,
+    next: usize,
+}
+
+impl ProcessDigests {
+    const KEPT: usize = 8;
+
+    pub fn digest(&mut self, process: &[u8]) -> ProcessDigest {
+        if let Some((_, d)) = self.kept.iter().find(|(p, _)| p == process) {
+            return *d;
+        }
+        let d = ProcessDigest::of(process);
+        if self.kept.len() < Self::KEPT {
+            self.kept.push((process.to_vec(), d));
+        } else {
+            let slot = &mut self.kept[self.next];
+            slot.0.clear();
+            slot.0.extend_from_slice(process);
+            slot.1 = d;
+            self.next = (self.next + 1) % Self::KEPT;
+        }
+        d
     }
 }
 
@@ -467,4 +592,103 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
 
 pub fn segment_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{samples::sample, EventType, EventWriter};
+
+    fn written(t: EventType) -> (Vec<u8>, Range<usize>) {
+        let mut out = Vec::new();
+        let span = EventWriter::new().write(&mut out, &sample(t)).unwrap();
+        (out, span)
+    }
+
+    fn prev() -> Chain {
+        Chain::genesis(&Epoch([7; 16]))
+    }
+
+    /// The writer's fast path and the reader's are the same chain, and it binds the process
+    /// part (through its digest) as it binds the rest.
+    #[test]
+    fn a_process_hashed_apart_is_still_bound() {
+        let (payload, span) = written(EventType::Open);
+        let digest = ProcessDigests::default().digest(&payload[span.clone()]);
+        let chain = prev().next_with(41, &payload, span.clone(), &digest);
+        assert_eq!(chain, prev().next(41, &payload));
+        assert!(prev().links(41, &payload, chain));
+        assert!(!prev().links(42, &payload, chain));
+        assert_ne!(chain, prev().next_whole(41, &payload));
+        // One byte changed anywhere: inside the process, before it, after it.
+        for at in [span.start + 8, 12, payload.len() - 3] {
+            let mut edited = payload.clone();
+            edited[at] = if edited[at] == b'1' { b'2' } else { b'1' };
+            assert!(!prev().links(41, &edited, chain), "byte {at}");
+        }
+        // Another process's part in its place.
+        let (other, other_span) = written(EventType::Exit);
+        let mut swapped = payload[..span.start].to_vec();
+        swapped.extend_from_slice(&other[other_span]);
+        swapped.extend_from_slice(&payload[span.end..]);
+        if swapped != payload {
+            assert!(!prev().links(41, &swapped, chain));
+        }
+    }
+
+    /// Records chained whole (before processes were hashed apart) verify as they did.
+    #[test]
+    fn records_chained_whole_still_link() {
+        let (payload, _) = written(EventType::Exec);
+        let whole = prev().next_whole(3, &payload);
+        assert!(prev().links(3, &payload, whole));
+        let mut edited = payload.clone();
+        edited[20] ^= 1;
+        assert!(!prev().links(3, &edited, whole));
+    }
+
+    /// The split input of a record does not verify as a payload of its own (it would be the
+    /// record with its process cut out, and readable by nothing).
+    #[test]
+    fn the_split_input_is_not_a_payload() {
+        let (payload, span) = written(EventType::Open);
+        let digest = ProcessDigest::of(&payload[span.clone()]);
+        let chain = prev().next_with(9, &payload, span.clone(), &digest);
+        let mut split = vec![0u8];
+        split.extend_from_slice(&(span.start as u32).to_le_bytes());
+        split.extend_from_slice(&(span.len() as u32).to_le_bytes());
+        split.extend_from_slice(&digest.0);
+        split.extend_from_slice(&payload[..span.start]);
+        split.extend_from_slice(&payload[span.end..]);
+        assert_eq!(
+            prev().next_whole(9, &split),
+            chain,
+            "the forgery is built right"
+        );
+        assert!(!prev().links(9, &split, chain));
+    }
+
+    /// What counts as the process part: the top-level key's value only, once.
+    #[test]
+    fn the_process_span_is_the_top_level_value() {
+        let p = br#"{"a":{"process":{"x":1}},"process":{"pid":1,"s":"}\""},"b":2}"#;
+        let span = process_span(p).unwrap();
+        assert_eq!(&p[span], br#"{"pid":1,"s":"}\""}"#);
+        assert_eq!(process_span(br#"{"a":{"process":{}}}"#), None);
+        assert_eq!(process_span(br#"{"process":{},"process":{}}"#), None);
+        assert_eq!(process_span(b"not json"), None);
+        assert_eq!(process_span(br#"[{"process":{}}]"#), None);
+    }
+
+    /// The digests kept are the processes' own, revisited after being replaced.
+    #[test]
+    fn kept_digests_are_each_processs_own() {
+        let mut kept = ProcessDigests::default();
+        let parts: Vec<Vec<u8>> = (0..20).map(|i| format!("{{\"pid\":{i}}}").into()).collect();
+        for _ in 0..2 {
+            for p in &parts {
+                assert!(kept.digest(p) == ProcessDigest::of(p));
+            }
+        }
+    }
 }

@@ -27,6 +27,7 @@ mod writer;
 use std::{
     fs::File,
     io::Write,
+    ops::Range,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -166,6 +167,8 @@ pub struct Spool {
     next_seq: u64,
     epoch: Epoch,
     chain: Chain,
+    /// The chain's digests of the processes written last (see `frame`).
+    process_digests: frame::ProcessDigests,
     opened: Opened,
     signer: Option<Signer>,
     /// Events refused and not yet written down as a loss record.
@@ -421,6 +424,7 @@ impl Spool {
             next_seq,
             epoch,
             chain,
+            process_digests: Default::default(),
             opened: Opened {
                 epoch,
                 epoch_began: epoch_began.clone(),
@@ -508,7 +512,7 @@ impl Spool {
         }
         let payload = serde_json::to_vec(&event)?;
         // A checkpoint is never refused for room: it is what says what was lost.
-        self.write_record(&payload)?;
+        self.write_record(&payload, None)?;
         Ok(Some(event))
     }
 
@@ -724,7 +728,13 @@ impl Spool {
         Ok(true)
     }
 
-    fn write_record(&mut self, payload: &[u8]) -> Result<u64, SpoolError> {
+    /// `process`: where the payload's process part is, when the caller knows (else it is
+    /// found by reading the payload).
+    fn write_record(
+        &mut self,
+        payload: &[u8],
+        process: Option<Range<usize>>,
+    ) -> Result<u64, SpoolError> {
         let frame_len = frame::RECORD_HEADER + payload.len() as u64;
         let needs_new = self.current.is_none()
             || self.rotate_next
@@ -735,19 +745,25 @@ impl Spool {
         if needs_new {
             self.rotate()?;
         }
-        let seq = self.push_frame(payload);
+        let seq = self.push_frame(payload, process);
         if let Some(reason) = self.sync_failure.take() {
             let note = serde_json::to_vec(&loss(LossStage::Spool, 0, reason))?;
-            self.push_frame(&note);
+            self.push_frame(&note, None);
         }
         Ok(seq)
     }
 
     /// Chains and frames one record into the current segment's pending bytes.
-    fn push_frame(&mut self, payload: &[u8]) -> u64 {
+    fn push_frame(&mut self, payload: &[u8], process: Option<Range<usize>>) -> u64 {
         let frame_len = frame::RECORD_HEADER + payload.len() as u64;
         let seq = self.next_seq;
-        let chain = self.chain.next(seq, payload);
+        let chain = match process.or_else(|| frame::process_span(payload)) {
+            Some(span) => {
+                let digest = self.process_digests.digest(&payload[span.clone()]);
+                self.chain.next_with(seq, payload, span, &digest)
+            }
+            None => self.chain.next_whole(seq, payload),
+        };
         self.pending
             .extend_from_slice(&frame::encode_record(seq, &chain, payload));
         self.pending.extend_from_slice(payload);
@@ -776,7 +792,18 @@ impl Spool {
         metrics::counter!("vigil_spool_dropped_total").increment(1);
     }
 
+    /// Appends one serialized event.
     pub fn append_json(&mut self, payload: &[u8]) -> Result<Option<u64>, SpoolError> {
+        self.append_event_json(payload, None)
+    }
+
+    /// Appends one serialized event whose process part is `payload[process]` when given (as
+    /// `frame::process_span` would find it; the event writer knows it without reading).
+    pub fn append_event_json(
+        &mut self,
+        payload: &[u8],
+        process: Option<Range<usize>>,
+    ) -> Result<Option<u64>, SpoolError> {
         if payload.len() as u64 > frame::MAX_PAYLOAD as u64 {
             self.refuse(Refusal::TooLarge);
             return Ok(None);
@@ -794,7 +821,7 @@ impl Spool {
             self.refuse(Refusal::SpoolFull);
             return Ok(None);
         }
-        let seq = self.write_record(payload)?;
+        let seq = self.write_record(payload, process)?;
         if self.pending.len() >= 1 << 20 {
             self.flush_pending()?;
         }
@@ -803,7 +830,7 @@ impl Spool {
 
     fn write_loss(&mut self, count: u64, reason: String) -> Result<u64, SpoolError> {
         let payload = serde_json::to_vec(&loss(LossStage::Spool, count, reason))?;
-        self.write_record(&payload)
+        self.write_record(&payload, None)
     }
 
     fn write_refused(&mut self) -> Result<(), SpoolError> {

@@ -1,13 +1,14 @@
 //! The spool's writer on a thread of its own.
 //!
-//! Appending a record is chain hashing (SHA-256 over the whole payload), a checksum, framing and
-//! writing: about as much work as serializing the event in the first place. The sink serializes
+//! Appending a record is chain hashing (SHA-256 over the payload, its process part hashed once
+//! per process), a checksum, framing and writing: about as much work as serializing the event in the first place. The sink serializes
 //! on its thread and hands the bytes over in batches; this thread appends them in order, so the
 //! two halves overlap on two cores instead of adding up on one. Sequence numbers and the chain
 //! are unchanged (one writer, records in the order handed over); a checkpoint waits for every
 //! record handed over before it, so it vouches for exactly what the caller wrote.
 
 use std::{
+    ops::Range,
     sync::mpsc::{self, Receiver, Sender, SyncSender},
     thread::JoinHandle,
 };
@@ -29,21 +30,27 @@ const QUEUE: usize = 8;
 struct Batch {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    /// Each record's process part, within the record, when the caller knew it.
+    processes: Vec<Option<Range<usize>>>,
 }
 
 impl Batch {
-    fn records(&self) -> impl Iterator<Item = &[u8]> {
+    fn records(&self) -> impl Iterator<Item = (&[u8], Option<Range<usize>>)> {
         let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let r = &self.bytes[start..end];
-            start = end;
-            r
-        })
+        self.ends
+            .iter()
+            .zip(&self.processes)
+            .map(move |(&end, process)| {
+                let r = &self.bytes[start..end];
+                start = end;
+                (r, process.clone())
+            })
     }
 
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.processes.clear();
     }
 }
 
@@ -90,8 +97,8 @@ fn serve(
     for job in jobs {
         match job {
             Job::Append(mut batch) => {
-                for record in batch.records() {
-                    spool.append_json(record)?;
+                for (record, process) in batch.records() {
+                    spool.append_event_json(record, process)?;
                 }
                 batch.clear();
                 let _ = empties.send(batch);
@@ -143,10 +150,16 @@ impl SpoolThread {
     }
 
     /// Hands one serialized event to the writer (in a batch; written by the next `flush` at
-    /// the latest).
-    pub fn append_json(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
+    /// the latest). `process`: where its process part is, when known (see
+    /// `Spool::append_event_json`).
+    pub fn append_json(
+        &mut self,
+        payload: &[u8],
+        process: Option<Range<usize>>,
+    ) -> Result<(), SpoolError> {
         self.batch.bytes.extend_from_slice(payload);
         self.batch.ends.push(self.batch.bytes.len());
+        self.batch.processes.push(process);
         if self.batch.ends.len() >= BATCH_RECORDS {
             self.send_batch()?;
         }

@@ -189,8 +189,9 @@ pub fn verify_host(host: &str, trail: HostTrail, trust: &Trust, report: &mut Rep
                 // Keep the one whose chain links with its predecessor's, if either does.
                 let prev = i.checked_sub(1).and_then(|p| records[p].chain);
                 let keep_second = prev.is_some_and(|p| {
-                    Some(Chain(p).next(records[i + 1].seq, &records[i + 1].payload).0)
-                        == records[i + 1].chain
+                    records[i + 1].chain.is_some_and(|c| {
+                        Chain(p).links(records[i + 1].seq, &records[i + 1].payload, Chain(c))
+                    })
                 });
                 records.remove(if keep_second { i } else { i + 1 });
                 continue;
@@ -256,11 +257,11 @@ pub fn verify_host(host: &str, trail: HostTrail, trust: &Trust, report: &mut Rep
                         // The epoch's first record links to its genesis; any other first
                         // record read is where the store's memory starts (older ones deleted
                         // by retention or by a full spool) and is taken as it is.
-                        genesis.filter(|g| g.next(r.seq, &r.payload) == chain)
+                        genesis.filter(|g| g.links(r.seq, &r.payload, chain))
                     }),
             };
             if let Some(p) = expected_prev {
-                if p.next(r.seq, &r.payload) != chain {
+                if !p.links(r.seq, &r.payload, chain) {
                     findings.push(finding(
                         FindingKind::Edited,
                         &epoch,
@@ -700,6 +701,33 @@ mod tests {
         let k = kinds(&check(records, key, &host));
         assert!(!k.contains(&FindingKind::Edited), "{k:?}");
         assert!(k.contains(&FindingKind::CheckpointMismatch), "{k:?}");
+    }
+
+    /// A spool begun by a Vigil that chained payloads whole and continued by one that hashes
+    /// processes apart verifies across the change, and an edit on either side is found.
+    #[test]
+    fn a_chain_across_the_rule_change_verifies() {
+        let (mut records, key, host) = trail(12);
+        // The stop checkpoint vouches for the chain as written; the rewrite below changes it.
+        records.pop();
+        let epoch = Epoch::from_hex(&records[0].epoch).unwrap();
+        let mut chain = Chain::genesis(&epoch);
+        for (i, r) in records.iter_mut().enumerate() {
+            chain = if i < 6 {
+                chain.next_whole(r.seq, &r.payload)
+            } else {
+                chain.next(r.seq, &r.payload)
+            };
+            r.chain = Some(chain.0);
+        }
+        let k = kinds(&check(records.clone(), key, &host));
+        assert!(!k.contains(&FindingKind::Edited), "{k:?}");
+        for at in [3, 9] {
+            let mut edited = records.clone();
+            edit_payload(&mut edited[at]);
+            let k = kinds(&check(edited, key, &host));
+            assert!(k.contains(&FindingKind::Edited), "record {at}: {k:?}");
+        }
     }
 
     #[test]
