@@ -12,8 +12,10 @@
 //! week, Monday 00:00 first.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -232,8 +234,9 @@ pub struct Anomaly {
 
 #[derive(Default)]
 struct SessionView {
-    user: Option<String>,
-    group: Option<String>,
+    // Shared, not owned: every fact of the session names them.
+    user: Option<Arc<str>>,
+    group: Option<Arc<str>>,
     /// (anomaly id, value) already reported, and reports per id.
     reported: HashSet<(&'static str, String)>,
     per_id: HashMap<&'static str, usize>,
@@ -407,8 +410,12 @@ impl Baselines {
         let view = self.sessions.entry(sid).or_default();
         match &event.body {
             EventBody::SessionStart(s) => {
-                view.user = s.login_user.clone();
-                view.group = s.identity.as_ref().and_then(|i| i.peer_group.clone());
+                view.user = s.login_user.as_deref().map(Arc::from);
+                view.group = s
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.peer_group.as_deref())
+                    .map(Arc::from);
             }
             EventBody::SessionEnd(_) => {
                 self.sessions.remove(&sid);
@@ -452,12 +459,19 @@ impl Baselines {
         let Some(fact) = fact else {
             return;
         };
-        // Who it counts for, worked out only for events that are facts.
-        let user = view
+        // Who it counts for, worked out once per session and only for events that are facts
+        // (the login uid, and so the name, is the session's own).
+        let view = self.sessions.entry(sid).or_default();
+        let user: Arc<str> = view
             .user
-            .clone()
-            .or_else(|| event.process.login_user.as_deref().map(str::to_string))
-            .unwrap_or_else(|| format!("uid:{loginuid}"));
+            .get_or_insert_with(|| {
+                event
+                    .process
+                    .login_user
+                    .clone()
+                    .unwrap_or_else(|| format!("uid:{loginuid}").into())
+            })
+            .clone();
         let group = view.group.clone();
         let now = event.time_ns;
         let found = self.score(&user, group.as_deref(), &fact, now);
@@ -489,19 +503,20 @@ impl Baselines {
                 }
             }
         };
-        learn_into(
-            self.state
-                .users
-                .entry(user)
-                .or_insert_with(|| Profile::new(now)),
-        );
-        if let Some(g) = group {
-            learn_into(
-                self.state
-                    .groups
-                    .entry(g)
-                    .or_insert_with(|| Profile::new(now)),
-            );
+        // Looked up before an entry is made: the key is allocated once per user, not per fact.
+        for (profiles, name) in [
+            (&mut self.state.users, Some(&user)),
+            (&mut self.state.groups, group.as_ref()),
+        ] {
+            let Some(name) = name else { continue };
+            match profiles.get_mut(&**name) {
+                Some(p) => learn_into(p),
+                None => learn_into(
+                    profiles
+                        .entry(name.to_string())
+                        .or_insert_with(|| Profile::new(now)),
+                ),
+            }
         }
         self.dirty = true;
         self.maybe_save();
@@ -525,9 +540,12 @@ impl Baselines {
         let ready = |p: &&Profile| p.ready(now, self.learning);
         let own = self.state.users.get(user).filter(ready);
         let peers = group.and_then(|g| self.state.groups.get(g).filter(ready).map(|p| (g, p)));
-        let (profile, whose) = match (own, peers) {
-            (Some(p), _) => (p, user.to_string()),
-            (None, Some((g, p))) => (p, format!("{user} (new here, against peer group {g})")),
+        let (profile, whose): (_, Cow<'_, str>) = match (own, peers) {
+            (Some(p), _) => (p, user.into()),
+            (None, Some((g, p))) => (
+                p,
+                format!("{user} (new here, against peer group {g})").into(),
+            ),
             (None, None) => return found,
         };
         let is_own = own.is_some();
