@@ -515,6 +515,10 @@ pub struct OpenRecord {
     /// ([`AUDIT_UNSET`] for none). Zero and unset otherwise.
     pub memory_tgid: u32,
     pub memory_sessionid: u32,
+    /// The inode number of the directory the opened file is in (its dentry's parent, on the
+    /// file's file system); 0 for a failed open, when it cannot be read, and when the file is
+    /// itself the root of the mount it was opened through.
+    pub dir_ino: u64,
     pub tail: [u8; OPEN_TAIL_CAP],
 }
 
@@ -1439,7 +1443,7 @@ mod tests {
         assert_eq!(size_of::<ExitRecord>(), HEADER_SIZE + 8);
         assert_eq!(
             OPEN_FIXED_SIZE,
-            HEADER_SIZE + 40 + 8 + 4 * 4 + 2 * 4 + 4 * 2
+            HEADER_SIZE + 40 + 8 + 4 * 4 + 2 * 4 + 4 * 2 + 8
         );
         assert_eq!(size_of::<OpenRecord>(), OPEN_FIXED_SIZE + OPEN_TAIL_CAP);
         assert_eq!(size_of::<FileReadRecord>(), HEADER_SIZE + 8 + 32);

@@ -277,6 +277,28 @@ const FMODE_CREATED: u32 = 1 << 20;
 const FMODE_READ: u32 = 1 << 0;
 const FMODE_WRITE: u32 = 1 << 1;
 
+/// The inode number of the directory holding `file`'s dentry (on the file's own file system).
+/// A bind mount of the directory, or of any directory above it, renames the path the walk
+/// reports but not this: the daemon knows the directories rules name by inode (see the daemon's
+/// `watched` module). 0 when it cannot be read, and for a file that is itself the root of the
+/// mount it was opened through (a file or directory bind-mounted on its own): the walk's last
+/// name is then the mount point's, not the file's. Six reads, for the opens that are sent.
+/// Not inlined: its reads would widen the frame of the syscall exit program, whose deepest call
+/// chain (through the connect path) is at the 512-byte limit.
+#[inline(never)]
+pub fn parent_dir_ino(file: Ptr) -> u64 {
+    let dentry = read_ptr(file, koff!(file_path) + koff!(path_dentry));
+    let vfsmnt = read_ptr(file, koff!(file_path) + koff!(path_mnt));
+    if dentry.is_null() || dentry == read_ptr(vfsmnt, koff!(vfsmount_root)) {
+        return 0;
+    }
+    let parent = read_ptr(dentry, koff!(dentry_parent));
+    if parent.is_null() || parent == dentry {
+        return 0;
+    }
+    read_or_zero(read_ptr(parent, koff!(dentry_inode)), koff!(inode_ino))
+}
+
 /// The identity of an inode (zero for none).
 #[inline(always)]
 pub fn inode_id(inode: Ptr) -> FileId {

@@ -140,6 +140,11 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
         };
     rec.memory_tgid = memory_tgid;
     rec.memory_sessionid = memory_sessionid;
+    rec.dir_ino = if opened.is_null() {
+        0
+    } else {
+        crate::kernel::parent_dir_ino(opened)
+    };
     rec.file_path = if opened.is_null() {
         PathWalk::UNAVAILABLE
     } else {

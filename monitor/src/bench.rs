@@ -115,6 +115,7 @@ fn synthetic(i: u64) -> Event {
             result: SyscallResult::from_ret(3),
             path_truncated: false,
             reads_untracked: false,
+            dir_ino: 0,
         }),
         2 => EventBody::FileRead(FileReadEvent {
             fd: 3,

@@ -11,6 +11,13 @@
 //! [`REFRESH_EVERY`]: a file replaced by rename (how `passwd` writes `/etc/shadow`) has a new
 //! inode. A hard link made to a file after a refresh and read before the next is missed; the
 //! read is still reported under its own path.
+//!
+//! The directories the rules name (`/etc/pam.d/`, `/etc/cron.d/`, the directory of
+//! `/etc/ld.so.preload`, …) are kept by inode too. The kernel's walk of a file follows the
+//! mount it was opened through, so a file made through a bind mount of such a directory (or of
+//! a directory above it: `mount --bind /etc /tmp/x`) would carry the bind mount's path. The
+//! kernel also reports the inode of the directory the file is in, and a file in a watched
+//! directory is named by that directory.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -32,23 +39,58 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 const MAX_PER_PATTERN: usize = 2048;
 /// Directory depth walked under a directory pattern.
 const MAX_DEPTH: usize = 4;
+/// Directories the rules name watched at once (with their subdirectories).
+const MAX_DIRECTORIES: usize = 4096;
+
+/// What the detection rules name by path (see `Expr::named_paths`), watched beside the
+/// sensitive paths: the files by inode like them (but not kept out of the kernel's folds, which
+/// already leave out any file a rule names), the directories by inode as well.
+#[derive(Debug, Default, Clone)]
+pub struct NamedByRules {
+    pub files: Vec<String>,
+    /// Watched themselves, not their subdirectories (the directory of a file named whole).
+    pub directories: Vec<String>,
+    /// `startswith` prefixes: the directory they end in (`/etc/pam.d/`), or the directory they
+    /// are in and its subdirectories they begin (`/etc/sudoers` → `/etc` and `/etc/sudoers.d`),
+    /// with their subdirectories down to [`MAX_DEPTH`].
+    pub prefixes: Vec<String>,
+}
+
+impl NamedByRules {
+    pub fn of<'a>(rules: impl IntoIterator<Item = &'a crate::detect::expr::Expr>) -> Self {
+        let mut named = NamedByRules::default();
+        for when in rules {
+            when.named_paths(
+                &mut named.files,
+                &mut named.directories,
+                &mut named.prefixes,
+            );
+        }
+        named
+    }
+}
 
 pub struct WatchedInodes {
     patterns: Vec<String>,
+    named: NamedByRules,
     host_root: PathBuf,
     /// By inode, then device: looked up on every open without building a key.
     names: HashMap<u64, Vec<(String, RawBytes)>>,
+    /// The watched directories, the same way.
+    directory_names: HashMap<u64, Vec<(String, RawBytes)>>,
     /// The same files as the kernel numbers them, for its never-fold list.
     kernel_keys: HashSet<FoldFileKey>,
     refreshed: Option<Instant>,
 }
 
 impl WatchedInodes {
-    pub fn new(patterns: Vec<String>, host_root: PathBuf) -> WatchedInodes {
+    pub fn new(patterns: Vec<String>, named: NamedByRules, host_root: PathBuf) -> WatchedInodes {
         let mut w = WatchedInodes {
             patterns,
+            named,
             host_root,
             names: HashMap::new(),
+            directory_names: HashMap::new(),
             kernel_keys: HashSet::new(),
             refreshed: None,
         };
@@ -59,6 +101,15 @@ impl WatchedInodes {
     /// The watched name of inode `(dev, ino)`, if it is a watched file.
     pub fn name(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
         self.names
+            .get(&ino)?
+            .iter()
+            .find(|(d, _)| d == dev)
+            .map(|(_, name)| name)
+    }
+
+    /// The watched name of directory inode `(dev, ino)`, if it is a watched directory.
+    pub fn directory(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
+        self.directory_names
             .get(&ino)?
             .iter()
             .find(|(d, _)| d == dev)
@@ -104,9 +155,93 @@ impl WatchedInodes {
                 self.collect(&root, 0, &mut taken, &mut names, &mut keys);
             }
         }
+        // A file a rule names, when no sensitive path took it already.
+        let mut rule_keys = HashSet::new();
+        let mut taken = 0;
+        for file in &self.named.files {
+            if !names
+                .values()
+                .flatten()
+                .any(|(_, n): &(String, RawBytes)| n.0 == file.as_bytes())
+            {
+                self.collect(file, MAX_DEPTH, &mut taken, &mut names, &mut rule_keys);
+            }
+        }
+        let mut directory_names: HashMap<u64, Vec<(String, RawBytes)>> = HashMap::new();
+        let mut dirs_taken = 0;
+        for dir in &self.named.directories {
+            self.collect_dir(dir, MAX_DEPTH, &mut dirs_taken, &mut directory_names);
+        }
+        for prefix in &self.named.prefixes {
+            let Some((dir, stem)) = prefix.rsplit_once('/') else {
+                continue;
+            };
+            if stem.is_empty() {
+                self.collect_dir(dir, 0, &mut dirs_taken, &mut directory_names);
+                continue;
+            }
+            self.collect_dir(dir, MAX_DEPTH, &mut dirs_taken, &mut directory_names);
+            let on_host = self.host_root.join(dir.trim_start_matches('/'));
+            let Ok(entries) = std::fs::read_dir(&on_host) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if let Some(name) = name.to_str().filter(|n| n.starts_with(stem)) {
+                    let child = format!("{dir}/{name}");
+                    self.collect_dir(&child, 0, &mut dirs_taken, &mut directory_names);
+                }
+            }
+        }
         self.names = names;
+        self.directory_names = directory_names;
         self.kernel_keys = keys;
         self.refreshed = Some(Instant::now());
+    }
+
+    /// Watches directory `path` by inode, and its subdirectories below `depth` (at most
+    /// [`MAX_DEPTH`]; pass [`MAX_DEPTH`] for the directory alone).
+    fn collect_dir(
+        &self,
+        path: &str,
+        depth: usize,
+        taken: &mut usize,
+        names: &mut HashMap<u64, Vec<(String, RawBytes)>>,
+    ) {
+        if *taken >= MAX_DIRECTORIES {
+            return;
+        }
+        // Not through a symlink, as files are not: the kernel's walk names the directory a
+        // symlink points to by its own path (`/lib/systemd/system` is `/usr/lib/...` on a
+        // merged-/usr host), and that name must not be replaced by the link's.
+        let on_host = self.host_root.join(path.trim_start_matches('/'));
+        let Ok(meta) = std::fs::symlink_metadata(&on_host) else {
+            return;
+        };
+        let canonical = std::fs::canonicalize(&self.host_root)
+            .map(|root| root.join(path.trim_start_matches('/')))
+            .ok();
+        if !meta.is_dir() || std::fs::canonicalize(&on_host).ok() != canonical {
+            return;
+        }
+        *taken += 1;
+        let dev = stat_dev(meta.dev());
+        let same = names.entry(meta.ino()).or_default();
+        if !same.iter().any(|(d, _)| *d == dev) {
+            same.push((dev, RawBytes::from(path)));
+        }
+        if depth >= MAX_DEPTH {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&on_host) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = format!("{path}/{}", entry.file_name().to_string_lossy());
+                self.collect_dir(&child, depth + 1, taken, names);
+            }
+        }
     }
 
     fn collect(
@@ -173,6 +308,76 @@ fn homes(host_root: &Path) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A watched directory is known by its inode, wherever it is reached; a symlink to one is
+    /// not watched itself, and directories outside the list are not known.
+    #[test]
+    fn watched_directories_are_known_by_inode() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc/pam.d")).unwrap();
+        std::fs::create_dir_all(root.path().join("etc/other")).unwrap();
+        std::fs::create_dir_all(root.path().join("etc/pam.d/sub")).unwrap();
+        std::fs::create_dir_all(root.path().join("etc/sudoers.d")).unwrap();
+        std::os::unix::fs::symlink("pam.d", root.path().join("etc/pam-link")).unwrap();
+        std::fs::write(root.path().join("etc/ld.so.preload"), "").unwrap();
+        std::fs::hard_link(
+            root.path().join("etc/ld.so.preload"),
+            root.path().join("etc/preload-link"),
+        )
+        .unwrap();
+        let watched = WatchedInodes::new(
+            Vec::new(),
+            NamedByRules {
+                files: vec!["/etc/ld.so.preload".into()],
+                directories: vec![
+                    "/etc/pam-link".into(),
+                    "/etc/gone".into(),
+                    "/etc/pam-link/sub".into(),
+                ],
+                prefixes: vec!["/etc/pam.d/".into(), "/etc/sudo".into()],
+            },
+            root.path().to_path_buf(),
+        );
+        let id = |p: &str| {
+            let m = std::fs::metadata(root.path().join(p)).unwrap();
+            (stat_dev(m.dev()), m.ino())
+        };
+        let (dev, ino) = id("etc/pam.d");
+        assert_eq!(
+            watched.directory(&dev, ino),
+            Some(&RawBytes::from("/etc/pam.d"))
+        );
+        assert_eq!(watched.directory("0:0", ino), None, "another device");
+        let (dev, ino) = id("etc/pam.d/sub");
+        assert_eq!(
+            watched.directory(&dev, ino),
+            Some(&RawBytes::from("/etc/pam.d/sub")),
+            "below a prefix that ends in a directory"
+        );
+        let (dev, ino) = id("etc/sudoers.d");
+        assert_eq!(
+            watched.directory(&dev, ino),
+            Some(&RawBytes::from("/etc/sudoers.d")),
+            "a directory the prefix begins"
+        );
+        let (dev, ino) = id("etc");
+        assert_eq!(watched.directory(&dev, ino), Some(&RawBytes::from("/etc")));
+        let (dev, ino) = id("etc/other");
+        assert_eq!(watched.directory(&dev, ino), None);
+        // Named through a symlinked directory: not the kernel's name for it.
+        let (dev, ino) = id("etc/pam.d");
+        assert_eq!(
+            watched.directory(&dev, ino),
+            Some(&RawBytes::from("/etc/pam.d"))
+        );
+        // A file a rule names, by inode, under a hard link too; not kept from the kernel's folds.
+        let (dev, ino) = id("etc/preload-link");
+        assert_eq!(
+            watched.name(&dev, ino),
+            Some(&RawBytes::from("/etc/ld.so.preload"))
+        );
+        assert!(watched.kernel_keys().is_empty());
+    }
+
     /// A hard link to a watched file is known by the watched name; a file outside the list is
     /// not.
     #[test]
@@ -185,6 +390,7 @@ mod tests {
         std::fs::hard_link(root.path().join("etc/shadow"), root.path().join("notes")).unwrap();
         let watched = WatchedInodes::new(
             vec!["/etc/shadow".into(), "/etc/ssh/".into()],
+            NamedByRules::default(),
             root.path().to_path_buf(),
         );
         let id = |p: &str| {

@@ -617,6 +617,63 @@ impl Expr {
         }
     }
 
+    /// The paths the expression's conditions on `path` name: each absolute path compared whole
+    /// (`==`, `in`) is a file, and its directory a directory; each absolute prefix
+    /// (`startswith`) is a prefix. Patterns (`matches`) and negated conditions are left out.
+    /// What the enrich stage knows by inode, so that such a file, or a file in such a
+    /// directory, reached through a bind mount or a hard link is still named by it.
+    pub fn named_paths(
+        &self,
+        files: &mut Vec<String>,
+        dirs: &mut Vec<String>,
+        prefixes: &mut Vec<String>,
+    ) {
+        fn add(list: &mut Vec<String>, path: &str) {
+            if path.starts_with('/') && !list.iter().any(|d| d == path) {
+                list.push(path.to_string());
+            }
+        }
+        fn dir_of(path: &str, dirs: &mut Vec<String>) {
+            if let Some((dir, _)) = path.rsplit_once('/') {
+                add(dirs, dir);
+            }
+        }
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.named_paths(files, dirs, prefixes);
+                b.named_paths(files, dirs, prefixes);
+            }
+            Expr::Not(_) | Expr::Flag(_) => {}
+            Expr::Cmp {
+                field: Field::Path,
+                op: Op::StartsWith,
+                value: Literal::Str(p),
+                ..
+            } => add(prefixes, p),
+            Expr::Cmp {
+                field: Field::Path,
+                op: Op::Eq,
+                value: Literal::Str(p),
+                ..
+            } => {
+                add(files, p);
+                dir_of(p, dirs);
+            }
+            Expr::Cmp {
+                field: Field::Path,
+                op: Op::In,
+                value: Literal::List(ps),
+                ..
+            } => {
+                for p in ps {
+                    add(files, p);
+                    dir_of(p, dirs);
+                }
+            }
+            Expr::Cmp { .. } => {}
+        }
+    }
+
     /// Every field the expression reads.
     pub fn fields(&self, out: &mut Vec<Field>) {
         match self {

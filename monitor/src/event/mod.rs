@@ -355,6 +355,11 @@ pub struct OpenEvent {
     /// For a process's memory file (`file.process_memory`): whose memory it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_of: Option<TargetProcess>,
+    /// The inode number of the directory the opened file is in, as the kernel read it (0 when
+    /// unknown). Used by the enrich stage to name a file in a watched directory reached through
+    /// a bind mount (see `watched`); not part of the record written.
+    #[serde(skip)]
+    pub dir_ino: u64,
 }
 
 /// A process another one reached into, as the kernel named it (the tracee an attach linked,

@@ -97,6 +97,7 @@ pub fn sample(t: EventType) -> Event {
             result: SyscallResult::from_ret(-13),
             path_truncated: false,
             reads_untracked: true,
+            dir_ino: 0,
         }),
         EventType::FileRead => EventBody::FileRead(FileReadEvent {
             fd: 3,

@@ -191,14 +191,26 @@ impl Enricher {
             out,
         );
         if let EventBody::Open(open) = &mut event.body {
-            // A watched file reached under another name (a hard link) is known as itself.
-            if let Some(name) = open
-                .file
-                .as_ref()
-                .and_then(|f| self.watched.name(&f.dev, f.ino))
-            {
-                if *name != open.path {
-                    open.path = name.clone();
+            // A watched file reached under another name (a hard link) is known as itself; a
+            // file in a watched directory reached through a bind mount, by that directory.
+            if let Some(f) = open.file.as_ref() {
+                if let Some(name) = self.watched.name(&f.dev, f.ino) {
+                    if *name != open.path {
+                        open.path = name.clone();
+                    }
+                } else if let Some(dir) = (open.dir_ino != 0)
+                    .then(|| self.watched.directory(&f.dev, open.dir_ino))
+                    .flatten()
+                {
+                    // The file's own name: the last component of the kernel's walk.
+                    let own = f.path.0.rsplit(|&c| c == b'/').next().unwrap_or_default();
+                    if !is_in(&open.path.0, &dir.0, own) {
+                        let mut named = Vec::with_capacity(dir.0.len() + 1 + own.len());
+                        named.extend_from_slice(&dir.0);
+                        named.push(b'/');
+                        named.extend_from_slice(own);
+                        open.path = crate::event::RawBytes(named);
+                    }
                 }
             }
         }
@@ -422,6 +434,15 @@ pub async fn run(
     ready.extend(lines.drain(&redactor));
     batch::send_all(&tx, &mut ready, "detect").await?;
     Ok(())
+}
+
+/// Whether `path` is `dir/name`, without building it (most opens in a watched directory are
+/// already named by it).
+fn is_in(path: &[u8], dir: &[u8], name: &[u8]) -> bool {
+    path.len() == dir.len() + 1 + name.len()
+        && path.starts_with(dir)
+        && path[dir.len()] == b'/'
+        && path.ends_with(name)
 }
 
 #[cfg(test)]

@@ -139,6 +139,9 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     } else {
         Vec::new()
     };
+    // The files and directories the rules name, as loaded now (a rules file reloaded later with
+    // other paths takes effect at the next start).
+    let named = crate::watched::NamedByRules::of(rules.rules.iter().map(|r| &r.when));
     let detector = crate::detect::Detector::new(rules, baselines);
     let webhooks = crate::detect::webhook::Webhooks::start(&config.alerts.webhooks)?;
     let pod_api =
@@ -156,9 +159,11 @@ pub async fn run_daemon(config: Config, opts: RunOptions) -> anyhow::Result<()> 
     let watched = {
         let patterns = config.detection.baseline.sensitive_paths.clone();
         let host_root = config.identity.host_root.clone();
-        tokio::task::spawn_blocking(move || crate::watched::WatchedInodes::new(patterns, host_root))
-            .await
-            .context("looking up the watched files")?
+        tokio::task::spawn_blocking(move || {
+            crate::watched::WatchedInodes::new(patterns, named, host_root)
+        })
+        .await
+        .context("looking up the watched files")?
     };
     let mut kernel = KernelMonitor::load(&LoadOptions {
         never_fold: watched.kernel_keys().iter().copied().collect(),
