@@ -116,6 +116,7 @@ fn synthetic(i: u64) -> Event {
             path_truncated: false,
             reads_untracked: false,
             dir_ino: 0,
+            links: 0,
         }),
         2 => EventBody::FileRead(FileReadEvent {
             fd: 3,

@@ -9,8 +9,11 @@
 //! The list is made by looking at the files (through `identity.host_root`, the host's root even
 //! when the daemon runs in a container), bounded per pattern, and made again every
 //! [`REFRESH_EVERY`]: a file replaced by rename (how `passwd` writes `/etc/shadow`) has a new
-//! inode. A hard link made to a file after a refresh and read before the next is missed; the
-//! read is still reported under its own path.
+//! inode. Between refreshes, an open of a file with other names (or of a file that is a mount's
+//! own root) not known by inode looks the files named whole up again (at most every
+//! [`QUICK_EVERY`]), and a known inode opened under another name is checked to still be the
+//! watched file's (its old number may have gone to another file). Left: a hard link made to a
+//! watched file before it was replaced reads the old content under the link's own name.
 //!
 //! The directories the rules name (`/etc/pam.d/`, `/etc/cron.d/`, the directory of
 //! `/etc/ld.so.preload`, …) are kept by inode too. The kernel's walk of a file follows the
@@ -41,6 +44,9 @@ const MAX_PER_PATTERN: usize = 2048;
 const MAX_DEPTH: usize = 4;
 /// Directories the rules name watched at once (with their subdirectories).
 const MAX_DIRECTORIES: usize = 4096;
+/// How often the files named whole may be looked up again between refreshes (see
+/// [`WatchedInodes::refresh_files_soon`]): a few dozen `stat` calls.
+const QUICK_EVERY: Duration = Duration::from_millis(10);
 
 /// What the detection rules name by path (see `Expr::named_paths`), watched beside the
 /// sensitive paths: the files by inode like them (but not kept out of the kernel's folds, which
@@ -70,17 +76,34 @@ impl NamedByRules {
     }
 }
 
+/// A watched file's name on its device.
+struct WatchedFile {
+    dev: String,
+    name: RawBytes,
+}
+
+impl WatchedFile {
+    fn of(name: RawBytes, meta: &std::fs::Metadata) -> WatchedFile {
+        WatchedFile {
+            dev: stat_dev(meta.dev()),
+            name,
+        }
+    }
+}
+
 pub struct WatchedInodes {
     patterns: Vec<String>,
     named: NamedByRules,
     host_root: PathBuf,
     /// By inode, then device: looked up on every open without building a key.
-    names: HashMap<u64, Vec<(String, RawBytes)>>,
+    names: HashMap<u64, Vec<WatchedFile>>,
     /// The watched directories, the same way.
     directory_names: HashMap<u64, Vec<(String, RawBytes)>>,
     /// The same files as the kernel numbers them, for its never-fold list.
     kernel_keys: HashSet<FoldFileKey>,
     refreshed: Option<Instant>,
+    /// When the files named whole were last looked up between refreshes.
+    quick: Option<Instant>,
 }
 
 impl WatchedInodes {
@@ -93,6 +116,7 @@ impl WatchedInodes {
             directory_names: HashMap::new(),
             kernel_keys: HashSet::new(),
             refreshed: None,
+            quick: None,
         };
         w.refresh();
         w
@@ -103,8 +127,30 @@ impl WatchedInodes {
         self.names
             .get(&ino)?
             .iter()
-            .find(|(d, _)| d == dev)
-            .map(|(_, name)| name)
+            .find(|w| w.dev == dev)
+            .map(|w| &w.name)
+    }
+
+    /// The watched name of inode `(dev, ino)` opened at `path`, checked when the two differ:
+    /// the watched path must still have that inode. Otherwise the file was replaced (`passwd`
+    /// renames a new `/etc/shadow` over the old) and its old number may have gone to another
+    /// file, which is not the watched one: the stale entry is forgotten. One `stat`, for the
+    /// opens of a watched inode under another name.
+    pub fn verified_name(&mut self, dev: &str, ino: u64, path: &RawBytes) -> Option<RawBytes> {
+        let name = self.name(dev, ino)?.clone();
+        if name == *path {
+            return Some(name);
+        }
+        let on_host = self.host_root.join(name.lossy().trim_start_matches('/'));
+        match std::fs::symlink_metadata(on_host) {
+            Ok(meta) if meta.ino() == ino && stat_dev(meta.dev()) == dev => Some(name),
+            _ => {
+                if let Some(same) = self.names.get_mut(&ino) {
+                    same.retain(|w| w.dev != dev);
+                }
+                None
+            }
+        }
     }
 
     /// The watched name of directory inode `(dev, ino)`, if it is a watched directory.
@@ -127,6 +173,45 @@ impl WatchedInodes {
     /// The watched files by the kernel's device number and inode.
     pub fn kernel_keys(&self) -> &HashSet<FoldFileKey> {
         &self.kernel_keys
+    }
+
+    /// Looks up again, now, the inodes of the watched paths that name one file (`/etc/shadow`,
+    /// a file a rule names): at most every [`QUICK_EVERY`]. For an open that may be one of
+    /// them under another name (a file with more than one link, a file that is a mount's root)
+    /// and is not known by inode: `passwd` or `useradd` replace `/etc/shadow` by rename, and a
+    /// hard link to the new file (or a bind mount of it) made before the next full refresh
+    /// would otherwise go by its own name.
+    pub fn refresh_files_soon(&mut self) {
+        if self.quick.is_some_and(|t| t.elapsed() < QUICK_EVERY) {
+            return;
+        }
+        self.quick = Some(Instant::now());
+        let files: Vec<String> = self
+            .patterns
+            .iter()
+            .filter(|p| !p.ends_with('/') && !p.starts_with('*'))
+            .chain(&self.named.files)
+            .cloned()
+            .collect();
+        for path in files {
+            let name = RawBytes::from(path.as_str());
+            // Its entries under an inode it no longer has go first.
+            for same in self.names.values_mut() {
+                same.retain(|w| w.name != name);
+            }
+            let on_host = self.host_root.join(path.trim_start_matches('/'));
+            let Ok(meta) = std::fs::symlink_metadata(&on_host) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let found = WatchedFile::of(name, &meta);
+            let same = self.names.entry(meta.ino()).or_default();
+            same.retain(|w| w.dev != found.dev);
+            same.push(found);
+        }
+        self.names.retain(|_, same| !same.is_empty());
     }
 
     /// Looks the files up again when [`REFRESH_EVERY`] has passed; true when it did.
@@ -162,7 +247,7 @@ impl WatchedInodes {
             if !names
                 .values()
                 .flatten()
-                .any(|(_, n): &(String, RawBytes)| n.0 == file.as_bytes())
+                .any(|w: &WatchedFile| w.name.0 == file.as_bytes())
             {
                 self.collect(file, MAX_DEPTH, &mut taken, &mut names, &mut rule_keys);
             }
@@ -249,7 +334,7 @@ impl WatchedInodes {
         path: &str,
         depth: usize,
         taken: &mut usize,
-        names: &mut HashMap<u64, Vec<(String, RawBytes)>>,
+        names: &mut HashMap<u64, Vec<WatchedFile>>,
         keys: &mut HashSet<FoldFileKey>,
     ) {
         if *taken >= MAX_PER_PATTERN {
@@ -268,14 +353,11 @@ impl WatchedInodes {
                 dev: crate::event::kernel_dev_number(meta.dev()),
                 _pad: 0,
             });
-            let dev = stat_dev(meta.dev());
-            let name = RawBytes::from(path.trim_end_matches('/'));
+            let found = WatchedFile::of(RawBytes::from(path.trim_end_matches('/')), &meta);
             // One name per file: the last path that reached it.
             let same = names.entry(meta.ino()).or_default();
-            match same.iter_mut().find(|(d, _)| *d == dev) {
-                Some((_, known)) => *known = name,
-                None => same.push((dev, name)),
-            }
+            same.retain(|w| w.dev != found.dev);
+            same.push(found);
         } else if meta.is_dir() && depth < MAX_DEPTH {
             let Ok(entries) = std::fs::read_dir(&on_host) else {
                 return;
@@ -376,6 +458,53 @@ mod tests {
             Some(&RawBytes::from("/etc/ld.so.preload"))
         );
         assert!(watched.kernel_keys().is_empty());
+    }
+
+    /// A watched file replaced by rename (as `passwd` does) is known again by its new inode
+    /// as soon as a file with other names is opened, not at the next full refresh.
+    #[test]
+    fn a_replaced_watched_file_is_looked_up_again_on_demand() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/shadow"), "old").unwrap();
+        let mut watched = WatchedInodes::new(
+            vec!["/etc/shadow".into()],
+            NamedByRules {
+                files: vec!["/etc/ld.so.preload".into()],
+                ..Default::default()
+            },
+            root.path().to_path_buf(),
+        );
+        let id = |p: &str| {
+            let m = std::fs::metadata(root.path().join(p)).unwrap();
+            (stat_dev(m.dev()), m.ino())
+        };
+        let (_, old) = id("etc/shadow");
+        std::fs::write(root.path().join("etc/shadow+"), "new").unwrap();
+        std::fs::rename(
+            root.path().join("etc/shadow+"),
+            root.path().join("etc/shadow"),
+        )
+        .unwrap();
+        std::fs::write(root.path().join("etc/ld.so.preload"), "").unwrap();
+        let (dev, ino) = id("etc/shadow");
+        assert_eq!(watched.name(&dev, ino), None, "not yet looked up");
+        // The old number, if the kernel gives it to another file, is not the watched file.
+        assert_eq!(
+            watched.verified_name(&dev, old, &RawBytes::from("/var/tmp/x")),
+            None
+        );
+        assert_eq!(watched.name(&dev, old), None, "forgotten");
+        watched.refresh_files_soon();
+        assert_eq!(
+            watched.name(&dev, ino),
+            Some(&RawBytes::from("/etc/shadow"))
+        );
+        let (dev, ino) = id("etc/ld.so.preload");
+        assert_eq!(
+            watched.name(&dev, ino),
+            Some(&RawBytes::from("/etc/ld.so.preload"))
+        );
     }
 
     /// A hard link to a watched file is known by the watched name; a file outside the list is

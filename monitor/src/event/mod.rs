@@ -360,6 +360,10 @@ pub struct OpenEvent {
     /// a bind mount (see `watched`); not part of the record written.
     #[serde(skip)]
     pub dir_ino: u64,
+    /// The opened file's link count, as the kernel read it (0 when unknown or deleted). Used
+    /// by the enrich stage only (a file with other names may be a watched one).
+    #[serde(skip)]
+    pub links: u32,
 }
 
 /// A process another one reached into, as the kernel named it (the tracee an attach linked,

@@ -98,6 +98,7 @@ pub fn sample(t: EventType) -> Event {
             path_truncated: false,
             reads_untracked: true,
             dir_ino: 0,
+            links: 0,
         }),
         EventType::FileRead => EventBody::FileRead(FileReadEvent {
             fd: 3,

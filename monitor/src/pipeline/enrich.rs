@@ -194,9 +194,17 @@ impl Enricher {
             // A watched file reached under another name (a hard link) is known as itself; a
             // file in a watched directory reached through a bind mount, by that directory.
             if let Some(f) = open.file.as_ref() {
-                if let Some(name) = self.watched.name(&f.dev, f.ino) {
-                    if *name != open.path {
-                        open.path = name.clone();
+                // Another name of a file, or a file that is a mount's own root: it may be a
+                // watched file replaced (a new inode) since the last refresh.
+                if f.mode & libc::S_IFMT == libc::S_IFREG
+                    && (open.links > 1 || open.dir_ino == 0)
+                    && self.watched.name(&f.dev, f.ino) != Some(&open.path)
+                {
+                    self.watched.refresh_files_soon();
+                }
+                if let Some(name) = self.watched.verified_name(&f.dev, f.ino, &open.path) {
+                    if name != open.path {
+                        open.path = name;
                     }
                 } else if let Some(dir) = (open.dir_ino != 0)
                     .then(|| self.watched.directory(&f.dev, open.dir_ino))
