@@ -603,8 +603,16 @@ impl Expr {
     /// Whether a condition of the expression on an open's path (`path`, `requested_path`)
     /// holds for `path` by itself: a rule that could match an open of that file, whatever its
     /// other conditions. Negated conditions are left out: they name what a rule looks away from.
+    ///
+    /// A branch that cannot hold for an open for reading only (`access != "read"` beside the
+    /// path) names nothing here: its caller decides what may be folded, and the kernel folds
+    /// read-only opens only (a rule on `/etc/ld.so.cache` written must not stop every program's
+    /// read of it from folding).
     pub fn may_name_path(&self, path: &str) -> bool {
         match self {
+            Expr::And(a, b) if a.excludes_read_only_opens() || b.excludes_read_only_opens() => {
+                false
+            }
             Expr::And(a, b) | Expr::Or(a, b) => a.may_name_path(path) || b.may_name_path(path),
             Expr::Not(_) | Expr::Flag(_) => false,
             Expr::Cmp {
@@ -674,6 +682,27 @@ impl Expr {
         }
     }
 
+    /// Whether the expression cannot hold for an open for reading only: it asks for another
+    /// `access` (`access != "read"`, `access == "write"`, `access in [...]` without `read`).
+    fn excludes_read_only_opens(&self) -> bool {
+        match self {
+            Expr::And(a, b) => a.excludes_read_only_opens() || b.excludes_read_only_opens(),
+            Expr::Or(a, b) => a.excludes_read_only_opens() && b.excludes_read_only_opens(),
+            Expr::Cmp {
+                field: Field::Access,
+                op,
+                value,
+                ..
+            } => match (op, value) {
+                (Op::Ne, Literal::Str(v)) => v == "read",
+                (Op::Eq, Literal::Str(v)) => v != "read",
+                (Op::In, Literal::List(vs)) => !vs.iter().any(|v| v == "read"),
+                _ => false,
+            },
+            Expr::Not(_) | Expr::Flag(_) | Expr::Cmp { .. } => false,
+        }
+    }
+
     /// Every field the expression reads.
     pub fn fields(&self, out: &mut Vec<Field>) {
         match self {
@@ -736,6 +765,25 @@ fn compare(got: &Value<'_>, op: Op, want: &Literal, regex: Option<&Regex>) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A path condition beside one that opens for reading only cannot hold (those are the only
+    /// opens the kernel folds); the same path read is named.
+    #[test]
+    fn a_path_named_for_writes_only_does_not_name_reads() {
+        let write_only =
+            parse(r#"type == "open" and access != "read" and path == "/etc/ld.so.cache""#).unwrap();
+        assert!(!write_only.may_name_path("/etc/ld.so.cache"));
+        let in_list =
+            parse(r#"access in ["write", "read_write"] and path startswith "/etc/x""#).unwrap();
+        assert!(!in_list.may_name_path("/etc/x/y"));
+        let any = parse(r#"type == "open" and path == "/etc/ld.so.cache""#).unwrap();
+        assert!(any.may_name_path("/etc/ld.so.cache"));
+        let or_read = parse(r#"(access == "write" or access == "read") and path == "/a""#).unwrap();
+        assert!(or_read.may_name_path("/a"));
+        let branch = parse(r#"(access != "read" and path == "/a") or path == "/b""#).unwrap();
+        assert!(!branch.may_name_path("/a"));
+        assert!(branch.may_name_path("/b"));
+    }
     use std::collections::HashMap;
 
     struct Map(HashMap<&'static str, Value<'static>>);
