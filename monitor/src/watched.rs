@@ -76,29 +76,45 @@ impl NamedByRules {
     }
 }
 
-/// A watched file's name on its device.
-struct WatchedFile {
+/// A watched file's or directory's name on its device.
+struct Named {
     dev: String,
     name: RawBytes,
 }
 
-impl WatchedFile {
-    fn of(name: RawBytes, meta: &std::fs::Metadata) -> WatchedFile {
-        WatchedFile {
-            dev: stat_dev(meta.dev()),
-            name,
-        }
-    }
+/// Watched names by inode, then device: looked up on every open without building a key.
+type ByInode = HashMap<u64, Vec<Named>>;
+
+/// The name of inode `(dev, ino)` in `map`.
+fn named<'a>(map: &'a ByInode, dev: &str, ino: u64) -> Option<&'a RawBytes> {
+    map.get(&ino)?
+        .iter()
+        .find(|w| w.dev == dev)
+        .map(|w| &w.name)
+}
+
+/// Names the inode `meta` describes `name`, in place of the name it had on that device.
+fn set_name(map: &mut ByInode, meta: &std::fs::Metadata, name: RawBytes) {
+    let dev = stat_dev(meta.dev());
+    let same = map.entry(meta.ino()).or_default();
+    same.retain(|w| w.dev != dev);
+    same.push(Named { dev, name });
+}
+
+/// A refresh's walk of the directories the rules name.
+struct DirWalk {
+    canonical_root: Option<PathBuf>,
+    taken: usize,
+    names: ByInode,
 }
 
 pub struct WatchedInodes {
     patterns: Vec<String>,
     named: NamedByRules,
     host_root: PathBuf,
-    /// By inode, then device: looked up on every open without building a key.
-    names: HashMap<u64, Vec<WatchedFile>>,
+    names: ByInode,
     /// The watched directories, the same way.
-    directory_names: HashMap<u64, Vec<(String, RawBytes)>>,
+    directory_names: ByInode,
     /// The same files as the kernel numbers them, for its never-fold list.
     kernel_keys: HashSet<FoldFileKey>,
     refreshed: Option<Instant>,
@@ -124,11 +140,7 @@ impl WatchedInodes {
 
     /// The watched name of inode `(dev, ino)`, if it is a watched file.
     pub fn name(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
-        self.names
-            .get(&ino)?
-            .iter()
-            .find(|w| w.dev == dev)
-            .map(|w| &w.name)
+        named(&self.names, dev, ino)
     }
 
     /// The watched name of inode `(dev, ino)` opened at `path`, checked when the two differ:
@@ -155,11 +167,7 @@ impl WatchedInodes {
 
     /// The watched name of directory inode `(dev, ino)`, if it is a watched directory.
     pub fn directory(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
-        self.directory_names
-            .get(&ino)?
-            .iter()
-            .find(|(d, _)| d == dev)
-            .map(|(_, name)| name)
+        named(&self.directory_names, dev, ino)
     }
 
     pub fn len(&self) -> usize {
@@ -186,32 +194,21 @@ impl WatchedInodes {
             return;
         }
         self.quick = Some(Instant::now());
-        let files: Vec<String> = self
+        // (An entry left under an inode the file no longer has is forgotten when it is met
+        // under another name: `verified_name`.)
+        let files = self
             .patterns
             .iter()
             .filter(|p| !p.ends_with('/') && !p.starts_with('*'))
-            .chain(&self.named.files)
-            .cloned()
-            .collect();
+            .chain(&self.named.files);
         for path in files {
-            let name = RawBytes::from(path.as_str());
-            // Its entries under an inode it no longer has go first.
-            for same in self.names.values_mut() {
-                same.retain(|w| w.name != name);
-            }
             let on_host = self.host_root.join(path.trim_start_matches('/'));
-            let Ok(meta) = std::fs::symlink_metadata(&on_host) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
+            if let Ok(meta) = std::fs::symlink_metadata(&on_host) {
+                if meta.is_file() {
+                    set_name(&mut self.names, &meta, RawBytes::from(path.as_str()));
+                }
             }
-            let found = WatchedFile::of(name, &meta);
-            let same = self.names.entry(meta.ino()).or_default();
-            same.retain(|w| w.dev != found.dev);
-            same.push(found);
         }
-        self.names.retain(|_, same| !same.is_empty());
     }
 
     /// Looks the files up again when [`REFRESH_EVERY`] has passed; true when it did.
@@ -247,25 +244,29 @@ impl WatchedInodes {
             if !names
                 .values()
                 .flatten()
-                .any(|w: &WatchedFile| w.name.0 == file.as_bytes())
+                .any(|w: &Named| w.name.0 == file.as_bytes())
             {
                 self.collect(file, MAX_DEPTH, &mut taken, &mut names, &mut rule_keys);
             }
         }
-        let mut directory_names: HashMap<u64, Vec<(String, RawBytes)>> = HashMap::new();
-        let mut dirs_taken = 0;
+        let mut dirs = DirWalk {
+            // Once per refresh: what a directory's canonical path must be under.
+            canonical_root: std::fs::canonicalize(&self.host_root).ok(),
+            taken: 0,
+            names: ByInode::new(),
+        };
         for dir in &self.named.directories {
-            self.collect_dir(dir, MAX_DEPTH, &mut dirs_taken, &mut directory_names);
+            self.collect_dir(dir, MAX_DEPTH, &mut dirs);
         }
         for prefix in &self.named.prefixes {
             let Some((dir, stem)) = prefix.rsplit_once('/') else {
                 continue;
             };
             if stem.is_empty() {
-                self.collect_dir(dir, 0, &mut dirs_taken, &mut directory_names);
+                self.collect_dir(dir, 0, &mut dirs);
                 continue;
             }
-            self.collect_dir(dir, MAX_DEPTH, &mut dirs_taken, &mut directory_names);
+            self.collect_dir(dir, MAX_DEPTH, &mut dirs);
             let on_host = self.host_root.join(dir.trim_start_matches('/'));
             let Ok(entries) = std::fs::read_dir(&on_host) else {
                 continue;
@@ -274,26 +275,20 @@ impl WatchedInodes {
                 let name = entry.file_name();
                 if let Some(name) = name.to_str().filter(|n| n.starts_with(stem)) {
                     let child = format!("{dir}/{name}");
-                    self.collect_dir(&child, 0, &mut dirs_taken, &mut directory_names);
+                    self.collect_dir(&child, 0, &mut dirs);
                 }
             }
         }
         self.names = names;
-        self.directory_names = directory_names;
+        self.directory_names = dirs.names;
         self.kernel_keys = keys;
         self.refreshed = Some(Instant::now());
     }
 
     /// Watches directory `path` by inode, and its subdirectories below `depth` (at most
     /// [`MAX_DEPTH`]; pass [`MAX_DEPTH`] for the directory alone).
-    fn collect_dir(
-        &self,
-        path: &str,
-        depth: usize,
-        taken: &mut usize,
-        names: &mut HashMap<u64, Vec<(String, RawBytes)>>,
-    ) {
-        if *taken >= MAX_DIRECTORIES {
+    fn collect_dir(&self, path: &str, depth: usize, dirs: &mut DirWalk) {
+        if dirs.taken >= MAX_DIRECTORIES {
             return;
         }
         // Not through a symlink, as files are not: the kernel's walk names the directory a
@@ -303,17 +298,17 @@ impl WatchedInodes {
         let Ok(meta) = std::fs::symlink_metadata(&on_host) else {
             return;
         };
-        let canonical = std::fs::canonicalize(&self.host_root)
-            .map(|root| root.join(path.trim_start_matches('/')))
-            .ok();
+        let canonical = dirs
+            .canonical_root
+            .as_ref()
+            .map(|root| root.join(path.trim_start_matches('/')));
         if !meta.is_dir() || std::fs::canonicalize(&on_host).ok() != canonical {
             return;
         }
-        *taken += 1;
-        let dev = stat_dev(meta.dev());
-        let same = names.entry(meta.ino()).or_default();
-        if !same.iter().any(|(d, _)| *d == dev) {
-            same.push((dev, RawBytes::from(path)));
+        dirs.taken += 1;
+        // The first path that reached it keeps it.
+        if named(&dirs.names, &stat_dev(meta.dev()), meta.ino()).is_none() {
+            set_name(&mut dirs.names, &meta, RawBytes::from(path));
         }
         if depth >= MAX_DEPTH {
             return;
@@ -324,7 +319,7 @@ impl WatchedInodes {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 let child = format!("{path}/{}", entry.file_name().to_string_lossy());
-                self.collect_dir(&child, depth + 1, taken, names);
+                self.collect_dir(&child, depth + 1, dirs);
             }
         }
     }
@@ -334,7 +329,7 @@ impl WatchedInodes {
         path: &str,
         depth: usize,
         taken: &mut usize,
-        names: &mut HashMap<u64, Vec<WatchedFile>>,
+        names: &mut ByInode,
         keys: &mut HashSet<FoldFileKey>,
     ) {
         if *taken >= MAX_PER_PATTERN {
@@ -353,11 +348,8 @@ impl WatchedInodes {
                 dev: crate::event::kernel_dev_number(meta.dev()),
                 _pad: 0,
             });
-            let found = WatchedFile::of(RawBytes::from(path.trim_end_matches('/')), &meta);
             // One name per file: the last path that reached it.
-            let same = names.entry(meta.ino()).or_default();
-            same.retain(|w| w.dev != found.dev);
-            same.push(found);
+            set_name(names, &meta, RawBytes::from(path.trim_end_matches('/')));
         } else if meta.is_dir() && depth < MAX_DEPTH {
             let Ok(entries) = std::fs::read_dir(&on_host) else {
                 return;

@@ -194,15 +194,17 @@ impl Enricher {
             // A watched file reached under another name (a hard link) is known as itself; a
             // file in a watched directory reached through a bind mount, by that directory.
             if let Some(f) = open.file.as_ref() {
-                // Another name of a file, or a file that is a mount's own root: it may be a
-                // watched file replaced (a new inode) since the last refresh.
-                if f.mode & libc::S_IFMT == libc::S_IFREG
+                let mut watched_name = self.watched.verified_name(&f.dev, f.ino, &open.path);
+                // Another name of a file, or a file that is a mount's own root, not known: it
+                // may be a watched file replaced (a new inode) since the last refresh.
+                if watched_name.is_none()
+                    && f.mode & libc::S_IFMT == libc::S_IFREG
                     && (open.links > 1 || open.dir_ino == 0)
-                    && self.watched.name(&f.dev, f.ino) != Some(&open.path)
                 {
                     self.watched.refresh_files_soon();
+                    watched_name = self.watched.verified_name(&f.dev, f.ino, &open.path);
                 }
-                if let Some(name) = self.watched.verified_name(&f.dev, f.ino, &open.path) {
+                if let Some(name) = watched_name {
                     if name != open.path {
                         open.path = name;
                     }

@@ -72,7 +72,12 @@ impl Chain {
     /// The chain after a record of `seq` holding `payload`, its process part found by reading
     /// it (`process_span`).
     pub fn next(&self, seq: u64, payload: &[u8]) -> Chain {
-        match process_span(payload) {
+        self.next_at(seq, payload, process_span(payload))
+    }
+
+    /// The chain after a record whose process part, if it has one, is `payload[span]`.
+    fn next_at(&self, seq: u64, payload: &[u8], span: Option<Range<usize>>) -> Chain {
+        match span {
             Some(span) => {
                 let digest = ProcessDigest::of(&payload[span.clone()]);
                 self.next_with(seq, payload, span, &digest)
@@ -121,8 +126,11 @@ impl Chain {
         if payload.first() == Some(&0) {
             return false;
         }
-        self.next(seq, payload) == chain
-            || (process_span(payload).is_some() && self.next_whole(seq, payload) == chain)
+        // (The payload read once: by the whole-payload rule too when it has a process part.)
+        let span = process_span(payload);
+        let split = span.is_some();
+        self.next_at(seq, payload, span) == chain
+            || (split && self.next_whole(seq, payload) == chain)
     }
 
     pub fn hex(&self) -> String {
