@@ -54,11 +54,15 @@ pub enum RecordKind {
     /// `process_vm_readv`/`process_vm_writev`. A tracer can run any code in its tracee: a
     /// session's work done inside a service outside it has left the session.
     ProcessAccess = 15,
+    /// A process in scope gave a file a name: rename(2) (or an exchange of two names), a hard
+    /// link, or a symlink. A file written elsewhere and renamed into a watched directory opens
+    /// nothing there.
+    Link = 16,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 15] = [
+    pub const ALL: [RecordKind; 16] = [
         RecordKind::Exec,
         RecordKind::Exit,
         RecordKind::Open,
@@ -74,6 +78,7 @@ impl RecordKind {
         RecordKind::Bpf,
         RecordKind::RawSocket,
         RecordKind::ProcessAccess,
+        RecordKind::Link,
     ];
 
     pub const fn from_u16(v: u16) -> Option<RecordKind> {
@@ -106,8 +111,9 @@ pub mod kind {
     pub const BPF: u16 = RecordKind::Bpf as u16;
     pub const RAW_SOCKET: u16 = RecordKind::RawSocket as u16;
     pub const PROCESS_ACCESS: u16 = RecordKind::ProcessAccess as u16;
+    pub const LINK: u16 = RecordKind::Link as u16;
     /// One past the largest kind; sizes the per-kind counter arrays.
-    pub const COUNT: u16 = RecordKind::ProcessAccess as u16 + 1;
+    pub const COUNT: u16 = RecordKind::Link as u16 + 1;
 }
 
 /// Bits of [`Policy::kinds`]: which event kinds the kernel emits.
@@ -884,6 +890,83 @@ pub mod process_access {
     }
 }
 
+/// Inodes a [`LinkRecord`] carries at most.
+pub const LINK_TOUCHED_MAX: usize = 4;
+
+/// The inodes whose change time a call that names a file set, in the order the kernel set
+/// them (kept per thread between the ctime tracepoints and the call's exit). `count` may
+/// exceed [`LINK_TOUCHED_MAX`]: the rest were not kept.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkTouched {
+    pub count: u32,
+    pub _pad: u32,
+    pub inodes: [FileId; LINK_TOUCHED_MAX],
+}
+
+/// A file given a name (`RecordKind::Link`), at the exit of the call.
+///
+/// Tail: the source as passed (`from_len` bytes, NUL included: the old name of a rename or a
+/// link, the text a symlink holds); the new name as passed (`to_len` bytes); for a relative
+/// one, its base (the cwd, or with [`LINK_BASE_IS_DFD`] the directory `new_dfd` refers to:
+/// `base_len` bytes of components, innermost first).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LinkRecord {
+    pub header: EventHeader,
+    /// What the kernel changed: the directories that lost and got a name, the file moved or
+    /// linked, a file the new name replaced. Their identity, not the names passed.
+    pub touched: LinkTouched,
+    /// One of [`link_call`].
+    pub call: u32,
+    /// `renameat2`'s or `linkat`'s flags argument (0 for the others).
+    pub call_flags: u32,
+    pub old_dfd: i32,
+    pub new_dfd: i32,
+    /// 0, or `-errno`.
+    pub ret: i32,
+    pub to_len: u16,
+    pub base_len: u16,
+    pub from_len: u16,
+    /// `LINK_*` flags.
+    pub flags: u16,
+    pub _pad: u32,
+    pub tail: [u8; OPEN_TAIL_CAP],
+}
+
+pub const LINK_FIXED_SIZE: usize = core::mem::offset_of!(LinkRecord, tail);
+const _: () = assert!(2 * OPEN_PATH_MAX + PATH_SPAN <= OPEN_TAIL_SPAN);
+
+/// `LinkRecord.flags`.
+pub const LINK_TO_TRUNCATED: u16 = 1 << 0;
+pub const LINK_BASE_TRUNCATED: u16 = 1 << 1;
+pub const LINK_FROM_TRUNCATED: u16 = 1 << 2;
+/// The new name could not be read from the caller's memory.
+pub const LINK_TO_UNAVAILABLE: u16 = 1 << 3;
+/// The base of a relative new name is the directory `new_dfd` refers to, not the cwd.
+pub const LINK_BASE_IS_DFD: u16 = 1 << 4;
+/// The ctime tracepoints are not there (a kernel before 6.13), or kept nothing for the call:
+/// `touched` is empty, and the daemon has only the names passed.
+pub const LINK_UNTOUCHED: u16 = 1 << 5;
+
+/// The calls a [`LinkRecord`] reports, one per argument layout.
+pub mod link_call {
+    pub const RENAME: u32 = 1;
+    pub const RENAMEAT: u32 = 2;
+    pub const RENAMEAT2: u32 = 3;
+    pub const LINK: u32 = 4;
+    pub const LINKAT: u32 = 5;
+    pub const SYMLINK: u32 = 6;
+    pub const SYMLINKAT: u32 = 7;
+    /// `RENAME_EXCHANGE` of renameat2 (include/uapi/linux/fs.h): the two names swap files.
+    pub const RENAME_EXCHANGE: u32 = 1 << 1;
+
+    /// The call of a syscall class (`sys_class::RENAME` ..= `SYMLINKAT`).
+    pub const fn of_class(class: u8) -> u32 {
+        (class - super::sys_class::RENAME) as u32 + RENAME
+    }
+}
+
 /// Which sockets are reported as `RecordKind::RawSocket`: raw IP, packet, ICMP echo.
 pub mod raw_socket {
     pub const AF_INET: u32 = 2;
@@ -1197,8 +1280,21 @@ pub mod sys_class {
     /// process_vm_readv and process_vm_writev: `process_access` events.
     pub const PROCESS_VM_READ: u8 = 24;
     pub const PROCESS_VM_WRITE: u8 = 25;
+    /// The calls that give a file a name, one class per argument layout (see
+    /// [`link_call`](crate::link_call)): `link` events.
+    pub const RENAME: u8 = 26;
+    pub const RENAMEAT: u8 = 27;
+    pub const RENAMEAT2: u8 = 28;
+    pub const LINK: u8 = 29;
+    pub const LINKAT: u8 = 30;
+    pub const SYMLINK: u8 = 31;
+    pub const SYMLINKAT: u8 = 32;
+    /// Whether `class` is one of the calls above.
+    pub const fn is_link(class: u8) -> bool {
+        class >= RENAME && class <= SYMLINKAT
+    }
     /// `PRIV_BASE + priv_op::X` for the set*id family.
-    pub const PRIV_BASE: u8 = 32;
+    pub const PRIV_BASE: u8 = 40;
 }
 
 /// One followed syscall's entry function in the kernel: where an `fexit` program attaches
@@ -1292,6 +1388,13 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
             "__x64_sys_process_vm_writev",
             PROCESS_VM_WRITE,
         ),
+        native("rename", "__x64_sys_rename", RENAME),
+        native("renameat", "__x64_sys_renameat", RENAMEAT),
+        native("renameat2", "__x64_sys_renameat2", RENAMEAT2),
+        native("link", "__x64_sys_link", LINK),
+        native("linkat", "__x64_sys_linkat", LINKAT),
+        native("symlink", "__x64_sys_symlink", SYMLINK),
+        native("symlinkat", "__x64_sys_symlinkat", SYMLINKAT),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1329,6 +1432,13 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         ia32("bpf", "__ia32_sys_bpf", BPF),
         ia32("socket", "__ia32_sys_socket", SOCKET),
         ia32("ptrace", "__ia32_compat_sys_ptrace", PTRACE),
+        ia32("rename", "__ia32_sys_rename", RENAME),
+        ia32("renameat", "__ia32_sys_renameat", RENAMEAT),
+        ia32("renameat2", "__ia32_sys_renameat2", RENAMEAT2),
+        ia32("link", "__ia32_sys_link", LINK),
+        ia32("linkat", "__ia32_sys_linkat", LINKAT),
+        ia32("symlink", "__ia32_sys_symlink", SYMLINK),
+        ia32("symlinkat", "__ia32_sys_symlinkat", SYMLINKAT),
         ia32(
             "process_vm_readv",
             "__ia32_sys_process_vm_readv",
@@ -1474,6 +1584,8 @@ mod tests {
         assert_eq!(size_of::<KernelOffsets>(), 75 * 4);
         assert_eq!(size_of::<RawSocketRecord>(), HEADER_SIZE + 16);
         assert_eq!(size_of::<ProcessAccessRecord>(), HEADER_SIZE + 24);
+        assert_eq!(size_of::<LinkTouched>(), 8 + 4 * size_of::<FileId>());
+        assert_eq!(LINK_FIXED_SIZE, HEADER_SIZE + size_of::<LinkTouched>() + 32);
         assert_eq!(size_of::<DatagramDest>(), 16 + 4 + 4);
         assert_eq!(
             size_of::<DatagramDests>(),

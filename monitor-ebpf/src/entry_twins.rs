@@ -46,5 +46,8 @@ twins!(
     65 vigil_fxchk_65, 66 vigil_fxchk_66, 67 vigil_fxchk_67, 68 vigil_fxchk_68, 69 vigil_fxchk_69,
     70 vigil_fxchk_70, 71 vigil_fxchk_71, 72 vigil_fxchk_72, 73 vigil_fxchk_73, 74 vigil_fxchk_74,
     75 vigil_fxchk_75, 76 vigil_fxchk_76, 77 vigil_fxchk_77, 78 vigil_fxchk_78, 79 vigil_fxchk_79,
-    80 vigil_fxchk_80, 81 vigil_fxchk_81, 82 vigil_fxchk_82, 83 vigil_fxchk_83,
+    80 vigil_fxchk_80, 81 vigil_fxchk_81, 82 vigil_fxchk_82, 83 vigil_fxchk_83, 84 vigil_fxchk_84,
+    85 vigil_fxchk_85, 86 vigil_fxchk_86, 87 vigil_fxchk_87, 88 vigil_fxchk_88, 89 vigil_fxchk_89,
+    90 vigil_fxchk_90, 91 vigil_fxchk_91, 92 vigil_fxchk_92, 93 vigil_fxchk_93, 94 vigil_fxchk_94,
+    95 vigil_fxchk_95, 96 vigil_fxchk_96, 97 vigil_fxchk_97,
 );

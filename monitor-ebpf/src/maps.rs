@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use vigil_common::{
     counter, ConnectDest, ConnectRecord, CredIds, DatagramDests, DatagramKey, ExecRecord, FileId,
-    FileReadStats, FoldCount, FoldFileCtime, FoldFileKey, OpenFileKey, OpenRecord, Policy,
-    ScopeEntry, TtyRecord,
+    FileReadStats, FoldCount, FoldFileCtime, FoldFileKey, LinkRecord, LinkTouched, OpenFileKey,
+    OpenRecord, Policy, ScopeEntry, TtyRecord,
 };
 
 /// Every record goes out through this ring buffer.
@@ -75,6 +75,12 @@ pub static DATAGRAM_DESTS: LruHashMap<DatagramKey, DatagramDests> =
 #[map]
 pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
 
+/// The inodes whose change time each thread's call that names a file set so far (see
+/// `link`), by thread id, until the call's exit sends them. LRU: an entry no exit takes (a
+/// thread killed in the call) makes room for the next.
+#[map]
+pub static LINK_TOUCHED: LruHashMap<u32, LinkTouched> = LruHashMap::with_max_entries(4096, 0);
+
 /// What each process folded (see `fold`), by tgid; every exit removes its entry. Allocated as
 /// processes open files; when full, opens are sent rather than folded.
 #[map]
@@ -139,6 +145,8 @@ pub struct FoldState {
 pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static OPEN_SCRATCH: Array<OpenRecord> = Array::with_max_entries(1, 0);
+#[map]
+pub static LINK_SCRATCH: Array<LinkRecord> = Array::with_max_entries(1, 0);
 #[map]
 pub static TTY_SCRATCH: Array<TtyRecord> = Array::with_max_entries(1, 0);
 #[map]

@@ -11,6 +11,7 @@ mod fold;
 mod fork;
 mod io_uring;
 mod kernel;
+mod link;
 mod maps;
 mod open;
 mod privs;

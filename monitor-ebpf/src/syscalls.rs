@@ -23,6 +23,7 @@ use vigil_common::{counter, kind, sys_class, X86_64_SYSCALL_ENTRIES};
 use crate::{
     bpf, compat, connect, exec, io_uring,
     kernel::{compat_sys_class, sys_class, tp_layout, BtfRegs, Exit, HookRegs, Ptr, Regs, SysRegs},
+    link,
     maps::count,
     open, privs, process_access, read, socket, tty,
 };
@@ -147,6 +148,7 @@ fn on_exit<R: HookRegs>(
         sys_class::PTRACE | sys_class::PROCESS_VM_READ | sys_class::PROCESS_VM_WRITE => {
             process_access::on_exit(class, regs, ret)
         }
+        c if sys_class::is_link(c) => link::on_exit(c, regs, ret),
         sys_class::IO_URING_SETUP => {
             // A ring's writes pass no tracepoint: one of them could unset a login uid.
             if ret >= 0 {
@@ -256,5 +258,8 @@ syscall_entry_programs!(
     65 vigil_fexit_65, 66 vigil_fexit_66, 67 vigil_fexit_67, 68 vigil_fexit_68, 69 vigil_fexit_69,
     70 vigil_fexit_70, 71 vigil_fexit_71, 72 vigil_fexit_72, 73 vigil_fexit_73, 74 vigil_fexit_74,
     75 vigil_fexit_75, 76 vigil_fexit_76, 77 vigil_fexit_77, 78 vigil_fexit_78, 79 vigil_fexit_79,
-    80 vigil_fexit_80, 81 vigil_fexit_81, 82 vigil_fexit_82, 83 vigil_fexit_83,
+    80 vigil_fexit_80, 81 vigil_fexit_81, 82 vigil_fexit_82, 83 vigil_fexit_83, 84 vigil_fexit_84,
+    85 vigil_fexit_85, 86 vigil_fexit_86, 87 vigil_fexit_87, 88 vigil_fexit_88, 89 vigil_fexit_89,
+    90 vigil_fexit_90, 91 vigil_fexit_91, 92 vigil_fexit_92, 93 vigil_fexit_93, 94 vigil_fexit_94,
+    95 vigil_fexit_95, 96 vigil_fexit_96, 97 vigil_fexit_97,
 );

@@ -33,7 +33,7 @@ use vigil_common::FoldFileKey;
 
 use crate::{
     detect::baseline::PathPattern,
-    event::{stat_dev, RawBytes},
+    event::{stat_dev, ChangedInode, LinkEvent, RawBytes},
 };
 
 /// How often the inodes are looked up again.
@@ -99,6 +99,23 @@ fn set_name(map: &mut ByInode, meta: &std::fs::Metadata, name: RawBytes) {
     let same = map.entry(meta.ino()).or_default();
     same.retain(|w| w.dev != dev);
     same.push(Named { dev, name });
+}
+
+/// Names `path` `dir/name`, unless it is that already (most opens in a watched directory are
+/// named by it: compared without building the name).
+pub fn name_in(path: &mut RawBytes, dir: &RawBytes, name: &[u8]) {
+    let p = &path.0;
+    let already = p.len() == dir.0.len() + 1 + name.len()
+        && p.starts_with(&dir.0)
+        && p[dir.0.len()] == b'/'
+        && p.ends_with(name);
+    if !already {
+        let mut named = Vec::with_capacity(dir.0.len() + 1 + name.len());
+        named.extend_from_slice(&dir.0);
+        named.push(b'/');
+        named.extend_from_slice(name);
+        *path = RawBytes(named);
+    }
 }
 
 /// A refresh's walk of the directories the rules name.
@@ -168,6 +185,57 @@ impl WatchedInodes {
     /// The watched name of directory inode `(dev, ino)`, if it is a watched directory.
     pub fn directory(&self, dev: &str, ino: u64) -> Option<&RawBytes> {
         named(&self.directory_names, dev, ino)
+    }
+
+    /// Names a `link` event's new name by the directory the kernel changed, when that is a
+    /// watched one: its watched name and the name's last component, whatever path the caller
+    /// passed (a bind mount of it, a symlinked directory, `..`, a directory fd).
+    ///
+    /// A rename between two directories changes both, and which one got the name is not in
+    /// what the kernel sent. When one of them is watched, the name is reported in it: a rename
+    /// out of a watched directory changed it too (a cron job or a PAM service taken away), and
+    /// the path passed, which the daemon can only look up after the call, could have been
+    /// repointed by then to make a rename into it look like one out of it. Only between two
+    /// watched directories does the path's answer pick.
+    pub fn name_link(&self, link: &mut LinkEvent) {
+        let last = link
+            .path
+            .0
+            .rsplit(|&c| c == b'/')
+            .find(|c| !c.is_empty())
+            .unwrap_or_default()
+            .to_vec();
+        if last.is_empty() {
+            return;
+        }
+        let dirs: Vec<&ChangedInode> = link.changed.iter().filter(|c| c.directory).collect();
+        let watched = |d: &&ChangedInode| self.directory(&d.dev, d.ino);
+        if !dirs.iter().any(|d| watched(d).is_some()) {
+            return;
+        }
+        let dir = match dirs.as_slice() {
+            [only] => watched(only),
+            // The path's answer only picks between watched directories: it is looked up now,
+            // and whoever passed it can have changed where it leads since.
+            _ => self
+                .directory_at(&link.path)
+                .and_then(|(dev, ino)| dirs.iter().find(|d| d.dev == dev && d.ino == ino))
+                .and_then(watched)
+                .or_else(|| dirs.iter().find_map(watched)),
+        };
+        if let Some(dir) = dir {
+            name_in(&mut link.path, dir, &last);
+        }
+    }
+
+    /// The device and inode of the directory `path` (absolute, on the host) is in, as the
+    /// daemon finds it now (symlinks followed, as the kernel followed them).
+    fn directory_at(&self, path: &RawBytes) -> Option<(String, u64)> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.0.strip_prefix(b"/")?;
+        let parent = Path::new(std::ffi::OsStr::from_bytes(bytes)).parent()?;
+        let meta = std::fs::metadata(self.host_root.join(parent)).ok()?;
+        Some((stat_dev(meta.dev()), meta.ino()))
     }
 
     pub fn len(&self) -> usize {
@@ -530,5 +598,86 @@ mod tests {
         );
         let (dev, ino) = id("etc/motd");
         assert_eq!(watched.name(&dev, ino), None);
+    }
+
+    /// A `link` event's new name goes by the watched directory the kernel changed: the only
+    /// one changed; of two (a rename between directories), the one the path passed leads to,
+    /// else a watched one; never a directory that is not watched.
+    #[test]
+    fn a_new_name_is_named_by_the_watched_directory_the_kernel_changed() {
+        use crate::event::{LinkOp, SyscallResult};
+        let root = tempfile::tempdir().expect("tempdir");
+        for d in ["etc/cron.d", "tmp/elsewhere", "tmp/view"] {
+            std::fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        let watched = WatchedInodes::new(
+            Vec::new(),
+            NamedByRules {
+                prefixes: vec!["/etc/cron".into()],
+                ..NamedByRules::default()
+            },
+            root.path().to_path_buf(),
+        );
+        let dir = |p: &str| {
+            let m = std::fs::metadata(root.path().join(p)).unwrap();
+            ChangedInode {
+                dev: stat_dev(m.dev()),
+                ino: m.ino(),
+                directory: true,
+            }
+        };
+        let named = |path: &str, changed: Vec<ChangedInode>| {
+            let mut link = LinkEvent {
+                operation: LinkOp::Rename,
+                path: RawBytes::from(path),
+                requested_path: RawBytes::from(path),
+                source: RawBytes::from("/tmp/elsewhere/job"),
+                changed,
+                unverified: false,
+                path_truncated: false,
+                flags: 0,
+                result: SyscallResult::from_ret(0),
+            };
+            watched.name_link(&mut link);
+            link.path.lossy()
+        };
+        // A bind mount's path (the view is not cron.d to the daemon's eyes): the one directory
+        // changed names it.
+        assert_eq!(
+            named("/tmp/view/job", vec![dir("etc/cron.d")]),
+            "/etc/cron.d/job"
+        );
+        // Between two, one watched: reported in the watched one, wherever the path passed leads
+        // now (back to the source's directory, or nowhere).
+        assert_eq!(
+            named(
+                "/tmp/elsewhere/job",
+                vec![dir("tmp/elsewhere"), dir("etc/cron.d")]
+            ),
+            "/etc/cron.d/job"
+        );
+        assert_eq!(
+            named("/gone/job", vec![dir("etc/cron.d"), dir("tmp/elsewhere")]),
+            "/etc/cron.d/job"
+        );
+        // Between two watched ones: the one the path leads to.
+        assert_eq!(
+            named("/etc/job", vec![dir("etc/cron.d"), dir("etc")]),
+            "/etc/job"
+        );
+        assert_eq!(
+            named("/etc/cron.d/job", vec![dir("etc"), dir("etc/cron.d")]),
+            "/etc/cron.d/job"
+        );
+        // No watched directory changed: the path passed stays.
+        assert_eq!(
+            named("/tmp/view/job", vec![dir("tmp/view")]),
+            "/tmp/view/job"
+        );
+        // A trailing slash names the last component still.
+        assert_eq!(
+            named("/tmp/view/job/", vec![dir("etc/cron.d")]),
+            "/etc/cron.d/job"
+        );
     }
 }

@@ -683,7 +683,8 @@ impl Expr {
     }
 
     /// Whether the expression cannot hold for an open for reading only: it asks for another
-    /// `access` (`access != "read"`, `access == "write"`, `access in [...]` without `read`).
+    /// `access` (`access != "read"`, `access == "write"`, `access in [...]` without `read`), or
+    /// for another kind of event (`type == "link"`).
     fn excludes_read_only_opens(&self) -> bool {
         match self {
             Expr::And(a, b) => a.excludes_read_only_opens() || b.excludes_read_only_opens(),
@@ -697,6 +698,18 @@ impl Expr {
                 (Op::Ne, Literal::Str(v)) => v == "read",
                 (Op::Eq, Literal::Str(v)) => v != "read",
                 (Op::In, Literal::List(vs)) => !vs.iter().any(|v| v == "read"),
+                _ => false,
+            },
+            // Another kind of event than an open (`type == "link"`): no open at all.
+            Expr::Cmp {
+                field: Field::Type,
+                op,
+                value,
+                ..
+            } => match (op, value) {
+                (Op::Eq, Literal::Str(v)) => v != "open",
+                (Op::Ne, Literal::Str(v)) => v == "open",
+                (Op::In, Literal::List(vs)) => !vs.iter().any(|v| v == "open"),
                 _ => false,
             },
             Expr::Not(_) | Expr::Flag(_) | Expr::Cmp { .. } => false,
@@ -783,6 +796,14 @@ mod tests {
         let branch = parse(r#"(access != "read" and path == "/a") or path == "/b""#).unwrap();
         assert!(!branch.may_name_path("/a"));
         assert!(branch.may_name_path("/b"));
+        // The written-file rules' form: a write, or a name given (no open at all).
+        let written = parse(
+            r#"ok and (type == "open" and access != "read" or type == "link") and path == "/a""#,
+        )
+        .unwrap();
+        assert!(!written.may_name_path("/a"));
+        let or_open = parse(r#"(type == "link" or type == "open") and path == "/a""#).unwrap();
+        assert!(or_open.may_name_path("/a"));
     }
     use std::collections::HashMap;
 

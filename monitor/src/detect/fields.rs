@@ -5,8 +5,8 @@
 //! importer maps onto it; the README's table is checked against [`Field::ALL`].
 
 use crate::event::{
-    Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, OpenSyscall, PrivOp,
-    ProcessAccessOp, SessionEntry, SocketType, Trust, Vocabulary,
+    Access, AddressFamily, BpfCommand, BpfObject, EventType, EventType as E, LinkOp, OpenSyscall,
+    PrivOp, ProcessAccessOp, SessionEntry, SocketType, Trust, Vocabulary,
 };
 
 /// A field's type in the rule language.
@@ -131,8 +131,10 @@ rule_fields! {
     Stderr = "stderr", Kind::Word(STDIO_WORDS), [Exec], "What standard error was at exec.";
     ExeSha256 = "exe.sha256", Kind::Str, [Exec], "SHA-256 of the executable's content.";
     ExePackage = "exe.package", Kind::Str, [Exec], "The package that installed a file at the executable's path.";
-    Path = "path", Kind::Str, [Open, FileRead], "The file's canonical path: of the file actually opened, walked by the kernel (symlinks, `..`, directory fds, bind mounts resolved; a watched file's own name when reached through a hard link).";
-    RequestedPath = "requested_path", Kind::Str, [Open], "The path exactly as the process passed it.";
+    Path = "path", Kind::Str, [Open, FileRead, Link], "The file's canonical path: of the file actually opened, walked by the kernel (symlinks, `..`, directory fds, bind mounts resolved; a watched file's own name when reached through a hard link). Of a `link`, the new name, in a directory the rules name named by the directory the kernel changed.";
+    RequestedPath = "requested_path", Kind::Str, [Open, Link], "The path exactly as the process passed it.";
+    Source = "source", Kind::Str, [Link], "A rename's old name or a link's file, as passed; a symlink's text (not resolved).";
+    MadeBy = "made_by", Kind::Word(LinkOp::WORDS), [Link], "How the name was made: `rename`, `exchange` (two names swapped), `link` (a hard link) or `symlink`.";
     FileType = "file.type", Kind::Word(FILE_TYPES), [Open], "What the opened file is.";
     FileDeleted = "file.deleted", Kind::Bool, [Open, Exec], "The opened file, or the executable, has no name left (deleted, `O_TMPFILE`, memfd).";
     FileOutsideRoot = "file.outside_root", Kind::Bool, [Open], "The opened file lies outside the process's root directory (a chroot escape).";
@@ -141,7 +143,7 @@ rule_fields! {
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
     OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path.";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
-    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv, RawSocket, ProcessAccess], "The call succeeded (a connect in progress counts).";
+    Succeeded = "ok", Kind::Bool, [Open, Connect, Priv, RawSocket, ProcessAccess, Link], "The call succeeded (a connect in progress counts).";
     Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";
     Family = "family", Kind::Word(AddressFamily::WORDS), [Connect, RawSocket], "Address family.";
     SocketKind = "socket_type", Kind::Word(SocketType::WORDS), [RawSocket], "The socket's type: `raw`, or `dgram` (an ICMP echo socket, or cooked `AF_PACKET` frames).";

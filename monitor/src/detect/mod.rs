@@ -296,6 +296,13 @@ impl Fields for View<'_> {
                 Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&o.path.0))))
             }
             (Field::RequestedPath, EventBody::Open(o)) => Value::Str(lossy(&o.requested_path.0)),
+            (Field::Path, EventBody::Link(l)) => {
+                Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&l.path.0))))
+            }
+            (Field::RequestedPath, EventBody::Link(l)) => Value::Str(lossy(&l.requested_path.0)),
+            (Field::Source, EventBody::Link(l)) => Value::Str(lossy(&l.source.0)),
+            (Field::MadeBy, EventBody::Link(l)) => word(l.operation.as_str()),
+            (Field::Succeeded, EventBody::Link(l)) => Value::Bool(l.result.ok()),
             (Field::FileType, EventBody::Open(o)) => o
                 .file
                 .as_ref()
@@ -408,6 +415,8 @@ impl Fields for View<'_> {
                 | Field::ExeSha256
                 | Field::ExePackage
                 | Field::RequestedPath
+                | Field::Source
+                | Field::MadeBy
                 | Field::FileType
                 | Field::FileDeleted
                 | Field::FileOutsideRoot

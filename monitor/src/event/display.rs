@@ -52,6 +52,18 @@ fn line(e: &Event) -> String {
             r.protocol,
             failed(&r.result)
         ),
+        EventBody::Link(l) => format!(
+            "{:<6} {} -> {}{}{}",
+            l.operation.as_str(),
+            bytes_text(&l.source),
+            bytes_text(&l.path),
+            if l.path != l.requested_path && !l.requested_path.0.is_empty() {
+                format!(" (as {})", bytes_text(&l.requested_path))
+            } else {
+                String::new()
+            },
+            failed(&l.result)
+        ),
         EventBody::ProcessAccess(a) => format!(
             "{} pid {}{}{}",
             a.operation,

@@ -13,9 +13,9 @@ use vigil_common::RecordKind;
 
 use super::{
     AlertEvent, BpfEvent, CheckpointEvent, CompatSyscallEvent, ConnectEvent, ExecEvent, ExitEvent,
-    FileReadEvent, ForkEvent, IoUringEvent, LossEvent, OpenEvent, OpensFoldedEvent, PrivEvent,
-    ProcessAccessEvent, RawSocketEvent, ResponseEvent, SessionEndEvent, SessionStartEvent,
-    TamperEvent, TtyEvent,
+    FileReadEvent, ForkEvent, IoUringEvent, LinkEvent, LossEvent, OpenEvent, OpensFoldedEvent,
+    PrivEvent, ProcessAccessEvent, RawSocketEvent, ResponseEvent, SessionEndEvent,
+    SessionStartEvent, TamperEvent, TtyEvent,
 };
 
 macro_rules! event_kinds {
@@ -100,6 +100,8 @@ event_kinds! {
         "A socket below the transport layer was made (or tried): raw IP, packet (`AF_PACKET`) or ICMP echo. What it sends passes no connect or datagram hook; a packet socket reads every frame on an interface.";
     ProcessAccess(ProcessAccessEvent) = "process_access", Some(RecordKind::ProcessAccess),
         "A process reached into another: attached to it with ptrace (`PTRACE_ATTACH`, `PTRACE_SEIZE`), or read or wrote its memory (`process_vm_readv`, `process_vm_writev`), naming the target and whether it is of the same session. A tracer can run any code in its tracee.";
+    Link(LinkEvent) = "link", Some(RecordKind::Link),
+        "A file was given a name: renamed (or two names exchanged), hard-linked or symlinked. A file written elsewhere and renamed into place opens nothing there; the directory that got the name is the one the kernel changed, whatever path named it.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,
@@ -138,6 +140,7 @@ impl EventType {
             RecordKind::Bpf => EventType::Bpf,
             RecordKind::RawSocket => EventType::RawSocket,
             RecordKind::ProcessAccess => EventType::ProcessAccess,
+            RecordKind::Link => EventType::Link,
             RecordKind::TtyOut => EventType::TtyOutput,
             RecordKind::TtyIn => EventType::TtyInput,
         }

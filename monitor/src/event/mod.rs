@@ -16,7 +16,7 @@ pub use file::{
 };
 pub use kind::{EventBody, EventType};
 pub use vocabulary::{
-    Access, AddressFamily, BpfCommand, BpfObject, CheckpointReason, LossStage, Mechanism,
+    Access, AddressFamily, BpfCommand, BpfObject, CheckpointReason, LinkOp, LossStage, Mechanism,
     OpenSyscall, PrivOp, ProcessAccessOp, Requester, RespondMode, ResponseAction, ResponseOutcome,
     SessionEntry, Severity, SocketType, TamperCheck, Trust, Vocabulary,
 };
@@ -616,6 +616,50 @@ pub struct ProcessAccessEvent {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub caller_pid_ns_nested: bool,
     pub result: SyscallResult,
+}
+
+/// A process in a session gave a file a name: a rename, an exchange, a hard link or a symlink
+/// (see `RecordKind::Link`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkEvent {
+    pub operation: LinkOp,
+    /// The new name, absolute against the call's base (the cwd, or the directory fd passed).
+    /// In a directory the rules name, it is named by that directory as the kernel changed it:
+    /// not by a bind mount's, a symlinked directory's or a `..` path to it.
+    pub path: RawBytes,
+    /// The new name exactly as the process passed it.
+    pub requested_path: RawBytes,
+    /// A rename's or an exchange's old name and a link's file, as passed; a symlink's text (what
+    /// it points to, not resolved).
+    pub source: RawBytes,
+    /// The inodes the kernel changed in the call (directories, the file moved, linked or
+    /// replaced), in the kernel's order; empty when it named none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<ChangedInode>,
+    /// The kernel named no directory for this call (a kernel without the change-time
+    /// tracepoints): `path` is the name passed, made absolute, nothing more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_truncated: bool,
+    /// `renameat2`'s or `linkat`'s flags argument.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flags: u32,
+    pub result: SyscallResult,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// An inode a call that names a file changed, as the kernel numbers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedInode {
+    /// `major:minor` of its file system.
+    pub dev: String,
+    pub ino: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directory: bool,
 }
 
 /// Events that could not be delivered, written down where they would have been.

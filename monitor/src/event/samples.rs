@@ -181,6 +181,28 @@ pub fn sample(t: EventType) -> Event {
             caller_pid_ns_nested: true,
             result: SyscallResult::from_ret(0),
         }),
+        EventType::Link => EventBody::Link(LinkEvent {
+            operation: LinkOp::Rename,
+            path: RawBytes::from("/etc/cron.d/job"),
+            requested_path: RawBytes::from("/tmp/x/cron.d/job"),
+            source: RawBytes::from("/tmp/job"),
+            changed: vec![
+                ChangedInode {
+                    dev: "254:0".into(),
+                    ino: 131,
+                    directory: true,
+                },
+                ChangedInode {
+                    dev: "254:0".into(),
+                    ino: 4022,
+                    directory: false,
+                },
+            ],
+            unverified: false,
+            path_truncated: false,
+            flags: 0,
+            result: SyscallResult::from_ret(0),
+        }),
         EventType::Loss => EventBody::Loss(LossEvent {
             stage: LossStage::Kernel,
             kind: Some(EventType::Open),

@@ -489,3 +489,18 @@ vocabulary! {
         ProcessVmWritev = "process_vm_writev",
     }
 }
+
+vocabulary! {
+    /// How a file was given a name (`link`).
+    LinkOp {
+        /// rename(2), renameat, renameat2: the file's old name is gone, the new one replaced
+        /// whatever had it.
+        Rename = "rename",
+        /// renameat2 with `RENAME_EXCHANGE`: two names swapped their files.
+        Exchange = "exchange",
+        /// link(2), linkat: a second name for the file (or the first, for an `O_TMPFILE` file).
+        Link = "link",
+        /// symlink(2), symlinkat: a new symlink holding the source text.
+        Symlink = "symlink",
+    }
+}

@@ -122,6 +122,48 @@ const TRACEPOINTS: &[(&str, &[Hook])] = &[
 /// Raw tracepoints: program name and tracepoint.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[("vigil_fork", "sched_process_fork")];
 
+/// The change-time tracepoints (`timestamp/`, Linux 6.13 and later) the `link` programs keep a
+/// call's changed inodes from (monitor-ebpf/src/link.rs): typed program and tracepoint. Each
+/// is attached where the kernel has it; where none is, a `link` event carries only the names
+/// the caller passed, and says so.
+const CTIME_TRACEPOINTS: &[(&str, &str)] = &[
+    ("vigil_ctime_xchg", "ctime_ns_xchg"),
+    ("vigil_ctime_skip", "ctime_xchg_skip"),
+    ("vigil_ctime_set", "inode_set_ctime_to_ts"),
+];
+
+/// Attaches [`CTIME_TRACEPOINTS`] where the kernel has them. One the kernel has but refuses is
+/// an error: the inodes of the calls that name a file would go unnamed.
+fn attach_ctime_hooks(
+    ebpf: &mut Ebpf,
+    btf: Option<&aya::Btf>,
+    tracefs: &Tracefs,
+    attached: &mut Vec<String>,
+) -> Result<(), LoadError> {
+    let Some(btf) = btf else {
+        return Ok(());
+    };
+    for &(program, tracepoint) in CTIME_TRACEPOINTS {
+        if !tracefs.has_event("timestamp", tracepoint) {
+            tracing::info!(
+                tracepoint,
+                "no change-time tracepoint on this kernel: link events name directories by path only"
+            );
+            continue;
+        }
+        let prog: &mut BtfTracePoint = program_of(ebpf, program)?;
+        prog.load(tracepoint, btf)
+            .map_err(|source| LoadError::Program { program, source })?;
+        prog.attach().map_err(|source| LoadError::Attach {
+            program,
+            hook: format!("tp_btf/{tracepoint}"),
+            source,
+        })?;
+        attached.push(format!("tp_btf/{tracepoint}"));
+    }
+    Ok(())
+}
+
 /// How every followed syscall's exit reaches the programs (see monitor-ebpf/src/syscalls.rs),
 /// cheapest first: the daemon takes the first the kernel accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -218,6 +260,19 @@ fn attach_syscall_entries(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), LoadErr
     result
 }
 
+/// The kernel's BTF as aya reads it, to resolve the typed hooks' ids; `None` (logged) when it
+/// cannot be read. About 12 MiB while it lives, and the daemon's peak memory is a target: read
+/// once for every typed program, and dropped once they are attached.
+fn kernel_btf() -> Option<aya::Btf> {
+    match aya::Btf::from_sys_fs() {
+        Ok(btf) => Some(btf),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the kernel's BTF: going through raw_tp/sys_exit, and link events carry only the names passed");
+            None
+        }
+    }
+}
+
 /// Attaches the cheapest hook for followed syscalls' exits the kernel accepts, from `from` on:
 /// the fexit programs (the daemon's own, not the floor's), then the typed `sys_exit` program,
 /// then the raw one. Each refusal is logged with why.
@@ -225,20 +280,13 @@ fn attach_sys_exit(
     ebpf: &mut Ebpf,
     programs: &SysExitPrograms,
     from: SysExitHook,
+    btf: Option<&aya::Btf>,
 ) -> Result<SysExitHook, LoadError> {
-    // aya's reading of the kernel's BTF resolves the typed hooks' ids. Read once for both: it
-    // is about 12 MiB while it lives, and the daemon's peak memory is a target.
     let btf = match from {
         SysExitHook::RawTracepoint => None,
-        _ => match aya::Btf::from_sys_fs() {
-            Ok(btf) => Some(btf),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the kernel's BTF: going through raw_tp/sys_exit");
-                None
-            }
-        },
+        _ => btf,
     };
-    if let (SysExitHook::Fexit, true, Some(btf)) = (from, programs.fexit, &btf) {
+    if let (SysExitHook::Fexit, true, Some(btf)) = (from, programs.fexit, btf) {
         match attach_syscall_entries(ebpf, btf) {
             Ok(()) => return Ok(SysExitHook::Fexit),
             Err(error) => tracing::warn!(
@@ -247,7 +295,7 @@ fn attach_sys_exit(
             ),
         }
     }
-    if let Some(btf) = &btf {
+    if let Some(btf) = btf {
         match attach_typed_sys_exit(ebpf, programs.typed, btf) {
             Ok(()) => return Ok(SysExitHook::BtfTracepoint),
             Err(error) => tracing::warn!(
@@ -315,6 +363,7 @@ fn open_object(object: &[u8], ring_buffer_bytes: u32) -> Result<(Ebpf, Tracefs),
         .map_max_entries("OPEN_SCRATCH", scratch_slots)
         .map_max_entries("TTY_SCRATCH", scratch_slots)
         .map_max_entries("CONNECT_SCRATCH", scratch_slots)
+        .map_max_entries("LINK_SCRATCH", scratch_slots)
         .load(object)?;
     Ok((ebpf, tracefs))
 }
@@ -475,8 +524,16 @@ impl KernelMonitor {
             })?;
             attached.push(format!("raw_tp/{tp}"));
         }
-        let sys_exit = attach_sys_exit(&mut ebpf, &CAPTURE_SYS_EXIT, opts.sys_exit_from)?;
+        let btf = kernel_btf();
+        let sys_exit = attach_sys_exit(
+            &mut ebpf,
+            &CAPTURE_SYS_EXIT,
+            opts.sys_exit_from,
+            btf.as_ref(),
+        )?;
         attached.push(sys_exit.to_string());
+        attach_ctime_hooks(&mut ebpf, btf.as_ref(), &tracefs, &mut attached)?;
+        drop(btf);
         let (responder, connect_hooks) =
             super::respond::KernelResponder::load(&mut ebpf, &mut attached)?;
         let program_ids = ebpf
@@ -802,7 +859,12 @@ impl FloorProgram {
             .map_max_entries("EVENTS", 64 * 1024)
             .load(KERNEL_OBJECT)?;
         // The hook the daemon takes by default, chosen the same way.
-        let hook = attach_sys_exit(&mut ebpf, &FLOOR_SYS_EXIT, SysExitHook::BtfTracepoint)?;
+        let hook = attach_sys_exit(
+            &mut ebpf,
+            &FLOOR_SYS_EXIT,
+            SysExitHook::BtfTracepoint,
+            kernel_btf().as_ref(),
+        )?;
         // The daemon's datagram hooks have a floor of their own: every datagram a process
         // addresses passes them.
         let datagram_hooks = super::respond::ConnectHooks::attach_programs(

@@ -214,14 +214,13 @@ impl Enricher {
                 {
                     // The file's own name: the last component of the kernel's walk.
                     let own = f.path.0.rsplit(|&c| c == b'/').next().unwrap_or_default();
-                    if !is_in(&open.path.0, &dir.0, own) {
-                        let mut named = Vec::with_capacity(dir.0.len() + 1 + own.len());
-                        named.extend_from_slice(&dir.0);
-                        named.push(b'/');
-                        named.extend_from_slice(own);
-                        open.path = crate::event::RawBytes(named);
-                    }
+                    crate::watched::name_in(&mut open.path, dir, own);
                 }
+            }
+        }
+        if let EventBody::Link(link) = &mut event.body {
+            if link.result.ok() {
+                self.watched.name_link(link);
             }
         }
         match &mut event.body {
@@ -444,15 +443,6 @@ pub async fn run(
     ready.extend(lines.drain(&redactor));
     batch::send_all(&tx, &mut ready, "detect").await?;
     Ok(())
-}
-
-/// Whether `path` is `dir/name`, without building it (most opens in a watched directory are
-/// already named by it).
-fn is_in(path: &[u8], dir: &[u8], name: &[u8]) -> bool {
-    path.len() == dir.len() + 1 + name.len()
-        && path.starts_with(dir)
-        && path[dir.len()] == b'/'
-        && path.ends_with(name)
 }
 
 #[cfg(test)]

@@ -516,6 +516,15 @@ impl<'a> EventRow<'a> {
                 false,
             ),
             EventBody::Open(o) => (o.path.text(), Vec::new(), 0, 0, o.result.ret, false),
+            // The new name is the row's `path`; the source is in its `argv`.
+            EventBody::Link(l) => (
+                l.path.text(),
+                vec![l.source.text()],
+                0,
+                0,
+                l.result.ret,
+                false,
+            ),
             EventBody::FileRead(r) => (
                 r.path.as_ref().map(|p| p.text()).unwrap_or_default(),
                 Vec::new(),

@@ -48,6 +48,7 @@
 //! vigil-test-helper int80 bpf-next-map               bpf(BPF_MAP_GET_NEXT_ID) through int 0x80
 //! vigil-test-helper int80 raw-socket                 socketcall(SYS_SOCKET) of a raw ICMP socket
 //! vigil-test-helper int80 ptrace-seize <pid>           ptrace(PTRACE_SEIZE) of pid through int 0x80
+//! vigil-test-helper int80 rename <from> <to>         rename(2) through int 0x80
 //! vigil-test-helper by-handle <path>                   open and read path through a file handle:
 //!                                                       name_to_handle_at, then open_by_handle_at
 //!                                                       on its directory's mount (no path)
@@ -960,6 +961,7 @@ mod int80 {
     const BPF: u32 = 357;
     const PTRACE: u32 = 26;
     const PTRACE_SEIZE: u32 = 0x4206;
+    const RENAME: u32 = 38;
     const BPF_MAP_GET_NEXT_ID: u32 = 12;
 
     /// One `int 0x80`: eax the number, ebx, ecx, edx the arguments (esi, edi zero); the result
@@ -1089,6 +1091,11 @@ mod int80 {
                 )?;
                 read_all(&mut low, fd)?;
                 check("close", syscall(CLOSE, dirfd, 0, 0)).map(|_| ())
+            }
+            [op, from, to] if op == "rename" => {
+                let f = low.c_string(from)?;
+                let t = low.c_string(to)?;
+                check(&format!("rename {from} {to}"), syscall(RENAME, f, t, 0)).map(|_| ())
             }
             [op, path] if op == "connect-unix" => {
                 let words =

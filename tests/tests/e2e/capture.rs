@@ -544,6 +544,10 @@ fn stopping_detaches_every_program() {
             "vigil_connect4",
             "vigil_connect6",
             "vigil_creds",
+            // The change-time tracepoints' programs (names cut to the kernel's 15 bytes).
+            "vigil_ctime_set",
+            "vigil_ctime_ski",
+            "vigil_ctime_xch",
             "vigil_exec",
             "vigil_exit",
             "vigil_fork",
@@ -1031,4 +1035,142 @@ fn reaching_into_a_process_outside_the_session_is_an_escape() {
          not the session's own"
     );
     assert!(rules("process-memory-access") >= 1);
+}
+
+/// A file written elsewhere and given its name in a watched directory opens nothing there:
+/// rename(2), a hard link and a symlink are each a `link` event, and its path is named by the
+/// directory the kernel changed, not by the path passed. A bind mount of `/etc`, a symlinked
+/// directory, a relative name from a directory fd and the 32-bit ABI each name the file
+/// `/etc/cron.d/<name>`, and each is a `crontab-modified` alert. A rename that fails is
+/// reported and alerts nothing.
+#[test]
+fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_changed() {
+    require_root();
+    let text = |v: &Value| String::from_utf8_lossy(&raw_bytes(v)).into_owned();
+    let daemon = Daemon::start("").expect("daemon starts");
+    let loginuid = 40_000 + std::process::id() % 20_000 + 7;
+    let id = std::process::id();
+    let scratch = tempfile::Builder::new()
+        .prefix("vigil-link-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let d = scratch.path().display();
+    let name = |how: &str| format!("vigil-e2e-{how}-{id}");
+    let script = format!(
+        "set -e
+         cd {d}
+         for f in a b c e f g; do echo '* * * * * root true' > {d}/$f; done
+         mv {d}/a /etc/cron.d/{plain}
+         mkdir {d}/etc
+         mount --bind /etc {d}/etc
+         cp {d}/b {d}/etc/{staged}
+         mv {d}/etc/{staged} {d}/etc/cron.d/{bind}
+         umount {d}/etc
+         ln -s /etc/cron.d {d}/cron
+         python3 -c 'import os; os.rename(\"{d}/c\", \"{d}/cron/{symlinked}\")'
+         python3 -c 'import os; d = os.open(\"/etc/cron.d\", os.O_RDONLY); os.rename(\"{d}/e\", \"{dirfd}\", dst_dir_fd=d)'
+         ln {d}/f /etc/cron.d/{hard}
+         ln -s {d}/f /etc/cron.d/{soft}
+         {HELPER} int80 rename {d}/g /etc/cron.d/{compat}
+         ! mv {d}/missing /etc/cron.d/{failed} 2>/dev/null
+         rm -f /etc/cron.d/vigil-e2e-*-{id}",
+        plain = name("plain"),
+        bind = name("bind"),
+        staged = name("staged"),
+        symlinked = name("symlinked"),
+        dirfd = name("dirfd"),
+        hard = name("hard"),
+        soft = name("soft"),
+        compat = name("compat"),
+        failed = name("failed"),
+    );
+    let output = Command::new(HELPER)
+        .args([
+            "login",
+            &loginuid.to_string(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    // Whatever happened, nothing is left in /etc/cron.d.
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!("umount {d}/etc 2>/dev/null; rm -f /etc/cron.d/vigil-e2e-*-{id} /etc/vigil-e2e-staged-{id}"),
+        ])
+        .status();
+    assert!(output.status.success(), "{output:?}");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let events = daemon.stop().expect("daemon stops");
+    let mine = session_events(&events, loginuid);
+    let links = of_type(&mine, "link");
+    let seen: Vec<(String, String, bool)> = links
+        .iter()
+        .filter(|l| text(&l["path"]).contains("/cron.d/vigil-e2e-"))
+        .map(|l| {
+            (
+                l["operation"].as_str().unwrap_or("").to_string(),
+                text(&l["path"]),
+                l["result"]["error"].is_null(),
+            )
+        })
+        .collect();
+    let at = |how: &str| format!("/etc/cron.d/{}", name(how));
+    let x = |op: &str, how: &str, ok: bool| (op.to_string(), at(how), ok);
+    assert_eq!(
+        seen,
+        vec![
+            x("rename", "plain", true),
+            x("rename", "bind", true),
+            x("rename", "symlinked", true),
+            x("rename", "dirfd", true),
+            x("link", "hard", true),
+            x("symlink", "soft", true),
+            x("rename", "compat", true),
+            x("rename", "failed", false),
+        ],
+        "{links:#?}"
+    );
+    // What the caller passed is kept beside it, and the kernel named the directories.
+    let bind = links
+        .iter()
+        .find(|l| text(&l["path"]) == at("bind"))
+        .unwrap();
+    assert_eq!(
+        text(&bind["requested_path"]),
+        format!("{d}/etc/cron.d/{}", name("bind"))
+    );
+    assert_eq!(text(&bind["source"]), format!("{d}/etc/{}", name("staged")));
+    assert!(
+        bind["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|i| i["directory"] == true)),
+        "{bind}"
+    );
+    let alerted: Vec<String> = of_type(&events, "alert")
+        .iter()
+        .filter(|a| a["process"]["loginuid"] == loginuid && a["rule"] == "crontab-modified")
+        .map(|a| a["evidence"].to_string())
+        .collect();
+    for how in [
+        "plain",
+        "bind",
+        "symlinked",
+        "dirfd",
+        "hard",
+        "soft",
+        "compat",
+    ] {
+        assert!(
+            alerted.iter().any(|e| e.contains(&name(how))),
+            "no crontab-modified alert for {how}: {alerted:#?}"
+        );
+    }
+    assert!(
+        !alerted.iter().any(|e| e.contains(&name("failed"))),
+        "a failed rename alerted: {alerted:#?}"
+    );
 }
