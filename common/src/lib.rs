@@ -54,9 +54,9 @@ pub enum RecordKind {
     /// `process_vm_readv`/`process_vm_writev`. A tracer can run any code in its tracee: a
     /// session's work done inside a service outside it has left the session.
     ProcessAccess = 15,
-    /// A process in scope gave a file a name: rename(2) (or an exchange of two names), a hard
-    /// link, or a symlink. A file written elsewhere and renamed into a watched directory opens
-    /// nothing there.
+    /// A process in scope gave a file a name or took one away: rename(2) (or an exchange of
+    /// two names), a hard link, a symlink, unlink(2) or rmdir(2). A file written elsewhere and
+    /// renamed into a watched directory opens nothing there; a log removed is not written.
     Link = 16,
 }
 
@@ -904,11 +904,11 @@ pub struct LinkTouched {
     pub inodes: [FileId; LINK_TOUCHED_MAX],
 }
 
-/// A file given a name (`RecordKind::Link`), at the exit of the call.
+/// A file given a name or a name taken away (`RecordKind::Link`), at the exit of the call.
 ///
 /// Tail: the source as passed (`from_len` bytes, NUL included: the old name of a rename or a
-/// link, the text a symlink holds); the new name as passed (`to_len` bytes); for a relative
-/// one, its base (the cwd, or with [`LINK_BASE_IS_DFD`] the directory `new_dfd` refers to:
+/// link, the text a symlink holds; nothing for an unlink); the new name as passed (`to_len`
+/// bytes; for an unlink, the name removed); for a relative one, its base (the cwd, or with [`LINK_BASE_IS_DFD`] the directory `new_dfd` refers to:
 /// `base_len` bytes of components, innermost first).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -919,7 +919,7 @@ pub struct LinkRecord {
     pub touched: LinkTouched,
     /// One of [`link_call`].
     pub call: u32,
-    /// `renameat2`'s or `linkat`'s flags argument (0 for the others).
+    /// `renameat2`'s, `linkat`'s or `unlinkat`'s flags argument (0 for the others).
     pub call_flags: u32,
     pub old_dfd: i32,
     pub new_dfd: i32,
@@ -958,6 +958,9 @@ pub mod link_call {
     pub const LINKAT: u32 = 5;
     pub const SYMLINK: u32 = 6;
     pub const SYMLINKAT: u32 = 7;
+    /// unlink(2) and rmdir(2).
+    pub const UNLINK: u32 = 8;
+    pub const UNLINKAT: u32 = 9;
     /// `RENAME_EXCHANGE` of renameat2 (include/uapi/linux/fs.h): the two names swap files.
     pub const RENAME_EXCHANGE: u32 = 1 << 1;
 
@@ -1289,9 +1292,12 @@ pub mod sys_class {
     pub const LINKAT: u8 = 30;
     pub const SYMLINK: u8 = 31;
     pub const SYMLINKAT: u8 = 32;
+    /// unlink(2) and rmdir(2) (one path argument), unlinkat(2).
+    pub const UNLINK: u8 = 33;
+    pub const UNLINKAT: u8 = 34;
     /// Whether `class` is one of the calls above.
     pub const fn is_link(class: u8) -> bool {
-        class >= RENAME && class <= SYMLINKAT
+        class >= RENAME && class <= UNLINKAT
     }
     /// `PRIV_BASE + priv_op::X` for the set*id family.
     pub const PRIV_BASE: u8 = 40;
@@ -1395,6 +1401,9 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         native("linkat", "__x64_sys_linkat", LINKAT),
         native("symlink", "__x64_sys_symlink", SYMLINK),
         native("symlinkat", "__x64_sys_symlinkat", SYMLINKAT),
+        native("unlink", "__x64_sys_unlink", UNLINK),
+        native("rmdir", "__x64_sys_rmdir", UNLINK),
+        native("unlinkat", "__x64_sys_unlinkat", UNLINKAT),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1439,6 +1448,9 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         ia32("linkat", "__ia32_sys_linkat", LINKAT),
         ia32("symlink", "__ia32_sys_symlink", SYMLINK),
         ia32("symlinkat", "__ia32_sys_symlinkat", SYMLINKAT),
+        ia32("unlink", "__ia32_sys_unlink", UNLINK),
+        ia32("rmdir", "__ia32_sys_rmdir", UNLINK),
+        ia32("unlinkat", "__ia32_sys_unlinkat", UNLINKAT),
         ia32(
             "process_vm_readv",
             "__ia32_sys_process_vm_readv",

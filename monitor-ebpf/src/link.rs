@@ -1,7 +1,8 @@
-//! link: a process in scope gave a file a name. rename(2) (renameat, renameat2 and its
-//! exchange), a hard link (link, linkat: also how an `O_TMPFILE` file gets its first name) and
-//! a symlink (symlink, symlinkat). A file written in `/tmp` and renamed into `/etc/cron.d`
-//! opens nothing there: the rules on written files see the name arrive here.
+//! link: a process in scope gave a file a name or took one away. rename(2) (renameat,
+//! renameat2 and its exchange), a hard link (link, linkat: also how an `O_TMPFILE` file gets
+//! its first name), a symlink (symlink, symlinkat), and unlink(2), unlinkat(2) and rmdir(2). A
+//! file written in `/tmp` and renamed into `/etc/cron.d` opens nothing there: the rules on
+//! written files see the name arrive here, and the rules on removed logs see it go.
 //!
 //! Which directory got the name is said by the kernel, not by the path passed. The path is the
 //! caller's words (a symlinked directory, a bind mount, `..`, a directory fd), and another
@@ -156,7 +157,11 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
             (arg(0) as i32, arg(1), arg(2) as i32, arg(3), arg(4) as u32)
         }
         sys_class::SYMLINK => (AT_FDCWD, arg(0), AT_FDCWD, arg(1), 0),
-        _ => (AT_FDCWD, arg(0), arg(1) as i32, arg(2), 0),
+        sys_class::SYMLINKAT => (AT_FDCWD, arg(0), arg(1) as i32, arg(2), 0),
+        // The name removed goes where a new name would; there is no source (a null pointer
+        // reads as nothing).
+        sys_class::UNLINK => (AT_FDCWD, 0, AT_FDCWD, arg(0), 0),
+        _ => (AT_FDCWD, 0, arg(0) as i32, arg(1), arg(2) as u32),
     };
     // Into the record at once: little stays live across the path walk below (the frame is on
     // the dispatcher's, under the 512-byte stack).

@@ -261,5 +261,6 @@ syscall_entry_programs!(
     80 vigil_fexit_80, 81 vigil_fexit_81, 82 vigil_fexit_82, 83 vigil_fexit_83, 84 vigil_fexit_84,
     85 vigil_fexit_85, 86 vigil_fexit_86, 87 vigil_fexit_87, 88 vigil_fexit_88, 89 vigil_fexit_89,
     90 vigil_fexit_90, 91 vigil_fexit_91, 92 vigil_fexit_92, 93 vigil_fexit_93, 94 vigil_fexit_94,
-    95 vigil_fexit_95, 96 vigil_fexit_96, 97 vigil_fexit_97,
+    95 vigil_fexit_95, 96 vigil_fexit_96, 97 vigil_fexit_97, 98 vigil_fexit_98, 99 vigil_fexit_99,
+    100 vigil_fexit_100, 101 vigil_fexit_101, 102 vigil_fexit_102, 103 vigil_fexit_103,
 );

@@ -198,34 +198,83 @@ impl WatchedInodes {
     /// repointed by then to make a rename into it look like one out of it. Only between two
     /// watched directories does the path's answer pick.
     pub fn name_link(&self, link: &mut LinkEvent) {
-        let last = link
+        // The watched directories among those the call changed.
+        let watched: Vec<(&ChangedInode, &RawBytes)> = link
+            .changed
+            .iter()
+            .filter(|c| c.directory)
+            .filter_map(|d| self.directory(&d.dev, d.ino).map(|name| (d, name)))
+            .collect();
+        let Some(&first) = watched.first() else {
+            return;
+        };
+        // Between two watched ones, the path's answer picks: it is looked up now, and whoever
+        // passed it can have changed where it leads since, so it never picks one that is not.
+        let (changed_dir, dir) = match watched.as_slice() {
+            [_] => first,
+            _ => self
+                .directory_at(&link.path)
+                .and_then(|(dev, ino)| {
+                    watched
+                        .iter()
+                        .find(|(d, _)| d.dev == dev && d.ino == ino)
+                        .copied()
+                })
+                .unwrap_or(first),
+        };
+        let passed = link
             .path
             .0
             .rsplit(|&c| c == b'/')
             .find(|c| !c.is_empty())
-            .unwrap_or_default()
-            .to_vec();
-        if last.is_empty() {
-            return;
-        }
-        let dirs: Vec<&ChangedInode> = link.changed.iter().filter(|c| c.directory).collect();
-        let watched = |d: &&ChangedInode| self.directory(&d.dev, d.ino);
-        if !dirs.iter().any(|d| watched(d).is_some()) {
-            return;
-        }
-        let dir = match dirs.as_slice() {
-            [only] => watched(only),
-            // The path's answer only picks between watched directories: it is looked up now,
-            // and whoever passed it can have changed where it leads since.
-            _ => self
-                .directory_at(&link.path)
-                .and_then(|(dev, ino)| dirs.iter().find(|d| d.dev == dev && d.ino == ino))
-                .and_then(watched)
-                .or_else(|| dirs.iter().find_map(watched)),
+            .unwrap_or_default();
+        // A name removed is not in the directory any more (and the file may be there under
+        // another name, which was not removed).
+        let held = match link.operation {
+            crate::event::LinkOp::Unlink => None,
+            _ => self.entry_of(dir, &changed_dir.dev, &link.changed, passed),
         };
-        if let Some(dir) = dir {
-            name_in(&mut link.path, dir, &last);
+        let name = held.unwrap_or_else(|| passed.to_vec());
+        if !name.is_empty() {
+            name_in(&mut link.path, dir, &name);
         }
+    }
+
+    /// The name watched directory `dir` holds a file the call changed under, read from the
+    /// directory by inode: the name passed was read from the caller's memory after the call,
+    /// and another of its threads can rewrite it in between (`/etc/harmless` for the
+    /// `/etc/ld.so.preload` the kernel made). The name passed when the file has it there (a
+    /// file with two names in one directory), else the first the directory lists; `None` when
+    /// the directory holds none of them now (a rename out of it, or moved on since: that
+    /// rename is an event of its own).
+    fn entry_of(
+        &self,
+        dir: &RawBytes,
+        dev: &str,
+        changed: &[ChangedInode],
+        passed: &[u8],
+    ) -> Option<Vec<u8>> {
+        use std::os::unix::{ffi::OsStringExt, fs::DirEntryExt};
+        let files: Vec<u64> = changed
+            .iter()
+            .filter(|c| !c.directory && c.dev == dev)
+            .map(|c| c.ino)
+            .collect();
+        if files.is_empty() {
+            return None;
+        }
+        let on_host = self.host_root.join(dir.lossy().trim_start_matches('/'));
+        let mut first = None;
+        for entry in std::fs::read_dir(on_host).ok()?.flatten() {
+            if files.contains(&entry.ino()) {
+                let name = entry.file_name().into_vec();
+                if name == passed {
+                    return Some(name);
+                }
+                first.get_or_insert(name);
+            }
+        }
+        first
     }
 
     /// The device and inode of the directory `path` (absolute, on the host) is in, as the
@@ -679,5 +728,59 @@ mod tests {
             named("/tmp/view/job/", vec![dir("etc/cron.d")]),
             "/etc/cron.d/job"
         );
+    }
+
+    /// The name a watched directory holds the changed file under is read from the directory:
+    /// a name rewritten in the caller's memory after the call does not stand.
+    #[test]
+    fn a_new_name_is_the_one_the_directory_holds_the_file_under() {
+        use crate::event::{LinkOp, SyscallResult};
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/ld.so.preload"), "/x.so").unwrap();
+        std::fs::write(root.path().join("etc/a"), "").unwrap();
+        std::fs::hard_link(root.path().join("etc/a"), root.path().join("etc/b")).unwrap();
+        let watched = WatchedInodes::new(
+            Vec::new(),
+            NamedByRules {
+                files: vec!["/etc/ld.so.preload".into()],
+                directories: vec!["/etc".into()],
+                ..NamedByRules::default()
+            },
+            root.path().to_path_buf(),
+        );
+        let inode = |p: &str, directory: bool| {
+            let m = std::fs::metadata(root.path().join(p)).unwrap();
+            ChangedInode {
+                dev: stat_dev(m.dev()),
+                ino: m.ino(),
+                directory,
+            }
+        };
+        let named = |path: &str, file: &str| {
+            let mut link = LinkEvent {
+                operation: LinkOp::Rename,
+                path: RawBytes::from(path),
+                requested_path: RawBytes::from(path),
+                source: RawBytes::from("/tmp/x"),
+                changed: vec![inode("etc", true), inode(file, false)],
+                unverified: false,
+                path_truncated: false,
+                flags: 0,
+                result: SyscallResult::from_ret(0),
+            };
+            watched.name_link(&mut link);
+            link.path.lossy()
+        };
+        assert_eq!(
+            named("/etc/harmless", "etc/ld.so.preload"),
+            "/etc/ld.so.preload"
+        );
+        // Unreadable after the call: the directory still names it.
+        assert_eq!(named("", "etc/ld.so.preload"), "/etc/ld.so.preload");
+        // Two names in one directory: the one passed, when it is one of them.
+        assert_eq!(named("/etc/b", "etc/a"), "/etc/b");
+        let either = named("/etc/zzz", "etc/a");
+        assert!(either == "/etc/a" || either == "/etc/b", "{either}");
     }
 }

@@ -133,8 +133,8 @@ rule_fields! {
     ExePackage = "exe.package", Kind::Str, [Exec], "The package that installed a file at the executable's path.";
     Path = "path", Kind::Str, [Open, FileRead, Link], "The file's canonical path: of the file actually opened, walked by the kernel (symlinks, `..`, directory fds, bind mounts resolved; a watched file's own name when reached through a hard link). Of a `link`, the new name, in a directory the rules name named by the directory the kernel changed.";
     RequestedPath = "requested_path", Kind::Str, [Open, Link], "The path exactly as the process passed it.";
-    Source = "source", Kind::Str, [Link], "A rename's old name or a link's file, as passed; a symlink's text (not resolved).";
-    MadeBy = "made_by", Kind::Word(LinkOp::WORDS), [Link], "How the name was made: `rename`, `exchange` (two names swapped), `link` (a hard link) or `symlink`.";
+    Source = "source", Kind::Str, [Link], "A rename's old name or a link's file, as passed; a symlink's text (not resolved); missing for an unlink.";
+    Change = "change", Kind::Word(LinkOp::WORDS), [Link], "What changed the name: `rename`, `exchange` (two names swapped), `link` (a hard link), `symlink`, or `unlink` (the name removed; `rmdir` too).";
     FileType = "file.type", Kind::Word(FILE_TYPES), [Open], "What the opened file is.";
     FileDeleted = "file.deleted", Kind::Bool, [Open, Exec], "The opened file, or the executable, has no name left (deleted, `O_TMPFILE`, memfd).";
     FileOutsideRoot = "file.outside_root", Kind::Bool, [Open], "The opened file lies outside the process's root directory (a chroot escape).";

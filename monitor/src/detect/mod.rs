@@ -300,8 +300,11 @@ impl Fields for View<'_> {
                 Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&l.path.0))))
             }
             (Field::RequestedPath, EventBody::Link(l)) => Value::Str(lossy(&l.requested_path.0)),
+            (Field::Source, EventBody::Link(l)) if l.operation == crate::event::LinkOp::Unlink => {
+                Value::Missing
+            }
             (Field::Source, EventBody::Link(l)) => Value::Str(lossy(&l.source.0)),
-            (Field::MadeBy, EventBody::Link(l)) => word(l.operation.as_str()),
+            (Field::Change, EventBody::Link(l)) => word(l.operation.as_str()),
             (Field::Succeeded, EventBody::Link(l)) => Value::Bool(l.result.ok()),
             (Field::FileType, EventBody::Open(o)) => o
                 .file
@@ -416,7 +419,7 @@ impl Fields for View<'_> {
                 | Field::ExePackage
                 | Field::RequestedPath
                 | Field::Source
-                | Field::MadeBy
+                | Field::Change
                 | Field::FileType
                 | Field::FileDeleted
                 | Field::FileOutsideRoot

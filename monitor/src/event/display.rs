@@ -52,6 +52,11 @@ fn line(e: &Event) -> String {
             r.protocol,
             failed(&r.result)
         ),
+        EventBody::Link(l) if l.operation == super::LinkOp::Unlink => format!(
+            "unlink {}{}",
+            bytes_text(&l.path),
+            failed(&l.result)
+        ),
         EventBody::Link(l) => format!(
             "{:<6} {} -> {}{}{}",
             l.operation.as_str(),

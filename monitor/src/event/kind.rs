@@ -101,7 +101,7 @@ event_kinds! {
     ProcessAccess(ProcessAccessEvent) = "process_access", Some(RecordKind::ProcessAccess),
         "A process reached into another: attached to it with ptrace (`PTRACE_ATTACH`, `PTRACE_SEIZE`), or read or wrote its memory (`process_vm_readv`, `process_vm_writev`), naming the target and whether it is of the same session. A tracer can run any code in its tracee.";
     Link(LinkEvent) = "link", Some(RecordKind::Link),
-        "A file was given a name: renamed (or two names exchanged), hard-linked or symlinked. A file written elsewhere and renamed into place opens nothing there; the directory that got the name is the one the kernel changed, whatever path named it.";
+        "A file was given a name or had one taken away: renamed (or two names exchanged), hard-linked, symlinked, unlinked (`rmdir` too). A file written elsewhere and renamed into place opens nothing there, nor does a log removed; the directory whose name changed is the one the kernel changed, whatever path named it.";
     Loss(LossEvent) = "loss", None,
         "Events that could not be delivered, written down where they would have been.";
     SessionStart(SessionStartEvent) = "session_start", None,

@@ -491,7 +491,7 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// How a file was given a name (`link`).
+    /// How a file was given a name or had one taken away (`link`).
     LinkOp {
         /// rename(2), renameat, renameat2: the file's old name is gone, the new one replaced
         /// whatever had it.
@@ -502,5 +502,7 @@ vocabulary! {
         Link = "link",
         /// symlink(2), symlinkat: a new symlink holding the source text.
         Symlink = "symlink",
+        /// unlink(2), unlinkat, rmdir(2): the name removed (the file goes with its last name).
+        Unlink = "unlink",
     }
 }

@@ -519,7 +519,11 @@ impl<'a> EventRow<'a> {
             // The new name is the row's `path`; the source is in its `argv`.
             EventBody::Link(l) => (
                 l.path.text(),
-                vec![l.source.text()],
+                if l.source.0.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![l.source.text()]
+                },
                 0,
                 0,
                 l.result.ret,

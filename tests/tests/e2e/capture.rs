@@ -1042,7 +1042,7 @@ fn reaching_into_a_process_outside_the_session_is_an_escape() {
 /// directory the kernel changed, not by the path passed. A bind mount of `/etc`, a symlinked
 /// directory, a relative name from a directory fd and the 32-bit ABI each name the file
 /// `/etc/cron.d/<name>`, and each is a `crontab-modified` alert. A rename that fails is
-/// reported and alerts nothing.
+/// reported and alerts nothing; the names removed are `unlink` events.
 #[test]
 fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_changed() {
     require_root();
@@ -1109,7 +1109,7 @@ fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_
     let links = of_type(&mine, "link");
     let seen: Vec<(String, String, bool)> = links
         .iter()
-        .filter(|l| text(&l["path"]).contains("/cron.d/vigil-e2e-"))
+        .filter(|l| text(&l["path"]).contains("/cron.d/vigil-e2e-") && l["operation"] != "unlink")
         .map(|l| {
             (
                 l["operation"].as_str().unwrap_or("").to_string(),
@@ -1134,6 +1134,26 @@ fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_
         ],
         "{links:#?}"
     );
+    // The names removed at the end are unlink events, named the same way.
+    let unlinked: Vec<String> = links
+        .iter()
+        .filter(|l| l["operation"] == "unlink" && l["result"]["error"].is_null())
+        .map(|l| text(&l["path"]))
+        .collect();
+    for how in [
+        "plain",
+        "bind",
+        "symlinked",
+        "dirfd",
+        "hard",
+        "soft",
+        "compat",
+    ] {
+        assert!(
+            unlinked.contains(&at(how)),
+            "{how} not unlinked: {unlinked:#?}"
+        );
+    }
     // What the caller passed is kept beside it, and the kernel named the directories.
     let bind = links
         .iter()
