@@ -22,14 +22,14 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use vigil_common::{
-    kind, link_call, path_flag, sys_class, LinkTouched, AT_FDCWD, LINK_BASE_IS_DFD,
-    LINK_BASE_TRUNCATED, LINK_FIXED_SIZE, LINK_FROM_TRUNCATED, LINK_TOUCHED_MAX, LINK_TO_TRUNCATED,
-    LINK_TO_UNAVAILABLE, LINK_UNTOUCHED, OPEN_PATH_MAX, OPEN_TAIL_CAP, OPEN_TAIL_SPAN,
+    kind, link_call, sys_class, LinkTouched, AT_FDCWD, LINK_BASE_IS_DFD, LINK_BASE_TRUNCATED,
+    LINK_FIXED_SIZE, LINK_FROM_TRUNCATED, LINK_TOUCHED_MAX, LINK_TO_TRUNCATED, LINK_TO_UNAVAILABLE,
+    LINK_UNTOUCHED, OPEN_PATH_MAX, OPEN_TAIL_CAP, OPEN_TAIL_SPAN,
 };
 
 use crate::{
     emit::send_prefix,
-    kernel::{compat_sys_class, fill_header, inode_id, koff, Ptr, Regs, SysRegs},
+    kernel::{compat_sys_class, fill_header, inode_id, Ptr, Regs, SysRegs},
     maps::{scratch, LINK_SCRATCH, LINK_TOUCHED},
     scope,
     tail::{Copied, Tail},
@@ -203,19 +203,10 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     // A relative new name: its base, as an open's (the cwd, or the directory `new_dfd` is).
     let first: u8 = rec.tail[rec.from_len as usize & (OPEN_TAIL_CAP - 1)];
     if to_len > 1 && first != b'/' && policy.resolve_relative_opens != 0 {
-        let (n, cut) = if new_dfd == AT_FDCWD {
-            let (n, cut, _) = tail.cwd(task);
-            (n, cut)
-        } else {
+        if new_dfd != AT_FDCWD {
             rec.flags |= LINK_BASE_IS_DFD;
-            let dir = regs.fd_file(new_dfd as u32);
-            if dir.is_null() {
-                (0, false)
-            } else {
-                let walk = tail.path(dir.wrapping_add(koff!(file_path)), core::ptr::null());
-                (walk.len as u32, walk.flags & path_flag::TRUNCATED != 0)
-            }
-        };
+        }
+        let (n, cut) = tail.base(task, regs, new_dfd);
         rec.base_len = n as u16;
         if cut {
             rec.flags |= LINK_BASE_TRUNCATED;

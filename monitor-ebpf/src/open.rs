@@ -111,19 +111,10 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     if path_len > 1 && policy.resolve_relative_opens != 0 {
         let first: u8 = unsafe { *rec.tail.as_ptr() };
         if first != b'/' {
-            let (n, cut) = if dfd == AT_FDCWD {
-                let (n, cut, _) = tail.cwd(task);
-                (n, cut)
-            } else {
+            if dfd != AT_FDCWD {
                 flags |= OPEN_BASE_IS_DFD;
-                let dir = regs.fd_file(dfd as u32);
-                if dir.is_null() {
-                    (0, false)
-                } else {
-                    let walk = tail.path(dir.wrapping_add(koff!(file_path)), core::ptr::null());
-                    (walk.len as u32, walk.flags & path_flag::TRUNCATED != 0)
-                }
-            };
+            }
+            let (n, cut) = tail.base(task, regs, dfd);
             cwd_len = n;
             if cut {
                 flags |= OPEN_CWD_TRUNCATED;

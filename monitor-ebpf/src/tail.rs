@@ -8,7 +8,7 @@
 
 use aya_ebpf::helpers::generated;
 use core::ffi::c_void;
-use vigil_common::{path_flag, PathWalk, COMPONENT_MAX, PATH_BYTES_MAX, PATH_DEPTH_MAX};
+use vigil_common::{path_flag, PathWalk, AT_FDCWD, COMPONENT_MAX, PATH_BYTES_MAX, PATH_DEPTH_MAX};
 
 use crate::{
     kernel::{koff, read_ptr, Ptr},
@@ -117,6 +117,23 @@ impl<const MASK: u32> Tail<MASK> {
             walk.flags & path_flag::TRUNCATED != 0,
             walk.flags & path_flag::UNAVAILABLE != 0,
         )
+    }
+
+    /// Appends the base of a relative name passed with directory fd `dfd`: the task's working
+    /// directory for `AT_FDCWD`, else the directory `dfd` refers to (what tar, rsync, find and
+    /// `dir_fd` use). Returns (bytes written, cut short); nothing for an fd that is not open.
+    #[inline(always)]
+    pub fn base(&mut self, task: Ptr, regs: impl crate::kernel::Regs, dfd: i32) -> (u32, bool) {
+        if dfd == AT_FDCWD {
+            let (n, cut, _) = self.cwd(task);
+            return (n, cut);
+        }
+        let dir = regs.fd_file(dfd as u32);
+        if dir.is_null() {
+            return (0, false);
+        }
+        let walk = self.path(dir.wrapping_add(koff!(file_path)), core::ptr::null());
+        (walk.len as u32, walk.flags & path_flag::TRUNCATED != 0)
     }
 
     /// Appends the path of the object `path` (a kernel `struct path`: mount and dentry) as

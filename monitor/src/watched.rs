@@ -649,12 +649,39 @@ mod tests {
         assert_eq!(watched.name(&dev, ino), None);
     }
 
+    /// Inode `p` under `root`, as a `link` event names it.
+    fn changed(root: &Path, p: &str, directory: bool) -> ChangedInode {
+        let m = std::fs::metadata(root.join(p)).unwrap();
+        ChangedInode {
+            dev: stat_dev(m.dev()),
+            ino: m.ino(),
+            directory,
+        }
+    }
+
+    /// What `watched` names the new name `path` of a rename that changed `changed`.
+    fn named_link(watched: &WatchedInodes, path: &str, changed: Vec<ChangedInode>) -> String {
+        use crate::event::{LinkOp, SyscallResult};
+        let mut link = LinkEvent {
+            operation: LinkOp::Rename,
+            path: RawBytes::from(path),
+            requested_path: RawBytes::from(path),
+            source: RawBytes::from("/tmp/elsewhere/job"),
+            changed,
+            unverified: false,
+            path_truncated: false,
+            flags: 0,
+            result: SyscallResult::from_ret(0),
+        };
+        watched.name_link(&mut link);
+        link.path.lossy()
+    }
+
     /// A `link` event's new name goes by the watched directory the kernel changed: the only
     /// one changed; of two (a rename between directories), the one the path passed leads to,
     /// else a watched one; never a directory that is not watched.
     #[test]
     fn a_new_name_is_named_by_the_watched_directory_the_kernel_changed() {
-        use crate::event::{LinkOp, SyscallResult};
         let root = tempfile::tempdir().expect("tempdir");
         for d in ["etc/cron.d", "tmp/elsewhere", "tmp/view"] {
             std::fs::create_dir_all(root.path().join(d)).unwrap();
@@ -667,29 +694,8 @@ mod tests {
             },
             root.path().to_path_buf(),
         );
-        let dir = |p: &str| {
-            let m = std::fs::metadata(root.path().join(p)).unwrap();
-            ChangedInode {
-                dev: stat_dev(m.dev()),
-                ino: m.ino(),
-                directory: true,
-            }
-        };
-        let named = |path: &str, changed: Vec<ChangedInode>| {
-            let mut link = LinkEvent {
-                operation: LinkOp::Rename,
-                path: RawBytes::from(path),
-                requested_path: RawBytes::from(path),
-                source: RawBytes::from("/tmp/elsewhere/job"),
-                changed,
-                unverified: false,
-                path_truncated: false,
-                flags: 0,
-                result: SyscallResult::from_ret(0),
-            };
-            watched.name_link(&mut link);
-            link.path.lossy()
-        };
+        let dir = |p: &str| changed(root.path(), p, true);
+        let named = |path: &str, changed: Vec<ChangedInode>| named_link(&watched, path, changed);
         // A bind mount's path (the view is not cron.d to the daemon's eyes): the one directory
         // changed names it.
         assert_eq!(
@@ -734,7 +740,6 @@ mod tests {
     /// a name rewritten in the caller's memory after the call does not stand.
     #[test]
     fn a_new_name_is_the_one_the_directory_holds_the_file_under() {
-        use crate::event::{LinkOp, SyscallResult};
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/ld.so.preload"), "/x.so").unwrap();
@@ -749,28 +754,12 @@ mod tests {
             },
             root.path().to_path_buf(),
         );
-        let inode = |p: &str, directory: bool| {
-            let m = std::fs::metadata(root.path().join(p)).unwrap();
-            ChangedInode {
-                dev: stat_dev(m.dev()),
-                ino: m.ino(),
-                directory,
-            }
-        };
         let named = |path: &str, file: &str| {
-            let mut link = LinkEvent {
-                operation: LinkOp::Rename,
-                path: RawBytes::from(path),
-                requested_path: RawBytes::from(path),
-                source: RawBytes::from("/tmp/x"),
-                changed: vec![inode("etc", true), inode(file, false)],
-                unverified: false,
-                path_truncated: false,
-                flags: 0,
-                result: SyscallResult::from_ret(0),
-            };
-            watched.name_link(&mut link);
-            link.path.lossy()
+            let changed = vec![
+                changed(root.path(), "etc", true),
+                changed(root.path(), file, false),
+            ];
+            named_link(&watched, path, changed)
         };
         assert_eq!(
             named("/etc/harmless", "etc/ld.so.preload"),

@@ -1046,6 +1046,16 @@ fn reaching_into_a_process_outside_the_session_is_an_escape() {
 #[test]
 fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_changed() {
     require_root();
+    // The names the script gives in /etc/cron.d (and removes at its end), one per way.
+    const NAMED: [&str; 7] = [
+        "plain",
+        "bind",
+        "symlinked",
+        "dirfd",
+        "hard",
+        "soft",
+        "compat",
+    ];
     let text = |v: &Value| String::from_utf8_lossy(&raw_bytes(v)).into_owned();
     let daemon = Daemon::start("").expect("daemon starts");
     let loginuid = 40_000 + std::process::id() % 20_000 + 7;
@@ -1084,25 +1094,17 @@ fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_
         compat = name("compat"),
         failed = name("failed"),
     );
-    let output = Command::new(HELPER)
-        .args([
-            "login",
-            &loginuid.to_string(),
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
-    // Whatever happened, nothing is left in /etc/cron.d.
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            &format!("umount {d}/etc 2>/dev/null; rm -f /etc/cron.d/vigil-e2e-*-{id} /etc/vigil-e2e-staged-{id}"),
-        ])
-        .status();
-    assert!(output.status.success(), "{output:?}");
+    // Whatever happens, nothing is left in /etc when the test ends.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("sh").args(["-c", &self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(format!(
+        "umount {d}/etc 2>/dev/null; rm -f /etc/cron.d/vigil-e2e-*-{id} /etc/vigil-e2e-staged-{id}"
+    ));
+    in_session(loginuid, &script);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let events = daemon.stop().expect("daemon stops");
     let mine = session_events(&events, loginuid);
@@ -1140,15 +1142,7 @@ fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_
         .filter(|l| l["operation"] == "unlink" && l["result"]["error"].is_null())
         .map(|l| text(&l["path"]))
         .collect();
-    for how in [
-        "plain",
-        "bind",
-        "symlinked",
-        "dirfd",
-        "hard",
-        "soft",
-        "compat",
-    ] {
+    for how in NAMED {
         assert!(
             unlinked.contains(&at(how)),
             "{how} not unlinked: {unlinked:#?}"
@@ -1175,15 +1169,7 @@ fn names_given_by_rename_link_and_symlink_are_named_by_the_directory_the_kernel_
         .filter(|a| a["process"]["loginuid"] == loginuid && a["rule"] == "crontab-modified")
         .map(|a| a["evidence"].to_string())
         .collect();
-    for how in [
-        "plain",
-        "bind",
-        "symlinked",
-        "dirfd",
-        "hard",
-        "soft",
-        "compat",
-    ] {
+    for how in NAMED {
         assert!(
             alerted.iter().any(|e| e.contains(&name(how))),
             "no crontab-modified alert for {how}: {alerted:#?}"
