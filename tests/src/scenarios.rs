@@ -83,6 +83,9 @@ impl Evasion {
     }
 }
 
+/// The log an evasion variant edits in place (`sed -i`), removed when the fixtures go.
+const EDITED_LOG: &str = "/var/log/vigil-e2e-edited.log";
+
 /// What the scenarios need outside their sessions; removed again on drop.
 pub struct Fixtures {
     pub dir: PathBuf,
@@ -421,6 +424,8 @@ impl Fixtures {
             ev(Naming, s("a cron entry renamed into place through the 32-bit ABI", "echo '# x' > /var/tmp/vigil-ev-job4 && \"$VIGIL_TEST_HELPER\" int80 rename /var/tmp/vigil-ev-job4 /etc/cron.d/vigil-e2e-ev4; rm -f /etc/cron.d/vigil-e2e-ev4", "crontab-modified", "T1053.003")).at("/etc/cron.d/vigil-e2e-ev4").also("compat-syscall-in-session"),
             // rm replaced by another program's unlink(2): the name removed is the event.
             ev(Program, s("a log deleted from python", ": >> /var/log/vigil-e2e-ev.log && python3 -c \"import os; os.unlink('/var/log/vigil-e2e-ev.log')\"", "logs-tampered", "T1070.002")).at("/var/log/vigil-e2e-ev.log"),
+            // Lines taken out of a log: sed writes a new file beside it and renames it over.
+            ev(Program, s("log lines removed with sed -i", &format!(": >> {EDITED_LOG} && sed -i '/vigil/d' {EDITED_LOG}"), "logs-tampered", "T1070.002")).at(EDITED_LOG),
             ev(Program, s("shell history moved away from python", ": >> ~/.bash_history && python3 -c \"import os; os.rename(os.path.expanduser('~/.bash_history'), '/var/tmp/vigil-ev-hist')\"; rm -f /var/tmp/vigil-ev-hist", "shell-history-cleared", "T1070.003")),
             ev(Program, s("a PAM module written from python", &format!("python3 -c \"open('{ROUTINE_DIR}/security/pam_vigil_ev.so', 'wb').close()\"; rm -f {ROUTINE_DIR}/security/pam_vigil_ev.so"), "pam-modified", "T1556.003")),
             ev(Scope, s("cron entry", "echo '* * * * * root cat /etc/shadow' > /etc/cron.d/vigil-e2e-ev; rm -f /etc/cron.d/vigil-e2e-ev", "crontab-modified", "T1053.003")),
@@ -540,6 +545,8 @@ impl Drop for Fixtures {
         }
         let _ = self.tty_holder.kill();
         let _ = self.tty_holder.wait();
+        // Left by its variant: removing it there would be a log removed too.
+        let _ = std::fs::remove_file(EDITED_LOG);
         let _ = &self.dir;
     }
 }
