@@ -487,6 +487,10 @@ pub mod open_syscall {
     /// Another process's open file, copied with `pidfd_getfd`: `dfd` is the pidfd, the flags
     /// the file's access mode.
     pub const PIDFD_GETFD: u16 = 6;
+    /// A file cut to a length with `ftruncate(fd, len)` (`dfd` is the fd) or `truncate(path,
+    /// len)`: an open for writing with `O_TRUNC` by its effect, though nothing was opened.
+    pub const FTRUNCATE: u16 = 7;
+    pub const TRUNCATE: u16 = 8;
 }
 
 /// `AT_FDCWD` as it arrives in `dfd`.
@@ -1295,6 +1299,9 @@ pub mod sys_class {
     /// unlink(2) and rmdir(2) (one path argument), unlinkat(2).
     pub const UNLINK: u8 = 33;
     pub const UNLINKAT: u8 = 34;
+    /// ftruncate(2) and truncate(2): reported as opens that cut the file (`open_syscall`).
+    pub const FTRUNCATE: u8 = 35;
+    pub const TRUNCATE: u8 = 36;
     /// Whether `class` is one of the calls above.
     pub const fn is_link(class: u8) -> bool {
         class >= RENAME && class <= UNLINKAT
@@ -1404,6 +1411,8 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         native("unlink", "__x64_sys_unlink", UNLINK),
         native("rmdir", "__x64_sys_rmdir", UNLINK),
         native("unlinkat", "__x64_sys_unlinkat", UNLINKAT),
+        native("ftruncate", "__x64_sys_ftruncate", FTRUNCATE),
+        native("truncate", "__x64_sys_truncate", TRUNCATE),
         native("io_uring_setup", "__x64_sys_io_uring_setup", IO_URING_SETUP),
         native("setuid", "__x64_sys_setuid", set(priv_op::SETUID)),
         native("setreuid", "__x64_sys_setreuid", set(priv_op::SETREUID)),
@@ -1451,6 +1460,10 @@ pub const X86_64_SYSCALL_ENTRIES: &[SyscallEntry] = {
         ia32("unlink", "__ia32_sys_unlink", UNLINK),
         ia32("rmdir", "__ia32_sys_rmdir", UNLINK),
         ia32("unlinkat", "__ia32_sys_unlinkat", UNLINKAT),
+        ia32("ftruncate", "__ia32_compat_sys_ftruncate", FTRUNCATE),
+        ia32("truncate", "__ia32_compat_sys_truncate", TRUNCATE),
+        ia32("ftruncate64", "__ia32_sys_ia32_ftruncate64", FTRUNCATE),
+        ia32("truncate64", "__ia32_sys_ia32_truncate64", TRUNCATE),
         ia32(
             "process_vm_readv",
             "__ia32_sys_process_vm_readv",

@@ -50,5 +50,6 @@ twins!(
     85 vigil_fxchk_85, 86 vigil_fxchk_86, 87 vigil_fxchk_87, 88 vigil_fxchk_88, 89 vigil_fxchk_89,
     90 vigil_fxchk_90, 91 vigil_fxchk_91, 92 vigil_fxchk_92, 93 vigil_fxchk_93, 94 vigil_fxchk_94,
     95 vigil_fxchk_95, 96 vigil_fxchk_96, 97 vigil_fxchk_97, 98 vigil_fxchk_98, 99 vigil_fxchk_99,
-    100 vigil_fxchk_100, 101 vigil_fxchk_101, 102 vigil_fxchk_102, 103 vigil_fxchk_103,
+    100 vigil_fxchk_100, 101 vigil_fxchk_101, 102 vigil_fxchk_102, 103 vigil_fxchk_103, 104 vigil_fxchk_104,
+    105 vigil_fxchk_105, 106 vigil_fxchk_106, 107 vigil_fxchk_107, 108 vigil_fxchk_108, 109 vigil_fxchk_109,
 );

@@ -182,6 +182,89 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     }
 }
 
+/// `sys_exit` of ftruncate(fd, len) and truncate(path, len): a file cut to a length is what an
+/// open with `O_TRUNC` does to it (a log emptied), and it goes out as an open record of that
+/// call (`O_WRONLY|O_TRUNC`), which every rule on truncated files reads. ftruncate's file is
+/// the fd's, walked as an open's; truncate's is the path passed, made absolute (nothing was
+/// opened: the kernel holds no file to name). Nothing of it is folded or followed for reads.
+/// A subprogram, apart from [`on_exit`]: that body is inlined into the dispatcher, whose frame
+/// has no room left; and it takes scalars only (`arg0`, the fd or the path), as a structure
+/// passed would be a copy on that frame.
+#[inline(never)]
+pub fn on_cut_exit(by_fd: bool, arg0: u64, ret: i64) {
+    let Some((task, policy)) = scope::check(kind::OPEN) else {
+        return;
+    };
+    let Some(rec) = scratch(&OPEN_SCRATCH) else {
+        return;
+    };
+    let Some(mut tail) = Tail::<{ OPEN_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
+        return;
+    };
+    let file = if by_fd && ret >= 0 {
+        crate::kernel::fd_file(task, arg0 as u32)
+    } else {
+        core::ptr::null()
+    };
+    // Into the record at once: little stays live across the path walks below.
+    rec.flags = OPEN_READS_UNTRACKED;
+    rec.path_len = 0;
+    rec.cwd_len = 0;
+    if !by_fd {
+        rec.path_len = match tail.user_str::<OPEN_PATH_MAX>(arg0) {
+            Copied::Whole(n) => n,
+            Copied::Cut(n) => {
+                rec.flags |= OPEN_PATH_TRUNCATED;
+                n
+            }
+            Copied::Failed => {
+                rec.flags |= OPEN_PATH_UNAVAILABLE;
+                0
+            }
+        } as u16;
+        let first: u8 = rec.tail[0];
+        if rec.path_len > 1 && first != b'/' && policy.resolve_relative_opens != 0 {
+            let (n, cut, _) = tail.cwd(task);
+            rec.cwd_len = n as u16;
+            if cut {
+                rec.flags |= OPEN_CWD_TRUNCATED;
+            }
+        }
+    }
+    rec.file = file_id(file);
+    rec.memory_tgid = 0;
+    rec.memory_sessionid = AUDIT_UNSET;
+    rec.dir_ino = if file.is_null() {
+        0
+    } else {
+        crate::kernel::parent_dir_ino(file)
+    };
+    rec.file_path = if file.is_null() {
+        PathWalk::UNAVAILABLE
+    } else {
+        tail.path(file.wrapping_add(koff!(file_path)), process_root(task))
+    };
+    // O_WRONLY | O_TRUNC.
+    rec.open_flags = 0o1001;
+    rec.mode = 0;
+    rec.dfd = if by_fd { arg0 as i32 } else { AT_FDCWD };
+    rec.ret = ret as i32;
+    rec.syscall = if by_fd {
+        open_syscall::FTRUNCATE
+    } else {
+        open_syscall::TRUNCATE
+    };
+    let used = tail.pos() as usize & (OPEN_TAIL_CAP - 1);
+    let size = OPEN_FIXED_SIZE + used;
+    fill_header(&mut rec.header, kind::OPEN, size as u32, task);
+    if rec.flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0
+        || rec.file_path.flags & path_flag::TRUNCATED != 0
+    {
+        count(kind::OPEN, counter::TRUNCATED);
+    }
+    send_prefix(rec, size, kind::OPEN);
+}
+
 /// Starts counting the bytes read from a newly opened fd; false when the table is full (counted
 /// as untracked). An entry still there for the same fd (closed without `close(2)`: `dup2` over
 /// it, `close_range`) is reported first, not overwritten.

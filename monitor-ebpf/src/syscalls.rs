@@ -123,6 +123,9 @@ fn on_exit<R: HookRegs>(
         | sys_class::CREAT
         | sys_class::OPEN_BY_HANDLE
         | sys_class::FD_FROM_PROCESS => open::on_exit(class, regs, ret, outside),
+        sys_class::FTRUNCATE | sys_class::TRUNCATE => {
+            open::on_cut_exit(class == sys_class::FTRUNCATE, regs.arg(0), ret)
+        }
         sys_class::READ_FD0 | sys_class::READ_FD1 => {
             read::on_exit(class, regs, ret);
         }
@@ -262,5 +265,6 @@ syscall_entry_programs!(
     85 vigil_fexit_85, 86 vigil_fexit_86, 87 vigil_fexit_87, 88 vigil_fexit_88, 89 vigil_fexit_89,
     90 vigil_fexit_90, 91 vigil_fexit_91, 92 vigil_fexit_92, 93 vigil_fexit_93, 94 vigil_fexit_94,
     95 vigil_fexit_95, 96 vigil_fexit_96, 97 vigil_fexit_97, 98 vigil_fexit_98, 99 vigil_fexit_99,
-    100 vigil_fexit_100, 101 vigil_fexit_101, 102 vigil_fexit_102, 103 vigil_fexit_103,
+    100 vigil_fexit_100, 101 vigil_fexit_101, 102 vigil_fexit_102, 103 vigil_fexit_103, 104 vigil_fexit_104,
+    105 vigil_fexit_105, 106 vigil_fexit_106, 107 vigil_fexit_107, 108 vigil_fexit_108, 109 vigil_fexit_109,
 );

@@ -426,6 +426,10 @@ impl Fixtures {
             ev(Program, s("a log deleted from python", ": >> /var/log/vigil-e2e-ev.log && python3 -c \"import os; os.unlink('/var/log/vigil-e2e-ev.log')\"", "logs-tampered", "T1070.002")).at("/var/log/vigil-e2e-ev.log"),
             // Lines taken out of a log: sed writes a new file beside it and renames it over.
             ev(Program, s("log lines removed with sed -i", &format!(": >> {EDITED_LOG} && sed -i '/vigil/d' {EDITED_LOG}"), "logs-tampered", "T1070.002")).at(EDITED_LOG),
+            // Emptied without an open that truncates: truncate(2), and ftruncate(2) on an fd
+            // opened for reading and writing.
+            ev(Program, s("a log emptied with truncate(2) from python", &format!(": >> {EDITED_LOG} && python3 -c \"import os; os.truncate('{EDITED_LOG}', 0)\""), "logs-tampered", "T1070.002")).at(EDITED_LOG),
+            ev(Program, s("a log emptied with ftruncate(2) from python", &format!(": >> {EDITED_LOG} && python3 -c \"open('{EDITED_LOG}', 'r+').truncate(0)\""), "logs-tampered", "T1070.002")).at(EDITED_LOG),
             ev(Program, s("shell history moved away from python", ": >> ~/.bash_history && python3 -c \"import os; os.rename(os.path.expanduser('~/.bash_history'), '/var/tmp/vigil-ev-hist')\"; rm -f /var/tmp/vigil-ev-hist", "shell-history-cleared", "T1070.003")),
             ev(Program, s("a PAM module written from python", &format!("python3 -c \"open('{ROUTINE_DIR}/security/pam_vigil_ev.so', 'wb').close()\"; rm -f {ROUTINE_DIR}/security/pam_vigil_ev.so"), "pam-modified", "T1556.003")),
             ev(Scope, s("cron entry", "echo '* * * * * root cat /etc/shadow' > /etc/cron.d/vigil-e2e-ev; rm -f /etc/cron.d/vigil-e2e-ev", "crontab-modified", "T1053.003")),

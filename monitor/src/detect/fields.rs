@@ -141,7 +141,7 @@ rule_fields! {
     FileCreated = "file.created", Kind::Bool, [Open], "This open created the file (the kernel's `FMODE_CREATED`): an `O_TRUNC` on it emptied nothing.";
     FileProcessMemory = "file.process_memory", Kind::Bool, [Open], "The opened file is a process's memory (`/proc/<pid>/mem` or a thread's), known by the kernel's objects: through any mount, bind mount or second procfs.";
     Access = "access", Kind::Word(Access::WORDS), [Open], "How the file was opened.";
-    OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path.";
+    OpenedBy = "syscall", Kind::Word(OpenSyscall::WORDS), [Open], "The call that opened it: `pidfd_getfd` copied another process's open file, `open_by_handle_at` named no path; `ftruncate` and `truncate` opened nothing but cut the file (reported with `O_TRUNC`).";
     Truncate = "truncate", Kind::Bool, [Open], "Opened with O_TRUNC.";
     Succeeded = "ok", Kind::Bool, [Open, Connect, Priv, RawSocket, ProcessAccess, Link], "The call succeeded (a connect in progress counts).";
     Bytes = "bytes", Kind::Num, [FileRead], "Bytes read from the file.";

@@ -91,6 +91,12 @@ vocabulary! {
         OpenByHandleAt = "open_by_handle_at",
         /// Another process's open file, copied with `pidfd_getfd`: no path was asked for.
         PidfdGetfd = "pidfd_getfd",
+        /// A file cut to a length through an fd it was opened as before (nothing was opened):
+        /// reported as an open with `O_WRONLY|O_TRUNC`.
+        Ftruncate = "ftruncate",
+        /// A file cut to a length by path (nothing was opened): the path is the one passed,
+        /// made absolute, not a kernel walk.
+        Truncate = "truncate",
     }
 }
 
