@@ -347,6 +347,9 @@ fn open_object(object: &[u8], ring_buffer_bytes: u32) -> Result<(Ebpf, Tracefs),
     let offsets = layout::kernel_offsets(&btf)?;
     let tp_layout = layout::tracepoint_layout(&tracefs)?;
     let syscall_abi = layout::syscall_abi(&btf)?;
+    // Gone before the loader reads the kernel's BTF again for its own relocations: the two
+    // parses held at once were the daemon's peak memory.
+    drop(btf);
     tracing::debug!(?offsets, ?tp_layout, "kernel layouts");
 
     // One scratch slot per possible CPU (ids index the slots).
