@@ -95,6 +95,8 @@ fn keep(tid: u32, inode: Ptr) {
         Some(t) => t,
         None => {
             if LINK_TOUCHED.insert(tid, LinkTouched::default(), 0).is_err() {
+                // Counted; the event goes out `unverified`, with the names passed.
+                crate::maps::count(kind::LINK, vigil_common::counter::UNTRACKED);
                 return;
             }
             match LINK_TOUCHED.get_ptr_mut(tid) {

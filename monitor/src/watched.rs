@@ -668,6 +668,7 @@ mod tests {
             requested_path: RawBytes::from(path),
             source: RawBytes::from("/tmp/elsewhere/job"),
             changed,
+            changed_cut: false,
             unverified: false,
             path_truncated: false,
             flags: 0,

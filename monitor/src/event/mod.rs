@@ -636,6 +636,9 @@ pub struct LinkEvent {
     /// replaced), in the kernel's order; empty when it named none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<ChangedInode>,
+    /// The call changed more inodes than a record carries: the others are not in `changed`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changed_cut: bool,
     /// The kernel named no directory for this call (a kernel without the change-time
     /// tracepoints): `path` is the name passed, made absolute, nothing more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

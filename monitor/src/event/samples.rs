@@ -198,6 +198,7 @@ pub fn sample(t: EventType) -> Event {
                     directory: false,
                 },
             ],
+            changed_cut: false,
             unverified: false,
             path_truncated: false,
             flags: 0,
