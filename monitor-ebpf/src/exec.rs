@@ -73,14 +73,10 @@ fn emit_exec(ctx: &TracePointContext, old_pid: u32) {
     // filename: __data_loc (offset in the low 16 bits) into the tracepoint record.
     let loc: u32 = unsafe { ctx.read_at::<u32>(tp_layout!(exec_filename)) }.unwrap_or(0);
     let filename = (ctx.as_ptr() as Ptr).wrapping_add((loc & 0xffff) as usize);
-    let filename_len = match tail.kernel_str::<EXEC_FILENAME_MAX>(filename) {
-        Copied::Whole(n) => n,
-        Copied::Cut(n) => {
-            flags |= EXEC_FILENAME_TRUNCATED;
-            n
-        }
-        Copied::Failed => 0,
-    };
+    let (filename_len, cut) = tail
+        .kernel_str::<EXEC_FILENAME_MAX>(filename)
+        .len_flagged(EXEC_FILENAME_TRUNCATED, 0);
+    flags |= cut;
 
     // Controlling terminal: task->signal->tty->name.
     let signal = read_ptr(task, koff!(task_signal));

@@ -507,13 +507,6 @@ fn nr_offset() -> usize {
     (unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SYSCALL_ABI.nr_offset)) }) as usize
 }
 
-/// Whether the current thread's syscall is a 32-bit one (`TS_COMPAT`), for a program that is
-/// not on a syscall's hook.
-#[inline(always)]
-pub fn in_compat_syscall() -> bool {
-    read::<u32>(current_task(), ti_status_offset()).unwrap_or(0) & TS_COMPAT != 0
-}
-
 /// The registers as a raw tracepoint passes them: an untyped pointer, read with
 /// `bpf_probe_read_kernel` (a helper call each).
 #[derive(Clone, Copy)]

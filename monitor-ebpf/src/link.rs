@@ -29,10 +29,10 @@ use vigil_common::{
 
 use crate::{
     emit::send_prefix,
-    kernel::{compat_sys_class, fill_header, inode_id, Ptr, Regs, SysRegs},
+    kernel::{compat_sys_class, fill_header, inode_id, HookRegs, Ptr, Regs, SysRegs},
     maps::{scratch, LINK_SCRATCH, LINK_TOUCHED},
     scope,
-    tail::{Copied, Tail},
+    tail::Tail,
 };
 
 /// `ctime_ns_xchg(struct inode *, u32 old, u32 new, u32 cur)`: a multigrain file system's
@@ -75,7 +75,7 @@ fn on_ctime(inode: Ptr) -> i32 {
         return 0;
     }
     // The two tables share numbers (5 is open in one, fstat in the other): the ABI decides.
-    let class = if crate::kernel::in_compat_syscall() {
+    let class = if regs.in_compat_syscall(()) {
         compat
     } else {
         native
@@ -181,25 +181,16 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64) {
     let Some(mut tail) = Tail::<{ OPEN_TAIL_SPAN - 1 }>::new(rec.tail.as_mut_ptr()) else {
         return;
     };
-    rec.from_len = match tail.user_str::<OPEN_PATH_MAX>(from) {
-        Copied::Whole(n) => n,
-        Copied::Cut(n) => {
-            rec.flags |= LINK_FROM_TRUNCATED;
-            n
-        }
-        Copied::Failed => 0,
-    } as u16;
-    let to_len = match tail.user_str::<OPEN_PATH_MAX>(to) {
-        Copied::Whole(n) => n,
-        Copied::Cut(n) => {
-            rec.flags |= LINK_TO_TRUNCATED;
-            n
-        }
-        Copied::Failed => {
-            rec.flags |= LINK_TO_UNAVAILABLE;
-            0
-        }
-    };
+    // No source (an unlink's) is no flag.
+    let (from_len, how) = tail
+        .user_str::<OPEN_PATH_MAX>(from)
+        .len_flagged(LINK_FROM_TRUNCATED, 0);
+    rec.from_len = from_len as u16;
+    rec.flags |= how;
+    let (to_len, how) = tail
+        .user_str::<OPEN_PATH_MAX>(to)
+        .len_flagged(LINK_TO_TRUNCATED, LINK_TO_UNAVAILABLE);
+    rec.flags |= how;
     rec.to_len = to_len as u16;
     rec.base_len = 0;
     // A relative new name: its base, as an open's (the cwd, or the directory `new_dfd` is).

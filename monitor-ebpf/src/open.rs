@@ -5,7 +5,7 @@
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user};
 use vigil_common::{
     counter, kind, open_syscall, path_flag, sys_class, FileId, FileReadRecord, FileReadStats,
-    OpenFileKey, PathWalk, AT_FDCWD, AUDIT_UNSET, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED,
+    OpenFileKey, OpenRecord, PathWalk, AT_FDCWD, AUDIT_UNSET, OPEN_BASE_IS_DFD, OPEN_CWD_TRUNCATED,
     OPEN_FIXED_SIZE, OPEN_PATH_MAX, OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE,
     OPEN_READS_UNTRACKED, OPEN_TAIL_CAP, OPEN_TAIL_SPAN,
 };
@@ -16,7 +16,7 @@ use crate::{
     kernel::{current_tgid, file_id, fill_header, koff, process_root, Ptr, Regs},
     maps::{count, scratch, FILE_ORIGIN, OPEN_FILES, OPEN_SCRATCH},
     scope,
-    tail::{Copied, Tail},
+    tail::Tail,
 };
 
 /// `sys_exit` of open, openat, openat2 and creat (of a process `outside_every_session`: only
@@ -92,17 +92,11 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     ) {
         0
     } else {
-        match tail.user_str::<OPEN_PATH_MAX>(args[2]) {
-            Copied::Whole(n) => n,
-            Copied::Cut(n) => {
-                flags |= OPEN_PATH_TRUNCATED;
-                n
-            }
-            Copied::Failed => {
-                flags |= OPEN_PATH_UNAVAILABLE;
-                0
-            }
-        }
+        let (n, how) = tail
+            .user_str::<OPEN_PATH_MAX>(args[2])
+            .len_flagged(OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE);
+        flags |= how;
+        n
     };
     let dfd = args[1] as u32 as i32;
     // A relative path: add its base (the cwd, or the directory `dfd` refers to: what tar,
@@ -149,16 +143,8 @@ pub fn on_exit(class: u8, regs: impl Regs, ret: i64, outside_every_session: bool
     rec.path_len = path_len as u16;
     rec.cwd_len = cwd_len as u16;
     rec.flags = flags;
-    // Masked, not compared: the verifier keeps a mask's bound through register copies.
-    let used = tail.pos() as usize & (OPEN_TAIL_CAP - 1);
-    let size = OPEN_FIXED_SIZE + used;
-    fill_header(&mut rec.header, kind::OPEN, size as u32, task);
+    let size = seal(rec, tail.pos(), task);
     rec.header.ktime_ns = now;
-    if flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0
-        || rec.file_path.flags & path_flag::TRUNCATED != 0
-    {
-        count(kind::OPEN, counter::TRUNCATED);
-    }
     let ktime = rec.header.ktime_ns;
     // Following starts before the record goes out, so the record can say when the table had no
     // room. Such a file is counted once, here: it gets no origin either, so its reads do not
@@ -211,17 +197,11 @@ pub fn on_cut_exit(by_fd: bool, arg0: u64, ret: i64) {
     rec.path_len = 0;
     rec.cwd_len = 0;
     if !by_fd {
-        rec.path_len = match tail.user_str::<OPEN_PATH_MAX>(arg0) {
-            Copied::Whole(n) => n,
-            Copied::Cut(n) => {
-                rec.flags |= OPEN_PATH_TRUNCATED;
-                n
-            }
-            Copied::Failed => {
-                rec.flags |= OPEN_PATH_UNAVAILABLE;
-                0
-            }
-        } as u16;
+        let (n, how) = tail
+            .user_str::<OPEN_PATH_MAX>(arg0)
+            .len_flagged(OPEN_PATH_TRUNCATED, OPEN_PATH_UNAVAILABLE);
+        rec.path_len = n as u16;
+        rec.flags |= how;
         let first: u8 = rec.tail[0];
         if rec.path_len > 1 && first != b'/' && policy.resolve_relative_opens != 0 {
             let (n, cut, _) = tail.cwd(task);
@@ -254,15 +234,23 @@ pub fn on_cut_exit(by_fd: bool, arg0: u64, ret: i64) {
     } else {
         open_syscall::TRUNCATE
     };
-    let used = tail.pos() as usize & (OPEN_TAIL_CAP - 1);
-    let size = OPEN_FIXED_SIZE + used;
+    let size = seal(rec, tail.pos(), task);
+    send_prefix(rec, size, kind::OPEN);
+}
+
+/// Closes an open record built in scratch, its tail written up to `tail_pos`: its header, and
+/// the count of one whose path or base was cut. Returns the size to send (masked, not
+/// compared: the verifier keeps a mask's bound through register copies).
+#[inline(always)]
+fn seal(rec: &mut OpenRecord, tail_pos: u32, task: Ptr) -> usize {
+    let size = OPEN_FIXED_SIZE + (tail_pos as usize & (OPEN_TAIL_CAP - 1));
     fill_header(&mut rec.header, kind::OPEN, size as u32, task);
     if rec.flags & (OPEN_PATH_TRUNCATED | OPEN_CWD_TRUNCATED) != 0
         || rec.file_path.flags & path_flag::TRUNCATED != 0
     {
         count(kind::OPEN, counter::TRUNCATED);
     }
-    send_prefix(rec, size, kind::OPEN);
+    size
 }
 
 /// Starts counting the bytes read from a newly opened fd; false when the table is full (counted

@@ -33,6 +33,20 @@ pub enum Copied {
     Failed,
 }
 
+impl Copied {
+    /// The bytes written, and the record flag that says how it went: `cut` for a string that
+    /// may have been cut, `failed` for one that could not be read (`F::default()`, no flag, for
+    /// a whole one).
+    #[inline(always)]
+    pub fn len_flagged<F: Default>(self, cut: F, failed: F) -> (u32, F) {
+        match self {
+            Copied::Whole(n) => (n, F::default()),
+            Copied::Cut(n) => (n, cut),
+            Copied::Failed => (0, failed),
+        }
+    }
+}
+
 impl<const MASK: u32> Tail<MASK> {
     #[inline(always)]
     pub fn new(base: *mut u8) -> Option<Self> {

@@ -689,29 +689,21 @@ impl Expr {
         match self {
             Expr::And(a, b) => a.excludes_read_only_opens() || b.excludes_read_only_opens(),
             Expr::Or(a, b) => a.excludes_read_only_opens() && b.excludes_read_only_opens(),
+            // An equality (`==`, `!=`, `in`) that a read-only open's word fails, evaluated as
+            // the rule would: another access, or another kind of event (`type == "link"`).
             Expr::Cmp {
-                field: Field::Access,
-                op,
+                field: field @ (Field::Access | Field::Type),
+                op: op @ (Op::Eq | Op::Ne | Op::In),
                 value,
-                ..
-            } => match (op, value) {
-                (Op::Ne, Literal::Str(v)) => v == "read",
-                (Op::Eq, Literal::Str(v)) => v != "read",
-                (Op::In, Literal::List(vs)) => !vs.iter().any(|v| v == "read"),
-                _ => false,
-            },
-            // Another kind of event than an open (`type == "link"`): no open at all.
-            Expr::Cmp {
-                field: Field::Type,
-                op,
-                value,
-                ..
-            } => match (op, value) {
-                (Op::Eq, Literal::Str(v)) => v != "open",
-                (Op::Ne, Literal::Str(v)) => v == "open",
-                (Op::In, Literal::List(vs)) => !vs.iter().any(|v| v == "open"),
-                _ => false,
-            },
+                regex,
+            } => {
+                let word = if *field == Field::Access {
+                    "read"
+                } else {
+                    "open"
+                };
+                !compare(&Value::Str(word.into()), *op, value, regex.as_ref())
+            }
             Expr::Not(_) | Expr::Flag(_) | Expr::Cmp { .. } => false,
         }
     }

@@ -17,7 +17,7 @@ use std::{
 
 use crate::{
     decode::daemon_event,
-    event::{AlertEvent, Event, EventBody},
+    event::{AlertEvent, Event, EventBody, LinkEvent, OpenEvent},
 };
 use expr::{Fields, Value};
 use fields::Field;
@@ -292,14 +292,15 @@ impl Fields for View<'_> {
                 .and_then(|x| x.package.as_deref())
                 .map(|h| Value::Str(Cow::Borrowed(h)))
                 .unwrap_or(Value::Missing),
-            (Field::Path, EventBody::Open(o)) => {
-                Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&o.path.0))))
-            }
-            (Field::RequestedPath, EventBody::Open(o)) => Value::Str(lossy(&o.requested_path.0)),
-            (Field::Path, EventBody::Link(l)) => {
-                Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&l.path.0))))
-            }
-            (Field::RequestedPath, EventBody::Link(l)) => Value::Str(lossy(&l.requested_path.0)),
+            (
+                Field::Path,
+                EventBody::Open(OpenEvent { path, .. }) | EventBody::Link(LinkEvent { path, .. }),
+            ) => Value::Str(Cow::Borrowed(self.path.get_or_init(|| lossy(&path.0)))),
+            (
+                Field::RequestedPath,
+                EventBody::Open(OpenEvent { requested_path, .. })
+                | EventBody::Link(LinkEvent { requested_path, .. }),
+            ) => Value::Str(lossy(&requested_path.0)),
             (Field::Source, EventBody::Link(l)) if l.operation == crate::event::LinkOp::Unlink => {
                 Value::Missing
             }
