@@ -238,6 +238,16 @@ impl WatchedInodes {
         if !name.is_empty() {
             name_in(&mut link.path, dir, &name);
         }
+        // A directory given the name (a whole `/etc/pam.d` swapped for one made elsewhere) is
+        // named as one, `/etc/pam.d/`, so that the rules on what lies under it apply to it.
+        if link.operation != crate::event::LinkOp::Unlink && !link.path.0.ends_with(b"/") {
+            let on_host = self
+                .host_root
+                .join(link.path.lossy().trim_start_matches('/'));
+            if std::fs::symlink_metadata(on_host).is_ok_and(|m| m.is_dir()) {
+                link.path.0.push(b'/');
+            }
+        }
     }
 
     /// The name watched directory `dir` holds a file the call changed under, read from the
@@ -734,6 +744,15 @@ mod tests {
         assert_eq!(
             named("/tmp/view/job/", vec![dir("etc/cron.d")]),
             "/etc/cron.d/job"
+        );
+        // A directory given its name in a watched one is named as a directory: what a rule on
+        // `/etc/cron.d/` reads when the whole directory is swapped.
+        assert_eq!(
+            named(
+                "/tmp/elsewhere/cron.d",
+                vec![dir("tmp/elsewhere"), dir("etc")]
+            ),
+            "/etc/cron.d/"
         );
     }
 

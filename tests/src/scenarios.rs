@@ -422,6 +422,9 @@ impl Fixtures {
             ev(Naming, s("ld.so.preload hard-linked into place", "echo /nonexistent/vigil-ev.so > /var/tmp/vigil-ev-preload && ln /var/tmp/vigil-ev-preload /etc/ld.so.preload; rm -f /etc/ld.so.preload /var/tmp/vigil-ev-preload", "dynamic-linker-hijack", "T1574.006")).at("/etc/ld.so.preload"),
             ev(Naming, s("a PAM service symlinked in through a bind mount of /etc", &format!("mkdir -p {d}/e3 && mount --bind /etc {d}/e3 && ln -s /etc/pam.d/other {d}/e3/pam.d/vigil-e2e-ev3; umount {d}/e3; rm -f /etc/pam.d/vigil-e2e-ev3"), "pam-modified", "T1556.003")).at("/etc/pam.d/vigil-e2e-ev3"),
             ev(Naming, s("a cron entry renamed into place through the 32-bit ABI", "echo '# x' > /var/tmp/vigil-ev-job4 && \"$VIGIL_TEST_HELPER\" int80 rename /var/tmp/vigil-ev-job4 /etc/cron.d/vigil-e2e-ev4; rm -f /etc/cron.d/vigil-e2e-ev4", "crontab-modified", "T1053.003")).at("/etc/cron.d/vigil-e2e-ev4").also("compat-syscall-in-session"),
+            // A whole directory swapped for one made elsewhere: its name has no '/' after it
+            // unless the event says it is a directory. The original is put back.
+            ev(Naming, s("profile.d swapped for a directory made elsewhere", "cp -a /etc/profile.d /var/tmp/vigil-ev-pd && mv /etc/profile.d /etc/profile.d.vigil-ev && mv /var/tmp/vigil-ev-pd /etc/profile.d; mv /etc/profile.d /var/tmp/vigil-ev-pd2; mv /etc/profile.d.vigil-ev /etc/profile.d; rm -rf /var/tmp/vigil-ev-pd /var/tmp/vigil-ev-pd2", "shell-startup-modified", "T1546.004")).at("/etc/profile.d/"),
             // rm replaced by another program's unlink(2): the name removed is the event.
             ev(Program, s("a log deleted from python", ": >> /var/log/vigil-e2e-ev.log && python3 -c \"import os; os.unlink('/var/log/vigil-e2e-ev.log')\"", "logs-tampered", "T1070.002")).at("/var/log/vigil-e2e-ev.log"),
             // Lines taken out of a log: sed writes a new file beside it and renames it over.
