@@ -238,13 +238,14 @@ impl WatchedInodes {
         if !name.is_empty() {
             name_in(&mut link.path, dir, &name);
         }
-        // A directory given the name (a whole `/etc/pam.d` swapped for one made elsewhere) is
-        // named as one, `/etc/pam.d/`, so that the rules on what lies under it apply to it.
+        // A directory given the name (a whole `/etc/pam.d` swapped for one made elsewhere, or a
+        // symlink to one, which PAM follows) is named as one, `/etc/pam.d/`, so that the rules
+        // on what lies under it apply to it.
         if link.operation != crate::event::LinkOp::Unlink && !link.path.0.ends_with(b"/") {
             let on_host = self
                 .host_root
                 .join(link.path.lossy().trim_start_matches('/'));
-            if std::fs::symlink_metadata(on_host).is_ok_and(|m| m.is_dir()) {
+            if std::fs::metadata(on_host).is_ok_and(|m| m.is_dir()) {
                 link.path.0.push(b'/');
             }
         }
@@ -753,6 +754,12 @@ mod tests {
                 vec![dir("tmp/elsewhere"), dir("etc")]
             ),
             "/etc/cron.d/"
+        );
+        // A symlink to a directory, the same.
+        std::os::unix::fs::symlink("cron.d", root.path().join("etc/cron-link")).unwrap();
+        assert_eq!(
+            named("/tmp/view/cron-link", vec![dir("etc")]),
+            "/etc/cron-link/"
         );
     }
 
